@@ -1,0 +1,85 @@
+"""`DistillationConfig`: `TrainingArguments` plus what knowledge distillation needs.
+
+Being a `TrainingArguments` subclass means every distillation knob is also a command-line flag through
+`HfArgumentParser`, with its help text, exactly like the Trainer's own options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from .fusion import FUSION_STRATEGIES, check_teacher_index, normalize_weights
+from .losses import check_kd_hyperparameters
+
+
+@dataclass
+class DistillationConfig(TrainingArguments):
+    """Training arguments for `DistillationTrainer`.
+
+    Invalid combinations (unknown fusion, `weighted` without weights, T <= 0, alpha outside [0, 1]) are
+    refused when the config is built, before a model is loaded or a batch is read.
+    """
+
+    temperature: float = field(
+        default=6.0,
+        metadata={"help": "Softening temperature T of the soft-target term (> 0). The KL term is scaled by T^2."},
+    )
+    alpha: float = field(
+        default=0.7,
+        metadata={
+            "help": "Weight of the soft-target (KL) term in [0, 1]; 1 - alpha weights the hard-label cross-entropy. "
+            "alpha=0 is plain fine-tuning and needs no teacher logits."
+        },
+    )
+    fusion: str = field(
+        default="average",
+        metadata={
+            "help": "How the teachers' logits are fused per example: 'average' (mean of logits), 'weighted' (mean "
+            "weighted by fusion_weights), 'min_entropy' (the most confident teacher per example), 'gating' (an MLP "
+            "over the student's [CLS] state learns per-example teacher weights) or 'single' (teacher_index only).",
+            "choices": list(FUSION_STRATEGIES),
+        },
+    )
+    fusion_weights: list[float] | None = field(
+        default=None,
+        metadata={
+            "help": "For fusion='weighted': one non-negative weight per teacher, in the teacher column's order "
+            "(normalised to sum to 1). The recipes use the teachers' validation scores."
+        },
+    )
+    teacher_index: int | None = field(
+        default=None,
+        metadata={"help": "For fusion='single': which teacher (column position in teacher_logits) to distil from."},
+    )
+    teacher_logits_column: str = field(
+        default="teacher_logits",
+        metadata={"help": "Dataset column holding raw teacher logits of shape [n_teachers, n_labels] per example."},
+    )
+    gate_hidden_size: int = field(
+        default=128, metadata={"help": "For fusion='gating': hidden width of the gate MLP."}
+    )
+    gate_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "For fusion='gating': learning rate of the gate's parameters (default: learning_rate)."},
+    )
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_kd_hyperparameters(self.temperature, self.alpha)
+        if self.fusion not in FUSION_STRATEGIES:
+            raise ValueError(f"Unknown fusion strategy {self.fusion!r}; choose one of {FUSION_STRATEGIES}.")
+        if self.fusion == "weighted":
+            normalize_weights(self.fusion_weights, len(self.fusion_weights or []))
+        if self.fusion == "single" and self.teacher_index is None:
+            raise ValueError("fusion='single' needs teacher_index.")
+        if self.gate_hidden_size < 1:
+            raise ValueError(f"gate_hidden_size must be >= 1, got {self.gate_hidden_size}.")
+
+    def check_teacher_count(self, n_teachers: int) -> None:
+        """Check the options that depend on how many teachers the data holds."""
+        if self.fusion == "weighted":
+            normalize_weights(self.fusion_weights, n_teachers)
+        if self.fusion == "single":
+            check_teacher_index(self.teacher_index, n_teachers)

@@ -1,0 +1,123 @@
+"""Fusion strategies: how the logits of several teachers become one soft target per example.
+
+Every strategy maps `[batch, n_teachers, n_labels]` raw logits to `[batch, n_labels]` raw logits, so the
+loss never needs to know how many teachers there were. The static strategies are plain functions; the
+learned gate is a small `nn.Module` because it has parameters that train with the student.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+from torch import nn
+
+STATIC_STRATEGIES = ("average", "weighted", "min_entropy", "single")
+FUSION_STRATEGIES = STATIC_STRATEGIES + ("gating",)
+
+
+def check_teacher_logits(teacher_logits: torch.Tensor, num_labels: int | None = None) -> None:
+    """Raise a `ValueError` that names the problem for a teacher-logit batch that cannot be fused.
+
+    Catching these here gives the user a sentence instead of a broadcasting error deep inside torch or,
+    worse, a NaN loss several hundred steps later.
+    """
+    if teacher_logits.dim() != 3:
+        raise ValueError(
+            "teacher logits must have shape [batch, n_teachers, n_labels], got a tensor of shape "
+            f"{tuple(teacher_logits.shape)}."
+        )
+    if num_labels is not None and teacher_logits.shape[-1] != num_labels:
+        raise ValueError(
+            f"teacher logits have {teacher_logits.shape[-1]} labels but the student has num_labels={num_labels}: "
+            "teachers and student must share one label space (same labels, same order)."
+        )
+    if not torch.isfinite(teacher_logits).all():
+        raise ValueError("teacher logits contain NaN or infinite values; re-extract them or drop those rows.")
+
+
+def normalize_weights(weights: Sequence[float], n_teachers: int) -> torch.Tensor:
+    """Turn one non-negative weight per teacher (e.g. validation scores) into weights summing to 1."""
+    if weights is None:
+        raise ValueError("fusion='weighted' needs fusion_weights: one weight per teacher.")
+    weights = torch.as_tensor(list(weights), dtype=torch.float32)
+    if weights.dim() != 1 or weights.numel() != n_teachers:
+        raise ValueError(f"fusion_weights has {weights.numel()} values but there are {n_teachers} teachers.")
+    if not torch.isfinite(weights).all() or (weights < 0).any() or weights.sum() <= 0:
+        raise ValueError(f"fusion_weights must be finite, non-negative and not all zero, got {weights.tolist()}.")
+    return weights / weights.sum()
+
+
+def check_teacher_index(teacher_index: int | None, n_teachers: int) -> int:
+    """Validate the teacher that `single` fusion uses; negative indices count from the end, as in Python."""
+    if teacher_index is None:
+        raise ValueError("fusion='single' needs teacher_index.")
+    if not -n_teachers <= teacher_index < n_teachers:
+        raise ValueError(f"teacher_index={teacher_index} is out of range for {n_teachers} teachers.")
+    return teacher_index % n_teachers
+
+
+def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of softmax(logits) over the last dimension; exact even for very confident logits."""
+    log_probs = torch.log_softmax(logits.float(), dim=-1)
+    return -(log_probs.exp() * log_probs).sum(dim=-1)
+
+
+def fuse_logits(
+    teacher_logits: torch.Tensor,
+    strategy: str,
+    weights: Sequence[float] | None = None,
+    teacher_index: int | None = None,
+) -> torch.Tensor:
+    """Fuse `[batch, n_teachers, n_labels]` teacher logits into `[batch, n_labels]` with a static strategy.
+
+    - `average`: element-wise mean of the teachers' logits.
+    - `weighted`: mean of the logits weighted by `weights` (normalised to sum to 1).
+    - `min_entropy`: per example, the logits of the teacher whose softmax (T=1) has the lowest entropy.
+    - `single`: the logits of teacher `teacher_index`.
+
+    The learned gate (`gating`) needs the student's hidden state, so it lives in `GatingNetwork`.
+    """
+    if strategy not in STATIC_STRATEGIES:
+        hint = " (it needs the student's hidden state: use GatingNetwork)" if strategy == "gating" else ""
+        raise ValueError(f"Unknown static fusion strategy {strategy!r}{hint}; choose one of {STATIC_STRATEGIES}.")
+    check_teacher_logits(teacher_logits)
+    n_teachers = teacher_logits.shape[1]
+    if strategy == "average":
+        return teacher_logits.mean(dim=1)
+    if strategy == "weighted":
+        normalized = normalize_weights(weights, n_teachers).to(teacher_logits.device, teacher_logits.dtype)
+        return torch.einsum("btl,t->bl", teacher_logits, normalized)
+    if strategy == "min_entropy":
+        most_confident = softmax_entropy(teacher_logits).argmin(dim=1)
+        return teacher_logits[torch.arange(teacher_logits.shape[0], device=teacher_logits.device), most_confident]
+    return teacher_logits[:, check_teacher_index(teacher_index, n_teachers)]
+
+
+class GatingNetwork(nn.Module):
+    """Learned per-example teacher weights from the student's [CLS] (first-token) final hidden state.
+
+    A two-layer MLP produces a softmax over teachers; the fused logits are the weighted mean of the
+    teachers' logits. The gate starts out as `average` (zero-initialised output layer), so early training
+    is not driven by a random preference for one teacher.
+    """
+
+    def __init__(self, input_size: int, n_teachers: int, hidden_size: int = 128):
+        super().__init__()
+        self.n_teachers = n_teachers
+        self.mlp = nn.Sequential(nn.Linear(input_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, n_teachers))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def teacher_weights(self, cls_hidden: torch.Tensor) -> torch.Tensor:
+        """`[batch, hidden]` -> `[batch, n_teachers]` weights that sum to 1 per example."""
+        return torch.softmax(self.mlp(cls_hidden.float()), dim=-1)
+
+    def forward(self, cls_hidden: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        check_teacher_logits(teacher_logits)
+        if teacher_logits.shape[1] != self.n_teachers:
+            raise ValueError(
+                f"the gate was built for {self.n_teachers} teachers but the batch has {teacher_logits.shape[1]}."
+            )
+        weights = self.teacher_weights(cls_hidden)
+        return torch.einsum("bt,btl->bl", weights, teacher_logits.float())

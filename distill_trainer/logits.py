@@ -1,0 +1,229 @@
+"""The logit-dataset format: a `datasets.Dataset` whose `teacher_logits` column holds raw teacher logits.
+
+Each row keeps the task's own columns (text, `label`, `idx`) and gains `teacher_logits` of shape
+`[n_teachers, n_labels]` (temperature 1, in the *dataset's* label order). Metadata travels with the
+dataset in `dataset.info.description` (as JSON), which survives `map`, `select`, `shuffle`,
+`save_to_disk` and `load_from_disk`, so a logit dataset can always say which teachers made it, in what
+order, with which label names, and on exactly which inputs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import datasets
+import numpy as np
+
+METADATA_KEY = "distill_trainer_logits"
+
+
+@dataclass
+class TeacherInfo:
+    """One teacher, as recorded in a logit dataset (never a local path: these get published)."""
+
+    name: str
+    revision: str | None = None
+    validation_score: float | None = None
+    metric: str | None = None
+
+
+@dataclass
+class LogitDatasetMetadata:
+    """What must travel with teacher logits so they are never used on the wrong data.
+
+    `input_fingerprint` hashes the input columns row by row, in order: a logit dataset joined to other
+    rows, shuffled rows or other text is detected by recomputing it (see `validate_logit_dataset`).
+    """
+
+    teachers: list[TeacherInfo]
+    label_names: list[str]
+    input_columns: list[str]
+    num_rows: int
+    input_fingerprint: str
+    column: str = "teacher_logits"
+    format_version: int = 1
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def validation_scores(self) -> list[float | None]:
+        """The teachers' validation scores in column order (the weights of `weighted` fusion)."""
+        return [teacher.validation_score for teacher in self.teachers]
+
+    def to_json(self) -> str:
+        return json.dumps({METADATA_KEY: asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "LogitDatasetMetadata":
+        data = dict(data)
+        data["teachers"] = [TeacherInfo(**teacher) for teacher in data["teachers"]]
+        return cls(**data)
+
+
+def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -> str:
+    """Order-sensitive SHA-256 of the given columns of every row (respects `select`/`shuffle` indices)."""
+    missing = [column for column in input_columns if column not in dataset.column_names]
+    if missing:
+        raise ValueError(f"Cannot fingerprint inputs: columns {missing} are not in the dataset {dataset.column_names}.")
+    table = dataset.with_format("arrow", columns=list(input_columns))[:]
+    digest = hashlib.sha256()
+    for column in input_columns:
+        digest.update(column.encode())
+        for value in table.column(column).to_pylist():
+            digest.update(repr(value).encode())
+            digest.update(b"\x1f")
+    return digest.hexdigest()
+
+
+def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:
+    """The logit metadata stored in `dataset`, or `None` for a dataset that carries none."""
+    try:
+        payload = json.loads(dataset.info.description or "")
+    except (json.JSONDecodeError, TypeError):
+        return None
+    if not isinstance(payload, dict) or METADATA_KEY not in payload:
+        return None
+    return LogitDatasetMetadata.from_dict(payload[METADATA_KEY])
+
+
+def write_metadata(dataset: datasets.Dataset, metadata: LogitDatasetMetadata) -> datasets.Dataset:
+    """Store `metadata` in the dataset's info (in place, and returns the dataset for chaining)."""
+    dataset.info.description = metadata.to_json()
+    return dataset
+
+
+def teacher_logits_array(dataset: datasets.Dataset, column: str = "teacher_logits") -> np.ndarray:
+    """The whole teacher column as a float32 `[rows, n_teachers, n_labels]` array, or a clear `ValueError`."""
+    if column not in dataset.column_names:
+        raise ValueError(
+            f"The dataset has no {column!r} column (columns: {dataset.column_names}). Attach teacher logits with "
+            "distill_trainer.attach_teacher_logits, or set teacher_logits_column to the right name."
+        )
+    values = dataset.with_format("numpy", columns=[column])[:][column]
+    if values.dtype == object or values.ndim != 3:
+        shapes = sorted({np.shape(np.asarray(row, dtype=object)) for row in values[:1000]}) if len(values) else []
+        raise ValueError(
+            f"Column {column!r} must hold one [n_teachers, n_labels] array per row, all of the same shape; found "
+            f"rows of shapes {shapes[:5]} (array shape {values.shape})."
+        )
+    return values.astype(np.float32, copy=False)
+
+
+def check_logits_array(logits: np.ndarray, column: str = "teacher_logits") -> None:
+    """Refuse NaN or infinite logits, naming the first offending rows."""
+    finite_rows = np.isfinite(logits).reshape(len(logits), -1).all(axis=1)
+    if not finite_rows.all():
+        bad = np.flatnonzero(~finite_rows)
+        raise ValueError(
+            f"Column {column!r} has NaN or infinite logits in {len(bad)} rows (first rows: {bad[:5].tolist()})."
+        )
+
+
+def attach_teacher_logits(
+    dataset: datasets.Dataset,
+    logits: np.ndarray,
+    teachers: Sequence[TeacherInfo | str],
+    label_names: Sequence[str],
+    input_columns: Sequence[str],
+    column: str = "teacher_logits",
+) -> datasets.Dataset:
+    """Return `dataset` with a `[n_teachers, n_labels]` logit column and the metadata that identifies it.
+
+    `logits` is `[rows, n_teachers, n_labels]` in the dataset's row order and label order; `input_columns`
+    (e.g. `["sentence"]` or `["idx", "sentence1", "sentence2"]`) are fingerprinted so that the logits can
+    later be checked against the data they are used with.
+    """
+    logits = np.asarray(logits, dtype=np.float32)
+    teachers = [teacher if isinstance(teacher, TeacherInfo) else TeacherInfo(name=teacher) for teacher in teachers]
+    if logits.ndim != 3:
+        raise ValueError(f"logits must be [rows, n_teachers, n_labels], got shape {logits.shape}.")
+    if logits.shape[0] != len(dataset):
+        raise ValueError(f"logits have {logits.shape[0]} rows but the dataset has {len(dataset)}.")
+    if logits.shape[1] != len(teachers):
+        raise ValueError(f"logits hold {logits.shape[1]} teachers but {len(teachers)} teachers were named.")
+    if logits.shape[2] != len(label_names):
+        raise ValueError(f"logits have {logits.shape[2]} labels but label_names has {len(label_names)}.")
+    check_logits_array(logits, column)
+    if column in dataset.column_names:
+        dataset = dataset.remove_columns(column)
+    feature = datasets.Array2D(shape=logits.shape[1:], dtype="float32")
+    dataset = dataset.add_column(column, logits.tolist(), feature=feature)
+    metadata = LogitDatasetMetadata(
+        teachers=teachers,
+        label_names=list(label_names),
+        input_columns=list(input_columns),
+        num_rows=len(dataset),
+        input_fingerprint=input_fingerprint(dataset, input_columns),
+        column=column,
+    )
+    return write_metadata(dataset, metadata)
+
+
+def _is_default_label_name(index: int, name: str) -> bool:
+    return name == f"LABEL_{index}"
+
+
+def check_label_names(expected: Sequence[str], found: Sequence[str], where: str) -> None:
+    """Refuse two label spaces that differ in size or (case-insensitively) in names or order."""
+    if [name.lower() for name in expected] != [name.lower() for name in found]:
+        raise ValueError(
+            f"Label spaces differ: the logit dataset has labels {list(expected)} but {where} has {list(found)}. "
+            "Re-extract the logits in this label order, or fix the model's id2label."
+        )
+
+
+def validate_logit_dataset(
+    dataset: datasets.Dataset,
+    column: str = "teacher_logits",
+    num_labels: int | None = None,
+    model_label_names: Sequence[str] | None = None,
+    reference: datasets.Dataset | None = None,
+) -> LogitDatasetMetadata | None:
+    """Check a logit dataset before any training step is spent on it; returns its metadata, if any.
+
+    Checks: the column exists and has one `[n_teachers, n_labels]` shape; values are finite; `n_labels`
+    equals the student's `num_labels`; the metadata (when present) agrees with the column's shape; label
+    names agree with the student's `id2label` (unless those are the default `LABEL_i`); and, when
+    `reference` is given, that the logits were computed on exactly `reference`'s inputs, in order.
+    """
+    logits = teacher_logits_array(dataset, column)
+    check_logits_array(logits, column)
+    n_teachers, n_labels = logits.shape[1:]
+    if num_labels is not None and n_labels != num_labels:
+        raise ValueError(
+            f"Column {column!r} has {n_labels} labels per teacher but the student has num_labels={num_labels}."
+        )
+    metadata = read_metadata(dataset)
+    if metadata is None:
+        if reference is not None:
+            raise ValueError("The logit dataset carries no metadata, so it cannot be checked against the data.")
+        return None
+    if len(metadata.teachers) != n_teachers or len(metadata.label_names) != n_labels:
+        raise ValueError(
+            f"Column {column!r} holds {n_teachers} teachers x {n_labels} labels but its metadata lists "
+            f"{len(metadata.teachers)} teachers x {len(metadata.label_names)} labels: the column was changed "
+            "after extraction."
+        )
+    if model_label_names is not None and not all(
+        _is_default_label_name(i, name) for i, name in enumerate(model_label_names)
+    ):
+        check_label_names(metadata.label_names, model_label_names, "the student's config.id2label")
+    if reference is not None:
+        check_logits_match_inputs(metadata, reference)
+    return metadata
+
+
+def check_logits_match_inputs(metadata: LogitDatasetMetadata, data: datasets.Dataset) -> None:
+    """Refuse a logit dataset whose fingerprinted inputs are not exactly `data`'s rows, in order."""
+    if len(data) != metadata.num_rows:
+        raise ValueError(
+            f"This logit dataset was computed on {metadata.num_rows} rows but the data has {len(data)}: "
+            "it belongs to another split or subset."
+        )
+    if input_fingerprint(data, metadata.input_columns) != metadata.input_fingerprint:
+        raise ValueError(
+            f"This logit dataset does not belong to this data: the columns {metadata.input_columns} differ "
+            "(other rows, another order, or other text). Re-extract the logits on this data."
+        )

@@ -1,0 +1,219 @@
+"""`DistillationTrainer`: a `transformers.Trainer` that distils stored teacher logits into the student.
+
+It overrides only what distillation changes: the loss, the columns the Trainer keeps, and, for the
+learned gate, where the gate's parameters live (optimizer, DDP gradient sync, checkpoints). Everything
+else (evaluation, logging, saving the student, `accelerate launch`) is the parent's.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import datasets
+import torch
+from safetensors.torch import load_file, save_file
+from transformers import Trainer
+from transformers.modeling_outputs import SequenceClassifierOutput
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .collator import DistillationDataCollator
+from .config import DistillationConfig
+from .fusion import GatingNetwork, check_teacher_logits, fuse_logits
+from .logits import validate_logit_dataset
+from .losses import combine_kd_terms, kd_loss_terms
+
+GATE_WEIGHTS_NAME = "distill_gate.safetensors"
+
+
+class DistillationTrainer(Trainer):
+    """Trains a student on `alpha * KL(fused teachers || student) * T^2 + (1 - alpha) * CE`.
+
+    Batches carry `teacher_logits` (`[batch, n_teachers, n_labels]`, raw logits); any `datasets.Dataset`
+    with such a column plus `input_ids`/`attention_mask`/`labels` trains as is, with the Trainer's default
+    `remove_unused_columns=True`. Datasets are checked when the trainer is built (column present, one
+    shape, finite values, the student's label space), so bad data fails before the first step.
+
+    Eval splits without the teacher column are evaluated with cross-entropy only. With `fusion="gating"`
+    a `GatingNetwork` trains alongside the student: it is in the optimizer, its gradients are averaged
+    across processes, it is saved in every checkpoint (`distill_gate.safetensors`) and restored by
+    `resume_from_checkpoint`, but it is never written into the student's `save_model` folder, which
+    stays a plain `AutoModelForSequenceClassification` checkpoint.
+    """
+
+    # compute_loss returns a per-batch mean, so the parent divides it by the accumulation steps once.
+    loss_is_scaled_for_ga = False
+
+    def __init__(self, model=None, args: DistillationConfig | None = None, data_collator=None, train_dataset=None,
+                 eval_dataset=None, processing_class=None, **kwargs):
+        if not isinstance(args, DistillationConfig):
+            raise TypeError(f"DistillationTrainer needs args=DistillationConfig(...), got {type(args).__name__}.")
+        if data_collator is None:
+            data_collator = DistillationDataCollator(processing_class, args.teacher_logits_column)
+        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
+                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        self.teacher_column = args.teacher_logits_column
+        self.num_labels = self.model.config.num_labels
+        n_teachers = self._check_teacher_data(train_dataset, "train", required=args.alpha > 0)
+        eval_sets = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
+        for eval_set in eval_sets:
+            n_teachers = n_teachers or self._check_teacher_data(eval_set, "eval", required=False)
+        if n_teachers:
+            args.check_teacher_count(n_teachers)
+        self.gate = None
+        if args.fusion == "gating" and args.alpha > 0:
+            if not n_teachers:
+                raise ValueError("fusion='gating' needs a dataset with a teacher column to know how many teachers.")
+            hidden_size = self.model.config.hidden_size
+            self.gate = GatingNetwork(hidden_size, n_teachers, args.gate_hidden_size).to(args.device)
+        self._loss_term_sums: dict[str, torch.Tensor] = {}
+        self._loss_term_steps = 0
+
+    # ---- data ---------------------------------------------------------------------------------
+
+    def _check_teacher_data(self, dataset, split: str, required: bool) -> int | None:
+        """Validate a split's teacher column up front; return its number of teachers (None if absent)."""
+        if dataset is None:
+            return None
+        if isinstance(dataset, datasets.Dataset):
+            if self.teacher_column not in dataset.column_names:
+                if required:
+                    raise ValueError(
+                        f"The {split} dataset has no {self.teacher_column!r} column (columns: {dataset.column_names}). "
+                        "Distillation with alpha > 0 needs teacher logits; set alpha=0 for plain fine-tuning."
+                    )
+                return None
+            id2label = self.model.config.id2label
+            label_names = [id2label[i] for i in range(self.num_labels)] if id2label else None
+            validate_logit_dataset(dataset, self.teacher_column, self.num_labels, label_names)
+            return len(dataset[0][self.teacher_column])
+        first_row = dataset[0] if hasattr(dataset, "__getitem__") else next(iter(dataset))
+        if self.teacher_column not in first_row:
+            if required:
+                raise ValueError(f"The {split} dataset's rows have no {self.teacher_column!r} key.")
+            return None
+        first = torch.as_tensor(first_row[self.teacher_column], dtype=torch.float32).unsqueeze(0)
+        check_teacher_logits(first, self.num_labels)
+        return first.shape[1]
+
+    def _set_signature_columns_if_needed(self):
+        """Keep the teacher column through `remove_unused_columns=True` (the model's forward never sees it)."""
+        super()._set_signature_columns_if_needed()
+        if self.teacher_column not in self._signature_columns:
+            self._signature_columns.append(self.teacher_column)
+
+    # ---- loss ---------------------------------------------------------------------------------
+
+    def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
+        """Fuse the batch's teacher logits and apply `kd_loss`; CE only when the batch has no teachers.
+
+        `num_items_in_batch` is accepted for the parent's signature and not used: the loss is a per-batch
+        mean (see `loss_is_scaled_for_ga`).
+        """
+        inputs = dict(inputs)
+        teacher_logits = inputs.pop(self.teacher_column, None)
+        labels = inputs.pop("labels", None)
+        alpha = self.args.alpha if teacher_logits is not None else 0.0
+        if teacher_logits is None and self.args.alpha > 0 and model.training:
+            raise ValueError(f"The training batch has no {self.teacher_column!r}; distillation needs teacher logits.")
+        use_gate = self.gate is not None and alpha > 0
+        outputs = model(**inputs, output_hidden_states=True) if use_gate else model(**inputs)
+        student_logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+        fused = None
+        if alpha > 0:
+            check_teacher_logits(teacher_logits, self.num_labels)
+            fused = self.fuse_teachers(teacher_logits.to(student_logits.device), outputs)
+        terms = kd_loss_terms(student_logits, fused, labels, self.args.temperature, alpha,
+                              self.args.label_smoothing_factor)
+        loss = combine_kd_terms(terms, alpha)
+        if model.training:
+            self._record_loss_terms(terms)
+        if use_gate:  # don't hand every layer's hidden states to evaluation's prediction gathering
+            outputs = SequenceClassifierOutput(logits=student_logits)
+        return (loss, outputs) if return_outputs else loss
+
+    def fuse_teachers(self, teacher_logits: torch.Tensor, student_outputs) -> torch.Tensor:
+        """`[batch, n_teachers, n_labels]` -> `[batch, n_labels]` with the configured strategy.
+
+        The gate reads the student's [CLS] state detached: it learns which teacher to trust for an input,
+        but the student is not pushed to reshape its representation to make the gate's choice easier.
+        """
+        if self.args.fusion == "gating":
+            cls_hidden = student_outputs.hidden_states[-1][:, 0].detach()
+            return self.gate(cls_hidden, teacher_logits)
+        return fuse_logits(teacher_logits, self.args.fusion, self.args.fusion_weights, self.args.teacher_index)
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        """Without labels the parent calls the model directly, so the teacher column must not reach it."""
+        if any(inputs.get(name) is None for name in self.label_names):
+            inputs = {k: v for k, v in inputs.items() if k != self.teacher_column}
+        return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def _record_loss_terms(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            self._loss_term_sums[name] = self._loss_term_sums.get(name, 0.0) + value.detach()
+        self._loss_term_steps += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Add each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) to training logs."""
+        if "loss" in logs and self._loss_term_steps:
+            for name, total in self._loss_term_sums.items():
+                logs[f"loss_{name}"] = round(float(total) / self._loss_term_steps, 6)
+            self._loss_term_sums, self._loss_term_steps = {}, 0
+        super().log(logs, start_time)
+
+    # ---- the learned gate's parameters ----------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        """The parent's optimizer over the student, plus a parameter group for the gate."""
+        optimizer = super().create_optimizer(model)
+        if self.gate is not None:
+            gate_params = list(self.gate.parameters())
+            already_in = any(p is q for group in optimizer.param_groups for p in group["params"] for q in gate_params)
+            if not already_in:
+                self._broadcast_gate()
+                lr = self.args.gate_learning_rate or self.args.learning_rate
+                optimizer.add_param_group({"params": gate_params, "lr": lr, "weight_decay": 0.0})
+                # The training loop calls model.zero_grad(), which never reaches the gate's gradients.
+                optimizer.register_step_post_hook(lambda *_: self.gate.zero_grad(set_to_none=True))
+        return optimizer
+
+    def _broadcast_gate(self) -> None:
+        """Start every process from rank 0's gate, as DDP does for the wrapped model."""
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            for param in self.gate.parameters():
+                torch.distributed.broadcast(param.data, src=0)
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """After the micro-batch that ends an accumulation, average the gate's gradients across processes.
+
+        DDP all-reduces only the parameters of the module it wraps; the gate lives outside the student.
+        """
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.gate is not None and self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
+            grads = [p.grad for p in self.gate.parameters() if p.grad is not None]
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            torch.distributed.all_reduce(flat)
+            flat /= self.accelerator.num_processes
+            offset = 0
+            for grad in grads:
+                grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+                offset += grad.numel()
+        return loss
+
+    def _save_checkpoint(self, model, trial):
+        """Write the gate into the checkpoint folder first, so a checkpoint never lacks it."""
+        if self.gate is not None and self.args.should_save:
+            checkpoint_dir = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            os.makedirs(checkpoint_dir, exist_ok=True)
+            save_file({k: v.contiguous().cpu() for k, v in self.gate.state_dict().items()},
+                      os.path.join(checkpoint_dir, GATE_WEIGHTS_NAME))
+        super()._save_checkpoint(model, trial)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.gate is not None:
+            path = os.path.join(resume_from_checkpoint, GATE_WEIGHTS_NAME)
+            if not os.path.isfile(path):
+                raise ValueError(f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a gating run.")
+            self.gate.load_state_dict(load_file(path, device=str(self.args.device)))
