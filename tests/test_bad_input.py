@@ -1,0 +1,177 @@
+"""Bad input gets a ValueError that names the problem, raised before any training step runs."""
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import teacher_logits_for, tiny_student
+
+from distill_trainer import (
+    DistillationConfig,
+    DistillationDataCollator,
+    DistillationTrainer,
+    TeacherInfo,
+    attach_teacher_logits,
+    read_metadata,
+    validate_logit_dataset,
+)
+
+
+def args(tmp_path, **overrides):
+    options = dict(output_dir=str(tmp_path), use_cpu=True, report_to="none", max_steps=1, disable_tqdm=True)
+    options.update(overrides)
+    return DistillationConfig(**options)
+
+
+def build(tmp_path, dataset, tokenizer, model=None, **overrides):
+    return DistillationTrainer(model=model or tiny_student(), args=args(tmp_path, **overrides),
+                               train_dataset=dataset, processing_class=tokenizer)
+
+
+def with_column(dataset, values):
+    return dataset.remove_columns("teacher_logits").add_column("teacher_logits", values)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"temperature": 0.0}, "temperature must be > 0"),
+        ({"temperature": -2.0}, "temperature must be > 0"),
+        ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
+        ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
+        ({"fusion": "median"}, "Unknown fusion strategy 'median'"),
+        ({"fusion": "weighted"}, "needs fusion_weights"),
+        ({"fusion": "weighted", "fusion_weights": [0.0, 0.0]}, "not all zero"),
+        ({"fusion": "single"}, "needs teacher_index"),
+    ],
+)
+def test_config_refuses_bad_hyperparameters(tmp_path, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        args(tmp_path, **overrides)
+
+
+def test_missing_teacher_column(tmp_path, tokenizer, sentiment_data):
+    with pytest.raises(ValueError, match="no 'teacher_logits' column"):
+        build(tmp_path, sentiment_data.remove_columns("teacher_logits"), tokenizer)
+    with pytest.raises(ValueError, match="no 'soft_targets' column"):
+        build(tmp_path, sentiment_data, tokenizer, teacher_logits_column="soft_targets")
+    build(tmp_path, sentiment_data.remove_columns("teacher_logits"), tokenizer, alpha=0.0)  # plain fine-tuning
+
+
+def test_wrong_shapes(tmp_path, tokenizer, sentiment_data):
+    n = len(sentiment_data)
+    ragged = [[[0.0, 1.0], [1.0]]] * n
+    with pytest.raises(ValueError, match="all of the same shape"):
+        build(tmp_path, with_column(sentiment_data, ragged), tokenizer)
+    flat = np.zeros((n, 2)).tolist()  # [n_labels] per row: no teacher axis
+    with pytest.raises(ValueError, match=r"\[n_teachers, n_labels\]"):
+        build(tmp_path, with_column(sentiment_data, flat), tokenizer)
+
+
+def test_label_count_differs_from_student(tmp_path, tokenizer, sentiment_data):
+    three_labels = np.zeros((len(sentiment_data), 3, 3)).tolist()
+    with pytest.raises(ValueError, match="num_labels=2"):
+        build(tmp_path, with_column(sentiment_data, three_labels), tokenizer)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_logits(tmp_path, tokenizer, sentiment_data, bad):
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
+    logits[7, 1, 0] = bad
+    with pytest.raises(ValueError, match=r"NaN or infinite logits in 1 rows \(first rows: \[7\]\)"):
+        build(tmp_path, with_column(sentiment_data, logits.tolist()), tokenizer)
+
+
+def test_non_finite_logits_in_a_batch(tmp_path, tokenizer, sentiment_data):
+    trainer = build(tmp_path, sentiment_data, tokenizer)
+    batch = next(iter(trainer.get_train_dataloader()))
+    batch["teacher_logits"][0, 0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        trainer.compute_loss(trainer.model, batch)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"fusion": "weighted", "fusion_weights": [1.0, 1.0]}, "2 values but there are 3 teachers"),
+        ({"fusion": "single", "teacher_index": 3}, "teacher_index=3 is out of range for 3 teachers"),
+    ],
+)
+def test_options_that_do_not_fit_the_teacher_count(tmp_path, tokenizer, sentiment_data, overrides, message):
+    with pytest.raises(ValueError, match=message):
+        build(tmp_path, sentiment_data, tokenizer, **overrides)
+
+
+def test_args_must_be_a_distillation_config(tmp_path, sentiment_data):
+    from transformers import TrainingArguments
+
+    with pytest.raises(TypeError, match="DistillationConfig"):
+        DistillationTrainer(model=tiny_student(), args=TrainingArguments(output_dir=str(tmp_path)),
+                            train_dataset=sentiment_data)
+
+
+@pytest.fixture
+def logit_dataset(sentiment_data):
+    data = sentiment_data.remove_columns("teacher_logits")
+    logits = teacher_logits_for(data["label"][:])
+    teachers = [TeacherInfo("org/teacher-a", validation_score=0.9), "org/teacher-b", "tfidf-logreg"]
+    return attach_teacher_logits(data, logits, teachers, ["negative", "positive"], ["sentence"])
+
+
+def test_metadata_travels_through_save_and_load(tmp_path, logit_dataset):
+    logit_dataset.save_to_disk(str(tmp_path / "logits"))
+    reloaded = datasets.load_from_disk(str(tmp_path / "logits"))
+    metadata = read_metadata(reloaded.shuffle(seed=0).map(lambda row: row))
+    assert [t.name for t in metadata.teachers] == ["org/teacher-a", "org/teacher-b", "tfidf-logreg"]
+    assert metadata.validation_scores == [0.9, None, None]
+    assert metadata.label_names == ["negative", "positive"]
+    assert reloaded.features["teacher_logits"].shape == (3, 2)
+    np.testing.assert_array_equal(np.asarray(reloaded["teacher_logits"][:3]), np.asarray(logit_dataset["teacher_logits"][:3]))
+
+
+def test_label_names_must_match_the_student(tmp_path, tokenizer, logit_dataset):
+    swapped = tiny_student(id2label={0: "positive", 1: "negative"}, label2id={"positive": 0, "negative": 1})
+    with pytest.raises(ValueError, match="Label spaces differ"):
+        build(tmp_path, logit_dataset, tokenizer, model=swapped)
+    named = tiny_student(id2label={0: "NEGATIVE", 1: "POSITIVE"}, label2id={"NEGATIVE": 0, "POSITIVE": 1})
+    build(tmp_path, logit_dataset, tokenizer, model=named)
+
+
+def test_logits_that_belong_to_other_data_are_refused(logit_dataset, sentiment_data):
+    data = sentiment_data.remove_columns("teacher_logits")
+    validate_logit_dataset(logit_dataset, reference=data)
+    with pytest.raises(ValueError, match="another split or subset"):
+        validate_logit_dataset(logit_dataset, reference=data.select(range(100)))
+    with pytest.raises(ValueError, match="does not belong to this data"):
+        validate_logit_dataset(logit_dataset, reference=data.shuffle(seed=1))
+    edited = data.map(lambda row, i: {"sentence": row["sentence"] + (" good" if i == 5 else "")}, with_indices=True)
+    with pytest.raises(ValueError, match="does not belong to this data"):
+        validate_logit_dataset(logit_dataset, reference=edited)
+
+
+def test_metadata_that_contradicts_the_column(logit_dataset):
+    truncated = logit_dataset.map(lambda row: {"teacher_logits": row["teacher_logits"][:2]},
+                                  features=None).cast_column("teacher_logits", datasets.Array2D((2, 2), "float32"))
+    with pytest.raises(ValueError, match="changed after extraction"):
+        validate_logit_dataset(truncated)
+
+
+def test_attach_refuses_inconsistent_input(sentiment_data):
+    data = sentiment_data.remove_columns("teacher_logits")
+    logits = teacher_logits_for(data["label"][:])
+    with pytest.raises(ValueError, match="128 rows but the dataset has 100"):
+        attach_teacher_logits(data.select(range(100)), logits, ["a", "b", "c"], ["n", "p"], ["sentence"])
+    with pytest.raises(ValueError, match="3 teachers but 2 teachers"):
+        attach_teacher_logits(data, logits, ["a", "b"], ["n", "p"], ["sentence"])
+    with pytest.raises(ValueError, match="columns \\['text'\\] are not in the dataset"):
+        attach_teacher_logits(data, logits, ["a", "b", "c"], ["n", "p"], ["text"])
+
+
+def test_collator_pads_text_and_stacks_teachers(tokenizer, sentiment_data):
+    collator = DistillationDataCollator(tokenizer)
+    rows = [{k: sentiment_data[i][k] for k in ("input_ids", "attention_mask", "label", "teacher_logits")} for i in range(4)]
+    batch = collator(rows)
+    assert batch["teacher_logits"].dtype == torch.float32 and batch["teacher_logits"].shape == (4, 3, 2)
+    assert batch["input_ids"].shape[0] == 4 and "labels" in batch
+    with pytest.raises(ValueError, match="Only 3 of 4 rows"):
+        collator(rows[:3] + [{k: v for k, v in rows[3].items() if k != "teacher_logits"}])
