@@ -13,13 +13,16 @@ from transformers import TrainingArguments
 from .fusion import FUSION_STRATEGIES, check_teacher_index, normalize_weights
 from .losses import check_kd_hyperparameters
 
+CONFIG_FUSIONS = FUSION_STRATEGIES + ("none",)
+
 
 @dataclass
 class DistillationConfig(TrainingArguments):
     """Training arguments for `DistillationTrainer`.
 
-    Invalid combinations (unknown fusion, `weighted` without weights, T <= 0, alpha outside [0, 1]) are
-    refused when the config is built, before a model is loaded or a batch is read.
+    Invalid values (unknown fusion, invalid weights, `single` without `teacher_index`, T <= 0, alpha
+    outside [0, 1]) are refused when the config is built, before a model is loaded or a batch is read;
+    what depends on the data (teacher count, weights taken from metadata) when the trainer is built.
     """
 
     temperature: float = field(
@@ -38,15 +41,16 @@ class DistillationConfig(TrainingArguments):
         metadata={
             "help": "How the teachers' logits are fused per example: 'average' (mean of logits), 'weighted' (mean "
             "weighted by fusion_weights), 'min_entropy' (the most confident teacher per example), 'gating' (an MLP "
-            "over the student's [CLS] state learns per-example teacher weights) or 'single' (teacher_index only).",
-            "choices": list(FUSION_STRATEGIES),
+            "over the student's [CLS] state learns per-example teacher weights), 'single' (teacher_index only) or "
+            "'none' (no distillation: plain cross-entropy fine-tuning, the baseline; sets alpha to 0).",
+            "choices": list(CONFIG_FUSIONS),
         },
     )
     fusion_weights: list[float] | None = field(
         default=None,
         metadata={
             "help": "For fusion='weighted': one non-negative weight per teacher, in the teacher column's order "
-            "(normalised to sum to 1). The recipes use the teachers' validation scores."
+            "(normalised to sum to 1). Default: the teachers' validation scores from the logit dataset's metadata."
         },
     )
     teacher_index: int | None = field(
@@ -68,10 +72,12 @@ class DistillationConfig(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         check_kd_hyperparameters(self.temperature, self.alpha)
-        if self.fusion not in FUSION_STRATEGIES:
-            raise ValueError(f"Unknown fusion strategy {self.fusion!r}; choose one of {FUSION_STRATEGIES}.")
-        if self.fusion == "weighted":
-            normalize_weights(self.fusion_weights, len(self.fusion_weights or []))
+        if self.fusion not in CONFIG_FUSIONS:
+            raise ValueError(f"Unknown fusion strategy {self.fusion!r}; choose one of {CONFIG_FUSIONS}.")
+        if self.fusion == "none":
+            self.alpha = 0.0
+        if self.fusion == "weighted" and self.fusion_weights is not None:
+            normalize_weights(self.fusion_weights, len(self.fusion_weights))
         if self.fusion == "single" and self.teacher_index is None:
             raise ValueError("fusion='single' needs teacher_index.")
         if self.gate_hidden_size < 1:
@@ -79,7 +85,7 @@ class DistillationConfig(TrainingArguments):
 
     def check_teacher_count(self, n_teachers: int) -> None:
         """Check the options that depend on how many teachers the data holds."""
-        if self.fusion == "weighted":
+        if self.fusion == "weighted" and self.alpha > 0:
             normalize_weights(self.fusion_weights, n_teachers)
-        if self.fusion == "single":
+        if self.fusion == "single" and self.alpha > 0:
             check_teacher_index(self.teacher_index, n_teachers)

@@ -20,7 +20,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .collator import DistillationDataCollator
 from .config import DistillationConfig
 from .fusion import GatingNetwork, check_teacher_logits, fuse_logits
-from .logits import validate_logit_dataset
+from .logits import read_metadata, validate_logit_dataset
 from .losses import combine_kd_terms, kd_loss_terms
 
 GATE_WEIGHTS_NAME = "distill_gate.safetensors"
@@ -58,6 +58,8 @@ class DistillationTrainer(Trainer):
         eval_sets = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
         for eval_set in eval_sets:
             n_teachers = n_teachers or self._check_teacher_data(eval_set, "eval", required=False)
+        if args.fusion == "weighted" and args.fusion_weights is None and args.alpha > 0:
+            args.fusion_weights = self._weights_from_metadata(train_dataset)
         if n_teachers:
             args.check_teacher_count(n_teachers)
         self.gate = None
@@ -95,6 +97,16 @@ class DistillationTrainer(Trainer):
         first = torch.as_tensor(first_row[self.teacher_column], dtype=torch.float32).unsqueeze(0)
         check_teacher_logits(first, self.num_labels)
         return first.shape[1]
+
+    @staticmethod
+    def _weights_from_metadata(dataset) -> list[float]:
+        """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata."""
+        metadata = read_metadata(dataset) if isinstance(dataset, datasets.Dataset) else None
+        scores = metadata.validation_scores if metadata else []
+        if not scores or any(score is None for score in scores):
+            raise ValueError("fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
+                             "validation score for every teacher).")
+        return scores
 
     def _set_signature_columns_if_needed(self):
         """Keep the teacher column through `remove_unused_columns=True` (the model's forward never sees it)."""

@@ -15,6 +15,7 @@ from distill_trainer import (
     read_metadata,
     validate_logit_dataset,
 )
+from distill_trainer.logits import write_metadata
 
 
 def args(tmp_path, **overrides):
@@ -40,8 +41,8 @@ def with_column(dataset, values):
         ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
         ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
         ({"fusion": "median"}, "Unknown fusion strategy 'median'"),
-        ({"fusion": "weighted"}, "needs fusion_weights"),
         ({"fusion": "weighted", "fusion_weights": [0.0, 0.0]}, "not all zero"),
+        ({"fusion": "weighted", "fusion_weights": [1.0, -1.0]}, "non-negative"),
         ({"fusion": "single"}, "needs teacher_index"),
     ],
 )
@@ -94,6 +95,7 @@ def test_non_finite_logits_in_a_batch(tmp_path, tokenizer, sentiment_data):
     "overrides, message",
     [
         ({"fusion": "weighted", "fusion_weights": [1.0, 1.0]}, "2 values but there are 3 teachers"),
+        ({"fusion": "weighted"}, "needs fusion_weights"),
         ({"fusion": "single", "teacher_index": 3}, "teacher_index=3 is out of range for 3 teachers"),
     ],
 )
@@ -127,6 +129,20 @@ def test_metadata_travels_through_save_and_load(tmp_path, logit_dataset):
     assert metadata.label_names == ["negative", "positive"]
     assert reloaded.features["teacher_logits"].shape == (3, 2)
     np.testing.assert_array_equal(np.asarray(reloaded["teacher_logits"][:3]), np.asarray(logit_dataset["teacher_logits"][:3]))
+
+
+def test_weighted_fusion_defaults_to_validation_scores(tmp_path, tokenizer, logit_dataset):
+    with pytest.raises(ValueError, match="no validation score for every teacher"):
+        build(tmp_path, logit_dataset, tokenizer, fusion="weighted")
+    metadata = read_metadata(logit_dataset)
+    for teacher, score in zip(metadata.teachers, [0.9, 0.8, 0.7]):
+        teacher.validation_score = score
+    scored = write_metadata(logit_dataset.select(range(len(logit_dataset))), metadata)
+    assert build(tmp_path, scored, tokenizer, fusion="weighted").args.fusion_weights == [0.9, 0.8, 0.7]
+
+
+def test_fusion_none_is_plain_fine_tuning(tmp_path):
+    assert args(tmp_path, fusion="none", alpha=0.7).alpha == 0.0
 
 
 def test_label_names_must_match_the_student(tmp_path, tokenizer, logit_dataset):

@@ -1,0 +1,130 @@
+"""GLUE task registry: text columns, label names, validation split, metric; loading from the Hub or a folder.
+
+One table says everything the recipes need to know about a task, so adding a task is one line.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import datasets
+import numpy as np
+import pandas as pd
+
+DEFAULT_GLUE = "nyu-mll/glue"
+LOCAL_FORMATS = ("tsv", "csv", "parquet", "jsonl")
+
+
+@dataclass(frozen=True)
+class GlueTask:
+    """What distinguishes one GLUE task from another, as far as training and scoring go."""
+
+    name: str
+    text_columns: tuple[str, ...]
+    label_names: tuple[str, ...]
+    validation_split: str
+    metric: str  # the study's headline metric: accuracy, f1, matthews_correlation or pearson
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) or 1
+
+    @property
+    def is_regression(self) -> bool:
+        return not self.label_names
+
+
+TASKS = {
+    task.name: task
+    for task in (
+        GlueTask("cola", ("sentence",), ("unacceptable", "acceptable"), "validation", "matthews_correlation"),
+        GlueTask("sst2", ("sentence",), ("negative", "positive"), "validation", "accuracy"),
+        GlueTask("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "validation", "f1"),
+        GlueTask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "validation", "f1"),
+        GlueTask("stsb", ("sentence1", "sentence2"), (), "validation", "pearson"),
+        GlueTask("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
+                 "validation_matched", "accuracy"),
+        GlueTask("qnli", ("question", "sentence"), ("entailment", "not_entailment"), "validation", "accuracy"),
+        GlueTask("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), "validation", "accuracy"),
+        GlueTask("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), "validation", "accuracy"),
+    )
+}
+
+
+def get_task(name: str) -> GlueTask:
+    if name not in TASKS:
+        raise ValueError(f"Unknown task {name!r}; known GLUE tasks: {sorted(TASKS)}.")
+    return TASKS[name]
+
+
+def resolve_split(task: GlueTask, split: str) -> str:
+    """`validation` means the task's own validation split (e.g. `validation_matched` for MNLI)."""
+    return task.validation_split if split == "validation" else split
+
+
+def load_task_split(task: GlueTask, split: str, data: str = DEFAULT_GLUE, max_rows: int | None = None) -> datasets.Dataset:
+    """Load one split from a Hub dataset id (default `nyu-mll/glue`) or a folder `<data>/<task>/<split>.<ext>`.
+
+    Local TSV/CSV files are read with NA parsing off: GLUE text such as MNLI's hypothesis `n/a` must stay text.
+    `max_rows` keeps the first rows (file order), so subsets are reproducible.
+    """
+    split = resolve_split(task, split)
+    if os.path.isdir(data):
+        dataset = _load_local(os.path.join(data, task.name), split)
+    else:
+        dataset = datasets.load_dataset(data, task.name, split=split)
+    missing = [c for c in (*task.text_columns, "label") if c not in dataset.column_names]
+    if missing:
+        raise ValueError(f"{task.name}/{split} from {data!r} lacks the columns {missing} (has {dataset.column_names}).")
+    if max_rows is not None and max_rows < len(dataset):
+        dataset = dataset.select(range(max_rows))
+    return dataset
+
+
+def _load_local(folder: str, split: str) -> datasets.Dataset:
+    for extension in LOCAL_FORMATS:
+        path = os.path.join(folder, f"{split}.{extension}")
+        if not os.path.isfile(path):
+            continue
+        if extension in ("tsv", "csv"):
+            frame = pd.read_csv(path, sep="\t" if extension == "tsv" else ",", keep_default_na=False, quoting=0)
+        elif extension == "parquet":
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_json(path, lines=True)
+        return datasets.Dataset.from_pandas(frame, preserve_index=False)
+    raise FileNotFoundError(f"No {split}.{{{','.join(LOCAL_FORMATS)}}} in {folder}.")
+
+
+def task_texts(task: GlueTask, dataset: datasets.Dataset) -> list[tuple[str, ...]]:
+    """Each row's text fields in the task's order (one for single-sentence tasks, two for pairs)."""
+    columns = dataset.select_columns(list(task.text_columns))[:]
+    return list(zip(*(columns[column] for column in task.text_columns)))
+
+
+def compute_task_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Accuracy plus the task's headline metric (F1 of the positive class, MCC, or Pearson/Spearman).
+
+    `predictions` may be logits `[n, n_labels]` or class ids `[n]`.
+    """
+    from scipy.stats import pearsonr, spearmanr
+    from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+    predictions, labels = np.asarray(predictions), np.asarray(labels)
+    if task.is_regression:
+        scores = predictions.reshape(-1)
+        return {"pearson": float(pearsonr(scores, labels)[0]), "spearman": float(spearmanr(scores, labels)[0])}
+    if predictions.ndim == 2:
+        predictions = predictions.argmax(-1)
+    metrics = {"accuracy": float(accuracy_score(labels, predictions))}
+    if task.metric == "f1":
+        metrics["f1"] = float(f1_score(labels, predictions))
+    if task.metric == "matthews_correlation":
+        metrics["matthews_correlation"] = float(matthews_corrcoef(labels, predictions))
+    return metrics
+
+
+def metrics_for_trainer(task: GlueTask):
+    """A `compute_metrics` callable for `Trainer` that scores with `compute_task_metrics`."""
+    return lambda prediction: compute_task_metrics(task, prediction.predictions, prediction.label_ids)

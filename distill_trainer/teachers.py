@@ -1,0 +1,147 @@
+"""Teachers behind one interface: anything that maps a list of texts to `[n, n_labels]` logits.
+
+A teacher's logits always come out in the *task's* label order: a transformers teacher whose
+`config.id2label` orders labels differently (common for MNLI checkpoints) is re-mapped by label name.
+The scikit-learn TF-IDF + logistic-regression teacher is the "architecturally diverse teacher" the
+reference study proposes as its first idea for making multi-teacher distillation work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Protocol, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+SKLEARN_TEACHER_FILE = "sklearn_teacher.joblib"
+TEACHER_INFO_FILE = "teacher_info.json"
+
+
+class Teacher(Protocol):
+    name: str
+
+    def __call__(self, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
+        """`texts[i]` is one example's text fields; returns float32 logits `[len(texts), n_labels]`."""
+
+
+def label_permutation(teacher_labels: Sequence[str], task_labels: Sequence[str], teacher: str) -> list[int]:
+    """Indices into the teacher's outputs that give the task's label order; refuse unknown names.
+
+    Default names (`LABEL_0`, ...) carry no information, so such a teacher is taken to be in task order.
+    """
+    if len(teacher_labels) != len(task_labels):
+        raise ValueError(
+            f"Teacher {teacher} has {len(teacher_labels)} labels {list(teacher_labels)} but the task has "
+            f"{len(task_labels)}: {list(task_labels)}."
+        )
+    if all(name == f"LABEL_{i}" for i, name in enumerate(teacher_labels)):
+        return list(range(len(task_labels)))
+    position = {name.lower(): i for i, name in enumerate(teacher_labels)}
+    unknown = [name for name in task_labels if name.lower() not in position]
+    if unknown:
+        raise ValueError(
+            f"Teacher {teacher} labels {list(teacher_labels)} do not name the task's labels {unknown}; "
+            "fix its config.id2label or re-train it on this task."
+        )
+    return [position[name.lower()] for name in task_labels]
+
+
+class TransformersTeacher:
+    """An `AutoModelForSequenceClassification` checkpoint run in inference mode with its own tokenizer.
+
+    Batches are grouped by length (longest first) so padding is wasted only within similar lengths;
+    outputs are put back in input order.
+    """
+
+    def __init__(self, model_name_or_path: str, task_labels: Sequence[str], name: str | None = None,
+                 batch_size: int = 64, max_length: int = 128, device: str | None = None,
+                 revision: str | None = None, trust_remote_code: bool = False):
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        self.name = name or model_name_or_path
+        self.revision = revision
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision,
+                                                       trust_remote_code=trust_remote_code)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True
+        ).to(self.device).eval()
+        id2label = self.model.config.id2label
+        teacher_labels = [id2label[i] for i in range(self.model.config.num_labels)]
+        self.permutation = label_permutation(teacher_labels, task_labels, self.name)
+        self.batch_size, self.max_length = batch_size, max_length
+
+    @torch.inference_mode()
+    def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
+        encoded = self.tokenizer(*[list(column) for column in zip(*texts)], truncation=True, max_length=self.max_length)
+        lengths = np.array([len(ids) for ids in encoded["input_ids"]])
+        order = np.argsort(-lengths, kind="stable")
+        logits = np.empty((len(texts), len(self.permutation)), dtype=np.float32)
+        starts = range(0, len(texts), self.batch_size)
+        for start in tqdm(starts, desc=f"teacher {self.name}", disable=not progress):
+            rows = order[start:start + self.batch_size]
+            features = [{key: encoded[key][i] for key in encoded} for i in rows]
+            batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
+            output = self.model(**batch).logits.float().cpu().numpy()
+            logits[rows] = output[:, self.permutation]
+        return logits
+
+
+class SklearnTeacher:
+    """A fitted scikit-learn classifier over text (e.g. TF-IDF + logistic regression); logits = log-probabilities.
+
+    Log-probabilities are valid logits: softmax(log p) = p, so fusion and the KD loss treat this teacher
+    exactly like a transformer.
+    """
+
+    def __init__(self, pipeline, name: str = "tfidf-logreg"):
+        self.pipeline, self.name, self.revision = pipeline, name, None
+
+    @staticmethod
+    def join(texts: Sequence[tuple[str, ...]]) -> list[str]:
+        return [" [SEP] ".join(fields) for fields in texts]
+
+    @classmethod
+    def fit(cls, texts: Sequence[tuple[str, ...]], labels: Sequence[int], name: str = "tfidf-logreg", C: float = 4.0):
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
+                                 LogisticRegression(C=C, max_iter=2000))
+        return cls(pipeline.fit(cls.join(texts), np.asarray(labels)), name)
+
+    def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
+        probabilities = self.pipeline.predict_proba(self.join(texts))
+        return np.log(np.clip(probabilities, 1e-7, 1.0)).astype(np.float32)
+
+    def save(self, folder: str) -> None:
+        import joblib
+
+        os.makedirs(folder, exist_ok=True)
+        joblib.dump(self.pipeline, os.path.join(folder, SKLEARN_TEACHER_FILE))
+
+    @classmethod
+    def load(cls, folder: str, name: str | None = None) -> "SklearnTeacher":
+        """Loads a pipeline saved by `save`: joblib is pickle, so only load folders you created or trust."""
+        import joblib
+
+        return cls(joblib.load(os.path.join(folder, SKLEARN_TEACHER_FILE)), name or os.path.basename(folder.rstrip("/")))
+
+
+def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teacher:
+    """A folder written by `recipes/train_teacher.py` (either kind), or any transformers checkpoint / Hub id."""
+    info_path = os.path.join(path_or_id, TEACHER_INFO_FILE)
+    info = json.load(open(info_path)) if os.path.isfile(info_path) else {}
+    name = info.get("name") or path_or_id
+    if os.path.isfile(os.path.join(path_or_id, SKLEARN_TEACHER_FILE)):
+        return SklearnTeacher.load(path_or_id, name)
+    return TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)
+
+
+def extract_logits(teachers: Sequence[Teacher], texts: Sequence[tuple[str, ...]]) -> np.ndarray:
+    """Run every teacher over `texts`: `[len(texts), n_teachers, n_labels]` in the teachers' order."""
+    return np.stack([teacher(texts) for teacher in teachers], axis=1)
