@@ -1,0 +1,236 @@
+"""The study's steps as library functions (teachers -> logit dataset -> students), shared by the recipes.
+
+Recipes in `recipes/` only parse arguments and call these, so a user's own script can run any step
+the same way the study does.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import datasets
+import numpy as np
+import yaml
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    HfArgumentParser,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+)
+
+from .config import DistillationConfig
+from .logits import TeacherInfo, attach_teacher_logits, validate_logit_dataset
+from .tasks import DEFAULT_GLUE, GlueTask, compute_task_metrics, get_task, load_task_split, metrics_for_trainer, task_texts
+from .teachers import TEACHER_INFO_FILE, SklearnTeacher, extract_logits, load_teacher
+from .trainer import DistillationTrainer
+
+logger = logging.getLogger(__name__)
+SKLEARN_TEACHER = "sklearn_tfidf"
+EVAL_RESULTS_FILE = "eval_results.json"
+
+
+@dataclass
+class TaskArguments:
+    task: str = field(default="sst2", metadata={"help": "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli."})
+    data: str = field(default=DEFAULT_GLUE, metadata={
+        "help": "Hub dataset id (default nyu-mll/glue) or a folder of <task>/<split>.tsv|csv|parquet|jsonl."})
+    max_train_rows: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
+    max_eval_rows: int | None = field(default=None, metadata={"help": "Keep only the first N validation rows."})
+    max_length: int = field(default=128, metadata={"help": "Truncate tokenized inputs to this many tokens."})
+
+    @property
+    def glue_task(self) -> GlueTask:
+        task = get_task(self.task)
+        if task.is_regression:
+            raise ValueError(f"{task.name} is a regression task; distill-trainer supports classification tasks only.")
+        return task
+
+    def load(self, split: str) -> datasets.Dataset:
+        rows = self.max_train_rows if split == "train" else self.max_eval_rows
+        return load_task_split(self.glue_task, split, self.data, rows)
+
+
+def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
+    """`HfArgumentParser` over `dataclass_types`, with `--config FILE.yaml` giving defaults that flags override."""
+    parser = HfArgumentParser(dataclass_types)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if "--config" in argv:
+        at = argv.index("--config")
+        argv_config = argv[at + 1]
+        with open(argv_config) as handle:
+            values = yaml.safe_load(handle) or {}
+        del argv[at:at + 2]
+        actions = {action.dest: action for action in parser._actions}
+        unused = sorted(set(values) - set(actions))
+        if unused:  # one task config serves every recipe: each takes the keys it knows
+            logger.warning("%s ignores these keys of %s: %s", parser.prog, argv_config, unused)
+        values = {key: value for key, value in values.items() if key in actions}
+        for key in values:
+            actions[key].required = False
+        parser.set_defaults(**values)
+    return parser.parse_args_into_dataclasses(args=argv)
+
+
+def tokenize_task(dataset: datasets.Dataset, tokenizer, task: GlueTask, max_length: int) -> datasets.Dataset:
+    """Tokenize the task's text column(s) (pairs as pairs); the other columns stay."""
+    return dataset.map(lambda batch: tokenizer(*[batch[c] for c in task.text_columns], truncation=True,
+                                               max_length=max_length), batched=True, desc="tokenize")
+
+
+def save_json(data: dict, path: str) -> None:
+    with open(path, "w") as handle:
+        json.dump(data, handle, indent=2, sort_keys=True)
+
+
+def display_name(path_or_id: str) -> str:
+    """A name for cards and metadata: a Hub id as is, a local folder by its last component (no local paths)."""
+    return os.path.basename(os.path.normpath(path_or_id)) if os.path.exists(path_or_id) else path_or_id
+
+
+# ---- teachers -------------------------------------------------------------------------------------
+
+
+def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_args: TrainingArguments,
+                  teacher_name: str | None = None) -> dict:
+    """Fine-tune a teacher on a task (or fit the scikit-learn TF-IDF teacher) and save it with its score."""
+    task = task_args.glue_task
+    train, validation = task_args.load("train"), task_args.load("validation")
+    name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
+    output_dir = training_args.output_dir
+    if model_name_or_path == SKLEARN_TEACHER:
+        teacher = SklearnTeacher.fit(task_texts(task, train), train["label"][:], name=name)
+        metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
+        teacher.save(output_dir)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        model = AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, num_labels=task.num_labels, id2label=dict(enumerate(task.label_names)),
+            label2id={label: i for i, label in enumerate(task.label_names)})
+        trainer = Trainer(model=model, args=training_args, processing_class=tokenizer,
+                          train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
+                          eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
+                          compute_metrics=metrics_for_trainer(task))
+        trainer.train()
+        metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+        trainer.save_model(output_dir)
+    info = {"name": name, "base_model": display_name(model_name_or_path), "task": task.name, "metric": task.metric,
+            "validation_score": metrics[task.metric], "train_rows": len(train), "metrics": metrics}
+    save_json(info, os.path.join(output_dir, TEACHER_INFO_FILE))
+    return info
+
+
+# ---- the logit dataset ----------------------------------------------------------------------------
+
+
+def build_logit_dataset(task_args: TaskArguments, teacher_paths: Sequence[str], batch_size: int = 64) -> datasets.DatasetDict:
+    """Run every teacher over train and validation; one `DatasetDict` with a `teacher_logits` column per split.
+
+    Each teacher's validation score (the `weighted` fusion's weight) is measured here, on the same
+    validation rows, so the scores in the metadata are comparable across teachers.
+    """
+    task = task_args.glue_task
+    teachers = [load_teacher(path, task.label_names, batch_size=batch_size, max_length=task_args.max_length)
+                for path in teacher_paths]
+    splits = {split: task_args.load(split) for split in ("train", "validation")}
+    logits = {split: extract_logits(teachers, task_texts(task, data)) for split, data in splits.items()}
+    validation_labels = np.asarray(splits["validation"]["label"][:])
+    infos = [
+        TeacherInfo(name=display_name(teacher.name), revision=teacher.revision, metric=task.metric,
+                    validation_score=compute_task_metrics(task, logits["validation"][:, i], validation_labels)[task.metric])
+        for i, teacher in enumerate(teachers)
+    ]
+    input_columns = [c for c in ("idx", *task.text_columns) if c in splits["train"].column_names]
+    return datasets.DatasetDict({
+        split: attach_teacher_logits(data, logits[split], infos, task.label_names, input_columns)
+        for split, data in splits.items()
+    })
+
+
+def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> None:
+    """Write next to `output_dir`, then rename: a crash never leaves a half-written dataset in its place."""
+    partial = f"{os.path.normpath(output_dir)}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    dataset.save_to_disk(partial)
+    if os.path.exists(output_dir):
+        shutil.rmtree(output_dir)
+    os.replace(partial, output_dir)
+
+
+def load_logit_dataset(path_or_id: str) -> datasets.DatasetDict:
+    """A logit dataset from `save_to_disk` (folder) or from the Hub (dataset id)."""
+    if os.path.isdir(path_or_id):
+        return datasets.load_from_disk(path_or_id)
+    return datasets.load_dataset(path_or_id)
+
+
+# ---- students -------------------------------------------------------------------------------------
+
+
+def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """Keep only `layers` of the encoder (DistilBERT's initialisation: a student cut from a teacher)."""
+    encoder = getattr(model.base_model, "encoder", None)
+    blocks = getattr(encoder, "layer", None)
+    if blocks is None:
+        raise ValueError(f"{type(model).__name__} has no base_model.encoder.layer to cut layers from.")
+    if not layers or any(not 0 <= i < len(blocks) for i in layers):
+        raise ValueError(f"student_layers {list(layers)} must be indices in [0, {len(blocks)}).")
+    encoder.layer = type(blocks)([blocks[i] for i in layers])
+    model.config.num_hidden_layers = len(layers)
+    return model
+
+
+@dataclass
+class StudentArguments:
+    logit_dataset: str = field(default=None, metadata={"help": "Logit dataset: a folder from extract_logits.py or a Hub dataset id."})
+    student_model: str = field(default=None, metadata={"help": "Student checkpoint (Hub id or folder), or the teacher to cut layers from."})
+    student_layers: str | None = field(default=None, metadata={"help": "Comma-separated encoder layers to keep, e.g. 0,2,4."})
+    check_against_data: bool = field(default=True, metadata={
+        "help": "Refuse a logit dataset whose training rows are not the task's (--data) first rows, in order."})
+
+
+def distill_student(task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig) -> dict:
+    """Train one student from a logit dataset; save it with `eval_results.json`; return the results."""
+    task = task_args.glue_task
+    logit_data = load_logit_dataset(student_args.logit_dataset)
+    train, validation = logit_data["train"], logit_data["validation"]
+    if task_args.max_train_rows is not None and task_args.max_train_rows < len(train):
+        train = train.select(range(task_args.max_train_rows))
+    if task_args.max_eval_rows is not None and task_args.max_eval_rows < len(validation):
+        validation = validation.select(range(task_args.max_eval_rows))
+    metadata = validate_logit_dataset(logit_data["train"], config.teacher_logits_column, task.num_labels, task.label_names)
+    if student_args.check_against_data and metadata is not None:
+        reference = load_task_split(task, "train", task_args.data, metadata.num_rows)
+        validate_logit_dataset(logit_data["train"], config.teacher_logits_column, reference=reference)
+    tokenizer = AutoTokenizer.from_pretrained(student_args.student_model)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        student_args.student_model, num_labels=task.num_labels, id2label=dict(enumerate(task.label_names)),
+        label2id={label: i for i, label in enumerate(task.label_names)}, ignore_mismatched_sizes=True)
+    if student_args.student_layers:
+        model = student_from_layers(model, [int(i) for i in student_args.student_layers.split(",")])
+    trainer = DistillationTrainer(
+        model=model, args=config, processing_class=tokenizer, compute_metrics=metrics_for_trainer(task),
+        train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
+        eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length))
+    trainer.train()
+    metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+    results = {
+        "task": task.name, "metric": task.metric, "score": metrics[task.metric], "metrics": metrics,
+        "fusion": config.fusion, "temperature": config.temperature, "alpha": config.alpha, "seed": config.seed,
+        "teacher_index": config.teacher_index, "fusion_weights": config.fusion_weights,
+        "teachers": [asdict(t) for t in metadata.teachers] if metadata else None,
+        "logit_dataset": display_name(student_args.logit_dataset), "train_rows": len(train),
+        "student_model": display_name(student_args.student_model), "student_layers": student_args.student_layers,
+        "num_parameters": model.num_parameters(),
+    }
+    trainer.save_model(config.output_dir)
+    if trainer.is_world_process_zero():
+        save_json(results, os.path.join(config.output_dir, EVAL_RESULTS_FILE))
+    return results

@@ -1,0 +1,32 @@
+"""Fine-tune a teacher on a GLUE task and save it with its validation score.
+
+    accelerate launch recipes/train_teacher.py --config recipes/configs/sst2.yaml \
+        --model_name_or_path sentence-transformers/all-MiniLM-L6-v2 --output_dir runs/sst2/teacher-minilm
+    python recipes/train_teacher.py --task sst2 --data ../shared/data/glue \
+        --model_name_or_path sklearn_tfidf --output_dir runs/sst2/teacher-tfidf
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from distill_trainer.pipeline import TaskArguments, parse_recipe_args, train_teacher
+
+
+@dataclass
+class TeacherArguments:
+    model_name_or_path: str = field(default=None, metadata={
+        "help": "Any AutoModelForSequenceClassification checkpoint (Hub id or folder), or 'sklearn_tfidf' for "
+                "the built-in TF-IDF + logistic-regression teacher."})
+    teacher_name: str | None = field(default=None, metadata={"help": "Name recorded in metadata (default: <model>-<task>)."})
+
+
+def main(argv=None):
+    task_args, teacher_args, training_args = parse_recipe_args((TaskArguments, TeacherArguments, TrainingArguments), argv)
+    info = train_teacher(task_args, teacher_args.model_name_or_path, training_args, teacher_args.teacher_name)
+    print(f"teacher {info['name']}: validation {info['metric']} = {info['validation_score']:.4f}")
+    return info
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,159 @@
+"""The recipes end to end on tiny models and real GLUE rows from ../shared/data/glue."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import tiny_student, tiny_tokenizer
+from transformers import AutoModelForSequenceClassification
+
+from distill_trainer import read_metadata
+from distill_trainer.pipeline import student_from_layers
+from distill_trainer.tasks import get_task, load_task_split, task_texts
+from distill_trainer.teachers import TransformersTeacher
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+sys.path.insert(0, str(ROOT / "recipes"))
+import distill  # noqa: E402
+import extract_logits  # noqa: E402
+import train_teacher  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue")
+COMMON = ["--task", "sst2", "--data", str(GLUE), "--max_length", "32", "--report_to", "none",
+          "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no"]
+
+
+def save_tiny_model(folder, **config):
+    tiny_student(**config).save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """Two teachers (a tiny transformer, the TF-IDF model) and their logit dataset on 300 real SST-2 rows."""
+    root = tmp_path_factory.mktemp("study")
+    base = save_tiny_model(root / "base")
+    rows = ["--max_train_rows", "300", "--max_eval_rows", "100"]
+    tiny = train_teacher.main(COMMON + rows + ["--model_name_or_path", base, "--output_dir", str(root / "t-tiny"),
+                                               "--max_steps", "5", "--per_device_train_batch_size", "16"])
+    tfidf = train_teacher.main(COMMON + ["--max_train_rows", "5000", "--max_eval_rows", "100", "--model_name_or_path",
+                                         "sklearn_tfidf", "--output_dir", str(root / "t-tfidf")])
+    extract_logits.main(COMMON[:6] + rows + ["--teachers", f"{root / 't-tiny'},{root / 't-tfidf'}",
+                                             "--output_dir", str(root / "logits")])
+    return root, tiny, tfidf
+
+
+def test_teachers_are_saved_with_their_scores(study):
+    root, tiny, tfidf = study
+    assert tiny["name"] == "base-sst2" and tfidf["name"] == "sklearn_tfidf-sst2"
+    assert 0.0 <= tiny["validation_score"] <= 1.0 and tfidf["validation_score"] > 0.65  # TF-IDF learns SST-2
+    assert json.loads((root / "t-tfidf" / "teacher_info.json").read_text())["train_rows"] == 5000
+    AutoModelForSequenceClassification.from_pretrained(str(root / "t-tiny"))
+
+
+def test_logit_dataset_format(study):
+    root, tiny, tfidf = study
+    logits = datasets.load_from_disk(str(root / "logits"))
+    assert {split: len(d) for split, d in logits.items()} == {"train": 300, "validation": 100}
+    metadata = read_metadata(logits["train"])
+    assert [t.name for t in metadata.teachers] == ["base-sst2", "sklearn_tfidf-sst2"]
+    assert metadata.label_names == ["negative", "positive"] and metadata.input_columns == ["idx", "sentence"]
+    assert metadata.validation_scores[1] == pytest.approx(tfidf["validation_score"])
+    assert logits["train"].features["teacher_logits"].shape == (2, 2)
+    assert not any(str(root) in json.dumps(t.__dict__) for t in metadata.teachers)  # no local paths
+    assert not list(root.glob("logits.partial-*"))
+
+
+@pytest.mark.parametrize("fusion, extra", [("none", []), ("single", ["--teacher_index", "1"]), ("average", []),
+                                           ("weighted", []), ("min_entropy", []), ("gating", [])])
+def test_distill_every_fusion(study, tmp_path, fusion, extra):
+    root, _, tfidf = study
+    output = tmp_path / fusion
+    results = distill.main(COMMON + ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"),
+                                     "--student_layers", "1", "--fusion", fusion, "--max_steps", "4",
+                                     "--output_dir", str(output), "--seed", "3"] + extra)
+    saved = json.loads((output / "eval_results.json").read_text())
+    assert saved["fusion"] == fusion and saved["train_rows"] == 300 and saved["seed"] == 3
+    assert saved["score"] == results["metrics"]["accuracy"] and 0 <= saved["score"] <= 1
+    assert saved["alpha"] == (0.0 if fusion == "none" else 0.7)
+    if fusion == "weighted":
+        assert saved["fusion_weights"] == [t["validation_score"] for t in saved["teachers"]]
+    student = AutoModelForSequenceClassification.from_pretrained(str(output))
+    assert student.config.num_hidden_layers == 1 and student.config.id2label == {0: "negative", 1: "positive"}
+
+
+def test_config_file_with_overrides(study, tmp_path):
+    root, _, _ = study
+    config = tmp_path / "sst2.yaml"
+    config.write_text(f"task: sst2\ndata: {GLUE}\nmax_length: 32\nfusion: min_entropy\nalpha: 0.5\n"
+                      "report_to: none\nuse_cpu: true\nsave_strategy: 'no'\nteachers: ignored-here\n")
+    results = distill.main(["--config", str(config), "--alpha", "0.9", "--max_steps", "2", "--logit_dataset",
+                            str(root / "logits"), "--student_model", str(root / "t-tiny"), "--output_dir", str(tmp_path / "s")])
+    assert results["fusion"] == "min_entropy" and results["alpha"] == 0.9
+
+
+def test_teacher_with_permuted_labels_is_remapped(tmp_path):
+    task = get_task("sst2")
+    texts = task_texts(task, load_task_split(task, "validation", str(GLUE), 20))
+    straight = save_tiny_model(tmp_path / "straight", id2label={0: "negative", 1: "positive"})
+    model = AutoModelForSequenceClassification.from_pretrained(straight)
+    with torch.no_grad():  # same network, outputs in the other order
+        model.classifier.weight.copy_(model.classifier.weight.flip(0))
+        model.classifier.bias.copy_(model.classifier.bias.flip(0))
+    model.config.id2label, model.config.label2id = {0: "POSITIVE", 1: "NEGATIVE"}, {"POSITIVE": 0, "NEGATIVE": 1}
+    model.save_pretrained(tmp_path / "permuted")
+    tiny_tokenizer().save_pretrained(tmp_path / "permuted")
+    expected = TransformersTeacher(straight, task.label_names, batch_size=8)(texts, progress=False)
+    remapped = TransformersTeacher(str(tmp_path / "permuted"), task.label_names, batch_size=8)(texts, progress=False)
+    np.testing.assert_allclose(remapped, expected, rtol=1e-5, atol=1e-6)
+    model.config.id2label, model.config.label2id = {0: "yes", 1: "no"}, {"yes": 0, "no": 1}
+    model.save_pretrained(tmp_path / "unknown")
+    tiny_tokenizer().save_pretrained(tmp_path / "unknown")
+    with pytest.raises(ValueError, match=r"do not name the task's labels \['negative', 'positive'\]"):
+        TransformersTeacher(str(tmp_path / "unknown"), task.label_names)
+
+
+def test_logits_for_other_rows_are_refused(study, tmp_path):
+    root, _, _ = study
+    other = tmp_path / "glue" / "sst2"
+    other.mkdir(parents=True)
+    frame = pd.read_csv(GLUE / "sst2" / "train.tsv", sep="\t", keep_default_na=False, nrows=400)
+    frame.iloc[::-1].to_csv(other / "train.tsv", sep="\t", index=False)
+    shutil.copy(GLUE / "sst2" / "validation.tsv", other / "validation.tsv")
+    with pytest.raises(ValueError, match="does not belong to this data"):
+        distill.main(COMMON[:2] + ["--data", str(tmp_path / "glue"), "--logit_dataset", str(root / "logits"),
+                                   "--student_model", str(root / "t-tiny"), "--output_dir", str(tmp_path / "s"),
+                                   "--use_cpu", "true", "--report_to", "none"])
+
+
+def test_student_from_layers_keeps_the_chosen_layers():
+    teacher = tiny_student()
+    second_layer = teacher.bert.encoder.layer[1].attention.self.query.weight.clone()
+    student = student_from_layers(teacher, [1])
+    assert len(student.bert.encoder.layer) == 1 and student.config.num_hidden_layers == 1
+    torch.testing.assert_close(student.bert.encoder.layer[0].attention.self.query.weight, second_layer)
+    with pytest.raises(ValueError, match="must be indices"):
+        student_from_layers(student, [3])
+
+
+def test_distill_under_accelerate_launch_with_two_processes(study, tmp_path):
+    root, _, _ = study
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+               str(ROOT / "recipes" / "distill.py")] + COMMON + [
+        "--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"), "--fusion", "gating",
+        "--max_steps", "3", "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "ddp")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert json.loads((tmp_path / "ddp" / "eval_results.json").read_text())["fusion"] == "gating"
