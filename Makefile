@@ -1,5 +1,5 @@
 # Two entry points for a fresh machine (Python 3.11 + pip, ../shared beside this repo):
-#   make demo   set up .venv and run the main job (real SST-2, real MiniLM student)
+#   make demo   set up .venv and run the main job: a small real study on SST-2, printing its results table
 #   make test   set up .venv and run the test suite
 PYTHON ?= python3
 VENV ?= .venv
@@ -18,7 +18,7 @@ $(VENV)/.installed: setup.py setup.cfg
 	touch $@
 
 demo: install
-	$(PY) examples/quickstart.py ../shared/data/glue
+	$(PY) recipes/compare.py --config recipes/configs/demo.yaml
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider

