@@ -110,9 +110,9 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
         metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
         teacher.save(output_dir)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(model_name_or_path)
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_name_or_path))
         model = AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, num_labels=task.num_labels, id2label=dict(enumerate(task.label_names)),
+            resolve_model(model_name_or_path), num_labels=task.num_labels, id2label=dict(enumerate(task.label_names)),
             label2id={label: i for i, label in enumerate(task.label_names)})
         trainer = Trainer(model=model, args=training_args, processing_class=tokenizer,
                           train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
@@ -209,9 +209,10 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
     if student_args.check_against_data and metadata is not None:
         reference = load_task_split(task, "train", task_args.data, metadata.num_rows)
         validate_logit_dataset(logit_data["train"], config.teacher_logits_column, reference=reference)
-    tokenizer = AutoTokenizer.from_pretrained(student_args.student_model)
+    student_path = resolve_model(student_args.student_model)
+    tokenizer = AutoTokenizer.from_pretrained(student_path)
     model = AutoModelForSequenceClassification.from_pretrained(
-        student_args.student_model, num_labels=task.num_labels, id2label=dict(enumerate(task.label_names)),
+        student_path, num_labels=task.num_labels, id2label=dict(enumerate(task.label_names)),
         label2id={label: i for i, label in enumerate(task.label_names)}, ignore_mismatched_sizes=True)
     if student_args.student_layers:
         model = student_from_layers(model, [int(i) for i in student_args.student_layers.split(",")])
@@ -303,7 +304,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         info_path = os.path.join(folder, TEACHER_INFO_FILE)
         if not os.path.isfile(info_path):
             teacher_args = with_overrides(config, TrainingArguments, output_dir=folder, num_train_epochs=study.teacher_epochs)
-            train_teacher(task_args, resolve_model(teacher), teacher_args, teacher_name=f"{display_name(teacher)}-{task.name}")
+            train_teacher(task_args, teacher, teacher_args)
         info = json.load(open(info_path))
         teacher_dirs.append(folder)
         rows.append({"method": f"teacher: {info['name']}", "type": "teacher", "seed": None, "score": info["validation_score"]})
@@ -316,7 +317,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
             runs += [(f"single-{i}", {"fusion": "single", "teacher_index": i}) for i in range(len(teacher_dirs))]
         else:
             runs.append((method, {"fusion": method}))
-    student_args = StudentArguments(logit_dataset=logits_dir, student_model=resolve_model(study.student_model),
+    student_args = StudentArguments(logit_dataset=logits_dir, student_model=study.student_model,
                                     student_layers=study.student_layers)
     for seed in [int(s) for s in study.seeds.split(",")]:
         for name, options in runs:
@@ -344,7 +345,6 @@ def sweep_grid(task_args: TaskArguments, student_args: StudentArguments, config:
     """
     import pandas as pd
 
-    student_args = StudentArguments(**{**asdict(student_args), "student_model": resolve_model(student_args.student_model)})
     rows = []
     for temperature in temperatures:
         for alpha in alphas:
