@@ -27,7 +27,7 @@ from transformers import (
 )
 
 from .config import DistillationConfig
-from .logits import TeacherInfo, attach_teacher_logits, validate_logit_dataset
+from .logits import TeacherInfo, attach_teacher_logits, read_metadata, validate_logit_dataset
 from .tasks import DEFAULT_GLUE, GlueTask, compute_task_metrics, get_task, load_task_split, metrics_for_trainer, task_texts
 from .teachers import TEACHER_INFO_FILE, SklearnTeacher, extract_logits, load_teacher
 from .trainer import DistillationTrainer
@@ -205,10 +205,11 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
         train = train.select(range(task_args.max_train_rows))
     if task_args.max_eval_rows is not None and task_args.max_eval_rows < len(validation):
         validation = validation.select(range(task_args.max_eval_rows))
-    metadata = validate_logit_dataset(logit_data["train"], config.teacher_logits_column, task.num_labels, task.label_names)
-    if student_args.check_against_data and metadata is not None:
-        reference = load_task_split(task, "train", task_args.data, metadata.num_rows)
-        validate_logit_dataset(logit_data["train"], config.teacher_logits_column, reference=reference)
+    metadata = read_metadata(logit_data["train"])
+    check_rows = student_args.check_against_data and metadata is not None
+    reference = load_task_split(task, "train", task_args.data, metadata.num_rows) if check_rows else None
+    validate_logit_dataset(logit_data["train"], config.teacher_logits_column, task.num_labels, task.label_names,
+                           reference=reference)
     student_path = resolve_model(student_args.student_model)
     tokenizer = AutoTokenizer.from_pretrained(student_path)
     model = AutoModelForSequenceClassification.from_pretrained(
