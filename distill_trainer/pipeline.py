@@ -27,8 +27,17 @@ from transformers import (
 )
 
 from .config import DistillationConfig
-from .logits import TeacherInfo, attach_teacher_logits, read_metadata, validate_logit_dataset
-from .tasks import DEFAULT_GLUE, GlueTask, compute_task_metrics, get_task, load_task_split, metrics_for_trainer, task_texts
+from .logits import TeacherInfo, attach_teacher_logits, check_logits_match_inputs, read_metadata
+from .tasks import (
+    DEFAULT_GLUE,
+    GlueTask,
+    compute_task_metrics,
+    first_rows,
+    get_task,
+    load_task_split,
+    metrics_for_trainer,
+    task_texts,
+)
 from .teachers import TEACHER_INFO_FILE, SklearnTeacher, extract_logits, load_teacher
 from .trainer import DistillationTrainer
 
@@ -53,9 +62,11 @@ class TaskArguments:
             raise ValueError(f"{task.name} is a regression task; distill-trainer supports classification tasks only.")
         return task
 
+    def row_limit(self, split: str) -> int | None:
+        return self.max_train_rows if split == "train" else self.max_eval_rows
+
     def load(self, split: str) -> datasets.Dataset:
-        rows = self.max_train_rows if split == "train" else self.max_eval_rows
-        return load_task_split(self.glue_task, split, self.data, rows)
+        return load_task_split(self.glue_task, split, self.data, self.row_limit(split))
 
 
 def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
@@ -85,6 +96,18 @@ def tokenize_task(dataset: datasets.Dataset, tokenizer, task: GlueTask, max_leng
                                                max_length=max_length), batched=True, desc="tokenize")
 
 
+def load_for_task(model_name_or_path: str, task: GlueTask, **kwargs) -> tuple:
+    """Tokenizer and classification model with the task's labels (a fresh head where the labels differ)."""
+    path = resolve_model(model_name_or_path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, **task.label_config, **kwargs)
+    return AutoTokenizer.from_pretrained(path), model
+
+
+def evaluate_task(trainer: Trainer) -> dict:
+    """`trainer.evaluate()` with the `eval_` prefix dropped, so keys match `compute_task_metrics`."""
+    return {key.removeprefix("eval_"): value for key, value in trainer.evaluate().items()}
+
+
 def save_json(data: dict, path: str) -> None:
     with open(path, "w") as handle:
         json.dump(data, handle, indent=2, sort_keys=True)
@@ -110,16 +133,13 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
         metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
         teacher.save(output_dir)
     else:
-        tokenizer = AutoTokenizer.from_pretrained(resolve_model(model_name_or_path))
-        model = AutoModelForSequenceClassification.from_pretrained(
-            resolve_model(model_name_or_path), num_labels=task.num_labels, id2label=dict(enumerate(task.label_names)),
-            label2id={label: i for i, label in enumerate(task.label_names)})
+        tokenizer, model = load_for_task(model_name_or_path, task)
         trainer = Trainer(model=model, args=training_args, processing_class=tokenizer,
                           train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
                           eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
                           compute_metrics=metrics_for_trainer(task))
         trainer.train()
-        metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+        metrics = evaluate_task(trainer)
         trainer.save_model(output_dir)
     info = {"name": name, "base_model": display_name(model_name_or_path), "task": task.name, "metric": task.metric,
             "validation_score": metrics[task.metric], "train_rows": len(train), "metrics": metrics}
@@ -200,21 +220,11 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
     """Train one student from a logit dataset; save it with `eval_results.json`; return the results."""
     task = task_args.glue_task
     logit_data = load_logit_dataset(student_args.logit_dataset)
-    train, validation = logit_data["train"], logit_data["validation"]
-    if task_args.max_train_rows is not None and task_args.max_train_rows < len(train):
-        train = train.select(range(task_args.max_train_rows))
-    if task_args.max_eval_rows is not None and task_args.max_eval_rows < len(validation):
-        validation = validation.select(range(task_args.max_eval_rows))
+    train, validation = (first_rows(logit_data[split], task_args.row_limit(split)) for split in ("train", "validation"))
     metadata = read_metadata(logit_data["train"])
-    check_rows = student_args.check_against_data and metadata is not None
-    reference = load_task_split(task, "train", task_args.data, metadata.num_rows) if check_rows else None
-    validate_logit_dataset(logit_data["train"], config.teacher_logits_column, task.num_labels, task.label_names,
-                           reference=reference)
-    student_path = resolve_model(student_args.student_model)
-    tokenizer = AutoTokenizer.from_pretrained(student_path)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        student_path, num_labels=task.num_labels, id2label=dict(enumerate(task.label_names)),
-        label2id={label: i for i, label in enumerate(task.label_names)}, ignore_mismatched_sizes=True)
+    if student_args.check_against_data and metadata is not None:
+        check_logits_match_inputs(metadata, load_task_split(task, "train", task_args.data, metadata.num_rows))
+    tokenizer, model = load_for_task(student_args.student_model, task, ignore_mismatched_sizes=True)
     if student_args.student_layers:
         model = student_from_layers(model, [int(i) for i in student_args.student_layers.split(",")])
     trainer = DistillationTrainer(
@@ -222,7 +232,7 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
         train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
         eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length))
     trainer.train()
-    metrics = {k.removeprefix("eval_"): v for k, v in trainer.evaluate().items()}
+    metrics = evaluate_task(trainer)
     results = {
         "task": task.name, "metric": task.metric, "score": metrics[task.metric], "metrics": metrics,
         "fusion": config.fusion, "temperature": config.temperature, "alpha": config.alpha, "seed": config.seed,

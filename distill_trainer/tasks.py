@@ -34,6 +34,12 @@ class GlueTask:
     def is_regression(self) -> bool:
         return not self.label_names
 
+    @property
+    def label_config(self) -> dict:
+        """`from_pretrained` keyword arguments that give a classification head this task's labels, in order."""
+        return {"num_labels": self.num_labels, "id2label": dict(enumerate(self.label_names)),
+                "label2id": {label: i for i, label in enumerate(self.label_names)}}
+
 
 TASKS = {
     task.name: task
@@ -77,8 +83,13 @@ def load_task_split(task: GlueTask, split: str, data: str = DEFAULT_GLUE, max_ro
     missing = [c for c in (*task.text_columns, "label") if c not in dataset.column_names]
     if missing:
         raise ValueError(f"{task.name}/{split} from {data!r} lacks the columns {missing} (has {dataset.column_names}).")
+    return first_rows(dataset, max_rows)
+
+
+def first_rows(dataset: datasets.Dataset, max_rows: int | None) -> datasets.Dataset:
+    """The first `max_rows` rows (all of them for `None`): subsets that are the same on every run."""
     if max_rows is not None and max_rows < len(dataset):
-        dataset = dataset.select(range(max_rows))
+        return dataset.select(range(max_rows))
     return dataset
 
 

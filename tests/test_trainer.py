@@ -1,7 +1,5 @@
 """DistillationTrainer end to end on a tiny random BERT and a small learnable problem."""
 
-import os
-
 import pytest
 import torch
 from conftest import tiny_student
