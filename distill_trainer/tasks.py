@@ -25,6 +25,7 @@ class GlueTask:
     label_names: tuple[str, ...]
     validation_split: str
     metric: str  # the study's headline metric: accuracy, f1, matthews_correlation or pearson
+    title: str = ""  # as the GLUE paper writes it (SST-2), for cards and tables
 
     @property
     def num_labels(self) -> int:
@@ -44,16 +45,16 @@ class GlueTask:
 TASKS = {
     task.name: task
     for task in (
-        GlueTask("cola", ("sentence",), ("unacceptable", "acceptable"), "validation", "matthews_correlation"),
-        GlueTask("sst2", ("sentence",), ("negative", "positive"), "validation", "accuracy"),
-        GlueTask("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "validation", "f1"),
-        GlueTask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "validation", "f1"),
-        GlueTask("stsb", ("sentence1", "sentence2"), (), "validation", "pearson"),
+        GlueTask("cola", ("sentence",), ("unacceptable", "acceptable"), "validation", "matthews_correlation", "CoLA"),
+        GlueTask("sst2", ("sentence",), ("negative", "positive"), "validation", "accuracy", "SST-2"),
+        GlueTask("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "validation", "f1", "MRPC"),
+        GlueTask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "validation", "f1", "QQP"),
+        GlueTask("stsb", ("sentence1", "sentence2"), (), "validation", "pearson", "STS-B"),
         GlueTask("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-                 "validation_matched", "accuracy"),
-        GlueTask("qnli", ("question", "sentence"), ("entailment", "not_entailment"), "validation", "accuracy"),
-        GlueTask("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), "validation", "accuracy"),
-        GlueTask("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), "validation", "accuracy"),
+                 "validation_matched", "accuracy", "MNLI"),
+        GlueTask("qnli", ("question", "sentence"), ("entailment", "not_entailment"), "validation", "accuracy", "QNLI"),
+        GlueTask("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), "validation", "accuracy", "RTE"),
+        GlueTask("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), "validation", "accuracy", "WNLI"),
     )
 }
 

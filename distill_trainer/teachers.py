@@ -62,13 +62,14 @@ class TransformersTeacher:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.name = name or model_name_or_path
-        self.revision = revision
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision,
                                                        trust_remote_code=trust_remote_code)
         self.model = AutoModelForSequenceClassification.from_pretrained(
             model_name_or_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True
         ).to(self.device).eval()
+        # A Hub teacher is pinned to the commit it was loaded from, so the logit dataset says exactly which.
+        self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         id2label = self.model.config.id2label
         teacher_labels = [id2label[i] for i in range(self.model.config.num_labels)]
         self.permutation = label_permutation(teacher_labels, task_labels, self.name)

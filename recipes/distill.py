@@ -3,16 +3,26 @@
     accelerate launch recipes/distill.py --config recipes/configs/sst2.yaml \
         --logit_dataset runs/sst2/logits --student_model runs/sst2/teacher-minilm --student_layers 0,2,4 \
         --fusion average --temperature 6 --alpha 0.7 --seed 42 --output_dir runs/sst2/student-average
+    --logit_dataset also takes a Hub dataset id; add --push_to_hub --hub_model_id you/student-sst2
+    [--hub_private] [--baseline_results runs/sst2/student-none] to publish the student with a card.
 """
 
 from distill_trainer import DistillationConfig
+from distill_trainer.hub import HubArguments, publish_student
 from distill_trainer.pipeline import StudentArguments, TaskArguments, distill_student, parse_recipe_args
 
 
 def main(argv=None):
-    task_args, student_args, config = parse_recipe_args((TaskArguments, StudentArguments, DistillationConfig), argv)
+    task_args, student_args, hub_args, config = parse_recipe_args(
+        (TaskArguments, StudentArguments, HubArguments, DistillationConfig), argv)
+    if config.push_to_hub and not config.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (owner/name).")
     results = distill_student(task_args, student_args, config)
     print(f"student ({results['fusion']}): validation {results['metric']} = {results['score']:.4f}")
+    if config.push_to_hub and config.process_index == 0:
+        url = publish_student(config.output_dir, config.hub_model_id, baseline=hub_args.baseline_results,
+                              **hub_args.publish_kwargs(config.hub_private_repo, config.hub_revision))
+        print(f"published: {url}")
     return results
 
 

@@ -2,10 +2,12 @@
 
     python recipes/extract_logits.py --task sst2 --data ../shared/data/glue \
         --teachers runs/sst2/teacher-minilm,runs/sst2/teacher-tfidf --output_dir runs/sst2/logits
+    add --push_to_hub --hub_dataset_id you/sst2-teacher-logits [--hub_private] to publish it with a card.
 """
 
 from dataclasses import dataclass, field
 
+from distill_trainer.hub import HubArguments, publish_logit_dataset
 from distill_trainer.pipeline import TaskArguments, build_logit_dataset, parse_recipe_args, save_dataset_atomically
 
 
@@ -14,13 +16,22 @@ class ExtractArguments:
     teachers: str = field(default=None, metadata={"help": "Comma-separated teacher folders or Hub ids, in column order."})
     output_dir: str = field(default=None, metadata={"help": "Where the logit dataset is written (save_to_disk)."})
     batch_size: int = field(default=64, metadata={"help": "Inference batch size."})
+    push_to_hub: bool = field(default=False, metadata={"help": "Publish the logit dataset to --hub_dataset_id."})
+    hub_dataset_id: str | None = field(default=None, metadata={"help": "Dataset repo to publish to (owner/name)."})
+    hub_revision: str | None = field(default=None, metadata={"help": "Branch to publish to (created if missing)."})
 
 
 def main(argv=None):
-    task_args, extract_args = parse_recipe_args((TaskArguments, ExtractArguments), argv)
+    task_args, extract_args, hub_args = parse_recipe_args((TaskArguments, ExtractArguments, HubArguments), argv)
+    if extract_args.push_to_hub and not extract_args.hub_dataset_id:
+        raise ValueError("--push_to_hub needs --hub_dataset_id (owner/name).")
     logit_dataset = build_logit_dataset(task_args, extract_args.teachers.split(","), extract_args.batch_size)
     save_dataset_atomically(logit_dataset, extract_args.output_dir)
     print(f"logit dataset written to {extract_args.output_dir}: {logit_dataset}")
+    if extract_args.push_to_hub:
+        url = publish_logit_dataset(logit_dataset, extract_args.hub_dataset_id,
+                                    **hub_args.publish_kwargs(revision=extract_args.hub_revision))
+        print(f"published: {url}")
     return logit_dataset
 
 

@@ -4,12 +4,14 @@
         --model_name_or_path sentence-transformers/all-MiniLM-L6-v2 --output_dir runs/sst2/teacher-minilm
     python recipes/train_teacher.py --task sst2 --data ../shared/data/glue \
         --model_name_or_path sklearn_tfidf --output_dir runs/sst2/teacher-tfidf
+    add --push_to_hub --hub_model_id you/minilm-sst2 [--hub_private] [--hub_revision BRANCH] to publish it with a card.
 """
 
 from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
+from distill_trainer.hub import HubArguments, publish_teacher
 from distill_trainer.pipeline import TaskArguments, parse_recipe_args, train_teacher
 
 
@@ -22,9 +24,16 @@ class TeacherArguments:
 
 
 def main(argv=None):
-    task_args, teacher_args, training_args = parse_recipe_args((TaskArguments, TeacherArguments, TrainingArguments), argv)
+    task_args, teacher_args, hub_args, training_args = parse_recipe_args(
+        (TaskArguments, TeacherArguments, HubArguments, TrainingArguments), argv)
+    if training_args.push_to_hub and not training_args.hub_model_id:
+        raise ValueError("--push_to_hub needs --hub_model_id (owner/name).")
     info = train_teacher(task_args, teacher_args.model_name_or_path, training_args, teacher_args.teacher_name)
     print(f"teacher {info['name']}: validation {info['metric']} = {info['validation_score']:.4f}")
+    if training_args.push_to_hub and training_args.process_index == 0:
+        url = publish_teacher(training_args.output_dir, training_args.hub_model_id,
+                              **hub_args.publish_kwargs(training_args.hub_private_repo, training_args.hub_revision))
+        print(f"published: {url}")
     return info
 
 

@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("WANDB_DISABLED", "true")
+sys.path.insert(0, os.path.dirname(__file__))
+from hub_server import start_server  # noqa: E402
+
+# Every Hub call of the session goes to a local test server (the clients read these at import time), so
+# publishing is tested through the real clients and nothing reaches the network. The token is fake and
+# known, so tests can check it never leaks.
+HUB_SERVER, HUB_STATE = start_server()
+TEST_TOKEN = "hf_TestTokenThatMustNeverBeWrittenAnywhere"
+os.environ.update(
+    HF_ENDPOINT=f"http://127.0.0.1:{HUB_SERVER.server_address[1]}", HF_HUB_DISABLE_XET="1", HF_TOKEN=TEST_TOKEN,
+    HF_HOME=tempfile.mkdtemp(prefix="distill-trainer-hf-home-"), HF_HUB_DISABLE_TELEMETRY="1",
+    HF_UPDATE_DOWNLOAD_COUNTS="0", TOKENIZERS_PARALLELISM="false", WANDB_DISABLED="true",
+)
+for offline in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+    os.environ.pop(offline, None)
 
 import datasets
 import numpy as np
@@ -16,6 +29,13 @@ import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
 
 datasets.disable_progress_bars()
+datasets.config.USE_PARQUET_EXPORT = False
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The session's test Hub: its state (repos, LFS objects, Authorization headers seen)."""
+    return HUB_STATE
 
 POSITIVE = ["good", "great", "fine", "lovely", "superb"]
 NEGATIVE = ["bad", "awful", "poor", "dull", "boring"]

@@ -1,0 +1,1 @@
+"""Model and dataset card templates (Jinja), rendered by distill_trainer.hub."""

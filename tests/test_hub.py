@@ -1,0 +1,167 @@
+"""Publishing to the Hub through the real clients, against the session's local test server (conftest).
+
+The recipes publish a teacher, a logit dataset (extracted from that teacher *by its repo id*) and a
+student trained from the logit dataset *by its repo id*; each is loaded back with the plain clients.
+"""
+
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import TEST_TOKEN, tiny_student, tiny_tokenizer
+from huggingface_hub import DatasetCard, HfApi, ModelCard, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from distill_trainer import read_metadata
+from distill_trainer.hub import LOGIT_METADATA_FILE, publish_teacher
+from distill_trainer.pipeline import load_logit_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+sys.path.insert(0, str(ROOT / "recipes"))
+import distill  # noqa: E402
+import extract_logits  # noqa: E402
+import train_teacher  # noqa: E402
+
+pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue")
+COMMON = ["--task", "sst2", "--data", str(GLUE), "--max_train_rows", "200", "--max_eval_rows", "64", "--max_length", "32"]
+TRAIN = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no",
+         "--per_device_train_batch_size", "16"]
+
+
+def state_dicts_equal(a, b) -> bool:
+    a, b = a.state_dict(), b.state_dict()
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory):
+    """teacher -> Hub; logits from the Hub teacher + a local TF-IDF teacher -> Hub; student from Hub logits -> Hub."""
+    root = tmp_path_factory.mktemp("hub")
+    tiny_student().save_pretrained(root / "base")
+    tiny_tokenizer().save_pretrained(root / "base")
+    teacher = train_teacher.main(COMMON + TRAIN + [
+        "--model_name_or_path", str(root / "base"), "--output_dir", str(root / "teacher"), "--max_steps", "3",
+        "--push_to_hub", "true", "--hub_model_id", "alice/tiny-teacher-sst2"])
+    train_teacher.main(COMMON + TRAIN + ["--model_name_or_path", "sklearn_tfidf", "--output_dir", str(root / "tfidf")])
+    extract_logits.main(COMMON + ["--teachers", f"alice/tiny-teacher-sst2,{root / 'tfidf'}", "--output_dir",
+                                  str(root / "logits"), "--push_to_hub", "true", "--hub_dataset_id", "alice/sst2-logits",
+                                  "--hub_private", "true"])
+    baseline = distill.main(COMMON + TRAIN + [
+        "--logit_dataset", "alice/sst2-logits", "--student_model", str(root / "base"), "--fusion", "none",
+        "--max_steps", "3", "--output_dir", str(root / "baseline")])
+    student = distill.main(COMMON + TRAIN + [
+        "--logit_dataset", "alice/sst2-logits", "--student_model", str(root / "base"), "--fusion", "gating",
+        "--max_steps", "3", "--output_dir", str(root / "student"), "--push_to_hub", "true",
+        "--hub_model_id", "alice/tiny-student-sst2", "--hub_private", "true", "--baseline_results", str(root / "baseline")])
+    return root, teacher, baseline, student
+
+
+def test_teacher_loads_back_with_plain_from_pretrained(published):
+    root, teacher, _, _ = published
+    remote = AutoModelForSequenceClassification.from_pretrained("alice/tiny-teacher-sst2")
+    assert state_dicts_equal(remote, AutoModelForSequenceClassification.from_pretrained(root / "teacher"))
+    assert remote.config.id2label == {0: "negative", 1: "positive"}
+    assert AutoTokenizer.from_pretrained("alice/tiny-teacher-sst2").tokenize("good film") == ["good", "film"]
+    card = ModelCard.load("alice/tiny-teacher-sst2")
+    (result,) = card.data.eval_results
+    assert (result.dataset_config, result.metric_type) == ("sst2", "accuracy")
+    assert result.metric_value == pytest.approx(teacher["validation_score"], abs=1e-4)
+    assert {"distillation", "knowledge-distillation", "teacher"} <= set(card.data.tags)
+    assert card.data.license == "apache-2.0" and card.data.datasets == ["nyu-mll/glue"]
+    files = HfApi().list_repo_files("alice/tiny-teacher-sst2")
+    assert "training_args.bin" not in files and "teacher_info.json" in files
+
+
+def test_logit_dataset_loads_back_with_its_rows_and_metadata(published):
+    root, _, _, _ = published
+    local = datasets.load_from_disk(str(root / "logits"))
+    remote = datasets.load_dataset("alice/sst2-logits")  # the plain client
+    for split in ("train", "validation"):
+        assert remote[split]["sentence"][:] == local[split]["sentence"][:]
+        np.testing.assert_array_equal(np.asarray(remote[split]["teacher_logits"][:]), np.asarray(local[split]["teacher_logits"][:]))
+    restored = load_logit_dataset("alice/sst2-logits")
+    assert read_metadata(restored["train"]) == read_metadata(local["train"])
+    assert [t.name for t in read_metadata(restored["train"]).teachers] == ["alice/tiny-teacher-sst2", "sklearn_tfidf-sst2"]
+    card = DatasetCard.load("alice/sst2-logits", repo_type="dataset")
+    assert "teacher_logits" in card.text and "[alice/tiny-teacher-sst2](" in card.text
+    assert {"logit-dataset", "distillation"} <= set(card.data.tags) and card.data.dataset_info  # push_to_hub's YAML kept
+    assert LOGIT_METADATA_FILE in HfApi().list_repo_files("alice/sst2-logits", repo_type="dataset")
+
+
+def test_student_trained_from_hub_logits_is_published_with_its_card(published):
+    root, teacher, baseline, student = published
+    remote = AutoModelForSequenceClassification.from_pretrained("alice/tiny-student-sst2")
+    assert state_dicts_equal(remote, AutoModelForSequenceClassification.from_pretrained(root / "student"))
+    files = HfApi().list_repo_files("alice/tiny-student-sst2")
+    assert "distill_gate.safetensors" not in files and "eval_results.json" in files
+    card = ModelCard.load("alice/tiny-student-sst2")
+    (result,) = card.data.eval_results
+    assert result.metric_value == pytest.approx(student["score"], abs=1e-4)
+    assert "fusion-gating" in card.data.tags and "alice/sst2-logits" in card.data.datasets
+    for expected in ("[alice/tiny-teacher-sst2](", "`gating`", f"{baseline['score']:.4f}", "| seed | 42 |",
+                     f"| training rows | {student['train_rows']} |"):
+        assert expected in card.text
+    assert str(root) not in card.text  # no local paths in cards
+
+
+def test_private_repos_are_invisible_without_the_token(published):
+    assert HfApi().model_info("alice/tiny-student-sst2").private
+    with pytest.raises(RepositoryNotFoundError):
+        HfApi(token=False).model_info("alice/tiny-student-sst2")
+    assert not HfApi(token=False).model_info("alice/tiny-teacher-sst2").private
+
+
+def test_publishing_again_updates_and_exist_ok_false_refuses(published):
+    root, _, _, _ = published
+    api = HfApi()
+    before = api.model_info("alice/tiny-teacher-sst2").sha
+    (root / "teacher" / "notes.txt").write_text("second upload")
+    publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", commit_message="Add notes")
+    assert api.model_info("alice/tiny-teacher-sst2").sha != before
+    assert "notes.txt" in api.list_repo_files("alice/tiny-teacher-sst2")
+    with pytest.raises(HfHubHTTPError) as error:
+        publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", exist_ok=False)
+    assert error.value.response.status_code == 409
+
+
+def test_publishing_to_a_branch_leaves_main_alone(published):
+    root, _, _, _ = published
+    (root / "tfidf" / "branch-only.txt").write_text("dev")
+    publish_teacher(str(root / "tfidf"), "alice/tfidf-sst2", revision="dev")
+    api = HfApi()
+    assert "branch-only.txt" in api.list_repo_files("alice/tfidf-sst2", revision="dev")
+    assert "branch-only.txt" not in api.list_repo_files("alice/tfidf-sst2")
+    assert "scikit-learn" in ModelCard.load(hf_hub_download("alice/tfidf-sst2", "README.md", revision="dev")).data.tags
+
+
+def test_missing_repos_give_the_clients_clear_errors(published, tmp_path):
+    with pytest.raises(OSError, match="not a valid model identifier"):
+        AutoModelForSequenceClassification.from_pretrained("alice/no-such-student")
+    with pytest.raises(datasets.exceptions.DatasetNotFoundError):
+        load_logit_dataset("alice/no-such-logits")
+
+
+def test_the_token_is_sent_but_never_written(published, hub):
+    root, _, _, _ = published
+    assert f"Bearer {TEST_TOKEN}" in hub.tokens_seen  # the clients did authenticate
+    for path in root.rglob("*"):
+        if path.is_file():
+            assert TEST_TOKEN.encode() not in path.read_bytes(), path
+    for repo in hub.repos.values():
+        for files in repo.commits.values():
+            assert not any(TEST_TOKEN.encode() in data for data, _ in files.values()), repo.repo_id
+
+
+def test_the_token_stays_out_of_logs(published, caplog, capfd):
+    import logging
+
+    root, _, _, _ = published
+    with caplog.at_level(logging.DEBUG):
+        publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", commit_message="again")
+    captured = capfd.readouterr()
+    assert TEST_TOKEN not in caplog.text + captured.out + captured.err
