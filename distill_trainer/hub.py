@@ -46,8 +46,8 @@ class HubArguments:
     """Publishing options shared by the recipes (`--push_to_hub`, `--hub_model_id` and `--hub_revision`
     come from `TrainingArguments` where a recipe has them)."""
 
-    hub_private: bool | None = field(default=None, metadata={
-        "help": "Create the repo private (default: the namespace's default; an existing repo keeps its visibility)."})
+    hub_private: bool = field(default=False, metadata={
+        "help": "Create the repo private (otherwise the namespace's default; an existing repo keeps its visibility)."})
     hub_commit_message: str | None = field(default=None, metadata={"help": "Commit message of the upload."})
     hub_exist_ok: bool = field(default=True, metadata={
         "help": "Update the repo when it exists (default); with --hub_exist_ok false an existing repo is an error."})
@@ -57,7 +57,7 @@ class HubArguments:
         "help": "eval_results.json (or its folder) of the no-distillation student, shown beside this student on its card."})
 
     def publish_kwargs(self, private_default: bool = False, revision: str | None = None) -> dict:
-        return {"private": self.hub_private if self.hub_private is not None else (private_default or None),
+        return {"private": True if self.hub_private or private_default else None,
                 "revision": revision, "commit_message": self.hub_commit_message, "exist_ok": self.hub_exist_ok,
                 **({"license": self.hub_license} if self.hub_license else {})}
 

@@ -49,15 +49,15 @@ def published(tmp_path_factory):
         "--push_to_hub", "true", "--hub_model_id", "alice/tiny-teacher-sst2"])
     train_teacher.main(COMMON + TRAIN + ["--model_name_or_path", "sklearn_tfidf", "--output_dir", str(root / "tfidf")])
     extract_logits.main(COMMON + ["--teachers", f"alice/tiny-teacher-sst2,{root / 'tfidf'}", "--output_dir",
-                                  str(root / "logits"), "--push_to_hub", "true", "--hub_dataset_id", "alice/sst2-logits",
-                                  "--hub_private", "true"])
+                                  str(root / "logits"), "--push_to_hub", "--hub_dataset_id", "alice/sst2-logits",
+                                  "--hub_private"])
     baseline = distill.main(COMMON + TRAIN + [
         "--logit_dataset", "alice/sst2-logits", "--student_model", str(root / "base"), "--fusion", "none",
         "--max_steps", "3", "--output_dir", str(root / "baseline")])
     student = distill.main(COMMON + TRAIN + [
         "--logit_dataset", "alice/sst2-logits", "--student_model", str(root / "base"), "--fusion", "gating",
         "--max_steps", "3", "--output_dir", str(root / "student"), "--push_to_hub", "true",
-        "--hub_model_id", "alice/tiny-student-sst2", "--hub_private", "true", "--baseline_results", str(root / "baseline")])
+        "--hub_model_id", "alice/tiny-student-sst2", "--hub_private", "--baseline_results", str(root / "baseline")])
     return root, teacher, baseline, student
 
 
@@ -110,7 +110,7 @@ def test_student_trained_from_hub_logits_is_published_with_its_card(published):
 
 
 def test_private_repos_are_invisible_without_the_token(published):
-    assert HfApi().model_info("alice/tiny-student-sst2").private
+    assert HfApi().model_info("alice/tiny-student-sst2").private and HfApi().dataset_info("alice/sst2-logits").private
     with pytest.raises(RepositoryNotFoundError):
         HfApi(token=False).model_info("alice/tiny-student-sst2")
     assert not HfApi(token=False).model_info("alice/tiny-teacher-sst2").private
