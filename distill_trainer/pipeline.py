@@ -45,6 +45,7 @@ from .trainer import DistillationTrainer
 
 logger = logging.getLogger(__name__)
 SKLEARN_TEACHER = "sklearn_tfidf"
+VALIDATION_LOGITS_FILE = "validation_logits.npy"  # a student's logits on the validation rows, for the analyses
 
 
 @dataclass
@@ -104,9 +105,10 @@ def load_for_task(model_name_or_path: str, task: GlueTask, **kwargs) -> tuple:
     return AutoTokenizer.from_pretrained(path), model
 
 
-def evaluate_task(trainer: Trainer) -> dict:
-    """`trainer.evaluate()` with the `eval_` prefix dropped, so keys match `compute_task_metrics`."""
-    return {key.removeprefix("eval_"): value for key, value in trainer.evaluate().items()}
+def evaluate_task(trainer: Trainer) -> tuple[dict, np.ndarray]:
+    """Metrics (keys as `compute_task_metrics` names them) and logits on the trainer's eval split, in one pass."""
+    output = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    return {key.removeprefix("eval_"): value for key, value in output.metrics.items()}, output.predictions
 
 
 def save_json(data: dict, path: str) -> None:
@@ -151,7 +153,7 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
                           eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
                           compute_metrics=metrics_for_trainer(task))
         trainer.train()
-        metrics = evaluate_task(trainer)
+        metrics, _ = evaluate_task(trainer)
         trainer.save_model(output_dir)
     info = {"name": name, "base_model": base_model_name(model_name_or_path), "task": task.name, "metric": task.metric,
             "validation_score": metrics[task.metric], "train_rows": len(train), "metrics": metrics}
@@ -243,8 +245,8 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
         model=model, args=without_hub_push(config), processing_class=tokenizer, compute_metrics=metrics_for_trainer(task),
         train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
         eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length))
-    trainer.train()
-    metrics = evaluate_task(trainer)
+    train_output = trainer.train()
+    metrics, validation_logits = evaluate_task(trainer)
     results = {
         "task": task.name, "metric": task.metric, "score": metrics[task.metric], "metrics": metrics,
         "fusion": config.fusion, "temperature": config.temperature, "alpha": config.alpha, "seed": config.seed,
@@ -252,11 +254,13 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
         "teachers": [asdict(t) for t in metadata.teachers] if metadata else None,
         "logit_dataset": display_name(student_args.logit_dataset), "train_rows": len(train),
         "student_model": base_model_name(student_args.student_model), "student_layers": student_args.student_layers,
-        "num_parameters": model.num_parameters(),
+        "num_parameters": model.num_parameters(), "eval_rows": len(validation), "max_length": task_args.max_length,
+        "train_runtime": train_output.metrics.get("train_runtime"),
     }
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         save_json(results, os.path.join(config.output_dir, EVAL_RESULTS_FILE))
+        np.save(os.path.join(config.output_dir, VALIDATION_LOGITS_FILE), validation_logits.astype(np.float32))
     return results
 
 

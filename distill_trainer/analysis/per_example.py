@@ -1,0 +1,86 @@
+"""Per-example analyses on one validation split: how confident the teachers are, where they agree, and
+why each student error happened. Inputs are plain arrays: teacher logits `[n, teachers, labels]`,
+labels `[n]`, and student predictions (class ids `[n]` or logits `[n, labels]`) by method name."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+AGREEMENT_REGIONS = ("all_agree", "partial_disagree", "full_disagree")
+# Precedence, so every error has exactly one cause: teachers that are all wrong cannot teach the answer;
+# otherwise a disagreement means the student picked the wrong side; otherwise all teachers were right
+# and agreed, and the knowledge did not transfer.
+FAILURE_CATEGORIES = ("all_teachers_wrong", "error_on_disagreement", "teachers_right")
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(-1, keepdims=True))
+    return shifted / shifted.sum(-1, keepdims=True)
+
+
+def as_class_ids(predictions: np.ndarray) -> np.ndarray:
+    predictions = np.asarray(predictions)
+    return predictions.argmax(-1) if predictions.ndim == 2 else predictions
+
+
+def teacher_confidence(teacher_logits: np.ndarray, teacher_names: Sequence[str], threshold: float = 0.95) -> pd.DataFrame:
+    """Per teacher: mean max probability, mean entropy (nats) and % of examples with max probability > threshold.
+
+    Near-one-hot teachers (the reference study: > 96% mean max probability) leave little dark knowledge.
+    """
+    probs = softmax(np.asarray(teacher_logits, dtype=np.float64))
+    max_prob = probs.max(-1)
+    entropy = -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(-1)
+    return pd.DataFrame({
+        "teacher": list(teacher_names),
+        "mean_max_prob": max_prob.mean(0),
+        "mean_entropy": entropy.mean(0),
+        "pct_high_confidence": 100.0 * (max_prob > threshold).mean(0),
+    })
+
+
+def agreement_regions(teacher_logits: np.ndarray) -> np.ndarray:
+    """Each example's region: all teachers predict the same class; all predict different classes
+    (with two teachers, any disagreement); or some agree and some do not."""
+    votes = np.asarray(teacher_logits).argmax(-1)  # [n, teachers]
+    distinct = np.array([len(set(row)) for row in votes])
+    teachers = votes.shape[1]
+    return np.where(distinct == 1, "all_agree", np.where(distinct == teachers, "full_disagree", "partial_disagree"))
+
+
+def accuracy_by_region(regions: np.ndarray, predictions: Mapping[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
+    """Accuracy of each method (rows) in each agreement region (columns), plus each region's size."""
+    labels = np.asarray(labels)
+    table = {}
+    for method, predicted in predictions.items():
+        correct = as_class_ids(predicted) == labels
+        table[method] = {region: correct[regions == region].mean() if (regions == region).any() else np.nan
+                         for region in AGREEMENT_REGIONS}
+    frame = pd.DataFrame.from_dict(table, orient="index", columns=list(AGREEMENT_REGIONS))
+    frame.loc["examples"] = [int((regions == region).sum()) for region in AGREEMENT_REGIONS]
+    return frame
+
+
+def failure_categories(teacher_logits: np.ndarray, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each example's failure category, or "" where the student is right (see FAILURE_CATEGORIES)."""
+    labels = np.asarray(labels)
+    votes = np.asarray(teacher_logits).argmax(-1)
+    teacher_right = votes == labels[:, None]
+    disagree = (votes != votes[:, :1]).any(1)
+    category = np.where(~teacher_right.any(1), "all_teachers_wrong",
+                        np.where(disagree, "error_on_disagreement", "teachers_right"))
+    return np.where(as_class_ids(predictions) == labels, "", category)
+
+
+def failure_table(teacher_logits: np.ndarray, predictions: Mapping[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
+    """Number of errors of each method (rows) in each failure category (columns), plus the total."""
+    rows = {}
+    for method, predicted in predictions.items():
+        categories = failure_categories(teacher_logits, predicted, labels)
+        rows[method] = {category: int((categories == category).sum()) for category in FAILURE_CATEGORIES}
+    frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(FAILURE_CATEGORIES))
+    frame["errors"] = frame.sum(1)
+    return frame

@@ -1,0 +1,174 @@
+"""The analyses on hand-built cases whose answers are worked out by hand, and the report on a fixture study."""
+
+import json
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score, matthews_corrcoef
+
+from distill_trainer import attach_teacher_logits
+from distill_trainer.analysis import (
+    accuracy_by_region,
+    aggregate_seeds,
+    agreement_regions,
+    failure_categories,
+    failure_table,
+    gap_closed,
+    gap_table,
+    multi_teacher_advantage,
+    paired_bootstrap,
+    teacher_confidence,
+)
+from distill_trainer.analysis.report import analyze_study
+from distill_trainer.analysis.stats import metric_on_resamples
+
+# Six examples, three teachers, three labels. Teacher votes per example and why:
+LABELS = np.array([0, 1, 2, 0, 1, 2])
+VOTES = np.array([
+    [0, 0, 0],  # all agree, right
+    [1, 1, 0],  # partial disagreement, two right
+    [0, 1, 2],  # full disagreement, the third right
+    [1, 1, 1],  # all agree, all wrong
+    [1, 1, 1],  # all agree, right
+    [0, 0, 1],  # partial disagreement, all wrong
+])
+STUDENT = np.array([0, 0, 1, 1, 0, 0])  # right only on example 0
+
+
+def one_hot_logits(votes, labels=3):
+    return 5.0 * np.eye(labels)[votes]  # [n, teachers, labels]
+
+
+def test_agreement_regions_and_accuracy_in_each():
+    regions = agreement_regions(one_hot_logits(VOTES))
+    assert list(regions) == ["all_agree", "partial_disagree", "full_disagree", "all_agree", "all_agree", "partial_disagree"]
+    table = accuracy_by_region(regions, {"student": STUDENT, "oracle": LABELS}, LABELS)
+    assert table.loc["student"].tolist() == pytest.approx([1 / 3, 0.0, 0.0])
+    assert table.loc["oracle"].tolist() == [1.0, 1.0, 1.0]
+    assert table.loc["examples"].tolist() == [3, 2, 1]
+    two_teachers = agreement_regions(one_hot_logits(VOTES[:, :2]))  # with two teachers a disagreement is full
+    assert list(two_teachers) == ["all_agree", "all_agree", "full_disagree", "all_agree", "all_agree", "all_agree"]
+
+
+def test_failure_categories_by_hand():
+    categories = failure_categories(one_hot_logits(VOTES), STUDENT, LABELS)
+    assert list(categories) == ["", "error_on_disagreement", "error_on_disagreement", "all_teachers_wrong",
+                                "teachers_right", "all_teachers_wrong"]
+    table = failure_table(one_hot_logits(VOTES), {"student": np.eye(3)[STUDENT]}, LABELS)  # logits work too
+    assert table.loc["student"].to_dict() == {"all_teachers_wrong": 2, "error_on_disagreement": 2, "teachers_right": 1,
+                                              "errors": 5}
+
+
+def test_teacher_confidence_by_hand():
+    logits = np.array([[[0.0, np.log(3.0)]], [[np.log(99.0), 0.0]]])  # probabilities .75 and .99
+    table = teacher_confidence(logits, ["t"]).iloc[0]
+    assert table.mean_max_prob == pytest.approx((0.75 + 0.99) / 2)
+    entropy = lambda p: -(p * np.log(p) + (1 - p) * np.log(1 - p))  # noqa: E731
+    assert table.mean_entropy == pytest.approx((entropy(0.75) + entropy(0.99)) / 2)
+    assert table.pct_high_confidence == 50.0
+
+
+def test_gap_closed_and_seed_aggregation():
+    assert gap_closed(0.8, 0.7, 0.9) == pytest.approx(0.5)
+    assert np.isnan(gap_closed(0.8, 0.7, 0.7))  # no gap to close
+    runs = pd.DataFrame({
+        "task": "sst2", "seed": [None, None, 1, 2, 3, 1, 2, 3, 1, 2, 3],
+        "method": ["teacher: a", "teacher: b"] + ["none"] * 3 + ["single: a"] * 3 + ["average"] * 3,
+        "type": ["teacher", "teacher"] + ["baseline"] * 3 + ["single"] * 3 + ["multi"] * 3,
+        "score": [0.90, 0.85, 0.70, 0.70, 0.70, 0.80, 0.82, 0.84, 0.75, 0.80, 0.85],
+    })
+    aggregated = aggregate_seeds(runs).set_index("method")
+    single = aggregated.loc["single: a"]
+    assert (single.n, single["mean"], single["std"]) == (3, pytest.approx(0.82), pytest.approx(0.02))
+    half_width = 4.302653 * 0.02 / np.sqrt(3)  # t(0.975, df=2)
+    assert (single.ci_low, single.ci_high) == (pytest.approx(0.82 - half_width, abs=1e-6), pytest.approx(0.82 + half_width, abs=1e-6))
+    assert np.isnan(aggregated.loc["teacher: a", "std"])  # one run: no interval
+    gaps = gap_table(aggregate_seeds(runs)).set_index("method")
+    assert gaps.loc["single: a", "gap_closed"] == pytest.approx((0.82 - 0.70) / (0.90 - 0.70))
+    advantage = multi_teacher_advantage(aggregate_seeds(runs)).iloc[0]
+    assert (advantage.best_multi, advantage.best_single) == ("average", "single: a")
+    assert advantage.advantage == pytest.approx(0.80 - 0.82)
+
+
+def test_vectorised_metrics_match_scikit_learn():
+    generator = np.random.default_rng(0)
+    predictions, labels = generator.integers(0, 2, 200), generator.integers(0, 2, 200)
+    everything = np.arange(200)[None]
+    assert metric_on_resamples("accuracy", predictions, labels, everything)[0] == pytest.approx((predictions == labels).mean())
+    assert metric_on_resamples("f1", predictions, labels, everything)[0] == pytest.approx(f1_score(labels, predictions))
+    assert metric_on_resamples("matthews_correlation", predictions, labels, everything)[0] == pytest.approx(
+        matthews_corrcoef(labels, predictions))
+
+
+def test_paired_bootstrap_known_answers():
+    labels = np.arange(100) % 2
+    same = paired_bootstrap(labels, labels, labels, resamples=500)
+    assert (same["difference"], same["p_value"]) == (0.0, 1.0)
+    better = paired_bootstrap(labels, 1 - labels, labels, resamples=500)  # always right vs always wrong
+    assert (better["difference"], better["ci_low"], better["p_value"]) == (1.0, 1.0, 0.0)
+    noisy = labels.copy()
+    noisy[:3] = 1 - noisy[:3]  # three errors out of 100: not distinguishable from perfect
+    close = paired_bootstrap(np.stack([labels, labels]), np.stack([noisy, noisy]), labels, resamples=2000)
+    assert close["difference"] == pytest.approx(0.03) and close["ci_low"] <= 0 < close["ci_high"]
+    assert close["p_value"] > 0.05 and close["seeds"] == (2, 2)
+    with pytest.raises(ValueError, match="cover"):
+        paired_bootstrap(labels[:10], labels, labels)
+
+
+@pytest.fixture
+def fixture_study(tmp_path):
+    """A study folder as compare.py + sweep.py leave it: 2 teachers, baseline, 2 singles, average; 2 seeds."""
+    task_dir = tmp_path / "study" / "sst2"
+    generator = np.random.default_rng(1)
+    labels = generator.integers(0, 2, 40)
+    teacher_votes = np.stack([labels, np.where(np.arange(40) < 30, labels, 1 - labels)], 1)  # teacher 1: 10 errors
+    validation = datasets.Dataset.from_dict({"sentence": [f"s{i}" for i in range(40)], "label": labels.tolist()})
+    logits = attach_teacher_logits(validation, 3.0 * np.eye(2)[teacher_votes], ["t0", "t1"], ["negative", "positive"],
+                                   ["sentence"], task="sst2")
+    datasets.DatasetDict({"train": logits, "validation": logits}).save_to_disk(str(task_dir / "logits"))
+    for name, score in (("t0", 1.0), ("t1", 0.75)):
+        (task_dir / f"teacher-{name}").mkdir(parents=True)
+        (task_dir / f"teacher-{name}" / "teacher_info.json").write_text(json.dumps(
+            {"name": name, "task": "sst2", "metric": "accuracy", "validation_score": score, "train_rows": 40}))
+    teachers = [{"name": "t0", "validation_score": 1.0}, {"name": "t1", "validation_score": 0.75}]
+    wrong = {"none": 12, "single-0": 4, "single-1": 8, "average": 6}  # errors per student, on the last rows
+    for method, errors in wrong.items():
+        for seed in (1, 2):
+            folder = task_dir / f"student-{method}-seed{seed}"
+            folder.mkdir()
+            predicted = labels.copy()
+            predicted[40 - errors - seed + 1:] = 1 - predicted[40 - errors - seed + 1:]
+            np.save(folder / "validation_logits.npy", np.eye(2)[predicted].astype(np.float32))
+            fusion, index = (method.split("-")[0], int(method[-1])) if method.startswith("single") else (method, None)
+            (folder / "eval_results.json").write_text(json.dumps({
+                "task": "sst2", "metric": "accuracy", "score": float((predicted == labels).mean()), "fusion": fusion,
+                "teacher_index": index, "seed": seed, "temperature": 6.0, "alpha": 0.7, "teachers": teachers,
+                "train_rows": 40}))
+    (task_dir / "sweep-average").mkdir()
+    pd.DataFrame([{"task": "sst2", "fusion": "average", "teacher_index": None, "seed": 1, "temperature": t, "alpha": a,
+                   "metric": "accuracy", "score": 0.8 + 0.01 * t - 0.02 * a} for t in (3, 6) for a in (0.5, 0.7)]
+                 ).to_csv(task_dir / "sweep-average" / "grid.csv", index=False)
+    return tmp_path / "study"
+
+
+def test_report_on_a_fixture_study(fixture_study, tmp_path):
+    out = tmp_path / "results"
+    metrics = analyze_study(str(fixture_study), str(out), resamples=500)
+    sst2 = metrics["sst2"]
+    assert sst2["baseline"] == pytest.approx(((40 - 12) / 40 + (40 - 13) / 40) / 2)
+    assert sst2["best_single"] == {"method": "single: t0", "mean": pytest.approx(((40 - 4) / 40 + (40 - 5) / 40) / 2)}
+    assert sst2["best_multi"]["method"] == "average" and sst2["seeds"] == [1, 2]
+    assert sst2["tests"]["multi_vs_single"]["difference"] == pytest.approx(-0.05)  # 2 more errors per seed
+    assert sst2["teacher_agreement_rate"] == 0.75 and sst2["multi_teacher_advantage"] == pytest.approx(-0.05)
+    assert metrics["grids"][0]["best_temperature"] == 6 and metrics["grids"][0]["best_alpha"] == 0.5
+    master = pd.read_csv(out / "master_results.csv")
+    assert len(master) == 2 + 4 * 2 and set(master.type) == {"teacher", "baseline", "single", "multi"}
+    for png in ("gap_analysis.png", "ranking_heatmap.png", "agreement_breakdown_sst2.png", "failure_categories_sst2.png",
+                "grid_sst2_sweep-average.png"):
+        assert (out / png).read_bytes()[:4] == b"\x89PNG"
+    report = (out / "REPORT.md").read_text()
+    assert "single-teacher wins" in report or "no significant difference" in report
+    assert f"{100 * sst2['baseline']:.2f}" in report and "best cell T=6, alpha=0.5" in report
+    assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]
