@@ -161,8 +161,9 @@ def render_teacher_card(info: dict, repo_id: str, license: str = "apache-2.0") -
     )
     if is_sklearn:
         description = "a scikit-learn TF-IDF (word 1-2 grams) + logistic-regression pipeline, a deliberately different kind of teacher."
-        usage = ("`sklearn_teacher.joblib` is a joblib pickle of the pipeline: load it only from a source you trust, "
-                 "with `joblib.load`. Its log-probabilities are its logits.")
+        usage = ("`sklearn_teacher.json` (vocabulary, settings) and `sklearn_teacher.safetensors` (IDF, classifier "
+                 "weights) rebuild the pipeline without pickle: `distill_trainer.teachers.SklearnTeacher.load(folder)`. "
+                 "Its log-probabilities are its logits.")
     else:
         description = f"`{info['base_model']}` fine-tuned on {task.title}."
         usage = (f'```python\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n'

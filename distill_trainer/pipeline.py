@@ -18,7 +18,6 @@ import datasets
 import numpy as np
 import yaml
 from transformers import (
-    AutoModelForSequenceClassification,
     AutoTokenizer,
     HfArgumentParser,
     PreTrainedModel,
@@ -40,7 +39,7 @@ from .tasks import (
     metrics_for_trainer,
     task_texts,
 )
-from .teachers import TEACHER_INFO_FILE, SklearnTeacher, extract_logits, load_teacher
+from .teachers import TEACHER_INFO_FILE, SklearnTeacher, extract_logits, load_classifier, load_teacher
 from .trainer import DistillationTrainer
 
 logger = logging.getLogger(__name__)
@@ -56,6 +55,15 @@ class TaskArguments:
     max_train_rows: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     max_eval_rows: int | None = field(default=None, metadata={"help": "Keep only the first N validation rows."})
     max_length: int = field(default=128, metadata={"help": "Truncate tokenized inputs to this many tokens."})
+    trust_remote_code: bool = field(default=False, metadata={
+        "help": "Run model code from the checkpoint's repo (only for checkpoints you trust)."})
+    allow_pickle: bool = field(default=False, metadata={
+        "help": "Load checkpoints that have only pickle weights (pytorch_model.bin; only ones you trust)."})
+
+    @property
+    def loading(self) -> dict:
+        """How models are loaded: safetensors only and no remote code, unless the user opted in."""
+        return {"allow_pickle": self.allow_pickle, "trust_remote_code": self.trust_remote_code}
 
     @property
     def glue_task(self) -> GlueTask:
@@ -98,11 +106,12 @@ def tokenize_task(dataset: datasets.Dataset, tokenizer, task: GlueTask, max_leng
                                                max_length=max_length), batched=True, desc="tokenize")
 
 
-def load_for_task(model_name_or_path: str, task: GlueTask, **kwargs) -> tuple:
+def load_for_task(model_name_or_path: str, task: GlueTask, allow_pickle: bool = False, trust_remote_code: bool = False,
+                  **kwargs) -> tuple:
     """Tokenizer and classification model with the task's labels (a fresh head where the labels differ)."""
     path = resolve_model(model_name_or_path)
-    model = AutoModelForSequenceClassification.from_pretrained(path, **task.label_config, **kwargs)
-    return AutoTokenizer.from_pretrained(path), model
+    model = load_classifier(path, allow_pickle, trust_remote_code, **task.label_config, **kwargs)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code), model
 
 
 def evaluate_task(trainer: Trainer) -> tuple[dict, np.ndarray]:
@@ -116,10 +125,11 @@ def save_json(data: dict, path: str) -> None:
         json.dump(data, handle, indent=2, sort_keys=True)
 
 
-def without_hub_push(args: TrainingArguments) -> TrainingArguments:
-    """`args` with `push_to_hub` off: the Trainer would push on its own at every save, without our cards;
-    the recipes publish once, after training, through `distill_trainer.hub`."""
-    return with_overrides(args, push_to_hub=False) if args.push_to_hub else args
+def for_trainer(args: TrainingArguments) -> TrainingArguments:
+    """`args` without Hub pushing or token: the Trainer would push at every save, without our cards (the
+    recipes publish once, after training, through `distill_trainer.hub`), and it pickles its arguments
+    into `training_args.bin`, which must never hold a token."""
+    return with_overrides(args, push_to_hub=False, hub_token=None) if args.push_to_hub or args.hub_token else args
 
 
 def display_name(path_or_id: str) -> str:
@@ -147,8 +157,8 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
         metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
         teacher.save(output_dir)
     else:
-        tokenizer, model = load_for_task(model_name_or_path, task)
-        trainer = Trainer(model=model, args=without_hub_push(training_args), processing_class=tokenizer,
+        tokenizer, model = load_for_task(model_name_or_path, task, **task_args.loading)
+        trainer = Trainer(model=model, args=for_trainer(training_args), processing_class=tokenizer,
                           train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
                           eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
                           compute_metrics=metrics_for_trainer(task))
@@ -171,7 +181,8 @@ def build_logit_dataset(task_args: TaskArguments, teacher_paths: Sequence[str], 
     validation rows, so the scores in the metadata are comparable across teachers.
     """
     task = task_args.glue_task
-    teachers = [load_teacher(path, task.label_names, batch_size=batch_size, max_length=task_args.max_length)
+    teachers = [load_teacher(path, task.label_names, batch_size=batch_size, max_length=task_args.max_length,
+                             **task_args.loading)
                 for path in teacher_paths]
     splits = {split: task_args.load(split) for split in ("train", "validation")}
     logits = {split: extract_logits(teachers, task_texts(task, data)) for split, data in splits.items()}
@@ -238,11 +249,11 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
     metadata = read_metadata(logit_data["train"])
     if student_args.check_against_data and metadata is not None:
         check_logits_match_inputs(metadata, load_task_split(task, "train", task_args.data, metadata.num_rows))
-    tokenizer, model = load_for_task(student_args.student_model, task, ignore_mismatched_sizes=True)
+    tokenizer, model = load_for_task(student_args.student_model, task, ignore_mismatched_sizes=True, **task_args.loading)
     if student_args.student_layers:
         model = student_from_layers(model, [int(i) for i in student_args.student_layers.split(",")])
     trainer = DistillationTrainer(
-        model=model, args=without_hub_push(config), processing_class=tokenizer, compute_metrics=metrics_for_trainer(task),
+        model=model, args=for_trainer(config), processing_class=tokenizer, compute_metrics=metrics_for_trainer(task),
         train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
         eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length))
     train_output = trainer.train()

@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-SKLEARN_TEACHER_FILE = "sklearn_teacher.joblib"
+SKLEARN_TEACHER_FILE = "sklearn_teacher.json"  # vocabulary and settings; the arrays go in SKLEARN_WEIGHTS_FILE
+SKLEARN_WEIGHTS_FILE = "sklearn_teacher.safetensors"
 TEACHER_INFO_FILE = "teacher_info.json"
 
 
@@ -49,6 +50,23 @@ def label_permutation(teacher_labels: Sequence[str], task_labels: Sequence[str],
     return [position[name.lower()] for name in task_labels]
 
 
+def load_classifier(model_name_or_path: str, allow_pickle: bool = False, trust_remote_code: bool = False, **kwargs):
+    """`AutoModelForSequenceClassification.from_pretrained`, safely by default: safetensors weights only and
+    no remote code. Pickle weights (`pytorch_model.bin`) can run code when loaded, so they need `allow_pickle`.
+    """
+    from transformers import AutoModelForSequenceClassification
+
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            model_name_or_path, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
+            **kwargs)
+    except OSError as error:
+        if allow_pickle or "safetensors" not in str(error):
+            raise
+        raise ValueError(f"{model_name_or_path} has no safetensors weights. Pickle checkpoints (pytorch_model.bin) can "
+                         f"run code when loaded: pass allow_pickle=True (--allow_pickle) only if you trust it.") from error
+
+
 class TransformersTeacher:
     """An `AutoModelForSequenceClassification` checkpoint run in inference mode with its own tokenizer.
 
@@ -58,16 +76,15 @@ class TransformersTeacher:
 
     def __init__(self, model_name_or_path: str, task_labels: Sequence[str], name: str | None = None,
                  batch_size: int = 64, max_length: int = 128, device: str | None = None,
-                 revision: str | None = None, trust_remote_code: bool = False):
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+                 revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False):
+        from transformers import AutoTokenizer
 
         self.name = name or model_name_or_path
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision,
                                                        trust_remote_code=trust_remote_code)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, revision=revision, trust_remote_code=trust_remote_code, use_safetensors=True
-        ).to(self.device).eval()
+        self.model = load_classifier(model_name_or_path, allow_pickle, trust_remote_code, revision=revision
+                                     ).to(self.device).eval()
         # A Hub teacher is pinned to the commit it was loaded from, so the logit dataset says exactly which.
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         id2label = self.model.config.id2label
@@ -120,17 +137,38 @@ class SklearnTeacher:
         return np.log(np.clip(probabilities, 1e-7, 1.0)).astype(np.float32)
 
     def save(self, folder: str) -> None:
-        import joblib
+        """Vocabulary as JSON, IDF and classifier weights as safetensors: no pickle, so a published TF-IDF
+        teacher is as safe to load as a transformers one."""
+        from safetensors.numpy import save_file
 
+        vectorizer, classifier = self.pipeline.steps[0][1], self.pipeline.steps[-1][1]
         os.makedirs(folder, exist_ok=True)
-        joblib.dump(self.pipeline, os.path.join(folder, SKLEARN_TEACHER_FILE))
+        settings = {"ngram_range": list(vectorizer.ngram_range), "sublinear_tf": vectorizer.sublinear_tf,
+                    "lowercase": vectorizer.lowercase, "classes": classifier.classes_.tolist(),
+                    "vocabulary": {term: int(index) for term, index in vectorizer.vocabulary_.items()}}
+        with open(os.path.join(folder, SKLEARN_TEACHER_FILE), "w") as handle:
+            json.dump(settings, handle)
+        save_file({"idf": vectorizer.idf_.astype(np.float64), "coef": classifier.coef_.astype(np.float64),
+                   "intercept": classifier.intercept_.astype(np.float64)}, os.path.join(folder, SKLEARN_WEIGHTS_FILE))
 
     @classmethod
     def load(cls, folder: str, name: str | None = None) -> "SklearnTeacher":
-        """Loads a pipeline saved by `save`: joblib is pickle, so only load folders you created or trust."""
-        import joblib
+        """Rebuild the pipeline written by `save` (same predictions, bit for bit)."""
+        from safetensors.numpy import load_file
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
 
-        return cls(joblib.load(os.path.join(folder, SKLEARN_TEACHER_FILE)), name or os.path.basename(folder.rstrip("/")))
+        with open(os.path.join(folder, SKLEARN_TEACHER_FILE)) as handle:
+            settings = json.load(handle)
+        weights = load_file(os.path.join(folder, SKLEARN_WEIGHTS_FILE))
+        vectorizer = TfidfVectorizer(ngram_range=tuple(settings["ngram_range"]), sublinear_tf=settings["sublinear_tf"],
+                                     lowercase=settings["lowercase"], vocabulary=settings["vocabulary"])
+        vectorizer.idf_ = weights["idf"]
+        classifier = LogisticRegression()
+        classifier.classes_ = np.asarray(settings["classes"])
+        classifier.coef_, classifier.intercept_ = weights["coef"], weights["intercept"]
+        return cls(make_pipeline(vectorizer, classifier), name or os.path.basename(folder.rstrip("/")))
 
 
 def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teacher:

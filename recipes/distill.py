@@ -21,6 +21,7 @@ def main(argv=None):
     print(f"student ({results['fusion']}): validation {results['metric']} = {results['score']:.4f}")
     if config.push_to_hub and config.process_index == 0:
         url = publish_student(config.output_dir, config.hub_model_id, baseline=hub_args.baseline_results,
+                              token=config.hub_token,
                               **hub_args.publish_kwargs(config.hub_private_repo, config.hub_revision))
         print(f"published: {url}")
     return results

@@ -32,6 +32,7 @@ def main(argv=None):
     print(f"teacher {info['name']}: validation {info['metric']} = {info['validation_score']:.4f}")
     if training_args.push_to_hub and training_args.process_index == 0:
         url = publish_teacher(training_args.output_dir, training_args.hub_model_id,
+                              token=training_args.hub_token,
                               **hub_args.publish_kwargs(training_args.hub_private_repo, training_args.hub_revision))
         print(f"published: {url}")
     return info
