@@ -45,6 +45,7 @@ class LogitDatasetMetadata:
     input_fingerprint: str
     column: str = "teacher_logits"
     task: str | None = None  # the GLUE task name when known (cards and tables name it)
+    teacher_fingerprints: list[str] | None = None  # one per teacher column, see `teacher_fingerprints`
     format_version: int = 1
     extra: dict = field(default_factory=dict)
 
@@ -76,6 +77,29 @@ def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -
             digest.update(repr(value).encode())
             digest.update(b"\x1f")
     return digest.hexdigest()
+
+
+def teacher_fingerprints(logits: np.ndarray) -> list[str]:
+    """One SHA-256 per teacher over its sorted float32 logits: independent of row order (shuffling a logit
+    dataset is fine), but it changes when teacher columns are swapped or any value is edited."""
+    logits = np.asarray(logits, dtype=np.float32)
+    return [hashlib.sha256(np.sort(logits[:, i].reshape(-1)).tobytes()).hexdigest() for i in range(logits.shape[1])]
+
+
+def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray) -> None:
+    """Refuse teacher columns that are not, in order, the ones the metadata describes (full datasets only)."""
+    if not metadata.teacher_fingerprints or len(logits) != metadata.num_rows:
+        return
+    found = teacher_fingerprints(logits)
+    if found == metadata.teacher_fingerprints:
+        return
+    names = [teacher.name for teacher in metadata.teachers]
+    if sorted(found) == sorted(metadata.teacher_fingerprints):
+        order = [names[metadata.teacher_fingerprints.index(f)] for f in found]
+        raise ValueError(f"The teacher columns are in the order {order} but the metadata lists {names}: fusion weights, "
+                         "teacher_index and cards would go to the wrong teacher. Re-extract or restore the order.")
+    raise ValueError(f"The teacher logits differ from the ones extracted (teachers {names}): the column was edited "
+                     "after extraction. Re-extract the logits.")
 
 
 def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:
@@ -160,6 +184,7 @@ def attach_teacher_logits(
         input_fingerprint=input_fingerprint(dataset, input_columns),
         column=column,
         task=task,
+        teacher_fingerprints=teacher_fingerprints(logits),
     )
     return write_metadata(dataset, metadata)
 
@@ -188,8 +213,9 @@ def validate_logit_dataset(
 
     Checks: the column exists and has one `[n_teachers, n_labels]` shape; values are finite; `n_labels`
     equals the student's `num_labels`; the metadata (when present) agrees with the column's shape; label
-    names agree with the student's `id2label` (unless those are the default `LABEL_i`); and, when
-    `reference` is given, that the logits were computed on exactly `reference`'s inputs, in order.
+    names agree with the student's `id2label` (unless those are the default `LABEL_i`); the teacher columns
+    are the extracted ones in the metadata's order (when all rows are there); and, when `reference` is
+    given, that the logits were computed on exactly `reference`'s inputs, in order.
     """
     logits = teacher_logits_array(dataset, column)
     check_logits_array(logits, column)
@@ -213,6 +239,7 @@ def validate_logit_dataset(
         _is_default_label_name(i, name) for i, name in enumerate(model_label_names)
     ):
         check_label_names(metadata.label_names, model_label_names, "the student's config.id2label")
+    check_teacher_columns(metadata, logits)
     if reference is not None:
         check_logits_match_inputs(metadata, reference)
     return metadata

@@ -172,6 +172,21 @@ def test_metadata_that_contradicts_the_column(logit_dataset):
         validate_logit_dataset(truncated)
 
 
+def test_teacher_columns_in_another_order_or_edited_are_refused(logit_dataset):
+    validate_logit_dataset(logit_dataset.shuffle(seed=3))  # rows move with their inputs: fine
+    feature = logit_dataset.features["teacher_logits"]
+    swapped = logit_dataset.map(lambda row: {"teacher_logits": [row["teacher_logits"][i] for i in (1, 0, 2)]},
+                                features=logit_dataset.features)
+    with pytest.raises(ValueError, match=r"in the order \['org/teacher-b', 'org/teacher-a', 'tfidf-logreg'\] but the metadata"):
+        validate_logit_dataset(swapped)
+    edited = logit_dataset.map(lambda row, i: {"teacher_logits": [[v + (1.0 if i == 7 else 0.0) for v in t]
+                                                                  for t in row["teacher_logits"]]},
+                               with_indices=True, features=logit_dataset.features)
+    with pytest.raises(ValueError, match="edited after extraction"):
+        validate_logit_dataset(edited)
+    assert feature.shape == (3, 2)
+
+
 def test_attach_refuses_inconsistent_input(sentiment_data):
     data = sentiment_data.remove_columns("teacher_logits")
     logits = teacher_logits_for(data["label"][:])
