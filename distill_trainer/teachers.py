@@ -80,7 +80,11 @@ class TransformersTeacher:
         from transformers import AutoTokenizer
 
         self.name = name or model_name_or_path
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if device is None:  # under `accelerate launch`, each process on its own device
+            from accelerate import PartialState
+
+            device = PartialState().device
+        self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision,
                                                        trust_remote_code=trust_remote_code)
         self.model = load_classifier(model_name_or_path, allow_pickle, trust_remote_code, revision=revision
@@ -181,6 +185,17 @@ def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teach
     return TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)
 
 
-def extract_logits(teachers: Sequence[Teacher], texts: Sequence[tuple[str, ...]]) -> np.ndarray:
-    """Run every teacher over `texts`: `[len(texts), n_teachers, n_labels]` in the teachers' order."""
-    return np.stack([teacher(texts) for teacher in teachers], axis=1)
+def sharded_logits(teacher: Teacher, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
+    """`teacher(texts)` with the rows split between the processes of `accelerate launch` (contiguous
+    shares); every process gets the whole array back, rows in input order."""
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState()
+    if state.num_processes == 1:
+        return teacher(texts)
+    bounds = np.linspace(0, len(texts), state.num_processes + 1).astype(int)
+    share = teacher(texts[bounds[state.process_index]:bounds[state.process_index + 1]],
+                    progress=state.is_main_process)
+    return np.concatenate(gather_object([share]), axis=0)
+

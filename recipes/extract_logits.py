@@ -1,5 +1,9 @@
 """Run N teachers over a task's train and validation splits and write ONE logit dataset (save_to_disk).
 
+Resumable: each finished teacher's logits are kept in <output_dir>.teacher-cache until the dataset is in
+place, so running the same command again after an interruption skips them. Under `accelerate launch`
+the rows are shared between the processes.
+
     python recipes/extract_logits.py --task sst2 --data ../shared/data/glue \
         --teachers runs/sst2/teacher-minilm,runs/sst2/teacher-tfidf --output_dir runs/sst2/logits
     add --push_to_hub --hub_dataset_id you/sst2-teacher-logits [--hub_private] to publish it with a card.
@@ -7,8 +11,10 @@
 
 from dataclasses import dataclass, field
 
+from accelerate import PartialState
+
 from distill_trainer.hub import HubArguments, publish_logit_dataset
-from distill_trainer.pipeline import TaskArguments, build_logit_dataset, parse_recipe_args, save_dataset_atomically
+from distill_trainer.pipeline import TaskArguments, extract_to_disk, parse_recipe_args
 
 
 @dataclass
@@ -25,10 +31,10 @@ def main(argv=None):
     task_args, extract_args, hub_args = parse_recipe_args((TaskArguments, ExtractArguments, HubArguments), argv)
     if extract_args.push_to_hub and not extract_args.hub_dataset_id:
         raise ValueError("--push_to_hub needs --hub_dataset_id (owner/name).")
-    logit_dataset = build_logit_dataset(task_args, extract_args.teachers.split(","), extract_args.batch_size)
-    save_dataset_atomically(logit_dataset, extract_args.output_dir)
+    logit_dataset = extract_to_disk(task_args, extract_args.teachers.split(","), extract_args.output_dir,
+                                    extract_args.batch_size)
     print(f"logit dataset written to {extract_args.output_dir}: {logit_dataset}")
-    if extract_args.push_to_hub:
+    if extract_args.push_to_hub and PartialState().is_main_process:
         url = publish_logit_dataset(logit_dataset, extract_args.hub_dataset_id,
                                     **hub_args.publish_kwargs(revision=extract_args.hub_revision))
         print(f"published: {url}")

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -148,7 +149,7 @@ def test_student_from_layers_keeps_the_chosen_layers():
 
 def test_distill_under_accelerate_launch_with_two_processes(study, tmp_path):
     root, _, _ = study
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--cpu", "--num_processes", "2",
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
                str(ROOT / "recipes" / "distill.py")] + COMMON + [
         "--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"), "--fusion", "gating",
@@ -156,7 +157,10 @@ def test_distill_under_accelerate_launch_with_two_processes(study, tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert json.loads((tmp_path / "ddp" / "eval_results.json").read_text())["fusion"] == "gating"
+    results = json.loads((tmp_path / "ddp" / "eval_results.json").read_text())
+    assert results["fusion"] == "gating"
+    epoch = float(re.search(r"'epoch': '([0-9.]+)'", finished.stdout)[1])
+    assert epoch == pytest.approx(3 / 19, abs=1e-3)  # 3 of ceil(300 / (2 processes x 8)) steps; one process: 3 / 38
 
 
 def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):

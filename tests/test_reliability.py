@@ -1,0 +1,212 @@
+"""Reliability: exact resume, two-process runs, interrupted extraction, property tests, secrets and pickles."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_student, tiny_tokenizer
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+from test_trainer import config
+
+from distill_trainer import DistillationTrainer, fuse_logits, kd_loss
+from distill_trainer.pipeline import TaskArguments, extract_to_disk
+from distill_trainer.teachers import TransformersTeacher
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+          "--mixed_precision", "no", "--dynamo_backend", "no"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+sys.path.insert(0, str(ROOT / "recipes"))
+needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue")
+
+
+# ---- exact resume ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fusion", ["average", "gating"])
+def test_resume_from_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path, tokenizer, sentiment_data, fusion):
+    """Interrupted at step 4 of 8 and resumed: same weights, gate and eval metrics as one straight run."""
+    def run(name, resume=None):
+        args = config(tmp_path, fusion=fusion, output_dir=str(tmp_path / name), max_steps=8, save_strategy="steps",
+                      save_steps=4, per_device_train_batch_size=16)
+        # dropout on, so the restored RNG state matters too
+        trainer = DistillationTrainer(model=tiny_student(dropout=0.1), args=args, train_dataset=sentiment_data,
+                                      eval_dataset=sentiment_data.select(range(64)), processing_class=tokenizer)
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    straight = run("straight")
+    resumed = run("resumed", resume=str(tmp_path / "straight" / "checkpoint-4"))
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    if fusion == "gating":
+        for name, value in straight.gate.state_dict().items():
+            assert torch.equal(value, resumed.gate.state_dict()[name]), name
+    first, second = straight.evaluate(), resumed.evaluate()
+    assert first["eval_loss"] == second["eval_loss"]
+
+
+# ---- two processes --------------------------------------------------------------------------------
+
+
+def test_two_process_gating_run_is_synchronised_and_matches_one_process(tmp_path):
+    helper = str(ROOT / "tests" / "ddp_gating_run.py")
+    two = subprocess.run(LAUNCH + [helper, str(tmp_path / "ddp"), "8"], capture_output=True, text=True, timeout=600,
+                         env=ENV, cwd=ROOT)
+    assert two.returncode == 0, two.stderr[-3000:]
+    one = subprocess.run([sys.executable, helper, str(tmp_path / "single"), "16"], capture_output=True, text=True,
+                         timeout=600, env=ENV, cwd=ROOT)
+    assert one.returncode == 0, one.stderr[-3000:]
+    rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
+    single = torch.load(tmp_path / "single" / "rank0.pt")
+    assert any(key.startswith("gate.") for key in rank0)
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"processes diverged on {key}"
+        torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5, msg=key)  # same global batch of 16
+
+
+@needs_glue
+def test_two_process_extraction_equals_one_process(tmp_path):
+    tiny_student(id2label={0: "negative", 1: "positive"}).save_pretrained(tmp_path / "teacher")
+    tiny_tokenizer().save_pretrained(tmp_path / "teacher")
+    arguments = ["--task", "sst2", "--data", str(GLUE), "--max_train_rows", "203", "--max_eval_rows", "51",
+                 "--max_length", "32", "--batch_size", "16", "--teachers", str(tmp_path / "teacher")]
+    recipe = str(ROOT / "recipes" / "extract_logits.py")
+    for name, launcher in (("one", [sys.executable]), ("two", LAUNCH)):
+        finished = subprocess.run(launcher + [recipe, *arguments, "--output_dir", str(tmp_path / name)],
+                                  capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
+        assert finished.returncode == 0, finished.stderr[-3000:]
+    one, two = (datasets.load_from_disk(str(tmp_path / name)) for name in ("one", "two"))
+    for split, rows in (("train", 203), ("validation", 51)):
+        assert len(two[split]) == rows and two[split]["idx"][:] == one[split]["idx"][:]
+        np.testing.assert_allclose(np.asarray(two[split]["teacher_logits"][:]), np.asarray(one[split]["teacher_logits"][:]),
+                                   rtol=1e-5, atol=1e-6)
+    assert not (tmp_path / "two.teacher-cache").exists()
+
+
+# ---- interrupted extraction -----------------------------------------------------------------------
+
+
+@needs_glue
+def test_killed_extraction_resumes_without_redoing_finished_teachers(tmp_path, caplog):
+    tiny_student(id2label={0: "negative", 1: "positive"}).save_pretrained(tmp_path / "teacher")
+    tiny_tokenizer().save_pretrained(tmp_path / "teacher")
+    subprocess.run([sys.executable, str(ROOT / "recipes" / "train_teacher.py"), "--task", "sst2", "--data", str(GLUE),
+                    "--max_train_rows", "2000", "--model_name_or_path", "sklearn_tfidf", "--output_dir",
+                    str(tmp_path / "tfidf")], check=True, capture_output=True, env=ENV, cwd=ROOT)
+    # teacher 0 (TF-IDF) finishes in a second; teacher 1 at batch size 1 takes long enough to be killed
+    argv = ["--task", "sst2", "--data", str(GLUE), "--max_train_rows", "3000", "--max_eval_rows", "200",
+            "--max_length", "32", "--teachers", f"{tmp_path / 'tfidf'},{tmp_path / 'teacher'}",
+            "--output_dir", str(tmp_path / "logits")]
+    process = subprocess.Popen([sys.executable, str(ROOT / "recipes" / "extract_logits.py"), *argv, "--batch_size", "1"],
+                               env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cached = tmp_path / "logits.teacher-cache" / "teacher-0.npz"
+    deadline = time.time() + 300
+    while not cached.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert process.poll() is None, "extraction finished before it could be interrupted"
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert cached.exists() and not (tmp_path / "logits").exists()  # nothing that loads as if complete
+
+    import extract_logits
+
+    with caplog.at_level("WARNING"):
+        resumed = extract_logits.main(argv)
+    assert "Teacher 0 (sklearn_tfidf-sst2): reusing its logits" in caplog.text
+    assert "Teacher 1" not in caplog.text  # only the unfinished teacher ran again
+    assert not (tmp_path / "logits.teacher-cache").exists()  # removed once the dataset is in place
+    task = TaskArguments(task="sst2", data=str(GLUE), max_train_rows=3000, max_eval_rows=200, max_length=32)
+    straight = extract_to_disk(task, [str(tmp_path / "tfidf"), str(tmp_path / "teacher")], str(tmp_path / "straight"))
+    for split in ("train", "validation"):
+        np.testing.assert_allclose(np.asarray(resumed[split]["teacher_logits"][:]),
+                                   np.asarray(straight[split]["teacher_logits"][:]), rtol=1e-5, atol=1e-6)
+
+
+# ---- property tests -------------------------------------------------------------------------------
+
+finite = st.floats(min_value=-1e4, max_value=1e4, allow_nan=False, width=32)
+shapes = st.tuples(st.integers(1, 6), st.integers(1, 4), st.integers(2, 5))  # batch, teachers, labels
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), shape=shapes, strategy=st.sampled_from(["average", "weighted", "min_entropy", "single"]))
+def test_fusion_of_finite_logits_is_finite_and_shaped(data, shape, strategy):
+    logits = torch.from_numpy(data.draw(arrays(np.float32, shape, elements=finite)))
+    kwargs = {"weighted": {"weights": data.draw(st.lists(st.floats(0.01, 1.0), min_size=shape[1], max_size=shape[1]))},
+              "single": {"teacher_index": data.draw(st.integers(0, shape[1] - 1))}}.get(strategy, {})
+    fused = fuse_logits(logits, strategy, **kwargs)
+    assert fused.shape == (shape[0], shape[2]) and torch.isfinite(fused).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data(), shape=shapes, temperature=st.floats(0.5, 20.0), alpha=st.floats(0.0, 1.0))
+def test_kd_loss_of_finite_logits_is_finite_and_non_negative(data, shape, temperature, alpha):
+    batch, _, labels = shape
+    student = torch.from_numpy(data.draw(arrays(np.float32, (batch, labels), elements=finite)))
+    teacher = torch.from_numpy(data.draw(arrays(np.float32, (batch, labels), elements=finite)))
+    targets = torch.tensor(data.draw(st.lists(st.integers(0, labels - 1), min_size=batch, max_size=batch)))
+    loss = kd_loss(student, teacher, targets, temperature=temperature, alpha=alpha)
+    assert loss.shape == () and torch.isfinite(loss) and loss >= -1e-4
+
+
+@settings(max_examples=30, deadline=None)
+@given(batch=st.integers(1, 4), teachers=st.integers(1, 3), labels=st.integers(2, 4), wrong=st.integers(0, 2))
+def test_mismatched_shapes_are_a_value_error(batch, teachers, labels, wrong):
+    logits = torch.zeros(batch, teachers, labels)
+    bad = [torch.zeros(batch, labels), torch.zeros(batch, teachers, labels, 1), torch.full((batch, teachers, labels), float("nan"))][wrong]
+    with pytest.raises(ValueError):
+        fuse_logits(bad, "average")
+    with pytest.raises(ValueError):
+        kd_loss(torch.zeros(batch, labels + 1), fuse_logits(logits, "average"), torch.zeros(batch, dtype=torch.long), 2.0, 0.5)
+
+
+# ---- secrets and pickles --------------------------------------------------------------------------
+
+
+@needs_glue
+def test_a_hub_token_on_the_command_line_is_never_written(tmp_path):
+    import distill
+    import extract_logits
+    import train_teacher
+
+    secret = "hf_CommandLineSecretThatMustNotBeSaved"
+    common = ["--task", "sst2", "--data", str(GLUE), "--max_train_rows", "64", "--max_eval_rows", "32", "--max_length", "16",
+              "--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--hub_token", secret]
+    tiny_student().save_pretrained(tmp_path / "base")
+    tiny_tokenizer().save_pretrained(tmp_path / "base")
+    train_teacher.main(common + ["--model_name_or_path", str(tmp_path / "base"), "--output_dir", str(tmp_path / "teacher"),
+                                 "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1"])
+    extract_logits.main(common[:8] + ["--teachers", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "logits")])
+    distill.main(common + ["--logit_dataset", str(tmp_path / "logits"), "--student_model", str(tmp_path / "base"),
+                           "--output_dir", str(tmp_path / "student"), "--max_steps", "2", "--save_strategy", "steps",
+                           "--save_steps", "1", "--fusion", "gating"])
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.name == "training_args.bin" for path in written)  # checkpoints were saved, args included
+    for path in written:
+        assert secret.encode() not in path.read_bytes(), path
+    assert "hub_token" not in json.loads((tmp_path / "student" / "eval_results.json").read_text())
+
+
+def test_pickle_only_checkpoints_need_an_explicit_flag(tmp_path):
+    model = tiny_student(id2label={0: "negative", 1: "positive"})
+    model.save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    os.remove(tmp_path / "model.safetensors")
+    torch.save(model.state_dict(), tmp_path / "pytorch_model.bin")
+    with pytest.raises(ValueError, match="no safetensors weights.*allow_pickle"):
+        TransformersTeacher(str(tmp_path), ["negative", "positive"])
+    teacher = TransformersTeacher(str(tmp_path), ["negative", "positive"], allow_pickle=True)
+    assert teacher([("good film",)], progress=False).shape == (1, 2)
+    assert teacher.model.config.to_dict().get("auto_map") is None  # no remote code was involved
