@@ -1,0 +1,71 @@
+"""Shared set-up for the benchmarks: real SST-2 rows, the real MiniLM / MPNet models, a 3-layer student,
+teacher logits from real (TF-IDF) teachers, and side-by-side timing with alternating repetitions."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = os.environ.get("GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue"))
+sys.path.insert(0, str(ROOT))
+
+from distill_trainer import attach_teacher_logits  # noqa: E402
+from distill_trainer.pipeline import load_for_task, student_from_layers, tokenize_task  # noqa: E402
+from distill_trainer.tasks import get_task, load_task_split, task_texts  # noqa: E402
+from distill_trainer.teachers import SklearnTeacher  # noqa: E402
+
+SST2 = get_task("sst2")
+
+
+def sst2_rows(split: str, rows: int | None = None):
+    return load_task_split(SST2, split, GLUE, rows)
+
+
+def student(model: str = "all-MiniLM-L6-v2", layers=(0, 2, 4)):
+    """The study's student: 3 layers of pretrained all-MiniLM-L6-v2 (with its tokenizer)."""
+    tokenizer, model = load_for_task(model, SST2)
+    return tokenizer, student_from_layers(model, list(layers))
+
+
+def logit_dataset(rows: int, teachers: int = 3, max_length: int = 64, tokenizer=None):
+    """`rows` real SST-2 training rows with the logits of `teachers` real TF-IDF teachers (fitted on other rows)."""
+    data = sst2_rows("train", 12_000)
+    fit_rows = data.select(range(rows, len(data)))
+    logits = []
+    for i in range(teachers):  # different regularisation: different, real teachers
+        teacher = SklearnTeacher.fit(task_texts(SST2, fit_rows), fit_rows["label"][:], C=[4.0, 0.5, 16.0][i % 3])
+        logits.append(teacher(task_texts(SST2, data.select(range(rows)))))
+    dataset = attach_teacher_logits(data.select(range(rows)), np.stack(logits, 1), [f"tfidf-{i}" for i in range(teachers)],
+                                    SST2.label_names, ["idx", "sentence"], task="sst2")
+    return tokenize_task(dataset, tokenizer, SST2, max_length) if tokenizer is not None else dataset
+
+
+def alternate(candidates: dict[str, Callable[[], float]], repetitions: int) -> dict[str, float]:
+    """Run each candidate once per repetition, in alternating order, and return the median of what each
+    returns (a duration), so drift in machine load hits every candidate alike."""
+    results = {name: [] for name in candidates}
+    for repetition in range(repetitions):
+        order = list(candidates) if repetition % 2 == 0 else list(reversed(candidates))
+        for name in order:
+            results[name].append(candidates[name]())
+    return {name: statistics.median(values) for name, values in results.items()}
+
+
+def timed(function: Callable[[], object]) -> float:
+    start = time.perf_counter()
+    function()
+    return time.perf_counter() - start
+
+
+def header(title: str) -> None:
+    print(f"\n## {title}\n")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
+          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}\n")

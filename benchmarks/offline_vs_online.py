@@ -1,0 +1,96 @@
+"""Benchmark 2: offline distillation (stored logits, DistillationTrainer) vs online distillation (the
+teachers run forward on every batch, as TextBrewer-style trainers do), same student, same steps.
+
+Teachers: all-MiniLM-L6-v2 and all-mpnet-base-v2 (each with its own tokenizer); student: 3 layers of
+MiniLM. Prints the measured wall-time ratio and the ratio predicted from the teachers' forward cost.
+
+    python benchmarks/offline_vs_online.py [--steps 12] [--repetitions 3]
+"""
+
+import argparse
+import copy
+import statistics
+
+import torch
+from common import SST2, alternate, header, logit_dataset, student, timed
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
+
+from distill_trainer import DistillationConfig, DistillationTrainer
+from distill_trainer.fusion import fuse_logits
+from distill_trainer.packaged_models import resolve_model
+
+TEACHERS = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
+
+
+class OnlineTeachers:
+    """Teachers kept in memory: each batch's sentences are tokenized per teacher and run in inference mode."""
+
+    def __init__(self, names, max_length):
+        self.tokenizers = [AutoTokenizer.from_pretrained(resolve_model(n)) for n in names]
+        self.models = [AutoModelForSequenceClassification.from_pretrained(resolve_model(n), **SST2.label_config).eval()
+                       for n in names]
+        self.max_length = max_length
+
+    @torch.inference_mode()
+    def __call__(self, sentences):
+        return torch.stack([model(**tokenizer(sentences, truncation=True, max_length=self.max_length, padding=True,
+                                              return_tensors="pt")).logits
+                            for tokenizer, model in zip(self.tokenizers, self.models)], dim=1)
+
+
+class OnlineDistillationTrainer(DistillationTrainer):
+    """The same loss, but the teacher logits come from running the teachers on the batch's raw sentences."""
+
+    def __init__(self, teachers, sentences, **kwargs):
+        super().__init__(**kwargs)
+        self.teachers, self.sentences = teachers, sentences
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        rows = inputs.pop("idx").tolist()
+        inputs[self.args.teacher_logits_column] = self.teachers([self.sentences[i] for i in rows]).clone()
+        return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=12)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--batch_size", type=int, default=32)
+    options = parser.parse_args()
+    header("Offline (stored logits) vs online (teachers run every batch) distillation, SST-2 rows")
+    tokenizer, base = student()
+    data = logit_dataset(options.steps * options.batch_size, teachers=len(TEACHERS), tokenizer=tokenizer)
+    sentences = dict(zip(data["idx"][:], data["sentence"][:]))
+    teachers = OnlineTeachers(TEACHERS, 64)
+    config = DistillationConfig(output_dir="/tmp/bench-online", per_device_train_batch_size=options.batch_size,
+                                max_steps=options.steps, learning_rate=5e-5, report_to="none", save_strategy="no",
+                                logging_strategy="no", disable_tqdm=True, seed=0, fusion="average",
+                                remove_unused_columns=False, dataloader_pin_memory=False)
+    columns = ["input_ids", "token_type_ids", "attention_mask", "label", "teacher_logits", "idx"]
+    data = data.select_columns(columns)
+
+    def train(online: bool) -> float:
+        kwargs = dict(model=copy.deepcopy(base), args=config, processing_class=tokenizer,
+                      train_dataset=data if online else data.remove_columns("idx"))
+        trainer = OnlineDistillationTrainer(teachers, sentences, **kwargs) if online else DistillationTrainer(**kwargs)
+        trainer.remove_callback(PrinterCallback)
+        return timed(trainer.train)
+
+    batch = [sentences[i] for i in list(sentences)[: options.batch_size]]
+    forward = {name: statistics.median(timed(lambda t=OnlineTeachers([name], 64): t(batch)) for _ in range(5))
+               for name in TEACHERS}
+    medians = alternate({"offline": lambda: train(False), "online": lambda: train(True)}, options.repetitions)
+    per_step = medians["offline"] / options.steps
+    predicted = (per_step + sum(forward.values())) / per_step
+    print(f"{options.steps} steps of batch {options.batch_size}, median of {options.repetitions} alternating runs\n")
+    print("| run | wall time (s) | per step (s) |\n|---|---|---|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {seconds:.2f} | {seconds / options.steps:.3f} |")
+    for name, seconds in forward.items():
+        print(f"| teacher forward only: {name} | | {seconds:.3f} |")
+    print(f"\nonline / offline wall time: {medians['online'] / medians['offline']:.2f}x measured, "
+          f"{predicted:.2f}x predicted from the teachers' forward cost ((student step + teacher forwards) / student step)")
+
+
+if __name__ == "__main__":
+    main()
