@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from test_trainer import config
 
-from distill_trainer import DistillationTrainer, fuse_logits, kd_loss
+from distill_trainer import DistillationTrainer, GatingNetwork, fuse_logits, kd_loss
 from distill_trainer.pipeline import TaskArguments, extract_to_disk
 from distill_trainer.teachers import TransformersTeacher
 
@@ -148,6 +148,20 @@ def test_fusion_of_finite_logits_is_finite_and_shaped(data, shape, strategy):
               "single": {"teacher_index": data.draw(st.integers(0, shape[1] - 1))}}.get(strategy, {})
     fused = fuse_logits(logits, strategy, **kwargs)
     assert fused.shape == (shape[0], shape[2]) and torch.isfinite(fused).all()
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), shape=shapes, hidden=st.integers(1, 8))
+def test_gate_of_finite_inputs_is_finite_and_within_the_teachers(data, shape, hidden):
+    batch, teachers, labels = shape
+    gate = GatingNetwork(hidden, teachers, hidden_size=4)
+    torch.nn.init.normal_(gate.mlp[-1].weight)  # a trained gate, not the all-equal start
+    logits = torch.from_numpy(data.draw(arrays(np.float32, shape, elements=finite)))
+    cls = torch.from_numpy(data.draw(arrays(np.float32, (batch, hidden), elements=finite)))
+    fused = gate(cls, logits)
+    assert fused.shape == (batch, labels) and torch.isfinite(fused).all()
+    tolerance = 1e-3 * (1 + logits.abs().amax())  # a convex combination stays between the teachers
+    assert (fused >= logits.amin(1) - tolerance).all() and (fused <= logits.amax(1) + tolerance).all()
 
 
 @settings(max_examples=60, deadline=None)
