@@ -162,6 +162,8 @@ def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggreg
     metrics = {
         "metric": task.metric, "validation_rows": int(rows), "train_rows": int(task_runs.train_rows.dropna().max()),
         "seeds": sorted(int(s) for s in students.seed.dropna().unique()),
+        "student_train_minutes": float(students.train_runtime.sum() / 60) if "train_runtime" in students else None,
+        "student_runs_timed": int(students.train_runtime.notna().sum()) if "train_runtime" in students else 0,
         "best_teacher": float(teachers["mean"].max()) if not teachers.empty else None,
         "baseline": float(best["baseline"]["mean"]) if "baseline" in best else None,
         "best_single": {"method": best["single"].method, "mean": float(best["single"]["mean"])} if "single" in best else None,
@@ -218,6 +220,9 @@ def render_report(runs, aggregated, gaps, advantage, sections, grid_findings, fi
         m, task = section["metrics"], section["task"]
         lines += [f"## {task} (validation {m['metric']}, {m['validation_rows']} rows; {m['train_rows']} training rows; "
                   f"seeds {', '.join(map(str, m['seeds']))})", ""]
+        if m["student_runs_timed"]:
+            lines += [f"Student training time: {m['student_train_minutes']:.1f} minutes for the {m['student_runs_timed']} "
+                      f"student runs that recorded it.", ""]
         table = section["aggregated"].assign(**{
             "mean": lambda f: 100 * f["mean"], "std": lambda f: 100 * f["std"],
             "95% CI": lambda f: [f"[{100 * lo:.2f}, {100 * hi:.2f}]" if np.isfinite(lo) else "n/a"
