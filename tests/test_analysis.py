@@ -155,7 +155,11 @@ def fixture_study(tmp_path):
 
 def test_report_on_a_fixture_study(fixture_study, tmp_path):
     out = tmp_path / "results"
+    (fixture_study / "mrpc" / "teacher-t0").mkdir(parents=True)  # a task whose students have not run yet
+    (fixture_study / "mrpc" / "teacher-t0" / "teacher_info.json").write_text(json.dumps(
+        {"name": "t0", "task": "mrpc", "metric": "f1", "validation_score": 0.8}))
     metrics = analyze_study(str(fixture_study), str(out), resamples=500)
+    assert "mrpc" not in metrics
     sst2 = metrics["sst2"]
     assert sst2["baseline"] == pytest.approx(((40 - 12) / 40 + (40 - 13) / 40) / 2)
     assert sst2["best_single"] == {"method": "single: t0", "mean": pytest.approx(((40 - 4) / 40 + (40 - 5) / 40) / 2)}
@@ -164,7 +168,7 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     assert sst2["teacher_agreement_rate"] == 0.75 and sst2["multi_teacher_advantage"] == pytest.approx(-0.05)
     assert metrics["grids"][0]["best_temperature"] == 6 and metrics["grids"][0]["best_alpha"] == 0.5
     master = pd.read_csv(out / "master_results.csv")
-    assert len(master) == 2 + 4 * 2 and set(master.type) == {"teacher", "baseline", "single", "multi"}
+    assert len(master) == 3 + 4 * 2 and set(master.type) == {"teacher", "baseline", "single", "multi"}  # mrpc teacher too
     for png in ("gap_analysis.png", "ranking_heatmap.png", "agreement_breakdown_sst2.png", "failure_categories_sst2.png",
                 "grid_sst2_sweep-average.png"):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import glob
 import json
+import logging
 import os
 
 import datasets
@@ -22,6 +23,8 @@ from ..tasks import get_task
 from . import plots
 from .per_example import accuracy_by_region, agreement_regions, failure_table, teacher_confidence
 from .stats import aggregate_seeds, gap_table, multi_teacher_advantage, paired_bootstrap
+
+logger = logging.getLogger(__name__)
 
 
 
@@ -98,6 +101,9 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
     sections, metrics, figures = [], {}, {}
     for task_name in dict.fromkeys(runs.task):
         task_runs = runs[runs.task == task_name]
+        if (task_runs.type == "teacher").all() or not os.path.isdir(os.path.join(study_dir, task_name, "logits")):
+            logger.warning("%s: no logit dataset or no finished student yet; left out of the report.", task_name)
+            continue
         per_task = analyze_task(study_dir, task_name, task_runs, aggregated[aggregated.task == task_name], resamples)
         metrics[task_name] = per_task["metrics"]
         figures[task_name] = [
