@@ -207,6 +207,11 @@ def grid_analysis(grids: pd.DataFrame, output_dir: str, figures: dict) -> list[d
 # ---- REPORT.md ------------------------------------------------------------------------------------
 
 
+def percent(value: float) -> str:
+    """A 0-1 score as a percentage with two decimals, as the study's tables print them."""
+    return f"{100 * value:.2f}" if np.isfinite(value) else "n/a"
+
+
 def pp(value: float) -> str:
     return f"{100 * value:+.2f} pp"
 
@@ -230,7 +235,7 @@ def render_report(runs, aggregated, gaps, advantage, sections, grid_findings, fi
             lines += [f"Student training time: {m['student_train_minutes']:.1f} minutes for the {m['student_runs_timed']} "
                       f"student runs that recorded it.", ""]
         table = section["aggregated"].assign(**{
-            "mean": lambda f: 100 * f["mean"], "std": lambda f: 100 * f["std"],
+            "mean": lambda f: [percent(v) for v in f["mean"]], "std": lambda f: [percent(v) for v in f["std"]],
             "95% CI": lambda f: [f"[{100 * lo:.2f}, {100 * hi:.2f}]" if np.isfinite(lo) else "n/a"
                                  for lo, hi in zip(f.ci_low, f.ci_high)]})
         lines += [markdown_table(table[["method", "type", "n", "mean", "std", "95% CI"]]), ""]
@@ -243,10 +248,13 @@ def render_report(runs, aggregated, gaps, advantage, sections, grid_findings, fi
         lines += [f"![]({os.path.basename(p)})" for p in figures.get(task, [])] + [""]
     if not advantage.empty:
         lines += ["## Multi-teacher advantage (best multi - best single, mean over seeds)", "",
-                  markdown_table(advantage.assign(advantage=lambda f: 100 * f.advantage)), ""]
+                  markdown_table(advantage.assign(best_multi_mean=lambda f: [percent(v) for v in f.best_multi_mean],
+                                                  best_single_mean=lambda f: [percent(v) for v in f.best_single_mean],
+                                                  advantage=lambda f: [pp(v) for v in f.advantage])), ""]
     if not gaps.empty:
         lines += ["## Gap closed: (student - baseline) / (best teacher - baseline)", "",
-                  markdown_table(gaps[["task", "method", "type", "gap_closed"]]), ""]
+                  markdown_table(gaps[["task", "method", "type"]].assign(
+                      gap_closed=[f"{100 * v:.1f}%" if np.isfinite(v) else "n/a" for v in gaps.gap_closed])), ""]
     for finding in grid_findings:
         by_t = ", ".join(f"T={t:g}: {100 * v:.2f}" for t, v in finding["mean_by_temperature"].items())
         lines += [f"- {finding['task']} `{finding['grid']}` ({finding['fusion']}): best cell T={finding['best_temperature']:g}, "
