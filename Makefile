@@ -1,7 +1,7 @@
 # Two entry points for a fresh machine (Python 3.11 + pip, ../shared beside this repo):
 #   make demo   set up .venv and run the main job: a small real study on SST-2, printing its results table
 #   make test   set up .venv and run the test suite
-#   make real   the README's real run (MPNet + MiniLM + TF-IDF teachers, SST-2 and MRPC; about 2 hours on 2 cores)
+#   make real   the README's real run (MPNet + MiniLM + TF-IDF teachers, SST-2 and MRPC; about 2.5 hours on 2 cores)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
