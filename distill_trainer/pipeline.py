@@ -331,6 +331,15 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
     return results
 
 
+def student_method(results: dict) -> tuple[str, str]:
+    """A student run's method name and type (baseline / single / multi), as the study's tables name them."""
+    if results["fusion"] == "none":
+        return "none", "baseline"
+    if results["fusion"] == "single":
+        return f"single: {results['teachers'][results['teacher_index']]['name']}", "single"
+    return results["fusion"], "multi"
+
+
 def distill_or_reuse(task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig) -> dict:
     """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume)."""
     results_path = os.path.join(config.output_dir, EVAL_RESULTS_FILE)
@@ -404,10 +413,8 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         for name, options in runs:
             folder = os.path.join(root, f"student-{name}-seed{seed}")
             results = distill_or_reuse(task_args, student_args, with_overrides(config, output_dir=folder, seed=seed, **options))
-            if name.startswith("single-"):
-                name = f"single: {results['teachers'][results['teacher_index']]['name']}"
-            kind = "baseline" if name == "none" else "single" if name.startswith("single") else "multi"
-            rows.append({"method": name, "type": kind, "seed": seed, "score": results["score"]})
+            method, kind = student_method(results)
+            rows.append({"method": method, "type": kind, "seed": seed, "score": results["score"]})
     table = pd.DataFrame(rows).assign(task=task.name, metric=task.metric, temperature=config.temperature,
                                       alpha=config.alpha, train_rows=task_args.max_train_rows)
     os.makedirs(os.path.dirname(study.results_csv) or ".", exist_ok=True)
