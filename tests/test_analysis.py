@@ -174,5 +174,11 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     report = (out / "REPORT.md").read_text()
     assert "single-teacher wins" in report or "no significant difference" in report
-    assert f"{100 * sst2['baseline']:.2f}" in report and "best cell T=6, alpha=0.5" in report
+    assert f"{100 * sst2['baseline']:.2f}" in report and "Best cell T=6, alpha=0.5" in report
+    # 2 teachers, 2 classes: every disagreement is a full one, and the empty region is named, not tabled
+    assert "| method | all_agree | full_disagree |" in report and "no example falls in partial_disagree" in report
+    # spread between temperatures 3 pp; seed std 1.77 pp (one error in 40 between the two seeds)
+    grid = metrics["grids"][0]
+    assert grid["temperature_spread"] == pytest.approx(0.03) and grid["seed_std"] == pytest.approx(0.025 / np.sqrt(2))
+    assert "does not separate the temperatures" in report
     assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]

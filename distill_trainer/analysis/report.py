@@ -116,9 +116,8 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
         ranking = ranks.pivot(index="method", columns="task", values="rank")
         figures.setdefault("all", []).append(plots.heatmap(ranking, os.path.join(output_dir, "ranking_heatmap.png"),
                                                            "rank of each student method (1 = best mean)", "{:.0f}", "viridis_r"))
-    grids = collect_grids(study_dir)
-    grid_findings = grid_analysis(grids, output_dir, figures)
-    metrics["grids"] = grid_findings
+    grid_findings = grid_analysis(collect_grids(study_dir), aggregated, output_dir)
+    metrics["grids"] = [{k: v for k, v in finding.items() if k not in ("matrix", "figure")} for finding in grid_findings]
     for row in advantage.to_dict("records"):
         metrics[row["task"]]["multi_teacher_advantage"] = row["advantage"]
     with open(os.path.join(output_dir, "success_metrics.json"), "w") as handle:
@@ -178,8 +177,12 @@ def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggreg
             "failures": failures, "aggregated": aggregated}
 
 
-def grid_analysis(grids: pd.DataFrame, output_dir: str, figures: dict) -> list[dict]:
-    """Per sweep: the best (T, alpha) and the mean score per temperature (averaged over alpha), with a heatmap."""
+def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str) -> list[dict]:
+    """Per sweep: the best (T, alpha), the mean score per temperature (averaged over alpha) and a heatmap.
+
+    Each cell is one seed, so the spread between temperatures is set beside the task's seed-to-seed standard
+    deviation (median over the student methods with several seeds): a spread below two of those is noise.
+    """
     findings = []
     if grids.empty:
         return findings
@@ -187,13 +190,20 @@ def grid_analysis(grids: pd.DataFrame, output_dir: str, figures: dict) -> list[d
         matrix = grid.pivot_table(index="temperature", columns="alpha", values="score")
         best = grid.loc[grid.score.idxmax()]
         by_temperature = matrix.mean(1)
-        findings.append({"task": task_name, "grid": grid_name, "fusion": best.fusion, "best_temperature": float(best.temperature),
-                         "best_alpha": float(best.alpha), "best_score": float(best.score),
-                         "mean_by_temperature": {float(t): float(v) for t, v in by_temperature.items()},
-                         "best_mean_temperature": float(by_temperature.idxmax())})
-        figures.setdefault(task_name, []).append(plots.heatmap(
-            100 * matrix, os.path.join(output_dir, f"grid_{task_name}_{grid_name}.png"),
-            f"{task_name} {grid_name}: {best.metric} (%) by T (rows) x alpha (columns)"))
+        seed_std = aggregated.loc[(aggregated.task == task_name) & aggregated.type.isin(["baseline", "single", "multi"]), "std"]
+        runtime = grid["train_runtime"].dropna() if "train_runtime" in grid else pd.Series(dtype=float)
+        findings.append({
+            "task": task_name, "grid": grid_name, "fusion": best.fusion, "metric": best.metric,
+            "best_temperature": float(best.temperature), "best_alpha": float(best.alpha), "best_score": float(best.score),
+            "mean_by_temperature": {float(t): float(v) for t, v in by_temperature.items()},
+            "best_mean_temperature": float(by_temperature.idxmax()),
+            "temperature_spread": float(by_temperature.max() - by_temperature.min()),
+            "seed_std": float(seed_std.median()) if seed_std.notna().any() else None,
+            "cells": int(len(grid)), "train_minutes": float(runtime.sum() / 60) if len(runtime) else None,
+            "matrix": matrix,
+            "figure": plots.heatmap(100 * matrix, os.path.join(output_dir, f"grid_{task_name}_{grid_name}.png"),
+                                    f"{task_name} {grid_name}: {best.metric} (%) by T (rows) x alpha (columns)"),
+        })
     return findings
 
 
@@ -233,11 +243,21 @@ def render_report(gaps, advantage, sections, grid_findings, figures) -> str:
                                  for lo, hi in zip(f.ci_low, f.ci_high)]})
         lines += [markdown_table(table[["method", "type", "n", "mean", "std", "95% CI"]]), ""]
         lines += interpretation(m) + [""]
-        lines += ["Teacher confidence on the validation rows:", "", markdown_table(section["confidence"]), ""]
-        lines += ["Student accuracy by teacher agreement region (mean over seeds; last row: examples per region):", "",
-                  markdown_table(section["regions"].reset_index().rename(columns={"index": "method"})), ""]
+        confidence = section["confidence"].assign(
+            mean_max_prob=lambda f: [f"{v:.3f}" for v in f.mean_max_prob],
+            mean_entropy=lambda f: [f"{v:.3f}" for v in f.mean_entropy],
+            pct_high_confidence=lambda f: [f"{v:.1f}%" for v in f.pct_high_confidence])
+        lines += ["Teacher confidence on the validation rows (entropy in nats; high confidence: max probability > 0.95):", "",
+                  markdown_table(confidence), ""]
+        regions = section["regions"]
+        empty = [region for region in regions.columns if regions.loc["examples", region] == 0]
+        regions = regions.drop(columns=empty)
+        shown = pd.concat([regions.drop(index="examples").map(percent), regions.loc[["examples"]].astype(int).astype(str)])
+        lines += ["Student accuracy (%) by teacher agreement region (mean over seeds; last row: examples per region"
+                  + (f"; no example falls in {', '.join(empty)}" if empty else "") + "):", "",
+                  markdown_table(shown.reset_index().rename(columns={"index": "method"})), ""]
         lines += ["Student errors by cause (mean over seeds):", "",
-                  markdown_table(section["failures"].reset_index().rename(columns={"index": "method"})), ""]
+                  markdown_table(section["failures"].map(lambda v: f"{v:.1f}").reset_index().rename(columns={"index": "method"})), ""]
         lines += [f"![]({os.path.basename(p)})" for p in figures.get(task, [])] + [""]
     if not advantage.empty:
         lines += ["## Multi-teacher advantage (best multi - best single, mean over seeds)", "",
@@ -248,13 +268,40 @@ def render_report(gaps, advantage, sections, grid_findings, figures) -> str:
         lines += ["## Gap closed: (student - baseline) / (best teacher - baseline)", "",
                   markdown_table(gaps[["task", "method", "type"]].assign(
                       gap_closed=[f"{100 * v:.1f}%" if np.isfinite(v) else "n/a" for v in gaps.gap_closed])), ""]
-    for finding in grid_findings:
-        by_t = ", ".join(f"T={t:g}: {100 * v:.2f}" for t, v in finding["mean_by_temperature"].items())
-        lines += [f"- {finding['task']} `{finding['grid']}` ({finding['fusion']}): best cell T={finding['best_temperature']:g}, "
-                  f"alpha={finding['best_alpha']:g} ({100 * finding['best_score']:.2f}); mean over alpha by temperature: {by_t}; "
-                  f"the best temperature on average is T={finding['best_mean_temperature']:g}."]
-    lines += [""] + [f"![]({os.path.basename(p)})" for p in figures.get("all", [])]
+    lines += [f"![]({os.path.basename(p)})" for p in figures.get("all", [])] + [""]
+    if grid_findings:
+        lines += ["## Temperature and alpha (T x alpha grids, one seed per cell)", ""] + grid_report(grid_findings)
     return "\n".join(lines) + "\n"
+
+
+def grid_report(findings: list[dict]) -> list[str]:
+    """Each grid as a table and a finding, then per task: which temperature suits which fusion, and whether
+    the grid can tell at all (temperature spread against seed noise)."""
+    lines = []
+    for f in findings:
+        timing = f" ({f['cells']} students, {f['train_minutes']:.1f} minutes of training)" if f["train_minutes"] else ""
+        matrix = f["matrix"].map(percent).rename(columns=lambda a: f"alpha={a:g}")
+        by_t = ", ".join(f"T={t:g}: {100 * v:.2f}" for t, v in f["mean_by_temperature"].items())
+        lines += [f"### {f['task']} `{f['grid']}`: fusion {f['fusion']}{timing}", "",
+                  markdown_table(matrix.reset_index().assign(temperature=lambda m: [f"T={t:g}" for t in m.temperature])), "",
+                  f"Best cell T={f['best_temperature']:g}, alpha={f['best_alpha']:g} ({percent(f['best_score'])}). "
+                  f"Mean over alpha by temperature: {by_t}; the best temperature on average is T={f['best_mean_temperature']:g}.",
+                  "", f"![]({os.path.basename(f['figure'])})", ""]
+    for task in dict.fromkeys(f["task"] for f in findings):
+        grids = [f for f in findings if f["task"] == task]
+        preferred = "; ".join(f"{f['fusion']} (`{f['grid']}`) T={f['best_mean_temperature']:g}" for f in grids)
+        spread = max(f["temperature_spread"] for f in grids)
+        noise = grids[0]["seed_std"]
+        if noise is None:
+            judgement = "with no multi-seed runs of this task, the grid's differences cannot be set against seed noise."
+        elif spread < 2 * noise:
+            judgement = (f"the largest spread between temperatures ({100 * spread:.2f} pp) is below two seed standard "
+                         f"deviations ({2 * 100 * noise:.2f} pp), so at one seed per cell the grid does not separate the temperatures.")
+        else:
+            judgement = (f"the largest spread between temperatures ({100 * spread:.2f} pp) exceeds two seed standard "
+                         f"deviations ({2 * 100 * noise:.2f} pp).")
+        lines += [f"- Which temperature suits which fusion on {task}? Best temperature on average: {preferred}; {judgement}"]
+    return lines + [""]
 
 
 def interpretation(m: dict) -> list[str]:
