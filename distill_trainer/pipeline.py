@@ -11,6 +11,7 @@ import logging
 import os
 import shutil
 import sys
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
@@ -153,6 +154,7 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
     train, validation = task_args.load("train"), task_args.load("validation")
     name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
     output_dir = training_args.output_dir
+    started = time.perf_counter()
     if model_name_or_path == SKLEARN_TEACHER:
         teacher = SklearnTeacher.fit(task_texts(task, train), train["label"][:], name=name)
         metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
@@ -167,7 +169,8 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
         metrics, _ = evaluate_task(trainer)
         trainer.save_model(output_dir)
     info = {"name": name, "base_model": base_model_name(model_name_or_path), "task": task.name, "metric": task.metric,
-            "validation_score": metrics[task.metric], "train_rows": len(train), "metrics": metrics}
+            "validation_score": metrics[task.metric], "train_rows": len(train), "metrics": metrics,
+            "train_runtime": time.perf_counter() - started}
     save_json(info, os.path.join(output_dir, TEACHER_INFO_FILE))
     return info
 

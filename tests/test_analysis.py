@@ -131,7 +131,8 @@ def fixture_study(tmp_path):
     for name, score in (("t0", 1.0), ("t1", 0.75)):
         (task_dir / f"teacher-{name}").mkdir(parents=True)
         (task_dir / f"teacher-{name}" / "teacher_info.json").write_text(json.dumps(
-            {"name": name, "task": "sst2", "metric": "accuracy", "validation_score": score, "train_rows": 40}))
+            {"name": name, "task": "sst2", "metric": "accuracy", "validation_score": score, "train_rows": 40,
+             **({"train_runtime": 120.0} if name == "t0" else {})}))  # t1: a run from before runtimes were recorded
     teachers = [{"name": "t0", "validation_score": 1.0}, {"name": "t1", "validation_score": 0.75}]
     wrong = {"none": 12, "single-0": 4, "single-1": 8, "average": 6}  # errors per student, on the last rows
     for method, errors in wrong.items():
@@ -145,7 +146,7 @@ def fixture_study(tmp_path):
             (folder / "eval_results.json").write_text(json.dumps({
                 "task": "sst2", "metric": "accuracy", "score": float((predicted == labels).mean()), "fusion": fusion,
                 "teacher_index": index, "seed": seed, "temperature": 6.0, "alpha": 0.7, "teachers": teachers,
-                "train_rows": 40}))
+                "train_rows": 40, "train_runtime": 30.0}))
     (task_dir / "sweep-average").mkdir()
     pd.DataFrame([{"task": "sst2", "fusion": "average", "teacher_index": None, "seed": 1, "temperature": t, "alpha": a,
                    "metric": "accuracy", "score": 0.8 + 0.01 * t - 0.02 * a} for t in (3, 6) for a in (0.5, 0.7)]
@@ -181,5 +182,6 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     grid = metrics["grids"][0]
     assert grid["temperature_spread"] == pytest.approx(0.03) and grid["seed_std"] == pytest.approx(0.025 / np.sqrt(2))
     assert "does not separate the temperatures" in report
-    assert "softer than the reference" not in report  # these teachers have 0.953 mean max probability
+    assert "softer than the reference" not in report
+    assert "teachers 2.0 minutes (1 of 2 runs recorded it); students 4.0 minutes (8 of 8 runs recorded it)" in report  # these teachers have 0.953 mean max probability
     assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]

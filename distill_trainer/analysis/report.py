@@ -42,7 +42,7 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
         info = read_json(info_path)
         rows.append({"task": info["task"], "method": f"teacher: {info['name']}", "type": "teacher", "seed": np.nan,
                      "score": info["validation_score"], "metric": info["metric"], "train_rows": info.get("train_rows"),
-                     "run_dir": os.path.dirname(info_path)})
+                     "train_runtime": info.get("train_runtime"), "run_dir": os.path.dirname(info_path)})
     for results_path in sorted(glob.glob(os.path.join(study_dir, "*", "student-*", EVAL_RESULTS_FILE))):
         results = read_json(results_path)
         method, kind = student_method(results)
@@ -162,8 +162,9 @@ def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggreg
     metrics = {
         "metric": task.metric, "validation_rows": int(rows), "train_rows": int(task_runs.train_rows.dropna().max()),
         "seeds": sorted(int(s) for s in students.seed.dropna().unique()),
-        "student_train_minutes": float(students.train_runtime.sum() / 60) if "train_runtime" in students else None,
-        "student_runs_timed": int(students.train_runtime.notna().sum()) if "train_runtime" in students else 0,
+        "train_minutes": {kind: {"minutes": float(runs.train_runtime.sum() / 60), "runs_timed": int(runs.train_runtime.notna().sum()),
+                                 "runs": len(runs)}
+                          for kind, runs in (("teachers", task_runs[task_runs.type == "teacher"]), ("students", students))},
         "best_teacher": float(teachers["mean"].max()) if not teachers.empty else None,
         "baseline": float(best["baseline"]["mean"]) if "baseline" in best else None,
         "best_single": {"method": best["single"].method, "mean": float(best["single"]["mean"])} if "single" in best else None,
@@ -236,9 +237,10 @@ def render_report(gaps, advantage, sections, grid_findings, figures) -> str:
         m, task = section["metrics"], section["task"]
         lines += [f"## {task} (validation {m['metric']}, {m['validation_rows']} rows; {m['train_rows']} training rows; "
                   f"seeds {', '.join(map(str, m['seeds']))})", ""]
-        if m["student_runs_timed"]:
-            lines += [f"Student training time: {m['student_train_minutes']:.1f} minutes for the {m['student_runs_timed']} "
-                      f"student runs that recorded it.", ""]
+        timed = [f"{kind} {t['minutes']:.1f} minutes ({t['runs_timed']} of {t['runs']} runs recorded it)"
+                 for kind, t in m["train_minutes"].items() if t["runs_timed"]]
+        if timed:
+            lines += [f"Training time on this machine: {'; '.join(timed)}.", ""]
         table = section["aggregated"].assign(**{
             "mean": lambda f: [percent(v) for v in f["mean"]], "std": lambda f: [percent(v) for v in f["std"]],
             "95% CI": lambda f: [f"[{100 * lo:.2f}, {100 * hi:.2f}]" if np.isfinite(lo) else "n/a"
