@@ -334,12 +334,18 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
     return results
 
 
+def short_teacher_name(name: str, task: str) -> str:
+    """A teacher's name without the `-<task>` suffix `train_teacher` gives it, so that the study's methods
+    ("single: all-mpnet-base-v2") line up across tasks in tables and plots."""
+    return name.removesuffix(f"-{task}")
+
+
 def student_method(results: dict) -> tuple[str, str]:
     """A student run's method name and type (baseline / single / multi), as the study's tables name them."""
     if results["fusion"] == "none":
         return "none", "baseline"
     if results["fusion"] == "single":
-        return f"single: {results['teachers'][results['teacher_index']]['name']}", "single"
+        return f"single: {short_teacher_name(results['teachers'][results['teacher_index']]['name'], results['task'])}", "single"
     return results["fusion"], "multi"
 
 
@@ -400,7 +406,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
             train_teacher(task_args, teacher, teacher_args)
         info = json.load(open(info_path))
         teacher_dirs.append(folder)
-        rows.append({"method": f"teacher: {info['name']}", "type": "teacher", "seed": None, "score": info["validation_score"]})
+        rows.append({"method": f"teacher: {short_teacher_name(info['name'], task.name)}", "type": "teacher", "seed": None, "score": info["validation_score"]})
     logits_dir = os.path.join(root, "logits")
     if not os.path.isdir(logits_dir):
         extract_to_disk(task_args, teacher_dirs, logits_dir)

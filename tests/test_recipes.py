@@ -175,8 +175,8 @@ def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):
                      "--methods", "none,single,average", "--seeds", "1,2", "--study_dir", str(tmp_path / "study"),
                      "--results_csv", str(csv), "--output_dir", str(tmp_path / "unused"), "--max_steps", "2"]
     table = compare.main(argv)
-    assert list(table.method) == ["teacher: base-sst2", "teacher: sklearn_tfidf-sst2"] + [
-        "none", "single: base-sst2", "single: sklearn_tfidf-sst2", "average"] * 2
+    assert list(table.method) == ["teacher: base", "teacher: sklearn_tfidf"] + [
+        "none", "single: base", "single: sklearn_tfidf", "average"] * 2
     assert set(table.type) == {"teacher", "baseline", "single", "multi"} and table.score.between(0, 1).all()
     assert pd.read_csv(csv).shape[0] == len(table)
     students = sorted(p.name for p in (tmp_path / "study" / "sst2").glob("student-*"))

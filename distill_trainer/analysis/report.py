@@ -19,7 +19,7 @@ import pandas as pd
 
 from ..logits import read_metadata, teacher_logits_array
 from ..hub import EVAL_RESULTS_FILE, read_json
-from ..pipeline import VALIDATION_LOGITS_FILE, load_for_task, student_method, tokenize_task
+from ..pipeline import VALIDATION_LOGITS_FILE, load_for_task, short_teacher_name, student_method, tokenize_task
 from ..tasks import get_task
 from ..teachers import TEACHER_INFO_FILE
 from . import plots
@@ -40,7 +40,7 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
     rows = []
     for info_path in sorted(glob.glob(os.path.join(study_dir, "*", "teacher-*", TEACHER_INFO_FILE))):
         info = read_json(info_path)
-        rows.append({"task": info["task"], "method": f"teacher: {info['name']}", "type": "teacher", "seed": np.nan,
+        rows.append({"task": info["task"], "method": f"teacher: {short_teacher_name(info['name'], info['task'])}", "type": "teacher", "seed": np.nan,
                      "score": info["validation_score"], "metric": info["metric"], "train_rows": info.get("train_rows"),
                      "train_runtime": info.get("train_runtime"), "run_dir": os.path.dirname(info_path)})
     for results_path in sorted(glob.glob(os.path.join(study_dir, "*", "student-*", EVAL_RESULTS_FILE))):
@@ -102,7 +102,7 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
         per_task = analyze_task(study_dir, task_name, task_runs, aggregated[aggregated.task == task_name], resamples)
         metrics[task_name] = per_task["metrics"]
         figures[task_name] = [
-            plots.grouped_bars(per_task["regions"].drop(index="examples"),
+            plots.grouped_bars(per_task["regions"].loc[:, per_task["regions"].loc["examples"] > 0].drop(index="examples"),
                                os.path.join(output_dir, f"agreement_breakdown_{task_name}.png"),
                                "accuracy", f"{task_name}: student accuracy by teacher agreement region"),
             plots.grouped_bars(per_task["failures"].drop(columns="errors"),
@@ -117,7 +117,7 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
         ranks = students.assign(rank=students.groupby("task")["mean"].rank(ascending=False, method="min"))
         ranking = ranks.pivot(index="method", columns="task", values="rank")
         figures.setdefault("all", []).append(plots.heatmap(ranking, os.path.join(output_dir, "ranking_heatmap.png"),
-                                                           "rank of each student method (1 = best mean)", "{:.0f}", "viridis_r"))
+                                                           "rank by mean score (1 = best)", "{:.0f}", "viridis_r"))
     grid_findings = grid_analysis(collect_grids(study_dir), aggregated, output_dir)
     metrics["grids"] = [{k: v for k, v in finding.items() if k not in ("matrix", "figure")} for finding in grid_findings]
     for row in advantage.to_dict("records"):
