@@ -448,8 +448,9 @@ def sweep_grid(task_args: TaskArguments, student_args: StudentArguments, config:
             folder = os.path.join(config.output_dir, f"T{temperature:g}-alpha{alpha:g}")
             results = distill_or_reuse(task_args, student_args,
                                        with_overrides(config, output_dir=folder, temperature=temperature, alpha=alpha))
-            rows.append({key: results.get(key) for key in ("task", "fusion", "teacher_index", "seed", "temperature",
-                                                           "alpha", "metric", "score", "train_rows", "train_runtime")})
+            rows.append({**{key: results.get(key) for key in ("task", "fusion", "teacher_index", "seed", "temperature",
+                                                              "alpha", "metric", "score", "train_rows", "train_runtime")},
+                         "run": os.path.basename(folder)})
     grid = pd.DataFrame(rows)
     grid.to_csv(grid_csv or os.path.join(config.output_dir, "grid.csv"), index=False)
     return grid

@@ -147,10 +147,17 @@ def fixture_study(tmp_path):
                 "task": "sst2", "metric": "accuracy", "score": float((predicted == labels).mean()), "fusion": fusion,
                 "teacher_index": index, "seed": seed, "temperature": 6.0, "alpha": 0.7, "teachers": teachers,
                 "train_rows": 40, "train_runtime": 30.0}))
-    (task_dir / "sweep-average").mkdir()
-    pd.DataFrame([{"task": "sst2", "fusion": "average", "teacher_index": None, "seed": 1, "temperature": t, "alpha": a,
-                   "metric": "accuracy", "score": 0.8 + 0.01 * t - 0.02 * a} for t in (3, 6) for a in (0.5, 0.7)]
-                 ).to_csv(task_dir / "sweep-average" / "grid.csv", index=False)
+    cells = []
+    for t in (3, 6):
+        for a in (0.5, 0.7):
+            cell = task_dir / "sweep-average" / f"T{t}-alpha{a}"
+            cell.mkdir(parents=True)
+            predicted = labels.copy()
+            predicted[:t // 3] = 1 - predicted[:t // 3]  # T=3: 1 error, T=6: 2 errors -> 1 row changed by T
+            np.save(cell / "validation_logits.npy", np.eye(2)[predicted].astype(np.float32))
+            cells.append({"task": "sst2", "fusion": "average", "teacher_index": None, "seed": 1, "temperature": t,
+                          "alpha": a, "metric": "accuracy", "score": 0.8 + 0.01 * t - 0.02 * a, "run": cell.name})
+    pd.DataFrame(cells).to_csv(task_dir / "sweep-average" / "grid.csv", index=False)
     return tmp_path / "study"
 
 
@@ -181,7 +188,8 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     # spread between temperatures 3 pp; seed std 1.77 pp (one error in 40 between the two seeds)
     grid = metrics["grids"][0]
     assert grid["temperature_spread"] == pytest.approx(0.03) and grid["seed_std"] == pytest.approx(0.025 / np.sqrt(2))
-    assert "does not separate the temperatures" in report
+    assert "does not separate the temperatures" in report and grid["max_predictions_changed_by_temperature"] == 1
+    assert "differ only in T disagree on at most 1 validation rows" in report
     assert "softer than the reference" not in report
     assert "teachers 2.0 minutes (1 of 2 runs recorded it); students 4.0 minutes (8 of 8 runs recorded it)" in report  # these teachers have 0.953 mean max probability
     assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]

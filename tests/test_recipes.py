@@ -194,4 +194,5 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
                                 "--max_steps", "2", "--output_dir", str(tmp_path / "grid")])
     assert sorted(zip(grid.temperature, grid.alpha)) == [(3.0, 0.3), (3.0, 0.7), (9.0, 0.3), (9.0, 0.7)]
     assert (grid.fusion == "average").all() and grid.score.between(0, 1).all()
-    assert pd.read_csv(tmp_path / "grid" / "grid.csv").shape == (4, 10) and (grid.train_runtime > 0).all()
+    assert pd.read_csv(tmp_path / "grid" / "grid.csv").shape == (4, 11) and (grid.train_runtime > 0).all()
+    assert all((tmp_path / "grid" / run / "validation_logits.npy").is_file() for run in grid.run)

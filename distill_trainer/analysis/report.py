@@ -57,7 +57,7 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
 
 def collect_grids(study_dir: str) -> pd.DataFrame:
     """Every T x alpha grid (`grid.csv` of recipes/sweep.py) under `study_dir`, with its sweep's folder name."""
-    frames = [pd.read_csv(path).assign(grid=os.path.basename(os.path.dirname(path)))
+    frames = [pd.read_csv(path).assign(grid=os.path.basename(os.path.dirname(path)), grid_dir=os.path.dirname(path))
               for path in sorted(glob.glob(os.path.join(study_dir, "**", "grid.csv"), recursive=True))]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
@@ -203,11 +203,31 @@ def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str
             "temperature_spread": float(by_temperature.max() - by_temperature.min()),
             "seed_std": float(seed_std.median()) if seed_std.notna().any() else None,
             "cells": int(len(grid)), "train_minutes": float(runtime.sum() / 60) if len(runtime) else None,
+            "max_predictions_changed_by_temperature": predictions_changed_by_temperature(grid),
             "matrix": matrix,
             "figure": plots.heatmap(100 * matrix, os.path.join(output_dir, f"grid_{task_name}_{grid_name}.png"),
                                     f"{task_name} {grid_name}: {best.metric} (%) by T (rows) x alpha (columns)"),
         })
     return findings
+
+
+def predictions_changed_by_temperature(grid: pd.DataFrame) -> int | None:
+    """The most validation predictions on which two students of a grid that differ only in T (same alpha,
+    same seed) disagree; None where the cells' saved validation logits are not there.
+
+    0 says the temperature changed nothing the metric can see: expected once T is past the teachers' logit
+    margins, where KL * T^2 tends to plain logit matching (Hinton et al., 2015).
+    """
+    if "run" not in grid:
+        return None
+    most = 0
+    for _, cells in grid.groupby("alpha"):
+        paths = [os.path.join(folder, run, VALIDATION_LOGITS_FILE) for folder, run in zip(cells.grid_dir, cells.run)]
+        if not all(os.path.isfile(path) for path in paths):
+            return None
+        predictions = [np.load(path).argmax(-1) for path in paths]
+        most = max([most] + [int((a != b).sum()) for a in predictions for b in predictions])
+    return most
 
 
 # ---- REPORT.md ------------------------------------------------------------------------------------
@@ -289,7 +309,10 @@ def grid_report(findings: list[dict]) -> list[str]:
         lines += [f"### {f['task']} `{f['grid']}`: fusion {f['fusion']}{timing}", "",
                   markdown_table(matrix.reset_index().assign(temperature=lambda m: [f"T={t:g}" for t in m.temperature])), "",
                   f"Best cell T={f['best_temperature']:g}, alpha={f['best_alpha']:g} ({percent(f['best_score'])}). "
-                  f"Mean over alpha by temperature: {by_t}; the best temperature on average is T={f['best_mean_temperature']:g}.",
+                  f"Mean over alpha by temperature: {by_t}; the best temperature on average is T={f['best_mean_temperature']:g}."
+                  + ("" if f["max_predictions_changed_by_temperature"] is None else
+                     f" Students that differ only in T disagree on at most {f['max_predictions_changed_by_temperature']} "
+                     f"validation rows."),
                   "", f"![]({os.path.basename(f['figure'])})", ""]
     for task in dict.fromkeys(f["task"] for f in findings):
         grids = [f for f in findings if f["task"] == task]
