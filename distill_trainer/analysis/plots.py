@@ -47,7 +47,8 @@ def grouped_bars(table: pd.DataFrame, path: str, ylabel: str, title: str) -> str
     return save(figure, path)
 
 
-def heatmap(matrix: pd.DataFrame, path: str, title: str, fmt: str = "{:.2f}", cmap: str = "viridis") -> str:
+def heatmap(matrix: pd.DataFrame, path: str, title: str, fmt: str = "{:.2f}", cmap: str = "viridis",
+            xlabel: str = "", ylabel: str = "") -> str:
     """A labelled heatmap with the values written in the cells (ranking of methods x tasks, T x alpha grids)."""
     figure, axis = plt.subplots(figsize=(max(4.5, 1.5 + 1.2 * matrix.shape[1]), 1 + 0.45 * matrix.shape[0]))
     values = matrix.to_numpy(dtype=float)
@@ -61,5 +62,7 @@ def heatmap(matrix: pd.DataFrame, path: str, title: str, fmt: str = "{:.2f}", cm
             axis.text(column, row, fmt.format(value), ha="center", va="center", color="black" if light else "white",
                       fontsize=8)
     axis.set_title(title, fontsize=10)
+    axis.set_xlabel(xlabel)
+    axis.set_ylabel(ylabel)
     figure.colorbar(image, ax=axis)
     return save(figure, path)

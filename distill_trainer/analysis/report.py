@@ -135,7 +135,7 @@ def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggreg
     logit_dataset = datasets.load_from_disk(os.path.join(study_dir, task_name, "logits"))
     validation = logit_dataset["validation"]
     metadata = read_metadata(validation)
-    teacher_names = [t.name for t in metadata.teachers] if metadata else [f"teacher {i}" for i in range(len(validation[0]["teacher_logits"]))]
+    teacher_names = [short_teacher_name(t.name, task_name) for t in metadata.teachers] if metadata else [f"teacher {i}" for i in range(len(validation[0]["teacher_logits"]))]
     students = task_runs[task_runs.type != "teacher"]
     predictions = {run.run_dir: student_predictions(run.run_dir, validation, task_name) for run in students.itertuples()}
     rows = min(len(p) for p in predictions.values()) if predictions else len(validation)
@@ -203,31 +203,31 @@ def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str
             "temperature_spread": float(by_temperature.max() - by_temperature.min()),
             "seed_std": float(seed_std.median()) if seed_std.notna().any() else None,
             "cells": int(len(grid)), "train_minutes": float(runtime.sum() / 60) if len(runtime) else None,
-            "max_predictions_changed_by_temperature": predictions_changed_by_temperature(grid),
+            "predictions_changed_by_temperature": predictions_changed_by_temperature(grid),
             "matrix": matrix,
             "figure": plots.heatmap(100 * matrix, os.path.join(output_dir, f"grid_{task_name}_{grid_name}.png"),
-                                    f"{task_name} {grid_name}: {best.metric} (%) by T (rows) x alpha (columns)"),
+                                    f"{task_name} {grid_name}: {best.metric} (%)", xlabel="alpha", ylabel="temperature"),
         })
     return findings
 
 
-def predictions_changed_by_temperature(grid: pd.DataFrame) -> int | None:
-    """The most validation predictions on which two students of a grid that differ only in T (same alpha,
-    same seed) disagree; None where the cells' saved validation logits are not there.
+def predictions_changed_by_temperature(grid: pd.DataFrame) -> dict[float, int] | None:
+    """Per alpha: the most validation predictions on which two students of a grid that differ only in T (same
+    alpha, same seed, deterministic training) disagree; None where the cells' validation logits are not saved.
 
     0 says the temperature changed nothing the metric can see: expected once T is past the teachers' logit
     margins, where KL * T^2 tends to plain logit matching (Hinton et al., 2015).
     """
     if "run" not in grid:
         return None
-    most = 0
-    for _, cells in grid.groupby("alpha"):
+    changed = {}
+    for alpha, cells in grid.groupby("alpha"):
         paths = [os.path.join(folder, run, VALIDATION_LOGITS_FILE) for folder, run in zip(cells.grid_dir, cells.run)]
         if not all(os.path.isfile(path) for path in paths):
             return None
         predictions = [np.load(path).argmax(-1) for path in paths]
-        most = max([most] + [int((a != b).sum()) for a in predictions for b in predictions])
-    return most
+        changed[float(alpha)] = max(int((a != b).sum()) for a in predictions for b in predictions)
+    return changed
 
 
 # ---- REPORT.md ------------------------------------------------------------------------------------
@@ -310,9 +310,9 @@ def grid_report(findings: list[dict]) -> list[str]:
                   markdown_table(matrix.reset_index().assign(temperature=lambda m: [f"T={t:g}" for t in m.temperature])), "",
                   f"Best cell T={f['best_temperature']:g}, alpha={f['best_alpha']:g} ({percent(f['best_score'])}). "
                   f"Mean over alpha by temperature: {by_t}; the best temperature on average is T={f['best_mean_temperature']:g}."
-                  + ("" if f["max_predictions_changed_by_temperature"] is None else
-                     f" Students that differ only in T disagree on at most {f['max_predictions_changed_by_temperature']} "
-                     f"validation rows."),
+                  + ("" if f["predictions_changed_by_temperature"] is None else
+                     " Validation rows on which students that differ only in T disagree (most, per alpha): "
+                     + ", ".join(f"alpha={a:g}: {n}" for a, n in f["predictions_changed_by_temperature"].items()) + "."),
                   "", f"![]({os.path.basename(f['figure'])})", ""]
     for task in dict.fromkeys(f["task"] for f in findings):
         grids = [f for f in findings if f["task"] == task]
