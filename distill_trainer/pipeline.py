@@ -345,7 +345,8 @@ def student_method(results: dict) -> tuple[str, str]:
     if results["fusion"] == "none":
         return "none", "baseline"
     if results["fusion"] == "single":
-        return f"single: {short_teacher_name(results['teachers'][results['teacher_index']]['name'], results['task'])}", "single"
+        teacher = results["teachers"][results["teacher_index"]]["name"]
+        return f"single: {short_teacher_name(teacher, results['task'])}", "single"
     return results["fusion"], "multi"
 
 
@@ -406,7 +407,8 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
             train_teacher(task_args, teacher, teacher_args)
         info = json.load(open(info_path))
         teacher_dirs.append(folder)
-        rows.append({"method": f"teacher: {short_teacher_name(info['name'], task.name)}", "type": "teacher", "seed": None, "score": info["validation_score"]})
+        rows.append({"method": f"teacher: {short_teacher_name(info['name'], task.name)}", "type": "teacher",
+                     "seed": None, "score": info["validation_score"]})
     logits_dir = os.path.join(root, "logits")
     if not os.path.isdir(logits_dir):
         extract_to_disk(task_args, teacher_dirs, logits_dir)

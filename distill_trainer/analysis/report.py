@@ -40,7 +40,8 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
     rows = []
     for info_path in sorted(glob.glob(os.path.join(study_dir, "*", "teacher-*", TEACHER_INFO_FILE))):
         info = read_json(info_path)
-        rows.append({"task": info["task"], "method": f"teacher: {short_teacher_name(info['name'], info['task'])}", "type": "teacher", "seed": np.nan,
+        rows.append({"task": info["task"], "method": f"teacher: {short_teacher_name(info['name'], info['task'])}",
+                     "type": "teacher", "seed": np.nan,
                      "score": info["validation_score"], "metric": info["metric"], "train_rows": info.get("train_rows"),
                      "train_runtime": info.get("train_runtime"), "run_dir": os.path.dirname(info_path)})
     for results_path in sorted(glob.glob(os.path.join(study_dir, "*", "student-*", EVAL_RESULTS_FILE))):
@@ -135,7 +136,8 @@ def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggreg
     logit_dataset = datasets.load_from_disk(os.path.join(study_dir, task_name, "logits"))
     validation = logit_dataset["validation"]
     metadata = read_metadata(validation)
-    teacher_names = [short_teacher_name(t.name, task_name) for t in metadata.teachers] if metadata else [f"teacher {i}" for i in range(len(validation[0]["teacher_logits"]))]
+    teacher_names = ([short_teacher_name(t.name, task_name) for t in metadata.teachers] if metadata
+                     else [f"teacher {i}" for i in range(len(validation[0]["teacher_logits"]))])
     students = task_runs[task_runs.type != "teacher"]
     predictions = {run.run_dir: student_predictions(run.run_dir, validation, task_name) for run in students.itertuples()}
     rows = min(len(p) for p in predictions.values()) if predictions else len(validation)
@@ -162,8 +164,8 @@ def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggreg
     metrics = {
         "metric": task.metric, "validation_rows": int(rows), "train_rows": int(task_runs.train_rows.dropna().max()),
         "seeds": sorted(int(s) for s in students.seed.dropna().unique()),
-        "train_minutes": {kind: {"minutes": float(runs.train_runtime.sum() / 60), "runs_timed": int(runs.train_runtime.notna().sum()),
-                                 "runs": len(runs)}
+        "train_minutes": {kind: {"minutes": float(runs.train_runtime.sum() / 60),
+                                 "runs_timed": int(runs.train_runtime.notna().sum()), "runs": len(runs)}
                           for kind, runs in (("teachers", task_runs[task_runs.type == "teacher"]), ("students", students))},
         "best_teacher": float(teachers["mean"].max()) if not teachers.empty else None,
         "baseline": float(best["baseline"]["mean"]) if "baseline" in best else None,
