@@ -132,6 +132,8 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
 
 
 def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggregated: pd.DataFrame, resamples: int) -> dict:
+    """One task's per-example analyses (on the validation rows every student scored) and its two paired tests:
+    best distilled student vs the baseline, best multi-teacher vs best single-teacher student."""
     task = get_task(task_name)
     logit_dataset = datasets.load_from_disk(os.path.join(study_dir, task_name, "logits"))
     validation = logit_dataset["validation"]
