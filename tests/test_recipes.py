@@ -196,3 +196,14 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
     assert (grid.fusion == "average").all() and grid.score.between(0, 1).all()
     assert pd.read_csv(tmp_path / "grid" / "grid.csv").shape == (4, 11) and (grid.train_runtime > 0).all()
     assert all((tmp_path / "grid" / run / "validation_logits.npy").is_file() for run in grid.run)
+
+
+@pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda path: path.name)
+def test_shipped_configs_parse_for_the_study(config, caplog):
+    """Every config in recipes/configs parses for compare.py with no key left unused, on a task whose data is here."""
+    from distill_trainer import DistillationConfig
+    from distill_trainer.pipeline import StudyArguments, TaskArguments, parse_recipe_args
+
+    task_args, study, _ = parse_recipe_args((TaskArguments, StudyArguments, DistillationConfig), ["--config", str(config)])
+    assert "ignores these keys" not in caplog.text
+    assert (GLUE / task_args.task / "train.tsv").is_file() and study.methods and study.seeds
