@@ -340,6 +340,11 @@ def short_teacher_name(name: str, task: str) -> str:
     return name.removesuffix(f"-{task}")
 
 
+def teacher_method(info: dict) -> str:
+    """A teacher's row name in the study's tables, from its `teacher_info.json`."""
+    return f"teacher: {short_teacher_name(info['name'], info['task'])}"
+
+
 def student_method(results: dict) -> tuple[str, str]:
     """A student run's method name and type (baseline / single / multi), as the study's tables name them."""
     if results["fusion"] == "none":
@@ -407,8 +412,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
             train_teacher(task_args, teacher, teacher_args)
         info = json.load(open(info_path))
         teacher_dirs.append(folder)
-        rows.append({"method": f"teacher: {short_teacher_name(info['name'], task.name)}", "type": "teacher",
-                     "seed": None, "score": info["validation_score"]})
+        rows.append({"method": teacher_method(info), "type": "teacher", "seed": None, "score": info["validation_score"]})
     logits_dir = os.path.join(root, "logits")
     if not os.path.isdir(logits_dir):
         extract_to_disk(task_args, teacher_dirs, logits_dir)

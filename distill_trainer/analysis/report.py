@@ -19,12 +19,13 @@ import pandas as pd
 
 from ..logits import read_metadata, teacher_logits_array
 from ..hub import EVAL_RESULTS_FILE, read_json
-from ..pipeline import VALIDATION_LOGITS_FILE, load_for_task, short_teacher_name, student_method, tokenize_task
+from ..pipeline import (VALIDATION_LOGITS_FILE, load_for_task, short_teacher_name, student_method, teacher_method,
+                        tokenize_task)
 from ..tasks import get_task
 from ..teachers import TEACHER_INFO_FILE
 from . import plots
 from .per_example import accuracy_by_region, agreement_regions, failure_table, teacher_confidence
-from .stats import aggregate_seeds, gap_table, multi_teacher_advantage, paired_bootstrap
+from .stats import STUDENT_TYPES, aggregate_seeds, gap_table, multi_teacher_advantage, paired_bootstrap
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +41,7 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
     rows = []
     for info_path in sorted(glob.glob(os.path.join(study_dir, "*", "teacher-*", TEACHER_INFO_FILE))):
         info = read_json(info_path)
-        rows.append({"task": info["task"], "method": f"teacher: {short_teacher_name(info['name'], info['task'])}",
+        rows.append({"task": info["task"], "method": teacher_method(info),
                      "type": "teacher", "seed": np.nan,
                      "score": info["validation_score"], "metric": info["metric"], "train_rows": info.get("train_rows"),
                      "train_runtime": info.get("train_runtime"), "run_dir": os.path.dirname(info_path)})
@@ -103,7 +104,7 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
         per_task = analyze_task(study_dir, task_name, task_runs, aggregated[aggregated.task == task_name], resamples)
         metrics[task_name] = per_task["metrics"]
         figures[task_name] = [
-            plots.grouped_bars(per_task["regions"].loc[:, per_task["regions"].loc["examples"] > 0].drop(index="examples"),
+            plots.grouped_bars(per_task["regions"].drop(index="examples"),
                                os.path.join(output_dir, f"agreement_breakdown_{task_name}.png"),
                                "accuracy", f"{task_name}: student accuracy by teacher agreement region"),
             plots.grouped_bars(per_task["failures"].drop(columns="errors"),
@@ -113,7 +114,7 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
         sections.append(per_task)
     if not gaps.empty:
         figures["all"] = [plots.gap_bars(gaps, os.path.join(output_dir, "gap_analysis.png"))]
-    students = aggregated[aggregated.type.isin(["baseline", "single", "multi"])]
+    students = aggregated[aggregated.type.isin(STUDENT_TYPES)]
     if students.task.nunique() >= 1 and not students.empty:
         ranks = students.assign(rank=students.groupby("task")["mean"].rank(ascending=False, method="min"))
         ranking = ranks.pivot(index="method", columns="task", values="rank")
@@ -150,8 +151,9 @@ def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggreg
     seeds = min(len(p) for p in by_method.values())  # per-example tables: the mean over the seeds all methods have
     per_seed = [{method: p[seed] for method, p in by_method.items()} for seed in range(seeds)]
     region_table = sum(accuracy_by_region(regions, predicted, labels) for predicted in per_seed) / seeds
+    empty_regions = [region for region in region_table.columns if region_table.loc["examples", region] == 0]
     failures = sum(failure_table(teacher_logits, predicted, labels) for predicted in per_seed) / seeds
-    best = {kind: aggregated[aggregated.type == kind].sort_values("mean").iloc[-1] for kind in ("baseline", "single", "multi")
+    best = {kind: aggregated[aggregated.type == kind].sort_values("mean").iloc[-1] for kind in STUDENT_TYPES
             if (aggregated.type == kind).any()}
     distilled = aggregated[aggregated.type.isin(["single", "multi"])].sort_values("mean").iloc[-1]
     tests = {}
@@ -180,7 +182,8 @@ def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggreg
         "teacher_agreement_rate": float((regions == "all_agree").mean()),
         "share_of_errors_all_teachers_wrong": float(failures.all_teachers_wrong.sum() / max(failures.errors.sum(), 1)),
     }
-    return {"task": task_name, "metrics": metrics, "confidence": confidence, "regions": region_table,
+    return {"task": task_name, "metrics": metrics, "confidence": confidence,  # regions no example falls in are left out
+            "regions": region_table.drop(columns=empty_regions), "empty_regions": empty_regions,
             "failures": failures, "aggregated": aggregated}
 
 
@@ -197,7 +200,7 @@ def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str
         matrix = grid.pivot_table(index="temperature", columns="alpha", values="score")
         best = grid.loc[grid.score.idxmax()]
         by_temperature = matrix.mean(1)
-        seed_std = aggregated.loc[(aggregated.task == task_name) & aggregated.type.isin(["baseline", "single", "multi"]), "std"]
+        seed_std = aggregated.loc[(aggregated.task == task_name) & aggregated.type.isin(STUDENT_TYPES), "std"]
         runtime = grid["train_runtime"].dropna() if "train_runtime" in grid else pd.Series(dtype=float)
         findings.append({
             "task": task_name, "grid": grid_name, "fusion": best.fusion, "metric": best.metric,
@@ -277,9 +280,7 @@ def render_report(gaps, advantage, sections, grid_findings, figures) -> str:
             pct_high_confidence=lambda f: [f"{v:.1f}%" for v in f.pct_high_confidence])
         lines += ["Teacher confidence on the validation rows (entropy in nats; high confidence: max probability > 0.95):", "",
                   markdown_table(confidence), ""]
-        regions = section["regions"]
-        empty = [region for region in regions.columns if regions.loc["examples", region] == 0]
-        regions = regions.drop(columns=empty)
+        regions, empty = section["regions"], section["empty_regions"]
         shown = pd.concat([regions.drop(index="examples").map(percent), regions.loc[["examples"]].astype(int).astype(str)])
         lines += ["Student accuracy (%) by teacher agreement region (mean over seeds; last row: examples per region"
                   + (f"; no example falls in {', '.join(empty)}" if empty else "") + "):", "",
