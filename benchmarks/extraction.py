@@ -1,6 +1,9 @@
 """Benchmark 3: logit extraction. Our path (`TransformersTeacher`, as recipes/extract_logits.py runs it) vs
 `Trainer.predict` with its default dynamic-padding collator, same teacher, same rows, same batch size.
-Prints examples/second, the ratio, the largest logit difference, and where the time goes.
+Prints examples/second, the ratio, the largest logit difference, and where the time goes. Then bf16 autocast
+inference against float32 on the same rows: speed, largest logit difference and argmax agreement (the
+recipes extract in float32 unless these stay within 1e-2; pass a fine-tuned teacher folder as --model, as
+a fresh classification head's logits are too small to say anything).
 
     python benchmarks/extraction.py [--model all-MiniLM-L6-v2] [--rows 2000] [--repetitions 3]
 """
@@ -8,6 +11,7 @@ Prints examples/second, the ratio, the largest logit difference, and where the t
 import argparse
 
 import numpy as np
+import torch
 from common import SST2, alternate, header, sst2_rows, timed
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
@@ -44,12 +48,16 @@ def main():
     def run_ours():
         outputs["ours"] = ours(texts, progress=False)
 
+    def run_ours_bf16():
+        with torch.autocast(torch.device(ours.device).type, dtype=torch.bfloat16):
+            outputs["bf16"] = ours(texts, progress=False)
+
     def run_predict():  # what a user would write: tokenize, then predict with the default collator
         tokenized = tokenize_task(rows, tokenizer, SST2, options.max_length).remove_columns(["sentence", "idx"])
         outputs["predict"] = trainer.predict(tokenized).predictions
 
-    medians = alternate({"Trainer.predict": lambda: timed(run_predict), "TransformersTeacher": lambda: timed(run_ours)},
-                        options.repetitions)
+    medians = alternate({"Trainer.predict": lambda: timed(run_predict), "TransformersTeacher": lambda: timed(run_ours),
+                         "bf16": lambda: timed(run_ours_bf16)}, options.repetitions)
     lengths = np.array([len(ids) for ids in tokenizer(rows["sentence"][:], truncation=True, max_length=options.max_length)["input_ids"]])
     tokenize_seconds = timed(lambda: tokenizer(rows["sentence"][:], truncation=True, max_length=options.max_length))
     in_order, by_length = padded_tokens(lengths, options.batch_size), padded_tokens(np.sort(lengths)[::-1], options.batch_size)
@@ -64,6 +72,12 @@ def main():
           f"{100 * (1 - lengths.sum() / by_length):.1f}% length-grouped; tokenizing all rows takes {tokenize_seconds:.2f} s")
     difference = np.abs(outputs["ours"] - outputs["predict"]).max()
     print(f"largest logit difference between the two paths: {difference:.2e}")
+    bf16_difference = np.abs(outputs["bf16"] - outputs["ours"])
+    agreement = (outputs["bf16"].argmax(-1) == outputs["ours"].argmax(-1)).mean()
+    print(f"\nbf16 autocast inference: {medians['bf16']:.2f} s ({medians['TransformersTeacher'] / medians['bf16']:.2f}x "
+          f"float32); logit difference to float32: largest {bf16_difference.max():.3e}, median "
+          f"{np.median(bf16_difference):.3e}; argmax agreement {agreement:.2%}; logits span "
+          f"[{outputs['ours'].min():.2f}, {outputs['ours'].max():.2f}]")
     assert difference < 1e-4, "the fast path changed the logits"
 
 

@@ -41,23 +41,26 @@ def kd_loss_terms(
     """The two terms of `kd_loss`, unweighted, so that each can be logged under its own name.
 
     A term whose weight is zero is not computed (and not returned), so `alpha=0` needs no teacher
-    logits and `alpha=1` needs no labels.
+    logits and `alpha=1` needs no labels. Both terms are computed in float32, also under bf16/fp16
+    autocast: the KL of two nearly equal softmaxes loses most of its digits in 8-bit mantissas.
     """
     check_kd_hyperparameters(temperature, alpha)
     terms = {}
-    if alpha > 0:
-        if teacher_logits is None:
-            raise ValueError("teacher logits are required for the soft-target term when alpha > 0.")
-        if student_logits.shape != teacher_logits.shape:
-            raise ValueError(
-                f"Fused teacher logits have shape {tuple(teacher_logits.shape)} but the student's logits have shape "
-                f"{tuple(student_logits.shape)}: teachers and student must share one label space."
-            )
-        terms["kd"] = soft_target_kl(student_logits, teacher_logits, temperature)
-    if alpha < 1:
-        if labels is None:
-            raise ValueError("labels are required for the cross-entropy term when alpha < 1.")
-        terms["ce"] = F.cross_entropy(student_logits.float(), labels.long(), label_smoothing=label_smoothing)
+    with torch.autocast(student_logits.device.type, enabled=False):
+        student_logits = student_logits.float()
+        if alpha > 0:
+            if teacher_logits is None:
+                raise ValueError("teacher logits are required for the soft-target term when alpha > 0.")
+            if student_logits.shape != teacher_logits.shape:
+                raise ValueError(
+                    f"Fused teacher logits have shape {tuple(teacher_logits.shape)} but the student's logits have "
+                    f"shape {tuple(student_logits.shape)}: teachers and student must share one label space."
+                )
+            terms["kd"] = soft_target_kl(student_logits, teacher_logits, temperature)
+        if alpha < 1:
+            if labels is None:
+                raise ValueError("labels are required for the cross-entropy term when alpha < 1.")
+            terms["ce"] = F.cross_entropy(student_logits, labels.long(), label_smoothing=label_smoothing)
     return terms
 
 

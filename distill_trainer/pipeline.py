@@ -27,7 +27,7 @@ from transformers import (
     TrainingArguments,
 )
 
-from .config import DistillationConfig
+from .config import DistillationConfig, fast_training_defaults
 from .hub import EVAL_RESULTS_FILE, load_logit_dataset_from_hub
 from .logits import TeacherInfo, attach_teacher_logits, check_logits_match_inputs, input_fingerprint, read_metadata
 from .packaged_models import HUB_IDS, resolve_model
@@ -42,7 +42,7 @@ from .tasks import (
     task_texts,
 )
 from .teachers import TEACHER_INFO_FILE, SklearnTeacher, load_classifier, load_teacher, sharded_logits
-from .trainer import DistillationTrainer
+from .trainer import DistillationTrainer, LengthGroupedSamplingMixin
 
 logger = logging.getLogger(__name__)
 SKLEARN_TEACHER = "sklearn_tfidf"
@@ -81,9 +81,20 @@ class TaskArguments:
         return load_task_split(self.glue_task, split, self.data, self.row_limit(split))
 
 
+class TaskTrainer(LengthGroupedSamplingMixin, Trainer):
+    """The plain `Trainer` for fine-tuning teachers, with the same length grouping as the students."""
+
+
 def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
-    """`HfArgumentParser` over `dataclass_types`, with `--config FILE.yaml` giving defaults that flags override."""
+    """`HfArgumentParser` over `dataclass_types`, with `--config FILE.yaml` giving defaults that flags override.
+
+    Training options start from `fast_training_defaults()` (length-grouped batches, bf16 where the hardware
+    has it), below the config file and the command line: `--train_sampling_strategy random` or
+    `--bf16 false` turns them off.
+    """
     parser = HfArgumentParser(dataclass_types)
+    actions = {action.dest: action for action in parser._actions}
+    parser.set_defaults(**{key: value for key, value in fast_training_defaults().items() if key in actions})
     argv = list(sys.argv[1:] if argv is None else argv)
     if "--config" in argv:
         at = argv.index("--config")
@@ -91,7 +102,6 @@ def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | Non
         with open(argv_config) as handle:
             values = yaml.safe_load(handle) or {}
         del argv[at:at + 2]
-        actions = {action.dest: action for action in parser._actions}
         unused = sorted(set(values) - set(actions))
         if unused:  # one task config serves every recipe: each takes the keys it knows
             logger.warning("%s ignores these keys of %s: %s", parser.prog, argv_config, unused)
@@ -103,9 +113,11 @@ def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | Non
 
 
 def tokenize_task(dataset: datasets.Dataset, tokenizer, task: GlueTask, max_length: int) -> datasets.Dataset:
-    """Tokenize the task's text column(s) (pairs as pairs); the other columns stay."""
+    """Tokenize the task's text column(s) (pairs as pairs); the other columns stay. A `length` column (tokens
+    per row) lets length-grouped sampling read the lengths instead of measuring every row."""
     return dataset.map(lambda batch: tokenizer(*[batch[c] for c in task.text_columns], truncation=True,
-                                               max_length=max_length), batched=True, desc="tokenize")
+                                               max_length=max_length, return_length=True),
+                       batched=True, desc="tokenize")
 
 
 def load_for_task(model_name_or_path: str, task: GlueTask, allow_pickle: bool = False, trust_remote_code: bool = False,
@@ -161,7 +173,7 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
         teacher.save(output_dir)
     else:
         tokenizer, model = load_for_task(model_name_or_path, task, **task_args.loading)
-        trainer = Trainer(model=model, args=for_trainer(training_args), processing_class=tokenizer,
+        trainer = TaskTrainer(model=model, args=for_trainer(training_args), processing_class=tokenizer,
                           train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
                           eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
                           compute_metrics=metrics_for_trainer(task))

@@ -94,3 +94,9 @@ def sentiment_data(tokenizer):
     ds = datasets.Dataset.from_dict({"sentence": sentences, "label": labels})
     ds = ds.map(lambda batch: tokenizer(batch["sentence"]), batched=True)
     return ds.add_column("teacher_logits", teacher_logits_for(labels).tolist())
+
+
+@pytest.fixture(scope="session")
+def sentiment_data_with_lengths(sentiment_data):
+    """`sentiment_data` with the `length` column that length-grouped sampling reads."""
+    return sentiment_data.map(lambda batch: {"length": [len(ids) for ids in batch["input_ids"]]}, batched=True)

@@ -34,15 +34,21 @@ needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/
 # ---- exact resume ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fusion", ["average", "gating"])
-def test_resume_from_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path, tokenizer, sentiment_data, fusion):
-    """Interrupted at step 4 of 8 and resumed: same weights, gate and eval metrics as one straight run."""
+@pytest.mark.parametrize("fusion, fast", [("average", {}), ("gating", {}),
+                                          ("average", {"train_sampling_strategy": "group_by_length"}),
+                                          ("gating", {"train_sampling_strategy": "group_by_length", "bf16": True})])
+def test_resume_from_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path, tokenizer, sentiment_data_with_lengths,
+                                                                      fusion, fast):
+    """Interrupted at step 4 of 8 and resumed: same weights, gate and eval metrics as one straight run; also with
+    length-grouped batches (the sampler's order is restored) and bf16 autocast."""
+    data = sentiment_data_with_lengths
+
     def run(name, resume=None):
         args = config(tmp_path, fusion=fusion, output_dir=str(tmp_path / name), max_steps=8, save_strategy="steps",
-                      save_steps=4, per_device_train_batch_size=16)
+                      save_steps=4, per_device_train_batch_size=16, **fast)
         # dropout on, so the restored RNG state matters too
-        trainer = DistillationTrainer(model=tiny_student(dropout=0.1), args=args, train_dataset=sentiment_data,
-                                      eval_dataset=sentiment_data.select(range(64)), processing_class=tokenizer)
+        trainer = DistillationTrainer(model=tiny_student(dropout=0.1), args=args, train_dataset=data,
+                                      eval_dataset=data.select(range(64)), processing_class=tokenizer)
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 

@@ -90,12 +90,14 @@ def test_label_smoothing_is_applied_like_the_parent(tmp_path, tokenizer, sentime
     assert abs(ours.item() - unsmoothed.item()) > 0.05
 
 
-@pytest.mark.parametrize("fusion", ["average", "gating"])
-def test_gradient_accumulation_matches_the_big_batch(tmp_path, tokenizer, sentiment_data, fusion):
+@pytest.mark.parametrize("fusion, sampling", [("average", "random"), ("gating", "random"),
+                                              ("average", "group_by_length"), ("gating", "group_by_length")])
+def test_gradient_accumulation_matches_the_big_batch(tmp_path, tokenizer, sentiment_data_with_lengths, fusion, sampling):
     def one_update(batch_size, accumulation):
         args = config(tmp_path, fusion=fusion, per_device_train_batch_size=batch_size, optim="sgd",
-                      learning_rate=0.5, gradient_accumulation_steps=accumulation, max_steps=1, lr_scheduler_type="constant")
-        trainer = DistillationTrainer(model=tiny_student(), args=args, train_dataset=sentiment_data,
+                      learning_rate=0.5, gradient_accumulation_steps=accumulation, max_steps=1, lr_scheduler_type="constant",
+                      train_sampling_strategy=sampling)
+        trainer = DistillationTrainer(model=tiny_student(), args=args, train_dataset=sentiment_data_with_lengths,
                                       processing_class=tokenizer)
         before = params(trainer.model)
         trainer.train()
