@@ -18,9 +18,9 @@ GLUE = os.environ.get("GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue"))
 sys.path.insert(0, str(ROOT))
 
 from distill_trainer import attach_teacher_logits  # noqa: E402
-from distill_trainer.pipeline import load_for_task, student_from_layers, tokenize_task  # noqa: E402
-from distill_trainer.tasks import get_task, load_task_split, task_texts  # noqa: E402
-from distill_trainer.teachers import SklearnTeacher  # noqa: E402
+from distill_trainer.study.tasks import get_task, load_task_split, task_texts  # noqa: E402
+from distill_trainer.study.teachers import SklearnTeacher  # noqa: E402
+from distill_trainer.study.training import load_for_task, student_from_layers, tokenize_task  # noqa: E402
 
 SST2 = get_task("sst2")
 

@@ -15,10 +15,10 @@ import torch
 from common import SST2, alternate, header, sst2_rows, timed
 from transformers import AutoTokenizer, Trainer, TrainingArguments
 
-from distill_trainer.packaged_models import resolve_model
-from distill_trainer.pipeline import tokenize_task
-from distill_trainer.tasks import task_texts
-from distill_trainer.teachers import TransformersTeacher
+from distill_trainer.study.packaged_models import resolve_model
+from distill_trainer.study.tasks import task_texts
+from distill_trainer.study.teachers import TransformersTeacher
+from distill_trainer.study.training import tokenize_task
 
 
 def padded_tokens(lengths: np.ndarray, batch_size: int) -> int:

@@ -16,8 +16,7 @@ from common import SST2, alternate, header, logit_dataset, student, timed
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
 
 from distill_trainer import DistillationConfig, DistillationTrainer
-from distill_trainer.fusion import fuse_logits
-from distill_trainer.packaged_models import resolve_model
+from distill_trainer.study.packaged_models import resolve_model
 
 TEACHERS = ["all-MiniLM-L6-v2", "all-mpnet-base-v2"]
 

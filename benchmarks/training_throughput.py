@@ -16,7 +16,7 @@ from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, Trai
 
 from distill_trainer import DistillationConfig, DistillationDataCollator, DistillationTrainer
 from distill_trainer.config import bf16_available
-from distill_trainer.pipeline import TaskTrainer, load_for_task, tokenize_task
+from distill_trainer.study.training import TaskTrainer, load_for_task, tokenize_task
 
 SETTINGS = {  # name -> (train_sampling_strategy, bf16)
     "old: random, fp32": ("random", False),

@@ -7,8 +7,8 @@ Writes <output_dir>/master_results.csv, success_metrics.json, REPORT.md and the 
 
 from dataclasses import dataclass, field
 
-from distill_trainer.analysis.report import analyze_study
-from distill_trainer.pipeline import parse_recipe_args
+from distill_trainer.study.analysis.report import analyze_study
+from distill_trainer.study.args import parse_recipe_args
 
 
 @dataclass

@@ -4,7 +4,8 @@
 """
 
 from distill_trainer import DistillationConfig
-from distill_trainer.pipeline import StudyArguments, TaskArguments, parse_recipe_args, run_study
+from distill_trainer.study.args import StudyArguments, TaskArguments, parse_recipe_args
+from distill_trainer.study.runner import run_study
 
 
 def main(argv=None):

@@ -8,8 +8,9 @@
 """
 
 from distill_trainer import DistillationConfig
-from distill_trainer.hub import HubArguments, publish_student
-from distill_trainer.pipeline import StudentArguments, TaskArguments, distill_student, parse_recipe_args
+from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
+from distill_trainer.study.hub import HubArguments, publish_student
+from distill_trainer.study.training import distill_student
 
 
 def main(argv=None):

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 
 from accelerate import PartialState
 
-from distill_trainer.hub import HubArguments, publish_logit_dataset
-from distill_trainer.pipeline import TaskArguments, extract_to_disk, parse_recipe_args
+from distill_trainer.study.args import TaskArguments, parse_recipe_args
+from distill_trainer.study.extraction import extract_to_disk
+from distill_trainer.study.hub import HubArguments, publish_logit_dataset
 
 
 @dataclass

@@ -8,7 +8,8 @@
 from dataclasses import dataclass, field
 
 from distill_trainer import DistillationConfig
-from distill_trainer.pipeline import StudentArguments, TaskArguments, parse_recipe_args, sweep_grid
+from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
+from distill_trainer.study.runner import sweep_grid
 
 
 @dataclass

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 
 from transformers import TrainingArguments
 
-from distill_trainer.hub import HubArguments, publish_teacher
-from distill_trainer.pipeline import TaskArguments, parse_recipe_args, train_teacher
+from distill_trainer.study.args import TaskArguments, parse_recipe_args
+from distill_trainer.study.hub import HubArguments, publish_teacher
+from distill_trainer.study.training import train_teacher
 
 
 @dataclass

@@ -9,7 +9,7 @@ import pytest
 from sklearn.metrics import f1_score, matthews_corrcoef
 
 from distill_trainer import attach_teacher_logits
-from distill_trainer.analysis import (
+from distill_trainer.study.analysis import (
     accuracy_by_region,
     aggregate_seeds,
     agreement_regions,
@@ -21,8 +21,8 @@ from distill_trainer.analysis import (
     paired_bootstrap,
     teacher_confidence,
 )
-from distill_trainer.analysis.report import analyze_study
-from distill_trainer.analysis.stats import metric_on_resamples
+from distill_trainer.study.analysis.report import analyze_study
+from distill_trainer.study.analysis.stats import metric_on_resamples
 
 # Six examples, three teachers, three labels. Teacher votes per example and why:
 LABELS = np.array([0, 1, 2, 0, 1, 2])

@@ -14,7 +14,7 @@ from distill_trainer import DistillationConfig, DistillationTrainer, kd_loss
 from distill_trainer import config as config_module
 from distill_trainer.config import bf16_available, fast_training_defaults
 from distill_trainer.losses import kd_loss_terms
-from distill_trainer.pipeline import StudentArguments, TaskArguments, parse_recipe_args
+from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
 
 
 def label_teachers(data, margin: float = 4.0):

@@ -17,8 +17,8 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill_trainer import read_metadata
-from distill_trainer.hub import LOGIT_METADATA_FILE, publish_teacher
-from distill_trainer.pipeline import load_logit_dataset
+from distill_trainer.study.extraction import load_logit_dataset
+from distill_trainer.study.hub import LOGIT_METADATA_FILE, publish_teacher
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"

@@ -3,7 +3,7 @@
 import io
 import zipfile
 
-from distill_trainer import packaged_models
+from distill_trainer.study import packaged_models
 
 
 def test_mpnet_volumes_are_joined_once_into_the_cache(tmp_path, monkeypatch):

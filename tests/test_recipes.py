@@ -17,9 +17,9 @@ from conftest import tiny_student, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification
 
 from distill_trainer import read_metadata
-from distill_trainer.pipeline import student_from_layers
-from distill_trainer.tasks import get_task, load_task_split, task_texts
-from distill_trainer.teachers import TransformersTeacher
+from distill_trainer.study.tasks import get_task, load_task_split, task_texts
+from distill_trainer.study.teachers import TransformersTeacher
+from distill_trainer.study.training import student_from_layers
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
@@ -202,7 +202,7 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
 def test_shipped_configs_parse_for_the_study(config, caplog):
     """Every config in recipes/configs parses for compare.py with no key left unused, on a task whose data is here."""
     from distill_trainer import DistillationConfig
-    from distill_trainer.pipeline import StudyArguments, TaskArguments, parse_recipe_args
+    from distill_trainer.study.args import StudyArguments, TaskArguments, parse_recipe_args
 
     task_args, study, _ = parse_recipe_args((TaskArguments, StudyArguments, DistillationConfig), ["--config", str(config)])
     assert "ignores these keys" not in caplog.text

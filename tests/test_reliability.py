@@ -19,8 +19,9 @@ from hypothesis.extra.numpy import arrays
 from test_trainer import config
 
 from distill_trainer import DistillationTrainer, GatingNetwork, fuse_logits, kd_loss
-from distill_trainer.pipeline import TaskArguments, extract_to_disk
-from distill_trainer.teachers import TransformersTeacher
+from distill_trainer.study.args import TaskArguments
+from distill_trainer.study.extraction import extract_to_disk
+from distill_trainer.study.teachers import TransformersTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"

@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 SKLEARN_TEACHER_FILE = "sklearn_teacher.json"  # vocabulary and settings; the arrays go in SKLEARN_WEIGHTS_FILE
 SKLEARN_WEIGHTS_FILE = "sklearn_teacher.safetensors"
 TEACHER_INFO_FILE = "teacher_info.json"
+SKLEARN_TEACHER = "sklearn_tfidf"  # the name that selects the built-in TF-IDF teacher in the recipes
 
 
 class Teacher(Protocol):

@@ -29,7 +29,7 @@ from huggingface_hub import (
     hf_hub_download,
 )
 
-from .logits import read_metadata
+from ..logits import read_metadata
 from .tasks import DEFAULT_GLUE, TASKS, GlueTask, get_task
 from .teachers import TEACHER_INFO_FILE
 

@@ -17,12 +17,12 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from ..logits import read_metadata, teacher_logits_array
+from ...logits import read_metadata, teacher_logits_array
 from ..hub import EVAL_RESULTS_FILE, read_json
-from ..pipeline import (VALIDATION_LOGITS_FILE, load_for_task, short_teacher_name, student_method, teacher_method,
-                        tokenize_task)
+from ..runs import VALIDATION_LOGITS_FILE, short_teacher_name, student_method, teacher_method
 from ..tasks import get_task
 from ..teachers import TEACHER_INFO_FILE
+from ..training import load_for_task, tokenize_task
 from . import plots
 from .per_example import accuracy_by_region, agreement_regions, failure_table, teacher_confidence
 from .stats import STUDENT_TYPES, aggregate_seeds, gap_table, multi_teacher_advantage, paired_bootstrap

@@ -1,0 +1,122 @@
+"""Running teachers over a task's rows into one logit dataset: resumable per teacher, shared across
+`accelerate` processes, written atomically."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from typing import Sequence
+
+import datasets
+import numpy as np
+from accelerate import PartialState
+
+from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint
+from .args import TaskArguments
+from .hub import load_logit_dataset_from_hub
+from .runs import display_name
+from .tasks import (
+    compute_task_metrics,
+    task_texts,
+)
+from .teachers import load_teacher, sharded_logits
+
+logger = logging.getLogger(__name__)
+
+def build_logit_dataset(task_args: TaskArguments, teacher_paths: Sequence[str], batch_size: int = 64,
+                        cache_dir: str | None = None) -> datasets.DatasetDict:
+    """Run every teacher over train and validation; one `DatasetDict` with a `teacher_logits` column per split.
+
+    Teachers are loaded one at a time. Under `accelerate launch` each process runs a contiguous share of
+    the rows and all processes get every row back in order. With `cache_dir`, each finished teacher's
+    logits are kept there (written atomically), so an interrupted extraction resumes at the first
+    unfinished teacher. Each teacher's validation score (the `weighted` fusion's weight) is measured on
+    the same validation rows, so the scores in the metadata are comparable across teachers.
+    """
+    task = task_args.glue_task
+    splits = {split: task_args.load(split) for split in ("train", "validation")}
+    input_columns = [c for c in ("idx", *task.text_columns) if c in splits["train"].column_names]
+    fingerprints = {split: input_fingerprint(data, input_columns) for split, data in splits.items()}
+    logits, infos = {split: [] for split in splits}, []
+    for index, path in enumerate(teacher_paths):
+        key = {"teacher": path, "max_length": task_args.max_length, "inputs": fingerprints}
+        found = read_teacher_cache(cache_dir, index, key)
+        if found is None:
+            teacher = load_teacher(path, task.label_names, batch_size=batch_size, max_length=task_args.max_length,
+                                   **task_args.loading)
+            found = {"name": display_name(teacher.name), "revision": teacher.revision,
+                     "logits": {split: sharded_logits(teacher, task_texts(task, data)) for split, data in splits.items()}}
+            write_teacher_cache(cache_dir, index, key, found)
+        else:
+            logger.warning("Teacher %d (%s): reusing its logits from %s.", index, found["name"], cache_dir)
+        for split in splits:
+            logits[split].append(found["logits"][split])
+        score = compute_task_metrics(task, found["logits"]["validation"], splits["validation"]["label"][:])[task.metric]
+        infos.append(TeacherInfo(name=found["name"], revision=found["revision"], metric=task.metric, validation_score=score))
+    return datasets.DatasetDict({
+        split: attach_teacher_logits(data, np.stack(logits[split], axis=1), infos, task.label_names, input_columns,
+                                     task=task.name)
+        for split, data in splits.items()
+    })
+
+
+def teacher_cache_path(cache_dir: str, index: int) -> str:
+    return os.path.join(cache_dir, f"teacher-{index}.npz")
+
+
+def read_teacher_cache(cache_dir: str | None, index: int, key: dict) -> dict | None:
+    """A finished teacher's logits, if cached for exactly this teacher, max_length and input rows."""
+    if cache_dir is None or not os.path.isfile(teacher_cache_path(cache_dir, index)):
+        return None
+    with np.load(teacher_cache_path(cache_dir, index)) as cached:
+        info = json.loads(str(cached["info"]))
+        if info["key"] != json.loads(json.dumps(key)):
+            logger.warning("Teacher %d: the cached logits in %s are for other inputs or settings; recomputing.", index, cache_dir)
+            return None
+        return {"name": info["name"], "revision": info["revision"],
+                "logits": {split: cached[split] for split in key["inputs"]}}
+
+
+def write_teacher_cache(cache_dir: str | None, index: int, key: dict, found: dict) -> None:
+    """Main process only; written under a temporary name and renamed, so a cache file is always whole."""
+    state = PartialState()
+    if cache_dir is not None and state.is_main_process:
+        os.makedirs(cache_dir, exist_ok=True)
+        partial = teacher_cache_path(cache_dir, index) + f".partial-{os.getpid()}.npz"
+        info = json.dumps({"key": key, "name": found["name"], "revision": found["revision"]})
+        np.savez(partial, info=np.array(info), **found["logits"])
+        os.replace(partial, teacher_cache_path(cache_dir, index))
+    state.wait_for_everyone()
+
+
+def extract_to_disk(task_args: TaskArguments, teacher_paths: Sequence[str], output_dir: str,
+                    batch_size: int = 64) -> datasets.DatasetDict:
+    """`build_logit_dataset` with a resumable per-teacher cache beside `output_dir`, written atomically by
+    the main process; the cache is removed once the dataset is in place."""
+    cache_dir = f"{os.path.normpath(output_dir)}.teacher-cache"
+    logit_dataset = build_logit_dataset(task_args, teacher_paths, batch_size, cache_dir)
+    state = PartialState()
+    if state.is_main_process:
+        save_dataset_atomically(logit_dataset, output_dir)
+        shutil.rmtree(cache_dir, ignore_errors=True)
+    state.wait_for_everyone()
+    return logit_dataset
+
+
+def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> None:
+    """Write next to `output_dir`, then rename: a crash never leaves a half-written dataset in its place."""
+    partial = f"{os.path.normpath(output_dir)}.partial-{os.getpid()}"
+    shutil.rmtree(partial, ignore_errors=True)
+    dataset.save_to_disk(partial)
+    if os.path.exists(output_dir):
+        shutil.rmtree(output_dir)
+    os.replace(partial, output_dir)
+
+
+def load_logit_dataset(path_or_id: str) -> datasets.DatasetDict:
+    """A logit dataset from `save_to_disk` (folder) or published by `publish_logit_dataset` (Hub dataset id)."""
+    if os.path.isdir(path_or_id):
+        return datasets.load_from_disk(path_or_id)
+    return load_logit_dataset_from_hub(path_or_id)

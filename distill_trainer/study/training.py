@@ -1,0 +1,131 @@
+"""Fine-tuning teachers and distilling students on a GLUE task: the training steps of the study."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import asdict
+from typing import Sequence
+
+import datasets
+import numpy as np
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments
+
+from ..config import DistillationConfig
+from ..logits import check_logits_match_inputs, read_metadata
+from ..trainer import DistillationTrainer, LengthGroupedSamplingMixin
+from .args import StudentArguments, TaskArguments, for_trainer
+from .extraction import load_logit_dataset
+from .hub import EVAL_RESULTS_FILE
+from .packaged_models import resolve_model
+from .runs import VALIDATION_LOGITS_FILE, base_model_name, display_name, save_json
+from .tasks import (
+    GlueTask,
+    compute_task_metrics,
+    first_rows,
+    load_task_split,
+    metrics_for_trainer,
+    task_texts,
+)
+from .teachers import SKLEARN_TEACHER, TEACHER_INFO_FILE, SklearnTeacher, load_classifier
+
+
+class TaskTrainer(LengthGroupedSamplingMixin, Trainer):
+    """The plain `Trainer` for fine-tuning teachers, with the same length grouping as the students."""
+
+
+def tokenize_task(dataset: datasets.Dataset, tokenizer, task: GlueTask, max_length: int) -> datasets.Dataset:
+    """Tokenize the task's text column(s) (pairs as pairs); the other columns stay. A `length` column (tokens
+    per row) lets length-grouped sampling read the lengths instead of measuring every row."""
+    return dataset.map(lambda batch: tokenizer(*[batch[c] for c in task.text_columns], truncation=True,
+                                               max_length=max_length, return_length=True),
+                       batched=True, desc="tokenize")
+
+
+def load_for_task(model_name_or_path: str, task: GlueTask, allow_pickle: bool = False, trust_remote_code: bool = False,
+                  **kwargs) -> tuple:
+    """Tokenizer and classification model with the task's labels (a fresh head where the labels differ)."""
+    path = resolve_model(model_name_or_path)
+    model = load_classifier(path, allow_pickle, trust_remote_code, **task.label_config, **kwargs)
+    return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code), model
+
+
+def evaluate_task(trainer: Trainer) -> tuple[dict, np.ndarray]:
+    """Metrics (keys as `compute_task_metrics` names them) and logits on the trainer's eval split, in one pass."""
+    output = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+    return {key.removeprefix("eval_"): value for key, value in output.metrics.items()}, output.predictions
+
+
+def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_args: TrainingArguments,
+                  teacher_name: str | None = None) -> dict:
+    """Fine-tune a teacher on a task (or fit the scikit-learn TF-IDF teacher) and save it with its score."""
+    task = task_args.glue_task
+    train, validation = task_args.load("train"), task_args.load("validation")
+    name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
+    output_dir = training_args.output_dir
+    started = time.perf_counter()
+    if model_name_or_path == SKLEARN_TEACHER:
+        teacher = SklearnTeacher.fit(task_texts(task, train), train["label"][:], name=name)
+        metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
+        teacher.save(output_dir)
+    else:
+        tokenizer, model = load_for_task(model_name_or_path, task, **task_args.loading)
+        trainer = TaskTrainer(model=model, args=for_trainer(training_args), processing_class=tokenizer,
+                          train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
+                          eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
+                          compute_metrics=metrics_for_trainer(task))
+        trainer.train()
+        metrics, _ = evaluate_task(trainer)
+        trainer.save_model(output_dir)
+    info = {"name": name, "base_model": base_model_name(model_name_or_path), "task": task.name, "metric": task.metric,
+            "validation_score": metrics[task.metric], "train_rows": len(train), "metrics": metrics,
+            "train_runtime": time.perf_counter() - started}
+    save_json(info, os.path.join(output_dir, TEACHER_INFO_FILE))
+    return info
+
+
+def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
+    """Keep only `layers` of the encoder (DistilBERT's initialisation: a student cut from a teacher)."""
+    encoder = getattr(model.base_model, "encoder", None)
+    blocks = getattr(encoder, "layer", None)
+    if blocks is None:
+        raise ValueError(f"{type(model).__name__} has no base_model.encoder.layer to cut layers from.")
+    if not layers or any(not 0 <= i < len(blocks) for i in layers):
+        raise ValueError(f"student_layers {list(layers)} must be indices in [0, {len(blocks)}).")
+    encoder.layer = type(blocks)([blocks[i] for i in layers])
+    model.config.num_hidden_layers = len(layers)
+    return model
+
+
+def distill_student(task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig) -> dict:
+    """Train one student from a logit dataset; save it with `eval_results.json`; return the results."""
+    task = task_args.glue_task
+    logit_data = load_logit_dataset(student_args.logit_dataset)
+    train, validation = (first_rows(logit_data[split], task_args.row_limit(split)) for split in ("train", "validation"))
+    metadata = read_metadata(logit_data["train"])
+    if student_args.check_against_data and metadata is not None:
+        check_logits_match_inputs(metadata, load_task_split(task, "train", task_args.data, metadata.num_rows))
+    tokenizer, model = load_for_task(student_args.student_model, task, ignore_mismatched_sizes=True, **task_args.loading)
+    if student_args.student_layers:
+        model = student_from_layers(model, [int(i) for i in student_args.student_layers.split(",")])
+    trainer = DistillationTrainer(
+        model=model, args=for_trainer(config), processing_class=tokenizer, compute_metrics=metrics_for_trainer(task),
+        train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
+        eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length))
+    train_output = trainer.train()
+    metrics, validation_logits = evaluate_task(trainer)
+    results = {
+        "task": task.name, "metric": task.metric, "score": metrics[task.metric], "metrics": metrics,
+        "fusion": config.fusion, "temperature": config.temperature, "alpha": config.alpha, "seed": config.seed,
+        "teacher_index": config.teacher_index, "fusion_weights": config.fusion_weights,
+        "teachers": [asdict(t) for t in metadata.teachers] if metadata else None,
+        "logit_dataset": display_name(student_args.logit_dataset), "train_rows": len(train),
+        "student_model": base_model_name(student_args.student_model), "student_layers": student_args.student_layers,
+        "num_parameters": model.num_parameters(), "eval_rows": len(validation), "max_length": task_args.max_length,
+        "train_runtime": train_output.metrics.get("train_runtime"),
+    }
+    trainer.save_model(config.output_dir)
+    if trainer.is_world_process_zero():
+        save_json(results, os.path.join(config.output_dir, EVAL_RESULTS_FILE))
+        np.save(os.path.join(config.output_dir, VALIDATION_LOGITS_FILE), validation_logits.astype(np.float32))
+    return results
