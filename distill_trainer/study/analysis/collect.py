@@ -1,0 +1,67 @@
+"""Reading a study folder: the runs' records, the T x alpha grids, and each student's validation predictions.
+
+Layout read: `<study_dir>/<task>/{teacher-*/teacher_info.json, logits/, student-*/eval_results.json,
+sweep-*/grid.csv}`. A student folder's validation logits (`validation_logits.npy`) are used when present,
+otherwise computed once from the saved student and cached there.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import datasets
+import numpy as np
+import pandas as pd
+
+from ..hub import EVAL_RESULTS_FILE, read_json
+from ..runs import VALIDATION_LOGITS_FILE, student_method, teacher_method
+from ..tasks import get_task
+from ..teachers import TEACHER_INFO_FILE
+from ..training import load_for_task, tokenize_task
+
+
+def collect_runs(study_dir: str) -> pd.DataFrame:
+    """One row per teacher and per student run found under `study_dir` (the master results table)."""
+    rows = []
+    for info_path in sorted(glob.glob(os.path.join(study_dir, "*", "teacher-*", TEACHER_INFO_FILE))):
+        info = read_json(info_path)
+        rows.append({"task": info["task"], "method": teacher_method(info),
+                     "type": "teacher", "seed": np.nan,
+                     "score": info["validation_score"], "metric": info["metric"], "train_rows": info.get("train_rows"),
+                     "train_runtime": info.get("train_runtime"), "run_dir": os.path.dirname(info_path)})
+    for results_path in sorted(glob.glob(os.path.join(study_dir, "*", "student-*", EVAL_RESULTS_FILE))):
+        results = read_json(results_path)
+        method, kind = student_method(results)
+        rows.append({"task": results["task"], "method": method, "type": kind, "seed": results["seed"],
+                     "score": results["score"], "metric": results["metric"], "train_rows": results.get("train_rows"),
+                     "temperature": results["temperature"], "alpha": results["alpha"],
+                     "train_runtime": results.get("train_runtime"), "run_dir": os.path.dirname(results_path)})
+    if not rows:
+        raise FileNotFoundError(f"No teacher_info.json or eval_results.json under {study_dir}/<task>/: run compare.py first.")
+    return pd.DataFrame(rows)
+
+
+def collect_grids(study_dir: str) -> pd.DataFrame:
+    """Every T x alpha grid (`grid.csv` of recipes/sweep.py) under `study_dir`, with its sweep's folder name."""
+    frames = [pd.read_csv(path).assign(grid=os.path.basename(os.path.dirname(path)), grid_dir=os.path.dirname(path))
+              for path in sorted(glob.glob(os.path.join(study_dir, "**", "grid.csv"), recursive=True))]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def student_predictions(run_dir: str, validation: datasets.Dataset, task_name: str) -> np.ndarray:
+    """A student's class predictions on the validation rows: cached logits, else computed from the saved model."""
+    path = os.path.join(run_dir, VALIDATION_LOGITS_FILE)
+    if not os.path.isfile(path):
+        from transformers import Trainer, TrainingArguments
+
+        results = read_json(run_dir, EVAL_RESULTS_FILE)
+        task = get_task(task_name)
+        tokenizer, model = load_for_task(run_dir, task)
+        rows = validation.select(range(results.get("eval_rows") or len(validation)))
+        trainer = Trainer(model=model, processing_class=tokenizer, args=TrainingArguments(
+            output_dir=os.path.join(run_dir, "analysis-tmp"), report_to="none", per_device_eval_batch_size=64,
+            use_cpu=True, disable_tqdm=True))
+        logits = trainer.predict(tokenize_task(rows, tokenizer, task, results.get("max_length") or 128)).predictions
+        np.save(path, logits.astype(np.float32))
+    return np.load(path).argmax(-1)
