@@ -19,7 +19,7 @@ def main(argv=None):
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (owner/name).")
     results = distill_student(task_args, student_args, config)
-    print(f"student ({results['fusion']}): validation {results['metric']} = {results['score']:.4f}")
+    print(f"student ({results.fusion}): validation {results.metric} = {results.score:.4f}")
     if config.push_to_hub and config.process_index == 0:
         url = publish_student(config.output_dir, config.hub_model_id, baseline=hub_args.baseline_results,
                               token=config.hub_token,

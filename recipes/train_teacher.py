@@ -30,7 +30,7 @@ def main(argv=None):
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (owner/name).")
     info = train_teacher(task_args, teacher_args.model_name_or_path, training_args, teacher_args.teacher_name)
-    print(f"teacher {info['name']}: validation {info['metric']} = {info['validation_score']:.4f}")
+    print(f"teacher {info.name}: validation {info.metric} = {info.validation_score:.4f}")
     if training_args.push_to_hub and training_args.process_index == 0:
         url = publish_teacher(training_args.output_dir, training_args.hub_model_id,
                               token=training_args.hub_token,

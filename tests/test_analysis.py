@@ -23,6 +23,7 @@ from distill_trainer.study.analysis import (
 )
 from distill_trainer.study.analysis.report import analyze_study
 from distill_trainer.study.analysis.stats import metric_on_resamples
+from distill_trainer.study.runs import StudentResult, TeacherRecord
 
 # Six examples, three teachers, three labels. Teacher votes per example and why:
 LABELS = np.array([0, 1, 2, 0, 1, 2])
@@ -130,9 +131,9 @@ def fixture_study(tmp_path):
     datasets.DatasetDict({"train": logits, "validation": logits}).save_to_disk(str(task_dir / "logits"))
     for name, score in (("t0", 1.0), ("t1", 0.75)):
         (task_dir / f"teacher-{name}").mkdir(parents=True)
-        (task_dir / f"teacher-{name}" / "teacher_info.json").write_text(json.dumps(
-            {"name": name, "task": "sst2", "metric": "accuracy", "validation_score": score, "train_rows": 40,
-             **({"train_runtime": 120.0} if name == "t0" else {})}))  # t1: a run from before runtimes were recorded
+        TeacherRecord(name=name, base_model="base", task="sst2", metric="accuracy", validation_score=score, train_rows=40,
+                      train_runtime=120.0 if name == "t0" else None  # t1: from before runtimes were recorded
+                      ).save(str(task_dir / f"teacher-{name}"))
     teachers = [{"name": "t0", "validation_score": 1.0}, {"name": "t1", "validation_score": 0.75}]
     wrong = {"none": 12, "single-0": 4, "single-1": 8, "average": 6}  # errors per student, on the last rows
     for method, errors in wrong.items():
@@ -143,10 +144,9 @@ def fixture_study(tmp_path):
             predicted[40 - errors - seed + 1:] = 1 - predicted[40 - errors - seed + 1:]
             np.save(folder / "validation_logits.npy", np.eye(2)[predicted].astype(np.float32))
             fusion, index = (method.split("-")[0], int(method[-1])) if method.startswith("single") else (method, None)
-            (folder / "eval_results.json").write_text(json.dumps({
-                "task": "sst2", "metric": "accuracy", "score": float((predicted == labels).mean()), "fusion": fusion,
-                "teacher_index": index, "seed": seed, "temperature": 6.0, "alpha": 0.7, "teachers": teachers,
-                "train_rows": 40, "train_runtime": 30.0}))
+            StudentResult(task="sst2", metric="accuracy", score=float((predicted == labels).mean()), fusion=fusion,
+                          teacher_index=index, seed=seed, temperature=6.0, alpha=0.7, teachers=teachers, train_rows=40,
+                          train_runtime=30.0).save(str(folder))
     cells = []
     for t in (3, 6):
         for a in (0.5, 0.7):
@@ -164,8 +164,8 @@ def fixture_study(tmp_path):
 def test_report_on_a_fixture_study(fixture_study, tmp_path):
     out = tmp_path / "results"
     (fixture_study / "mrpc" / "teacher-t0").mkdir(parents=True)  # a task whose students have not run yet
-    (fixture_study / "mrpc" / "teacher-t0" / "teacher_info.json").write_text(json.dumps(
-        {"name": "t0", "task": "mrpc", "metric": "f1", "validation_score": 0.8}))
+    TeacherRecord(name="t0", base_model="base", task="mrpc", metric="f1", validation_score=0.8).save(
+        str(fixture_study / "mrpc" / "teacher-t0"))
     metrics = analyze_study(str(fixture_study), str(out), resamples=500)
     assert "mrpc" not in metrics
     sst2 = metrics["sst2"]

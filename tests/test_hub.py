@@ -70,7 +70,7 @@ def test_teacher_loads_back_with_plain_from_pretrained(published):
     card = ModelCard.load("alice/tiny-teacher-sst2")
     (result,) = card.data.eval_results
     assert (result.dataset_config, result.metric_type) == ("sst2", "accuracy")
-    assert result.metric_value == pytest.approx(teacher["validation_score"], abs=1e-4)
+    assert result.metric_value == pytest.approx(teacher.validation_score, abs=1e-4)
     assert {"distillation", "knowledge-distillation", "teacher"} <= set(card.data.tags)
     assert card.data.license == "apache-2.0" and card.data.datasets == ["nyu-mll/glue"]
     files = HfApi().list_repo_files("alice/tiny-teacher-sst2")
@@ -101,10 +101,10 @@ def test_student_trained_from_hub_logits_is_published_with_its_card(published):
     assert "distill_gate.safetensors" not in files and "eval_results.json" in files
     card = ModelCard.load("alice/tiny-student-sst2")
     (result,) = card.data.eval_results
-    assert result.metric_value == pytest.approx(student["score"], abs=1e-4)
+    assert result.metric_value == pytest.approx(student.score, abs=1e-4)
     assert "fusion-gating" in card.data.tags and "alice/sst2-logits" in card.data.datasets
-    for expected in ("[alice/tiny-teacher-sst2](", "`gating`", f"{baseline['score']:.4f}", "| seed | 42 |",
-                     f"| training rows | {student['train_rows']} |"):
+    for expected in ("[alice/tiny-teacher-sst2](", "`gating`", f"{baseline.score:.4f}", "| seed | 42 |",
+                     f"| training rows | {student.train_rows} |"):
         assert expected in card.text
     assert str(root) not in card.text  # no local paths in cards
 

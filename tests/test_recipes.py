@@ -56,10 +56,10 @@ def study(tmp_path_factory):
 
 def test_teachers_are_saved_with_their_scores(study):
     root, tiny, tfidf = study
-    assert tiny["name"] == "base-sst2" and tfidf["name"] == "sklearn_tfidf-sst2"
-    assert 0.0 <= tiny["validation_score"] <= 1.0 and tfidf["validation_score"] > 0.65  # TF-IDF learns SST-2
+    assert tiny.name == "base-sst2" and tfidf.name == "sklearn_tfidf-sst2"
+    assert 0.0 <= tiny.validation_score <= 1.0 and tfidf.validation_score > 0.65  # TF-IDF learns SST-2
     saved_info = json.loads((root / "t-tfidf" / "teacher_info.json").read_text())
-    assert saved_info["train_rows"] == 5000 and tiny["train_runtime"] > 0 and saved_info["train_runtime"] > 0
+    assert saved_info["train_rows"] == 5000 and tiny.train_runtime > 0 and saved_info["train_runtime"] > 0
     AutoModelForSequenceClassification.from_pretrained(str(root / "t-tiny"))
 
 
@@ -70,7 +70,7 @@ def test_logit_dataset_format(study):
     metadata = read_metadata(logits["train"])
     assert [t.name for t in metadata.teachers] == ["base-sst2", "sklearn_tfidf-sst2"]
     assert metadata.label_names == ["negative", "positive"] and metadata.input_columns == ["idx", "sentence"]
-    assert metadata.validation_scores[1] == pytest.approx(tfidf["validation_score"])
+    assert metadata.validation_scores[1] == pytest.approx(tfidf.validation_score)
     assert logits["train"].features["teacher_logits"].shape == (2, 2)
     assert not any(str(root) in json.dumps(t.__dict__) for t in metadata.teachers)  # no local paths
     assert not list(root.glob("logits.partial-*"))
@@ -86,7 +86,7 @@ def test_distill_every_fusion(study, tmp_path, fusion, extra):
                                      "--output_dir", str(output), "--seed", "3"] + extra)
     saved = json.loads((output / "eval_results.json").read_text())
     assert saved["fusion"] == fusion and saved["train_rows"] == 300 and saved["seed"] == 3
-    assert saved["score"] == results["metrics"]["accuracy"] and 0 <= saved["score"] <= 1
+    assert saved["score"] == results.metrics["accuracy"] and 0 <= saved["score"] <= 1
     assert saved["alpha"] == (0.0 if fusion == "none" else 0.7)
     if fusion == "weighted":
         assert saved["fusion_weights"] == [t["validation_score"] for t in saved["teachers"]]
@@ -101,7 +101,7 @@ def test_config_file_with_overrides(study, tmp_path):
                       "report_to: none\nuse_cpu: true\nsave_strategy: 'no'\nteachers: ignored-here\n")
     results = distill.main(["--config", str(config), "--alpha", "0.9", "--max_steps", "2", "--logit_dataset",
                             str(root / "logits"), "--student_model", str(root / "t-tiny"), "--output_dir", str(tmp_path / "s")])
-    assert results["fusion"] == "min_entropy" and results["alpha"] == 0.9
+    assert results.fusion == "min_entropy" and results.alpha == 0.9
 
 
 def test_teacher_with_permuted_labels_is_remapped(tmp_path):

@@ -16,7 +16,7 @@ from accelerate import PartialState
 from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint
 from .args import TaskArguments
 from .hub import load_logit_dataset_from_hub
-from .runs import display_name
+from .runs import display_name, write_atomically
 from .tasks import (
     compute_task_metrics,
     task_texts,
@@ -84,10 +84,13 @@ def write_teacher_cache(cache_dir: str | None, index: int, key: dict, found: dic
     state = PartialState()
     if cache_dir is not None and state.is_main_process:
         os.makedirs(cache_dir, exist_ok=True)
-        partial = teacher_cache_path(cache_dir, index) + f".partial-{os.getpid()}.npz"
         info = json.dumps({"key": key, "name": found["name"], "revision": found["revision"]})
-        np.savez(partial, info=np.array(info), **found["logits"])
-        os.replace(partial, teacher_cache_path(cache_dir, index))
+
+        def write(partial: str) -> None:
+            with open(partial, "wb") as handle:  # a file object: np.savez would append .npz to a name
+                np.savez(handle, info=np.array(info), **found["logits"])
+
+        write_atomically(teacher_cache_path(cache_dir, index), write)
     state.wait_for_everyone()
 
 
@@ -107,12 +110,12 @@ def extract_to_disk(task_args: TaskArguments, teacher_paths: Sequence[str], outp
 
 def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> None:
     """Write next to `output_dir`, then rename: a crash never leaves a half-written dataset in its place."""
-    partial = f"{os.path.normpath(output_dir)}.partial-{os.getpid()}"
-    shutil.rmtree(partial, ignore_errors=True)
-    dataset.save_to_disk(partial)
-    if os.path.exists(output_dir):
-        shutil.rmtree(output_dir)
-    os.replace(partial, output_dir)
+    def write(partial: str) -> None:
+        dataset.save_to_disk(partial)
+        if os.path.exists(output_dir):
+            shutil.rmtree(output_dir)
+
+    write_atomically(output_dir, write)
 
 
 def load_logit_dataset(path_or_id: str) -> datasets.DatasetDict:

@@ -30,11 +30,11 @@ from huggingface_hub import (
 )
 
 from ..logits import read_metadata
+from .runs import StudentResult, TeacherRecord
 from .tasks import DEFAULT_GLUE, TASKS, GlueTask, get_task
-from .teachers import TEACHER_INFO_FILE
+from .teachers import SKLEARN_TEACHER
 
 LOGIT_METADATA_FILE = "distill_trainer_logits.json"
-EVAL_RESULTS_FILE = "eval_results.json"
 # Training leftovers that do not belong in a published model: checkpoints (optimizer state, gate),
 # the pickled TrainingArguments (it may hold a hub_token), half-written folders, logs.
 IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "training_args.bin", "*.partial-*", "runs/**"]
@@ -67,22 +67,22 @@ class HubArguments:
 
 def publish_teacher(folder: str, repo_id: str, *, license: str = "apache-2.0", **hub_kwargs) -> str:
     """Upload a teacher folder written by `train_teacher` (model or scikit-learn pipeline) with its card."""
-    info = read_json(folder, TEACHER_INFO_FILE)
+    info = TeacherRecord.load(folder)
     card = render_teacher_card(info, repo_id, license)
-    return publish_folder(folder, repo_id, card, message=f"Upload teacher {info['name']}", **hub_kwargs)
+    return publish_folder(folder, repo_id, card, message=f"Upload teacher {info.name}", **hub_kwargs)
 
 
-def publish_student(folder: str, repo_id: str, *, baseline: str | dict | None = None, license: str = "apache-2.0",
-                    **hub_kwargs) -> str:
+def publish_student(folder: str, repo_id: str, *, baseline: str | StudentResult | None = None,
+                    license: str = "apache-2.0", **hub_kwargs) -> str:
     """Upload a student folder written by `distill_student` with its card (no gate weights: never saved there).
 
-    `baseline`: the no-distillation student's `eval_results.json` (path, folder or dict), shown on the card.
+    `baseline`: the no-distillation student's results (its folder or `eval_results.json`), shown on the card.
     """
-    results = read_json(folder, EVAL_RESULTS_FILE)
+    results = StudentResult.load(folder)
     if isinstance(baseline, str):
-        baseline = read_json(baseline, EVAL_RESULTS_FILE) if os.path.isdir(baseline) else read_json(baseline)
+        baseline = StudentResult.load(baseline)
     card = render_student_card(results, repo_id, baseline, license)
-    return publish_folder(folder, repo_id, card, message=f"Upload {results['fusion']} student", **hub_kwargs)
+    return publish_folder(folder, repo_id, card, message=f"Upload {results.fusion} student", **hub_kwargs)
 
 
 def publish_logit_dataset(logit_dataset: datasets.DatasetDict | str, repo_id: str, *, private: bool | None = None,
@@ -150,14 +150,14 @@ def make_branch(api: HfApi, repo_id: str, repo_type: str, revision: str | None) 
 # ---- cards ----------------------------------------------------------------------------------------
 
 
-def render_teacher_card(info: dict, repo_id: str, license: str = "apache-2.0") -> ModelCard:
-    task = get_task(info["task"])
-    is_sklearn = info["base_model"] == "sklearn_tfidf"
+def render_teacher_card(info: TeacherRecord, repo_id: str, license: str = "apache-2.0") -> ModelCard:
+    task = get_task(info.task)
+    is_sklearn = info.base_model == SKLEARN_TEACHER
     data = ModelCardData(
         model_name=repo_id.split("/")[-1], license=license, datasets=[DEFAULT_GLUE], language=["en"],
         tags=BASE_TAGS + ["teacher", "scikit-learn" if is_sklearn else "text-classification"],
-        base_model=info["base_model"] if is_hub_id(info["base_model"]) else None, library_name="sklearn" if is_sklearn else "transformers",
-        eval_results=[eval_result(task, info["validation_score"])],
+        base_model=info.base_model if is_hub_id(info.base_model) else None,
+        library_name="sklearn" if is_sklearn else "transformers", eval_results=[eval_result(task, info.validation_score)],
     )
     if is_sklearn:
         description = "a scikit-learn TF-IDF (word 1-2 grams) + logistic-regression pipeline, a deliberately different kind of teacher."
@@ -165,44 +165,43 @@ def render_teacher_card(info: dict, repo_id: str, license: str = "apache-2.0") -
                  "weights) rebuild the pipeline without pickle: `distill_trainer.teachers.SklearnTeacher.load(folder)`. "
                  "Its log-probabilities are its logits.")
     else:
-        description = f"`{info['base_model']}` fine-tuned on {task.title}."
+        description = f"`{info.base_model}` fine-tuned on {task.title}."
         usage = (f'```python\nfrom transformers import AutoModelForSequenceClassification, AutoTokenizer\n\n'
                  f'model = AutoModelForSequenceClassification.from_pretrained("{repo_id}")\n'
                  f'tokenizer = AutoTokenizer.from_pretrained("{repo_id}")\n```')
     return ModelCard.from_template(
         data, template_path=template("teacher.md"), model_name=repo_id, description=description, usage=usage, task=task.name,
-        task_title=task.title, base_model_text=hub_link(info["base_model"]), train_rows=info.get("train_rows"),
-        metric=task.metric, score=format_score(info["validation_score"]), label_names=", ".join(task.label_names))
+        task_title=task.title, base_model_text=hub_link(info.base_model), train_rows=info.train_rows,
+        metric=task.metric, score=format_score(info.validation_score), label_names=", ".join(task.label_names))
 
 
-def render_student_card(results: dict, repo_id: str, baseline: dict | None = None, license: str = "apache-2.0") -> ModelCard:
-    task = get_task(results["task"])
-    teachers = results.get("teachers") or []
-    if results["fusion"] == "none":
-        teachers = []
-    logit_dataset = results.get("logit_dataset")
+def render_student_card(results: StudentResult, repo_id: str, baseline: StudentResult | None = None,
+                        license: str = "apache-2.0") -> ModelCard:
+    task = get_task(results.task)
+    teachers = results.teachers or [] if results.fusion != "none" else []
+    logit_dataset = results.logit_dataset
     hub_dataset = logit_dataset if logit_dataset and is_hub_id(logit_dataset) else None
     data = ModelCardData(
         model_name=repo_id.split("/")[-1], license=license, language=["en"], library_name="transformers",
         pipeline_tag="text-classification",
-        base_model=results.get("student_model") if is_hub_id(results.get("student_model") or "") else None,
+        base_model=results.student_model if is_hub_id(results.student_model or "") else None,
         datasets=[DEFAULT_GLUE] + ([hub_dataset] if hub_dataset else []),
-        tags=BASE_TAGS + ["student", f"fusion-{results['fusion'].replace('_', '-')}"],
-        eval_results=[eval_result(task, results["score"])],
+        tags=BASE_TAGS + ["student", f"fusion-{results.fusion.replace('_', '-')}"],
+        eval_results=[eval_result(task, results.score)],
     )
     rows = [{"name": f"teacher {i}: {t['name']}", "score": format_score(t.get("validation_score"))} for i, t in enumerate(teachers)]
     if baseline is not None:
-        rows.append({"name": "no-distillation student (same student, CE only)", "score": format_score(baseline["score"])})
-    rows.append({"name": f"**this student** ({results['fusion']})", "score": f"**{format_score(results['score'])}**"})
+        rows.append({"name": "no-distillation student (same student, CE only)", "score": format_score(baseline.score)})
+    rows.append({"name": f"**this student** ({results.fusion})", "score": f"**{format_score(results.score)}**"})
     return ModelCard.from_template(
         data, template_path=template("student.md"), model_name=repo_id, repo_id=repo_id, task=task.name, task_title=task.title,
         metric=task.metric, score_rows=rows, method_text=method_text(results, len(teachers)),
-        score_note=(f"Seed {results['seed']}, one run: differences of about one standard error are not meaningful."),
-        student_text=student_text(results), num_parameters=f"{results.get('num_parameters', 0):,}",
-        fusion=results["fusion"], teacher_index=results.get("teacher_index") if results["fusion"] == "single" else None,
-        temperature=results["temperature"], alpha=results["alpha"], seed=results["seed"],
+        score_note=(f"Seed {results.seed}, one run: differences of about one standard error are not meaningful."),
+        student_text=student_text(results), num_parameters=f"{results.num_parameters or 0:,}",
+        fusion=results.fusion, teacher_index=results.teacher_index if results.fusion == "single" else None,
+        temperature=results.temperature, alpha=results.alpha, seed=results.seed,
         logit_dataset_text=hub_link(hub_dataset, "datasets/") if hub_dataset else (logit_dataset or "none"),
-        train_rows=results.get("train_rows"),
+        train_rows=results.train_rows,
         teachers=[{"link": hub_link(t["name"]), "score": format_score(t.get("validation_score"))} for t in teachers],
     )
 
@@ -227,14 +226,6 @@ def render_logit_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, l
 
 def template(name: str) -> str:
     return str(importlib.resources.files("distill_trainer.model_cards") / name)
-
-
-def read_json(folder_or_file: str, name: str | None = None) -> dict:
-    path = os.path.join(folder_or_file, name) if name else folder_or_file
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path} not found: publish a folder written by the recipes (it holds {name or 'this file'}).")
-    with open(path) as handle:
-        return json.load(handle)
 
 
 def eval_result(task: GlueTask, score: float) -> EvalResult:
@@ -264,16 +255,14 @@ def task_of(label_names: list[str]) -> GlueTask:
     return matches[0] if len(matches) == 1 else GlueTask("glue", (), tuple(label_names), "validation", "score", "GLUE")
 
 
-def method_text(results: dict, num_teachers: int) -> str:
-    fusion = results["fusion"]
-    if fusion == "none":
+def method_text(results: StudentResult, num_teachers: int) -> str:
+    if results.fusion == "none":
         return "the no-distillation baseline (cross-entropy on the labels only)"
-    if fusion == "single":
-        return f"distilled from one teacher (teacher {results.get('teacher_index', 0)})"
-    return f"distilled from {num_teachers} teachers, fused with `{fusion}`"
+    if results.fusion == "single":
+        return f"distilled from one teacher (teacher {results.teacher_index})"
+    return f"distilled from {num_teachers} teachers, fused with `{results.fusion}`"
 
 
-def student_text(results: dict) -> str:
-    base = hub_link(results.get("student_model"))
-    layers = results.get("student_layers")
-    return f"{base}, encoder layers {layers} kept" if layers else base
+def student_text(results: StudentResult) -> str:
+    base = hub_link(results.student_model)
+    return f"{base}, encoder layers {results.student_layers} kept" if results.student_layers else base

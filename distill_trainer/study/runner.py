@@ -3,7 +3,6 @@ runs are reused, so an interrupted study resumes."""
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Sequence
 
@@ -12,19 +11,16 @@ from transformers import TrainingArguments
 from ..config import DistillationConfig
 from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
 from .extraction import extract_to_disk
-from .hub import EVAL_RESULTS_FILE
-from .runs import display_name, student_method, teacher_method
-from .teachers import TEACHER_INFO_FILE
+from .runs import StudentResult, TeacherRecord, display_name
 from .training import distill_student, train_teacher
 
 
-def distill_or_reuse(task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig) -> dict:
+def distill_or_reuse(task_args: TaskArguments, student_args: StudentArguments,
+                     config: DistillationConfig) -> StudentResult:
     """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume)."""
-    results_path = os.path.join(config.output_dir, EVAL_RESULTS_FILE)
-    if not os.path.isfile(results_path):
+    if not os.path.isfile(os.path.join(config.output_dir, StudentResult.FILE)):
         distill_student(task_args, student_args, config)
-    with open(results_path) as handle:
-        return json.load(handle)
+    return StudentResult.load(config.output_dir)
 
 
 def run_study(task_args: TaskArguments, study: StudyArguments, config: DistillationConfig):
@@ -40,14 +36,13 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     teacher_dirs, rows = [], []
     for teacher in study.teachers.split(","):
         folder = os.path.join(root, f"teacher-{display_name(teacher)}")
-        info_path = os.path.join(folder, TEACHER_INFO_FILE)
-        if not os.path.isfile(info_path):
+        if not os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
             teacher_args = with_overrides(config, TrainingArguments, output_dir=folder, num_train_epochs=study.teacher_epochs,
                                           learning_rate=study.teacher_learning_rate or config.learning_rate)
             train_teacher(task_args, teacher, teacher_args)
-        info = json.load(open(info_path))
+        info = TeacherRecord.load(folder)
         teacher_dirs.append(folder)
-        rows.append({"method": teacher_method(info), "type": "teacher", "seed": None, "score": info["validation_score"]})
+        rows.append({"method": info.method, "type": "teacher", "seed": None, "score": info.validation_score})
     logits_dir = os.path.join(root, "logits")
     if not os.path.isdir(logits_dir):
         extract_to_disk(task_args, teacher_dirs, logits_dir)
@@ -63,8 +58,8 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         for name, options in runs:
             folder = os.path.join(root, f"student-{name}-seed{seed}")
             results = distill_or_reuse(task_args, student_args, with_overrides(config, output_dir=folder, seed=seed, **options))
-            method, kind = student_method(results)
-            rows.append({"method": method, "type": kind, "seed": seed, "score": results["score"]})
+            method, kind = results.method
+            rows.append({"method": method, "type": kind, "seed": seed, "score": results.score})
     table = pd.DataFrame(rows).assign(task=task.name, metric=task.metric, temperature=config.temperature,
                                       alpha=config.alpha, train_rows=task_args.max_train_rows)
     os.makedirs(os.path.dirname(study.results_csv) or ".", exist_ok=True)
@@ -89,7 +84,7 @@ def sweep_grid(task_args: TaskArguments, student_args: StudentArguments, config:
             folder = os.path.join(config.output_dir, f"T{temperature:g}-alpha{alpha:g}")
             results = distill_or_reuse(task_args, student_args,
                                        with_overrides(config, output_dir=folder, temperature=temperature, alpha=alpha))
-            rows.append({**{key: results.get(key) for key in ("task", "fusion", "teacher_index", "seed", "temperature",
+            rows.append({**{key: getattr(results, key) for key in ("task", "fusion", "teacher_index", "seed", "temperature",
                                                               "alpha", "metric", "score", "train_rows", "train_runtime")},
                          "run": os.path.basename(folder)})
     grid = pd.DataFrame(rows)

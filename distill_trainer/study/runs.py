@@ -1,17 +1,72 @@
-"""What a run leaves on disk and how the study names it."""
+"""What a run leaves on disk, with one definition each, and how the study names runs.
+
+A teacher folder holds a `TeacherRecord` (`teacher_info.json`), a student folder a `StudentResult`
+(`eval_results.json`). Every writer and reader (recipes, study runner, cards, analysis) goes through these
+dataclasses, so a renamed or missing field fails loudly, naming the file and the field, instead of a
+`KeyError` somewhere downstream. Files carry a `format_version`; files from before it are version 1.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from typing import Callable, ClassVar
 
 from .packaged_models import HUB_IDS
 
 VALIDATION_LOGITS_FILE = "validation_logits.npy"  # a student's logits on the validation rows, for the analyses
+TEACHER_INFO_FILE = "teacher_info.json"
+EVAL_RESULTS_FILE = "eval_results.json"
+RECORD_FORMAT_VERSION = 1
+
+
+def write_atomically(path: str, write: Callable[[str], None]) -> None:
+    """`write(partial_path)`, then rename into `path`: a crash or a kill never leaves a half-written file (or
+    folder) under the final name, and readers see the old version or the new one, never a mix."""
+    partial = f"{os.path.normpath(path)}.partial-{os.getpid()}"
+    write(partial)
+    os.replace(partial, path)
+
 
 def save_json(data: dict, path: str) -> None:
-    with open(path, "w") as handle:
-        json.dump(data, handle, indent=2, sort_keys=True)
+    def write(partial: str) -> None:
+        with open(partial, "w") as handle:
+            json.dump(data, handle, indent=2, sort_keys=True)
+
+    write_atomically(path, write)
+
+
+@dataclass
+class RunRecord:
+    """A JSON record in a run folder: `save(folder)` writes it atomically, `load(folder_or_file)` reads it back."""
+
+    FILE: ClassVar[str]
+
+    def save(self, folder: str) -> str:
+        path = os.path.join(folder, self.FILE)
+        save_json({"format_version": RECORD_FORMAT_VERSION, **asdict(self)}, path)
+        return path
+
+    @classmethod
+    def load(cls, folder_or_file: str):
+        path = folder_or_file if os.path.isfile(folder_or_file) else os.path.join(folder_or_file, cls.FILE)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{path} not found: not a folder written by the recipes (they write {cls.FILE}).")
+        with open(path) as handle:
+            data = json.load(handle)
+        version = data.pop("format_version", 1)
+        if version > RECORD_FORMAT_VERSION:
+            raise ValueError(f"{path} has format_version {version}; this distill-trainer reads up to "
+                             f"{RECORD_FORMAT_VERSION}: upgrade it.")
+        known = {f.name for f in fields(cls)}
+        required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
+        unknown, missing = sorted(set(data) - known), sorted(required - set(data))
+        if unknown or missing:
+            raise ValueError(f"{path} is not a {cls.__name__}: " + "; ".join(
+                part for part in (f"unknown fields {unknown}" if unknown else "",
+                                  f"missing fields {missing}" if missing else "") if part))
+        return cls(**data)
 
 
 def display_name(path_or_id: str) -> str:
@@ -30,16 +85,56 @@ def short_teacher_name(name: str, task: str) -> str:
     return name.removesuffix(f"-{task}")
 
 
-def teacher_method(info: dict) -> str:
-    """A teacher's row name in the study's tables, from its `teacher_info.json`."""
-    return f"teacher: {short_teacher_name(info['name'], info['task'])}"
+@dataclass
+class TeacherRecord(RunRecord):
+    """What `train_teacher` leaves beside a teacher: its name, base model and validation score."""
+
+    FILE: ClassVar[str] = TEACHER_INFO_FILE
+    name: str
+    base_model: str
+    task: str
+    metric: str
+    validation_score: float
+    metrics: dict = field(default_factory=dict)
+    train_rows: int | None = None
+    train_runtime: float | None = None
+
+    @property
+    def method(self) -> str:
+        """The teacher's row name in the study's tables."""
+        return f"teacher: {short_teacher_name(self.name, self.task)}"
 
 
-def student_method(results: dict) -> tuple[str, str]:
-    """A student run's method name and type (baseline / single / multi), as the study's tables name them."""
-    if results["fusion"] == "none":
-        return "none", "baseline"
-    if results["fusion"] == "single":
-        teacher = results["teachers"][results["teacher_index"]]["name"]
-        return f"single: {short_teacher_name(teacher, results['task'])}", "single"
-    return results["fusion"], "multi"
+@dataclass
+class StudentResult(RunRecord):
+    """What `distill_student` leaves beside a student: how it was trained and what it scored."""
+
+    FILE: ClassVar[str] = EVAL_RESULTS_FILE
+    task: str
+    metric: str
+    score: float
+    fusion: str
+    temperature: float
+    alpha: float
+    seed: int
+    metrics: dict = field(default_factory=dict)
+    teacher_index: int | None = None
+    fusion_weights: list[float] | None = None
+    teachers: list[dict] | None = None  # the logit dataset's teachers, as `TeacherInfo` fields
+    logit_dataset: str | None = None
+    train_rows: int | None = None
+    student_model: str | None = None
+    student_layers: str | None = None
+    num_parameters: int | None = None
+    eval_rows: int | None = None
+    max_length: int | None = None
+    train_runtime: float | None = None
+
+    @property
+    def method(self) -> tuple[str, str]:
+        """The run's method name and type (baseline / single / multi), as the study's tables name them."""
+        if self.fusion == "none":
+            return "none", "baseline"
+        if self.fusion == "single":
+            return f"single: {short_teacher_name(self.teachers[self.teacher_index]['name'], self.task)}", "single"
+        return self.fusion, "multi"

@@ -16,9 +16,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .runs import TeacherRecord
+
 SKLEARN_TEACHER_FILE = "sklearn_teacher.json"  # vocabulary and settings; the arrays go in SKLEARN_WEIGHTS_FILE
 SKLEARN_WEIGHTS_FILE = "sklearn_teacher.safetensors"
-TEACHER_INFO_FILE = "teacher_info.json"
 SKLEARN_TEACHER = "sklearn_tfidf"  # the name that selects the built-in TF-IDF teacher in the recipes
 
 
@@ -178,9 +179,7 @@ class SklearnTeacher:
 
 def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teacher:
     """A folder written by `recipes/train_teacher.py` (either kind), or any transformers checkpoint / Hub id."""
-    info_path = os.path.join(path_or_id, TEACHER_INFO_FILE)
-    info = json.load(open(info_path)) if os.path.isfile(info_path) else {}
-    name = info.get("name") or path_or_id
+    name = TeacherRecord.load(path_or_id).name if os.path.isfile(os.path.join(path_or_id, TeacherRecord.FILE)) else path_or_id
     if os.path.isfile(os.path.join(path_or_id, SKLEARN_TEACHER_FILE)):
         return SklearnTeacher.load(path_or_id, name)
     return TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)

@@ -16,9 +16,8 @@ from ..logits import check_logits_match_inputs, read_metadata
 from ..trainer import DistillationTrainer, LengthGroupedSamplingMixin
 from .args import StudentArguments, TaskArguments, for_trainer
 from .extraction import load_logit_dataset
-from .hub import EVAL_RESULTS_FILE
 from .packaged_models import resolve_model
-from .runs import VALIDATION_LOGITS_FILE, base_model_name, display_name, save_json
+from .runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord, base_model_name, display_name
 from .tasks import (
     GlueTask,
     compute_task_metrics,
@@ -27,7 +26,7 @@ from .tasks import (
     metrics_for_trainer,
     task_texts,
 )
-from .teachers import SKLEARN_TEACHER, TEACHER_INFO_FILE, SklearnTeacher, load_classifier
+from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_classifier
 
 
 class TaskTrainer(LengthGroupedSamplingMixin, Trainer):
@@ -57,7 +56,7 @@ def evaluate_task(trainer: Trainer) -> tuple[dict, np.ndarray]:
 
 
 def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_args: TrainingArguments,
-                  teacher_name: str | None = None) -> dict:
+                  teacher_name: str | None = None) -> TeacherRecord:
     """Fine-tune a teacher on a task (or fit the scikit-learn TF-IDF teacher) and save it with its score."""
     task = task_args.glue_task
     train, validation = task_args.load("train"), task_args.load("validation")
@@ -77,11 +76,11 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
         trainer.train()
         metrics, _ = evaluate_task(trainer)
         trainer.save_model(output_dir)
-    info = {"name": name, "base_model": base_model_name(model_name_or_path), "task": task.name, "metric": task.metric,
-            "validation_score": metrics[task.metric], "train_rows": len(train), "metrics": metrics,
-            "train_runtime": time.perf_counter() - started}
-    save_json(info, os.path.join(output_dir, TEACHER_INFO_FILE))
-    return info
+    record = TeacherRecord(name=name, base_model=base_model_name(model_name_or_path), task=task.name,
+                           metric=task.metric, validation_score=metrics[task.metric], train_rows=len(train),
+                           metrics=metrics, train_runtime=time.perf_counter() - started)
+    record.save(output_dir)
+    return record
 
 
 def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
@@ -97,7 +96,8 @@ def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTra
     return model
 
 
-def distill_student(task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig) -> dict:
+def distill_student(task_args: TaskArguments, student_args: StudentArguments,
+                    config: DistillationConfig) -> StudentResult:
     """Train one student from a logit dataset; save it with `eval_results.json`; return the results."""
     task = task_args.glue_task
     logit_data = load_logit_dataset(student_args.logit_dataset)
@@ -114,18 +114,16 @@ def distill_student(task_args: TaskArguments, student_args: StudentArguments, co
         eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length))
     train_output = trainer.train()
     metrics, validation_logits = evaluate_task(trainer)
-    results = {
-        "task": task.name, "metric": task.metric, "score": metrics[task.metric], "metrics": metrics,
-        "fusion": config.fusion, "temperature": config.temperature, "alpha": config.alpha, "seed": config.seed,
-        "teacher_index": config.teacher_index, "fusion_weights": config.fusion_weights,
-        "teachers": [asdict(t) for t in metadata.teachers] if metadata else None,
-        "logit_dataset": display_name(student_args.logit_dataset), "train_rows": len(train),
-        "student_model": base_model_name(student_args.student_model), "student_layers": student_args.student_layers,
-        "num_parameters": model.num_parameters(), "eval_rows": len(validation), "max_length": task_args.max_length,
-        "train_runtime": train_output.metrics.get("train_runtime"),
-    }
+    results = StudentResult(
+        task=task.name, metric=task.metric, score=metrics[task.metric], metrics=metrics, fusion=config.fusion,
+        temperature=config.temperature, alpha=config.alpha, seed=config.seed, teacher_index=config.teacher_index,
+        fusion_weights=config.fusion_weights, teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
+        logit_dataset=display_name(student_args.logit_dataset), train_rows=len(train),
+        student_model=base_model_name(student_args.student_model), student_layers=student_args.student_layers,
+        num_parameters=model.num_parameters(), eval_rows=len(validation), max_length=task_args.max_length,
+        train_runtime=train_output.metrics.get("train_runtime"))
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
-        save_json(results, os.path.join(config.output_dir, EVAL_RESULTS_FILE))
         np.save(os.path.join(config.output_dir, VALIDATION_LOGITS_FILE), validation_logits.astype(np.float32))
+        results.save(config.output_dir)  # last: a folder with its results is a finished run
     return results

@@ -14,29 +14,26 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from ..hub import EVAL_RESULTS_FILE, read_json
-from ..runs import VALIDATION_LOGITS_FILE, student_method, teacher_method
+from ..runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord
 from ..tasks import get_task
-from ..teachers import TEACHER_INFO_FILE
 from ..training import load_for_task, tokenize_task
 
 
 def collect_runs(study_dir: str) -> pd.DataFrame:
     """One row per teacher and per student run found under `study_dir` (the master results table)."""
     rows = []
-    for info_path in sorted(glob.glob(os.path.join(study_dir, "*", "teacher-*", TEACHER_INFO_FILE))):
-        info = read_json(info_path)
-        rows.append({"task": info["task"], "method": teacher_method(info),
-                     "type": "teacher", "seed": np.nan,
-                     "score": info["validation_score"], "metric": info["metric"], "train_rows": info.get("train_rows"),
-                     "train_runtime": info.get("train_runtime"), "run_dir": os.path.dirname(info_path)})
-    for results_path in sorted(glob.glob(os.path.join(study_dir, "*", "student-*", EVAL_RESULTS_FILE))):
-        results = read_json(results_path)
-        method, kind = student_method(results)
-        rows.append({"task": results["task"], "method": method, "type": kind, "seed": results["seed"],
-                     "score": results["score"], "metric": results["metric"], "train_rows": results.get("train_rows"),
-                     "temperature": results["temperature"], "alpha": results["alpha"],
-                     "train_runtime": results.get("train_runtime"), "run_dir": os.path.dirname(results_path)})
+    for info_path in sorted(glob.glob(os.path.join(study_dir, "*", "teacher-*", TeacherRecord.FILE))):
+        info = TeacherRecord.load(info_path)
+        rows.append({"task": info.task, "method": info.method, "type": "teacher", "seed": np.nan,
+                     "score": info.validation_score, "metric": info.metric, "train_rows": info.train_rows,
+                     "train_runtime": info.train_runtime, "run_dir": os.path.dirname(info_path)})
+    for results_path in sorted(glob.glob(os.path.join(study_dir, "*", "student-*", StudentResult.FILE))):
+        results = StudentResult.load(results_path)
+        method, kind = results.method
+        rows.append({"task": results.task, "method": method, "type": kind, "seed": results.seed,
+                     "score": results.score, "metric": results.metric, "train_rows": results.train_rows,
+                     "temperature": results.temperature, "alpha": results.alpha,
+                     "train_runtime": results.train_runtime, "run_dir": os.path.dirname(results_path)})
     if not rows:
         raise FileNotFoundError(f"No teacher_info.json or eval_results.json under {study_dir}/<task>/: run compare.py first.")
     return pd.DataFrame(rows)
@@ -55,13 +52,13 @@ def student_predictions(run_dir: str, validation: datasets.Dataset, task_name: s
     if not os.path.isfile(path):
         from transformers import Trainer, TrainingArguments
 
-        results = read_json(run_dir, EVAL_RESULTS_FILE)
+        results = StudentResult.load(run_dir)
         task = get_task(task_name)
         tokenizer, model = load_for_task(run_dir, task)
-        rows = validation.select(range(results.get("eval_rows") or len(validation)))
+        rows = validation.select(range(results.eval_rows or len(validation)))
         trainer = Trainer(model=model, processing_class=tokenizer, args=TrainingArguments(
             output_dir=os.path.join(run_dir, "analysis-tmp"), report_to="none", per_device_eval_batch_size=64,
             use_cpu=True, disable_tqdm=True))
-        logits = trainer.predict(tokenize_task(rows, tokenizer, task, results.get("max_length") or 128)).predictions
+        logits = trainer.predict(tokenize_task(rows, tokenizer, task, results.max_length or 128)).predictions
         np.save(path, logits.astype(np.float32))
     return np.load(path).argmax(-1)
