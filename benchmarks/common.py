@@ -43,8 +43,14 @@ def logit_dataset(rows: int, teachers: int = 3, max_length: int = 64, tokenizer=
     for i in range(teachers):  # different regularisation: different, real teachers
         teacher = SklearnTeacher.fit(task_texts(SST2, fit_rows), fit_rows["label"][:], C=[4.0, 0.5, 16.0][i % 3])
         logits.append(teacher(task_texts(SST2, data.select(range(rows)))))
-    dataset = attach_teacher_logits(data.select(range(rows)), np.stack(logits, 1), [f"tfidf-{i}" for i in range(teachers)],
-                                    SST2.label_names, ["idx", "sentence"], task="sst2")
+    dataset = attach_teacher_logits(
+        data.select(range(rows)),
+        np.stack(logits, 1),
+        [f"tfidf-{i}" for i in range(teachers)],
+        SST2.label_names,
+        ["idx", "sentence"],
+        task="sst2",
+    )
     return tokenize_task(dataset, tokenizer, SST2, max_length) if tokenizer is not None else dataset
 
 
@@ -67,5 +73,7 @@ def timed(function: Callable[[], object]) -> float:
 
 def header(title: str) -> None:
     print(f"\n## {title}\n")
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
-          f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}\n")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
+        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}\n"
+    )

@@ -14,8 +14,13 @@ from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArgu
 
 from distill_trainer import DistillationConfig, DistillationTrainer
 
-FUSIONS = {"average": {}, "weighted": {"fusion_weights": [0.8, 0.7, 0.9]}, "min_entropy": {},
-           "single": {"teacher_index": 0}, "gating": {}}
+FUSIONS = {
+    "average": {},
+    "weighted": {"fusion_weights": [0.8, 0.7, 0.9]},
+    "min_entropy": {},
+    "single": {"teacher_index": 0},
+    "gating": {},
+}
 
 
 class StepClock(TrainerCallback):
@@ -47,23 +52,40 @@ def main():
     header("KD step overhead: DistillationTrainer vs plain Trainer, 3-layer MiniLM student, SST-2 rows")
     tokenizer, base = student()
     data = logit_dataset(options.steps * options.batch_size, tokenizer=tokenizer)
-    common = dict(output_dir="/tmp/bench-kd", per_device_train_batch_size=options.batch_size, max_steps=options.steps,
-                  learning_rate=5e-5, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
-                  seed=0, dataloader_pin_memory=False)
+    common = dict(
+        output_dir="/tmp/bench-kd",
+        per_device_train_batch_size=options.batch_size,
+        max_steps=options.steps,
+        learning_rate=5e-5,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        dataloader_pin_memory=False,
+    )
 
     def plain():
-        return Trainer(model=copy.deepcopy(base), args=TrainingArguments(**common), train_dataset=data,
-                       processing_class=tokenizer)
+        return Trainer(
+            model=copy.deepcopy(base), args=TrainingArguments(**common), train_dataset=data, processing_class=tokenizer
+        )
 
     def distill(fusion):
-        return lambda: DistillationTrainer(model=copy.deepcopy(base), train_dataset=data, processing_class=tokenizer,
-                                           args=DistillationConfig(**common, fusion=fusion, **FUSIONS[fusion]))
+        return lambda: DistillationTrainer(
+            model=copy.deepcopy(base),
+            train_dataset=data,
+            processing_class=tokenizer,
+            args=DistillationConfig(**common, fusion=fusion, **FUSIONS[fusion]),
+        )
 
     candidates = {"plain Trainer": lambda: step_time(plain)}
     candidates.update({fusion: (lambda f=fusion: step_time(distill(f))) for fusion in FUSIONS})
     medians = alternate(candidates, options.repetitions)
     baseline = medians["plain Trainer"]
-    print(f"batch {options.batch_size}, median of {options.repetitions} alternating runs x {options.steps - 4} timed steps\n")
+    print(
+        f"batch {options.batch_size}, median of {options.repetitions} alternating runs "
+        f"x {options.steps - 4} timed steps\n"
+    )
     print("| trainer | s/step | steps/s | vs plain Trainer |\n|---|---|---|---|")
     for name, seconds in medians.items():
         print(f"| {name} | {seconds:.4f} | {1 / seconds:.2f} | {100 * (seconds / baseline - 1):+.1f}% |")

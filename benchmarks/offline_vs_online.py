@@ -26,15 +26,25 @@ class OnlineTeachers:
 
     def __init__(self, names, max_length):
         self.tokenizers = [AutoTokenizer.from_pretrained(resolve_model(n)) for n in names]
-        self.models = [AutoModelForSequenceClassification.from_pretrained(resolve_model(n), **SST2.label_config).eval()
-                       for n in names]
+        self.models = [
+            AutoModelForSequenceClassification.from_pretrained(resolve_model(n), **SST2.label_config).eval()
+            for n in names
+        ]
         self.max_length = max_length
 
     @torch.inference_mode()
     def __call__(self, sentences):
-        return torch.stack([model(**tokenizer(sentences, truncation=True, max_length=self.max_length, padding=True,
-                                              return_tensors="pt")).logits
-                            for tokenizer, model in zip(self.tokenizers, self.models)], dim=1)
+        return torch.stack(
+            [
+                model(
+                    **tokenizer(
+                        sentences, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
+                    )
+                ).logits
+                for tokenizer, model in zip(self.tokenizers, self.models)
+            ],
+            dim=1,
+        )
 
 
 class OnlineDistillationTrainer(DistillationTrainer):
@@ -61,23 +71,39 @@ def main():
     data = logit_dataset(options.steps * options.batch_size, teachers=len(TEACHERS), tokenizer=tokenizer)
     sentences = dict(zip(data["idx"][:], data["sentence"][:]))
     teachers = OnlineTeachers(TEACHERS, 64)
-    config = DistillationConfig(output_dir="/tmp/bench-online", per_device_train_batch_size=options.batch_size,
-                                max_steps=options.steps, learning_rate=5e-5, report_to="none", save_strategy="no",
-                                logging_strategy="no", disable_tqdm=True, seed=0, fusion="average",
-                                remove_unused_columns=False, dataloader_pin_memory=False)
+    config = DistillationConfig(
+        output_dir="/tmp/bench-online",
+        per_device_train_batch_size=options.batch_size,
+        max_steps=options.steps,
+        learning_rate=5e-5,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        fusion="average",
+        remove_unused_columns=False,
+        dataloader_pin_memory=False,
+    )
     columns = ["input_ids", "token_type_ids", "attention_mask", "label", "teacher_logits", "idx"]
     data = data.select_columns(columns)
 
     def train(online: bool) -> float:
-        kwargs = dict(model=copy.deepcopy(base), args=config, processing_class=tokenizer,
-                      train_dataset=data if online else data.remove_columns("idx"))
+        kwargs = dict(
+            model=copy.deepcopy(base),
+            args=config,
+            processing_class=tokenizer,
+            train_dataset=data if online else data.remove_columns("idx"),
+        )
         trainer = OnlineDistillationTrainer(teachers, sentences, **kwargs) if online else DistillationTrainer(**kwargs)
         trainer.remove_callback(PrinterCallback)
         return timed(trainer.train)
 
     batch = [sentences[i] for i in list(sentences)[: options.batch_size]]
-    forward = {name: statistics.median(timed(lambda t=OnlineTeachers([name], 64): t(batch)) for _ in range(5))
-               for name in TEACHERS}
+    forward = {
+        name: statistics.median(timed(lambda t=OnlineTeachers([name], 64): t(batch)) for _ in range(5))
+        for name in TEACHERS
+    }
     medians = alternate({"offline": lambda: train(False), "online": lambda: train(True)}, options.repetitions)
     per_step = medians["offline"] / options.steps
     predicted = (per_step + sum(forward.values())) / per_step
@@ -87,8 +113,11 @@ def main():
         print(f"| {name} | {seconds:.2f} | {seconds / options.steps:.3f} |")
     for name, seconds in forward.items():
         print(f"| teacher forward only: {name} | | {seconds:.3f} |")
-    print(f"\nonline / offline wall time: {medians['online'] / medians['offline']:.2f}x measured, "
-          f"{predicted:.2f}x predicted from the teachers' forward cost ((student step + teacher forwards) / student step)")
+    print(
+        f"\nonline / offline wall time: {medians['online'] / medians['offline']:.2f}x measured, "
+        f"{predicted:.2f}x predicted from the teachers' forward cost "
+        "((student step + teacher forwards) / student step)"
+    )
 
 
 if __name__ == "__main__":

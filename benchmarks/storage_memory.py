@@ -53,19 +53,26 @@ def main():
         data = logit_dataset(options.rows, options.teachers)
         data.save_to_disk(os.path.join(folder, "with"))
         data.remove_columns("teacher_logits").save_to_disk(os.path.join(folder, "without"))
-        with_logits, without = folder_bytes(os.path.join(folder, "with")), folder_bytes(os.path.join(folder, "without"))
+        with_logits, without = (
+            folder_bytes(os.path.join(folder, "with")),
+            folder_bytes(os.path.join(folder, "without")),
+        )
     extra = (with_logits - without) / options.rows
     print("| | bytes per example |\n|---|---|")
     print(f"| task rows alone (idx, sentence, label) | {without / options.rows:.1f} |")
-    print(f"| teacher_logits column, float32 ({options.teachers} x 2 values) | {extra:.1f} "
-          f"(raw values: {options.teachers * 2 * 4}) |")
+    print(
+        f"| teacher_logits column, float32 ({options.teachers} x 2 values) | {extra:.1f} "
+        f"(raw values: {options.teachers * 2 * 4}) |"
+    )
     print("\nfloat16 storage is not offered: at this size the column costs less than the text it describes.\n")
     print("| run (10 steps, batch 32) | peak RSS (MiB) |\n|---|---|")
     peaks = {kind: peak_memory_of(kind, options.steps) for kind in ("plain", "average", "gating")}
     for kind, mib in peaks.items():
         print(f"| {'plain Trainer' if kind == 'plain' else 'DistillationTrainer, ' + kind} | {mib:.0f} |")
-    print(f"\npeak memory ratio distill/plain: average {peaks['average'] / peaks['plain']:.3f}, "
-          f"gating {peaks['gating'] / peaks['plain']:.3f}")
+    print(
+        f"\npeak memory ratio distill/plain: average {peaks['average'] / peaks['plain']:.3f}, "
+        f"gating {peaks['gating'] / peaks['plain']:.3f}"
+    )
 
 
 if __name__ == "__main__":

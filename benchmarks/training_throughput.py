@@ -50,10 +50,22 @@ def run_epoch(make_trainer, collator, tokens: dict) -> float:
 
 def args_for(cls, sampling: str, bf16: bool, batch_size: int, **extra):
     on_cpu = not __import__("torch").cuda.is_available()
-    return cls(output_dir="/tmp/bench-throughput", per_device_train_batch_size=batch_size, num_train_epochs=1,
-               learning_rate=1e-4, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True,
-               seed=0, train_sampling_strategy=sampling, bf16=bf16, use_cpu=on_cpu and bf16,
-               dataloader_pin_memory=not on_cpu, **extra)
+    return cls(
+        output_dir="/tmp/bench-throughput",
+        per_device_train_batch_size=batch_size,
+        num_train_epochs=1,
+        learning_rate=1e-4,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        train_sampling_strategy=sampling,
+        bf16=bf16,
+        use_cpu=on_cpu and bf16,
+        dataloader_pin_memory=not on_cpu,
+        **extra,
+    )
 
 
 def report(title: str, medians: dict, tokens: dict, old: str, pairs: list[tuple[str, str]]) -> None:
@@ -61,8 +73,10 @@ def report(title: str, medians: dict, tokens: dict, old: str, pairs: list[tuple[
     print("| run | epoch s | speed-up vs old | tokens processed / real | padding share |\n|---|---|---|---|---|")
     for name, seconds in medians.items():
         counts = tokens[name]
-        print(f"| {name} | {seconds:.1f} | {medians[old] / seconds:.2f}x | {counts['processed'] / counts['real']:.2f} "
-              f"| {1 - counts['real'] / counts['processed']:.1%} |")
+        print(
+            f"| {name} | {seconds:.1f} | {medians[old] / seconds:.2f}x | {counts['processed'] / counts['real']:.2f} "
+            f"| {1 - counts['real'] / counts['processed']:.1%} |"
+        )
     for ours, plain in pairs:
         print(f"\n{ours} / {plain}: {medians[ours] / medians[plain]:.3f}x")
 
@@ -73,9 +87,18 @@ def evaluation_batch_sizes(base, tokenizer, data, options) -> None:
     sizes = [int(size) for size in options.eval_batch_sizes.split(",")]
 
     def evaluate(size):
-        trainer = DistillationTrainer(model=copy.deepcopy(base), train_dataset=data, processing_class=tokenizer,
-                                      args=args_for(DistillationConfig, "group_by_length", bf16_available(),
-                                                    options.batch_size, per_device_eval_batch_size=size))
+        trainer = DistillationTrainer(
+            model=copy.deepcopy(base),
+            train_dataset=data,
+            processing_class=tokenizer,
+            args=args_for(
+                DistillationConfig,
+                "group_by_length",
+                bf16_available(),
+                options.batch_size,
+                per_device_eval_batch_size=size,
+            ),
+        )
         return timed(lambda: trainer.evaluate(validation))
 
     medians = alternate({size: (lambda s=size: evaluate(s)) for size in sizes}, options.repetitions)
@@ -91,24 +114,44 @@ def student_epochs(base, tokenizer, data, options) -> None:
 
     def distill(sampling, bf16):
         return lambda collator: DistillationTrainer(
-            model=copy.deepcopy(base), train_dataset=data, processing_class=tokenizer, data_collator=collator,
-            args=args_for(DistillationConfig, sampling, bf16, options.batch_size, fusion="average"))
+            model=copy.deepcopy(base),
+            train_dataset=data,
+            processing_class=tokenizer,
+            data_collator=collator,
+            args=args_for(DistillationConfig, sampling, bf16, options.batch_size, fusion="average"),
+        )
 
     def plain(cls, sampling, bf16):
-        return lambda collator: cls(model=copy.deepcopy(base), train_dataset=plain_data, processing_class=tokenizer,
-                                    data_collator=collator,
-                                    args=args_for(TrainingArguments, sampling, bf16, options.batch_size))
+        return lambda collator: cls(
+            model=copy.deepcopy(base),
+            train_dataset=plain_data,
+            processing_class=tokenizer,
+            data_collator=collator,
+            args=args_for(TrainingArguments, sampling, bf16, options.batch_size),
+        )
 
     distill_collator = DistillationDataCollator(tokenizer)
     text_collator = DataCollatorWithPadding(tokenizer)
     candidates = {"plain Trainer, its defaults": (plain(Trainer, "random", False), text_collator)}
     candidates |= {f"distill, {name}": (distill(*setting), distill_collator) for name, setting in SETTINGS.items()}
     candidates["plain Trainer, length-grouped + bf16"] = (plain(TaskTrainer, "group_by_length", True), text_collator)
-    medians = alternate({name: (lambda n=name, c=candidate: run_epoch(c[0], c[1], tokens.setdefault(n, {})))
-                         for name, candidate in candidates.items()}, options.repetitions)
-    report("Student epoch (3-layer MiniLM, fusion average)", medians, tokens, "distill, old: random, fp32",
-           [("distill, old: random, fp32", "plain Trainer, its defaults"),
-            ("distill, length-grouped + bf16 (recipes)", "plain Trainer, length-grouped + bf16")])
+    medians = alternate(
+        {
+            name: (lambda n=name, c=candidate: run_epoch(c[0], c[1], tokens.setdefault(n, {})))
+            for name, candidate in candidates.items()
+        },
+        options.repetitions,
+    )
+    report(
+        "Student epoch (3-layer MiniLM, fusion average)",
+        medians,
+        tokens,
+        "distill, old: random, fp32",
+        [
+            ("distill, old: random, fp32", "plain Trainer, its defaults"),
+            ("distill, length-grouped + bf16 (recipes)", "plain Trainer, length-grouped + bf16"),
+        ],
+    )
 
 
 def teacher_epochs(options) -> None:
@@ -117,16 +160,24 @@ def teacher_epochs(options) -> None:
     teacher_collator = DataCollatorWithPadding(teacher_tokenizer)
 
     def fine_tune(sampling, bf16):
-        return lambda collator: TaskTrainer(model=copy.deepcopy(teacher), train_dataset=rows, data_collator=collator,
-                                            processing_class=teacher_tokenizer,
-                                            args=args_for(TrainingArguments, sampling, bf16, options.batch_size))
+        return lambda collator: TaskTrainer(
+            model=copy.deepcopy(teacher),
+            train_dataset=rows,
+            data_collator=collator,
+            processing_class=teacher_tokenizer,
+            args=args_for(TrainingArguments, sampling, bf16, options.batch_size),
+        )
 
     tokens = {}
     candidates = {f"teacher, {name}": fine_tune(*setting) for name, setting in SETTINGS.items()}
-    medians = alternate({name: (lambda n=name, make=make: run_epoch(make, teacher_collator, tokens.setdefault(n, {})))
-                         for name, make in candidates.items()}, options.repetitions)
+    medians = alternate(
+        {
+            name: (lambda n=name, make=make: run_epoch(make, teacher_collator, tokens.setdefault(n, {})))
+            for name, make in candidates.items()
+        },
+        options.repetitions,
+    )
     report("Teacher fine-tuning epoch (6-layer all-MiniLM-L6-v2)", medians, tokens, "teacher, old: random, fp32", [])
-
 
 
 def main():
@@ -140,9 +191,11 @@ def main():
     parser.add_argument("--sections", default="student,eval,teacher", help="which of student, eval, teacher to run")
     options = parser.parse_args()
     header("Training throughput: sampler and precision, DistillationTrainer vs plain Trainer")
-    print(f"bf16_available(): {bf16_available()}; {options.rows} student rows, {options.teacher_rows} teacher rows, "
-          f"batch {options.batch_size}, max_length {options.max_length}, median of {options.repetitions} alternating "
-          "repetitions of one epoch")
+    print(
+        f"bf16_available(): {bf16_available()}; {options.rows} student rows, {options.teacher_rows} teacher rows, "
+        f"batch {options.batch_size}, max_length {options.max_length}, median of {options.repetitions} alternating "
+        "repetitions of one epoch"
+    )
 
     sections = options.sections.split(",")
     tokenizer, base = student()
@@ -153,6 +206,7 @@ def main():
         evaluation_batch_sizes(base, tokenizer, data, options)
     if "teacher" in sections:
         teacher_epochs(options)
+
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """distill-trainer: multi-teacher knowledge distillation as a Hugging Face `Trainer` extension."""
 
 from .collator import DistillationDataCollator
-from .config import DistillationConfig
+from .config import DistillationConfig, bf16_available, fast_training_defaults
 from .fusion import FUSION_STRATEGIES, GatingNetwork, fuse_logits
 from .logits import (
     LogitDatasetMetadata,
@@ -11,6 +11,7 @@ from .logits import (
     validate_logit_dataset,
 )
 from .losses import kd_loss
+from .sampling import LengthGroupedSamplingMixin, ShuffledLengthGroupedSampler
 from .trainer import DistillationTrainer
 
 __version__ = "0.1.0"
@@ -21,9 +22,13 @@ __all__ = [
     "DistillationTrainer",
     "FUSION_STRATEGIES",
     "GatingNetwork",
+    "LengthGroupedSamplingMixin",
     "LogitDatasetMetadata",
+    "ShuffledLengthGroupedSampler",
     "TeacherInfo",
     "attach_teacher_logits",
+    "bf16_available",
+    "fast_training_defaults",
     "fuse_logits",
     "kd_loss",
     "read_metadata",

@@ -47,5 +47,7 @@ def stack_teacher_rows(rows: list[Any], column: str = "teacher_logits") -> torch
         stacked = np.stack([np.asarray(row, dtype=np.float32) for row in rows])
     except ValueError as error:
         shapes = sorted({np.shape(np.asarray(row, dtype=object)) for row in rows})
-        raise ValueError(f"Rows of {column!r} have different shapes {shapes}; each must be [n_teachers, n_labels].") from error
+        raise ValueError(
+            f"Rows of {column!r} have different shapes {shapes}; each must be [n_teachers, n_labels]."
+        ) from error
     return torch.from_numpy(stacked)

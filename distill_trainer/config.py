@@ -68,9 +68,7 @@ class DistillationConfig(TrainingArguments):
         default="teacher_logits",
         metadata={"help": "Dataset column holding raw teacher logits of shape [n_teachers, n_labels] per example."},
     )
-    gate_hidden_size: int = field(
-        default=128, metadata={"help": "For fusion='gating': hidden width of the gate MLP."}
-    )
+    gate_hidden_size: int = field(default=128, metadata={"help": "For fusion='gating': hidden width of the gate MLP."})
     gate_learning_rate: float | None = field(
         default=None,
         metadata={"help": "For fusion='gating': learning rate of the gate's parameters (default: learning_rate)."},
@@ -118,21 +116,24 @@ def bf16_available() -> bool:
 
 
 def fast_training_defaults() -> dict:
-    """The `TrainingArguments` values the recipes default to, for `DistillationConfig(..., **fast_training_defaults())`.
+    """The `TrainingArguments` values the recipes default to: `DistillationConfig(..., **fast_training_defaults())`.
 
     - `train_sampling_strategy="group_by_length"`: batches of similar length, so less compute goes to
       padding (tokenize with `return_length=True` so the lengths are read from the `length` column; see
       `ShuffledLengthGroupedSampler` for how much grouping keeps the accuracy of random batches).
     - `bf16=True` on a machine without accelerator where `bf16_available()` (with `use_cpu=True`, which
-      transformers requires for bf16 on a CPU): 1.45x faster on 2 cores. Not on a GPU: on an H200 the demo's small models at batch
-      32 are bound by kernel launches, and autocast's casts made an epoch 10% slower; pass `bf16=True`
-      for larger models or batches, where the GPU's bf16 matrix units pay.
+      transformers requires for bf16 on a CPU): 1.45x faster on 2 cores. Not on a GPU: on an H200 the demo's
+      small models at batch 32 are bound by kernel launches, and autocast's casts made an epoch 10% slower;
+      pass `bf16=True` for larger models or batches, where the GPU's bf16 matrix units pay.
     - `per_device_eval_batch_size=64` instead of 8: evaluation keeps row order, and bigger batches were
       1.1x faster on 2 CPU cores and 7x on an H200 (benchmarks/training_throughput.py).
     - `dataloader_pin_memory=False` without an accelerator, where pinning does nothing but warn.
     """
-    defaults = {"train_sampling_strategy": "group_by_length", "length_column_name": "length",
-                "per_device_eval_batch_size": 64}
+    defaults = {
+        "train_sampling_strategy": "group_by_length",
+        "length_column_name": "length",
+        "per_device_eval_batch_size": 64,
+    }
     if not torch.accelerator.is_available():  # CPU only: no CUDA, XPU, MPS...
         defaults["dataloader_pin_memory"] = False
         if BF16_BY_DEFAULT and bf16_available():

@@ -68,7 +68,9 @@ def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -
     """Order-sensitive SHA-256 of the given columns of every row (respects `select`/`shuffle` indices)."""
     missing = [column for column in input_columns if column not in dataset.column_names]
     if missing:
-        raise ValueError(f"Cannot fingerprint inputs: columns {missing} are not in the dataset {dataset.column_names}.")
+        raise ValueError(
+            f"Cannot fingerprint inputs: columns {missing} are not in the dataset {dataset.column_names}."
+        )
     table = dataset.with_format("arrow", columns=list(input_columns))[:]
     digest = hashlib.sha256()
     for column in input_columns:
@@ -96,10 +98,14 @@ def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray) ->
     names = [teacher.name for teacher in metadata.teachers]
     if sorted(found) == sorted(metadata.teacher_fingerprints):
         order = [names[metadata.teacher_fingerprints.index(f)] for f in found]
-        raise ValueError(f"The teacher columns are in the order {order} but the metadata lists {names}: fusion weights, "
-                         "teacher_index and cards would go to the wrong teacher. Re-extract or restore the order.")
-    raise ValueError(f"The teacher logits differ from the ones extracted (teachers {names}): the column was edited "
-                     "after extraction. Re-extract the logits.")
+        raise ValueError(
+            f"The teacher columns are in the order {order} but the metadata lists {names}: fusion weights, "
+            "teacher_index and cards would go to the wrong teacher. Re-extract or restore the order."
+        )
+    raise ValueError(
+        f"The teacher logits differ from the ones extracted (teachers {names}): the column was edited "
+        "after extraction. Re-extract the logits."
+    )
 
 
 def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:

@@ -13,75 +13,18 @@ from typing import Any
 import datasets
 import torch
 from safetensors.torch import load_file, save_file
-from torch.utils.data import SequentialSampler
 from transformers import Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.trainer_pt_utils import LengthGroupedSampler, get_length_grouped_indices
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, has_length
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .collator import DistillationDataCollator
 from .config import DistillationConfig
 from .fusion import GatingNetwork, check_teacher_logits, fuse_logits
 from .logits import read_metadata, validate_logit_dataset
 from .losses import combine_kd_terms, kd_loss_terms
+from .sampling import LengthGroupedSamplingMixin
 
 GATE_WEIGHTS_NAME = "distill_gate.safetensors"
-
-
-class ShuffledLengthGroupedSampler(LengthGroupedSampler):
-    """Batches of rows of similar length, drawn from small random groups, in random order.
-
-    transformers' `LengthGroupedSampler` sorts groups of up to 50 batches by length, longest first. With
-    such large groups every batch holds rows of nearly one length, and on the demo's setting (2,000 SST-2
-    rows, single MiniLM teacher, 3-9 seeds) that cost about 1.2 points of validation accuracy against a
-    random sampler; groups of `group_batches=8` batches kept the accuracy of random batches while still
-    removing most of the padding (README, "Fast training"). The batches then come in random order, so an
-    epoch does not sweep from long rows to short ones group after group.
-    """
-
-    def __init__(self, batch_size: int, lengths: list[int], group_batches: int = 8, generator=None):
-        super().__init__(batch_size, lengths=lengths, generator=generator)
-        self.group_batches = group_batches
-
-    def __iter__(self):
-        indices = get_length_grouped_indices(self.lengths, self.batch_size, self.group_batches, self.generator)
-        batches = [indices[start:start + self.batch_size] for start in range(0, len(indices), self.batch_size)]
-        order = torch.randperm(len(batches), generator=self.generator).tolist()
-        return iter([index for position in order for index in batches[position]])
-
-
-class LengthGroupedSamplingMixin:
-    """`train_sampling_strategy="group_by_length"` from a precomputed length column, evaluation in row order.
-
-    Mixed into a `Trainer`, it fixes two things the parent does with length grouping. The parent drops
-    unused columns (the `length_column_name` column among them) before it builds the sampler, so it
-    measures every row's length by reading the whole dataset; here the lengths come from the column of
-    the dataset as given (`tokenizer(..., return_length=True)` makes it). The parent also groups
-    evaluation batches by length, so `predict` returns predictions in another order than the rows; here
-    evaluation keeps the rows' order. Batches come from `ShuffledLengthGroupedSampler` with groups of
-    `length_group_batches` batches (set it on a subclass to trade accuracy for less padding).
-    """
-
-    length_group_batches = 8
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = self.train_dataset
-        if (self.args.train_sampling_strategy != "group_by_length" or not isinstance(dataset, datasets.Dataset)
-                or (train_dataset is not None and len(train_dataset) != len(dataset))):
-            return super()._get_train_sampler(train_dataset)
-        if self.args.length_column_name in dataset.column_names:
-            lengths = dataset[self.args.length_column_name][:]
-        elif "input_ids" in dataset.column_names:  # one columnar read, not a walk over the rows
-            lengths = [len(ids) for ids in dataset["input_ids"][:]]
-        else:
-            return super()._get_train_sampler(train_dataset)
-        return ShuffledLengthGroupedSampler(self.args.train_batch_size * self.args.gradient_accumulation_steps,
-                                            lengths=lengths, group_batches=self.length_group_batches)
-
-    def _get_eval_sampler(self, eval_dataset):
-        if eval_dataset is None or not has_length(eval_dataset) or self.args.world_size > 1:
-            return None  # several processes: accelerate shards in order and the gather restores it
-        return SequentialSampler(eval_dataset)
 
 
 class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
@@ -106,14 +49,29 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
     # compute_loss returns a per-batch mean, so the parent divides it by the accumulation steps once.
     loss_is_scaled_for_ga = False
 
-    def __init__(self, model=None, args: DistillationConfig | None = None, data_collator=None, train_dataset=None,
-                 eval_dataset=None, processing_class=None, **kwargs):
+    def __init__(
+        self,
+        model=None,
+        args: DistillationConfig | None = None,
+        data_collator=None,
+        train_dataset=None,
+        eval_dataset=None,
+        processing_class=None,
+        **kwargs,
+    ):
         if not isinstance(args, DistillationConfig):
             raise TypeError(f"DistillationTrainer needs args=DistillationConfig(...), got {type(args).__name__}.")
         if data_collator is None:
             data_collator = DistillationDataCollator(processing_class, args.teacher_logits_column)
-        super().__init__(model=model, args=args, data_collator=data_collator, train_dataset=train_dataset,
-                         eval_dataset=eval_dataset, processing_class=processing_class, **kwargs)
+        super().__init__(
+            model=model,
+            args=args,
+            data_collator=data_collator,
+            train_dataset=train_dataset,
+            eval_dataset=eval_dataset,
+            processing_class=processing_class,
+            **kwargs,
+        )
         self.teacher_column = args.teacher_logits_column
         self.num_labels = self.model.config.num_labels
         n_teachers = self._check_teacher_data(train_dataset, "train", required=args.alpha > 0)
@@ -143,7 +101,8 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             if self.teacher_column not in dataset.column_names:
                 if required:
                     raise ValueError(
-                        f"The {split} dataset has no {self.teacher_column!r} column (columns: {dataset.column_names}). "
+                        f"The {split} dataset has no {self.teacher_column!r} column "
+                        f"(columns: {dataset.column_names}). "
                         "Distillation with alpha > 0 needs teacher logits; set alpha=0 for plain fine-tuning."
                     )
                 return None
@@ -166,8 +125,10 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         metadata = read_metadata(dataset) if isinstance(dataset, datasets.Dataset) else None
         scores = metadata.validation_scores if metadata else []
         if not scores or any(score is None for score in scores):
-            raise ValueError("fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
-                             "validation score for every teacher).")
+            raise ValueError(
+                "fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
+                "validation score for every teacher)."
+            )
         return scores
 
     def _set_signature_columns_if_needed(self):
@@ -196,8 +157,9 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         fused = None
         if alpha > 0:  # fusion checks shape and finiteness; kd_loss checks the label space against the student
             fused = self.fuse_teachers(teacher_logits.to(student_logits.device), outputs)
-        terms = kd_loss_terms(student_logits, fused, labels, self.args.temperature, alpha,
-                              self.args.label_smoothing_factor)
+        terms = kd_loss_terms(
+            student_logits, fused, labels, self.args.temperature, alpha, self.args.label_smoothing_factor
+        )
         loss = combine_kd_terms(terms, alpha)
         if model.training:
             self._record_loss_terms(terms)
@@ -273,17 +235,21 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             flat /= self.accelerator.num_processes
             offset = 0
             for grad in grads:
-                grad.copy_(flat[offset:offset + grad.numel()].view_as(grad))
+                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
                 offset += grad.numel()
         return loss
 
     def _save_checkpoint(self, model, trial):
         """Write the gate into the checkpoint folder first, so a checkpoint never lacks it."""
         if self.gate is not None and self.args.should_save:
-            checkpoint_dir = os.path.join(self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            checkpoint_dir = os.path.join(
+                self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
             os.makedirs(checkpoint_dir, exist_ok=True)
-            save_file({k: v.contiguous().cpu() for k, v in self.gate.state_dict().items()},
-                      os.path.join(checkpoint_dir, GATE_WEIGHTS_NAME))
+            save_file(
+                {k: v.contiguous().cpu() for k, v in self.gate.state_dict().items()},
+                os.path.join(checkpoint_dir, GATE_WEIGHTS_NAME),
+            )
         super()._save_checkpoint(model, trial)
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -291,5 +257,7 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         if self.gate is not None:
             path = os.path.join(resume_from_checkpoint, GATE_WEIGHTS_NAME)
             if not os.path.isfile(path):
-                raise ValueError(f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a gating run.")
+                raise ValueError(
+                    f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a gating run."
+                )
             self.gate.load_state_dict(load_file(path, device=str(self.args.device)))

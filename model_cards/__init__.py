@@ -1,1 +1,1 @@
-"""Model and dataset card templates (Jinja), rendered by distill_trainer.hub."""
+"""Model and dataset card templates (Jinja), rendered by distill_trainer.study.cards."""

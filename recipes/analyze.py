@@ -13,7 +13,9 @@ from distill_trainer.study.args import parse_recipe_args
 
 @dataclass
 class AnalyzeArguments:
-    study_dir: str = field(default="runs/study", metadata={"help": "The --study_dir of compare.py (one folder per task)."})
+    study_dir: str = field(
+        default="runs/study", metadata={"help": "The --study_dir of compare.py (one folder per task)."}
+    )
     output_dir: str = field(default="results", metadata={"help": "Where the tables, plots and REPORT.md go."})
     resamples: int = field(default=10_000, metadata={"help": "Paired-bootstrap resamples per test."})
 
@@ -21,8 +23,10 @@ class AnalyzeArguments:
 def main(argv=None):
     (args,) = parse_recipe_args((AnalyzeArguments,), argv)
     metrics = analyze_study(args.study_dir, args.output_dir, args.resamples)
-    print(f"wrote {args.output_dir}/REPORT.md, master_results.csv, success_metrics.json and plots for "
-          f"{', '.join(task for task in metrics if task != 'grids')}")
+    print(
+        f"wrote {args.output_dir}/REPORT.md, master_results.csv, success_metrics.json and plots for "
+        f"{', '.join(task for task in metrics if task != 'grids')}"
+    )
     return metrics
 
 

@@ -1,6 +1,6 @@
 """The whole study for one task: teachers -> logit dataset -> every method x seed -> results table.
 
-    python recipes/compare.py --config recipes/configs/sst2.yaml --max_train_rows 2000 --seeds 42,43,44
+python recipes/compare.py --config recipes/configs/sst2.yaml --max_train_rows 2000 --seeds 42,43,44
 """
 
 from distill_trainer import DistillationConfig
@@ -11,8 +11,15 @@ from distill_trainer.study.runner import run_study
 def main(argv=None):
     task_args, study_args, config = parse_recipe_args((TaskArguments, StudyArguments, DistillationConfig), argv)
     table = run_study(task_args, study_args, config)
-    summary = table[table.task == task_args.task].groupby(["type", "method"], sort=False)["score"].agg(["mean", "std", "count"])
-    print(f"\n{task_args.task} validation {table.metric.iloc[-1]} ({study_args.results_csv}):\n{summary.round(4).to_string()}")
+    summary = (
+        table[table.task == task_args.task]
+        .groupby(["type", "method"], sort=False)["score"]
+        .agg(["mean", "std", "count"])
+    )
+    print(
+        f"\n{task_args.task} validation {table.metric.iloc[-1]} ({study_args.results_csv}):\n"
+        f"{summary.round(4).to_string()}"
+    )
     return table
 
 

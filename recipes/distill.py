@@ -15,15 +15,20 @@ from distill_trainer.study.training import distill_student
 
 def main(argv=None):
     task_args, student_args, hub_args, config = parse_recipe_args(
-        (TaskArguments, StudentArguments, HubArguments, DistillationConfig), argv)
+        (TaskArguments, StudentArguments, HubArguments, DistillationConfig), argv
+    )
     if config.push_to_hub and not config.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (owner/name).")
     results = distill_student(task_args, student_args, config)
     print(f"student ({results.fusion}): validation {results.metric} = {results.score:.4f}")
     if config.push_to_hub and config.process_index == 0:
-        url = publish_student(config.output_dir, config.hub_model_id, baseline=hub_args.baseline_results,
-                              token=config.hub_token,
-                              **hub_args.publish_kwargs(config.hub_private_repo, config.hub_revision))
+        url = publish_student(
+            config.output_dir,
+            config.hub_model_id,
+            baseline=hub_args.baseline_results,
+            token=config.hub_token,
+            **hub_args.publish_kwargs(config.hub_private_repo, config.hub_revision),
+        )
         print(f"published: {url}")
     return results
 

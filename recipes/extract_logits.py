@@ -20,7 +20,9 @@ from distill_trainer.study.hub import HubArguments, publish_logit_dataset
 
 @dataclass
 class ExtractArguments:
-    teachers: str = field(default=None, metadata={"help": "Comma-separated teacher folders or Hub ids, in column order."})
+    teachers: str = field(
+        default=None, metadata={"help": "Comma-separated teacher folders or Hub ids, in column order."}
+    )
     output_dir: str = field(default=None, metadata={"help": "Where the logit dataset is written (save_to_disk)."})
     batch_size: int = field(default=64, metadata={"help": "Inference batch size."})
     push_to_hub: bool = field(default=False, metadata={"help": "Publish the logit dataset to --hub_dataset_id."})
@@ -32,12 +34,14 @@ def main(argv=None):
     task_args, extract_args, hub_args = parse_recipe_args((TaskArguments, ExtractArguments, HubArguments), argv)
     if extract_args.push_to_hub and not extract_args.hub_dataset_id:
         raise ValueError("--push_to_hub needs --hub_dataset_id (owner/name).")
-    logit_dataset = extract_to_disk(task_args, extract_args.teachers.split(","), extract_args.output_dir,
-                                    extract_args.batch_size)
+    logit_dataset = extract_to_disk(
+        task_args, extract_args.teachers.split(","), extract_args.output_dir, extract_args.batch_size
+    )
     print(f"logit dataset written to {extract_args.output_dir}: {logit_dataset}")
     if extract_args.push_to_hub and PartialState().is_main_process:
-        url = publish_logit_dataset(logit_dataset, extract_args.hub_dataset_id,
-                                    **hub_args.publish_kwargs(revision=extract_args.hub_revision))
+        url = publish_logit_dataset(
+            logit_dataset, extract_args.hub_dataset_id, **hub_args.publish_kwargs(revision=extract_args.hub_revision)
+        )
         print(f"published: {url}")
     return logit_dataset
 

@@ -16,14 +16,23 @@ from distill_trainer.study.runner import sweep_grid
 class GridArguments:
     temperatures: str = field(default="3,6,9", metadata={"help": "Comma-separated temperatures."})
     alphas: str = field(default="0.3,0.5,0.7", metadata={"help": "Comma-separated alphas."})
-    grid_csv: str | None = field(default=None, metadata={"help": "Where the grid goes (default: <output_dir>/grid.csv)."})
+    grid_csv: str | None = field(
+        default=None, metadata={"help": "Where the grid goes (default: <output_dir>/grid.csv)."}
+    )
 
 
 def main(argv=None):
     task_args, student_args, grid_args, config = parse_recipe_args(
-        (TaskArguments, StudentArguments, GridArguments, DistillationConfig), argv)
-    grid = sweep_grid(task_args, student_args, config, [float(t) for t in grid_args.temperatures.split(",")],
-                      [float(a) for a in grid_args.alphas.split(",")], grid_args.grid_csv)
+        (TaskArguments, StudentArguments, GridArguments, DistillationConfig), argv
+    )
+    grid = sweep_grid(
+        task_args,
+        student_args,
+        config,
+        [float(t) for t in grid_args.temperatures.split(",")],
+        [float(a) for a in grid_args.alphas.split(",")],
+        grid_args.grid_csv,
+    )
     print(grid.pivot(index="temperature", columns="alpha", values="score").round(4).to_string())
     return grid
 

@@ -18,23 +18,33 @@ from distill_trainer.study.training import train_teacher
 
 @dataclass
 class TeacherArguments:
-    model_name_or_path: str = field(default=None, metadata={
-        "help": "Any AutoModelForSequenceClassification checkpoint (Hub id or folder), or 'sklearn_tfidf' for "
-                "the built-in TF-IDF + logistic-regression teacher."})
-    teacher_name: str | None = field(default=None, metadata={"help": "Name recorded in metadata (default: <model>-<task>)."})
+    model_name_or_path: str = field(
+        default=None,
+        metadata={
+            "help": "Any AutoModelForSequenceClassification checkpoint (Hub id or folder), or 'sklearn_tfidf' for "
+            "the built-in TF-IDF + logistic-regression teacher."
+        },
+    )
+    teacher_name: str | None = field(
+        default=None, metadata={"help": "Name recorded in metadata (default: <model>-<task>)."}
+    )
 
 
 def main(argv=None):
     task_args, teacher_args, hub_args, training_args = parse_recipe_args(
-        (TaskArguments, TeacherArguments, HubArguments, TrainingArguments), argv)
+        (TaskArguments, TeacherArguments, HubArguments, TrainingArguments), argv
+    )
     if training_args.push_to_hub and not training_args.hub_model_id:
         raise ValueError("--push_to_hub needs --hub_model_id (owner/name).")
     info = train_teacher(task_args, teacher_args.model_name_or_path, training_args, teacher_args.teacher_name)
     print(f"teacher {info.name}: validation {info.metric} = {info.validation_score:.4f}")
     if training_args.push_to_hub and training_args.process_index == 0:
-        url = publish_teacher(training_args.output_dir, training_args.hub_model_id,
-                              token=training_args.hub_token,
-                              **hub_args.publish_kwargs(training_args.hub_private_repo, training_args.hub_revision))
+        url = publish_teacher(
+            training_args.output_dir,
+            training_args.hub_model_id,
+            token=training_args.hub_token,
+            **hub_args.publish_kwargs(training_args.hub_private_repo, training_args.hub_revision),
+        )
         print(f"published: {url}")
     return info
 

@@ -20,6 +20,9 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlparse
 
+# The test session's fake Hub token (conftest sets HF_TOKEN to it), so tests can check it never leaks.
+TEST_TOKEN = "hf_TestTokenThatMustNeverBeWrittenAnywhere"
+
 LFS_SUFFIXES = (".safetensors", ".bin", ".parquet", ".arrow", ".joblib", ".pkl", ".zip")
 LFS_MIN_SIZE = 100_000
 
@@ -143,7 +146,9 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == "/api/whoami-v2":
             if self.token() is None:
                 raise HubError(401, None, "Invalid credentials in Authorization header")
-            return self.reply(200, {"type": "user", "name": "tester", "orgs": [], "auth": {"accessToken": {"role": "write"}}})
+            return self.reply(
+                200, {"type": "user", "name": "tester", "orgs": [], "auth": {"accessToken": {"role": "write"}}}
+            )
         match = re.fullmatch(r"/api/(models|datasets)/([^/]+/[^/]+)(?:/(.*))?", path)
         if match:
             return self.api(method, KIND_PREFIX[match[1]], match[2], match[3] or "", query, base)
@@ -164,14 +169,21 @@ class Handler(BaseHTTPRequestHandler):
 
     def create_repo(self, payload: dict, base: str):
         kind = payload.get("type") or "model"
-        repo_id = f"{payload['organization']}/{payload['name']}" if payload.get("organization") else f"tester/{payload['name']}"
+        repo_id = (
+            f"{payload['organization']}/{payload['name']}"
+            if payload.get("organization")
+            else f"tester/{payload['name']}"
+        )
         url = f"{base}/{'datasets/' if kind == 'dataset' else ''}{repo_id}"
         if self.token() is None:
             raise HubError(401, None, "Invalid credentials in Authorization header")
         if (kind, repo_id) in self.state.repos:
-            raise HubError(409, None, "You already created this repo", {"error": "You already created this repo", "url": url})
-        self.state.new_repo(kind, repo_id, payload.get("visibility") == "private" or bool(payload.get("private")),
-                            self.token())
+            raise HubError(
+                409, None, "You already created this repo", {"error": "You already created this repo", "url": url}
+            )
+        self.state.new_repo(
+            kind, repo_id, payload.get("visibility") == "private" or bool(payload.get("private")), self.token()
+        )
         self.reply(200, {"url": url, "name": repo_id})
 
     def api(self, method: str, kind: str, repo_id: str, rest: str, query: dict, base: str):
@@ -182,14 +194,39 @@ class Handler(BaseHTTPRequestHandler):
         if method == "GET" and action in ("", "revision"):
             sha, files = self.revision(repo, tail or "main")
             siblings = [{"rfilename": p} for p in sorted(files)]
-            return self.reply(200, {"id": repo_id, "_id": repo_id, "sha": sha, "private": repo.private, "siblings": siblings,
-                                    "tags": [], "downloads": 0, "likes": 0, "gated": False, "disabled": False,
-                                    "author": repo_id.split("/")[0], "lastModified": "2026-01-01T00:00:00.000Z"})
+            return self.reply(
+                200,
+                {
+                    "id": repo_id,
+                    "_id": repo_id,
+                    "sha": sha,
+                    "private": repo.private,
+                    "siblings": siblings,
+                    "tags": [],
+                    "downloads": 0,
+                    "likes": 0,
+                    "gated": False,
+                    "disabled": False,
+                    "author": repo_id.split("/")[0],
+                    "lastModified": "2026-01-01T00:00:00.000Z",
+                },
+            )
         if action == "preupload":
             payload = json.loads(self.body())
-            return self.reply(200, {"files": [
-                {"path": f["path"], "uploadMode": "lfs" if is_lfs(f["path"], f.get("size", 0)) else "regular",
-                 "shouldIgnore": False, "oid": None} for f in payload["files"]]})
+            return self.reply(
+                200,
+                {
+                    "files": [
+                        {
+                            "path": f["path"],
+                            "uploadMode": "lfs" if is_lfs(f["path"], f.get("size", 0)) else "regular",
+                            "shouldIgnore": False,
+                            "oid": None,
+                        }
+                        for f in payload["files"]
+                    ]
+                },
+            )
         if action == "commit":
             return self.commit(repo, tail, self.body(), base)
         if action == "branch" and method == "POST":
@@ -199,16 +236,33 @@ class Handler(BaseHTTPRequestHandler):
             repo.branches[tail] = self.revision(repo, payload.get("startingPoint") or "main")[0]
             return self.reply(200, {})
         if action == "refs" and method == "GET":
-            return self.reply(200, {"branches": [{"name": n, "ref": f"refs/heads/{n}", "targetCommit": s}
-                                                 for n, s in repo.branches.items()], "converts": [], "tags": []})
+            return self.reply(
+                200,
+                {
+                    "branches": [
+                        {"name": n, "ref": f"refs/heads/{n}", "targetCommit": s} for n, s in repo.branches.items()
+                    ],
+                    "converts": [],
+                    "tags": [],
+                },
+            )
         if action == "tree" and method == "GET":
             revision, _, folder = tail.partition("/")
             _, files = self.revision(repo, revision)
-            return self.reply(200, self.listing(files, folder.strip("/"), "recursive" in query and query["recursive"][0] in ("1", "true", "True")))
+            return self.reply(
+                200,
+                self.listing(
+                    files, folder.strip("/"), "recursive" in query and query["recursive"][0] in ("1", "true", "True")
+                ),
+            )
         if action == "paths-info" and method == "POST":
             _, files = self.revision(repo, tail)
             raw = self.body()
-            payload = json.loads(raw) if self.headers.get("Content-Type", "").startswith("application/json") else parse_qs(raw.decode())
+            payload = (
+                json.loads(raw)
+                if self.headers.get("Content-Type", "").startswith("application/json")
+                else parse_qs(raw.decode())
+            )
             wanted = payload.get("paths", [])
             wanted = [wanted] if isinstance(wanted, str) else wanted
             entries = self.listing(files, "", True)
@@ -223,13 +277,15 @@ class Handler(BaseHTTPRequestHandler):
         for path, (data, lfs) in sorted(files.items()):
             if not path.startswith(prefix):
                 continue
-            inner = path[len(prefix):].split("/")
+            inner = path[len(prefix) :].split("/")
             for depth in range(1, len(inner)):
                 if recursive or depth == 1:
                     folders.add(prefix + "/".join(inner[:depth]))
             if recursive or len(inner) == 1:
                 entries.append(file_entry(path, data, lfs))
-        entries += [{"type": "directory", "oid": git_blob_sha(d.encode()), "size": 0, "path": d} for d in sorted(folders)]
+        entries += [
+            {"type": "directory", "oid": git_blob_sha(d.encode()), "size": 0, "path": d} for d in sorted(folders)
+        ]
         return entries
 
     def commit(self, repo: Repo, revision: str, raw: bytes, base: str):
@@ -252,7 +308,9 @@ class Handler(BaseHTTPRequestHandler):
         repo.commits[sha] = files
         repo.branches[revision if revision in repo.branches else "main"] = sha
         prefix = "datasets/" if repo.kind == "dataset" else ""
-        self.reply(200, {"commitOid": sha, "commitUrl": f"{base}/{prefix}{repo.repo_id}/commit/{sha}", "pullRequestUrl": None})
+        self.reply(
+            200, {"commitOid": sha, "commitUrl": f"{base}/{prefix}{repo.repo_id}/commit/{sha}", "pullRequestUrl": None}
+        )
 
     def lfs_batch(self, payload: dict, base: str):
         objects = []
@@ -276,7 +334,7 @@ class Handler(BaseHTTPRequestHandler):
         match = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
         if match:
             start, end = int(match[1]), int(match[2]) if match[2] else len(data) - 1
-            body, status = data[start:end + 1], 206
+            body, status = data[start : end + 1], 206
             headers["Content-Range"] = f"bytes {start}-{min(end, len(data) - 1)}/{len(data)}"
         headers["Content-Length"] = str(len(body))
         self.reply(status, headers=headers, raw=body, head=method == "HEAD")

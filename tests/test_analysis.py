@@ -27,14 +27,16 @@ from distill_trainer.study.runs import StudentResult, TeacherRecord
 
 # Six examples, three teachers, three labels. Teacher votes per example and why:
 LABELS = np.array([0, 1, 2, 0, 1, 2])
-VOTES = np.array([
-    [0, 0, 0],  # all agree, right
-    [1, 1, 0],  # partial disagreement, two right
-    [0, 1, 2],  # full disagreement, the third right
-    [1, 1, 1],  # all agree, all wrong
-    [1, 1, 1],  # all agree, right
-    [0, 0, 1],  # partial disagreement, all wrong
-])
+VOTES = np.array(
+    [
+        [0, 0, 0],  # all agree, right
+        [1, 1, 0],  # partial disagreement, two right
+        [0, 1, 2],  # full disagreement, the third right
+        [1, 1, 1],  # all agree, all wrong
+        [1, 1, 1],  # all agree, right
+        [0, 0, 1],  # partial disagreement, all wrong
+    ]
+)
 STUDENT = np.array([0, 0, 1, 1, 0, 0])  # right only on example 0
 
 
@@ -44,7 +46,14 @@ def one_hot_logits(votes, labels=3):
 
 def test_agreement_regions_and_accuracy_in_each():
     regions = agreement_regions(one_hot_logits(VOTES))
-    assert list(regions) == ["all_agree", "partial_disagree", "full_disagree", "all_agree", "all_agree", "partial_disagree"]
+    assert list(regions) == [
+        "all_agree",
+        "partial_disagree",
+        "full_disagree",
+        "all_agree",
+        "all_agree",
+        "partial_disagree",
+    ]
     table = accuracy_by_region(regions, {"student": STUDENT, "oracle": LABELS}, LABELS)
     assert table.loc["student"].tolist() == pytest.approx([1 / 3, 0.0, 0.0])
     assert table.loc["oracle"].tolist() == [1.0, 1.0, 1.0]
@@ -55,11 +64,21 @@ def test_agreement_regions_and_accuracy_in_each():
 
 def test_failure_categories_by_hand():
     categories = failure_categories(one_hot_logits(VOTES), STUDENT, LABELS)
-    assert list(categories) == ["", "error_on_disagreement", "error_on_disagreement", "all_teachers_wrong",
-                                "teachers_right", "all_teachers_wrong"]
+    assert list(categories) == [
+        "",
+        "error_on_disagreement",
+        "error_on_disagreement",
+        "all_teachers_wrong",
+        "teachers_right",
+        "all_teachers_wrong",
+    ]
     table = failure_table(one_hot_logits(VOTES), {"student": np.eye(3)[STUDENT]}, LABELS)  # logits work too
-    assert table.loc["student"].to_dict() == {"all_teachers_wrong": 2, "error_on_disagreement": 2, "teachers_right": 1,
-                                              "errors": 5}
+    assert table.loc["student"].to_dict() == {
+        "all_teachers_wrong": 2,
+        "error_on_disagreement": 2,
+        "teachers_right": 1,
+        "errors": 5,
+    }
 
 
 def test_teacher_confidence_by_hand():
@@ -74,17 +93,23 @@ def test_teacher_confidence_by_hand():
 def test_gap_closed_and_seed_aggregation():
     assert gap_closed(0.8, 0.7, 0.9) == pytest.approx(0.5)
     assert np.isnan(gap_closed(0.8, 0.7, 0.7))  # no gap to close
-    runs = pd.DataFrame({
-        "task": "sst2", "seed": [None, None, 1, 2, 3, 1, 2, 3, 1, 2, 3],
-        "method": ["teacher: a", "teacher: b"] + ["none"] * 3 + ["single: a"] * 3 + ["average"] * 3,
-        "type": ["teacher", "teacher"] + ["baseline"] * 3 + ["single"] * 3 + ["multi"] * 3,
-        "score": [0.90, 0.85, 0.70, 0.70, 0.70, 0.80, 0.82, 0.84, 0.75, 0.80, 0.85],
-    })
+    runs = pd.DataFrame(
+        {
+            "task": "sst2",
+            "seed": [None, None, 1, 2, 3, 1, 2, 3, 1, 2, 3],
+            "method": ["teacher: a", "teacher: b"] + ["none"] * 3 + ["single: a"] * 3 + ["average"] * 3,
+            "type": ["teacher", "teacher"] + ["baseline"] * 3 + ["single"] * 3 + ["multi"] * 3,
+            "score": [0.90, 0.85, 0.70, 0.70, 0.70, 0.80, 0.82, 0.84, 0.75, 0.80, 0.85],
+        }
+    )
     aggregated = aggregate_seeds(runs).set_index("method")
     single = aggregated.loc["single: a"]
     assert (single.n, single["mean"], single["std"]) == (3, pytest.approx(0.82), pytest.approx(0.02))
     half_width = 4.302653 * 0.02 / np.sqrt(3)  # t(0.975, df=2)
-    assert (single.ci_low, single.ci_high) == (pytest.approx(0.82 - half_width, abs=1e-6), pytest.approx(0.82 + half_width, abs=1e-6))
+    assert (single.ci_low, single.ci_high) == (
+        pytest.approx(0.82 - half_width, abs=1e-6),
+        pytest.approx(0.82 + half_width, abs=1e-6),
+    )
     assert np.isnan(aggregated.loc["teacher: a", "std"])  # one run: no interval
     gaps = gap_table(aggregate_seeds(runs)).set_index("method")
     assert gaps.loc["single: a", "gap_closed"] == pytest.approx((0.82 - 0.70) / (0.90 - 0.70))
@@ -97,10 +122,15 @@ def test_vectorised_metrics_match_scikit_learn():
     generator = np.random.default_rng(0)
     predictions, labels = generator.integers(0, 2, 200), generator.integers(0, 2, 200)
     everything = np.arange(200)[None]
-    assert metric_on_resamples("accuracy", predictions, labels, everything)[0] == pytest.approx((predictions == labels).mean())
-    assert metric_on_resamples("f1", predictions, labels, everything)[0] == pytest.approx(f1_score(labels, predictions))
+    assert metric_on_resamples("accuracy", predictions, labels, everything)[0] == pytest.approx(
+        (predictions == labels).mean()
+    )
+    assert metric_on_resamples("f1", predictions, labels, everything)[0] == pytest.approx(
+        f1_score(labels, predictions)
+    )
     assert metric_on_resamples("matthews_correlation", predictions, labels, everything)[0] == pytest.approx(
-        matthews_corrcoef(labels, predictions))
+        matthews_corrcoef(labels, predictions)
+    )
 
 
 def test_paired_bootstrap_known_answers():
@@ -126,14 +156,21 @@ def fixture_study(tmp_path):
     labels = generator.integers(0, 2, 40)
     teacher_votes = np.stack([labels, np.where(np.arange(40) < 30, labels, 1 - labels)], 1)  # teacher 1: 10 errors
     validation = datasets.Dataset.from_dict({"sentence": [f"s{i}" for i in range(40)], "label": labels.tolist()})
-    logits = attach_teacher_logits(validation, 3.0 * np.eye(2)[teacher_votes], ["t0", "t1"], ["negative", "positive"],
-                                   ["sentence"], task="sst2")
+    logits = attach_teacher_logits(
+        validation, 3.0 * np.eye(2)[teacher_votes], ["t0", "t1"], ["negative", "positive"], ["sentence"], task="sst2"
+    )
     datasets.DatasetDict({"train": logits, "validation": logits}).save_to_disk(str(task_dir / "logits"))
     for name, score in (("t0", 1.0), ("t1", 0.75)):
         (task_dir / f"teacher-{name}").mkdir(parents=True)
-        TeacherRecord(name=name, base_model="base", task="sst2", metric="accuracy", validation_score=score, train_rows=40,
-                      train_runtime=120.0 if name == "t0" else None  # t1: from before runtimes were recorded
-                      ).save(str(task_dir / f"teacher-{name}"))
+        TeacherRecord(
+            name=name,
+            base_model="base",
+            task="sst2",
+            metric="accuracy",
+            validation_score=score,
+            train_rows=40,
+            train_runtime=120.0 if name == "t0" else None,  # t1: from before runtimes were recorded
+        ).save(str(task_dir / f"teacher-{name}"))
     teachers = [{"name": "t0", "validation_score": 1.0}, {"name": "t1", "validation_score": 0.75}]
     wrong = {"none": 12, "single-0": 4, "single-1": 8, "average": 6}  # errors per student, on the last rows
     for method, errors in wrong.items():
@@ -141,22 +178,43 @@ def fixture_study(tmp_path):
             folder = task_dir / f"student-{method}-seed{seed}"
             folder.mkdir()
             predicted = labels.copy()
-            predicted[40 - errors - seed + 1:] = 1 - predicted[40 - errors - seed + 1:]
+            predicted[40 - errors - seed + 1 :] = 1 - predicted[40 - errors - seed + 1 :]
             np.save(folder / "validation_logits.npy", np.eye(2)[predicted].astype(np.float32))
             fusion, index = (method.split("-")[0], int(method[-1])) if method.startswith("single") else (method, None)
-            StudentResult(task="sst2", metric="accuracy", score=float((predicted == labels).mean()), fusion=fusion,
-                          teacher_index=index, seed=seed, temperature=6.0, alpha=0.7, teachers=teachers, train_rows=40,
-                          train_runtime=30.0).save(str(folder))
+            StudentResult(
+                task="sst2",
+                metric="accuracy",
+                score=float((predicted == labels).mean()),
+                fusion=fusion,
+                teacher_index=index,
+                seed=seed,
+                temperature=6.0,
+                alpha=0.7,
+                teachers=teachers,
+                train_rows=40,
+                train_runtime=30.0,
+            ).save(str(folder))
     cells = []
     for t in (3, 6):
         for a in (0.5, 0.7):
             cell = task_dir / "sweep-average" / f"T{t}-alpha{a}"
             cell.mkdir(parents=True)
             predicted = labels.copy()
-            predicted[:t // 3] = 1 - predicted[:t // 3]  # T=3: 1 error, T=6: 2 errors -> 1 row changed by T
+            predicted[: t // 3] = 1 - predicted[: t // 3]  # T=3: 1 error, T=6: 2 errors -> 1 row changed by T
             np.save(cell / "validation_logits.npy", np.eye(2)[predicted].astype(np.float32))
-            cells.append({"task": "sst2", "fusion": "average", "teacher_index": None, "seed": 1, "temperature": t,
-                          "alpha": a, "metric": "accuracy", "score": 0.8 + 0.01 * t - 0.02 * a, "run": cell.name})
+            cells.append(
+                {
+                    "task": "sst2",
+                    "fusion": "average",
+                    "teacher_index": None,
+                    "seed": 1,
+                    "temperature": t,
+                    "alpha": a,
+                    "metric": "accuracy",
+                    "score": 0.8 + 0.01 * t - 0.02 * a,
+                    "run": cell.name,
+                }
+            )
     pd.DataFrame(cells).to_csv(task_dir / "sweep-average" / "grid.csv", index=False)
     return tmp_path / "study"
 
@@ -165,7 +223,8 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     out = tmp_path / "results"
     (fixture_study / "mrpc" / "teacher-t0").mkdir(parents=True)  # a task whose students have not run yet
     TeacherRecord(name="t0", base_model="base", task="mrpc", metric="f1", validation_score=0.8).save(
-        str(fixture_study / "mrpc" / "teacher-t0"))
+        str(fixture_study / "mrpc" / "teacher-t0")
+    )
     metrics = analyze_study(str(fixture_study), str(out), resamples=500)
     assert "mrpc" not in metrics
     sst2 = metrics["sst2"]
@@ -176,9 +235,19 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     assert sst2["teacher_agreement_rate"] == 0.75 and sst2["multi_teacher_advantage"] == pytest.approx(-0.05)
     assert metrics["grids"][0]["best_temperature"] == 6 and metrics["grids"][0]["best_alpha"] == 0.5
     master = pd.read_csv(out / "master_results.csv")
-    assert len(master) == 3 + 4 * 2 and set(master.type) == {"teacher", "baseline", "single", "multi"}  # mrpc teacher too
-    for png in ("gap_analysis.png", "ranking_heatmap.png", "agreement_breakdown_sst2.png", "failure_categories_sst2.png",
-                "grid_sst2_sweep-average.png"):
+    assert len(master) == 3 + 4 * 2 and set(master.type) == {
+        "teacher",
+        "baseline",
+        "single",
+        "multi",
+    }  # mrpc teacher too
+    for png in (
+        "gap_analysis.png",
+        "ranking_heatmap.png",
+        "agreement_breakdown_sst2.png",
+        "failure_categories_sst2.png",
+        "grid_sst2_sweep-average.png",
+    ):
         assert (out / png).read_bytes()[:4] == b"\x89PNG"
     report = (out / "REPORT.md").read_text()
     assert "single-teacher wins" in report or "no significant difference" in report
@@ -191,5 +260,7 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     assert "does not separate the temperatures" in report
     assert grid["predictions_changed_by_temperature"] == {0.5: 1, 0.7: 1} and "alpha=0.5: 1, alpha=0.7: 1." in report
     assert "softer than the reference" not in report
-    assert "teachers 2.0 minutes (1 of 2 runs recorded it); students 4.0 minutes (8 of 8 runs recorded it)" in report  # these teachers have 0.953 mean max probability
+    assert (
+        "teachers 2.0 minutes (1 of 2 runs recorded it); students 4.0 minutes (8 of 8 runs recorded it)" in report
+    )  # these teachers have 0.953 mean max probability
     assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]

@@ -10,7 +10,7 @@ import pytest
 from distill_trainer.study.runs import RECORD_FORMAT_VERSION, StudentResult, TeacherRecord
 
 PACKAGE = Path(__file__).resolve().parents[1] / "distill_trainer"
-CORE = ["__init__.py", "config.py", "trainer.py", "losses.py", "fusion.py", "logits.py", "collator.py"]
+CORE = ["__init__.py", "config.py", "trainer.py", "sampling.py", "losses.py", "fusion.py", "logits.py", "collator.py"]
 
 
 def imported_modules(path: Path) -> set[str]:
@@ -35,13 +35,18 @@ def test_the_core_imports_nothing_from_the_study_layer():
 
 
 def test_no_module_is_over_300_lines():
-    long = {str(path.relative_to(PACKAGE)): n for path in PACKAGE.rglob("*.py")
-            if (n := len(path.read_text().splitlines())) > 300}
+    long = {
+        str(path.relative_to(PACKAGE)): n
+        for path in PACKAGE.rglob("*.py")
+        if (n := len(path.read_text().splitlines())) > 300
+    }
     assert not long, long
 
 
 def test_run_records_round_trip_and_refuse_what_they_do_not_define(tmp_path):
-    record = TeacherRecord(name="t", base_model="b", task="sst2", metric="accuracy", validation_score=0.9, train_rows=10)
+    record = TeacherRecord(
+        name="t", base_model="b", task="sst2", metric="accuracy", validation_score=0.9, train_rows=10
+    )
     path = record.save(str(tmp_path))
     assert TeacherRecord.load(str(tmp_path)) == record == TeacherRecord.load(path)
     assert json.loads(Path(path).read_text())["format_version"] == RECORD_FORMAT_VERSION
@@ -49,9 +54,11 @@ def test_run_records_round_trip_and_refuse_what_they_do_not_define(tmp_path):
     legacy = {k: v for k, v in asdict(record).items()}  # before format_version existed: version 1
     Path(path).write_text(json.dumps(legacy))
     assert TeacherRecord.load(path) == record
-    for broken, message in [({**legacy, "validaton_score": 1}, "unknown fields \\['validaton_score'\\]"),
-                            ({k: v for k, v in legacy.items() if k != "task"}, "missing fields \\['task'\\]"),
-                            ({**legacy, "format_version": RECORD_FORMAT_VERSION + 1}, "upgrade")]:
+    for broken, message in [
+        ({**legacy, "validaton_score": 1}, "unknown fields \\['validaton_score'\\]"),
+        ({k: v for k, v in legacy.items() if k != "task"}, "missing fields \\['task'\\]"),
+        ({**legacy, "format_version": RECORD_FORMAT_VERSION + 1}, "upgrade"),
+    ]:
         Path(path).write_text(json.dumps(broken))
         with pytest.raises(ValueError, match=message):
             TeacherRecord.load(path)

@@ -4,7 +4,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import teacher_logits_for, tiny_student
+from helpers import teacher_logits_for, tiny_student
 
 from distill_trainer import (
     DistillationConfig,
@@ -25,8 +25,12 @@ def args(tmp_path, **overrides):
 
 
 def build(tmp_path, dataset, tokenizer, model=None, **overrides):
-    return DistillationTrainer(model=model or tiny_student(), args=args(tmp_path, **overrides),
-                               train_dataset=dataset, processing_class=tokenizer)
+    return DistillationTrainer(
+        model=model or tiny_student(),
+        args=args(tmp_path, **overrides),
+        train_dataset=dataset,
+        processing_class=tokenizer,
+    )
 
 
 def with_column(dataset, values):
@@ -108,8 +112,9 @@ def test_args_must_be_a_distillation_config(tmp_path, sentiment_data):
     from transformers import TrainingArguments
 
     with pytest.raises(TypeError, match="DistillationConfig"):
-        DistillationTrainer(model=tiny_student(), args=TrainingArguments(output_dir=str(tmp_path)),
-                            train_dataset=sentiment_data)
+        DistillationTrainer(
+            model=tiny_student(), args=TrainingArguments(output_dir=str(tmp_path)), train_dataset=sentiment_data
+        )
 
 
 @pytest.fixture
@@ -128,7 +133,9 @@ def test_metadata_travels_through_save_and_load(tmp_path, logit_dataset):
     assert metadata.validation_scores == [0.9, None, None]
     assert metadata.label_names == ["negative", "positive"]
     assert reloaded.features["teacher_logits"].shape == (3, 2)
-    np.testing.assert_array_equal(np.asarray(reloaded["teacher_logits"][:3]), np.asarray(logit_dataset["teacher_logits"][:3]))
+    np.testing.assert_array_equal(
+        np.asarray(reloaded["teacher_logits"][:3]), np.asarray(logit_dataset["teacher_logits"][:3])
+    )
 
 
 def test_weighted_fusion_defaults_to_validation_scores(tmp_path, tokenizer, logit_dataset):
@@ -166,8 +173,9 @@ def test_logits_that_belong_to_other_data_are_refused(logit_dataset, sentiment_d
 
 
 def test_metadata_that_contradicts_the_column(logit_dataset):
-    truncated = logit_dataset.map(lambda row: {"teacher_logits": row["teacher_logits"][:2]},
-                                  features=None).cast_column("teacher_logits", datasets.Array2D((2, 2), "float32"))
+    truncated = logit_dataset.map(
+        lambda row: {"teacher_logits": row["teacher_logits"][:2]}, features=None
+    ).cast_column("teacher_logits", datasets.Array2D((2, 2), "float32"))
     with pytest.raises(ValueError, match="changed after extraction"):
         validate_logit_dataset(truncated)
 
@@ -175,13 +183,18 @@ def test_metadata_that_contradicts_the_column(logit_dataset):
 def test_teacher_columns_in_another_order_or_edited_are_refused(logit_dataset):
     validate_logit_dataset(logit_dataset.shuffle(seed=3))  # rows move with their inputs: fine
     feature = logit_dataset.features["teacher_logits"]
-    swapped = logit_dataset.map(lambda row: {"teacher_logits": [row["teacher_logits"][i] for i in (1, 0, 2)]},
-                                features=logit_dataset.features)
-    with pytest.raises(ValueError, match=r"in the order \['org/teacher-b', 'org/teacher-a', 'tfidf-logreg'\] but the metadata"):
+    swapped = logit_dataset.map(
+        lambda row: {"teacher_logits": [row["teacher_logits"][i] for i in (1, 0, 2)]}, features=logit_dataset.features
+    )
+    with pytest.raises(
+        ValueError, match=r"in the order \['org/teacher-b', 'org/teacher-a', 'tfidf-logreg'\] but the metadata"
+    ):
         validate_logit_dataset(swapped)
-    edited = logit_dataset.map(lambda row, i: {"teacher_logits": [[v + (1.0 if i == 7 else 0.0) for v in t]
-                                                                  for t in row["teacher_logits"]]},
-                               with_indices=True, features=logit_dataset.features)
+    edited = logit_dataset.map(
+        lambda row, i: {"teacher_logits": [[v + (1.0 if i == 7 else 0.0) for v in t] for t in row["teacher_logits"]]},
+        with_indices=True,
+        features=logit_dataset.features,
+    )
     with pytest.raises(ValueError, match="edited after extraction"):
         validate_logit_dataset(edited)
     assert feature.shape == (3, 2)
@@ -200,7 +213,9 @@ def test_attach_refuses_inconsistent_input(sentiment_data):
 
 def test_collator_pads_text_and_stacks_teachers(tokenizer, sentiment_data):
     collator = DistillationDataCollator(tokenizer)
-    rows = [{k: sentiment_data[i][k] for k in ("input_ids", "attention_mask", "label", "teacher_logits")} for i in range(4)]
+    rows = [
+        {k: sentiment_data[i][k] for k in ("input_ids", "attention_mask", "label", "teacher_logits")} for i in range(4)
+    ]
     batch = collator(rows)
     assert batch["teacher_logits"].dtype == torch.float32 and batch["teacher_logits"].shape == (4, 3, 2)
     assert batch["input_ids"].shape[0] == 4 and "labels" in batch

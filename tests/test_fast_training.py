@@ -6,8 +6,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_student
-from test_trainer import config
+from helpers import tiny_config, tiny_student
 from transformers.trainer_pt_utils import LengthGroupedSampler
 
 from distill_trainer import DistillationConfig, DistillationTrainer, kd_loss
@@ -23,14 +22,19 @@ def label_teachers(data, margin: float = 4.0):
     return data.map(lambda row: {"teacher_logits": [[-margin, margin] if row["label"] else [margin, -margin]] * 3})
 
 
-def test_grouped_batches_carry_each_rows_own_teacher_logits_with_less_padding(tmp_path, tokenizer,
-                                                                             sentiment_data_with_lengths):
+def test_grouped_batches_carry_each_rows_own_teacher_logits_with_less_padding(
+    tmp_path, tokenizer, sentiment_data_with_lengths
+):
     # each row's teacher logits hold its own token count, so a row paired with another row's logits shows
     data = sentiment_data_with_lengths.map(lambda row: {"teacher_logits": [[float(row["length"]), 0.0]] * 3})
 
     def padded_tokens(strategy):
-        trainer = DistillationTrainer(model=tiny_student(), args=config(tmp_path, train_sampling_strategy=strategy),
-                                      train_dataset=data, processing_class=tokenizer)
+        trainer = DistillationTrainer(
+            model=tiny_student(),
+            args=tiny_config(tmp_path, train_sampling_strategy=strategy),
+            train_dataset=data,
+            processing_class=tokenizer,
+        )
         total = 0
         for batch in trainer.get_train_dataloader():
             real = batch["attention_mask"].sum(dim=1).float()
@@ -43,9 +47,12 @@ def test_grouped_batches_carry_each_rows_own_teacher_logits_with_less_padding(tm
     assert isinstance(sampler, LengthGroupedSampler)
     assert list(sampler.lengths) == data["length"][:]  # read from the column, not measured row by row
     assert sorted(sampler) == list(range(len(data)))  # every row once per epoch
-    without_column = DistillationTrainer(model=tiny_student(), train_dataset=data.remove_columns("length"),
-                                         args=config(tmp_path, train_sampling_strategy="group_by_length"),
-                                         processing_class=tokenizer)._get_train_sampler()
+    without_column = DistillationTrainer(
+        model=tiny_student(),
+        train_dataset=data.remove_columns("length"),
+        args=tiny_config(tmp_path, train_sampling_strategy="group_by_length"),
+        processing_class=tokenizer,
+    )._get_train_sampler()
     assert type(without_column) is type(sampler) and list(without_column.lengths) == data["length"][:]
     _, random_tokens = padded_tokens("random")
     real_tokens = sum(data["length"][:])
@@ -53,10 +60,13 @@ def test_grouped_batches_carry_each_rows_own_teacher_logits_with_less_padding(tm
     assert grouped_tokens - real_tokens <= 0.1 * grouped_tokens
 
 
-def test_alpha_one_with_grouping_learns_the_labels_only_the_teacher_logits_carry(tmp_path, tokenizer,
-                                                                                sentiment_data_with_lengths):
+def test_alpha_one_with_grouping_learns_the_labels_only_the_teacher_logits_carry(
+    tmp_path, tokenizer, sentiment_data_with_lengths
+):
     data = label_teachers(sentiment_data_with_lengths)
-    args = config(tmp_path, alpha=1.0, temperature=1.0, num_train_epochs=6, train_sampling_strategy="group_by_length")
+    args = tiny_config(
+        tmp_path, alpha=1.0, temperature=1.0, num_train_epochs=6, train_sampling_strategy="group_by_length"
+    )
     trainer = DistillationTrainer(model=tiny_student(), args=args, train_dataset=data, processing_class=tokenizer)
     trainer.train()
     predictions = trainer.predict(data.remove_columns("teacher_logits"))
@@ -68,7 +78,7 @@ def test_predict_returns_rows_in_order_under_length_grouping(tmp_path, tokenizer
     model = tiny_student()
     outputs = {}
     for strategy in ("random", "group_by_length"):
-        args = config(tmp_path, train_sampling_strategy=strategy, per_device_eval_batch_size=16)
+        args = tiny_config(tmp_path, train_sampling_strategy=strategy, per_device_eval_batch_size=16)
         trainer = DistillationTrainer(model=model, args=args, train_dataset=data, processing_class=tokenizer)
         outputs[strategy] = trainer.predict(data).predictions
     np.testing.assert_array_equal(outputs["group_by_length"], outputs["random"])
@@ -88,8 +98,12 @@ def test_kd_loss_is_float32_under_bf16_autocast():
 
 @pytest.mark.parametrize("fusion", ["average", "gating"])
 def test_fusion_and_gate_are_float32_under_bf16_autocast(tmp_path, tokenizer, sentiment_data, fusion):
-    trainer = DistillationTrainer(model=tiny_student(), args=config(tmp_path, fusion=fusion),
-                                  train_dataset=sentiment_data, processing_class=tokenizer)
+    trainer = DistillationTrainer(
+        model=tiny_student(),
+        args=tiny_config(tmp_path, fusion=fusion),
+        train_dataset=sentiment_data,
+        processing_class=tokenizer,
+    )
     hidden = torch.randn(4, 5, 32).bfloat16()
     teachers = torch.randn(4, 3, 2)
     expected = trainer.fuse_teachers(teachers, SimpleNamespace(hidden_states=[hidden.float()]))
@@ -119,5 +133,7 @@ def test_recipes_default_to_fast_training_and_flags_turn_it_off():
     assert default.train_sampling_strategy == "group_by_length" and default.length_column_name == "length"
     assert default.bf16 == fast_training_defaults().get("bf16", False)
     assert default.per_device_eval_batch_size == 64
-    *_, off = parse_recipe_args(types, ["--output_dir", "out", "--train_sampling_strategy", "random", "--bf16", "false"])
+    *_, off = parse_recipe_args(
+        types, ["--output_dir", "out", "--train_sampling_strategy", "random", "--bf16", "false"]
+    )
     assert off.train_sampling_strategy == "random" and not off.bf16

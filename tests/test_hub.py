@@ -11,7 +11,8 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import TEST_TOKEN, tiny_student, tiny_tokenizer
+from helpers import tiny_student, tiny_tokenizer
+from hub_server import TEST_TOKEN
 from huggingface_hub import DatasetCard, HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
@@ -27,10 +28,31 @@ import distill  # noqa: E402
 import extract_logits  # noqa: E402
 import train_teacher  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue")
-COMMON = ["--task", "sst2", "--data", str(GLUE), "--max_train_rows", "200", "--max_eval_rows", "64", "--max_length", "32"]
-TRAIN = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no",
-         "--per_device_train_batch_size", "16"]
+pytestmark = [pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue"), pytest.mark.slow]
+COMMON = [
+    "--task",
+    "sst2",
+    "--data",
+    str(GLUE),
+    "--max_train_rows",
+    "200",
+    "--max_eval_rows",
+    "64",
+    "--max_length",
+    "32",
+]
+TRAIN = [
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "true",
+    "--disable_tqdm",
+    "true",
+    "--save_strategy",
+    "no",
+    "--per_device_train_batch_size",
+    "16",
+]
 
 
 def state_dicts_equal(a, b) -> bool:
@@ -44,20 +66,75 @@ def published(tmp_path_factory):
     root = tmp_path_factory.mktemp("hub")
     tiny_student().save_pretrained(root / "base")
     tiny_tokenizer().save_pretrained(root / "base")
-    teacher = train_teacher.main(COMMON + TRAIN + [
-        "--model_name_or_path", str(root / "base"), "--output_dir", str(root / "teacher"), "--max_steps", "3",
-        "--push_to_hub", "true", "--hub_model_id", "alice/tiny-teacher-sst2"])
+    teacher = train_teacher.main(
+        COMMON
+        + TRAIN
+        + [
+            "--model_name_or_path",
+            str(root / "base"),
+            "--output_dir",
+            str(root / "teacher"),
+            "--max_steps",
+            "3",
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "alice/tiny-teacher-sst2",
+        ]
+    )
     train_teacher.main(COMMON + TRAIN + ["--model_name_or_path", "sklearn_tfidf", "--output_dir", str(root / "tfidf")])
-    extract_logits.main(COMMON + ["--teachers", f"alice/tiny-teacher-sst2,{root / 'tfidf'}", "--output_dir",
-                                  str(root / "logits"), "--push_to_hub", "--hub_dataset_id", "alice/sst2-logits",
-                                  "--hub_private"])
-    baseline = distill.main(COMMON + TRAIN + [
-        "--logit_dataset", "alice/sst2-logits", "--student_model", str(root / "base"), "--fusion", "none",
-        "--max_steps", "3", "--output_dir", str(root / "baseline")])
-    student = distill.main(COMMON + TRAIN + [
-        "--logit_dataset", "alice/sst2-logits", "--student_model", str(root / "base"), "--fusion", "gating",
-        "--max_steps", "3", "--output_dir", str(root / "student"), "--push_to_hub", "true",
-        "--hub_model_id", "alice/tiny-student-sst2", "--hub_private", "--baseline_results", str(root / "baseline")])
+    extract_logits.main(
+        COMMON
+        + [
+            "--teachers",
+            f"alice/tiny-teacher-sst2,{root / 'tfidf'}",
+            "--output_dir",
+            str(root / "logits"),
+            "--push_to_hub",
+            "--hub_dataset_id",
+            "alice/sst2-logits",
+            "--hub_private",
+        ]
+    )
+    baseline = distill.main(
+        COMMON
+        + TRAIN
+        + [
+            "--logit_dataset",
+            "alice/sst2-logits",
+            "--student_model",
+            str(root / "base"),
+            "--fusion",
+            "none",
+            "--max_steps",
+            "3",
+            "--output_dir",
+            str(root / "baseline"),
+        ]
+    )
+    student = distill.main(
+        COMMON
+        + TRAIN
+        + [
+            "--logit_dataset",
+            "alice/sst2-logits",
+            "--student_model",
+            str(root / "base"),
+            "--fusion",
+            "gating",
+            "--max_steps",
+            "3",
+            "--output_dir",
+            str(root / "student"),
+            "--push_to_hub",
+            "true",
+            "--hub_model_id",
+            "alice/tiny-student-sst2",
+            "--hub_private",
+            "--baseline_results",
+            str(root / "baseline"),
+        ]
+    )
     return root, teacher, baseline, student
 
 
@@ -83,13 +160,20 @@ def test_logit_dataset_loads_back_with_its_rows_and_metadata(published):
     remote = datasets.load_dataset("alice/sst2-logits")  # the plain client
     for split in ("train", "validation"):
         assert remote[split]["sentence"][:] == local[split]["sentence"][:]
-        np.testing.assert_array_equal(np.asarray(remote[split]["teacher_logits"][:]), np.asarray(local[split]["teacher_logits"][:]))
+        np.testing.assert_array_equal(
+            np.asarray(remote[split]["teacher_logits"][:]), np.asarray(local[split]["teacher_logits"][:])
+        )
     restored = load_logit_dataset("alice/sst2-logits")
     assert read_metadata(restored["train"]) == read_metadata(local["train"])
-    assert [t.name for t in read_metadata(restored["train"]).teachers] == ["alice/tiny-teacher-sst2", "sklearn_tfidf-sst2"]
+    assert [t.name for t in read_metadata(restored["train"]).teachers] == [
+        "alice/tiny-teacher-sst2",
+        "sklearn_tfidf-sst2",
+    ]
     card = DatasetCard.load("alice/sst2-logits", repo_type="dataset")
     assert "teacher_logits" in card.text and "[alice/tiny-teacher-sst2](" in card.text
-    assert {"logit-dataset", "distillation"} <= set(card.data.tags) and card.data.dataset_info  # push_to_hub's YAML kept
+    assert {"logit-dataset", "distillation"} <= set(
+        card.data.tags
+    ) and card.data.dataset_info  # push_to_hub's YAML kept
     assert LOGIT_METADATA_FILE in HfApi().list_repo_files("alice/sst2-logits", repo_type="dataset")
 
 
@@ -103,8 +187,13 @@ def test_student_trained_from_hub_logits_is_published_with_its_card(published):
     (result,) = card.data.eval_results
     assert result.metric_value == pytest.approx(student.score, abs=1e-4)
     assert "fusion-gating" in card.data.tags and "alice/sst2-logits" in card.data.datasets
-    for expected in ("[alice/tiny-teacher-sst2](", "`gating`", f"{baseline.score:.4f}", "| seed | 42 |",
-                     f"| training rows | {student.train_rows} |"):
+    for expected in (
+        "[alice/tiny-teacher-sst2](",
+        "`gating`",
+        f"{baseline.score:.4f}",
+        "| seed | 42 |",
+        f"| training rows | {student.train_rows} |",
+    ):
         assert expected in card.text
     assert str(root) not in card.text  # no local paths in cards
 

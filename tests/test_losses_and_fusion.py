@@ -56,7 +56,9 @@ def test_kd_loss_label_smoothing_and_ignore_index():
     assert kd_loss(student, student, labels, 1.0, 0.0, label_smoothing=0.1).item() == pytest.approx(CE_HAND, abs=1e-6)
     student = torch.tensor([[LN3, 0.0]])  # p = [3/4, 1/4], label 0
     expected = 0.9 * -math.log(0.75) + 0.1 * 0.5 * (-math.log(0.75) - math.log(0.25))
-    assert kd_loss(student, student, torch.tensor([0]), 1.0, 0.0, label_smoothing=0.1).item() == pytest.approx(expected)
+    assert kd_loss(student, student, torch.tensor([0]), 1.0, 0.0, label_smoothing=0.1).item() == pytest.approx(
+        expected
+    )
 
 
 # Two examples x three teachers x two labels, fused by hand.

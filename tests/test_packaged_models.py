@@ -16,9 +16,11 @@ def test_mpnet_volumes_are_joined_once_into_the_cache(tmp_path, monkeypatch):
     volumes = []
     for number in range(5):  # five volumes of one zip, as the PyPI packages ship it
         volumes.append(tmp_path / f"all-mpnet-base-v2.zip.00{number + 1}")
-        volumes[-1].write_bytes(data[number * size:(number + 1) * size])
+        volumes[-1].write_bytes(data[number * size : (number + 1) * size])
     calls = []
-    monkeypatch.setattr(packaged_models, "locate_volume", lambda name, number: calls.append(name) or str(volumes[number - 1]))
+    monkeypatch.setattr(
+        packaged_models, "locate_volume", lambda name, number: calls.append(name) or str(volumes[number - 1])
+    )
     monkeypatch.setenv("DISTILL_TRAINER_CACHE", str(tmp_path / "cache"))
     folder = packaged_models.resolve_model("all-mpnet-base-v2")
     assert folder == str(tmp_path / "cache" / "all-mpnet-base-v2")

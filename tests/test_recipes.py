@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import tiny_student, tiny_tokenizer
+from helpers import tiny_student, tiny_tokenizer
 from transformers import AutoModelForSequenceClassification
 
 from distill_trainer import read_metadata
@@ -28,9 +28,23 @@ import distill  # noqa: E402
 import extract_logits  # noqa: E402
 import train_teacher  # noqa: E402
 
-pytestmark = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue")
-COMMON = ["--task", "sst2", "--data", str(GLUE), "--max_length", "32", "--report_to", "none",
-          "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no"]
+pytestmark = [pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue"), pytest.mark.slow]
+COMMON = [
+    "--task",
+    "sst2",
+    "--data",
+    str(GLUE),
+    "--max_length",
+    "32",
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "true",
+    "--disable_tqdm",
+    "true",
+    "--save_strategy",
+    "no",
+]
 
 
 def save_tiny_model(folder, **config):
@@ -45,12 +59,38 @@ def study(tmp_path_factory):
     root = tmp_path_factory.mktemp("study")
     base = save_tiny_model(root / "base")
     rows = ["--max_train_rows", "300", "--max_eval_rows", "100"]
-    tiny = train_teacher.main(COMMON + rows + ["--model_name_or_path", base, "--output_dir", str(root / "t-tiny"),
-                                               "--max_steps", "5", "--per_device_train_batch_size", "16"])
-    tfidf = train_teacher.main(COMMON + ["--max_train_rows", "5000", "--max_eval_rows", "100", "--model_name_or_path",
-                                         "sklearn_tfidf", "--output_dir", str(root / "t-tfidf")])
-    extract_logits.main(COMMON[:6] + rows + ["--teachers", f"{root / 't-tiny'},{root / 't-tfidf'}",
-                                             "--output_dir", str(root / "logits")])
+    tiny = train_teacher.main(
+        COMMON
+        + rows
+        + [
+            "--model_name_or_path",
+            base,
+            "--output_dir",
+            str(root / "t-tiny"),
+            "--max_steps",
+            "5",
+            "--per_device_train_batch_size",
+            "16",
+        ]
+    )
+    tfidf = train_teacher.main(
+        COMMON
+        + [
+            "--max_train_rows",
+            "5000",
+            "--max_eval_rows",
+            "100",
+            "--model_name_or_path",
+            "sklearn_tfidf",
+            "--output_dir",
+            str(root / "t-tfidf"),
+        ]
+    )
+    extract_logits.main(
+        COMMON[:6]
+        + rows
+        + ["--teachers", f"{root / 't-tiny'},{root / 't-tfidf'}", "--output_dir", str(root / "logits")]
+    )
     return root, tiny, tfidf
 
 
@@ -76,14 +116,40 @@ def test_logit_dataset_format(study):
     assert not list(root.glob("logits.partial-*"))
 
 
-@pytest.mark.parametrize("fusion, extra", [("none", []), ("single", ["--teacher_index", "1"]), ("average", []),
-                                           ("weighted", []), ("min_entropy", []), ("gating", [])])
+@pytest.mark.parametrize(
+    "fusion, extra",
+    [
+        ("none", []),
+        ("single", ["--teacher_index", "1"]),
+        ("average", []),
+        ("weighted", []),
+        ("min_entropy", []),
+        ("gating", []),
+    ],
+)
 def test_distill_every_fusion(study, tmp_path, fusion, extra):
     root, _, tfidf = study
     output = tmp_path / fusion
-    results = distill.main(COMMON + ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"),
-                                     "--student_layers", "1", "--fusion", fusion, "--max_steps", "4",
-                                     "--output_dir", str(output), "--seed", "3"] + extra)
+    results = distill.main(
+        COMMON
+        + [
+            "--logit_dataset",
+            str(root / "logits"),
+            "--student_model",
+            str(root / "t-tiny"),
+            "--student_layers",
+            "1",
+            "--fusion",
+            fusion,
+            "--max_steps",
+            "4",
+            "--output_dir",
+            str(output),
+            "--seed",
+            "3",
+        ]
+        + extra
+    )
     saved = json.loads((output / "eval_results.json").read_text())
     assert saved["fusion"] == fusion and saved["train_rows"] == 300 and saved["seed"] == 3
     assert saved["score"] == results.metrics["accuracy"] and 0 <= saved["score"] <= 1
@@ -97,10 +163,26 @@ def test_distill_every_fusion(study, tmp_path, fusion, extra):
 def test_config_file_with_overrides(study, tmp_path):
     root, _, _ = study
     config = tmp_path / "sst2.yaml"
-    config.write_text(f"task: sst2\ndata: {GLUE}\nmax_length: 32\nfusion: min_entropy\nalpha: 0.5\n"
-                      "report_to: none\nuse_cpu: true\nsave_strategy: 'no'\nteachers: ignored-here\n")
-    results = distill.main(["--config", str(config), "--alpha", "0.9", "--max_steps", "2", "--logit_dataset",
-                            str(root / "logits"), "--student_model", str(root / "t-tiny"), "--output_dir", str(tmp_path / "s")])
+    config.write_text(
+        f"task: sst2\ndata: {GLUE}\nmax_length: 32\nfusion: min_entropy\nalpha: 0.5\n"
+        "report_to: none\nuse_cpu: true\nsave_strategy: 'no'\nteachers: ignored-here\n"
+    )
+    results = distill.main(
+        [
+            "--config",
+            str(config),
+            "--alpha",
+            "0.9",
+            "--max_steps",
+            "2",
+            "--logit_dataset",
+            str(root / "logits"),
+            "--student_model",
+            str(root / "t-tiny"),
+            "--output_dir",
+            str(tmp_path / "s"),
+        ]
+    )
     assert results.fusion == "min_entropy" and results.alpha == 0.9
 
 
@@ -133,9 +215,23 @@ def test_logits_for_other_rows_are_refused(study, tmp_path):
     frame.iloc[::-1].to_csv(other / "train.tsv", sep="\t", index=False)
     shutil.copy(GLUE / "sst2" / "validation.tsv", other / "validation.tsv")
     with pytest.raises(ValueError, match="does not belong to this data"):
-        distill.main(COMMON[:2] + ["--data", str(tmp_path / "glue"), "--logit_dataset", str(root / "logits"),
-                                   "--student_model", str(root / "t-tiny"), "--output_dir", str(tmp_path / "s"),
-                                   "--use_cpu", "true", "--report_to", "none"])
+        distill.main(
+            COMMON[:2]
+            + [
+                "--data",
+                str(tmp_path / "glue"),
+                "--logit_dataset",
+                str(root / "logits"),
+                "--student_model",
+                str(root / "t-tiny"),
+                "--output_dir",
+                str(tmp_path / "s"),
+                "--use_cpu",
+                "true",
+                "--report_to",
+                "none",
+            ]
+        )
 
 
 def test_student_from_layers_keeps_the_chosen_layers():
@@ -148,13 +244,41 @@ def test_student_from_layers_keeps_the_chosen_layers():
         student_from_layers(student, [3])
 
 
+@pytest.mark.multiprocess
 def test_distill_under_accelerate_launch_with_two_processes(study, tmp_path):
     root, _, _ = study
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-               "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               str(ROOT / "recipes" / "distill.py")] + COMMON + [
-        "--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"), "--fusion", "gating",
-        "--max_steps", "3", "--per_device_train_batch_size", "8", "--output_dir", str(tmp_path / "ddp")]
+    command = (
+        [
+            sys.executable,
+            "-m",
+            "accelerate.commands.launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            str(ROOT / "recipes" / "distill.py"),
+        ]
+        + COMMON
+        + [
+            "--logit_dataset",
+            str(root / "logits"),
+            "--student_model",
+            str(root / "t-tiny"),
+            "--fusion",
+            "gating",
+            "--max_steps",
+            "3",
+            "--per_device_train_batch_size",
+            "8",
+            "--output_dir",
+            str(tmp_path / "ddp"),
+        ]
+    )
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
     assert finished.returncode == 0, finished.stderr[-3000:]
@@ -170,13 +294,38 @@ def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):
     root, _, _ = study
     base = save_tiny_model(tmp_path / "base")
     csv = tmp_path / "results" / "master_results.csv"
-    argv = COMMON + ["--max_train_rows", "200", "--max_eval_rows", "50", "--teachers", f"{base},sklearn_tfidf",
-                     "--teacher_epochs", "0.2", "--student_model", base, "--student_layers", "0",
-                     "--methods", "none,single,average", "--seeds", "1,2", "--study_dir", str(tmp_path / "study"),
-                     "--results_csv", str(csv), "--output_dir", str(tmp_path / "unused"), "--max_steps", "2"]
+    argv = COMMON + [
+        "--max_train_rows",
+        "200",
+        "--max_eval_rows",
+        "50",
+        "--teachers",
+        f"{base},sklearn_tfidf",
+        "--teacher_epochs",
+        "0.2",
+        "--student_model",
+        base,
+        "--student_layers",
+        "0",
+        "--methods",
+        "none,single,average",
+        "--seeds",
+        "1,2",
+        "--study_dir",
+        str(tmp_path / "study"),
+        "--results_csv",
+        str(csv),
+        "--output_dir",
+        str(tmp_path / "unused"),
+        "--max_steps",
+        "2",
+    ]
     table = compare.main(argv)
-    assert list(table.method) == ["teacher: base", "teacher: sklearn_tfidf"] + [
-        "none", "single: base", "single: sklearn_tfidf", "average"] * 2
+    assert (
+        list(table.method)
+        == ["teacher: base", "teacher: sklearn_tfidf"]
+        + ["none", "single: base", "single: sklearn_tfidf", "average"] * 2
+    )
     assert set(table.type) == {"teacher", "baseline", "single", "multi"} and table.score.between(0, 1).all()
     assert pd.read_csv(csv).shape[0] == len(table)
     students = sorted(p.name for p in (tmp_path / "study" / "sst2").glob("student-*"))
@@ -189,9 +338,25 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
     import sweep
 
     root, _, _ = study
-    grid = sweep.main(COMMON + ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"),
-                                "--fusion", "average", "--temperatures", "3,9", "--alphas", "0.3,0.7",
-                                "--max_steps", "2", "--output_dir", str(tmp_path / "grid")])
+    grid = sweep.main(
+        COMMON
+        + [
+            "--logit_dataset",
+            str(root / "logits"),
+            "--student_model",
+            str(root / "t-tiny"),
+            "--fusion",
+            "average",
+            "--temperatures",
+            "3,9",
+            "--alphas",
+            "0.3,0.7",
+            "--max_steps",
+            "2",
+            "--output_dir",
+            str(tmp_path / "grid"),
+        ]
+    )
     assert sorted(zip(grid.temperature, grid.alpha)) == [(3.0, 0.3), (3.0, 0.7), (9.0, 0.3), (9.0, 0.7)]
     assert (grid.fusion == "average").all() and grid.score.between(0, 1).all()
     assert pd.read_csv(tmp_path / "grid" / "grid.csv").shape == (4, 11) and (grid.train_runtime > 0).all()
@@ -204,6 +369,8 @@ def test_shipped_configs_parse_for_the_study(config, caplog):
     from distill_trainer import DistillationConfig
     from distill_trainer.study.args import StudyArguments, TaskArguments, parse_recipe_args
 
-    task_args, study, _ = parse_recipe_args((TaskArguments, StudyArguments, DistillationConfig), ["--config", str(config)])
+    task_args, study, _ = parse_recipe_args(
+        (TaskArguments, StudyArguments, DistillationConfig), ["--config", str(config)]
+    )
     assert "ignores these keys" not in caplog.text
     assert (GLUE / task_args.task / "train.tsv").is_file() and study.methods and study.seeds

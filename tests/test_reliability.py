@@ -12,11 +12,10 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_student, tiny_tokenizer
+from helpers import tiny_config, tiny_student, tiny_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from test_trainer import config
 
 from distill_trainer import DistillationTrainer, GatingNetwork, fuse_logits, kd_loss
 from distill_trainer.study.args import TaskArguments
@@ -25,8 +24,20 @@ from distill_trainer.study.teachers import TransformersTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
-LAUNCH = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-          "--mixed_precision", "no", "--dynamo_backend", "no"]
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 sys.path.insert(0, str(ROOT / "recipes"))
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue")
@@ -35,21 +46,42 @@ needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/
 # ---- exact resume ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("fusion, fast", [("average", {}), ("gating", {}),
-                                          ("average", {"train_sampling_strategy": "group_by_length"}),
-                                          ("gating", {"train_sampling_strategy": "group_by_length", "bf16": True})])
-def test_resume_from_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path, tokenizer, sentiment_data_with_lengths,
-                                                                      fusion, fast):
+@pytest.mark.parametrize(
+    "fusion, fast",
+    [
+        ("average", {}),
+        ("gating", {}),
+        ("average", {"train_sampling_strategy": "group_by_length"}),
+        ("gating", {"train_sampling_strategy": "group_by_length", "bf16": True}),
+    ],
+)
+@pytest.mark.slow
+def test_resume_from_checkpoint_ends_where_the_uninterrupted_run_ends(
+    tmp_path, tokenizer, sentiment_data_with_lengths, fusion, fast
+):
     """Interrupted at step 4 of 8 and resumed: same weights, gate and eval metrics as one straight run; also with
     length-grouped batches (the sampler's order is restored) and bf16 autocast."""
     data = sentiment_data_with_lengths
 
     def run(name, resume=None):
-        args = config(tmp_path, fusion=fusion, output_dir=str(tmp_path / name), max_steps=8, save_strategy="steps",
-                      save_steps=4, per_device_train_batch_size=16, **fast)
+        args = tiny_config(
+            tmp_path,
+            fusion=fusion,
+            output_dir=str(tmp_path / name),
+            max_steps=8,
+            save_strategy="steps",
+            save_steps=4,
+            per_device_train_batch_size=16,
+            **fast,
+        )
         # dropout on, so the restored RNG state matters too
-        trainer = DistillationTrainer(model=tiny_student(dropout=0.1), args=args, train_dataset=data,
-                                      eval_dataset=data.select(range(64)), processing_class=tokenizer)
+        trainer = DistillationTrainer(
+            model=tiny_student(dropout=0.1),
+            args=args,
+            train_dataset=data,
+            eval_dataset=data.select(range(64)),
+            processing_class=tokenizer,
+        )
         trainer.train(resume_from_checkpoint=resume)
         return trainer
 
@@ -67,13 +99,21 @@ def test_resume_from_checkpoint_ends_where_the_uninterrupted_run_ends(tmp_path, 
 # ---- two processes --------------------------------------------------------------------------------
 
 
+@pytest.mark.multiprocess
 def test_two_process_gating_run_is_synchronised_and_matches_one_process(tmp_path):
     helper = str(ROOT / "tests" / "ddp_gating_run.py")
-    two = subprocess.run(LAUNCH + [helper, str(tmp_path / "ddp"), "8"], capture_output=True, text=True, timeout=600,
-                         env=ENV, cwd=ROOT)
+    two = subprocess.run(
+        LAUNCH + [helper, str(tmp_path / "ddp"), "8"], capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run([sys.executable, helper, str(tmp_path / "single"), "16"], capture_output=True, text=True,
-                         timeout=600, env=ENV, cwd=ROOT)
+    one = subprocess.run(
+        [sys.executable, helper, str(tmp_path / "single"), "16"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=ENV,
+        cwd=ROOT,
+    )
     assert one.returncode == 0, one.stderr[-3000:]
     rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
     single = torch.load(tmp_path / "single" / "rank0.pt")
@@ -84,21 +124,46 @@ def test_two_process_gating_run_is_synchronised_and_matches_one_process(tmp_path
 
 
 @needs_glue
+@pytest.mark.multiprocess
 def test_two_process_extraction_equals_one_process(tmp_path):
     tiny_student(id2label={0: "negative", 1: "positive"}).save_pretrained(tmp_path / "teacher")
     tiny_tokenizer().save_pretrained(tmp_path / "teacher")
-    arguments = ["--task", "sst2", "--data", str(GLUE), "--max_train_rows", "203", "--max_eval_rows", "51",
-                 "--max_length", "32", "--batch_size", "16", "--teachers", str(tmp_path / "teacher")]
+    arguments = [
+        "--task",
+        "sst2",
+        "--data",
+        str(GLUE),
+        "--max_train_rows",
+        "203",
+        "--max_eval_rows",
+        "51",
+        "--max_length",
+        "32",
+        "--batch_size",
+        "16",
+        "--teachers",
+        str(tmp_path / "teacher"),
+    ]
     recipe = str(ROOT / "recipes" / "extract_logits.py")
     for name, launcher in (("one", [sys.executable]), ("two", LAUNCH)):
-        finished = subprocess.run(launcher + [recipe, *arguments, "--output_dir", str(tmp_path / name)],
-                                  capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
+        finished = subprocess.run(
+            launcher + [recipe, *arguments, "--output_dir", str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=ENV,
+            cwd=ROOT,
+        )
         assert finished.returncode == 0, finished.stderr[-3000:]
     one, two = (datasets.load_from_disk(str(tmp_path / name)) for name in ("one", "two"))
     for split, rows in (("train", 203), ("validation", 51)):
         assert len(two[split]) == rows and two[split]["idx"][:] == one[split]["idx"][:]
-        np.testing.assert_allclose(np.asarray(two[split]["teacher_logits"][:]), np.asarray(one[split]["teacher_logits"][:]),
-                                   rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(two[split]["teacher_logits"][:]),
+            np.asarray(one[split]["teacher_logits"][:]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
     assert not (tmp_path / "two.teacher-cache").exists()
 
 
@@ -106,18 +171,54 @@ def test_two_process_extraction_equals_one_process(tmp_path):
 
 
 @needs_glue
+@pytest.mark.multiprocess
 def test_killed_extraction_resumes_without_redoing_finished_teachers(tmp_path, caplog):
     tiny_student(id2label={0: "negative", 1: "positive"}).save_pretrained(tmp_path / "teacher")
     tiny_tokenizer().save_pretrained(tmp_path / "teacher")
-    subprocess.run([sys.executable, str(ROOT / "recipes" / "train_teacher.py"), "--task", "sst2", "--data", str(GLUE),
-                    "--max_train_rows", "2000", "--model_name_or_path", "sklearn_tfidf", "--output_dir",
-                    str(tmp_path / "tfidf")], check=True, capture_output=True, env=ENV, cwd=ROOT)
+    subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "recipes" / "train_teacher.py"),
+            "--task",
+            "sst2",
+            "--data",
+            str(GLUE),
+            "--max_train_rows",
+            "2000",
+            "--model_name_or_path",
+            "sklearn_tfidf",
+            "--output_dir",
+            str(tmp_path / "tfidf"),
+        ],
+        check=True,
+        capture_output=True,
+        env=ENV,
+        cwd=ROOT,
+    )
     # teacher 0 (TF-IDF) finishes in a second; teacher 1 at batch size 1 takes long enough to be killed
-    argv = ["--task", "sst2", "--data", str(GLUE), "--max_train_rows", "3000", "--max_eval_rows", "200",
-            "--max_length", "32", "--teachers", f"{tmp_path / 'tfidf'},{tmp_path / 'teacher'}",
-            "--output_dir", str(tmp_path / "logits")]
-    process = subprocess.Popen([sys.executable, str(ROOT / "recipes" / "extract_logits.py"), *argv, "--batch_size", "1"],
-                               env=ENV, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    argv = [
+        "--task",
+        "sst2",
+        "--data",
+        str(GLUE),
+        "--max_train_rows",
+        "3000",
+        "--max_eval_rows",
+        "200",
+        "--max_length",
+        "32",
+        "--teachers",
+        f"{tmp_path / 'tfidf'},{tmp_path / 'teacher'}",
+        "--output_dir",
+        str(tmp_path / "logits"),
+    ]
+    process = subprocess.Popen(
+        [sys.executable, str(ROOT / "recipes" / "extract_logits.py"), *argv, "--batch_size", "1"],
+        env=ENV,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     cached = tmp_path / "logits.teacher-cache" / "teacher-0.npz"
     deadline = time.time() + 300
     while not cached.exists() and time.time() < deadline and process.poll() is None:
@@ -137,8 +238,12 @@ def test_killed_extraction_resumes_without_redoing_finished_teachers(tmp_path, c
     task = TaskArguments(task="sst2", data=str(GLUE), max_train_rows=3000, max_eval_rows=200, max_length=32)
     straight = extract_to_disk(task, [str(tmp_path / "tfidf"), str(tmp_path / "teacher")], str(tmp_path / "straight"))
     for split in ("train", "validation"):
-        np.testing.assert_allclose(np.asarray(resumed[split]["teacher_logits"][:]),
-                                   np.asarray(straight[split]["teacher_logits"][:]), rtol=1e-5, atol=1e-6)
+        np.testing.assert_allclose(
+            np.asarray(resumed[split]["teacher_logits"][:]),
+            np.asarray(straight[split]["teacher_logits"][:]),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 # ---- property tests -------------------------------------------------------------------------------
@@ -151,8 +256,10 @@ shapes = st.tuples(st.integers(1, 6), st.integers(1, 4), st.integers(2, 5))  # b
 @given(data=st.data(), shape=shapes, strategy=st.sampled_from(["average", "weighted", "min_entropy", "single"]))
 def test_fusion_of_finite_logits_is_finite_and_shaped(data, shape, strategy):
     logits = torch.from_numpy(data.draw(arrays(np.float32, shape, elements=finite)))
-    kwargs = {"weighted": {"weights": data.draw(st.lists(st.floats(0.01, 1.0), min_size=shape[1], max_size=shape[1]))},
-              "single": {"teacher_index": data.draw(st.integers(0, shape[1] - 1))}}.get(strategy, {})
+    kwargs = {
+        "weighted": {"weights": data.draw(st.lists(st.floats(0.01, 1.0), min_size=shape[1], max_size=shape[1]))},
+        "single": {"teacher_index": data.draw(st.integers(0, shape[1] - 1))},
+    }.get(strategy, {})
     fused = fuse_logits(logits, strategy, **kwargs)
     assert fused.shape == (shape[0], shape[2]) and torch.isfinite(fused).all()
 
@@ -186,33 +293,93 @@ def test_kd_loss_of_finite_logits_is_finite_and_non_negative(data, shape, temper
 @given(batch=st.integers(1, 4), teachers=st.integers(1, 3), labels=st.integers(2, 4), wrong=st.integers(0, 2))
 def test_mismatched_shapes_are_a_value_error(batch, teachers, labels, wrong):
     logits = torch.zeros(batch, teachers, labels)
-    bad = [torch.zeros(batch, labels), torch.zeros(batch, teachers, labels, 1), torch.full((batch, teachers, labels), float("nan"))][wrong]
+    bad = [
+        torch.zeros(batch, labels),
+        torch.zeros(batch, teachers, labels, 1),
+        torch.full((batch, teachers, labels), float("nan")),
+    ][wrong]
     with pytest.raises(ValueError):
         fuse_logits(bad, "average")
     with pytest.raises(ValueError):
-        kd_loss(torch.zeros(batch, labels + 1), fuse_logits(logits, "average"), torch.zeros(batch, dtype=torch.long), 2.0, 0.5)
+        kd_loss(
+            torch.zeros(batch, labels + 1),
+            fuse_logits(logits, "average"),
+            torch.zeros(batch, dtype=torch.long),
+            2.0,
+            0.5,
+        )
 
 
 # ---- secrets and pickles --------------------------------------------------------------------------
 
 
 @needs_glue
+@pytest.mark.slow
 def test_a_hub_token_on_the_command_line_is_never_written(tmp_path):
     import distill
     import extract_logits
     import train_teacher
 
     secret = "hf_CommandLineSecretThatMustNotBeSaved"
-    common = ["--task", "sst2", "--data", str(GLUE), "--max_train_rows", "64", "--max_eval_rows", "32", "--max_length", "16",
-              "--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--hub_token", secret]
+    common = [
+        "--task",
+        "sst2",
+        "--data",
+        str(GLUE),
+        "--max_train_rows",
+        "64",
+        "--max_eval_rows",
+        "32",
+        "--max_length",
+        "16",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--hub_token",
+        secret,
+    ]
     tiny_student().save_pretrained(tmp_path / "base")
     tiny_tokenizer().save_pretrained(tmp_path / "base")
-    train_teacher.main(common + ["--model_name_or_path", str(tmp_path / "base"), "--output_dir", str(tmp_path / "teacher"),
-                                 "--max_steps", "2", "--save_strategy", "steps", "--save_steps", "1"])
-    extract_logits.main(common[:8] + ["--teachers", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "logits")])
-    distill.main(common + ["--logit_dataset", str(tmp_path / "logits"), "--student_model", str(tmp_path / "base"),
-                           "--output_dir", str(tmp_path / "student"), "--max_steps", "2", "--save_strategy", "steps",
-                           "--save_steps", "1", "--fusion", "gating"])
+    train_teacher.main(
+        common
+        + [
+            "--model_name_or_path",
+            str(tmp_path / "base"),
+            "--output_dir",
+            str(tmp_path / "teacher"),
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "1",
+        ]
+    )
+    extract_logits.main(
+        common[:8] + ["--teachers", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "logits")]
+    )
+    distill.main(
+        common
+        + [
+            "--logit_dataset",
+            str(tmp_path / "logits"),
+            "--student_model",
+            str(tmp_path / "base"),
+            "--output_dir",
+            str(tmp_path / "student"),
+            "--max_steps",
+            "2",
+            "--save_strategy",
+            "steps",
+            "--save_steps",
+            "1",
+            "--fusion",
+            "gating",
+        ]
+    )
     written = [path for path in tmp_path.rglob("*") if path.is_file()]
     assert any(path.name == "training_args.bin" for path in written)  # checkpoints were saved, args included
     for path in written:

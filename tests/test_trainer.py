@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from conftest import tiny_student
+from helpers import assert_same_params, params, tiny_config, tiny_student
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, Trainer, TrainerCallback, TrainingArguments
 
-from distill_trainer import DistillationConfig, DistillationTrainer
+from distill_trainer import DistillationTrainer
 from distill_trainer.trainer import GATE_WEIGHTS_NAME
 
 FUSION_OPTIONS = {
@@ -18,32 +18,16 @@ FUSION_OPTIONS = {
 }
 
 
-def config(tmp_path, **overrides):
-    options = dict(
-        output_dir=str(tmp_path / "out"), per_device_train_batch_size=16, learning_rate=5e-3, num_train_epochs=1,
-        use_cpu=True, report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True, seed=0,
-        temperature=2.0, alpha=0.7,
-    )
-    options.update(overrides)
-    return DistillationConfig(**options)
-
-
-def params(model):
-    return {name: p.detach().clone() for name, p in model.named_parameters()}
-
-
-def assert_same_params(a, b, **tol):
-    assert a.keys() == b.keys()
-    for name in a:
-        torch.testing.assert_close(a[name], b[name], msg=name, **tol)
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize("fusion", list(FUSION_OPTIONS))
-def test_loss_goes_down_and_teacher_column_survives_default_column_removal(tmp_path, tokenizer, sentiment_data, fusion):
-    args = config(tmp_path, fusion=fusion, num_train_epochs=8, **FUSION_OPTIONS[fusion])
+def test_loss_goes_down_and_teacher_column_survives_default_column_removal(
+    tmp_path, tokenizer, sentiment_data, fusion
+):
+    args = tiny_config(tmp_path, fusion=fusion, num_train_epochs=8, **FUSION_OPTIONS[fusion])
     assert args.remove_unused_columns  # the Trainer default: we must keep teacher_logits anyway
-    trainer = DistillationTrainer(model=tiny_student(), args=args, train_dataset=sentiment_data,
-                                  processing_class=tokenizer)
+    trainer = DistillationTrainer(
+        model=tiny_student(), args=args, train_dataset=sentiment_data, processing_class=tokenizer
+    )
     batch = next(iter(trainer.get_train_dataloader()))
     assert batch["teacher_logits"].shape == (16, 3, 2)
     losses = []
@@ -62,23 +46,39 @@ def test_loss_goes_down_and_teacher_column_survives_default_column_removal(tmp_p
     assert logged and logged[-1]["train_loss"] > 0
 
 
+@pytest.mark.slow
 def test_alpha_zero_reproduces_plain_fine_tuning(tmp_path, tokenizer, sentiment_data):
     distilled = tiny_student()
-    DistillationTrainer(model=distilled, args=config(tmp_path, alpha=0.0, label_smoothing_factor=0.1),
-                        train_dataset=sentiment_data, processing_class=tokenizer).train()
+    DistillationTrainer(
+        model=distilled,
+        args=tiny_config(tmp_path, alpha=0.0, label_smoothing_factor=0.1),
+        train_dataset=sentiment_data,
+        processing_class=tokenizer,
+    ).train()
     plain = tiny_student()
-    plain_args = TrainingArguments(**{k: v for k, v in config(tmp_path, label_smoothing_factor=0.1).to_dict().items()
-                                      if k in TrainingArguments.__dataclass_fields__ and not k.startswith("_")
-                                      and k not in ("push_to_hub_token",)})
-    Trainer(model=plain, args=plain_args, train_dataset=sentiment_data.remove_columns("teacher_logits"),
-            processing_class=tokenizer).train()
+    plain_args = TrainingArguments(
+        **{
+            k: v
+            for k, v in tiny_config(tmp_path, label_smoothing_factor=0.1).to_dict().items()
+            if k in TrainingArguments.__dataclass_fields__
+            and not k.startswith("_")
+            and k not in ("push_to_hub_token",)
+        }
+    )
+    Trainer(
+        model=plain,
+        args=plain_args,
+        train_dataset=sentiment_data.remove_columns("teacher_logits"),
+        processing_class=tokenizer,
+    ).train()
     assert_same_params(params(distilled), params(plain), rtol=1e-5, atol=1e-6)
 
 
 def test_label_smoothing_is_applied_like_the_parent(tmp_path, tokenizer, sentiment_data):
-    args = config(tmp_path, alpha=0.0, label_smoothing_factor=0.2)
-    trainer = DistillationTrainer(model=tiny_student(), args=args, train_dataset=sentiment_data,
-                                  processing_class=tokenizer)
+    args = tiny_config(tmp_path, alpha=0.0, label_smoothing_factor=0.2)
+    trainer = DistillationTrainer(
+        model=tiny_student(), args=args, train_dataset=sentiment_data, processing_class=tokenizer
+    )
     with torch.no_grad():  # confident logits, so that smoothing visibly changes the loss
         trainer.model.classifier.bias.copy_(torch.tensor([2.0, -2.0]))
     batch = next(iter(trainer.get_train_dataloader()))
@@ -90,15 +90,28 @@ def test_label_smoothing_is_applied_like_the_parent(tmp_path, tokenizer, sentime
     assert abs(ours.item() - unsmoothed.item()) > 0.05
 
 
-@pytest.mark.parametrize("fusion, sampling", [("average", "random"), ("gating", "random"),
-                                              ("average", "group_by_length"), ("gating", "group_by_length")])
-def test_gradient_accumulation_matches_the_big_batch(tmp_path, tokenizer, sentiment_data_with_lengths, fusion, sampling):
+@pytest.mark.parametrize(
+    "fusion, sampling",
+    [("average", "random"), ("gating", "random"), ("average", "group_by_length"), ("gating", "group_by_length")],
+)
+def test_gradient_accumulation_matches_the_big_batch(
+    tmp_path, tokenizer, sentiment_data_with_lengths, fusion, sampling
+):
     def one_update(batch_size, accumulation):
-        args = config(tmp_path, fusion=fusion, per_device_train_batch_size=batch_size, optim="sgd",
-                      learning_rate=0.5, gradient_accumulation_steps=accumulation, max_steps=1, lr_scheduler_type="constant",
-                      train_sampling_strategy=sampling)
-        trainer = DistillationTrainer(model=tiny_student(), args=args, train_dataset=sentiment_data_with_lengths,
-                                      processing_class=tokenizer)
+        args = tiny_config(
+            tmp_path,
+            fusion=fusion,
+            per_device_train_batch_size=batch_size,
+            optim="sgd",
+            learning_rate=0.5,
+            gradient_accumulation_steps=accumulation,
+            max_steps=1,
+            lr_scheduler_type="constant",
+            train_sampling_strategy=sampling,
+        )
+        trainer = DistillationTrainer(
+            model=tiny_student(), args=args, train_dataset=sentiment_data_with_lengths, processing_class=tokenizer
+        )
         before = params(trainer.model)
         trainer.train()
         after = params(trainer.model)
@@ -112,10 +125,18 @@ def test_gradient_accumulation_matches_the_big_batch(tmp_path, tokenizer, sentim
 
 def test_gate_trains_is_checkpointed_resumes_and_stays_out_of_the_student(tmp_path, tokenizer, sentiment_data):
     def gating_trainer(output_dir):
-        args = config(tmp_path, fusion="gating", output_dir=str(output_dir), max_steps=8, save_strategy="steps",
-                      save_steps=4, per_device_train_batch_size=16)
-        return DistillationTrainer(model=tiny_student(), args=args, train_dataset=sentiment_data,
-                                   processing_class=tokenizer)
+        args = tiny_config(
+            tmp_path,
+            fusion="gating",
+            output_dir=str(output_dir),
+            max_steps=8,
+            save_strategy="steps",
+            save_steps=4,
+            per_device_train_batch_size=16,
+        )
+        return DistillationTrainer(
+            model=tiny_student(), args=args, train_dataset=sentiment_data, processing_class=tokenizer
+        )
 
     full = gating_trainer(tmp_path / "full")
     initial_gate = {k: v.clone() for k, v in full.gate.state_dict().items()}
@@ -152,10 +173,15 @@ def test_gate_trains_is_checkpointed_resumes_and_stays_out_of_the_student(tmp_pa
 
 
 def test_eval_split_without_teachers_and_predict_without_labels(tmp_path, tokenizer, sentiment_data):
-    args = config(tmp_path, fusion="gating", max_steps=2, eval_strategy="steps", eval_steps=2)
+    args = tiny_config(tmp_path, fusion="gating", max_steps=2, eval_strategy="steps", eval_steps=2)
     eval_without_teachers = sentiment_data.select(range(32)).remove_columns("teacher_logits")
-    trainer = DistillationTrainer(model=tiny_student(), args=args, train_dataset=sentiment_data,
-                                  eval_dataset=eval_without_teachers, processing_class=tokenizer)
+    trainer = DistillationTrainer(
+        model=tiny_student(),
+        args=args,
+        train_dataset=sentiment_data,
+        eval_dataset=eval_without_teachers,
+        processing_class=tokenizer,
+    )
     trainer.train()
     metrics = trainer.evaluate()
     assert metrics["eval_loss"] > 0

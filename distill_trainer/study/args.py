@@ -22,18 +22,28 @@ from .tasks import (
 
 logger = logging.getLogger(__name__)
 
+
 @dataclass
 class TaskArguments:
-    task: str = field(default="sst2", metadata={"help": "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli."})
-    data: str = field(default=DEFAULT_GLUE, metadata={
-        "help": "Hub dataset id (default nyu-mll/glue) or a folder of <task>/<split>.tsv|csv|parquet|jsonl."})
+    task: str = field(
+        default="sst2", metadata={"help": "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli."}
+    )
+    data: str = field(
+        default=DEFAULT_GLUE,
+        metadata={
+            "help": "Hub dataset id (default nyu-mll/glue) or a folder of <task>/<split>.tsv|csv|parquet|jsonl."
+        },
+    )
     max_train_rows: int | None = field(default=None, metadata={"help": "Keep only the first N training rows."})
     max_eval_rows: int | None = field(default=None, metadata={"help": "Keep only the first N validation rows."})
     max_length: int = field(default=128, metadata={"help": "Truncate tokenized inputs to this many tokens."})
-    trust_remote_code: bool = field(default=False, metadata={
-        "help": "Run model code from the checkpoint's repo (only for checkpoints you trust)."})
-    allow_pickle: bool = field(default=False, metadata={
-        "help": "Load checkpoints that have only pickle weights (pytorch_model.bin; only ones you trust)."})
+    trust_remote_code: bool = field(
+        default=False, metadata={"help": "Run model code from the checkpoint's repo (only for checkpoints you trust)."}
+    )
+    allow_pickle: bool = field(
+        default=False,
+        metadata={"help": "Load checkpoints that have only pickle weights (pytorch_model.bin; only ones you trust)."},
+    )
 
     @property
     def loading(self) -> dict:
@@ -56,24 +66,42 @@ class TaskArguments:
 
 @dataclass
 class StudentArguments:
-    logit_dataset: str = field(default=None, metadata={"help": "Logit dataset: a folder from extract_logits.py or a Hub dataset id."})
-    student_model: str = field(default=None, metadata={"help": "Student checkpoint (Hub id or folder), or the teacher to cut layers from."})
-    student_layers: str | None = field(default=None, metadata={"help": "Comma-separated encoder layers to keep, e.g. 0,2,4."})
-    check_against_data: bool = field(default=True, metadata={
-        "help": "Refuse a logit dataset whose training rows are not the task's (--data) first rows, in order."})
+    logit_dataset: str = field(
+        default=None, metadata={"help": "Logit dataset: a folder from extract_logits.py or a Hub dataset id."}
+    )
+    student_model: str = field(
+        default=None, metadata={"help": "Student checkpoint (Hub id or folder), or the teacher to cut layers from."}
+    )
+    student_layers: str | None = field(
+        default=None, metadata={"help": "Comma-separated encoder layers to keep, e.g. 0,2,4."}
+    )
+    check_against_data: bool = field(
+        default=True,
+        metadata={
+            "help": "Refuse a logit dataset whose training rows are not the task's (--data) first rows, in order."
+        },
+    )
 
 
 @dataclass
 class StudyArguments:
-    teachers: str = field(default="all-MiniLM-L6-v2,sklearn_tfidf", metadata={
-        "help": "Comma-separated teachers to fine-tune on the task: Hub ids, folders, or sklearn_tfidf."})
+    teachers: str = field(
+        default="all-MiniLM-L6-v2,sklearn_tfidf",
+        metadata={"help": "Comma-separated teachers to fine-tune on the task: Hub ids, folders, or sklearn_tfidf."},
+    )
     teacher_epochs: float = field(default=1.0, metadata={"help": "Fine-tuning epochs of each transformer teacher."})
-    teacher_learning_rate: float | None = field(default=None, metadata={
-        "help": "Learning rate of the transformer teachers (default: --learning_rate, the students' rate)."})
-    student_model: str = field(default="all-MiniLM-L6-v2", metadata={"help": "Pretrained model the student is cut from."})
+    teacher_learning_rate: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the transformer teachers (default: --learning_rate, the students' rate)."},
+    )
+    student_model: str = field(
+        default="all-MiniLM-L6-v2", metadata={"help": "Pretrained model the student is cut from."}
+    )
     student_layers: str | None = field(default="0,2,4", metadata={"help": "Encoder layers the student keeps."})
-    methods: str = field(default="none,single,average,weighted,min_entropy,gating", metadata={
-        "help": "Student methods; 'single' runs once per teacher."})
+    methods: str = field(
+        default="none,single,average,weighted,min_entropy,gating",
+        metadata={"help": "Student methods; 'single' runs once per teacher."},
+    )
     seeds: str = field(default="42", metadata={"help": "Comma-separated seeds for every student."})
     study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})
     results_csv: str = field(default="results/master_results.csv", metadata={"help": "The results table."})
@@ -95,7 +123,7 @@ def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | Non
         argv_config = argv[at + 1]
         with open(argv_config) as handle:
             values = yaml.safe_load(handle) or {}
-        del argv[at:at + 2]
+        del argv[at : at + 2]
         unused = sorted(set(values) - set(actions))
         if unused:  # one task config serves every recipe: each takes the keys it knows
             logger.warning("%s ignores these keys of %s: %s", parser.prog, argv_config, unused)
@@ -117,6 +145,6 @@ def with_overrides(args: TrainingArguments, cls: type = None, **overrides) -> Tr
 
 def for_trainer(args: TrainingArguments) -> TrainingArguments:
     """`args` without Hub pushing or token: the Trainer would push at every save, without our cards (the
-    recipes publish once, after training, through `distill_trainer.hub`), and it pickles its arguments
+    recipes publish once, after training, through `distill_trainer.study.hub`), and it pickles its arguments
     into `training_args.bin`, which must never hold a token."""
     return with_overrides(args, push_to_hub=False, hub_token=None) if args.push_to_hub or args.hub_token else args

@@ -25,8 +25,10 @@ from .teachers import load_teacher, sharded_logits
 
 logger = logging.getLogger(__name__)
 
-def build_logit_dataset(task_args: TaskArguments, teacher_paths: Sequence[str], batch_size: int = 64,
-                        cache_dir: str | None = None) -> datasets.DatasetDict:
+
+def build_logit_dataset(
+    task_args: TaskArguments, teacher_paths: Sequence[str], batch_size: int = 64, cache_dir: str | None = None
+) -> datasets.DatasetDict:
     """Run every teacher over train and validation; one `DatasetDict` with a `teacher_logits` column per split.
 
     Teachers are loaded one at a time. Under `accelerate launch` each process runs a contiguous share of
@@ -44,22 +46,33 @@ def build_logit_dataset(task_args: TaskArguments, teacher_paths: Sequence[str], 
         key = {"teacher": path, "max_length": task_args.max_length, "inputs": fingerprints}
         found = read_teacher_cache(cache_dir, index, key)
         if found is None:
-            teacher = load_teacher(path, task.label_names, batch_size=batch_size, max_length=task_args.max_length,
-                                   **task_args.loading)
-            found = {"name": display_name(teacher.name), "revision": teacher.revision,
-                     "logits": {split: sharded_logits(teacher, task_texts(task, data)) for split, data in splits.items()}}
+            teacher = load_teacher(
+                path, task.label_names, batch_size=batch_size, max_length=task_args.max_length, **task_args.loading
+            )
+            found = {
+                "name": display_name(teacher.name),
+                "revision": teacher.revision,
+                "logits": {split: sharded_logits(teacher, task_texts(task, data)) for split, data in splits.items()},
+            }
             write_teacher_cache(cache_dir, index, key, found)
         else:
             logger.warning("Teacher %d (%s): reusing its logits from %s.", index, found["name"], cache_dir)
         for split in splits:
             logits[split].append(found["logits"][split])
-        score = compute_task_metrics(task, found["logits"]["validation"], splits["validation"]["label"][:])[task.metric]
-        infos.append(TeacherInfo(name=found["name"], revision=found["revision"], metric=task.metric, validation_score=score))
-    return datasets.DatasetDict({
-        split: attach_teacher_logits(data, np.stack(logits[split], axis=1), infos, task.label_names, input_columns,
-                                     task=task.name)
-        for split, data in splits.items()
-    })
+        score = compute_task_metrics(task, found["logits"]["validation"], splits["validation"]["label"][:])[
+            task.metric
+        ]
+        infos.append(
+            TeacherInfo(name=found["name"], revision=found["revision"], metric=task.metric, validation_score=score)
+        )
+    return datasets.DatasetDict(
+        {
+            split: attach_teacher_logits(
+                data, np.stack(logits[split], axis=1), infos, task.label_names, input_columns, task=task.name
+            )
+            for split, data in splits.items()
+        }
+    )
 
 
 def teacher_cache_path(cache_dir: str, index: int) -> str:
@@ -73,10 +86,15 @@ def read_teacher_cache(cache_dir: str | None, index: int, key: dict) -> dict | N
     with np.load(teacher_cache_path(cache_dir, index)) as cached:
         info = json.loads(str(cached["info"]))
         if info["key"] != json.loads(json.dumps(key)):
-            logger.warning("Teacher %d: the cached logits in %s are for other inputs or settings; recomputing.", index, cache_dir)
+            logger.warning(
+                "Teacher %d: the cached logits in %s are for other inputs or settings; recomputing.", index, cache_dir
+            )
             return None
-        return {"name": info["name"], "revision": info["revision"],
-                "logits": {split: cached[split] for split in key["inputs"]}}
+        return {
+            "name": info["name"],
+            "revision": info["revision"],
+            "logits": {split: cached[split] for split in key["inputs"]},
+        }
 
 
 def write_teacher_cache(cache_dir: str | None, index: int, key: dict, found: dict) -> None:
@@ -94,8 +112,9 @@ def write_teacher_cache(cache_dir: str | None, index: int, key: dict, found: dic
     state.wait_for_everyone()
 
 
-def extract_to_disk(task_args: TaskArguments, teacher_paths: Sequence[str], output_dir: str,
-                    batch_size: int = 64) -> datasets.DatasetDict:
+def extract_to_disk(
+    task_args: TaskArguments, teacher_paths: Sequence[str], output_dir: str, batch_size: int = 64
+) -> datasets.DatasetDict:
     """`build_logit_dataset` with a resumable per-teacher cache beside `output_dir`, written atomically by
     the main process; the cache is removed once the dataset is in place."""
     cache_dir = f"{os.path.normpath(output_dir)}.teacher-cache"
@@ -110,6 +129,7 @@ def extract_to_disk(task_args: TaskArguments, teacher_paths: Sequence[str], outp
 
 def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> None:
     """Write next to `output_dir`, then rename: a crash never leaves a half-written dataset in its place."""
+
     def write(partial: str) -> None:
         dataset.save_to_disk(partial)
         if os.path.exists(output_dir):

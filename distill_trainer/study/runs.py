@@ -57,15 +57,25 @@ class RunRecord:
             data = json.load(handle)
         version = data.pop("format_version", 1)
         if version > RECORD_FORMAT_VERSION:
-            raise ValueError(f"{path} has format_version {version}; this distill-trainer reads up to "
-                             f"{RECORD_FORMAT_VERSION}: upgrade it.")
+            raise ValueError(
+                f"{path} has format_version {version}; this distill-trainer reads up to "
+                f"{RECORD_FORMAT_VERSION}: upgrade it."
+            )
         known = {f.name for f in fields(cls)}
         required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
         unknown, missing = sorted(set(data) - known), sorted(required - set(data))
         if unknown or missing:
-            raise ValueError(f"{path} is not a {cls.__name__}: " + "; ".join(
-                part for part in (f"unknown fields {unknown}" if unknown else "",
-                                  f"missing fields {missing}" if missing else "") if part))
+            raise ValueError(
+                f"{path} is not a {cls.__name__}: "
+                + "; ".join(
+                    part
+                    for part in (
+                        f"unknown fields {unknown}" if unknown else "",
+                        f"missing fields {missing}" if missing else "",
+                    )
+                    if part
+                )
+            )
         return cls(**data)
 
 

@@ -38,8 +38,11 @@ class GlueTask:
     @property
     def label_config(self) -> dict:
         """`from_pretrained` keyword arguments that give a classification head this task's labels, in order."""
-        return {"num_labels": self.num_labels, "id2label": dict(enumerate(self.label_names)),
-                "label2id": {label: i for i, label in enumerate(self.label_names)}}
+        return {
+            "num_labels": self.num_labels,
+            "id2label": dict(enumerate(self.label_names)),
+            "label2id": {label: i for i, label in enumerate(self.label_names)},
+        }
 
 
 TASKS = {
@@ -50,11 +53,19 @@ TASKS = {
         GlueTask("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "validation", "f1", "MRPC"),
         GlueTask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "validation", "f1", "QQP"),
         GlueTask("stsb", ("sentence1", "sentence2"), (), "validation", "pearson", "STS-B"),
-        GlueTask("mnli", ("premise", "hypothesis"), ("entailment", "neutral", "contradiction"),
-                 "validation_matched", "accuracy", "MNLI"),
+        GlueTask(
+            "mnli",
+            ("premise", "hypothesis"),
+            ("entailment", "neutral", "contradiction"),
+            "validation_matched",
+            "accuracy",
+            "MNLI",
+        ),
         GlueTask("qnli", ("question", "sentence"), ("entailment", "not_entailment"), "validation", "accuracy", "QNLI"),
         GlueTask("rte", ("sentence1", "sentence2"), ("entailment", "not_entailment"), "validation", "accuracy", "RTE"),
-        GlueTask("wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), "validation", "accuracy", "WNLI"),
+        GlueTask(
+            "wnli", ("sentence1", "sentence2"), ("not_entailment", "entailment"), "validation", "accuracy", "WNLI"
+        ),
     )
 }
 
@@ -70,7 +81,9 @@ def resolve_split(task: GlueTask, split: str) -> str:
     return task.validation_split if split == "validation" else split
 
 
-def load_task_split(task: GlueTask, split: str, data: str = DEFAULT_GLUE, max_rows: int | None = None) -> datasets.Dataset:
+def load_task_split(
+    task: GlueTask, split: str, data: str = DEFAULT_GLUE, max_rows: int | None = None
+) -> datasets.Dataset:
     """Load one split from a Hub dataset id (default `nyu-mll/glue`) or a folder `<data>/<task>/<split>.<ext>`.
 
     Local TSV/CSV files are read with NA parsing off: GLUE text such as MNLI's hypothesis `n/a` must stay text.
@@ -83,7 +96,9 @@ def load_task_split(task: GlueTask, split: str, data: str = DEFAULT_GLUE, max_ro
         dataset = datasets.load_dataset(data, task.name, split=split)
     missing = [c for c in (*task.text_columns, "label") if c not in dataset.column_names]
     if missing:
-        raise ValueError(f"{task.name}/{split} from {data!r} lacks the columns {missing} (has {dataset.column_names}).")
+        raise ValueError(
+            f"{task.name}/{split} from {data!r} lacks the columns {missing} (has {dataset.column_names})."
+        )
     return first_rows(dataset, max_rows)
 
 

@@ -60,13 +60,18 @@ def load_classifier(model_name_or_path: str, allow_pickle: bool = False, trust_r
 
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            model_name_or_path, use_safetensors=None if allow_pickle else True, trust_remote_code=trust_remote_code,
-            **kwargs)
+            model_name_or_path,
+            use_safetensors=None if allow_pickle else True,
+            trust_remote_code=trust_remote_code,
+            **kwargs,
+        )
     except OSError as error:
         if allow_pickle or "safetensors" not in str(error):
             raise
-        raise ValueError(f"{model_name_or_path} has no safetensors weights. Pickle checkpoints (pytorch_model.bin) can "
-                         f"run code when loaded: pass allow_pickle=True (--allow_pickle) only if you trust it.") from error
+        raise ValueError(
+            f"{model_name_or_path} has no safetensors weights. Pickle checkpoints (pytorch_model.bin) can "
+            f"run code when loaded: pass allow_pickle=True (--allow_pickle) only if you trust it."
+        ) from error
 
 
 class TransformersTeacher:
@@ -76,9 +81,18 @@ class TransformersTeacher:
     outputs are put back in input order.
     """
 
-    def __init__(self, model_name_or_path: str, task_labels: Sequence[str], name: str | None = None,
-                 batch_size: int = 64, max_length: int = 128, device: str | None = None,
-                 revision: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False):
+    def __init__(
+        self,
+        model_name_or_path: str,
+        task_labels: Sequence[str],
+        name: str | None = None,
+        batch_size: int = 64,
+        max_length: int = 128,
+        device: str | None = None,
+        revision: str | None = None,
+        trust_remote_code: bool = False,
+        allow_pickle: bool = False,
+    ):
         from transformers import AutoTokenizer
 
         self.name = name or model_name_or_path
@@ -87,10 +101,14 @@ class TransformersTeacher:
 
             device = PartialState().device
         self.device = device
-        self.tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, revision=revision,
-                                                       trust_remote_code=trust_remote_code)
-        self.model = load_classifier(model_name_or_path, allow_pickle, trust_remote_code, revision=revision
-                                     ).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            model_name_or_path, revision=revision, trust_remote_code=trust_remote_code
+        )
+        self.model = (
+            load_classifier(model_name_or_path, allow_pickle, trust_remote_code, revision=revision)
+            .to(self.device)
+            .eval()
+        )
         # A Hub teacher is pinned to the commit it was loaded from, so the logit dataset says exactly which.
         self.revision = getattr(self.model.config, "_commit_hash", None) or revision
         id2label = self.model.config.id2label
@@ -100,13 +118,15 @@ class TransformersTeacher:
 
     @torch.inference_mode()
     def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
-        encoded = self.tokenizer(*[list(column) for column in zip(*texts)], truncation=True, max_length=self.max_length)
+        encoded = self.tokenizer(
+            *[list(column) for column in zip(*texts)], truncation=True, max_length=self.max_length
+        )
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         order = np.argsort(-lengths, kind="stable")
         logits = np.empty((len(texts), len(self.permutation)), dtype=np.float32)
         starts = range(0, len(texts), self.batch_size)
         for start in tqdm(starts, desc=f"teacher {self.name}", disable=not progress):
-            rows = order[start:start + self.batch_size]
+            rows = order[start : start + self.batch_size]
             features = [{key: encoded[key][i] for key in encoded} for i in rows]
             batch = self.tokenizer.pad(features, return_tensors="pt").to(self.device)
             output = self.model(**batch).logits.float().cpu().numpy()
@@ -134,8 +154,9 @@ class SklearnTeacher:
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
 
-        pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-                                 LogisticRegression(C=C, max_iter=2000))
+        pipeline = make_pipeline(
+            TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), LogisticRegression(C=C, max_iter=2000)
+        )
         return cls(pipeline.fit(cls.join(texts), np.asarray(labels)), name)
 
     def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
@@ -149,13 +170,23 @@ class SklearnTeacher:
 
         vectorizer, classifier = self.pipeline.steps[0][1], self.pipeline.steps[-1][1]
         os.makedirs(folder, exist_ok=True)
-        settings = {"ngram_range": list(vectorizer.ngram_range), "sublinear_tf": vectorizer.sublinear_tf,
-                    "lowercase": vectorizer.lowercase, "classes": classifier.classes_.tolist(),
-                    "vocabulary": {term: int(index) for term, index in vectorizer.vocabulary_.items()}}
+        settings = {
+            "ngram_range": list(vectorizer.ngram_range),
+            "sublinear_tf": vectorizer.sublinear_tf,
+            "lowercase": vectorizer.lowercase,
+            "classes": classifier.classes_.tolist(),
+            "vocabulary": {term: int(index) for term, index in vectorizer.vocabulary_.items()},
+        }
         with open(os.path.join(folder, SKLEARN_TEACHER_FILE), "w") as handle:
             json.dump(settings, handle)
-        save_file({"idf": vectorizer.idf_.astype(np.float64), "coef": classifier.coef_.astype(np.float64),
-                   "intercept": classifier.intercept_.astype(np.float64)}, os.path.join(folder, SKLEARN_WEIGHTS_FILE))
+        save_file(
+            {
+                "idf": vectorizer.idf_.astype(np.float64),
+                "coef": classifier.coef_.astype(np.float64),
+                "intercept": classifier.intercept_.astype(np.float64),
+            },
+            os.path.join(folder, SKLEARN_WEIGHTS_FILE),
+        )
 
     @classmethod
     def load(cls, folder: str, name: str | None = None) -> "SklearnTeacher":
@@ -168,8 +199,12 @@ class SklearnTeacher:
         with open(os.path.join(folder, SKLEARN_TEACHER_FILE)) as handle:
             settings = json.load(handle)
         weights = load_file(os.path.join(folder, SKLEARN_WEIGHTS_FILE))
-        vectorizer = TfidfVectorizer(ngram_range=tuple(settings["ngram_range"]), sublinear_tf=settings["sublinear_tf"],
-                                     lowercase=settings["lowercase"], vocabulary=settings["vocabulary"])
+        vectorizer = TfidfVectorizer(
+            ngram_range=tuple(settings["ngram_range"]),
+            sublinear_tf=settings["sublinear_tf"],
+            lowercase=settings["lowercase"],
+            vocabulary=settings["vocabulary"],
+        )
         vectorizer.idf_ = weights["idf"]
         classifier = LogisticRegression()
         classifier.classes_ = np.asarray(settings["classes"])
@@ -179,7 +214,11 @@ class SklearnTeacher:
 
 def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teacher:
     """A folder written by `recipes/train_teacher.py` (either kind), or any transformers checkpoint / Hub id."""
-    name = TeacherRecord.load(path_or_id).name if os.path.isfile(os.path.join(path_or_id, TeacherRecord.FILE)) else path_or_id
+    name = (
+        TeacherRecord.load(path_or_id).name
+        if os.path.isfile(os.path.join(path_or_id, TeacherRecord.FILE))
+        else path_or_id
+    )
     if os.path.isfile(os.path.join(path_or_id, SKLEARN_TEACHER_FILE)):
         return SklearnTeacher.load(path_or_id, name)
     return TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)
@@ -195,7 +234,7 @@ def sharded_logits(teacher: Teacher, texts: Sequence[tuple[str, ...]]) -> np.nda
     if state.num_processes == 1:
         return teacher(texts)
     bounds = np.linspace(0, len(texts), state.num_processes + 1).astype(int)
-    share = teacher(texts[bounds[state.process_index]:bounds[state.process_index + 1]],
-                    progress=state.is_main_process)
+    share = teacher(
+        texts[bounds[state.process_index] : bounds[state.process_index + 1]], progress=state.is_main_process
+    )
     return np.concatenate(gather_object([share]), axis=0)
-

@@ -13,7 +13,8 @@ from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArgume
 
 from ..config import DistillationConfig
 from ..logits import check_logits_match_inputs, read_metadata
-from ..trainer import DistillationTrainer, LengthGroupedSamplingMixin
+from ..sampling import LengthGroupedSamplingMixin
+from ..trainer import DistillationTrainer
 from .args import StudentArguments, TaskArguments, for_trainer
 from .extraction import load_logit_dataset
 from .packaged_models import resolve_model
@@ -36,13 +37,18 @@ class TaskTrainer(LengthGroupedSamplingMixin, Trainer):
 def tokenize_task(dataset: datasets.Dataset, tokenizer, task: GlueTask, max_length: int) -> datasets.Dataset:
     """Tokenize the task's text column(s) (pairs as pairs); the other columns stay. A `length` column (tokens
     per row) lets length-grouped sampling read the lengths instead of measuring every row."""
-    return dataset.map(lambda batch: tokenizer(*[batch[c] for c in task.text_columns], truncation=True,
-                                               max_length=max_length, return_length=True),
-                       batched=True, desc="tokenize")
+    return dataset.map(
+        lambda batch: tokenizer(
+            *[batch[c] for c in task.text_columns], truncation=True, max_length=max_length, return_length=True
+        ),
+        batched=True,
+        desc="tokenize",
+    )
 
 
-def load_for_task(model_name_or_path: str, task: GlueTask, allow_pickle: bool = False, trust_remote_code: bool = False,
-                  **kwargs) -> tuple:
+def load_for_task(
+    model_name_or_path: str, task: GlueTask, allow_pickle: bool = False, trust_remote_code: bool = False, **kwargs
+) -> tuple:
     """Tokenizer and classification model with the task's labels (a fresh head where the labels differ)."""
     path = resolve_model(model_name_or_path)
     model = load_classifier(path, allow_pickle, trust_remote_code, **task.label_config, **kwargs)
@@ -55,8 +61,12 @@ def evaluate_task(trainer: Trainer) -> tuple[dict, np.ndarray]:
     return {key.removeprefix("eval_"): value for key, value in output.metrics.items()}, output.predictions
 
 
-def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_args: TrainingArguments,
-                  teacher_name: str | None = None) -> TeacherRecord:
+def train_teacher(
+    task_args: TaskArguments,
+    model_name_or_path: str,
+    training_args: TrainingArguments,
+    teacher_name: str | None = None,
+) -> TeacherRecord:
     """Fine-tune a teacher on a task (or fit the scikit-learn TF-IDF teacher) and save it with its score."""
     task = task_args.glue_task
     train, validation = task_args.load("train"), task_args.load("validation")
@@ -69,16 +79,27 @@ def train_teacher(task_args: TaskArguments, model_name_or_path: str, training_ar
         teacher.save(output_dir)
     else:
         tokenizer, model = load_for_task(model_name_or_path, task, **task_args.loading)
-        trainer = TaskTrainer(model=model, args=for_trainer(training_args), processing_class=tokenizer,
-                          train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
-                          eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
-                          compute_metrics=metrics_for_trainer(task))
+        trainer = TaskTrainer(
+            model=model,
+            args=for_trainer(training_args),
+            processing_class=tokenizer,
+            train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
+            eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
+            compute_metrics=metrics_for_trainer(task),
+        )
         trainer.train()
         metrics, _ = evaluate_task(trainer)
         trainer.save_model(output_dir)
-    record = TeacherRecord(name=name, base_model=base_model_name(model_name_or_path), task=task.name,
-                           metric=task.metric, validation_score=metrics[task.metric], train_rows=len(train),
-                           metrics=metrics, train_runtime=time.perf_counter() - started)
+    record = TeacherRecord(
+        name=name,
+        base_model=base_model_name(model_name_or_path),
+        task=task.name,
+        metric=task.metric,
+        validation_score=metrics[task.metric],
+        train_rows=len(train),
+        metrics=metrics,
+        train_runtime=time.perf_counter() - started,
+    )
     record.save(output_dir)
     return record
 
@@ -96,32 +117,54 @@ def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTra
     return model
 
 
-def distill_student(task_args: TaskArguments, student_args: StudentArguments,
-                    config: DistillationConfig) -> StudentResult:
+def distill_student(
+    task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig
+) -> StudentResult:
     """Train one student from a logit dataset; save it with `eval_results.json`; return the results."""
     task = task_args.glue_task
     logit_data = load_logit_dataset(student_args.logit_dataset)
-    train, validation = (first_rows(logit_data[split], task_args.row_limit(split)) for split in ("train", "validation"))
+    train, validation = (
+        first_rows(logit_data[split], task_args.row_limit(split)) for split in ("train", "validation")
+    )
     metadata = read_metadata(logit_data["train"])
     if student_args.check_against_data and metadata is not None:
         check_logits_match_inputs(metadata, load_task_split(task, "train", task_args.data, metadata.num_rows))
-    tokenizer, model = load_for_task(student_args.student_model, task, ignore_mismatched_sizes=True, **task_args.loading)
+    tokenizer, model = load_for_task(
+        student_args.student_model, task, ignore_mismatched_sizes=True, **task_args.loading
+    )
     if student_args.student_layers:
         model = student_from_layers(model, [int(i) for i in student_args.student_layers.split(",")])
     trainer = DistillationTrainer(
-        model=model, args=for_trainer(config), processing_class=tokenizer, compute_metrics=metrics_for_trainer(task),
+        model=model,
+        args=for_trainer(config),
+        processing_class=tokenizer,
+        compute_metrics=metrics_for_trainer(task),
         train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
-        eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length))
+        eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
+    )
     train_output = trainer.train()
     metrics, validation_logits = evaluate_task(trainer)
     results = StudentResult(
-        task=task.name, metric=task.metric, score=metrics[task.metric], metrics=metrics, fusion=config.fusion,
-        temperature=config.temperature, alpha=config.alpha, seed=config.seed, teacher_index=config.teacher_index,
-        fusion_weights=config.fusion_weights, teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
-        logit_dataset=display_name(student_args.logit_dataset), train_rows=len(train),
-        student_model=base_model_name(student_args.student_model), student_layers=student_args.student_layers,
-        num_parameters=model.num_parameters(), eval_rows=len(validation), max_length=task_args.max_length,
-        train_runtime=train_output.metrics.get("train_runtime"))
+        task=task.name,
+        metric=task.metric,
+        score=metrics[task.metric],
+        metrics=metrics,
+        fusion=config.fusion,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        seed=config.seed,
+        teacher_index=config.teacher_index,
+        fusion_weights=config.fusion_weights,
+        teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
+        logit_dataset=display_name(student_args.logit_dataset),
+        train_rows=len(train),
+        student_model=base_model_name(student_args.student_model),
+        student_layers=student_args.student_layers,
+        num_parameters=model.num_parameters(),
+        eval_rows=len(validation),
+        max_length=task_args.max_length,
+        train_runtime=train_output.metrics.get("train_runtime"),
+    )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         np.save(os.path.join(config.output_dir, VALIDATION_LOGITS_FILE), validation_logits.astype(np.float32))

@@ -17,7 +17,16 @@ from .per_example import (
 from .stats import aggregate_seeds, gap_closed, gap_table, multi_teacher_advantage, paired_bootstrap
 
 __all__ = [
-    "AGREEMENT_REGIONS", "FAILURE_CATEGORIES", "accuracy_by_region", "agreement_regions", "failure_categories",
-    "failure_table", "teacher_confidence", "aggregate_seeds", "gap_closed", "gap_table", "multi_teacher_advantage",
+    "AGREEMENT_REGIONS",
+    "FAILURE_CATEGORIES",
+    "accuracy_by_region",
+    "agreement_regions",
+    "failure_categories",
+    "failure_table",
+    "teacher_confidence",
+    "aggregate_seeds",
+    "gap_closed",
+    "gap_table",
+    "multi_teacher_advantage",
     "paired_bootstrap",
 ]

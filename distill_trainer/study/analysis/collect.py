@@ -24,25 +24,50 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
     rows = []
     for info_path in sorted(glob.glob(os.path.join(study_dir, "*", "teacher-*", TeacherRecord.FILE))):
         info = TeacherRecord.load(info_path)
-        rows.append({"task": info.task, "method": info.method, "type": "teacher", "seed": np.nan,
-                     "score": info.validation_score, "metric": info.metric, "train_rows": info.train_rows,
-                     "train_runtime": info.train_runtime, "run_dir": os.path.dirname(info_path)})
+        rows.append(
+            {
+                "task": info.task,
+                "method": info.method,
+                "type": "teacher",
+                "seed": np.nan,
+                "score": info.validation_score,
+                "metric": info.metric,
+                "train_rows": info.train_rows,
+                "train_runtime": info.train_runtime,
+                "run_dir": os.path.dirname(info_path),
+            }
+        )
     for results_path in sorted(glob.glob(os.path.join(study_dir, "*", "student-*", StudentResult.FILE))):
         results = StudentResult.load(results_path)
         method, kind = results.method
-        rows.append({"task": results.task, "method": method, "type": kind, "seed": results.seed,
-                     "score": results.score, "metric": results.metric, "train_rows": results.train_rows,
-                     "temperature": results.temperature, "alpha": results.alpha,
-                     "train_runtime": results.train_runtime, "run_dir": os.path.dirname(results_path)})
+        rows.append(
+            {
+                "task": results.task,
+                "method": method,
+                "type": kind,
+                "seed": results.seed,
+                "score": results.score,
+                "metric": results.metric,
+                "train_rows": results.train_rows,
+                "temperature": results.temperature,
+                "alpha": results.alpha,
+                "train_runtime": results.train_runtime,
+                "run_dir": os.path.dirname(results_path),
+            }
+        )
     if not rows:
-        raise FileNotFoundError(f"No teacher_info.json or eval_results.json under {study_dir}/<task>/: run compare.py first.")
+        raise FileNotFoundError(
+            f"No teacher_info.json or eval_results.json under {study_dir}/<task>/: run compare.py first."
+        )
     return pd.DataFrame(rows)
 
 
 def collect_grids(study_dir: str) -> pd.DataFrame:
     """Every T x alpha grid (`grid.csv` of recipes/sweep.py) under `study_dir`, with its sweep's folder name."""
-    frames = [pd.read_csv(path).assign(grid=os.path.basename(os.path.dirname(path)), grid_dir=os.path.dirname(path))
-              for path in sorted(glob.glob(os.path.join(study_dir, "**", "grid.csv"), recursive=True))]
+    frames = [
+        pd.read_csv(path).assign(grid=os.path.basename(os.path.dirname(path)), grid_dir=os.path.dirname(path))
+        for path in sorted(glob.glob(os.path.join(study_dir, "**", "grid.csv"), recursive=True))
+    ]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
@@ -56,9 +81,17 @@ def student_predictions(run_dir: str, validation: datasets.Dataset, task_name: s
         task = get_task(task_name)
         tokenizer, model = load_for_task(run_dir, task)
         rows = validation.select(range(results.eval_rows or len(validation)))
-        trainer = Trainer(model=model, processing_class=tokenizer, args=TrainingArguments(
-            output_dir=os.path.join(run_dir, "analysis-tmp"), report_to="none", per_device_eval_batch_size=64,
-            use_cpu=True, disable_tqdm=True))
+        trainer = Trainer(
+            model=model,
+            processing_class=tokenizer,
+            args=TrainingArguments(
+                output_dir=os.path.join(run_dir, "analysis-tmp"),
+                report_to="none",
+                per_device_eval_batch_size=64,
+                use_cpu=True,
+                disable_tqdm=True,
+            ),
+        )
         logits = trainer.predict(tokenize_task(rows, tokenizer, task, results.max_length or 128)).predictions
         np.save(path, logits.astype(np.float32))
     return np.load(path).argmax(-1)

@@ -18,59 +18,102 @@ from .per_example import accuracy_by_region, agreement_regions, failure_table, t
 from .stats import STUDENT_TYPES, paired_bootstrap
 
 
-def analyze_task(study_dir: str, task_name: str, task_runs: pd.DataFrame, aggregated: pd.DataFrame, resamples: int) -> dict:
+def analyze_task(
+    study_dir: str, task_name: str, task_runs: pd.DataFrame, aggregated: pd.DataFrame, resamples: int
+) -> dict:
     """One task's per-example analyses (on the validation rows every student scored) and its two paired tests:
     best distilled student vs the baseline, best multi-teacher vs best single-teacher student."""
     task = get_task(task_name)
     logit_dataset = datasets.load_from_disk(os.path.join(study_dir, task_name, "logits"))
     validation = logit_dataset["validation"]
     metadata = read_metadata(validation)
-    teacher_names = ([short_teacher_name(t.name, task_name) for t in metadata.teachers] if metadata
-                     else [f"teacher {i}" for i in range(len(validation[0]["teacher_logits"]))])
+    teacher_names = (
+        [short_teacher_name(t.name, task_name) for t in metadata.teachers]
+        if metadata
+        else [f"teacher {i}" for i in range(len(validation[0]["teacher_logits"]))]
+    )
     students = task_runs[task_runs.type != "teacher"]
-    predictions = {run.run_dir: student_predictions(run.run_dir, validation, task_name) for run in students.itertuples()}
+    predictions = {
+        run.run_dir: student_predictions(run.run_dir, validation, task_name) for run in students.itertuples()
+    }
     rows = min(len(p) for p in predictions.values()) if predictions else len(validation)
     teacher_logits = teacher_logits_array(validation.select(range(rows)))
     labels = np.asarray(validation["label"][:rows])
-    by_method = {method: np.stack([predictions[d][:rows] for d in group.run_dir]) for method, group in students.groupby("method", sort=False)}
+    by_method = {
+        method: np.stack([predictions[d][:rows] for d in group.run_dir])
+        for method, group in students.groupby("method", sort=False)
+    }
     regions = agreement_regions(teacher_logits)
     seeds = min(len(p) for p in by_method.values())  # per-example tables: the mean over the seeds all methods have
     per_seed = [{method: p[seed] for method, p in by_method.items()} for seed in range(seeds)]
     region_table = sum(accuracy_by_region(regions, predicted, labels) for predicted in per_seed) / seeds
     empty_regions = [region for region in region_table.columns if region_table.loc["examples", region] == 0]
     failures = sum(failure_table(teacher_logits, predicted, labels) for predicted in per_seed) / seeds
-    best = {kind: aggregated[aggregated.type == kind].sort_values("mean").iloc[-1] for kind in STUDENT_TYPES
-            if (aggregated.type == kind).any()}
+    best = {
+        kind: aggregated[aggregated.type == kind].sort_values("mean").iloc[-1]
+        for kind in STUDENT_TYPES
+        if (aggregated.type == kind).any()
+    }
     distilled = aggregated[aggregated.type.isin(["single", "multi"])].sort_values("mean").iloc[-1]
     tests = {}
     if "baseline" in best:
-        tests["distilled_vs_baseline"] = dict(paired_bootstrap(by_method[distilled.method], by_method[best["baseline"].method],
-                                                               labels, task.metric, resamples), a=distilled.method, b="none")
+        tests["distilled_vs_baseline"] = dict(
+            paired_bootstrap(
+                by_method[distilled.method], by_method[best["baseline"].method], labels, task.metric, resamples
+            ),
+            a=distilled.method,
+            b="none",
+        )
     if "multi" in best and "single" in best:
-        tests["multi_vs_single"] = dict(paired_bootstrap(by_method[best["multi"].method], by_method[best["single"].method],
-                                                         labels, task.metric, resamples), a=best["multi"].method, b=best["single"].method)
+        tests["multi_vs_single"] = dict(
+            paired_bootstrap(
+                by_method[best["multi"].method], by_method[best["single"].method], labels, task.metric, resamples
+            ),
+            a=best["multi"].method,
+            b=best["single"].method,
+        )
     confidence = teacher_confidence(teacher_logits, teacher_names)
     teachers = aggregated[aggregated.type == "teacher"]
     metrics = {
-        "metric": task.metric, "validation_rows": int(rows), "train_rows": int(task_runs.train_rows.dropna().max()),
+        "metric": task.metric,
+        "validation_rows": int(rows),
+        "train_rows": int(task_runs.train_rows.dropna().max()),
         "seeds": sorted(int(s) for s in students.seed.dropna().unique()),
-        "train_minutes": {kind: {"minutes": float(runs.train_runtime.sum() / 60),
-                                 "runs_timed": int(runs.train_runtime.notna().sum()), "runs": len(runs)}
-                          for kind, runs in (("teachers", task_runs[task_runs.type == "teacher"]), ("students", students))},
+        "train_minutes": {
+            kind: {
+                "minutes": float(runs.train_runtime.sum() / 60),
+                "runs_timed": int(runs.train_runtime.notna().sum()),
+                "runs": len(runs),
+            }
+            for kind, runs in (("teachers", task_runs[task_runs.type == "teacher"]), ("students", students))
+        },
         "best_teacher": float(teachers["mean"].max()) if not teachers.empty else None,
         "baseline": float(best["baseline"]["mean"]) if "baseline" in best else None,
-        "best_single": {"method": best["single"].method, "mean": float(best["single"]["mean"])} if "single" in best else None,
-        "best_multi": {"method": best["multi"].method, "mean": float(best["multi"]["mean"])} if "multi" in best else None,
-        "distilled_students_above_baseline": int((aggregated[aggregated.type.isin(["single", "multi"])]["mean"]
-                                                  > best["baseline"]["mean"]).sum()) if "baseline" in best else None,
+        "best_single": {"method": best["single"].method, "mean": float(best["single"]["mean"])}
+        if "single" in best
+        else None,
+        "best_multi": {"method": best["multi"].method, "mean": float(best["multi"]["mean"])}
+        if "multi" in best
+        else None,
+        "distilled_students_above_baseline": int(
+            (aggregated[aggregated.type.isin(["single", "multi"])]["mean"] > best["baseline"]["mean"]).sum()
+        )
+        if "baseline" in best
+        else None,
         "tests": tests,
         "teacher_mean_max_prob": confidence.set_index("teacher").mean_max_prob.to_dict(),
         "teacher_agreement_rate": float((regions == "all_agree").mean()),
         "share_of_errors_all_teachers_wrong": float(failures.all_teachers_wrong.sum() / max(failures.errors.sum(), 1)),
     }
-    return {"task": task_name, "metrics": metrics, "confidence": confidence,  # regions no example falls in are left out
-            "regions": region_table.drop(columns=empty_regions), "empty_regions": empty_regions,
-            "failures": failures, "aggregated": aggregated}
+    return {
+        "task": task_name,
+        "metrics": metrics,
+        "confidence": confidence,  # regions no example falls in are left out
+        "regions": region_table.drop(columns=empty_regions),
+        "empty_regions": empty_regions,
+        "failures": failures,
+        "aggregated": aggregated,
+    }
 
 
 def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str) -> list[dict]:
@@ -88,19 +131,32 @@ def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str
         by_temperature = matrix.mean(1)
         seed_std = aggregated.loc[(aggregated.task == task_name) & aggregated.type.isin(STUDENT_TYPES), "std"]
         runtime = grid["train_runtime"].dropna() if "train_runtime" in grid else pd.Series(dtype=float)
-        findings.append({
-            "task": task_name, "grid": grid_name, "fusion": best.fusion, "metric": best.metric,
-            "best_temperature": float(best.temperature), "best_alpha": float(best.alpha), "best_score": float(best.score),
-            "mean_by_temperature": {float(t): float(v) for t, v in by_temperature.items()},
-            "best_mean_temperature": float(by_temperature.idxmax()),
-            "temperature_spread": float(by_temperature.max() - by_temperature.min()),
-            "seed_std": float(seed_std.median()) if seed_std.notna().any() else None,
-            "cells": int(len(grid)), "train_minutes": float(runtime.sum() / 60) if len(runtime) else None,
-            "predictions_changed_by_temperature": predictions_changed_by_temperature(grid),
-            "matrix": matrix,
-            "figure": plots.heatmap(100 * matrix, os.path.join(output_dir, f"grid_{task_name}_{grid_name}.png"),
-                                    f"{task_name} {grid_name}: {best.metric} (%)", xlabel="alpha", ylabel="temperature"),
-        })
+        findings.append(
+            {
+                "task": task_name,
+                "grid": grid_name,
+                "fusion": best.fusion,
+                "metric": best.metric,
+                "best_temperature": float(best.temperature),
+                "best_alpha": float(best.alpha),
+                "best_score": float(best.score),
+                "mean_by_temperature": {float(t): float(v) for t, v in by_temperature.items()},
+                "best_mean_temperature": float(by_temperature.idxmax()),
+                "temperature_spread": float(by_temperature.max() - by_temperature.min()),
+                "seed_std": float(seed_std.median()) if seed_std.notna().any() else None,
+                "cells": int(len(grid)),
+                "train_minutes": float(runtime.sum() / 60) if len(runtime) else None,
+                "predictions_changed_by_temperature": predictions_changed_by_temperature(grid),
+                "matrix": matrix,
+                "figure": plots.heatmap(
+                    100 * matrix,
+                    os.path.join(output_dir, f"grid_{task_name}_{grid_name}.png"),
+                    f"{task_name} {grid_name}: {best.metric} (%)",
+                    xlabel="alpha",
+                    ylabel="temperature",
+                ),
+            }
+        )
     return findings
 
 

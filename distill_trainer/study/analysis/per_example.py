@@ -26,7 +26,9 @@ def as_class_ids(predictions: np.ndarray) -> np.ndarray:
     return predictions.argmax(-1) if predictions.ndim == 2 else predictions
 
 
-def teacher_confidence(teacher_logits: np.ndarray, teacher_names: Sequence[str], threshold: float = 0.95) -> pd.DataFrame:
+def teacher_confidence(
+    teacher_logits: np.ndarray, teacher_names: Sequence[str], threshold: float = 0.95
+) -> pd.DataFrame:
     """Per teacher: mean max probability, mean entropy (nats) and % of examples with max probability > threshold.
 
     Near-one-hot teachers (the reference study: > 96% mean max probability) leave little dark knowledge.
@@ -34,12 +36,14 @@ def teacher_confidence(teacher_logits: np.ndarray, teacher_names: Sequence[str],
     probs = softmax(np.asarray(teacher_logits, dtype=np.float64))
     max_prob = probs.max(-1)
     entropy = -(probs * np.log(np.clip(probs, 1e-12, 1.0))).sum(-1)
-    return pd.DataFrame({
-        "teacher": list(teacher_names),
-        "mean_max_prob": max_prob.mean(0),
-        "mean_entropy": entropy.mean(0),
-        "pct_high_confidence": 100.0 * (max_prob > threshold).mean(0),
-    })
+    return pd.DataFrame(
+        {
+            "teacher": list(teacher_names),
+            "mean_max_prob": max_prob.mean(0),
+            "mean_entropy": entropy.mean(0),
+            "pct_high_confidence": 100.0 * (max_prob > threshold).mean(0),
+        }
+    )
 
 
 def agreement_regions(teacher_logits: np.ndarray) -> np.ndarray:
@@ -57,8 +61,10 @@ def accuracy_by_region(regions: np.ndarray, predictions: Mapping[str, np.ndarray
     table = {}
     for method, predicted in predictions.items():
         correct = as_class_ids(predicted) == labels
-        table[method] = {region: correct[regions == region].mean() if (regions == region).any() else np.nan
-                         for region in AGREEMENT_REGIONS}
+        table[method] = {
+            region: correct[regions == region].mean() if (regions == region).any() else np.nan
+            for region in AGREEMENT_REGIONS
+        }
     frame = pd.DataFrame.from_dict(table, orient="index", columns=list(AGREEMENT_REGIONS))
     frame.loc["examples"] = [int((regions == region).sum()) for region in AGREEMENT_REGIONS]
     return frame
@@ -70,12 +76,15 @@ def failure_categories(teacher_logits: np.ndarray, predictions: np.ndarray, labe
     votes = np.asarray(teacher_logits).argmax(-1)
     teacher_right = votes == labels[:, None]
     disagree = (votes != votes[:, :1]).any(1)
-    category = np.where(~teacher_right.any(1), "all_teachers_wrong",
-                        np.where(disagree, "error_on_disagreement", "teachers_right"))
+    category = np.where(
+        ~teacher_right.any(1), "all_teachers_wrong", np.where(disagree, "error_on_disagreement", "teachers_right")
+    )
     return np.where(as_class_ids(predictions) == labels, "", category)
 
 
-def failure_table(teacher_logits: np.ndarray, predictions: Mapping[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
+def failure_table(
+    teacher_logits: np.ndarray, predictions: Mapping[str, np.ndarray], labels: np.ndarray
+) -> pd.DataFrame:
     """Number of errors of each method (rows) in each failure category (columns), plus the total."""
     rows = {}
     for method, predicted in predictions.items():

@@ -39,16 +39,24 @@ def grouped_bars(table: pd.DataFrame, path: str, ylabel: str, title: str) -> str
     width = 0.8 / max(len(table.columns), 1)
     for i, column in enumerate(table.columns):
         axis.bar(np.arange(len(table)) + i * width, table[column].to_numpy(dtype=float), width, label=column)
-    axis.set_xticks(np.arange(len(table)) + width * (len(table.columns) - 1) / 2, table.index, rotation=30, ha="right",
-                    fontsize=8)
+    axis.set_xticks(
+        np.arange(len(table)) + width * (len(table.columns) - 1) / 2, table.index, rotation=30, ha="right", fontsize=8
+    )
     axis.set_ylabel(ylabel)
     axis.set_title(title, fontsize=10)
     axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
     return save(figure, path)
 
 
-def heatmap(matrix: pd.DataFrame, path: str, title: str, fmt: str = "{:.2f}", cmap: str = "viridis",
-            xlabel: str = "", ylabel: str = "") -> str:
+def heatmap(
+    matrix: pd.DataFrame,
+    path: str,
+    title: str,
+    fmt: str = "{:.2f}",
+    cmap: str = "viridis",
+    xlabel: str = "",
+    ylabel: str = "",
+) -> str:
     """A labelled heatmap with the values written in the cells (ranking of methods x tasks, T x alpha grids)."""
     figure, axis = plt.subplots(figsize=(max(4.5, 1.5 + 1.2 * matrix.shape[1]), 1 + 0.45 * matrix.shape[0]))
     values = matrix.to_numpy(dtype=float)
@@ -59,8 +67,15 @@ def heatmap(matrix: pd.DataFrame, path: str, title: str, fmt: str = "{:.2f}", cm
         if np.isfinite(value):
             red, green, blue, _ = image.cmap(image.norm(value))
             light = 0.299 * red + 0.587 * green + 0.114 * blue > 0.5  # dark text on light cells
-            axis.text(column, row, fmt.format(value), ha="center", va="center", color="black" if light else "white",
-                      fontsize=8)
+            axis.text(
+                column,
+                row,
+                fmt.format(value),
+                ha="center",
+                va="center",
+                color="black" if light else "white",
+                fontsize=8,
+            )
     axis.set_title(title, fontsize=10)
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)

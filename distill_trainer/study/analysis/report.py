@@ -37,12 +37,18 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
         per_task = analyze_task(study_dir, task_name, task_runs, aggregated[aggregated.task == task_name], resamples)
         metrics[task_name] = per_task["metrics"]
         figures[task_name] = [
-            plots.grouped_bars(per_task["regions"].drop(index="examples"),
-                               os.path.join(output_dir, f"agreement_breakdown_{task_name}.png"),
-                               "accuracy", f"{task_name}: student accuracy by teacher agreement region"),
-            plots.grouped_bars(per_task["failures"].drop(columns="errors"),
-                               os.path.join(output_dir, f"failure_categories_{task_name}.png"),
-                               "errors (mean over seeds)", f"{task_name}: why each student error happened"),
+            plots.grouped_bars(
+                per_task["regions"].drop(index="examples"),
+                os.path.join(output_dir, f"agreement_breakdown_{task_name}.png"),
+                "accuracy",
+                f"{task_name}: student accuracy by teacher agreement region",
+            ),
+            plots.grouped_bars(
+                per_task["failures"].drop(columns="errors"),
+                os.path.join(output_dir, f"failure_categories_{task_name}.png"),
+                "errors (mean over seeds)",
+                f"{task_name}: why each student error happened",
+            ),
         ]
         sections.append(per_task)
     if not gaps.empty:
@@ -51,10 +57,19 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
     if students.task.nunique() >= 1 and not students.empty:
         ranks = students.assign(rank=students.groupby("task")["mean"].rank(ascending=False, method="min"))
         ranking = ranks.pivot(index="method", columns="task", values="rank")
-        figures.setdefault("all", []).append(plots.heatmap(ranking, os.path.join(output_dir, "ranking_heatmap.png"),
-                                                           "rank by mean score (1 = best)", "{:.0f}", "viridis_r"))
+        figures.setdefault("all", []).append(
+            plots.heatmap(
+                ranking,
+                os.path.join(output_dir, "ranking_heatmap.png"),
+                "rank by mean score (1 = best)",
+                "{:.0f}",
+                "viridis_r",
+            )
+        )
     grid_findings = grid_analysis(collect_grids(study_dir), aggregated, output_dir)
-    metrics["grids"] = [{k: v for k, v in finding.items() if k not in ("matrix", "figure")} for finding in grid_findings]
+    metrics["grids"] = [
+        {k: v for k, v in finding.items() if k not in ("matrix", "figure")} for finding in grid_findings
+    ]
     for row in advantage.to_dict("records"):
         metrics[row["task"]]["multi_teacher_advantage"] = row["advantage"]
     with open(os.path.join(output_dir, "success_metrics.json"), "w") as handle:

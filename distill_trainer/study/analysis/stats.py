@@ -25,8 +25,18 @@ def aggregate_seeds(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
         n, mean = len(scores), scores.mean()
         std = scores.std(ddof=1) if n > 1 else np.nan
         half = stats.t.ppf(0.5 + confidence / 2, n - 1) * std / np.sqrt(n) if n > 1 else np.nan
-        rows.append({"task": task, "method": method, "type": kind, "n": n, "mean": mean, "std": std,
-                     "ci_low": mean - half, "ci_high": mean + half})
+        rows.append(
+            {
+                "task": task,
+                "method": method,
+                "type": kind,
+                "n": n,
+                "mean": mean,
+                "std": std,
+                "ci_low": mean - half,
+                "ci_high": mean + half,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -48,9 +58,17 @@ def gap_table(aggregated: pd.DataFrame) -> pd.DataFrame:
         if baseline.empty or teachers.empty:
             continue
         for _, row in group[group.type.isin(["single", "multi"])].iterrows():
-            rows.append({"task": task, "method": row.method, "type": row.type, "mean": row["mean"],
-                         "baseline": baseline.iloc[0], "best_teacher": teachers.max(),
-                         "gap_closed": gap_closed(row["mean"], baseline.iloc[0], teachers.max())})
+            rows.append(
+                {
+                    "task": task,
+                    "method": row.method,
+                    "type": row.type,
+                    "mean": row["mean"],
+                    "baseline": baseline.iloc[0],
+                    "best_teacher": teachers.max(),
+                    "gap_closed": gap_closed(row["mean"], baseline.iloc[0], teachers.max()),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -62,9 +80,16 @@ def multi_teacher_advantage(aggregated: pd.DataFrame) -> pd.DataFrame:
         if multi.empty or single.empty:
             continue
         best_multi, best_single = multi.loc[multi["mean"].idxmax()], single.loc[single["mean"].idxmax()]
-        rows.append({"task": task, "best_multi": best_multi.method, "best_multi_mean": best_multi["mean"],
-                     "best_single": best_single.method, "best_single_mean": best_single["mean"],
-                     "advantage": best_multi["mean"] - best_single["mean"]})
+        rows.append(
+            {
+                "task": task,
+                "best_multi": best_multi.method,
+                "best_multi_mean": best_multi["mean"],
+                "best_single": best_single.method,
+                "best_single_mean": best_single["mean"],
+                "advantage": best_multi["mean"] - best_single["mean"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -85,8 +110,15 @@ def metric_on_resamples(metric: str, predictions: np.ndarray, labels: np.ndarray
     raise ValueError(f"paired_bootstrap supports accuracy, f1 and matthews_correlation, not {metric!r}.")
 
 
-def paired_bootstrap(predictions_a: np.ndarray, predictions_b: np.ndarray, labels: np.ndarray, metric: str = "accuracy",
-                     resamples: int = 10_000, seed: int = 0, chunk: int = 1_000) -> dict:
+def paired_bootstrap(
+    predictions_a: np.ndarray,
+    predictions_b: np.ndarray,
+    labels: np.ndarray,
+    metric: str = "accuracy",
+    resamples: int = 10_000,
+    seed: int = 0,
+    chunk: int = 1_000,
+) -> dict:
     """Paired bootstrap over validation examples of metric(A) - metric(B).
 
     `predictions_a` / `predictions_b` are class ids `[n]` or `[seeds, n]` (one row per seed; the metric is
@@ -99,16 +131,25 @@ def paired_bootstrap(predictions_a: np.ndarray, predictions_b: np.ndarray, label
     if a.shape[1] != len(labels) or b.shape[1] != len(labels):
         raise ValueError(f"predictions cover {a.shape[1]} and {b.shape[1]} examples, labels {len(labels)}.")
     every = np.arange(len(labels))[None]
-    observed = (np.mean([metric_on_resamples(metric, p, labels, every)[0] for p in a])
-                - np.mean([metric_on_resamples(metric, p, labels, every)[0] for p in b]))
+    observed = np.mean([metric_on_resamples(metric, p, labels, every)[0] for p in a]) - np.mean(
+        [metric_on_resamples(metric, p, labels, every)[0] for p in b]
+    )
     generator = np.random.default_rng(seed)
     differences = []
     for start in range(0, resamples, chunk):
         indices = generator.integers(0, len(labels), size=(min(chunk, resamples - start), len(labels)))
-        differences.append(np.mean([metric_on_resamples(metric, p, labels, indices) for p in a], 0)
-                           - np.mean([metric_on_resamples(metric, p, labels, indices) for p in b], 0))
+        differences.append(
+            np.mean([metric_on_resamples(metric, p, labels, indices) for p in a], 0)
+            - np.mean([metric_on_resamples(metric, p, labels, indices) for p in b], 0)
+        )
     differences = np.concatenate(differences)
     p_value = min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean()))
     low, high = np.percentile(differences, [2.5, 97.5])
-    return {"difference": float(observed), "ci_low": float(low), "ci_high": float(high), "p_value": float(p_value),
-            "resamples": resamples, "seeds": (a.shape[0], b.shape[0])}
+    return {
+        "difference": float(observed),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": float(p_value),
+        "resamples": resamples,
+        "seeds": (a.shape[0], b.shape[0]),
+    }
