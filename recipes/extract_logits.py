@@ -20,8 +20,8 @@ from distill_trainer.study.hub import HubArguments, publish_logit_dataset
 
 @dataclass
 class ExtractArguments:
-    teachers: str = field(
-        default=None, metadata={"help": "Comma-separated teacher folders or Hub ids, in column order."}
+    teachers: list[str] = field(
+        default=None, metadata={"help": "Teacher folders or Hub ids, in column order (spaces or commas)."}
     )
     output_dir: str = field(default=None, metadata={"help": "Where the logit dataset is written (save_to_disk)."})
     batch_size: int = field(default=64, metadata={"help": "Inference batch size."})
@@ -29,14 +29,14 @@ class ExtractArguments:
     hub_dataset_id: str | None = field(default=None, metadata={"help": "Dataset repo to publish to (owner/name)."})
     hub_revision: str | None = field(default=None, metadata={"help": "Branch to publish to (created if missing)."})
 
+    def __post_init__(self):
+        if self.push_to_hub and not self.hub_dataset_id:
+            raise ValueError("--push_to_hub needs --hub_dataset_id (owner/name).")
+
 
 def main(argv=None):
     task_args, extract_args, hub_args = parse_recipe_args((TaskArguments, ExtractArguments, HubArguments), argv)
-    if extract_args.push_to_hub and not extract_args.hub_dataset_id:
-        raise ValueError("--push_to_hub needs --hub_dataset_id (owner/name).")
-    logit_dataset = extract_to_disk(
-        task_args, extract_args.teachers.split(","), extract_args.output_dir, extract_args.batch_size
-    )
+    logit_dataset = extract_to_disk(task_args, extract_args.teachers, extract_args.output_dir, extract_args.batch_size)
     print(f"logit dataset written to {extract_args.output_dir}: {logit_dataset}")
     if extract_args.push_to_hub and PartialState().is_main_process:
         url = publish_logit_dataset(

@@ -14,8 +14,12 @@ from distill_trainer.study.runner import sweep_grid
 
 @dataclass
 class GridArguments:
-    temperatures: str = field(default="3,6,9", metadata={"help": "Comma-separated temperatures."})
-    alphas: str = field(default="0.3,0.5,0.7", metadata={"help": "Comma-separated alphas."})
+    temperatures: list[float] = field(
+        default_factory=lambda: [3.0, 6.0, 9.0], metadata={"help": "Temperatures: 3 6 9 or 3,6,9."}
+    )
+    alphas: list[float] = field(
+        default_factory=lambda: [0.3, 0.5, 0.7], metadata={"help": "Alphas: 0.3 0.5 or 0.3,0.5."}
+    )
     grid_csv: str | None = field(
         default=None, metadata={"help": "Where the grid goes (default: <output_dir>/grid.csv)."}
     )
@@ -29,8 +33,8 @@ def main(argv=None):
         task_args,
         student_args,
         config,
-        [float(t) for t in grid_args.temperatures.split(",")],
-        [float(a) for a in grid_args.alphas.split(",")],
+        grid_args.temperatures,
+        grid_args.alphas,
         grid_args.grid_csv,
     )
     print(grid.pivot(index="temperature", columns="alpha", values="score").round(4).to_string())

@@ -3,12 +3,14 @@ copies of `TrainingArguments` with some fields changed."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 from dataclasses import dataclass, field, fields
 from typing import Sequence
 
 import datasets
+import numpy as np
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -72,8 +74,8 @@ class StudentArguments:
     student_model: str = field(
         default=None, metadata={"help": "Student checkpoint (Hub id or folder), or the teacher to cut layers from."}
     )
-    student_layers: str | None = field(
-        default=None, metadata={"help": "Comma-separated encoder layers to keep, e.g. 0,2,4."}
+    student_layers: list[int] | None = field(
+        default=None, metadata={"help": "Encoder layers to keep: 0 2 4 or 0,2,4 (default: all)."}
     )
     check_against_data: bool = field(
         default=True,
@@ -85,9 +87,9 @@ class StudentArguments:
 
 @dataclass
 class StudyArguments:
-    teachers: str = field(
-        default="all-MiniLM-L6-v2,sklearn_tfidf",
-        metadata={"help": "Comma-separated teachers to fine-tune on the task: Hub ids, folders, or sklearn_tfidf."},
+    teachers: list[str] = field(
+        default_factory=lambda: ["all-MiniLM-L6-v2", "sklearn_tfidf"],
+        metadata={"help": "Teachers to fine-tune on the task (Hub ids, folders, or sklearn_tfidf), spaces or commas."},
     )
     teacher_epochs: float = field(default=1.0, metadata={"help": "Fine-tuning epochs of each transformer teacher."})
     teacher_learning_rate: float | None = field(
@@ -97,12 +99,16 @@ class StudyArguments:
     student_model: str = field(
         default="all-MiniLM-L6-v2", metadata={"help": "Pretrained model the student is cut from."}
     )
-    student_layers: str | None = field(default="0,2,4", metadata={"help": "Encoder layers the student keeps."})
-    methods: str = field(
-        default="none,single,average,weighted,min_entropy,gating",
+    student_layers: list[int] | None = field(
+        default_factory=lambda: [0, 2, 4], metadata={"help": "Encoder layers the student keeps."}
+    )
+    methods: list[str] = field(
+        default_factory=lambda: ["none", "single", "average", "weighted", "min_entropy", "gating"],
         metadata={"help": "Student methods; 'single' runs once per teacher."},
     )
-    seeds: str = field(default="42", metadata={"help": "Comma-separated seeds for every student."})
+    seeds: list[int] = field(
+        default_factory=lambda: [42], metadata={"help": "Seeds for every student: 42 43 or 42,43."}
+    )
     study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})
     results_csv: str = field(default="results/master_results.csv", metadata={"help": "The results table."})
 
@@ -115,9 +121,16 @@ def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | Non
     `--bf16 false` turns them off.
     """
     parser = HfArgumentParser(dataclass_types)
+    parser.add_argument(  # read below, before parsing; here so that --help shows it
+        "--config",
+        default=argparse.SUPPRESS,
+        metavar="FILE.yaml",
+        help="YAML file of option values (keys as the flags, without --); flags on the command line win.",
+    )
     actions = {action.dest: action for action in parser._actions}
+    lists = {dest: action for dest, action in actions.items() if action.nargs == "+"}
     parser.set_defaults(**{key: value for key, value in fast_training_defaults().items() if key in actions})
-    argv = list(sys.argv[1:] if argv is None else argv)
+    argv = split_list_values(list(sys.argv[1:] if argv is None else argv), lists)
     if "--config" in argv:
         at = argv.index("--config")
         argv_config = argv[at + 1]
@@ -130,8 +143,25 @@ def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | Non
         values = {key: value for key, value in values.items() if key in actions}
         for key in values:
             actions[key].required = False
+            if key in lists and values[key] is not None:  # argparse converts no defaults of list options
+                items = values[key].split(",") if isinstance(values[key], str) else list(np.atleast_1d(values[key]))
+                values[key] = [lists[key].type(item) for item in items]
         parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=argv)
+
+
+def split_list_values(argv: list[str], lists: dict) -> list[str]:
+    """`--seeds 42,43,44` (the comma form users and configs know) as `--seeds 42 43 44`, which argparse
+    gives list-valued options."""
+    out, in_list = [], False
+    for token in argv:
+        if token.startswith("--"):
+            name, _, value = token[2:].partition("=")
+            in_list = name in lists
+            out += [f"--{name}", *value.split(",")] if in_list and value else [token]
+        else:
+            out += token.split(",") if in_list else [token]
+    return out
 
 
 def with_overrides(args: TrainingArguments, cls: type = None, **overrides) -> TrainingArguments:

@@ -35,7 +35,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     task = task_args.glue_task
     root = os.path.join(study.study_dir, task.name)
     teacher_dirs, rows = [], []
-    for teacher in study.teachers.split(","):
+    for teacher in study.teachers:
         folder = os.path.join(root, f"teacher-{display_name(teacher)}")
         if not os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
             teacher_args = with_overrides(
@@ -53,7 +53,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     if not os.path.isdir(logits_dir):
         extract_to_disk(task_args, teacher_dirs, logits_dir)
     runs = []
-    for method in study.methods.split(","):
+    for method in study.methods:
         if method == "single":
             runs += [(f"single-{i}", {"fusion": "single", "teacher_index": i}) for i in range(len(teacher_dirs))]
         else:
@@ -61,7 +61,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     student_args = StudentArguments(
         logit_dataset=logits_dir, student_model=study.student_model, student_layers=study.student_layers
     )
-    for seed in [int(s) for s in study.seeds.split(",")]:
+    for seed in study.seeds:
         for name, options in runs:
             folder = os.path.join(root, f"student-{name}-seed{seed}")
             results = distill_or_reuse(

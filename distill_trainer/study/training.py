@@ -133,7 +133,7 @@ def distill_student(
         student_args.student_model, task, ignore_mismatched_sizes=True, **task_args.loading
     )
     if student_args.student_layers:
-        model = student_from_layers(model, [int(i) for i in student_args.student_layers.split(",")])
+        model = student_from_layers(model, student_args.student_layers)
     trainer = DistillationTrainer(
         model=model,
         args=for_trainer(config),
@@ -159,7 +159,7 @@ def distill_student(
         logit_dataset=display_name(student_args.logit_dataset),
         train_rows=len(train),
         student_model=base_model_name(student_args.student_model),
-        student_layers=student_args.student_layers,
+        student_layers=",".join(map(str, student_args.student_layers)) if student_args.student_layers else None,
         num_parameters=model.num_parameters(),
         eval_rows=len(validation),
         max_length=task_args.max_length,
