@@ -88,6 +88,12 @@ class DistillationConfig(TrainingArguments):
         if self.gate_hidden_size < 1:
             raise ValueError(f"gate_hidden_size must be >= 1, got {self.gate_hidden_size}.")
 
+    def __getstate__(self) -> dict:
+        """Pickled without `hub_token`: the Trainer pickles its arguments into every `training_args.bin`
+        (checkpoints, saved and pushed models), which must never carry a token. The live object keeps it
+        for pushing."""
+        return {**self.__dict__, "hub_token": None}
+
     def check_teacher_count(self, n_teachers: int) -> None:
         """Check the options that depend on how many teachers the data holds."""
         if self.fusion == "weighted" and self.alpha > 0:

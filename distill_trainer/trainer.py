@@ -17,6 +17,7 @@ from transformers import Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from .card import trainer_card
 from .collator import DistillationDataCollator
 from .config import DistillationConfig
 from .fusion import GatingNetwork, check_teacher_logits, fuse_logits
@@ -238,6 +239,33 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
                 grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
                 offset += grad.numel()
         return loss
+
+    # ---- the student's card ------------------------------------------------------------------------
+
+    def create_model_card(
+        self,
+        language: str | None = "en",
+        license: str | None = None,
+        tags=None,
+        model_name: str | None = None,
+        finetuned_from: str | None = None,
+        dataset=None,
+        **_,
+    ) -> None:
+        """Write the student's card to `output_dir/README.md`: its teachers (from the logit metadata), fusion,
+        T, alpha, seed, the logit dataset (`dataset`, a Hub id or name), and its last evaluation score.
+
+        `trainer.push_to_hub()` calls this, so a user's own script publishes the card the recipes publish
+        (the study adds GLUE's model-index and the baseline). Other `Trainer.create_model_card` arguments
+        are accepted and ignored.
+        """
+        if not self.is_world_process_zero():
+            return
+        card = trainer_card(self, language, license, tags, model_name, finetuned_from, dataset)
+        os.makedirs(self.args.output_dir, exist_ok=True)
+        card.save(os.path.join(self.args.output_dir, "README.md"))
+
+    # ---- checkpoints --------------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial):
         """Write the gate into the checkpoint folder first, so a checkpoint never lacks it."""

@@ -10,7 +10,17 @@ import pytest
 from distill_trainer.study.runs import RECORD_FORMAT_VERSION, StudentResult, TeacherRecord
 
 PACKAGE = Path(__file__).resolve().parents[1] / "distill_trainer"
-CORE = ["__init__.py", "config.py", "trainer.py", "sampling.py", "losses.py", "fusion.py", "logits.py", "collator.py"]
+CORE = [
+    "__init__.py",
+    "config.py",
+    "trainer.py",
+    "sampling.py",
+    "card.py",
+    "losses.py",
+    "fusion.py",
+    "logits.py",
+    "collator.py",
+]
 
 
 def imported_modules(path: Path) -> set[str]:

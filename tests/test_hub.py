@@ -11,13 +11,13 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_student, tiny_tokenizer
+from helpers import tiny_config, tiny_student, tiny_tokenizer
 from hub_server import TEST_TOKEN
 from huggingface_hub import DatasetCard, HfApi, ModelCard, hf_hub_download
 from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from distill_trainer import read_metadata
+from distill_trainer import DistillationTrainer, TeacherInfo, attach_teacher_logits, read_metadata
 from distill_trainer.study.extraction import load_logit_dataset
 from distill_trainer.study.hub import LOGIT_METADATA_FILE, publish_teacher
 
@@ -254,3 +254,54 @@ def test_the_token_stays_out_of_logs(published, caplog, capfd):
         publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", commit_message="again")
     captured = capfd.readouterr()
     assert TEST_TOKEN not in caplog.text + captured.out + captured.err
+
+
+def test_own_script_push_to_hub_publishes_the_distillation_card_and_no_token(tmp_path, tokenizer, sentiment_data, hub):
+    """A user's own script: `DistillationTrainer(...).push_to_hub()` writes the same card the recipes publish
+    (teachers, fusion, T, alpha, score) and the token given in the config is not in `training_args.bin`."""
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
+    infos = [
+        TeacherInfo(name=f"alice/teacher-{i}", metric="accuracy", validation_score=0.9 - i / 10) for i in range(3)
+    ]
+    train = attach_teacher_logits(
+        sentiment_data.remove_columns("teacher_logits"),
+        logits,
+        infos,
+        ["negative", "positive"],
+        ["sentence"],
+        task="toy-sentiment",
+    )
+    args = tiny_config(
+        tmp_path,
+        fusion="weighted",
+        temperature=3.0,
+        alpha=0.6,
+        hub_token=TEST_TOKEN,
+        hub_model_id="alice/own-script-student",
+        save_strategy="no",
+    )
+    trainer = DistillationTrainer(
+        model=tiny_student(),
+        args=args,
+        train_dataset=train,
+        eval_dataset=train,
+        processing_class=tokenizer,
+        compute_metrics=lambda p: {"accuracy": float((p.predictions.argmax(-1) == p.label_ids).mean())},
+    )
+    trainer.train()
+    accuracy = trainer.evaluate()["eval_accuracy"]
+    trainer.push_to_hub(blocking=True)
+    card = ModelCard.load(hf_hub_download("alice/own-script-student", "README.md"))
+    for expected in (
+        "[alice/teacher-0](",
+        "alice/teacher-2",
+        "`weighted`",
+        "| temperature T | 3.0 |",
+        "| alpha | 0.6 |",
+        f"**{accuracy:.4f}**",
+        "toy-sentiment",
+    ):
+        assert expected in card.text, expected
+    assert "fusion-weighted" in card.data.tags and str(tmp_path) not in str(card)
+    pickled = Path(hf_hub_download("alice/own-script-student", "training_args.bin")).read_bytes()
+    assert TEST_TOKEN.encode() not in pickled and trainer.args.hub_token == TEST_TOKEN

@@ -4,16 +4,16 @@ the templates in `model_cards/` with their Hub metadata (base model, datasets, t
 from __future__ import annotations
 
 import importlib.resources
-import os
 
-from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData, constants
+from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
+from ..card import CARD_TAGS, format_score, hub_link, is_hub_id, student_card
 from .runs import StudentResult, TeacherRecord
 from .tasks import DEFAULT_GLUE, TASKS, GlueTask, get_task
 from .teachers import SKLEARN_TEACHER
 
 LOGIT_METADATA_FILE = "distill_trainer_logits.json"  # beside a published logit dataset: its metadata per split
-BASE_TAGS = ["distill-trainer", "distillation", "knowledge-distillation", "glue"]
+BASE_TAGS = CARD_TAGS + ["glue"]
 
 
 # ---- cards ----------------------------------------------------------------------------------------
@@ -69,10 +69,9 @@ def render_teacher_card(info: TeacherRecord, repo_id: str, license: str = "apach
 def render_student_card(
     results: StudentResult, repo_id: str, baseline: StudentResult | None = None, license: str = "apache-2.0"
 ) -> ModelCard:
+    """The core's student card (`distill_trainer.card`), with GLUE's model-index and the baseline's score."""
     task = get_task(results.task)
-    teachers = results.teachers or [] if results.fusion != "none" else []
-    logit_dataset = results.logit_dataset
-    hub_dataset = logit_dataset if logit_dataset and is_hub_id(logit_dataset) else None
+    hub_dataset = results.logit_dataset if results.logit_dataset and is_hub_id(results.logit_dataset) else None
     data = ModelCardData(
         model_name=repo_id.split("/")[-1],
         license=license,
@@ -84,34 +83,25 @@ def render_student_card(
         tags=BASE_TAGS + ["student", f"fusion-{results.fusion.replace('_', '-')}"],
         eval_results=[eval_result(task, results.score)],
     )
-    rows = [
-        {"name": f"teacher {i}: {t['name']}", "score": format_score(t.get("validation_score"))}
-        for i, t in enumerate(teachers)
-    ]
-    if baseline is not None:
-        rows.append({"name": "no-distillation student (same student, CE only)", "score": format_score(baseline.score)})
-    rows.append({"name": f"**this student** ({results.fusion})", "score": f"**{format_score(results.score)}**"})
-    return ModelCard.from_template(
+    baseline_row = {"name": "no-distillation student (same student, CE only)", "score": format_score(baseline.score)}
+    return student_card(
         data,
-        template_path=template("student.md"),
-        model_name=repo_id,
         repo_id=repo_id,
-        task=task.name,
-        task_title=task.title,
+        dataset_text=f"GLUE {task.title} (`{task.name}`)",
         metric=task.metric,
-        score_rows=rows,
-        method_text=method_text(results, len(teachers)),
-        score_note=(f"Seed {results.seed}, one run: differences of about one standard error are not meaningful."),
-        student_text=student_text(results),
-        num_parameters=f"{results.num_parameters or 0:,}",
+        score=results.score,
         fusion=results.fusion,
-        teacher_index=results.teacher_index if results.fusion == "single" else None,
         temperature=results.temperature,
         alpha=results.alpha,
         seed=results.seed,
-        logit_dataset_text=hub_link(hub_dataset, "datasets/") if hub_dataset else (logit_dataset or "none"),
+        teacher_index=results.teacher_index,
+        teachers=results.teachers or [],
+        logit_dataset=results.logit_dataset,
+        student_model=results.student_model,
+        student_layers=results.student_layers,
+        num_parameters=results.num_parameters,
         train_rows=results.train_rows,
-        teachers=[{"link": hub_link(t["name"]), "score": format_score(t.get("validation_score"))} for t in teachers],
+        extra_rows=[baseline_row] if baseline is not None else [],
     )
 
 
@@ -166,35 +156,7 @@ def eval_result(task: GlueTask, score: float) -> EvalResult:
     )
 
 
-def is_hub_id(name: str) -> bool:
-    """`owner/name` that is not a local path: only those get links (cards never show local paths)."""
-    return name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/"))
-
-
-def hub_link(name: str | None, prefix: str = "") -> str:
-    if not name:
-        return "unknown"
-    return f"[{name}]({constants.ENDPOINT}/{prefix}{name})" if is_hub_id(name) else f"`{name}`"
-
-
-def format_score(score: float | None) -> str:
-    return "unknown" if score is None else f"{float(score):.4f}"
-
-
 def task_of(label_names: list[str]) -> GlueTask:
     """The GLUE task a logit dataset belongs to, from its label names (metadata does not name the task)."""
     matches = [task for task in TASKS.values() if list(task.label_names) == list(label_names)]
     return matches[0] if len(matches) == 1 else GlueTask("glue", (), tuple(label_names), "validation", "score", "GLUE")
-
-
-def method_text(results: StudentResult, num_teachers: int) -> str:
-    if results.fusion == "none":
-        return "the no-distillation baseline (cross-entropy on the labels only)"
-    if results.fusion == "single":
-        return f"distilled from one teacher (teacher {results.teacher_index})"
-    return f"distilled from {num_teachers} teachers, fused with `{results.fusion}`"
-
-
-def student_text(results: StudentResult) -> str:
-    base = hub_link(results.student_model)
-    return f"{base}, encoder layers {results.student_layers} kept" if results.student_layers else base

@@ -1,0 +1,137 @@
+"""The distilled student's model card, one for `DistillationTrainer.create_model_card` (so that a user's own
+`trainer.push_to_hub()` publishes it) and for the study's publishing (which adds GLUE's model-index and the
+baseline). Rendered from `model_cards/student.md`; local paths never appear in a card."""
+
+from __future__ import annotations
+
+import importlib.resources
+import os
+from typing import Sequence
+
+import datasets
+from huggingface_hub import ModelCard, ModelCardData, constants
+
+from .logits import read_metadata
+
+CARD_TAGS = ["distill-trainer", "distillation", "knowledge-distillation"]
+
+
+def is_hub_id(name: str) -> bool:
+    """`owner/name` that is not a local path: only those get links (cards never show local paths)."""
+    return name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/"))
+
+
+def hub_link(name: str | None, prefix: str = "") -> str:
+    """A Hub id as a link, anything else by its last path component (a local folder's name, not its path)."""
+    if not name:
+        return "unknown"
+    if is_hub_id(name):
+        return f"[{name}]({constants.ENDPOINT}/{prefix}{name})"
+    return f"`{os.path.basename(os.path.normpath(name))}`"
+
+
+def format_score(score: float | None) -> str:
+    return "unknown" if score is None else f"{float(score):.4f}"
+
+
+def method_text(fusion: str, teacher_index: int | None, num_teachers: int) -> str:
+    if fusion == "none":
+        return "the no-distillation baseline (cross-entropy on the labels only)"
+    if fusion == "single":
+        return f"distilled from one teacher (teacher {teacher_index})"
+    return f"distilled from {num_teachers} teachers, fused with `{fusion}`"
+
+
+def student_card(
+    card_data: ModelCardData,
+    *,
+    repo_id: str,
+    dataset_text: str,
+    metric: str,
+    score: float | None,
+    fusion: str,
+    temperature: float,
+    alpha: float,
+    seed: int,
+    teacher_index: int | None,
+    teachers: Sequence[dict],
+    logit_dataset: str | None,
+    student_model: str | None,
+    student_layers: str | None,
+    num_parameters: int | None,
+    train_rows: int | None,
+    extra_rows: Sequence[dict] = (),
+) -> ModelCard:
+    """The card: what the student is, how to load it, its score beside its teachers' (and `extra_rows`, e.g.
+    the baseline), and how it was trained. `teachers`: dicts with `name` and `validation_score`."""
+    teachers = list(teachers) if fusion != "none" else []
+    rows = [
+        {"name": f"teacher {i}: {t['name']}", "score": format_score(t.get("validation_score"))}
+        for i, t in enumerate(teachers)
+    ]
+    rows += list(extra_rows) + [{"name": f"**this student** ({fusion})", "score": f"**{format_score(score)}**"}]
+    student = hub_link(student_model)
+    is_hub_dataset = bool(logit_dataset) and is_hub_id(logit_dataset)
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(importlib.resources.files("distill_trainer.model_cards") / "student.md"),
+        model_name=repo_id,
+        repo_id=repo_id,
+        dataset_text=dataset_text,
+        metric=metric,
+        score_rows=rows,
+        method_text=method_text(fusion, teacher_index, len(teachers)),
+        score_note=f"Seed {seed}, one run: differences of about one standard error are not meaningful.",
+        student_text=f"{student}, encoder layers {student_layers} kept" if student_layers else student,
+        num_parameters=f"{num_parameters or 0:,}",
+        fusion=fusion,
+        teacher_index=teacher_index if fusion == "single" else None,
+        temperature=temperature,
+        alpha=alpha,
+        seed=seed,
+        logit_dataset_text=hub_link(logit_dataset, "datasets/") if is_hub_dataset else hub_link(logit_dataset),
+        train_rows=train_rows,
+        teachers=[{"link": hub_link(t["name"]), "score": format_score(t.get("validation_score"))} for t in teachers],
+    )
+
+
+def trainer_card(trainer, language=None, license=None, tags=None, model_name=None, finetuned_from=None, dataset=None):
+    """`student_card` from what a `DistillationTrainer` knows: its arguments, the teachers in its train set's
+    logit metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`)."""
+    args, train = trainer.args, trainer.train_dataset
+    metadata = read_metadata(train) if isinstance(train, datasets.Dataset) else None
+    teachers = (
+        [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers] if metadata else []
+    )
+    metric = next((t.metric for t in metadata.teachers if t.metric), None) if metadata else None
+    evaluated = [log[f"eval_{metric}"] for log in trainer.state.log_history if f"eval_{metric}" in log]
+    student = finetuned_from or trainer.model.config.name_or_path
+    dataset = dataset if isinstance(dataset, str) else None
+    extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
+    data = ModelCardData(
+        language=language,
+        license=license,
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        base_model=student if is_hub_id(student or "") else None,
+        datasets=[dataset] if dataset and is_hub_id(dataset) else None,
+        tags=CARD_TAGS + ["student", f"fusion-{args.fusion.replace('_', '-')}"] + extra_tags,
+    )
+    return student_card(
+        data,
+        repo_id=model_name or args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
+        dataset_text=metadata.task if metadata and metadata.task else "its training data",
+        metric=metric or "score",
+        score=evaluated[-1] if evaluated else None,
+        fusion=args.fusion,
+        temperature=args.temperature,
+        alpha=args.alpha,
+        seed=args.seed,
+        teacher_index=args.teacher_index,
+        teachers=teachers,
+        logit_dataset=dataset,
+        student_model=student,
+        student_layers=None,
+        num_parameters=trainer.model.num_parameters(),
+        train_rows=len(train) if hasattr(train, "__len__") else None,
+    )
