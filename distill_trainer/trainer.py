@@ -12,6 +12,7 @@ from typing import Any
 
 import datasets
 import torch
+from accelerate.utils import broadcast, reduce
 from safetensors.torch import load_file, save_file
 from transformers import Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -219,9 +220,9 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
 
     def _broadcast_gate(self) -> None:
         """Start every process from rank 0's gate, as DDP does for the wrapped model."""
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        if self.accelerator.num_processes > 1:
             for param in self.gate.parameters():
-                torch.distributed.broadcast(param.data, src=0)
+                param.data.copy_(broadcast(param.data, from_process=0))
 
     def training_step(self, model, inputs, num_items_in_batch=None):
         """After the micro-batch that ends an accumulation, average the gate's gradients across processes.
@@ -231,9 +232,7 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.gate is not None and self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
             grads = [p.grad for p in self.gate.parameters() if p.grad is not None]
-            flat = torch.cat([g.reshape(-1) for g in grads])
-            torch.distributed.all_reduce(flat)
-            flat /= self.accelerator.num_processes
+            flat = reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
             offset = 0
             for grad in grads:
                 grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))

@@ -9,7 +9,7 @@
 
 from distill_trainer import DistillationConfig
 from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
-from distill_trainer.study.hub import HubArguments, publish_student
+from distill_trainer.study.hub import HubArguments, check_publishing, publish_student
 from distill_trainer.study.training import distill_student
 
 
@@ -17,8 +17,7 @@ def main(argv=None):
     task_args, student_args, hub_args, config = parse_recipe_args(
         (TaskArguments, StudentArguments, HubArguments, DistillationConfig), argv
     )
-    if config.push_to_hub and not config.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (owner/name).")
+    check_publishing(config.push_to_hub, config.hub_model_id, "--hub_model_id")
     results = distill_student(task_args, student_args, config)
     print(f"student ({results.fusion}): validation {results.metric} = {results.score:.4f}")
     if config.push_to_hub and config.process_index == 0:

@@ -15,7 +15,7 @@ from accelerate import PartialState
 
 from distill_trainer.study.args import TaskArguments, parse_recipe_args
 from distill_trainer.study.extraction import extract_to_disk
-from distill_trainer.study.hub import HubArguments, publish_logit_dataset
+from distill_trainer.study.hub import HubArguments, check_publishing, publish_logit_dataset
 
 
 @dataclass
@@ -30,8 +30,7 @@ class ExtractArguments:
     hub_revision: str | None = field(default=None, metadata={"help": "Branch to publish to (created if missing)."})
 
     def __post_init__(self):
-        if self.push_to_hub and not self.hub_dataset_id:
-            raise ValueError("--push_to_hub needs --hub_dataset_id (owner/name).")
+        check_publishing(self.push_to_hub, self.hub_dataset_id, "--hub_dataset_id")
 
 
 def main(argv=None):

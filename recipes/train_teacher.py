@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from distill_trainer.study.args import TaskArguments, parse_recipe_args
-from distill_trainer.study.hub import HubArguments, publish_teacher
+from distill_trainer.study.hub import HubArguments, check_publishing, publish_teacher
 from distill_trainer.study.training import train_teacher
 
 
@@ -34,8 +34,7 @@ def main(argv=None):
     task_args, teacher_args, hub_args, training_args = parse_recipe_args(
         (TaskArguments, TeacherArguments, HubArguments, TrainingArguments), argv
     )
-    if training_args.push_to_hub and not training_args.hub_model_id:
-        raise ValueError("--push_to_hub needs --hub_model_id (owner/name).")
+    check_publishing(training_args.push_to_hub, training_args.hub_model_id, "--hub_model_id")
     info = train_teacher(task_args, teacher_args.model_name_or_path, training_args, teacher_args.teacher_name)
     print(f"teacher {info.name}: validation {info.metric} = {info.validation_score:.4f}")
     if training_args.push_to_hub and training_args.process_index == 0:

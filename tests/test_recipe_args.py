@@ -44,3 +44,7 @@ def test_publishing_without_a_repo_id_is_refused_before_any_work():
         importlib.import_module("extract_logits").main(
             ["--teachers", "missing-teacher", "--output_dir", "out", "--push_to_hub"]
         )
+    with pytest.raises(ValueError, match="Repo id"):
+        importlib.import_module("extract_logits").main(
+            ["--teachers", "missing", "--output_dir", "out", "--push_to_hub", "--hub_dataset_id", "not a/valid//id"]
+        )

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from typing import Sequence
 
 import datasets
@@ -167,7 +167,8 @@ def split_list_values(argv: list[str], lists: dict) -> list[str]:
 def with_overrides(args: TrainingArguments, cls: type = None, **overrides) -> TrainingArguments:
     """A copy of `args` (as `cls`, default its own class) with some fields changed, validated again."""
 
-    cls = cls or type(args)
+    if cls is None or cls is type(args):
+        return replace(args, **overrides)
     values = {f.name: getattr(args, f.name) for f in fields(cls) if f.init and hasattr(args, f.name)}
     values.update(overrides)
     return cls(**values)

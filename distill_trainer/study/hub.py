@@ -23,6 +23,7 @@ from huggingface_hub import (
     ModelCard,
     hf_hub_download,
 )
+from huggingface_hub.utils import validate_repo_id
 
 from ..logits import read_metadata
 from .cards import LOGIT_METADATA_FILE, render_logit_dataset_card, render_student_card, render_teacher_card
@@ -72,6 +73,15 @@ class HubArguments:
             "exist_ok": self.hub_exist_ok,
             **({"license": self.hub_license} if self.hub_license else {}),
         }
+
+
+def check_publishing(push_to_hub: bool, repo_id: str | None, flag: str) -> None:
+    """Refuse, before any work is done, to publish without a valid `owner/name` repo id (`flag` names the
+    option the user should set): training for an hour and then failing to push loses the run."""
+    if push_to_hub:
+        if not repo_id:
+            raise ValueError(f"--push_to_hub needs {flag} (owner/name).")
+        validate_repo_id(repo_id)
 
 
 # ---- publishing -----------------------------------------------------------------------------------

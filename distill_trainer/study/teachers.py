@@ -233,8 +233,6 @@ def sharded_logits(teacher: Teacher, texts: Sequence[tuple[str, ...]]) -> np.nda
     state = PartialState()
     if state.num_processes == 1:
         return teacher(texts)
-    bounds = np.linspace(0, len(texts), state.num_processes + 1).astype(int)
-    share = teacher(
-        texts[bounds[state.process_index] : bounds[state.process_index + 1]], progress=state.is_main_process
-    )
-    return np.concatenate(gather_object([share]), axis=0)
+    with state.split_between_processes(list(texts)) as share:
+        logits = teacher(share, progress=state.is_main_process)
+    return np.concatenate(gather_object([logits]), axis=0)
