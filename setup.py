@@ -5,5 +5,5 @@ from setuptools import find_packages, setup
 setup(
     packages=find_packages(include=["distill_trainer", "distill_trainer.*"]) + ["distill_trainer.model_cards"],
     package_dir={"distill_trainer.model_cards": "model_cards"},
-    package_data={"distill_trainer.model_cards": ["*.md"]},
+    package_data={"distill_trainer.model_cards": ["*.md"], "distill_trainer.study.analysis": ["templates/*.j2"]},
 )
