@@ -6,8 +6,10 @@ Being a `TrainingArguments` subclass means every distillation knob is also a com
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import torch
 from transformers import TrainingArguments
@@ -85,6 +87,12 @@ class DistillationConfig(TrainingArguments):
             normalize_weights(self.fusion_weights, len(self.fusion_weights))
         if self.fusion == "single" and self.teacher_index is None:
             raise ValueError("fusion='single' needs teacher_index.")
+        if self.gate_learning_rate is not None and not (
+            math.isfinite(self.gate_learning_rate) and self.gate_learning_rate >= 0
+        ):
+            raise ValueError(
+                f"gate_learning_rate must be a finite number >= 0 (0 freezes the gate), got {self.gate_learning_rate}."
+            )
         if self.gate_hidden_size < 1:
             raise ValueError(f"gate_hidden_size must be >= 1, got {self.gate_hidden_size}.")
 
@@ -94,10 +102,11 @@ class DistillationConfig(TrainingArguments):
         for pushing."""
         return {**self.__dict__, "hub_token": None}
 
-    def check_teacher_count(self, n_teachers: int) -> None:
-        """Check the options that depend on how many teachers the data holds."""
+    def check_teacher_count(self, n_teachers: int, fusion_weights: Sequence[float] | None = None) -> None:
+        """Check the options that depend on how many teachers the data holds (`fusion_weights`: the weights
+        in use, when they come from the data rather than from this config)."""
         if self.fusion == "weighted" and self.alpha > 0:
-            normalize_weights(self.fusion_weights, n_teachers)
+            normalize_weights(self.fusion_weights if fusion_weights is None else fusion_weights, n_teachers)
         if self.fusion == "single" and self.alpha > 0:
             check_teacher_index(self.teacher_index, n_teachers)
 

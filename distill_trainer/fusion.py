@@ -40,6 +40,8 @@ def normalize_weights(weights: Sequence[float], n_teachers: int) -> torch.Tensor
     """Turn one non-negative weight per teacher (e.g. validation scores) into weights summing to 1."""
     if weights is None:
         raise ValueError("fusion='weighted' needs fusion_weights: one weight per teacher.")
+    if any(isinstance(w, (str, bytes, bool)) for w in weights):
+        raise ValueError(f"fusion_weights must be numbers, one per teacher, got {list(weights)!r}.")
     weights = torch.as_tensor(list(weights), dtype=torch.float32)
     if weights.dim() != 1 or weights.numel() != n_teachers:
         raise ValueError(f"fusion_weights has {weights.numel()} values but there are {n_teachers} teachers.")

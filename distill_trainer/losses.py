@@ -6,14 +6,16 @@ outside `DistillationTrainer` (e.g. in an online-distillation loop).
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
 
 def check_kd_hyperparameters(temperature: float, alpha: float) -> None:
     """Refuse hyperparameters that make the loss meaningless, before any work is done."""
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}.")
+    if not (math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature}.")
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha must be in [0, 1] (the weight of the soft-target term), got {alpha}.")
 
@@ -22,12 +24,15 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     """KL(softmax(t/T) || softmax(s/T)) * T^2, averaged over the batch.
 
     The T^2 factor (Hinton et al., 2015) keeps the soft term's gradient magnitude independent of T,
-    so that alpha means the same thing at every temperature.
+    so that alpha means the same thing at every temperature. Computed in float64 (except on MPS, which
+    has none) and returned as float32: at large T both softmaxes are nearly uniform, the KL is of order
+    1/T^2, and float32 log-probabilities cancel to noise (at T=1e4 it came out negative).
     """
-    student_log_probs = F.log_softmax(student_logits.float() / temperature, dim=-1)
-    teacher_log_probs = F.log_softmax(teacher_logits.float() / temperature, dim=-1)
+    precise = torch.float32 if student_logits.device.type == "mps" else torch.float64
+    student_log_probs = F.log_softmax(student_logits.to(precise) / temperature, dim=-1)
+    teacher_log_probs = F.log_softmax(teacher_logits.to(precise) / temperature, dim=-1)
     kl = F.kl_div(student_log_probs, teacher_log_probs, reduction="batchmean", log_target=True)
-    return kl * temperature**2
+    return (kl * temperature**2).float()
 
 
 def kd_loss_terms(

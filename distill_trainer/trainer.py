@@ -77,13 +77,20 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         self.teacher_column = args.teacher_logits_column
         self.num_labels = self.model.config.num_labels
         n_teachers = self._check_teacher_data(train_dataset, "train", required=args.alpha > 0)
-        eval_sets = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
-        for eval_set in eval_sets:
-            n_teachers = n_teachers or self._check_teacher_data(eval_set, "eval", required=False)
-        if args.fusion == "weighted" and args.fusion_weights is None and args.alpha > 0:
-            args.fusion_weights = self._weights_from_metadata(train_dataset)
+        eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval", eval_dataset)]
+        for name, eval_set in eval_sets:  # every eval set checked now, not at the first evaluation after training
+            eval_teachers = self._check_teacher_data(eval_set, name, required=False)
+            if n_teachers and eval_teachers and eval_teachers != n_teachers:
+                raise ValueError(
+                    f"The {name} dataset has {eval_teachers} teachers but the train dataset has {n_teachers}."
+                )
+            n_teachers = n_teachers or eval_teachers
+        # The weights in use live on the trainer: the user's config is never written to (it may serve another run).
+        self.fusion_weights = args.fusion_weights
+        if args.fusion == "weighted" and self.fusion_weights is None and args.alpha > 0:
+            self.fusion_weights = self._weights_from_metadata(train_dataset)
         if n_teachers:
-            args.check_teacher_count(n_teachers)
+            args.check_teacher_count(n_teachers, self.fusion_weights)
         self.gate = None
         if args.fusion == "gating" and args.alpha > 0:
             if not n_teachers:
@@ -181,7 +188,7 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             if self.args.fusion == "gating":
                 cls_hidden = student_outputs.hidden_states[-1][:, 0].detach().float()
                 return self.gate(cls_hidden, teacher_logits)
-            return fuse_logits(teacher_logits, self.args.fusion, self.args.fusion_weights, self.args.teacher_index)
+            return fuse_logits(teacher_logits, self.args.fusion, self.fusion_weights, self.args.teacher_index)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Without labels the parent calls the model directly, so the teacher column must not reach it."""
@@ -212,7 +219,7 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             already_in = any(p is q for group in optimizer.param_groups for p in group["params"] for q in gate_params)
             if not already_in:
                 self._broadcast_gate()
-                lr = self.args.gate_learning_rate or self.args.learning_rate
+                lr = self.args.learning_rate if self.args.gate_learning_rate is None else self.args.gate_learning_rate
                 optimizer.add_param_group({"params": gate_params, "lr": lr, "weight_decay": 0.0})
                 # The training loop calls model.zero_grad(), which never reaches the gate's gradients.
                 optimizer.register_step_post_hook(lambda *_: self.gate.zero_grad(set_to_none=True))

@@ -40,8 +40,8 @@ def with_column(dataset, values):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        ({"temperature": 0.0}, "temperature must be > 0"),
-        ({"temperature": -2.0}, "temperature must be > 0"),
+        ({"temperature": 0.0}, "temperature must be a finite number > 0"),
+        ({"temperature": -2.0}, "temperature must be a finite number > 0"),
         ({"alpha": 1.5}, r"alpha must be in \[0, 1\]"),
         ({"alpha": -0.1}, r"alpha must be in \[0, 1\]"),
         ({"fusion": "median"}, "Unknown fusion strategy 'median'"),
@@ -145,7 +145,7 @@ def test_weighted_fusion_defaults_to_validation_scores(tmp_path, tokenizer, logi
     for teacher, score in zip(metadata.teachers, [0.9, 0.8, 0.7]):
         teacher.validation_score = score
     scored = write_metadata(logit_dataset.select(range(len(logit_dataset))), metadata)
-    assert build(tmp_path, scored, tokenizer, fusion="weighted").args.fusion_weights == [0.9, 0.8, 0.7]
+    assert build(tmp_path, scored, tokenizer, fusion="weighted").fusion_weights == [0.9, 0.8, 0.7]
 
 
 def test_fusion_none_is_plain_fine_tuning(tmp_path):

@@ -374,3 +374,24 @@ def test_shipped_configs_parse_for_the_study(config, caplog):
     )
     assert "ignores these keys" not in caplog.text
     assert (GLUE / task_args.task / "train.tsv").is_file() and study.methods and study.seeds
+
+
+def test_extraction_never_replaces_a_folder_it_did_not_write(study, tmp_path):
+    root, *_ = study
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    (tmp_path / "a-file.txt").write_text("mine too")
+    extract = COMMON[:6] + ["--max_train_rows", "300", "--max_eval_rows", "100", "--teachers", str(root / "t-tfidf")]
+    for target in (project, root / "t-tfidf", tmp_path / "a-file.txt"):
+        before = sorted(p.name for p in target.iterdir()) if target.is_dir() else target.read_text()
+        with pytest.raises(ValueError, match="is not a logit dataset written by extract_logits"):
+            extract_logits.main(extract + ["--output_dir", str(target)])
+        assert (sorted(p.name for p in target.iterdir()) if target.is_dir() else target.read_text()) == before
+        assert not Path(f"{target}.teacher-cache").exists()  # refused before any teacher ran
+    previous = tmp_path / "previous-logits"  # a logit dataset it wrote is replaced
+    shutil.copytree(root / "logits", previous)
+    extract_logits.main(extract + ["--output_dir", str(previous)])
+    assert [t.name for t in read_metadata(datasets.load_from_disk(str(previous))["train"]).teachers] == [
+        "sklearn_tfidf-sst2"
+    ]

@@ -13,7 +13,7 @@ import datasets
 import numpy as np
 from accelerate import PartialState
 
-from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint
+from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read_metadata
 from .args import TaskArguments
 from .hub import load_logit_dataset_from_hub
 from .runs import display_name, write_atomically
@@ -117,18 +117,43 @@ def extract_to_disk(
 ) -> datasets.DatasetDict:
     """`build_logit_dataset` with a resumable per-teacher cache beside `output_dir`, written atomically by
     the main process; the cache is removed once the dataset is in place."""
+    check_replaceable(output_dir)  # before any teacher runs
     cache_dir = f"{os.path.normpath(output_dir)}.teacher-cache"
     logit_dataset = build_logit_dataset(task_args, teacher_paths, batch_size, cache_dir)
     state = PartialState()
     if state.is_main_process:
         save_dataset_atomically(logit_dataset, output_dir)
-        shutil.rmtree(cache_dir, ignore_errors=True)
+        for index in range(len(teacher_paths)):  # only the files this tool wrote, then the folder if empty
+            if os.path.isfile(teacher_cache_path(cache_dir, index)):
+                os.remove(teacher_cache_path(cache_dir, index))
+        if os.path.isdir(cache_dir) and not os.listdir(cache_dir):
+            os.rmdir(cache_dir)
     state.wait_for_everyone()
     return logit_dataset
 
 
+def check_replaceable(output_dir: str) -> None:
+    """Refuse an `output_dir` that holds anything but a logit dataset this tool wrote (a project folder,
+    `.`, a teacher): replacing the dataset deletes the folder, and nothing the tool did not create may go."""
+    if not os.path.exists(output_dir) or (os.path.isdir(output_dir) and not os.listdir(output_dir)):
+        return
+    try:
+        written_by_us = os.path.isfile(os.path.join(output_dir, "dataset_dict.json")) and all(
+            read_metadata(split) is not None for split in datasets.load_from_disk(output_dir).values()
+        )
+    except Exception:  # anything that does not load as a dataset is not ours to replace
+        written_by_us = False
+    if not written_by_us:
+        raise ValueError(
+            f"--output_dir {output_dir} exists and is not a logit dataset written by extract_logits; it would be "
+            "replaced (deleted). Choose a new folder, or remove it yourself if you mean to."
+        )
+
+
 def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> None:
     """Write next to `output_dir`, then rename: a crash never leaves a half-written dataset in its place."""
+
+    check_replaceable(output_dir)
 
     def write(partial: str) -> None:
         dataset.save_to_disk(partial)

@@ -154,7 +154,7 @@ def distill_student(
         alpha=config.alpha,
         seed=config.seed,
         teacher_index=config.teacher_index,
-        fusion_weights=config.fusion_weights,
+        fusion_weights=trainer.fusion_weights,
         teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
         logit_dataset=display_name(student_args.logit_dataset),
         train_rows=len(train),
