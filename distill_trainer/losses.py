@@ -65,7 +65,11 @@ def kd_loss_terms(
         if alpha < 1:
             if labels is None:
                 raise ValueError("labels are required for the cross-entropy term when alpha < 1.")
-            terms["ce"] = F.cross_entropy(student_logits, labels.long(), label_smoothing=label_smoothing)
+            # The mean over labelled rows, as reduction="mean" takes it, but 0 (not NaN) for a batch with none:
+            # unlabelled rows (-100) still learn from the teachers.
+            labelled = (labels != -100).sum().clamp(min=1)
+            ce = F.cross_entropy(student_logits, labels.long(), label_smoothing=label_smoothing, reduction="sum")
+            terms["ce"] = ce / labelled
     return terms
 
 

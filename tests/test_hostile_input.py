@@ -90,3 +90,88 @@ def test_kd_loss_stays_accurate_at_large_temperature():
         loss = kd_loss(student, teacher, None, temperature, alpha=1.0)
         assert loss.dtype == torch.float32 and loss > 0
         torch.testing.assert_close(loss, limit, rtol=1e-2, atol=0)
+
+
+def test_the_gate_is_clipped_with_the_student(tmp_path, tokenizer, sentiment_data):
+    def one_step(max_grad_norm):
+        config = tiny_config(
+            tmp_path,
+            fusion="gating",
+            optim="sgd",
+            learning_rate=1.0,
+            max_steps=1,
+            lr_scheduler_type="constant",
+            max_grad_norm=max_grad_norm,
+        )
+        trainer = DistillationTrainer(
+            model=tiny_student(), args=config, train_dataset=sentiment_data, processing_class=tokenizer
+        )
+        modules = [trainer.model, trainer.gate]
+        before = [p.detach().clone() for module in modules for p in module.parameters()]
+        trainer.train()
+        after = [p.detach() for module in modules for p in module.parameters()]
+        gate_moved = sum((a - b).norm() ** 2 for a, b in zip(after[-4:], before[-4:])) ** 0.5
+        return torch.stack([(a - b).norm() for a, b in zip(after, before)]).norm(), gate_moved
+
+    total, gate_moved = one_step(1e-3)  # one SGD step at lr 1 moves everything by at most max_grad_norm
+    assert gate_moved > 0 and total <= 1e-3 * (1 + 1e-4)
+    unclipped, _ = one_step(0.0)
+    assert unclipped > 10 * total
+
+
+def test_a_gating_checkpoint_resumed_into_another_fusion_is_refused_by_name(tmp_path, tokenizer, sentiment_data):
+    config = tiny_config(tmp_path, fusion="gating", max_steps=2, save_strategy="steps", save_steps=2)
+    DistillationTrainer(
+        model=tiny_student(), args=config, train_dataset=sentiment_data, processing_class=tokenizer
+    ).train()
+    average = DistillationTrainer(
+        model=tiny_student(),
+        args=tiny_config(tmp_path, fusion="average", max_steps=4),
+        train_dataset=sentiment_data,
+        processing_class=tokenizer,
+    )
+    with pytest.raises(ValueError, match="resume it with fusion='gating', not fusion='average'"):
+        average.train(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-2"))
+
+
+@pytest.mark.parametrize("bad_label", [-1, 2])
+def test_labels_outside_the_label_space_are_refused_by_row(tmp_path, tokenizer, sentiment_data, bad_label):
+    labels = sentiment_data["label"][:]
+    labels[7] = bad_label
+    broken = sentiment_data.remove_columns("label").add_column("label", labels)
+    with pytest.raises(
+        ValueError, match=rf"'label' has values outside \[0, 2\) and not -100 .* {bad_label} in rows \[7\]"
+    ):
+        DistillationTrainer(
+            model=tiny_student(), args=tiny_config(tmp_path), train_dataset=broken, processing_class=tokenizer
+        )
+
+
+def test_unlabelled_rows_train_on_the_teachers_and_test_rows_are_predicted(tmp_path, tokenizer, sentiment_data):
+    unlabelled = sentiment_data.remove_columns("label").add_column("label", [-100] * len(sentiment_data))
+    trainer = DistillationTrainer(
+        model=tiny_student(),
+        args=tiny_config(tmp_path, max_steps=2, logging_strategy="steps", logging_steps=1),
+        train_dataset=unlabelled,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    losses = [log["loss"] for log in trainer.state.log_history if "loss" in log]
+    assert (
+        losses
+        and all(np.isfinite(losses))
+        and all(log.get("loss_ce", 0.0) == 0.0 for log in trainer.state.log_history)
+    )
+    test_rows = sentiment_data.remove_columns("label").add_column("label", [-1] * len(sentiment_data))  # GLUE test
+    assert trainer.predict(test_rows).predictions.shape == (len(sentiment_data), 2)
+
+
+def test_custom_label_names_are_honoured(tmp_path, tokenizer, sentiment_data):
+    renamed = sentiment_data.rename_column("label", "target")
+    config = tiny_config(
+        tmp_path, alpha=0.0, max_steps=2, label_names=["target"], logging_strategy="steps", logging_steps=1
+    )
+    trainer = DistillationTrainer(model=tiny_student(), args=config, train_dataset=renamed, processing_class=tokenizer)
+    trainer.train()
+    ce = [log["loss_ce"] for log in trainer.state.log_history if "loss_ce" in log]
+    assert len(ce) == 2 and all(value > 0 for value in ce)  # the labels reached the loss
