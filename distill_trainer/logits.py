@@ -46,7 +46,7 @@ class LogitDatasetMetadata:
     column: str = "teacher_logits"
     task: str | None = None  # the GLUE task name when known (cards and tables name it)
     teacher_fingerprints: list[str] | None = None  # one per teacher column, see `teacher_fingerprints`
-    format_version: int = 1
+    format_version: int = 2  # 2: teacher fingerprints bind each row's logits to its inputs; 1: sorted values
     extra: dict = field(default_factory=dict)
 
     @property
@@ -81,18 +81,38 @@ def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -
     return digest.hexdigest()
 
 
-def teacher_fingerprints(logits: np.ndarray) -> list[str]:
-    """One SHA-256 per teacher over its sorted float32 logits: independent of row order (shuffling a logit
-    dataset is fine), but it changes when teacher columns are swapped or any value is edited."""
+def row_keys(dataset: datasets.Dataset, input_columns: Sequence[str]) -> list[bytes]:
+    """A short hash of each row's input columns: what a row's logits belong to."""
+    table = dataset.with_format("arrow", columns=list(input_columns))[:]
+    values = zip(*(table.column(column).to_pylist() for column in input_columns))
+    return [hashlib.blake2b(repr(row).encode(), digest_size=16).digest() for row in values]
+
+
+def teacher_fingerprints(logits: np.ndarray, keys: Sequence[bytes] | None = None) -> list[str]:
+    """One SHA-256 per teacher column. With `keys` (`row_keys`, format 2): over the sorted hashes of (row's
+    inputs, that row's logits in label order), so shuffling or selecting whole rows keeps it, but logits moved
+    to another row or another label, or edited, change it. Without (format 1): over the sorted values, which
+    catches swapped teacher columns and edited values but not values moved between rows or labels."""
     logits = np.asarray(logits, dtype=np.float32)
-    return [hashlib.sha256(np.sort(logits[:, i].reshape(-1)).tobytes()).hexdigest() for i in range(logits.shape[1])]
+    if keys is None:
+        return [
+            hashlib.sha256(np.sort(logits[:, t].reshape(-1)).tobytes()).hexdigest() for t in range(logits.shape[1])
+        ]
+    fingerprints = []
+    for t in range(logits.shape[1]):
+        pairs = sorted(
+            hashlib.blake2b(key + row.tobytes(), digest_size=16).digest() for key, row in zip(keys, logits[:, t])
+        )
+        fingerprints.append(hashlib.sha256(b"".join(pairs)).hexdigest())
+    return fingerprints
 
 
-def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray) -> None:
+def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, dataset: datasets.Dataset) -> None:
     """Refuse teacher columns that are not, in order, the ones the metadata describes (full datasets only)."""
     if not metadata.teacher_fingerprints or len(logits) != metadata.num_rows:
         return
-    found = teacher_fingerprints(logits)
+    keys = row_keys(dataset, metadata.input_columns) if metadata.format_version >= 2 else None
+    found = teacher_fingerprints(logits, keys)
     if found == metadata.teacher_fingerprints:
         return
     names = [teacher.name for teacher in metadata.teachers]
@@ -103,8 +123,8 @@ def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray) ->
             "teacher_index and cards would go to the wrong teacher. Re-extract or restore the order."
         )
     raise ValueError(
-        f"The teacher logits differ from the ones extracted (teachers {names}): the column was edited "
-        "after extraction. Re-extract the logits."
+        f"The teacher logits differ from the ones extracted (teachers {names}): the column was edited after "
+        "extraction (values changed, or moved to other rows or labels). Re-extract the logits."
     )
 
 
@@ -190,7 +210,7 @@ def attach_teacher_logits(
         input_fingerprint=input_fingerprint(dataset, input_columns),
         column=column,
         task=task,
-        teacher_fingerprints=teacher_fingerprints(logits),
+        teacher_fingerprints=teacher_fingerprints(logits, row_keys(dataset, input_columns)),
     )
     return write_metadata(dataset, metadata)
 
@@ -245,7 +265,7 @@ def validate_logit_dataset(
         _is_default_label_name(i, name) for i, name in enumerate(model_label_names)
     ):
         check_label_names(metadata.label_names, model_label_names, "the student's config.id2label")
-    check_teacher_columns(metadata, logits)
+    check_teacher_columns(metadata, logits, dataset)
     if reference is not None:
         check_logits_match_inputs(metadata, reference)
     return metadata

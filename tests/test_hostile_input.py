@@ -5,7 +5,16 @@ import pytest
 import torch
 from helpers import tiny_config, tiny_student
 
-from distill_trainer import DistillationConfig, DistillationTrainer, TeacherInfo, attach_teacher_logits, kd_loss
+from distill_trainer import (
+    DistillationConfig,
+    DistillationTrainer,
+    TeacherInfo,
+    attach_teacher_logits,
+    kd_loss,
+    read_metadata,
+    validate_logit_dataset,
+)
+from distill_trainer.logits import teacher_fingerprints, write_metadata
 
 
 def with_validation_scores(data, scores=(0.9, 0.6, 0.3)):
@@ -175,3 +184,38 @@ def test_custom_label_names_are_honoured(tmp_path, tokenizer, sentiment_data):
     trainer.train()
     ce = [log["loss_ce"] for log in trainer.state.log_history if "loss_ce" in log]
     assert len(ce) == 2 and all(value > 0 for value in ce)  # the labels reached the loss
+
+
+@pytest.mark.parametrize("move", ["flip_every_row's_labels", "shift_rows_by_one", "swap_one_row's_values"])
+def test_logits_moved_between_rows_or_labels_are_refused(sentiment_data, move):
+    data = sentiment_data.remove_columns("teacher_logits").add_column("idx", list(range(len(sentiment_data))))
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
+    dataset = attach_teacher_logits(data, logits, ["a", "b", "c"], ["negative", "positive"], ["idx", "sentence"])
+    validate_logit_dataset(dataset.shuffle(seed=1))  # whole rows may move: shuffle, select
+    validate_logit_dataset(dataset.select(range(len(dataset) - 1, -1, -1)))
+    moved = logits.copy()
+    if move.startswith("flip"):
+        moved = moved[:, :, ::-1]
+    elif move.startswith("shift"):
+        moved = np.roll(moved, 1, axis=0)
+    else:
+        moved[3, 0] = moved[3, 0, ::-1]
+    tampered = dataset.map(
+        lambda row, i: {"teacher_logits": moved[i].tolist()}, with_indices=True, features=dataset.features
+    )
+    with pytest.raises(ValueError, match="edited after extraction"):
+        validate_logit_dataset(tampered)
+
+
+def test_logit_datasets_fingerprinted_before_format_2_still_validate(sentiment_data):
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
+    dataset = attach_teacher_logits(
+        sentiment_data.remove_columns("teacher_logits"),
+        logits,
+        ["a", "b", "c"],
+        ["negative", "positive"],
+        ["sentence"],
+    )
+    old = read_metadata(dataset)
+    old.format_version, old.teacher_fingerprints = 1, teacher_fingerprints(logits)
+    validate_logit_dataset(write_metadata(dataset, old).shuffle(seed=0))
