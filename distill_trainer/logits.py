@@ -130,13 +130,21 @@ def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, da
 
 def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:
     """The logit metadata stored in `dataset`, or `None` for a dataset that carries none."""
+    description = dataset.info.description or ""
     try:
-        payload = json.loads(dataset.info.description or "")
+        payload = json.loads(description)
     except (json.JSONDecodeError, TypeError):
-        return None
+        payload = None
     if not isinstance(payload, dict) or METADATA_KEY not in payload:
+        if METADATA_KEY in description:  # ours, but truncated or corrupt: never treated as absent (no checks)
+            raise ValueError(
+                f"The logit metadata in this dataset's info.description is corrupt: {description[:80]!r}..."
+            )
         return None
-    return LogitDatasetMetadata.from_dict(payload[METADATA_KEY])
+    try:
+        return LogitDatasetMetadata.from_dict(payload[METADATA_KEY])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"The logit metadata does not match this distill-trainer's format: {error}.") from error
 
 
 def write_metadata(dataset: datasets.Dataset, metadata: LogitDatasetMetadata) -> datasets.Dataset:
@@ -265,6 +273,9 @@ def validate_logit_dataset(
         _is_default_label_name(i, name) for i, name in enumerate(model_label_names)
     ):
         check_label_names(metadata.label_names, model_label_names, "the student's config.id2label")
+    label_feature = dataset.features.get("label")
+    if isinstance(label_feature, datasets.ClassLabel):  # the dataset's own label ids must mean the same classes
+        check_label_names(metadata.label_names, label_feature.names, "the dataset's own ClassLabel 'label' feature")
     check_teacher_columns(metadata, logits, dataset)
     if reference is not None:
         check_logits_match_inputs(metadata, reference)

@@ -9,7 +9,7 @@
 
 from distill_trainer import DistillationConfig
 from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
-from distill_trainer.study.hub import HubArguments, check_publishing, publish_student
+from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_student
 from distill_trainer.study.training import distill_student
 
 
@@ -18,6 +18,8 @@ def main(argv=None):
         (TaskArguments, StudentArguments, HubArguments, DistillationConfig), argv
     )
     check_publishing(config.push_to_hub, config.hub_model_id, "--hub_model_id")
+    if config.push_to_hub:
+        check_hub_before_work(config.hub_model_id, exist_ok=hub_args.hub_exist_ok, token=config.hub_token)
     results = distill_student(task_args, student_args, config)
     print(f"student ({results.fusion}): validation {results.metric} = {results.score:.4f}")
     if config.push_to_hub and config.process_index == 0:

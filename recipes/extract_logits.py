@@ -15,7 +15,7 @@ from accelerate import PartialState
 
 from distill_trainer.study.args import TaskArguments, parse_recipe_args
 from distill_trainer.study.extraction import extract_to_disk
-from distill_trainer.study.hub import HubArguments, check_publishing, publish_logit_dataset
+from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_logit_dataset
 
 
 @dataclass
@@ -35,6 +35,8 @@ class ExtractArguments:
 
 def main(argv=None):
     task_args, extract_args, hub_args = parse_recipe_args((TaskArguments, ExtractArguments, HubArguments), argv)
+    if extract_args.push_to_hub:
+        check_hub_before_work(extract_args.hub_dataset_id, repo_type="dataset", exist_ok=hub_args.hub_exist_ok)
     logit_dataset = extract_to_disk(task_args, extract_args.teachers, extract_args.output_dir, extract_args.batch_size)
     print(f"logit dataset written to {extract_args.output_dir}: {logit_dataset}")
     if extract_args.push_to_hub and PartialState().is_main_process:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from transformers import TrainingArguments
 
 from distill_trainer.study.args import TaskArguments, parse_recipe_args
-from distill_trainer.study.hub import HubArguments, check_publishing, publish_teacher
+from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_teacher
 from distill_trainer.study.training import train_teacher
 
 
@@ -35,6 +35,10 @@ def main(argv=None):
         (TaskArguments, TeacherArguments, HubArguments, TrainingArguments), argv
     )
     check_publishing(training_args.push_to_hub, training_args.hub_model_id, "--hub_model_id")
+    if training_args.push_to_hub:
+        check_hub_before_work(
+            training_args.hub_model_id, exist_ok=hub_args.hub_exist_ok, token=training_args.hub_token
+        )
     info = train_teacher(task_args, teacher_args.model_name_or_path, training_args, teacher_args.teacher_name)
     print(f"teacher {info.name}: validation {info.metric} = {info.validation_score:.4f}")
     if training_args.push_to_hub and training_args.process_index == 0:

@@ -129,11 +129,23 @@ def test_bf16_is_detected_from_the_cpu_flags(monkeypatch, tmp_path):
 
 def test_recipes_default_to_fast_training_and_flags_turn_it_off():
     types = (TaskArguments, StudentArguments, DistillationConfig)
-    *_, default = parse_recipe_args(types, ["--output_dir", "out"])
+    *_, default = parse_recipe_args(types, ["--output_dir", "out", "--logit_dataset", "l", "--student_model", "s"])
     assert default.train_sampling_strategy == "group_by_length" and default.length_column_name == "length"
     assert default.bf16 == fast_training_defaults().get("bf16", False)
     assert default.per_device_eval_batch_size == 64
     *_, off = parse_recipe_args(
-        types, ["--output_dir", "out", "--train_sampling_strategy", "random", "--bf16", "false"]
+        types,
+        [
+            "--output_dir",
+            "out",
+            "--logit_dataset",
+            "l",
+            "--student_model",
+            "s",
+            "--train_sampling_strategy",
+            "random",
+            "--bf16",
+            "false",
+        ],
     )
     assert off.train_sampling_strategy == "random" and not off.bf16

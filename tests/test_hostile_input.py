@@ -1,5 +1,6 @@
 """What a hostile user tried (issue 14): each test fails on the old behaviour and passes now."""
 
+import datasets
 import numpy as np
 import pytest
 import torch
@@ -15,6 +16,8 @@ from distill_trainer import (
     validate_logit_dataset,
 )
 from distill_trainer.logits import teacher_fingerprints, write_metadata
+from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
+from distill_trainer.study.training import student_from_layers
 
 
 def with_validation_scores(data, scores=(0.9, 0.6, 0.3)):
@@ -219,3 +222,50 @@ def test_logit_datasets_fingerprinted_before_format_2_still_validate(sentiment_d
     old = read_metadata(dataset)
     old.format_version, old.teacher_fingerprints = 1, teacher_fingerprints(logits)
     validate_logit_dataset(write_metadata(dataset, old).shuffle(seed=0))
+
+
+def test_repeated_student_layers_and_missing_recipe_inputs_are_refused_up_front():
+    with pytest.raises(ValueError, match=r"student_layers \[0, 0\] repeats a layer"):
+        student_from_layers(tiny_student(), [0, 0])
+    with pytest.raises(ValueError, match="--logit_dataset and --student_model are required"):
+        parse_recipe_args((TaskArguments, StudentArguments, DistillationConfig), ["--output_dir", "out"])
+    with pytest.raises(ValueError, match="--student_model is required"):
+        parse_recipe_args(
+            (TaskArguments, StudentArguments, DistillationConfig),
+            ["--output_dir", "out", "--logit_dataset", "some/logits"],
+        )
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda text: text[: len(text) // 2], "metadata in this dataset's info.description is corrupt"),
+        (lambda text: text.replace('"num_rows"', '"n_rows"'), "does not match this distill-trainer's format"),
+    ],
+)
+def test_corrupt_metadata_is_an_error_not_absent(sentiment_data, damage, message):
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
+    dataset = attach_teacher_logits(
+        sentiment_data.remove_columns("teacher_logits"),
+        logits,
+        ["a", "b", "c"],
+        ["negative", "positive"],
+        ["sentence"],
+    )
+    dataset.info.description = damage(dataset.info.description)
+    with pytest.raises(ValueError, match=message):
+        validate_logit_dataset(dataset)
+
+
+def test_a_classlabel_order_that_differs_from_the_metadata_is_refused(sentiment_data):
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
+    dataset = attach_teacher_logits(
+        sentiment_data.remove_columns("teacher_logits"),
+        logits,
+        ["a", "b", "c"],
+        ["negative", "positive"],
+        ["sentence"],
+    )
+    validate_logit_dataset(dataset.cast_column("label", datasets.ClassLabel(names=["negative", "positive"])))
+    with pytest.raises(ValueError, match="the dataset's own ClassLabel 'label' feature"):
+        validate_logit_dataset(dataset.cast_column("label", datasets.ClassLabel(names=["positive", "negative"])))

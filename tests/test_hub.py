@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import datasets
+import huggingface_hub
 import numpy as np
 import pytest
 import torch
@@ -305,3 +306,21 @@ def test_own_script_push_to_hub_publishes_the_distillation_card_and_no_token(tmp
     assert "fusion-weighted" in card.data.tags and str(tmp_path) not in str(card)
     pickled = Path(hf_hub_download("alice/own-script-student", "training_args.bin")).read_bytes()
     assert TEST_TOKEN.encode() not in pickled and trainer.args.hub_token == TEST_TOKEN
+
+
+@pytest.mark.parametrize("recipe", ["train_teacher", "distill"])
+def test_publishing_that_would_fail_is_refused_before_training(published, tmp_path, monkeypatch, recipe):
+    root = published[0]
+    argv = COMMON + TRAIN + ["--max_steps", "3", "--push_to_hub", "--output_dir", str(tmp_path / "run")]
+    argv += (
+        ["--model_name_or_path", "sklearn_tfidf"]
+        if recipe == "train_teacher"
+        else ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "base"), "--fusion", "average"]
+    )
+    main = {"train_teacher": train_teacher.main, "distill": distill.main}[recipe]
+    with pytest.raises(ValueError, match="already exists and --hub_exist_ok is false"):
+        main(argv + ["--hub_model_id", "alice/tiny-teacher-sst2", "--hub_exist_ok", "false"])
+    monkeypatch.setattr(huggingface_hub.constants, "ENDPOINT", "http://127.0.0.1:9")  # nothing listens there
+    with pytest.raises(ValueError, match="Cannot reach the Hub at http://127.0.0.1:9"):
+        main(argv + ["--hub_model_id", "alice/never-trained"])
+    assert not (tmp_path / "run").exists()  # refused before any work

@@ -18,7 +18,10 @@ def test_list_options_take_spaces_commas_and_both():
     _, study, _ = parse_recipe_args(STUDY, ["--seeds", "42,43", "44", "--teachers=a,b", "--output_dir", "out"])
     assert study.seeds == [42, 43, 44] and study.teachers == ["a", "b"]
     assert study.methods[0] == "none" and study.student_layers == [0, 2, 4]  # defaults are lists too
-    _, student, _ = parse_recipe_args((TaskArguments, StudentArguments, DistillationConfig), ["--output_dir", "out"])
+    _, student, _ = parse_recipe_args(
+        (TaskArguments, StudentArguments, DistillationConfig),
+        ["--output_dir", "out", "--logit_dataset", "l", "--student_model", "s"],
+    )
     assert student.student_layers is None
 
 

@@ -84,6 +84,11 @@ class StudentArguments:
         },
     )
 
+    def __post_init__(self):
+        missing = [f"--{name}" for name in ("logit_dataset", "student_model") if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required.")
+
 
 @dataclass
 class StudyArguments:

@@ -84,6 +84,21 @@ def check_publishing(push_to_hub: bool, repo_id: str | None, flag: str) -> None:
         validate_repo_id(repo_id)
 
 
+def check_hub_before_work(repo_id: str, *, repo_type: str = "model", exist_ok: bool = True, token=None) -> None:
+    """Ask the Hub, before any training or extraction, whether `repo_id` can be published to: an unreachable
+    Hub or an existing repo with `--hub_exist_ok false` would otherwise fail only after the work is done."""
+    api = HfApi(token=token)
+    try:
+        exists = api.repo_exists(repo_id, repo_type=repo_type)
+    except Exception as error:  # connection refused, DNS, proxy, 5xx: all mean the push would fail later
+        raise ValueError(
+            f"Cannot reach the Hub at {api.endpoint} to publish {repo_id} ({type(error).__name__}): fix the "
+            "connection or HF_ENDPOINT, or drop --push_to_hub. Nothing was trained or extracted."
+        ) from error
+    if exists and not exist_ok:
+        raise ValueError(f"{repo_id} already exists and --hub_exist_ok is false: choose another repo id.")
+
+
 # ---- publishing -----------------------------------------------------------------------------------
 
 

@@ -112,6 +112,8 @@ def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTra
         raise ValueError(f"{type(model).__name__} has no base_model.encoder.layer to cut layers from.")
     if not layers or any(not 0 <= i < len(blocks) for i in layers):
         raise ValueError(f"student_layers {list(layers)} must be indices in [0, {len(blocks)}).")
+    if len(set(layers)) != len(layers):  # a repeated block shares its weights: the student could not be saved
+        raise ValueError(f"student_layers {list(layers)} repeats a layer; each kept layer must be distinct.")
     encoder.layer = type(blocks)([blocks[i] for i in layers])
     model.config.num_hidden_layers = len(layers)
     return model
