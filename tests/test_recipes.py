@@ -14,7 +14,8 @@ import pandas as pd
 import pytest
 import torch
 from helpers import tiny_student, tiny_tokenizer
-from transformers import AutoModelForSequenceClassification
+from safetensors.torch import load_file
+from transformers import AutoModelForSequenceClassification, BertModel
 
 from distill_trainer import read_metadata
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
@@ -395,3 +396,36 @@ def test_extraction_never_replaces_a_folder_it_did_not_write(study, tmp_path):
     assert [t.name for t in read_metadata(datasets.load_from_disk(str(previous))["train"]).teachers] == [
         "sklearn_tfidf-sst2"
     ]
+
+
+def test_the_same_seed_gives_the_same_student(study, tmp_path):
+    """The student's head is drawn when the model is built (a checkpoint without one, as a pretrained encoder
+    is): seeded before that, two runs of distill.py with one --seed end with identical weights."""
+    root, *_ = study
+    headless = tmp_path / "encoder"
+    BertModel(tiny_student().config).save_pretrained(headless)
+    tiny_tokenizer().save_pretrained(headless)
+    torch.manual_seed(1234)  # whatever state the process is in before each run
+    weights = []
+    for run in ("first", "second"):
+        distill.main(
+            COMMON
+            + [
+                "--logit_dataset",
+                str(root / "logits"),
+                "--student_model",
+                str(headless),
+                "--fusion",
+                "average",
+                "--max_steps",
+                "3",
+                "--seed",
+                "7",
+                "--output_dir",
+                str(tmp_path / run),
+            ]
+        )
+        weights.append(load_file(str(tmp_path / run / "model.safetensors")))
+        torch.rand(5)  # move the global RNG between the runs
+    assert weights[0].keys() == weights[1].keys()
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])

@@ -9,7 +9,7 @@ from typing import Sequence
 
 import datasets
 import numpy as np
-from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments
+from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments, set_seed
 
 from ..config import DistillationConfig
 from ..logits import check_logits_match_inputs, read_metadata
@@ -47,9 +47,20 @@ def tokenize_task(dataset: datasets.Dataset, tokenizer, task: GlueTask, max_leng
 
 
 def load_for_task(
-    model_name_or_path: str, task: GlueTask, allow_pickle: bool = False, trust_remote_code: bool = False, **kwargs
+    model_name_or_path: str,
+    task: GlueTask,
+    allow_pickle: bool = False,
+    trust_remote_code: bool = False,
+    seed: int | None = None,
+    **kwargs,
 ) -> tuple:
-    """Tokenizer and classification model with the task's labels (a fresh head where the labels differ)."""
+    """Tokenizer and classification model with the task's labels (a fresh head where the labels differ).
+
+    With `seed`, every RNG is seeded first: a fresh head is drawn when the model is built, before the Trainer
+    seeds anything, so without it two runs with the same `--seed` started from different heads.
+    """
+    if seed is not None:
+        set_seed(seed)
     path = resolve_model(model_name_or_path)
     model = load_classifier(path, allow_pickle, trust_remote_code, **task.label_config, **kwargs)
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code), model
@@ -78,7 +89,7 @@ def train_teacher(
         metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
         teacher.save(output_dir)
     else:
-        tokenizer, model = load_for_task(model_name_or_path, task, **task_args.loading)
+        tokenizer, model = load_for_task(model_name_or_path, task, seed=training_args.seed, **task_args.loading)
         trainer = TaskTrainer(
             model=model,
             args=for_trainer(training_args),
@@ -132,7 +143,7 @@ def distill_student(
     if student_args.check_against_data and metadata is not None:
         check_logits_match_inputs(metadata, load_task_split(task, "train", task_args.data, metadata.num_rows))
     tokenizer, model = load_for_task(
-        student_args.student_model, task, ignore_mismatched_sizes=True, **task_args.loading
+        student_args.student_model, task, seed=config.seed, ignore_mismatched_sizes=True, **task_args.loading
     )
     if student_args.student_layers:
         model = student_from_layers(model, student_args.student_layers)
