@@ -121,7 +121,9 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             label_names = [id2label[i] for i in range(self.num_labels)] if id2label else None
             validate_logit_dataset(dataset, self.teacher_column, self.num_labels, label_names)
             return len(dataset[0][self.teacher_column])
-        first_row = dataset[0] if hasattr(dataset, "__getitem__") else next(iter(dataset))
+        # A streaming dataset's [0] is a column lookup, not a row: read its first row by iterating.
+        is_stream = isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset))
+        first_row = next(iter(dataset)) if is_stream or not hasattr(dataset, "__getitem__") else dataset[0]
         if self.teacher_column not in first_row:
             if required:
                 raise ValueError(f"The {split} dataset's rows have no {self.teacher_column!r} key.")

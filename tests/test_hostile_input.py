@@ -269,3 +269,16 @@ def test_a_classlabel_order_that_differs_from_the_metadata_is_refused(sentiment_
     validate_logit_dataset(dataset.cast_column("label", datasets.ClassLabel(names=["negative", "positive"])))
     with pytest.raises(ValueError, match="the dataset's own ClassLabel 'label' feature"):
         validate_logit_dataset(dataset.cast_column("label", datasets.ClassLabel(names=["positive", "negative"])))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.7])
+def test_streaming_train_sets_train(tmp_path, tokenizer, sentiment_data, alpha):
+    stream = sentiment_data.remove_columns("sentence").to_iterable_dataset()
+    trainer = DistillationTrainer(
+        model=tiny_student(),
+        args=tiny_config(tmp_path, alpha=alpha, max_steps=3),
+        train_dataset=stream,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 3
