@@ -324,3 +324,28 @@ def test_publishing_that_would_fail_is_refused_before_training(published, tmp_pa
     with pytest.raises(ValueError, match="Cannot reach the Hub at http://127.0.0.1:9"):
         main(argv + ["--hub_model_id", "alice/never-trained"])
     assert not (tmp_path / "run").exists()  # refused before any work
+
+
+def test_hub_teachers_of_either_kind_extract_by_repo_id_pinned_to_their_commit(published, tmp_path):
+    train_teacher.main(
+        COMMON
+        + TRAIN
+        + [
+            "--model_name_or_path",
+            "sklearn_tfidf",
+            "--output_dir",
+            str(tmp_path / "tfidf"),
+            "--push_to_hub",
+            "--hub_model_id",
+            "alice/tfidf-teacher-by-id",
+        ]
+    )
+    extract_logits.main(
+        COMMON
+        + ["--teachers", "alice/tiny-teacher-sst2,alice/tfidf-teacher-by-id", "--output_dir", str(tmp_path / "logits")]
+    )
+    teachers = read_metadata(datasets.load_from_disk(str(tmp_path / "logits"))["train"]).teachers
+    api = HfApi()
+    assert [t.name for t in teachers] == ["alice/tiny-teacher-sst2", "alice/tfidf-teacher-by-id"]
+    assert [t.revision for t in teachers] == [api.model_info(t.name).sha for t in teachers]
+    assert all(t.revision for t in teachers)

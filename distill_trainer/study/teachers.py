@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from ..card import is_hub_id
 from .runs import TeacherRecord
 
 SKLEARN_TEACHER_FILE = "sklearn_teacher.json"  # vocabulary and settings; the arrays go in SKLEARN_WEIGHTS_FILE
@@ -213,7 +214,24 @@ class SklearnTeacher:
 
 
 def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teacher:
-    """A folder written by `recipes/train_teacher.py` (either kind), or any transformers checkpoint / Hub id."""
+    """A folder written by `recipes/train_teacher.py` (either kind), or any transformers checkpoint / Hub id.
+
+    A Hub teacher (a published TF-IDF teacher too) is pinned to the commit it resolves to now, and that sha
+    is its recorded `revision` (transformers 5 no longer records it in `config._commit_hash`).
+    """
+    if not os.path.isdir(path_or_id) and is_hub_id(path_or_id):
+        from huggingface_hub import HfApi, snapshot_download
+
+        info = HfApi().model_info(path_or_id, revision=kwargs.pop("revision", None))
+        if SKLEARN_TEACHER_FILE in {sibling.rfilename for sibling in info.siblings or []}:
+            folder = snapshot_download(
+                path_or_id, revision=info.sha, allow_patterns=[SKLEARN_TEACHER_FILE, SKLEARN_WEIGHTS_FILE]
+            )
+            teacher = SklearnTeacher.load(folder, path_or_id)
+        else:
+            teacher = TransformersTeacher(path_or_id, task_labels, name=path_or_id, revision=info.sha, **kwargs)
+        teacher.revision = info.sha
+        return teacher
     name = (
         TeacherRecord.load(path_or_id).name
         if os.path.isfile(os.path.join(path_or_id, TeacherRecord.FILE))
