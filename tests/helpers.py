@@ -4,6 +4,8 @@ scripts they launch (which must not import conftest: it starts the test Hub serv
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import torch
 from transformers import BertConfig, BertForSequenceClassification, BertTokenizerFast
@@ -90,3 +92,20 @@ def assert_same_params(a, b, **tol):
     assert a.keys() == b.keys()
     for name in a:
         torch.testing.assert_close(a[name], b[name], msg=name, **tol)
+
+
+# Two CPU processes under accelerate: `--cpu --num_processes 2` silently starts one (accelerate 1.15).
+LAUNCH = [
+    sys.executable,
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]

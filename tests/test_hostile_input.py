@@ -20,11 +20,17 @@ from distill_trainer.study.args import StudentArguments, TaskArguments, parse_re
 from distill_trainer.study.training import student_from_layers
 
 
-def with_validation_scores(data, scores=(0.9, 0.6, 0.3)):
+def with_metadata(data, teachers=("a", "b", "c"), input_columns=("sentence",)):
+    """`data`'s teacher_logits column attached again, with metadata (teacher names or `TeacherInfo`s)."""
     logits = np.asarray(data["teacher_logits"][:], dtype=np.float32)
-    infos = [TeacherInfo(name=f"t{i}", metric="accuracy", validation_score=s) for i, s in enumerate(scores)]
     return attach_teacher_logits(
-        data.remove_columns("teacher_logits"), logits, infos, ["negative", "positive"], ["sentence"]
+        data.remove_columns("teacher_logits"), logits, list(teachers), ["negative", "positive"], list(input_columns)
+    )
+
+
+def with_validation_scores(data, scores=(0.9, 0.6, 0.3)):
+    return with_metadata(
+        data, [TeacherInfo(f"t{i}", metric="accuracy", validation_score=s) for i, s in enumerate(scores)]
     )
 
 
@@ -191,9 +197,9 @@ def test_custom_label_names_are_honoured(tmp_path, tokenizer, sentiment_data):
 
 @pytest.mark.parametrize("move", ["flip_every_row's_labels", "shift_rows_by_one", "swap_one_row's_values"])
 def test_logits_moved_between_rows_or_labels_are_refused(sentiment_data, move):
-    data = sentiment_data.remove_columns("teacher_logits").add_column("idx", list(range(len(sentiment_data))))
+    data = sentiment_data.add_column("idx", list(range(len(sentiment_data))))
+    dataset = with_metadata(data, input_columns=("idx", "sentence"))
     logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
-    dataset = attach_teacher_logits(data, logits, ["a", "b", "c"], ["negative", "positive"], ["idx", "sentence"])
     validate_logit_dataset(dataset.shuffle(seed=1))  # whole rows may move: shuffle, select
     validate_logit_dataset(dataset.select(range(len(dataset) - 1, -1, -1)))
     moved = logits.copy()
@@ -211,16 +217,10 @@ def test_logits_moved_between_rows_or_labels_are_refused(sentiment_data, move):
 
 
 def test_logit_datasets_fingerprinted_before_format_2_still_validate(sentiment_data):
-    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
-    dataset = attach_teacher_logits(
-        sentiment_data.remove_columns("teacher_logits"),
-        logits,
-        ["a", "b", "c"],
-        ["negative", "positive"],
-        ["sentence"],
-    )
+    dataset = with_metadata(sentiment_data)
     old = read_metadata(dataset)
-    old.format_version, old.teacher_fingerprints = 1, teacher_fingerprints(logits)
+    old.format_version = 1
+    old.teacher_fingerprints = teacher_fingerprints(np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32))
     validate_logit_dataset(write_metadata(dataset, old).shuffle(seed=0))
 
 
@@ -244,28 +244,14 @@ def test_repeated_student_layers_and_missing_recipe_inputs_are_refused_up_front(
     ],
 )
 def test_corrupt_metadata_is_an_error_not_absent(sentiment_data, damage, message):
-    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
-    dataset = attach_teacher_logits(
-        sentiment_data.remove_columns("teacher_logits"),
-        logits,
-        ["a", "b", "c"],
-        ["negative", "positive"],
-        ["sentence"],
-    )
+    dataset = with_metadata(sentiment_data)
     dataset.info.description = damage(dataset.info.description)
     with pytest.raises(ValueError, match=message):
         validate_logit_dataset(dataset)
 
 
 def test_a_classlabel_order_that_differs_from_the_metadata_is_refused(sentiment_data):
-    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
-    dataset = attach_teacher_logits(
-        sentiment_data.remove_columns("teacher_logits"),
-        logits,
-        ["a", "b", "c"],
-        ["negative", "positive"],
-        ["sentence"],
-    )
+    dataset = with_metadata(sentiment_data)
     validate_logit_dataset(dataset.cast_column("label", datasets.ClassLabel(names=["negative", "positive"])))
     with pytest.raises(ValueError, match="the dataset's own ClassLabel 'label' feature"):
         validate_logit_dataset(dataset.cast_column("label", datasets.ClassLabel(names=["positive", "negative"])))

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import tiny_student, tiny_tokenizer
+from helpers import LAUNCH, tiny_student, tiny_tokenizer
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertModel
 
@@ -249,21 +249,8 @@ def test_student_from_layers_keeps_the_chosen_layers():
 def test_distill_under_accelerate_launch_with_two_processes(study, tmp_path):
     root, _, _ = study
     command = (
-        [
-            sys.executable,
-            "-m",
-            "accelerate.commands.launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
-            str(ROOT / "recipes" / "distill.py"),
-        ]
+        LAUNCH
+        + [str(ROOT / "recipes" / "distill.py")]
         + COMMON
         + [
             "--logit_dataset",

@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_config, tiny_student, tiny_tokenizer
+from helpers import LAUNCH, tiny_config, tiny_student, tiny_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -24,20 +24,6 @@ from distill_trainer.study.teachers import TransformersTeacher
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
-LAUNCH = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 sys.path.insert(0, str(ROOT / "recipes"))
 needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue")
