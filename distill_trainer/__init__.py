@@ -2,7 +2,7 @@
 
 from .collator import DistillationDataCollator
 from .config import DistillationConfig, bf16_available, fast_training_defaults
-from .fusion import FUSION_STRATEGIES, GatingNetwork, fuse_logits
+from .fusion import FUSION_STRATEGIES, GatingNetwork, fit_teacher_temperatures, fuse_logits
 from .logits import (
     LogitDatasetMetadata,
     TeacherInfo,
@@ -29,6 +29,7 @@ __all__ = [
     "attach_teacher_logits",
     "bf16_available",
     "fast_training_defaults",
+    "fit_teacher_temperatures",
     "fuse_logits",
     "kd_loss",
     "read_metadata",

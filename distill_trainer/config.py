@@ -49,7 +49,8 @@ class DistillationConfig(TrainingArguments):
         default="average",
         metadata={
             "help": "How the teachers' logits are fused per example: 'average' (mean of logits), 'weighted' (mean "
-            "weighted by fusion_weights), 'min_entropy' (the most confident teacher per example), 'gating' (an MLP "
+            "weighted by fusion_weights), 'min_entropy' (the most confident teacher per example), 'confidence' "
+            "(per example, teachers weighted by their probability of the gold label; needs labels), 'gating' (an MLP "
             "over the student's [CLS] state learns per-example teacher weights), 'single' (teacher_index only) or "
             "'none' (no distillation: plain cross-entropy fine-tuning, the baseline; sets alpha to 0).",
             "choices": list(CONFIG_FUSIONS),

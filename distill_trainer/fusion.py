@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
-STATIC_STRATEGIES = ("average", "weighted", "min_entropy", "single")
+STATIC_STRATEGIES = ("average", "weighted", "min_entropy", "single", "confidence")
 FUSION_STRATEGIES = STATIC_STRATEGIES + ("gating",)
 
 
@@ -70,6 +71,7 @@ def fuse_logits(
     strategy: str,
     weights: Sequence[float] | None = None,
     teacher_index: int | None = None,
+    labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Fuse `[batch, n_teachers, n_labels]` teacher logits into `[batch, n_labels]` with a static strategy.
 
@@ -77,6 +79,9 @@ def fuse_logits(
     - `weighted`: mean of the logits weighted by `weights` (normalised to sum to 1).
     - `min_entropy`: per example, the logits of the teacher whose softmax (T=1) has the lowest entropy.
     - `single`: the logits of teacher `teacher_index`.
+    - `confidence` (CA-MKD's weighting): per example, teacher weights = softmax over teachers of
+      -CE(teacher, label), i.e. proportional to each teacher's probability (T=1) of the gold label; the
+      weighted mean of the logits. Needs `labels` (`[batch]`); rows labelled -100 get equal weights.
 
     The learned gate (`gating`) needs the student's hidden state, so it lives in `GatingNetwork`.
     """
@@ -93,7 +98,53 @@ def fuse_logits(
     if strategy == "min_entropy":
         most_confident = softmax_entropy(teacher_logits).argmin(dim=1)
         return teacher_logits[torch.arange(teacher_logits.shape[0], device=teacher_logits.device), most_confident]
+    if strategy == "confidence":
+        return torch.einsum("bt,btl->bl", confidence_weights(teacher_logits, labels), teacher_logits)
     return teacher_logits[:, check_teacher_index(teacher_index, n_teachers)]
+
+
+def confidence_weights(teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+    """`[batch, n_teachers]` weights of `confidence` fusion: softmax over teachers of each teacher's
+    log-probability of the gold label (= -CE); equal weights on rows labelled -100."""
+    if labels is None:
+        raise ValueError("fusion='confidence' weighs teachers by the gold label: it needs labels in the batch.")
+    labelled = labels != -100
+    gold = labels.masked_fill(~labelled, 0).long()
+    log_probs = torch.log_softmax(teacher_logits.float(), dim=-1)
+    gold_log_probs = log_probs.gather(-1, gold[:, None, None].expand(-1, teacher_logits.shape[1], 1)).squeeze(-1)
+    return torch.softmax(gold_log_probs.masked_fill(~labelled[:, None], 0.0), dim=1)
+
+
+def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[float]:
+    """One temperature per teacher by temperature scaling (Guo et al., 2017): the T > 0 minimising the
+    negative log-likelihood of softmax(logits / T) on the labelled rows (label -100 is left out).
+
+    `logits`: `[n, n_teachers, n_labels]` raw logits, e.g. a logit dataset's validation split. Dividing a
+    teacher's logits by its T calibrates its confidence without changing its predictions.
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    if logits.ndim != 3 or len(labels) != len(logits):
+        raise ValueError(
+            f"logits must be [n, n_teachers, n_labels] with one label per row, got {logits.shape} "
+            f"and {len(labels)} labels."
+        )
+    labelled = labels != -100
+    if not labelled.any():
+        raise ValueError("fit_teacher_temperatures needs labelled rows (labels other than -100).")
+    rows, gold = logits[labelled], labels[labelled].astype(int)
+    temperatures = []
+    for teacher in range(logits.shape[1]):
+
+        def nll(log_temperature: float, z=rows[:, teacher]) -> float:
+            scaled = z / np.exp(log_temperature)
+            return float(np.mean(logsumexp(scaled, axis=1) - scaled[np.arange(len(gold)), gold]))
+
+        fit = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-6})
+        temperatures.append(float(np.exp(fit.x)))
+    return temperatures
 
 
 class GatingNetwork(nn.Module):

@@ -171,7 +171,7 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         student_logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         fused = None
         if alpha > 0:  # fusion checks shape and finiteness; kd_loss checks the label space against the student
-            fused = self.fuse_teachers(teacher_logits.to(student_logits.device), outputs)
+            fused = self.fuse_teachers(teacher_logits.to(student_logits.device), outputs, labels)
         terms = kd_loss_terms(
             student_logits, fused, labels, self.args.temperature, alpha, self.args.label_smoothing_factor
         )
@@ -182,7 +182,7 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             outputs = SequenceClassifierOutput(logits=student_logits)
         return (loss, outputs) if return_outputs else loss
 
-    def fuse_teachers(self, teacher_logits: torch.Tensor, student_outputs) -> torch.Tensor:
+    def fuse_teachers(self, teacher_logits: torch.Tensor, student_outputs, labels=None) -> torch.Tensor:
         """`[batch, n_teachers, n_labels]` -> `[batch, n_labels]` with the configured strategy.
 
         The gate reads the student's [CLS] state detached: it learns which teacher to trust for an input,
@@ -194,7 +194,9 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             if self.args.fusion == "gating":
                 cls_hidden = student_outputs.hidden_states[-1][:, 0].detach().float()
                 return self.gate(cls_hidden, teacher_logits)
-            return fuse_logits(teacher_logits, self.args.fusion, self.fusion_weights, self.args.teacher_index)
+            return fuse_logits(
+                teacher_logits, self.args.fusion, self.fusion_weights, self.args.teacher_index, labels=labels
+            )
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Without labels the parent calls the model directly, so the teacher column must not reach it."""

@@ -1,0 +1,80 @@
+"""Confidence-aware fusion and teacher temperature scaling (issue 15, first part), against numbers computed
+independently here."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_config, tiny_student
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from distill_trainer import DistillationTrainer, fit_teacher_temperatures, fuse_logits
+from distill_trainer.fusion import confidence_weights
+
+
+def test_confidence_fusion_weighs_each_teacher_by_its_probability_of_the_gold_label():
+    logits = torch.tensor([[[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], [[1.0, 1.0, 1.0], [3.0, -3.0, 0.0]]])
+    labels = torch.tensor([1, -100])
+    expected = []
+    for row, label in zip(logits.tolist(), labels.tolist()):
+        if label == -100:
+            weights = [0.5, 0.5]
+        else:
+            gold = [math.exp(t[label]) / sum(math.exp(v) for v in t) for t in row]
+            weights = [p / sum(gold) for p in gold]
+        expected.append([sum(w * t[j] for w, t in zip(weights, row)) for j in range(3)])
+    torch.testing.assert_close(fuse_logits(logits, "confidence", labels=labels), torch.tensor(expected))
+
+
+def test_confidence_fusion_without_labels_is_refused():
+    with pytest.raises(ValueError, match="needs labels"):
+        fuse_logits(torch.zeros(2, 3, 2), "confidence")
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data(), batch=st.integers(1, 5), teachers=st.integers(1, 4), labels=st.integers(2, 4))
+def test_confidence_weights_are_on_the_simplex(data, batch, teachers, labels):
+    logits = torch.from_numpy(
+        data.draw(arrays(np.float32, (batch, teachers, labels), elements=st.floats(-30, 30, width=32)))
+    )
+    gold = torch.tensor(data.draw(st.lists(st.sampled_from([-100, *range(labels)]), min_size=batch, max_size=batch)))
+    weights = confidence_weights(logits, gold)
+    assert weights.shape == (batch, teachers) and torch.isfinite(weights).all() and (weights >= 0).all()
+    torch.testing.assert_close(weights.sum(1), torch.ones(batch))
+    assert torch.isfinite(fuse_logits(logits, "confidence", labels=gold)).all()
+
+
+def test_fitted_temperatures_minimise_the_nll_and_recover_overconfidence():
+    rng = np.random.default_rng(0)
+    true_logits = rng.normal(0, 2, size=(4000, 3))
+    probabilities = np.exp(true_logits) / np.exp(true_logits).sum(1, keepdims=True)
+    labels = np.array([rng.choice(3, p=p) for p in probabilities])
+    logits = np.stack([true_logits, 3.0 * true_logits], axis=1)  # calibrated, and 3x overconfident
+    fitted = fit_teacher_temperatures(logits, labels)
+    grid = np.exp(np.linspace(np.log(0.05), np.log(20), 4001))
+    for teacher, temperature in enumerate(fitted):
+        z = logits[:, teacher]
+        nll = [np.mean(np.log(np.exp(z / t).sum(1)) - z[np.arange(len(z)), labels] / t) for t in grid]
+        assert temperature == pytest.approx(grid[int(np.argmin(nll))], rel=2e-3)
+    assert fitted[0] == pytest.approx(1.0, abs=0.1) and fitted[1] == pytest.approx(3.0, rel=0.1)
+
+
+def test_fit_teacher_temperatures_refuses_what_it_cannot_fit():
+    with pytest.raises(ValueError, match="labelled rows"):
+        fit_teacher_temperatures(np.zeros((4, 2, 2)), np.full(4, -100))
+    with pytest.raises(ValueError, match=r"\[n, n_teachers, n_labels\]"):
+        fit_teacher_temperatures(np.zeros((4, 2)), np.zeros(4))
+
+
+def test_a_student_trains_with_confidence_fusion(tmp_path, tokenizer, sentiment_data):
+    trainer = DistillationTrainer(
+        model=tiny_student(),
+        args=tiny_config(tmp_path, fusion="confidence", max_steps=3),
+        train_dataset=sentiment_data,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    assert trainer.state.global_step == 3 and np.isfinite(trainer.state.log_history[-1]["train_loss"])
