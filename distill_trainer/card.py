@@ -95,7 +95,13 @@ def student_card(
     )
 
 
-def trainer_card(trainer, language=None, license=None, tags=None, model_name=None, finetuned_from=None, dataset=None):
+def scheduled_text(start: float, end: float | None, schedule: str) -> str:
+    return str(start) if schedule == "constant" else f"{start} -> {end} ({schedule} schedule)"
+
+
+def trainer_card(
+    trainer, language="en", license=None, tags=None, model_name=None, finetuned_from=None, dataset=None, **_
+):
     """`student_card` from what a `DistillationTrainer` knows: its arguments, the teachers in its train set's
     logit metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`)."""
     args, train = trainer.args, trainer.train_dataset
@@ -124,8 +130,8 @@ def trainer_card(trainer, language=None, license=None, tags=None, model_name=Non
         metric=metric or "score",
         score=evaluated[-1] if evaluated else None,
         fusion=args.fusion,
-        temperature=args.temperature,
-        alpha=args.alpha,
+        temperature=scheduled_text(args.temperature, args.temperature_end, args.temperature_schedule),
+        alpha=scheduled_text(args.alpha, args.alpha_end, args.alpha_schedule),
         seed=args.seed,
         teacher_index=args.teacher_index,
         teachers=teachers,

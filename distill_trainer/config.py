@@ -18,6 +18,7 @@ from .fusion import FUSION_STRATEGIES, check_teacher_index, normalize_weights
 from .losses import check_kd_hyperparameters
 
 CONFIG_FUSIONS = FUSION_STRATEGIES + ("none",)
+SCHEDULES = ("constant", "linear", "cosine")
 # Whether `fast_training_defaults` turns bf16 on where the hardware has it: on the demo's setting (3 seeds,
 # single-teacher and gating students; README, "Fast training") bf16 students scored within one seed
 # standard deviation of float32 ones.
@@ -77,9 +78,46 @@ class DistillationConfig(TrainingArguments):
         metadata={"help": "For fusion='gating': learning rate of the gate's parameters (default: learning_rate)."},
     )
 
+    alpha_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "How alpha moves over training: 'constant', or 'linear' / 'cosine' from alpha to alpha_end "
+            "(e.g. lean on the teachers early, on the labels late). Derived from the global step, so resuming "
+            "continues the schedule exactly.",
+            "choices": list(SCHEDULES),
+        },
+    )
+    alpha_end: float | None = field(
+        default=None, metadata={"help": "alpha at the last step (non-constant schedules)."}
+    )
+    temperature_schedule: str = field(
+        default="constant",
+        metadata={
+            "help": "How T moves over training: 'constant', or 'linear' / 'cosine' from temperature to "
+            "temperature_end.",
+            "choices": list(SCHEDULES),
+        },
+    )
+    temperature_end: float | None = field(
+        default=None, metadata={"help": "T at the last step (non-constant schedules)."}
+    )
+
     def __post_init__(self):
         super().__post_init__()
         check_kd_hyperparameters(self.temperature, self.alpha)
+        for name in ("alpha", "temperature"):
+            schedule, end = getattr(self, f"{name}_schedule"), getattr(self, f"{name}_end")
+            if schedule not in SCHEDULES:
+                raise ValueError(f"Unknown {name}_schedule {schedule!r}; choose one of {SCHEDULES}.")
+            if schedule != "constant" and end is None:
+                raise ValueError(f"{name}_schedule={schedule!r} needs {name}_end.")
+        if self.alpha_end is not None or self.temperature_end is not None:
+            check_kd_hyperparameters(
+                self.temperature if self.temperature_end is None else self.temperature_end,
+                self.alpha if self.alpha_end is None else self.alpha_end,
+            )
+        if self.fusion == "none" and self.alpha_schedule != "constant":
+            raise ValueError("fusion='none' trains without teachers: alpha_schedule must be 'constant'.")
         if self.fusion not in CONFIG_FUSIONS:
             raise ValueError(f"Unknown fusion strategy {self.fusion!r}; choose one of {CONFIG_FUSIONS}.")
         if self.fusion == "none":
@@ -97,6 +135,19 @@ class DistillationConfig(TrainingArguments):
         if self.gate_hidden_size < 1:
             raise ValueError(f"gate_hidden_size must be >= 1, got {self.gate_hidden_size}.")
 
+    @property
+    def uses_teachers(self) -> bool:
+        """Whether alpha is above 0 at any step, so that the train set needs teacher logits."""
+        return self.alpha > 0 or (self.alpha_schedule != "constant" and self.alpha_end > 0)
+
+    def alpha_at(self, progress: float) -> float:
+        """alpha at `progress` (global step / max steps, in [0, 1]) under `alpha_schedule`."""
+        return scheduled(self.alpha_schedule, self.alpha, self.alpha_end, progress)
+
+    def temperature_at(self, progress: float) -> float:
+        """T at `progress` under `temperature_schedule`."""
+        return scheduled(self.temperature_schedule, self.temperature, self.temperature_end, progress)
+
     def __getstate__(self) -> dict:
         """Pickled without `hub_token`: the Trainer pickles its arguments into every `training_args.bin`
         (checkpoints, saved and pushed models), which must never carry a token. The live object keeps it
@@ -106,10 +157,20 @@ class DistillationConfig(TrainingArguments):
     def check_teacher_count(self, n_teachers: int, fusion_weights: Sequence[float] | None = None) -> None:
         """Check the options that depend on how many teachers the data holds (`fusion_weights`: the weights
         in use, when they come from the data rather than from this config)."""
-        if self.fusion == "weighted" and self.alpha > 0:
+        if self.fusion == "weighted" and self.uses_teachers:
             normalize_weights(self.fusion_weights if fusion_weights is None else fusion_weights, n_teachers)
-        if self.fusion == "single" and self.alpha > 0:
+        if self.fusion == "single" and self.uses_teachers:
             check_teacher_index(self.teacher_index, n_teachers)
+
+
+def scheduled(schedule: str, start: float, end: float | None, progress: float) -> float:
+    """`start` moved toward `end` at `progress` in [0, 1]: linearly, or along half a cosine (slow at both ends)."""
+    progress = min(max(progress, 0.0), 1.0)
+    if schedule == "linear":
+        return start + (end - start) * progress
+    if schedule == "cosine":
+        return end + (start - end) * (1 + math.cos(math.pi * progress)) / 2
+    return start
 
 
 def bf16_available() -> bool:

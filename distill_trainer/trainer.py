@@ -76,7 +76,7 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         )
         self.teacher_column = args.teacher_logits_column
         self.num_labels = self.model.config.num_labels
-        n_teachers = self._check_teacher_data(train_dataset, "train", required=args.alpha > 0)
+        n_teachers = self._check_teacher_data(train_dataset, "train", required=args.uses_teachers)
         eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval", eval_dataset)]
         for name, eval_set in eval_sets:  # every eval set checked now, not at the first evaluation after training
             eval_teachers = self._check_teacher_data(eval_set, name, required=False)
@@ -87,12 +87,12 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             n_teachers = n_teachers or eval_teachers
         # The weights in use live on the trainer: the user's config is never written to (it may serve another run).
         self.fusion_weights = args.fusion_weights
-        if args.fusion == "weighted" and self.fusion_weights is None and args.alpha > 0:
+        if args.fusion == "weighted" and self.fusion_weights is None and args.uses_teachers:
             self.fusion_weights = self._weights_from_metadata(train_dataset)
         if n_teachers:
             args.check_teacher_count(n_teachers, self.fusion_weights)
         self.gate = None
-        if args.fusion == "gating" and args.alpha > 0:
+        if args.fusion == "gating" and args.uses_teachers:
             if not n_teachers:
                 raise ValueError("fusion='gating' needs a dataset with a teacher column to know how many teachers.")
             hidden_size = self.model.config.hidden_size
@@ -163,8 +163,9 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         labels = inputs.pop(self.label_names[0] if self.label_names else "labels", None)
         if labels is not None and not model.training:  # e.g. GLUE test rows (-1): predicted, not scored
             labels = labels.masked_fill(labels < 0, -100)
-        alpha = self.args.alpha if teacher_logits is not None else 0.0
-        if teacher_logits is None and self.args.alpha > 0 and model.training:
+        scheduled_alpha, temperature = self.current_alpha_and_temperature()
+        alpha = scheduled_alpha if teacher_logits is not None else 0.0
+        if teacher_logits is None and self.args.uses_teachers and model.training:
             raise ValueError(f"The training batch has no {self.teacher_column!r}; distillation needs teacher logits.")
         use_gate = self.gate is not None and alpha > 0
         outputs = model(**inputs, output_hidden_states=True) if use_gate else model(**inputs)
@@ -172,12 +173,11 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         fused = None
         if alpha > 0:  # fusion checks shape and finiteness; kd_loss checks the label space against the student
             fused = self.fuse_teachers(teacher_logits.to(student_logits.device), outputs, labels)
-        terms = kd_loss_terms(
-            student_logits, fused, labels, self.args.temperature, alpha, self.args.label_smoothing_factor
-        )
+        terms = kd_loss_terms(student_logits, fused, labels, temperature, alpha, self.args.label_smoothing_factor)
         loss = combine_kd_terms(terms, alpha)
         if model.training:
             self._record_loss_terms(terms)
+            self._schedule_in_use = (scheduled_alpha, temperature)
         if use_gate:  # don't hand every layer's hidden states to evaluation's prediction gathering
             outputs = SequenceClassifierOutput(logits=student_logits)
         return (loss, outputs) if return_outputs else loss
@@ -209,11 +209,20 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             self._loss_term_sums[name] = self._loss_term_sums.get(name, 0.0) + value.detach()
         self._loss_term_steps += 1
 
+    def current_alpha_and_temperature(self) -> tuple[float, float]:
+        """alpha and T at this step under their schedules. Derived from the global step alone (not from state a
+        resume could lose), so a resumed run continues the schedule where the interrupted one was."""
+        progress = self.state.global_step / self.state.max_steps if self.state.max_steps else 0.0
+        return self.args.alpha_at(progress), self.args.temperature_at(progress)
+
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Add each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) to training logs."""
-        if "loss" in logs and self._loss_term_steps:
+        """Training logs get each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) and
+        the current `alpha` and `temperature`."""
+        if "loss" in logs:  # the values the last logged step trained with
+            in_use = getattr(self, "_schedule_in_use", None) or self.current_alpha_and_temperature()
+            logs["alpha"], logs["temperature"] = (round(value, 6) for value in in_use)
             for name, total in self._loss_term_sums.items():
-                logs[f"loss_{name}"] = round(float(total) / self._loss_term_steps, 6)
+                logs[f"loss_{name}"] = round(float(total) / max(self._loss_term_steps, 1), 6)
             self._loss_term_sums, self._loss_term_steps = {}, 0
         super().log(logs, start_time)
 
@@ -256,26 +265,17 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
 
     # ---- the student's card ------------------------------------------------------------------------
 
-    def create_model_card(
-        self,
-        language: str | None = "en",
-        license: str | None = None,
-        tags=None,
-        model_name: str | None = None,
-        finetuned_from: str | None = None,
-        dataset=None,
-        **_,
-    ) -> None:
+    def create_model_card(self, **card_options) -> None:
         """Write the student's card to `output_dir/README.md`: its teachers (from the logit metadata), fusion,
-        T, alpha, seed, the logit dataset (`dataset`, a Hub id or name), and its last evaluation score.
+        T, alpha, seed, the logit dataset (`dataset=`, a Hub id or name), and its last evaluation score.
 
         `trainer.push_to_hub()` calls this, so a user's own script publishes the card the recipes publish
-        (the study adds GLUE's model-index and the baseline). Other `Trainer.create_model_card` arguments
-        are accepted and ignored.
+        (the study adds GLUE's model-index and the baseline). Options: `language` ("en"), `license`, `tags`,
+        `model_name`, `finetuned_from`, `dataset`; `Trainer.create_model_card`'s others are ignored.
         """
         if not self.is_world_process_zero():
             return
-        card = trainer_card(self, language, license, tags, model_name, finetuned_from, dataset)
+        card = trainer_card(self, **card_options)
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(os.path.join(self.args.output_dir, "README.md"))
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from distill_trainer import DistillationTrainer, fit_teacher_temperatures, fuse_logits
+from distill_trainer import DistillationConfig, DistillationTrainer, fit_teacher_temperatures, fuse_logits
 from distill_trainer.fusion import confidence_weights
 
 
@@ -78,3 +78,65 @@ def test_a_student_trains_with_confidence_fusion(tmp_path, tokenizer, sentiment_
     )
     trainer.train()
     assert trainer.state.global_step == 3 and np.isfinite(trainer.state.log_history[-1]["train_loss"])
+
+
+def test_schedule_values_at_given_steps():
+    config = DistillationConfig(
+        output_dir="out",
+        use_cpu=True,
+        alpha=0.2,
+        alpha_schedule="linear",
+        alpha_end=0.8,
+        temperature=4.0,
+        temperature_schedule="cosine",
+        temperature_end=1.0,
+    )
+    assert [round(config.alpha_at(p), 6) for p in (0.0, 0.25, 1.0, 2.0)] == [0.2, 0.35, 0.8, 0.8]
+    assert [round(config.temperature_at(p), 6) for p in (0.0, 0.5, 1.0)] == [4.0, 2.5, 1.0]
+    assert config.temperature_at(0.25) == pytest.approx(1.0 + 3.0 * (1 + math.cos(math.pi / 4)) / 2)
+    assert DistillationConfig(output_dir="out", use_cpu=True).alpha_at(0.7) == 0.7  # constant by default
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"alpha_schedule": "exponential", "alpha_end": 0.5}, "Unknown alpha_schedule"),
+        ({"temperature_schedule": "linear"}, "needs temperature_end"),
+        ({"alpha_schedule": "linear", "alpha_end": 1.5}, "alpha must be in"),
+        ({"fusion": "none", "alpha_schedule": "linear", "alpha_end": 0.5}, "alpha_schedule must be 'constant'"),
+    ],
+)
+def test_bad_schedules_are_refused(options, message):
+    with pytest.raises(ValueError, match=message):
+        DistillationConfig(output_dir="out", use_cpu=True, **options)
+
+
+def test_scheduled_alpha_and_temperature_are_logged_and_resume_exactly(tmp_path, tokenizer, sentiment_data):
+    schedule = dict(
+        alpha=0.2,
+        alpha_schedule="linear",
+        alpha_end=0.9,
+        temperature=4.0,
+        temperature_schedule="cosine",
+        temperature_end=1.0,
+        logging_strategy="steps",
+        logging_steps=1,
+    )
+
+    def run(name, resume=None):
+        args = tiny_config(
+            tmp_path, output_dir=str(tmp_path / name), max_steps=8, save_strategy="steps", save_steps=4, **schedule
+        )
+        trainer = DistillationTrainer(
+            model=tiny_student(dropout=0.1), args=args, train_dataset=sentiment_data, processing_class=tokenizer
+        )
+        trainer.train(resume_from_checkpoint=resume)
+        return trainer
+
+    straight = run("straight")
+    logged = [(log["alpha"], log["temperature"]) for log in straight.state.log_history if "loss" in log]
+    assert len(logged) == 8 and logged[0] == (0.2, 4.0)
+    assert logged[4] == (pytest.approx(0.2 + 0.7 * 4 / 8), pytest.approx(2.5))  # step 5 trains at progress 4/8
+    resumed = run("resumed", resume=str(tmp_path / "straight" / "checkpoint-4"))
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
