@@ -17,7 +17,8 @@ from transformers import TrainingArguments
 from .fusion import FUSION_STRATEGIES, check_teacher_index, normalize_weights
 from .losses import check_kd_hyperparameters
 
-CONFIG_FUSIONS = FUSION_STRATEGIES + ("none",)
+# 'fitted': weighted fusion whose weights are fitted on the validation split when the trainer is built.
+CONFIG_FUSIONS = FUSION_STRATEGIES + ("fitted", "none")
 SCHEDULES = ("constant", "linear", "cosine")
 # Whether `fast_training_defaults` turns bf16 on where the hardware has it: on the demo's setting (3 seeds,
 # single-teacher and gating students; README, "Fast training") bf16 students scored within one seed
@@ -51,7 +52,8 @@ class DistillationConfig(TrainingArguments):
         metadata={
             "help": "How the teachers' logits are fused per example: 'average' (mean of logits), 'weighted' (mean "
             "weighted by fusion_weights), 'min_entropy' (the most confident teacher per example), 'confidence' "
-            "(per example, teachers weighted by their probability of the gold label; needs labels), 'gating' (an MLP "
+            "(per example, teachers weighted by their probability of the gold label; needs labels), 'fitted' (one "
+            "weight per teacher fitted on the eval split by NLL), 'gating' (an MLP "
             "over the student's [CLS] state learns per-example teacher weights), 'single' (teacher_index only) or "
             "'none' (no distillation: plain cross-entropy fine-tuning, the baseline; sets alpha to 0).",
             "choices": list(CONFIG_FUSIONS),
@@ -78,6 +80,14 @@ class DistillationConfig(TrainingArguments):
         metadata={"help": "For fusion='gating': learning rate of the gate's parameters (default: learning_rate)."},
     )
 
+    calibrate_teachers: bool = field(
+        default=False,
+        metadata={
+            "help": "Divide each teacher's logits by its own temperature before fusing (temperature scaling fitted "
+            "by NLL on the eval split when the trainer is built): teachers of different confidence then weigh "
+            "alike. Composes with every fusion."
+        },
+    )
     alpha_schedule: str = field(
         default="constant",
         metadata={

@@ -147,6 +147,39 @@ def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[flo
     return temperatures
 
 
+def fit_fusion_weights(logits: np.ndarray, labels: np.ndarray) -> list[float]:
+    """Task-adaptive fusion: one weight per teacher, on the simplex, minimising the NLL of softmax of the
+    weighted mean of the teachers' logits on the labelled rows (e.g. the validation split)."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    labelled = labels != -100
+    if logits.ndim != 3 or len(labels) != len(logits) or not labelled.any():
+        raise ValueError("fit_fusion_weights needs [n, n_teachers, n_labels] logits and labelled rows.")
+    rows, gold = logits[labelled], labels[labelled].astype(int)
+
+    def nll(theta: np.ndarray) -> float:
+        weights = np.exp(theta - theta.max()) / np.exp(theta - theta.max()).sum()  # softmax: on the simplex
+        return float(-log_softmax(np.einsum("ntl,t->nl", rows, weights), axis=1)[np.arange(len(gold)), gold].mean())
+
+    theta = minimize(nll, np.zeros(logits.shape[1]), method="L-BFGS-B").x
+    weights = np.exp(theta - theta.max())
+    return (weights / weights.sum()).tolist()
+
+
+def fit_on_validation(
+    logits, labels, calibrate: bool, fit_weights: bool
+) -> tuple[list[float] | None, list[float] | None]:
+    """Teacher temperatures (when `calibrate`) and then fusion weights (when `fit_weights`, fitted on the
+    calibrated logits, as they will be fused), from `[n, n_teachers, n_labels]` validation logits."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    temperatures = fit_teacher_temperatures(logits, labels) if calibrate else None
+    if temperatures is not None:
+        logits = logits / np.asarray(temperatures)[None, :, None]
+    return temperatures, fit_fusion_weights(logits, labels) if fit_weights else None
+
+
 class GatingNetwork(nn.Module):
     """Learned per-example teacher weights from the student's [CLS] (first-token) final hidden state.
 

@@ -7,29 +7,28 @@ else (evaluation, logging, saving the student, `accelerate launch`) is the paren
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
 import datasets
 import torch
-from accelerate.utils import broadcast, reduce
-from safetensors.torch import load_file, save_file
 from transformers import Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .card import trainer_card
 from .collator import DistillationDataCollator
 from .config import DistillationConfig
-from .fusion import GatingNetwork, check_teacher_logits, fuse_logits
-from .logits import check_label_values, read_metadata, validate_logit_dataset
+from .fusion import GatingNetwork, check_teacher_logits, fit_on_validation, fuse_logits
+from .logits import check_label_values, read_metadata, teacher_logits_array, validate_logit_dataset
 from .losses import combine_kd_terms, kd_loss_terms
 from .sampling import LengthGroupedSamplingMixin
+from .trainable_fusion import GATE_WEIGHTS_NAME, TrainableFusionMixin  # noqa: F401 (GATE_WEIGHTS_NAME: public)
 
-GATE_WEIGHTS_NAME = "distill_gate.safetensors"
+logger = logging.getLogger(__name__)
 
 
-class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
+class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trainer):
     """Trains a student on `alpha * KL(fused teachers || student) * T^2 + (1 - alpha) * CE`.
 
     Batches carry `teacher_logits` (`[batch, n_teachers, n_labels]`, raw logits); any `datasets.Dataset`
@@ -89,6 +88,9 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         self.fusion_weights = args.fusion_weights
         if args.fusion == "weighted" and self.fusion_weights is None and args.uses_teachers:
             self.fusion_weights = self._weights_from_metadata(train_dataset)
+        self.teacher_temperatures = None
+        if args.uses_teachers and (args.fusion == "fitted" or args.calibrate_teachers):
+            self._fit_on_validation(eval_dataset)
         if n_teachers:
             args.check_teacher_count(n_teachers, self.fusion_weights)
         self.gate = None
@@ -144,6 +146,37 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             )
         return scores
 
+    def _fit_on_validation(self, eval_dataset) -> None:
+        """`calibrate_teachers` / `fitted`: fit once, before training, on the first eval split with teacher logits
+        and labels (see `fit_on_validation`)."""
+        candidates = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
+        split = next(
+            (
+                d
+                for d in candidates
+                if isinstance(d, datasets.Dataset) and {self.teacher_column, "label"} <= set(d.column_names)
+            ),
+            None,
+        )
+        if split is None:
+            raise ValueError(
+                "fusion='fitted' and calibrate_teachers fit on the validation split: pass an "
+                f"eval_dataset with {self.teacher_column!r} and 'label' columns."
+            )
+        self.teacher_temperatures, weights = fit_on_validation(
+            teacher_logits_array(split, self.teacher_column),
+            split["label"][:],
+            self.args.calibrate_teachers,
+            self.args.fusion == "fitted",
+        )
+        self.fusion_weights = weights or self.fusion_weights
+        logger.info(
+            "Fitted on %d validation rows: teacher temperatures %s, fusion weights %s.",
+            len(split),
+            self.teacher_temperatures,
+            self.fusion_weights,
+        )
+
     def _set_signature_columns_if_needed(self):
         """Keep the teacher column through `remove_unused_columns=True` (the model's forward never sees it)."""
         super()._set_signature_columns_if_needed()
@@ -191,12 +224,13 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         """
         with torch.autocast(teacher_logits.device.type, enabled=False):
             teacher_logits = teacher_logits.float()
+            if self.teacher_temperatures is not None:
+                teacher_logits = teacher_logits / teacher_logits.new_tensor(self.teacher_temperatures)[None, :, None]
             if self.args.fusion == "gating":
                 cls_hidden = student_outputs.hidden_states[-1][:, 0].detach().float()
                 return self.gate(cls_hidden, teacher_logits)
-            return fuse_logits(
-                teacher_logits, self.args.fusion, self.fusion_weights, self.args.teacher_index, labels=labels
-            )
+            strategy = "weighted" if self.args.fusion == "fitted" else self.args.fusion
+            return fuse_logits(teacher_logits, strategy, self.fusion_weights, self.args.teacher_index, labels=labels)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Without labels the parent calls the model directly, so the teacher column must not reach it."""
@@ -226,43 +260,6 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
             self._loss_term_sums, self._loss_term_steps = {}, 0
         super().log(logs, start_time)
 
-    # ---- the learned gate's parameters ----------------------------------------------------------
-
-    def create_optimizer(self, model=None):
-        """The parent's optimizer over the student, plus a parameter group for the gate."""
-        optimizer = super().create_optimizer(model)
-        if self.gate is not None:
-            gate_params = list(self.gate.parameters())
-            already_in = any(p is q for group in optimizer.param_groups for p in group["params"] for q in gate_params)
-            if not already_in:
-                self._broadcast_gate()
-                lr = self.args.learning_rate if self.args.gate_learning_rate is None else self.args.gate_learning_rate
-                optimizer.add_param_group({"params": gate_params, "lr": lr, "weight_decay": 0.0})
-                # The training loop calls model.zero_grad(), which never reaches the gate's gradients.
-                optimizer.register_step_post_hook(lambda *_: self.gate.zero_grad(set_to_none=True))
-        return optimizer
-
-    def _broadcast_gate(self) -> None:
-        """Start every process from rank 0's gate, as DDP does for the wrapped model."""
-        if self.accelerator.num_processes > 1:
-            for param in self.gate.parameters():
-                param.data.copy_(broadcast(param.data, from_process=0))
-
-    def training_step(self, model, inputs, num_items_in_batch=None):
-        """After the micro-batch that ends an accumulation, average the gate's gradients across processes.
-
-        DDP all-reduces only the parameters of the module it wraps; the gate lives outside the student.
-        """
-        loss = super().training_step(model, inputs, num_items_in_batch)
-        if self.gate is not None and self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
-            grads = [p.grad for p in self.gate.parameters() if p.grad is not None]
-            flat = reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
-            offset = 0
-            for grad in grads:
-                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
-                offset += grad.numel()
-        return loss
-
     # ---- the student's card ------------------------------------------------------------------------
 
     def create_model_card(self, **card_options) -> None:
@@ -278,40 +275,3 @@ class DistillationTrainer(LengthGroupedSamplingMixin, Trainer):
         card = trainer_card(self, **card_options)
         os.makedirs(self.args.output_dir, exist_ok=True)
         card.save(os.path.join(self.args.output_dir, "README.md"))
-
-    # ---- checkpoints --------------------------------------------------------------------------------
-
-    def _save_checkpoint(self, model, trial):
-        """Write the gate into the checkpoint folder first, so a checkpoint never lacks it."""
-        if self.gate is not None and self.args.should_save:
-            checkpoint_dir = os.path.join(
-                self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
-            )
-            os.makedirs(checkpoint_dir, exist_ok=True)
-            save_file(
-                {k: v.contiguous().cpu() for k, v in self.gate.state_dict().items()},
-                os.path.join(checkpoint_dir, GATE_WEIGHTS_NAME),
-            )
-        super()._save_checkpoint(model, trial)
-
-    def _clip_grad_norm(self, model):
-        """Clip the student's and the gate's gradients together by `max_grad_norm`, as one model's would be."""
-        if self.gate is None:
-            return super()._clip_grad_norm(model)
-        parameters = [*model.parameters(), *self.gate.parameters()]
-        return self.accelerator.clip_grad_norm_(parameters, self.args.max_grad_norm)
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        path = os.path.join(resume_from_checkpoint, GATE_WEIGHTS_NAME)
-        if self.gate is None and os.path.isfile(path):  # else torch's optimizer refuses with a param-group error
-            raise ValueError(
-                f"{resume_from_checkpoint} was saved by a fusion='gating' run (it has {GATE_WEIGHTS_NAME}); resume "
-                f"it with fusion='gating', not fusion={self.args.fusion!r}."
-            )
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
-        if self.gate is not None:
-            if not os.path.isfile(path):
-                raise ValueError(
-                    f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a gating run."
-                )
-            self.gate.load_state_dict(load_file(path, device=str(self.args.device)))

@@ -4,6 +4,7 @@ scripts they launch (which must not import conftest: it starts the test Hub serv
 
 from __future__ import annotations
 
+import socket
 import sys
 
 import numpy as np
@@ -94,18 +95,25 @@ def assert_same_params(a, b, **tol):
         torch.testing.assert_close(a[name], b[name], msg=name, **tol)
 
 
-# Two CPU processes under accelerate: `--cpu --num_processes 2` silently starts one (accelerate 1.15).
-LAUNCH = [
-    sys.executable,
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-]
+def launch() -> list[str]:
+    """`accelerate launch` of two CPU processes (`--cpu --num_processes 2` silently starts one, accelerate
+    1.15), on a free port: a fixed one can still be held by the previous launch, and the start then fails."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--main_process_port",
+        str(port),
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+    ]

@@ -14,6 +14,7 @@ CORE = [
     "__init__.py",
     "config.py",
     "trainer.py",
+    "trainable_fusion.py",
     "sampling.py",
     "card.py",
     "losses.py",

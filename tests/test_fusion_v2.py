@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from distill_trainer import DistillationConfig, DistillationTrainer, fit_teacher_temperatures, fuse_logits
-from distill_trainer.fusion import confidence_weights
+from distill_trainer.fusion import confidence_weights, fit_fusion_weights
 
 
 def test_confidence_fusion_weighs_each_teacher_by_its_probability_of_the_gold_label():
@@ -140,3 +140,44 @@ def test_scheduled_alpha_and_temperature_are_logged_and_resume_exactly(tmp_path,
     resumed = run("resumed", resume=str(tmp_path / "straight" / "checkpoint-4"))
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
+
+
+def test_fitted_weights_minimise_the_nll_on_the_simplex():
+    rng = np.random.default_rng(1)
+    labels = rng.integers(0, 2, 600)
+    good = np.stack([-(2 * labels - 1), 2 * labels - 1], 1) * 2.0 + rng.normal(0, 1, (600, 2))
+    noise = rng.normal(0, 2, (600, 2))
+    logits = np.stack([good, noise], axis=1)
+    fitted = fit_fusion_weights(logits, labels)
+    grid = np.linspace(0, 1, 2001)
+    nll = []
+    for w in grid:
+        z = w * good + (1 - w) * noise
+        nll.append(np.mean(np.log(np.exp(z).sum(1)) - z[np.arange(600), labels]))
+    assert sum(fitted) == pytest.approx(1.0) and min(fitted) >= 0
+    assert fitted[0] == pytest.approx(grid[int(np.argmin(nll))], abs=2e-3) and fitted[0] > 0.8
+
+
+def test_fitted_fusion_and_calibrated_teachers_fit_on_the_eval_split_before_training(
+    tmp_path, tokenizer, sentiment_data
+):
+    config = tiny_config(tmp_path, fusion="fitted", calibrate_teachers=True, max_steps=2)
+    trainer = DistillationTrainer(
+        model=tiny_student(),
+        args=config,
+        train_dataset=sentiment_data,
+        eval_dataset=sentiment_data,
+        processing_class=tokenizer,
+    )
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float64)
+    labels = np.asarray(sentiment_data["label"][:])
+    temperatures = fit_teacher_temperatures(logits, labels)
+    assert trainer.teacher_temperatures == pytest.approx(temperatures)
+    assert trainer.fusion_weights == pytest.approx(
+        fit_fusion_weights(logits / np.asarray(temperatures)[None, :, None], labels)
+    )
+    trainer.train()
+    with pytest.raises(ValueError, match="fit on the validation split: pass an eval_dataset"):
+        DistillationTrainer(
+            model=tiny_student(), args=config, train_dataset=sentiment_data, processing_class=tokenizer
+        )

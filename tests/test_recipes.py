@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from helpers import LAUNCH, tiny_student, tiny_tokenizer
+from helpers import launch, tiny_student, tiny_tokenizer
 from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertModel
 
@@ -249,7 +249,7 @@ def test_student_from_layers_keeps_the_chosen_layers():
 def test_distill_under_accelerate_launch_with_two_processes(study, tmp_path):
     root, _, _ = study
     command = (
-        LAUNCH
+        launch()
         + [str(ROOT / "recipes" / "distill.py")]
         + COMMON
         + [

@@ -12,7 +12,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from helpers import LAUNCH, tiny_config, tiny_student, tiny_tokenizer
+from helpers import launch, tiny_config, tiny_student, tiny_tokenizer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
@@ -89,7 +89,7 @@ def test_resume_from_checkpoint_ends_where_the_uninterrupted_run_ends(
 def test_two_process_gating_run_is_synchronised_and_matches_one_process(tmp_path):
     helper = str(ROOT / "tests" / "ddp_gating_run.py")
     two = subprocess.run(
-        LAUNCH + [helper, str(tmp_path / "ddp"), "8"], capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT
+        launch() + [helper, str(tmp_path / "ddp"), "8"], capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT
     )
     assert two.returncode == 0, two.stderr[-3000:]
     one = subprocess.run(
@@ -131,7 +131,7 @@ def test_two_process_extraction_equals_one_process(tmp_path):
         str(tmp_path / "teacher"),
     ]
     recipe = str(ROOT / "recipes" / "extract_logits.py")
-    for name, launcher in (("one", [sys.executable]), ("two", LAUNCH)):
+    for name, launcher in (("one", [sys.executable]), ("two", launch())):
         finished = subprocess.run(
             launcher + [recipe, *arguments, "--output_dir", str(tmp_path / name)],
             capture_output=True,

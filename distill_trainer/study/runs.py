@@ -129,7 +129,8 @@ class StudentResult(RunRecord):
     seed: int
     metrics: dict = field(default_factory=dict)
     teacher_index: int | None = None
-    fusion_weights: list[float] | None = None
+    fusion_weights: list[float] | None = None  # as used: given, from the metadata, or fitted ('fitted')
+    teacher_temperatures: list[float] | None = None  # calibrate_teachers: each teacher's fitted T
     teachers: list[dict] | None = None  # the logit dataset's teachers, as `TeacherInfo` fields
     logit_dataset: str | None = None
     train_rows: int | None = None

@@ -168,6 +168,7 @@ def distill_student(
         seed=config.seed,
         teacher_index=config.teacher_index,
         fusion_weights=trainer.fusion_weights,
+        teacher_temperatures=trainer.teacher_temperatures,
         teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
         logit_dataset=display_name(student_args.logit_dataset),
         train_rows=len(train),

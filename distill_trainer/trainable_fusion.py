@@ -1,0 +1,97 @@
+"""The parameters of a fusion that learns (the gate): what the Trainer does for the model, done for them.
+
+A fusion module with parameters lives outside the student, so the Trainer knows nothing of it. Mixed into
+`DistillationTrainer`, this puts `self.gate` in the optimizer (own group, `gate_learning_rate`), starts every
+process from rank 0's values and averages its gradients across processes (DDP only syncs the wrapped model),
+clips it with the student by `max_grad_norm`, and saves/restores it in every checkpoint, never in the
+student's `save_model` folder.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+from accelerate.utils import broadcast, reduce
+from safetensors.torch import load_file, save_file
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+GATE_WEIGHTS_NAME = "distill_gate.safetensors"
+
+
+class TrainableFusionMixin:
+    gate: torch.nn.Module | None = None
+
+    # ---- the learned gate's parameters ----------------------------------------------------------
+
+    def create_optimizer(self, model=None):
+        """The parent's optimizer over the student, plus a parameter group for the gate."""
+        optimizer = super().create_optimizer(model)
+        if self.gate is not None:
+            gate_params = list(self.gate.parameters())
+            already_in = any(p is q for group in optimizer.param_groups for p in group["params"] for q in gate_params)
+            if not already_in:
+                self._broadcast_gate()
+                lr = self.args.learning_rate if self.args.gate_learning_rate is None else self.args.gate_learning_rate
+                optimizer.add_param_group({"params": gate_params, "lr": lr, "weight_decay": 0.0})
+                # The training loop calls model.zero_grad(), which never reaches the gate's gradients.
+                optimizer.register_step_post_hook(lambda *_: self.gate.zero_grad(set_to_none=True))
+        return optimizer
+
+    def _broadcast_gate(self) -> None:
+        """Start every process from rank 0's gate, as DDP does for the wrapped model."""
+        if self.accelerator.num_processes > 1:
+            for param in self.gate.parameters():
+                param.data.copy_(broadcast(param.data, from_process=0))
+
+    def training_step(self, model, inputs, num_items_in_batch=None):
+        """After the micro-batch that ends an accumulation, average the gate's gradients across processes.
+
+        DDP all-reduces only the parameters of the module it wraps; the gate lives outside the student.
+        """
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        if self.gate is not None and self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
+            grads = [p.grad for p in self.gate.parameters() if p.grad is not None]
+            flat = reduce(torch.cat([g.reshape(-1) for g in grads]), reduction="mean")
+            offset = 0
+            for grad in grads:
+                grad.copy_(flat[offset : offset + grad.numel()].view_as(grad))
+                offset += grad.numel()
+        return loss
+
+    # ---- checkpoints --------------------------------------------------------------------------------
+
+    def _save_checkpoint(self, model, trial):
+        """Write the gate into the checkpoint folder first, so a checkpoint never lacks it."""
+        if self.gate is not None and self.args.should_save:
+            checkpoint_dir = os.path.join(
+                self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+            )
+            os.makedirs(checkpoint_dir, exist_ok=True)
+            save_file(
+                {k: v.contiguous().cpu() for k, v in self.gate.state_dict().items()},
+                os.path.join(checkpoint_dir, GATE_WEIGHTS_NAME),
+            )
+        super()._save_checkpoint(model, trial)
+
+    def _clip_grad_norm(self, model):
+        """Clip the student's and the gate's gradients together by `max_grad_norm`, as one model's would be."""
+        if self.gate is None:
+            return super()._clip_grad_norm(model)
+        parameters = [*model.parameters(), *self.gate.parameters()]
+        return self.accelerator.clip_grad_norm_(parameters, self.args.max_grad_norm)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        path = os.path.join(resume_from_checkpoint, GATE_WEIGHTS_NAME)
+        if self.gate is None and os.path.isfile(path):  # else torch's optimizer refuses with a param-group error
+            raise ValueError(
+                f"{resume_from_checkpoint} was saved by a fusion='gating' run (it has {GATE_WEIGHTS_NAME}); resume "
+                f"it with fusion='gating', not fusion={self.args.fusion!r}."
+            )
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        if self.gate is not None:
+            if not os.path.isfile(path):
+                raise ValueError(
+                    f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a gating run."
+                )
+            self.gate.load_state_dict(load_file(path, device=str(self.args.device)))
