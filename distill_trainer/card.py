@@ -89,9 +89,21 @@ def student_card(
         temperature=temperature,
         alpha=alpha,
         seed=seed,
-        logit_dataset_text=hub_link(logit_dataset, "datasets/") if is_hub_dataset else hub_link(logit_dataset),
+        logit_dataset_text=hub_link(logit_dataset, "datasets/" if is_hub_dataset else "") if logit_dataset else "none",
         train_rows=train_rows,
         teachers=[{"link": hub_link(t["name"]), "score": format_score(t.get("validation_score"))} for t in teachers],
+    )
+
+
+def student_card_data(student_model: str | None, fusion: str, dataset_ids=(), tags=(), **extra) -> ModelCardData:
+    """A student card's YAML: library, pipeline, base model and datasets when they are Hub ids, tags."""
+    return ModelCardData(
+        library_name="transformers",
+        pipeline_tag="text-classification",
+        base_model=student_model if is_hub_id(student_model or "") else None,
+        datasets=[name for name in dataset_ids if name and is_hub_id(name)] or None,
+        tags=CARD_TAGS + ["student", f"fusion-{fusion.replace('_', '-')}", *tags],
+        **extra,
     )
 
 
@@ -114,15 +126,7 @@ def trainer_card(
     student = finetuned_from or trainer.model.config.name_or_path
     dataset = dataset if isinstance(dataset, str) else None
     extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
-    data = ModelCardData(
-        language=language,
-        license=license,
-        library_name="transformers",
-        pipeline_tag="text-classification",
-        base_model=student if is_hub_id(student or "") else None,
-        datasets=[dataset] if dataset and is_hub_id(dataset) else None,
-        tags=CARD_TAGS + ["student", f"fusion-{args.fusion.replace('_', '-')}"] + extra_tags,
-    )
+    data = student_card_data(student, args.fusion, [dataset], extra_tags, language=language, license=license)
     return student_card(
         data,
         repo_id=model_name or args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),

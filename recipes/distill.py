@@ -1,4 +1,4 @@
-"""Train one student from a logit dataset: --fusion none|single|average|weighted|min_entropy|gating.
+"""Train one student from a logit dataset: --fusion none|single|average|weighted|min_entropy|confidence|fitted|gating.
 
     accelerate launch recipes/distill.py --config recipes/configs/sst2.yaml \
         --logit_dataset runs/sst2/logits --student_model runs/sst2/teacher-minilm --student_layers 0,2,4 \

@@ -13,6 +13,8 @@ from hypothesis.extra.numpy import arrays
 
 from distill_trainer import DistillationConfig, DistillationTrainer, fit_teacher_temperatures, fuse_logits
 from distill_trainer.fusion import confidence_weights, fit_fusion_weights
+from distill_trainer.study.cards import render_student_card
+from distill_trainer.study.runs import StudentResult
 
 
 def test_confidence_fusion_weighs_each_teacher_by_its_probability_of_the_gold_label():
@@ -181,3 +183,21 @@ def test_fitted_fusion_and_calibrated_teachers_fit_on_the_eval_split_before_trai
         DistillationTrainer(
             model=tiny_student(), args=config, train_dataset=sentiment_data, processing_class=tokenizer
         )
+
+
+def test_the_recipes_card_states_the_schedule_and_needs_no_baseline():
+    results = StudentResult(
+        task="sst2",
+        metric="accuracy",
+        score=0.8,
+        fusion="average",
+        temperature=4.0,
+        alpha=0.2,
+        seed=1,
+        alpha_schedule="linear",
+        alpha_end=0.9,
+        teachers=[{"name": "t0"}],
+    )
+    card = render_student_card(results, "alice/scheduled")  # no baseline: published alone
+    assert "| alpha | 0.2 -> 0.9 (linear schedule) |" in card.text and "| temperature T | 4.0 |" in card.text
+    assert "no-distillation" not in card.text and "fusion-average" in card.data.tags

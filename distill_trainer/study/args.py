@@ -10,7 +10,6 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Sequence
 
 import datasets
-import numpy as np
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
@@ -149,7 +148,8 @@ def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | Non
         for key in values:
             actions[key].required = False
             if key in lists and values[key] is not None:  # argparse converts no defaults of list options
-                items = values[key].split(",") if isinstance(values[key], str) else list(np.atleast_1d(values[key]))
+                value = values[key]
+                items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
                 values[key] = [lists[key].type(item) for item in items]
         parser.set_defaults(**values)
     return parser.parse_args_into_dataclasses(args=argv)

@@ -7,7 +7,7 @@ import importlib.resources
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from ..card import CARD_TAGS, format_score, hub_link, is_hub_id, student_card
+from ..card import CARD_TAGS, format_score, hub_link, is_hub_id, scheduled_text, student_card, student_card_data
 from .runs import StudentResult, TeacherRecord
 from .tasks import DEFAULT_GLUE, TASKS, GlueTask, get_task
 from .teachers import SKLEARN_TEACHER
@@ -71,19 +71,21 @@ def render_student_card(
 ) -> ModelCard:
     """The core's student card (`distill_trainer.card`), with GLUE's model-index and the baseline's score."""
     task = get_task(results.task)
-    hub_dataset = results.logit_dataset if results.logit_dataset and is_hub_id(results.logit_dataset) else None
-    data = ModelCardData(
+    data = student_card_data(
+        results.student_model,
+        results.fusion,
+        [DEFAULT_GLUE, results.logit_dataset],
+        ["glue"],
         model_name=repo_id.split("/")[-1],
         license=license,
         language=["en"],
-        library_name="transformers",
-        pipeline_tag="text-classification",
-        base_model=results.student_model if is_hub_id(results.student_model or "") else None,
-        datasets=[DEFAULT_GLUE] + ([hub_dataset] if hub_dataset else []),
-        tags=BASE_TAGS + ["student", f"fusion-{results.fusion.replace('_', '-')}"],
         eval_results=[eval_result(task, results.score)],
     )
-    baseline_row = {"name": "no-distillation student (same student, CE only)", "score": format_score(baseline.score)}
+    baseline_rows = (
+        [{"name": "no-distillation student (same student, CE only)", "score": format_score(baseline.score)}]
+        if baseline is not None
+        else []
+    )
     return student_card(
         data,
         repo_id=repo_id,
@@ -91,8 +93,8 @@ def render_student_card(
         metric=task.metric,
         score=results.score,
         fusion=results.fusion,
-        temperature=results.temperature,
-        alpha=results.alpha,
+        temperature=scheduled_text(results.temperature, results.temperature_end, results.temperature_schedule),
+        alpha=scheduled_text(results.alpha, results.alpha_end, results.alpha_schedule),
         seed=results.seed,
         teacher_index=results.teacher_index,
         teachers=results.teachers or [],
@@ -101,7 +103,7 @@ def render_student_card(
         student_layers=results.student_layers,
         num_parameters=results.num_parameters,
         train_rows=results.train_rows,
-        extra_rows=[baseline_row] if baseline is not None else [],
+        extra_rows=baseline_rows,
     )
 
 

@@ -128,6 +128,10 @@ class StudentResult(RunRecord):
     alpha: float
     seed: int
     metrics: dict = field(default_factory=dict)
+    alpha_schedule: str = "constant"  # with *_end: alpha / temperature moved over training (DistillationConfig)
+    alpha_end: float | None = None
+    temperature_schedule: str = "constant"
+    temperature_end: float | None = None
     teacher_index: int | None = None
     fusion_weights: list[float] | None = None  # as used: given, from the metadata, or fitted ('fitted')
     teacher_temperatures: list[float] | None = None  # calibrate_teachers: each teacher's fitted T
