@@ -2,7 +2,17 @@
 
 from .collator import DistillationDataCollator
 from .config import DistillationConfig, bf16_available, fast_training_defaults
-from .fusion import FUSION_STRATEGIES, GatingNetwork, fit_teacher_temperatures, fuse_logits
+from .fitting import fit_fusion_weights, fit_teacher_temperatures
+from .fusion import (
+    FUSION_REGISTRY,
+    FUSION_STRATEGIES,
+    FusionSetup,
+    FusionStrategy,
+    GatingNetwork,
+    build_fusion,
+    fuse_logits,
+    register_fusion,
+)
 from .logits import (
     LogitDatasetMetadata,
     TeacherInfo,
@@ -20,7 +30,10 @@ __all__ = [
     "DistillationConfig",
     "DistillationDataCollator",
     "DistillationTrainer",
+    "FUSION_REGISTRY",
     "FUSION_STRATEGIES",
+    "FusionSetup",
+    "FusionStrategy",
     "GatingNetwork",
     "LengthGroupedSamplingMixin",
     "LogitDatasetMetadata",
@@ -28,10 +41,13 @@ __all__ = [
     "TeacherInfo",
     "attach_teacher_logits",
     "bf16_available",
+    "build_fusion",
     "fast_training_defaults",
+    "fit_fusion_weights",
     "fit_teacher_temperatures",
     "fuse_logits",
     "kd_loss",
     "read_metadata",
+    "register_fusion",
     "validate_logit_dataset",
 ]

@@ -34,12 +34,18 @@ def format_score(score: float | None) -> str:
     return "unknown" if score is None else f"{float(score):.4f}"
 
 
-def method_text(fusion: str, teacher_index: int | None, num_teachers: int) -> str:
+def method_text(
+    fusion: str, teacher_index: int | None, num_teachers: int, curriculum: str | None = None, calibrated: bool = False
+) -> str:
     if fusion == "none":
         return "the no-distillation baseline (cross-entropy on the labels only)"
-    if fusion == "single":
-        return f"distilled from one teacher (teacher {teacher_index})"
-    return f"distilled from {num_teachers} teachers, fused with `{fusion}`"
+    if fusion == "single" and not curriculum:
+        text = f"distilled from one teacher (teacher {teacher_index})"
+    else:
+        text = f"distilled from {num_teachers} teachers, fused with `{fusion}`"
+        if curriculum:
+            text += f", moving linearly to `{curriculum}` over training (curriculum)"
+    return text + (", each teacher calibrated by its own fitted temperature" if calibrated else "")
 
 
 def student_card(
@@ -61,6 +67,8 @@ def student_card(
     num_parameters: int | None,
     train_rows: int | None,
     extra_rows: Sequence[dict] = (),
+    curriculum_fusion: str | None = None,
+    calibrate_teachers: bool = False,
 ) -> ModelCard:
     """The card: what the student is, how to load it, its score beside its teachers' (and `extra_rows`, e.g.
     the baseline), and how it was trained. `teachers`: dicts with `name` and `validation_score`."""
@@ -80,7 +88,7 @@ def student_card(
         dataset_text=dataset_text,
         metric=metric,
         score_rows=rows,
-        method_text=method_text(fusion, teacher_index, len(teachers)),
+        method_text=method_text(fusion, teacher_index, len(teachers), curriculum_fusion, calibrate_teachers),
         score_note=f"Seed {seed}, one run: differences of about one standard error are not meaningful.",
         student_text=f"{student}, encoder layers {student_layers} kept" if student_layers else student,
         num_parameters=f"{num_parameters or 0:,}",
@@ -144,4 +152,6 @@ def trainer_card(
         student_layers=None,
         num_parameters=trainer.model.num_parameters(),
         train_rows=len(train) if hasattr(train, "__len__") else None,
+        curriculum_fusion=args.curriculum_fusion,
+        calibrate_teachers=args.calibrate_teachers,
     )

@@ -9,16 +9,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 from transformers import TrainingArguments
 
-from .fusion import FUSION_STRATEGIES, check_teacher_index, normalize_weights
+from .fusion import FUSION_REGISTRY, fusion_strategy, normalize_weights
 from .losses import check_kd_hyperparameters
 
-# 'fitted': weighted fusion whose weights are fitted on the validation split when the trainer is built.
-CONFIG_FUSIONS = FUSION_STRATEGIES + ("fitted", "none")
 SCHEDULES = ("constant", "linear", "cosine")
 # Whether `fast_training_defaults` turns bf16 on where the hardware has it: on the demo's setting (3 seeds,
 # single-teacher and gating students; README, "Fast training") bf16 students scored within one seed
@@ -53,10 +50,18 @@ class DistillationConfig(TrainingArguments):
             "help": "How the teachers' logits are fused per example: 'average' (mean of logits), 'weighted' (mean "
             "weighted by fusion_weights), 'min_entropy' (the most confident teacher per example), 'confidence' "
             "(per example, teachers weighted by their probability of the gold label; needs labels), 'fitted' (one "
-            "weight per teacher fitted on the eval split by NLL), 'gating' (an MLP "
-            "over the student's [CLS] state learns per-example teacher weights), 'single' (teacher_index only) or "
-            "'none' (no distillation: plain cross-entropy fine-tuning, the baseline; sets alpha to 0).",
-            "choices": list(CONFIG_FUSIONS),
+            "weight per teacher fitted on the validation split by NLL), 'gating' (an MLP "
+            "over the student's [CLS] state learns per-example teacher weights), 'single' (teacher_index only), "
+            "a strategy you registered with distill_trainer.register_fusion, or "
+            "'none' (no distillation: plain cross-entropy fine-tuning, the baseline; sets alpha to 0)."
+        },
+    )
+    curriculum_fusion: str | None = field(
+        default=None,
+        metadata={
+            "help": "Curriculum fusion: a second strategy; the fused target moves linearly, in logit space, from "
+            "`fusion` at the first step to this one at the last (e.g. from 'average' to 'confidence'). The "
+            "weight in use is logged as curriculum_weight. Strategies with parameters (gating) cannot be mixed."
         },
     )
     fusion_weights: list[float] | None = field(
@@ -128,13 +133,14 @@ class DistillationConfig(TrainingArguments):
             )
         if self.fusion == "none" and self.alpha_schedule != "constant":
             raise ValueError("fusion='none' trains without teachers: alpha_schedule must be 'constant'.")
-        if self.fusion not in CONFIG_FUSIONS:
-            raise ValueError(f"Unknown fusion strategy {self.fusion!r}; choose one of {CONFIG_FUSIONS}.")
+        if self.fusion != "none":
+            fusion_strategy(self.fusion)  # a ValueError naming the registered strategies
+        self.check_curriculum(self.fusion, self.curriculum_fusion)
         if self.fusion == "none":
             self.alpha = 0.0
         if self.fusion == "weighted" and self.fusion_weights is not None:
             normalize_weights(self.fusion_weights, len(self.fusion_weights))
-        if self.fusion == "single" and self.teacher_index is None:
+        if "single" in (self.fusion, self.curriculum_fusion) and self.teacher_index is None:
             raise ValueError("fusion='single' needs teacher_index.")
         if self.gate_learning_rate is not None and not (
             math.isfinite(self.gate_learning_rate) and self.gate_learning_rate >= 0
@@ -144,6 +150,23 @@ class DistillationConfig(TrainingArguments):
             )
         if self.gate_hidden_size < 1:
             raise ValueError(f"gate_hidden_size must be >= 1, got {self.gate_hidden_size}.")
+
+    @staticmethod
+    def check_curriculum(fusion: str, curriculum_fusion: str | None) -> None:
+        """Refuse a curriculum between strategies that cannot be blended (or a strategy and itself)."""
+        if curriculum_fusion is None:
+            return
+        if fusion == "none" or curriculum_fusion == fusion:
+            raise ValueError(
+                f"curriculum_fusion={curriculum_fusion!r} must name a strategy other than "
+                f"fusion={fusion!r}, and fusion must not be 'none'."
+            )
+        for option, name in (("fusion", fusion), ("curriculum_fusion", curriculum_fusion)):
+            if not fusion_strategy(name).mixable:
+                raise ValueError(
+                    f"{option}={name!r} cannot be mixed in a curriculum (see its class's docstring); choose "
+                    f"among {[n for n, cls in FUSION_REGISTRY.items() if cls.mixable]}."
+                )
 
     @property
     def uses_teachers(self) -> bool:
@@ -163,14 +186,6 @@ class DistillationConfig(TrainingArguments):
         (checkpoints, saved and pushed models), which must never carry a token. The live object keeps it
         for pushing."""
         return {**self.__dict__, "hub_token": None}
-
-    def check_teacher_count(self, n_teachers: int, fusion_weights: Sequence[float] | None = None) -> None:
-        """Check the options that depend on how many teachers the data holds (`fusion_weights`: the weights
-        in use, when they come from the data rather than from this config)."""
-        if self.fusion == "weighted" and self.uses_teachers:
-            normalize_weights(self.fusion_weights if fusion_weights is None else fusion_weights, n_teachers)
-        if self.fusion == "single" and self.uses_teachers:
-            check_teacher_index(self.teacher_index, n_teachers)
 
 
 def scheduled(schedule: str, start: float, end: float | None, progress: float) -> float:

@@ -1,20 +1,19 @@
 """Fusion strategies: how the logits of several teachers become one soft target per example.
 
-Every strategy maps `[batch, n_teachers, n_labels]` raw logits to `[batch, n_labels]` raw logits, so the
-loss never needs to know how many teachers there were. The static strategies are plain functions; the
-learned gate is a small `nn.Module` because it has parameters that train with the student.
+Every strategy is a registered `FusionStrategy` (an `nn.Module`) that maps `[batch, n_teachers, n_labels]` raw
+logits to `[batch, n_labels]` raw logits, so the loss never needs to know how many teachers there were. A
+strategy declares what it needs (the gold labels, the student's hidden state) and may have trainable
+parameters (the learned gate); `DistillationTrainer` serves those needs for any registered strategy, by
+what it declares rather than by its name. Register your own with `@register_fusion("name")`.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from dataclasses import dataclass
+from typing import ClassVar, Sequence
 
-import numpy as np
 import torch
 from torch import nn
-
-STATIC_STRATEGIES = ("average", "weighted", "min_entropy", "single", "confidence")
-FUSION_STRATEGIES = STATIC_STRATEGIES + ("gating",)
 
 
 def check_teacher_logits(teacher_logits: torch.Tensor, num_labels: int | None = None) -> None:
@@ -37,10 +36,10 @@ def check_teacher_logits(teacher_logits: torch.Tensor, num_labels: int | None = 
         raise ValueError("teacher logits contain NaN or infinite values; re-extract them or drop those rows.")
 
 
-def normalize_weights(weights: Sequence[float], n_teachers: int) -> torch.Tensor:
+def normalize_weights(weights: Sequence[float], n_teachers: int, fusion: str = "weighted") -> torch.Tensor:
     """Turn one non-negative weight per teacher (e.g. validation scores) into weights summing to 1."""
     if weights is None:
-        raise ValueError("fusion='weighted' needs fusion_weights: one weight per teacher.")
+        raise ValueError(f"fusion={fusion!r} needs fusion_weights: one weight per teacher.")
     if any(isinstance(w, (str, bytes, bool)) for w in weights):
         raise ValueError(f"fusion_weights must be numbers, one per teacher, got {list(weights)!r}.")
     weights = torch.as_tensor(list(weights), dtype=torch.float32)
@@ -66,41 +65,159 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(log_probs.exp() * log_probs).sum(dim=-1)
 
 
-def fuse_logits(
-    teacher_logits: torch.Tensor,
-    strategy: str,
-    weights: Sequence[float] | None = None,
-    teacher_index: int | None = None,
-    labels: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Fuse `[batch, n_teachers, n_labels]` teacher logits into `[batch, n_labels]` with a static strategy.
+@dataclass(frozen=True)
+class FusionSetup:
+    """What a strategy is built from, known once the data and the student are: the number of teachers, the
+    student's hidden size (for strategies that read its hidden state), and the run's fusion options."""
 
-    - `average`: element-wise mean of the teachers' logits.
-    - `weighted`: mean of the logits weighted by `weights` (normalised to sum to 1).
-    - `min_entropy`: per example, the logits of the teacher whose softmax (T=1) has the lowest entropy.
-    - `single`: the logits of teacher `teacher_index`.
-    - `confidence` (CA-MKD's weighting): per example, teacher weights = softmax over teachers of
-      -CE(teacher, label), i.e. proportional to each teacher's probability (T=1) of the gold label; the
-      weighted mean of the logits. Needs `labels` (`[batch]`); rows labelled -100 get equal weights.
+    n_teachers: int
+    hidden_size: int | None = None
+    weights: Sequence[float] | None = None
+    teacher_index: int | None = None
+    gate_hidden_size: int = 128
+    fitted_weights: Sequence[float] | None = None  # for strategies that declare `fits_weights`
 
-    The learned gate (`gating`) needs the student's hidden state, so it lives in `GatingNetwork`.
+
+class FusionStrategy(nn.Module):
+    """Base class of fusion strategies. Subclass it, implement `fuse`, override `from_setup` if the strategy
+    needs options, declare its needs in the class attributes, and register it with `@register_fusion(name)`.
+
+    - `needs_labels`: `fuse` gets the batch's gold labels (`[batch]`, -100 = unlabelled); the trainer refuses a
+      train set without a label column.
+    - `needs_hidden_state`: `fuse` gets the student's final hidden state of the first token (`[batch,
+      hidden]`, detached: the student is not pushed to make the fusion's job easier).
+    - `fits_weights`: the trainer fits one weight per teacher on validation logits (`fit_fusion_weights`) and
+      passes them as `FusionSetup.weights`.
+    - Parameters: a strategy with trainable parameters trains with the student (own optimizer group,
+      gradients averaged across processes, clipped with the student, saved in checkpoints).
+    - `mixable`: whether `curriculum_fusion` may blend it with another strategy.
     """
-    if strategy not in STATIC_STRATEGIES:
-        hint = " (it needs the student's hidden state: use GatingNetwork)" if strategy == "gating" else ""
-        raise ValueError(f"Unknown static fusion strategy {strategy!r}{hint}; choose one of {STATIC_STRATEGIES}.")
-    check_teacher_logits(teacher_logits)
-    n_teachers = teacher_logits.shape[1]
-    if strategy == "average":
+
+    name: ClassVar[str] = ""
+    needs_labels: ClassVar[bool] = False
+    needs_hidden_state: ClassVar[bool] = False
+    fits_weights: ClassVar[bool] = False
+    mixable: ClassVar[bool] = True
+
+    @classmethod
+    def from_setup(cls, setup: FusionSetup) -> "FusionStrategy":
+        """Build the strategy for a run (default: no options); raise `ValueError` for options that cannot work."""
+        return cls()
+
+    def fuse(
+        self,
+        teacher_logits: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        hidden_state: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """`[batch, n_teachers, n_labels]` float32 logits -> `[batch, n_labels]` fused logits."""
+        raise NotImplementedError
+
+    @property
+    def trainable(self) -> bool:
+        return any(parameter.requires_grad for parameter in self.parameters())
+
+
+FUSION_REGISTRY: dict[str, type[FusionStrategy]] = {}
+RESERVED_NAMES = ("none",)  # DistillationConfig's fusion='none': no teachers at all
+
+
+def register_fusion(name: str):
+    """Class decorator: make a `FusionStrategy` subclass available as `fusion=name` (config, recipes)."""
+
+    def register(cls: type[FusionStrategy]) -> type[FusionStrategy]:
+        if not (isinstance(cls, type) and issubclass(cls, FusionStrategy)):
+            raise TypeError(f"register_fusion({name!r}) needs a FusionStrategy subclass, got {cls!r}.")
+        if name in RESERVED_NAMES or (name in FUSION_REGISTRY and FUSION_REGISTRY[name] is not cls):
+            raise ValueError(f"A fusion strategy named {name!r} already exists; choose another name.")
+        cls.name = name
+        FUSION_REGISTRY[name] = cls
+        return cls
+
+    return register
+
+
+def fusion_strategy(name: str) -> type[FusionStrategy]:
+    """The registered strategy class named `name`, or a `ValueError` listing the registered names."""
+    if name not in FUSION_REGISTRY:
+        raise ValueError(f"Unknown fusion strategy {name!r}; choose one of {tuple(FUSION_REGISTRY)}.")
+    return FUSION_REGISTRY[name]
+
+
+def build_fusion(name: str, setup: FusionSetup) -> FusionStrategy:
+    """The strategy `name` built for `setup` (validated: weights and teacher index against the teacher count)."""
+    return fusion_strategy(name).from_setup(setup)
+
+
+@register_fusion("average")
+class AverageFusion(FusionStrategy):
+    """Element-wise mean of the teachers' logits."""
+
+    def fuse(self, teacher_logits, labels=None, hidden_state=None):
         return teacher_logits.mean(dim=1)
-    if strategy == "weighted":
-        normalized = normalize_weights(weights, n_teachers).to(teacher_logits.device, teacher_logits.dtype)
-        return torch.einsum("btl,t->bl", teacher_logits, normalized)
-    if strategy == "min_entropy":
+
+
+@register_fusion("weighted")
+class WeightedFusion(FusionStrategy):
+    """Mean of the logits weighted by one non-negative weight per teacher (normalised to sum to 1)."""
+
+    def __init__(self, weights: torch.Tensor):
+        super().__init__()
+        self.weights = weights
+
+    @classmethod
+    def from_setup(cls, setup):
+        return cls(normalize_weights(setup.weights, setup.n_teachers, cls.name))
+
+    def fuse(self, teacher_logits, labels=None, hidden_state=None):
+        return torch.einsum("btl,t->bl", teacher_logits, self.weights.to(teacher_logits))
+
+
+@register_fusion("fitted")
+class FittedFusion(WeightedFusion):
+    """Task-adaptive: `weighted` with one weight per teacher fitted on the validation split by NLL."""
+
+    fits_weights = True
+
+    @classmethod
+    def from_setup(cls, setup):
+        return cls(normalize_weights(setup.fitted_weights, setup.n_teachers, cls.name))
+
+
+@register_fusion("min_entropy")
+class MinEntropyFusion(FusionStrategy):
+    """Per example, the logits of the teacher whose softmax (T=1) has the lowest entropy."""
+
+    def fuse(self, teacher_logits, labels=None, hidden_state=None):
         most_confident = softmax_entropy(teacher_logits).argmin(dim=1)
         return teacher_logits[torch.arange(teacher_logits.shape[0], device=teacher_logits.device), most_confident]
-    if strategy == "confidence":
+
+
+@register_fusion("single")
+class SingleFusion(FusionStrategy):
+    """The logits of one teacher (`teacher_index`)."""
+
+    def __init__(self, teacher_index: int):
+        super().__init__()
+        self.teacher_index = teacher_index
+
+    @classmethod
+    def from_setup(cls, setup):
+        return cls(check_teacher_index(setup.teacher_index, setup.n_teachers))
+
+    def fuse(self, teacher_logits, labels=None, hidden_state=None):
+        return teacher_logits[:, self.teacher_index]
+
+
+@register_fusion("confidence")
+class ConfidenceFusion(FusionStrategy):
+    """CA-MKD's weighting: per example, teacher weights = softmax over teachers of -CE(teacher, label), i.e.
+    proportional to each teacher's probability (T=1) of the gold label; rows labelled -100 get equal weights."""
+
+    needs_labels = True
+
+    def fuse(self, teacher_logits, labels=None, hidden_state=None):
         return torch.einsum("bt,btl->bl", confidence_weights(teacher_logits, labels), teacher_logits)
-    return teacher_logits[:, check_teacher_index(teacher_index, n_teachers)]
 
 
 def confidence_weights(teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -115,78 +232,18 @@ def confidence_weights(teacher_logits: torch.Tensor, labels: torch.Tensor | None
     return torch.softmax(gold_log_probs.masked_fill(~labelled[:, None], 0.0), dim=1)
 
 
-def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[float]:
-    """One temperature per teacher by temperature scaling (Guo et al., 2017): the T > 0 minimising the
-    negative log-likelihood of softmax(logits / T) on the labelled rows (label -100 is left out).
-
-    `logits`: `[n, n_teachers, n_labels]` raw logits, e.g. a logit dataset's validation split. Dividing a
-    teacher's logits by its T calibrates its confidence without changing its predictions.
-    """
-    from scipy.optimize import minimize_scalar
-    from scipy.special import logsumexp
-
-    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
-    if logits.ndim != 3 or len(labels) != len(logits):
-        raise ValueError(
-            f"logits must be [n, n_teachers, n_labels] with one label per row, got {logits.shape} "
-            f"and {len(labels)} labels."
-        )
-    labelled = labels != -100
-    if not labelled.any():
-        raise ValueError("fit_teacher_temperatures needs labelled rows (labels other than -100).")
-    rows, gold = logits[labelled], labels[labelled].astype(int)
-    temperatures = []
-    for teacher in range(logits.shape[1]):
-
-        def nll(log_temperature: float, z=rows[:, teacher]) -> float:
-            scaled = z / np.exp(log_temperature)
-            return float(np.mean(logsumexp(scaled, axis=1) - scaled[np.arange(len(gold)), gold]))
-
-        fit = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-6})
-        temperatures.append(float(np.exp(fit.x)))
-    return temperatures
-
-
-def fit_fusion_weights(logits: np.ndarray, labels: np.ndarray) -> list[float]:
-    """Task-adaptive fusion: one weight per teacher, on the simplex, minimising the NLL of softmax of the
-    weighted mean of the teachers' logits on the labelled rows (e.g. the validation split)."""
-    from scipy.optimize import minimize
-    from scipy.special import log_softmax
-
-    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
-    labelled = labels != -100
-    if logits.ndim != 3 or len(labels) != len(logits) or not labelled.any():
-        raise ValueError("fit_fusion_weights needs [n, n_teachers, n_labels] logits and labelled rows.")
-    rows, gold = logits[labelled], labels[labelled].astype(int)
-
-    def nll(theta: np.ndarray) -> float:
-        weights = np.exp(theta - theta.max()) / np.exp(theta - theta.max()).sum()  # softmax: on the simplex
-        return float(-log_softmax(np.einsum("ntl,t->nl", rows, weights), axis=1)[np.arange(len(gold)), gold].mean())
-
-    theta = minimize(nll, np.zeros(logits.shape[1]), method="L-BFGS-B").x
-    weights = np.exp(theta - theta.max())
-    return (weights / weights.sum()).tolist()
-
-
-def fit_on_validation(
-    logits, labels, calibrate: bool, fit_weights: bool
-) -> tuple[list[float] | None, list[float] | None]:
-    """Teacher temperatures (when `calibrate`) and then fusion weights (when `fit_weights`, fitted on the
-    calibrated logits, as they will be fused), from `[n, n_teachers, n_labels]` validation logits."""
-    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
-    temperatures = fit_teacher_temperatures(logits, labels) if calibrate else None
-    if temperatures is not None:
-        logits = logits / np.asarray(temperatures)[None, :, None]
-    return temperatures, fit_fusion_weights(logits, labels) if fit_weights else None
-
-
-class GatingNetwork(nn.Module):
+@register_fusion("gating")
+class GatingNetwork(FusionStrategy):
     """Learned per-example teacher weights from the student's [CLS] (first-token) final hidden state.
 
     A two-layer MLP produces a softmax over teachers; the fused logits are the weighted mean of the
     teachers' logits. The gate starts out as `average` (zero-initialised output layer), so early training
-    is not driven by a random preference for one teacher.
+    is not driven by a random preference for one teacher. Not mixable in a curriculum: at the curriculum's
+    end where it has no weight, its parameters would get no gradient.
     """
+
+    needs_hidden_state = True
+    mixable = False
 
     def __init__(self, input_size: int, n_teachers: int, hidden_size: int = 128):
         super().__init__()
@@ -194,6 +251,12 @@ class GatingNetwork(nn.Module):
         self.mlp = nn.Sequential(nn.Linear(input_size, hidden_size), nn.Tanh(), nn.Linear(hidden_size, n_teachers))
         nn.init.zeros_(self.mlp[-1].weight)
         nn.init.zeros_(self.mlp[-1].bias)
+
+    @classmethod
+    def from_setup(cls, setup):
+        if setup.hidden_size is None:
+            raise ValueError("fusion='gating' needs the student's hidden_size.")
+        return cls(setup.hidden_size, setup.n_teachers, setup.gate_hidden_size)
 
     def teacher_weights(self, cls_hidden: torch.Tensor) -> torch.Tensor:
         """`[batch, hidden]` -> `[batch, n_teachers]` weights that sum to 1 per example."""
@@ -207,3 +270,32 @@ class GatingNetwork(nn.Module):
             )
         weights = self.teacher_weights(cls_hidden)
         return torch.einsum("bt,btl->bl", weights, teacher_logits.float())
+
+    def fuse(self, teacher_logits, labels=None, hidden_state=None):
+        return self(hidden_state, teacher_logits)
+
+
+FUSION_STRATEGIES = tuple(FUSION_REGISTRY)  # the built-in ones; `FUSION_REGISTRY` also holds users' strategies
+
+
+def fuse_logits(
+    teacher_logits: torch.Tensor,
+    strategy: str,
+    weights: Sequence[float] | None = None,
+    teacher_index: int | None = None,
+    labels: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Fuse `[batch, n_teachers, n_labels]` teacher logits into `[batch, n_labels]` with a registered strategy
+    that needs no hidden state and no training: `average`, `weighted` / `fitted` (`weights`), `min_entropy`,
+    `single` (`teacher_index`), `confidence` (`labels`), or one of yours. See each strategy's class."""
+    cls = fusion_strategy(strategy)
+    if cls.needs_hidden_state:
+        raise ValueError(
+            f"fusion {strategy!r} reads the student's hidden state: build {cls.__name__} (or use "
+            "DistillationTrainer) and call it with the hidden state."
+        )
+    check_teacher_logits(teacher_logits)
+    setup = FusionSetup(
+        n_teachers=teacher_logits.shape[1], weights=weights, teacher_index=teacher_index, fitted_weights=weights
+    )
+    return cls.from_setup(setup).fuse(teacher_logits, labels=labels)

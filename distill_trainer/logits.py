@@ -47,6 +47,9 @@ class LogitDatasetMetadata:
     task: str | None = None  # the GLUE task name when known (cards and tables name it)
     teacher_fingerprints: list[str] | None = None  # one per teacher column, see `teacher_fingerprints`
     format_version: int = 2  # 2: teacher fingerprints bind each row's logits to its inputs; 1: sorted values
+    # Fits on the validation split made at extraction (`fitting.validation_fits`): teacher_temperatures,
+    # fusion_weights (on raw logits), fusion_weights_calibrated (on calibrated logits), num_rows.
+    fitted: dict | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -188,12 +191,14 @@ def attach_teacher_logits(
     input_columns: Sequence[str],
     column: str = "teacher_logits",
     task: str | None = None,
+    fitted: dict | None = None,
 ) -> datasets.Dataset:
     """Return `dataset` with a `[n_teachers, n_labels]` logit column and the metadata that identifies it.
 
     `logits` is `[rows, n_teachers, n_labels]` in the dataset's row order and label order; `input_columns`
     (e.g. `["sentence"]` or `["idx", "sentence1", "sentence2"]`) are fingerprinted so that the logits can
-    later be checked against the data they are used with.
+    later be checked against the data they are used with. `fitted`: fits on the validation split to store
+    with the metadata (`fitting.validation_fits`).
     """
     logits = np.asarray(logits, dtype=np.float32)
     teachers = [teacher if isinstance(teacher, TeacherInfo) else TeacherInfo(name=teacher) for teacher in teachers]
@@ -219,6 +224,7 @@ def attach_teacher_logits(
         column=column,
         task=task,
         teacher_fingerprints=teacher_fingerprints(logits, row_keys(dataset, input_columns)),
+        fitted=fitted,
     )
     return write_metadata(dataset, metadata)
 

@@ -13,6 +13,7 @@ import os
 
 import torch
 from accelerate.utils import broadcast, reduce
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
@@ -20,7 +21,15 @@ GATE_WEIGHTS_NAME = "distill_gate.safetensors"
 
 
 class TrainableFusionMixin:
-    gate: torch.nn.Module | None = None
+    """For `DistillationTrainer`: `self.fusion` is the run's `FusionStrategy`; if it has trainable parameters,
+    it is handled here as the Trainer handles the model."""
+
+    fusion: torch.nn.Module | None = None
+
+    @property
+    def gate(self) -> torch.nn.Module | None:
+        """The fusion strategy when it has trainable parameters (the learned gate, or one of yours), else None."""
+        return self.fusion if self.fusion is not None and self.fusion.trainable else None
 
     # ---- the learned gate's parameters ----------------------------------------------------------
 
@@ -71,6 +80,7 @@ class TrainableFusionMixin:
             save_file(
                 {k: v.contiguous().cpu() for k, v in self.gate.state_dict().items()},
                 os.path.join(checkpoint_dir, GATE_WEIGHTS_NAME),
+                metadata={"fusion": self.args.fusion},
             )
         super()._save_checkpoint(model, trial)
 
@@ -85,13 +95,20 @@ class TrainableFusionMixin:
         path = os.path.join(resume_from_checkpoint, GATE_WEIGHTS_NAME)
         if self.gate is None and os.path.isfile(path):  # else torch's optimizer refuses with a param-group error
             raise ValueError(
-                f"{resume_from_checkpoint} was saved by a fusion='gating' run (it has {GATE_WEIGHTS_NAME}); resume "
-                f"it with fusion='gating', not fusion={self.args.fusion!r}."
+                f"{resume_from_checkpoint} was saved by a run whose fusion has parameters (it has "
+                f"{GATE_WEIGHTS_NAME}); resume it with fusion={saved_fusion(path)!r}, not fusion={self.args.fusion!r}."
             )
         super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.gate is not None:
             if not os.path.isfile(path):
                 raise ValueError(
-                    f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a gating run."
+                    f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a "
+                    f"fusion={self.args.fusion!r} run."
                 )
             self.gate.load_state_dict(load_file(path, device=str(self.args.device)))
+
+
+def saved_fusion(path: str) -> str:
+    """The fusion that wrote a checkpoint's fusion weights (checkpoints from before it was recorded: the gate)."""
+    with safe_open(path, framework="pt") as handle:
+        return (handle.metadata() or {}).get("fusion", "gating")

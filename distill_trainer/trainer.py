@@ -19,8 +19,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .card import trainer_card
 from .collator import DistillationDataCollator
 from .config import DistillationConfig
-from .fusion import GatingNetwork, check_teacher_logits, fit_on_validation, fuse_logits
-from .logits import check_label_values, read_metadata, teacher_logits_array, validate_logit_dataset
+from .fitting import temperatures_and_weights
+from .fusion import FusionSetup, build_fusion, check_teacher_logits, fusion_strategy
+from .logits import check_label_values, read_metadata, validate_logit_dataset
 from .losses import combine_kd_terms, kd_loss_terms
 from .sampling import LengthGroupedSamplingMixin
 from .trainable_fusion import GATE_WEIGHTS_NAME, TrainableFusionMixin  # noqa: F401 (GATE_WEIGHTS_NAME: public)
@@ -84,21 +85,10 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
                     f"The {name} dataset has {eval_teachers} teachers but the train dataset has {n_teachers}."
                 )
             n_teachers = n_teachers or eval_teachers
-        # The weights in use live on the trainer: the user's config is never written to (it may serve another run).
-        self.fusion_weights = args.fusion_weights
-        if args.fusion == "weighted" and self.fusion_weights is None and args.uses_teachers:
-            self.fusion_weights = self._weights_from_metadata(train_dataset)
-        self.teacher_temperatures = None
-        if args.uses_teachers and (args.fusion == "fitted" or args.calibrate_teachers):
-            self._fit_on_validation(eval_dataset)
-        if n_teachers:
-            args.check_teacher_count(n_teachers, self.fusion_weights)
-        self.gate = None
-        if args.fusion == "gating" and args.uses_teachers:
-            if not n_teachers:
-                raise ValueError("fusion='gating' needs a dataset with a teacher column to know how many teachers.")
-            hidden_size = self.model.config.hidden_size
-            self.gate = GatingNetwork(hidden_size, n_teachers, args.gate_hidden_size).to(args.device)
+        self.fusion = self.curriculum = None  # the strategies, built for this data and student
+        self.fusion_weights, self.fitted_weights, self.teacher_temperatures = args.fusion_weights, None, None
+        if args.uses_teachers:
+            self._build_fusion(n_teachers, train_dataset, eval_dataset)
         self._loss_term_sums: dict[str, torch.Tensor] = {}
         self._loss_term_steps = 0
 
@@ -134,6 +124,39 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         check_teacher_logits(first, self.num_labels)
         return first.shape[1]
 
+    def _build_fusion(self, n_teachers: int, train_dataset, eval_dataset) -> None:
+        """Serve what the configured strategies declare they need, then build them. The weights and temperatures
+        in use live on the trainer: the user's config is never written to (it may serve another run)."""
+        args = self.args
+        names = [name for name in (args.fusion, args.curriculum_fusion) if name]
+        classes = [fusion_strategy(name) for name in names]
+        if "weighted" in names and self.fusion_weights is None:
+            self.fusion_weights = self._weights_from_metadata(train_dataset)
+        needs_labels = [cls.name for cls in classes if cls.needs_labels]
+        if needs_labels and isinstance(train_dataset, datasets.Dataset):
+            if not {"label", "labels", *(self.label_names or [])} & set(train_dataset.column_names):
+                raise ValueError(
+                    f"fusion {needs_labels[0]!r} weighs teachers by the gold label: the train set has none."
+                )
+        fit_weights = any(cls.fits_weights for cls in classes)
+        if args.calibrate_teachers or fit_weights:
+            self.teacher_temperatures, self.fitted_weights = temperatures_and_weights(
+                train_dataset, eval_dataset, self.teacher_column, args.calibrate_teachers, fit_weights
+            )
+        setup = FusionSetup(
+            n_teachers=n_teachers,
+            hidden_size=getattr(self.model.config, "hidden_size", None),
+            weights=self.fusion_weights,
+            teacher_index=args.teacher_index,
+            gate_hidden_size=args.gate_hidden_size,
+            fitted_weights=self.fitted_weights,
+        )
+        self.fusion = build_fusion(args.fusion, setup).to(args.device)
+        if self.fusion.fits_weights:  # `fusion_weights` reports the weights `fusion` uses
+            self.fusion_weights = self.fitted_weights
+        if args.curriculum_fusion:
+            self.curriculum = build_fusion(args.curriculum_fusion, setup).to(args.device)
+
     @staticmethod
     def _weights_from_metadata(dataset) -> list[float]:
         """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata."""
@@ -145,37 +168,6 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
                 "validation score for every teacher)."
             )
         return scores
-
-    def _fit_on_validation(self, eval_dataset) -> None:
-        """`calibrate_teachers` / `fitted`: fit once, before training, on the first eval split with teacher logits
-        and labels (see `fit_on_validation`)."""
-        candidates = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
-        split = next(
-            (
-                d
-                for d in candidates
-                if isinstance(d, datasets.Dataset) and {self.teacher_column, "label"} <= set(d.column_names)
-            ),
-            None,
-        )
-        if split is None:
-            raise ValueError(
-                "fusion='fitted' and calibrate_teachers fit on the validation split: pass an "
-                f"eval_dataset with {self.teacher_column!r} and 'label' columns."
-            )
-        self.teacher_temperatures, weights = fit_on_validation(
-            teacher_logits_array(split, self.teacher_column),
-            split["label"][:],
-            self.args.calibrate_teachers,
-            self.args.fusion == "fitted",
-        )
-        self.fusion_weights = weights or self.fusion_weights
-        logger.info(
-            "Fitted on %d validation rows: teacher temperatures %s, fusion weights %s.",
-            len(split),
-            self.teacher_temperatures,
-            self.fusion_weights,
-        )
 
     def _set_signature_columns_if_needed(self):
         """Keep the teacher column through `remove_unused_columns=True` (the model's forward never sees it)."""
@@ -200,8 +192,9 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         alpha = scheduled_alpha if teacher_logits is not None else 0.0
         if teacher_logits is None and self.args.uses_teachers and model.training:
             raise ValueError(f"The training batch has no {self.teacher_column!r}; distillation needs teacher logits.")
-        use_gate = self.gate is not None and alpha > 0
-        outputs = model(**inputs, output_hidden_states=True) if use_gate else model(**inputs)
+        strategies = [strategy for strategy in (self.fusion, self.curriculum) if strategy is not None]
+        use_hidden = alpha > 0 and any(strategy.needs_hidden_state for strategy in strategies)
+        outputs = model(**inputs, output_hidden_states=True) if use_hidden else model(**inputs)
         student_logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         fused = None
         if alpha > 0:  # fusion checks shape and finiteness; kd_loss checks the label space against the student
@@ -210,27 +203,38 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         loss = combine_kd_terms(terms, alpha)
         if model.training:
             self._record_loss_terms(terms)
-            self._schedule_in_use = (scheduled_alpha, temperature)
-        if use_gate:  # don't hand every layer's hidden states to evaluation's prediction gathering
+            self._schedule_in_use = (scheduled_alpha, temperature, self.curriculum_weight())
+        if use_hidden:  # don't hand every layer's hidden states to evaluation's prediction gathering
             outputs = SequenceClassifierOutput(logits=student_logits)
         return (loss, outputs) if return_outputs else loss
 
     def fuse_teachers(self, teacher_logits: torch.Tensor, student_outputs, labels=None) -> torch.Tensor:
-        """`[batch, n_teachers, n_labels]` -> `[batch, n_labels]` with the configured strategy.
+        """`[batch, n_teachers, n_labels]` -> `[batch, n_labels]`: calibrated teachers (`calibrate_teachers`), fused
+        by `fusion`, moved linearly toward `curriculum_fusion`'s target over training when one is set.
 
-        The gate reads the student's [CLS] state detached: it learns which teacher to trust for an input,
-        but the student is not pushed to reshape its representation to make the gate's choice easier.
-        Fusion runs in float32 even under mixed-precision autocast: fused targets feed the loss directly.
+        Strategies that read the student's hidden state get its [CLS] state detached: the gate learns which
+        teacher to trust for an input, but the student is not pushed to reshape its representation to make the
+        gate's choice easier. Fusion runs in float32 even under mixed-precision autocast: fused targets feed
+        the loss directly.
         """
+        check_teacher_logits(teacher_logits)
         with torch.autocast(teacher_logits.device.type, enabled=False):
             teacher_logits = teacher_logits.float()
             if self.teacher_temperatures is not None:
                 teacher_logits = teacher_logits / teacher_logits.new_tensor(self.teacher_temperatures)[None, :, None]
-            if self.args.fusion == "gating":
-                cls_hidden = student_outputs.hidden_states[-1][:, 0].detach().float()
-                return self.gate(cls_hidden, teacher_logits)
-            strategy = "weighted" if self.args.fusion == "fitted" else self.args.fusion
-            return fuse_logits(teacher_logits, strategy, self.fusion_weights, self.args.teacher_index, labels=labels)
+            hidden = None
+            if getattr(student_outputs, "hidden_states", None) is not None:
+                hidden = student_outputs.hidden_states[-1][:, 0].detach().float()
+            fused = self.fusion.fuse(teacher_logits, labels=labels, hidden_state=hidden)
+            if self.curriculum is None:
+                return fused
+            weight = self.curriculum_weight()
+            toward = self.curriculum.fuse(teacher_logits, labels=labels, hidden_state=hidden)
+            return (1.0 - weight) * fused + weight * toward
+
+    def curriculum_weight(self) -> float:
+        """How far the fused target has moved from `fusion` to `curriculum_fusion`: global step / max steps."""
+        return min(self.state.global_step / self.state.max_steps, 1.0) if self.state.max_steps else 0.0
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Without labels the parent calls the model directly, so the teacher column must not reach it."""
@@ -253,8 +257,13 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         """Training logs get each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) and
         the current `alpha` and `temperature`."""
         if "loss" in logs:  # the values the last logged step trained with
-            in_use = getattr(self, "_schedule_in_use", None) or self.current_alpha_and_temperature()
-            logs["alpha"], logs["temperature"] = (round(value, 6) for value in in_use)
+            in_use = getattr(self, "_schedule_in_use", None) or (
+                *self.current_alpha_and_temperature(),
+                self.curriculum_weight(),
+            )
+            logs["alpha"], logs["temperature"] = (round(value, 6) for value in in_use[:2])
+            if self.curriculum is not None:
+                logs["curriculum_weight"] = round(in_use[2], 6)
             for name, total in self._loss_term_sums.items():
                 logs[f"loss_{name}"] = round(float(total) / max(self._loss_term_steps, 1), 6)
             self._loss_term_sums, self._loss_term_steps = {}, 0

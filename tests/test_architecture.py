@@ -19,6 +19,7 @@ CORE = [
     "card.py",
     "losses.py",
     "fusion.py",
+    "fitting.py",
     "logits.py",
     "collator.py",
 ]

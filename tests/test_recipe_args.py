@@ -9,6 +9,8 @@ import pytest
 
 from distill_trainer import DistillationConfig
 from distill_trainer.study.args import StudentArguments, StudyArguments, TaskArguments, parse_recipe_args
+from distill_trainer.study.runner import method_runs
+from distill_trainer.study.runs import method_temperatures
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 STUDY = (TaskArguments, StudyArguments, DistillationConfig)
@@ -51,3 +53,42 @@ def test_publishing_without_a_repo_id_is_refused_before_any_work():
         importlib.import_module("extract_logits").main(
             ["--teachers", "missing", "--output_dir", "out", "--push_to_hub", "--hub_dataset_id", "not a/valid//id"]
         )
+
+
+def test_study_methods_name_curricula_calibration_and_their_own_temperature():
+    argv = ["--output_dir", "out", "--methods", "none,single,average_to_confidence,average+calibrated"]
+    _, study, _ = parse_recipe_args(STUDY, argv + ["--method_temperatures", "average+calibrated=3"])
+    assert method_runs(study.methods, 2, method_temperatures(study.method_temperatures, study.methods)) == [
+        ("none", {"fusion": "none", "curriculum_fusion": None, "calibrate_teachers": False}),
+        ("single-0", {"fusion": "single", "curriculum_fusion": None, "calibrate_teachers": False, "teacher_index": 0}),
+        ("single-1", {"fusion": "single", "curriculum_fusion": None, "calibrate_teachers": False, "teacher_index": 1}),
+        (
+            "average_to_confidence",
+            {"fusion": "average", "curriculum_fusion": "confidence", "calibrate_teachers": False},
+        ),
+        (
+            "average+calibrated-T3",
+            {"fusion": "average", "curriculum_fusion": None, "calibrate_teachers": True, "temperature": 3.0},
+        ),
+    ]
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--methods", "average,median"], "Unknown method 'median'"),
+        (["--methods", "gating_to_average"], "fusion='gating' cannot be mixed"),
+        (["--methods", "none+calibrated"], "'none' trains without teachers"),
+        (["--methods", "average", "--method_temperatures", "gating=3"], "one of --methods"),
+        (["--methods", "average", "--method_temperatures", "average=-1"], "T > 0"),
+        (["--methods", "average", "--method_temperatures", "average"], "METHOD=T"),
+    ],
+)
+def test_bad_study_methods_are_refused_before_any_work(options, message):
+    with pytest.raises(ValueError, match=message):
+        parse_recipe_args(STUDY, ["--output_dir", "out", *options])
+    if "--method_temperatures" in options:
+        with pytest.raises(ValueError, match=message):
+            importlib.import_module("sweep").main(
+                ["--output_dir", "out", "--logit_dataset", "l", "--student_model", "s", *options]
+            )

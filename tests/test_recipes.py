@@ -112,6 +112,8 @@ def test_logit_dataset_format(study):
     assert [t.name for t in metadata.teachers] == ["base-sst2", "sklearn_tfidf-sst2"]
     assert metadata.label_names == ["negative", "positive"] and metadata.input_columns == ["idx", "sentence"]
     assert metadata.validation_scores[1] == pytest.approx(tfidf.validation_score)
+    assert metadata.fitted["num_rows"] == 100 and len(metadata.fitted["teacher_temperatures"]) == 2
+    assert sum(metadata.fitted["fusion_weights"]) == pytest.approx(1.0)
     assert logits["train"].features["teacher_logits"].shape == (2, 2)
     assert not any(str(root) in json.dumps(t.__dict__) for t in metadata.teachers)  # no local paths
     assert not list(root.glob("logits.partial-*"))
@@ -126,6 +128,9 @@ def test_logit_dataset_format(study):
         ("weighted", []),
         ("min_entropy", []),
         ("gating", []),
+        ("confidence", []),
+        ("fitted", ["--calibrate_teachers", "true"]),
+        ("average", ["--curriculum_fusion", "confidence"]),
     ],
 )
 def test_distill_every_fusion(study, tmp_path, fusion, extra):
@@ -157,6 +162,11 @@ def test_distill_every_fusion(study, tmp_path, fusion, extra):
     assert saved["alpha"] == (0.0 if fusion == "none" else 0.7)
     if fusion == "weighted":
         assert saved["fusion_weights"] == [t["validation_score"] for t in saved["teachers"]]
+    fitted = read_metadata(datasets.load_from_disk(str(root / "logits"))["train"]).fitted
+    if fusion == "fitted":  # the fits stored at extraction, on calibrated teachers
+        assert saved["calibrate_teachers"] and saved["teacher_temperatures"] == fitted["teacher_temperatures"]
+        assert saved["fusion_weights"] == fitted["fusion_weights_calibrated"]
+    assert saved["curriculum_fusion"] == ("confidence" if "--curriculum_fusion" in extra else None)
     student = AutoModelForSequenceClassification.from_pretrained(str(output))
     assert student.config.num_hidden_layers == 1 and student.config.id2label == {0: "negative", 1: "positive"}
 
@@ -297,6 +307,8 @@ def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):
         "0",
         "--methods",
         "none,single,average",
+        "--method_temperatures",
+        "average=3",
         "--seeds",
         "1,2",
         "--study_dir",
@@ -315,6 +327,9 @@ def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):
         + ["none", "single: base", "single: sklearn_tfidf", "average"] * 2
     )
     assert set(table.type) == {"teacher", "baseline", "single", "multi"} and table.score.between(0, 1).all()
+    assert set(table[table.method == "average"].temperature) == {3.0} and set(
+        table[table.type == "single"].temperature
+    ) == {6.0}
     assert pd.read_csv(csv).shape[0] == len(table)
     students = sorted(p.name for p in (tmp_path / "study" / "sst2").glob("student-*"))
     assert len(students) == 8
@@ -326,29 +341,38 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
     import sweep
 
     root, _, _ = study
-    grid = sweep.main(
-        COMMON
-        + [
-            "--logit_dataset",
-            str(root / "logits"),
-            "--student_model",
-            str(root / "t-tiny"),
-            "--fusion",
-            "average",
-            "--temperatures",
-            "3,9",
-            "--alphas",
-            "0.3,0.7",
-            "--max_steps",
-            "2",
-            "--output_dir",
-            str(tmp_path / "grid"),
-        ]
-    )
+    argv = COMMON + [
+        "--logit_dataset",
+        str(root / "logits"),
+        "--student_model",
+        str(root / "t-tiny"),
+        "--fusion",
+        "average",
+        "--temperatures",
+        "3,9",
+        "--alphas",
+        "0.3,0.7",
+        "--max_steps",
+        "2",
+        "--output_dir",
+        str(tmp_path / "grid"),
+    ]
+    grid = sweep.main(argv)
     assert sorted(zip(grid.temperature, grid.alpha)) == [(3.0, 0.3), (3.0, 0.7), (9.0, 0.3), (9.0, 0.7)]
     assert (grid.fusion == "average").all() and grid.score.between(0, 1).all()
-    assert pd.read_csv(tmp_path / "grid" / "grid.csv").shape == (4, 11) and (grid.train_runtime > 0).all()
+    assert pd.read_csv(tmp_path / "grid" / "grid.csv").shape == (4, 12) and (grid.train_runtime > 0).all()
     assert all((tmp_path / "grid" / run / "validation_logits.npy").is_file() for run in grid.run)
+    per_method = sweep.main(argv + ["--methods", "average,confidence", "--method_temperatures", "confidence=3"])
+    assert sorted(zip(per_method.method, per_method.temperature, per_method.alpha)) == [
+        ("average", 3.0, 0.3),
+        ("average", 3.0, 0.7),
+        ("average", 9.0, 0.3),
+        ("average", 9.0, 0.7),
+        ("confidence", 3.0, 0.3),
+        ("confidence", 3.0, 0.7),
+    ]
+    with pytest.raises(ValueError, match="holds a finished run with other settings .*'seed': 42"):
+        sweep.main(argv + ["--seed", "7"])  # same folders, another seed: never reported as this one
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda path: path.name)

@@ -14,6 +14,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..config import fast_training_defaults
+from .runs import method_options, method_temperatures
 from .tasks import (
     DEFAULT_GLUE,
     GlueTask,
@@ -108,13 +109,29 @@ class StudyArguments:
     )
     methods: list[str] = field(
         default_factory=lambda: ["none", "single", "average", "weighted", "min_entropy", "gating"],
-        metadata={"help": "Student methods; 'single' runs once per teacher."},
+        metadata={
+            "help": "Student methods: a fusion ('single' runs once per teacher; 'none' is the baseline), "
+            "'<fusion>_to_<fusion>' for a curriculum (e.g. average_to_confidence), '+calibrated' to calibrate the "
+            "teachers (e.g. average+calibrated)."
+        },
+    )
+    method_temperatures: list[str] = field(
+        default_factory=list,
+        metadata={
+            "help": "A temperature per method, as METHOD=T (e.g. gating=3 average=9); other methods use "
+            "--temperature. The reference study's fifth idea: each fusion may want its own T."
+        },
     )
     seeds: list[int] = field(
         default_factory=lambda: [42], metadata={"help": "Seeds for every student: 42 43 or 42,43."}
     )
     study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})
     results_csv: str = field(default="results/master_results.csv", metadata={"help": "The results table."})
+
+    def __post_init__(self):  # every method checked before any teacher trains
+        for method in self.methods:
+            method_options(method)
+        method_temperatures(self.method_temperatures, self.methods)
 
 
 def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:

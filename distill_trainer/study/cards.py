@@ -104,6 +104,8 @@ def render_student_card(
         num_parameters=results.num_parameters,
         train_rows=results.train_rows,
         extra_rows=baseline_rows,
+        curriculum_fusion=results.curriculum_fusion,
+        calibrate_teachers=results.calibrate_teachers,
     )
 
 

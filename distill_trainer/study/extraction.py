@@ -13,6 +13,7 @@ import datasets
 import numpy as np
 from accelerate import PartialState
 
+from ..fitting import validation_fits
 from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read_metadata
 from .args import TaskArguments
 from .hub import load_logit_dataset_from_hub
@@ -65,10 +66,19 @@ def build_logit_dataset(
         infos.append(
             TeacherInfo(name=found["name"], revision=found["revision"], metric=task.metric, validation_score=score)
         )
+    # Fitted once here and stored with every split's metadata, so `fitted` and `calibrate_teachers` students
+    # all use the same fits on the full validation split.
+    fitted = validation_fits(np.stack(logits["validation"], axis=1), splits["validation"]["label"][:])
     return datasets.DatasetDict(
         {
             split: attach_teacher_logits(
-                data, np.stack(logits[split], axis=1), infos, task.label_names, input_columns, task=task.name
+                data,
+                np.stack(logits[split], axis=1),
+                infos,
+                task.label_names,
+                input_columns,
+                task=task.name,
+                fitted=fitted,
             )
             for split, data in splits.items()
         }

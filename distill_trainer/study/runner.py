@@ -11,17 +11,32 @@ from transformers import TrainingArguments
 from ..config import DistillationConfig
 from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
 from .extraction import extract_to_disk
-from .runs import StudentResult, TeacherRecord, display_name
+from .runs import StudentResult, TeacherRecord, display_name, method_options, method_temperatures
 from .training import distill_student, train_teacher
+
+REUSE_KEYS = ("fusion", "curriculum_fusion", "calibrate_teachers", "teacher_index", "temperature", "alpha", "seed")
 
 
 def distill_or_reuse(
     task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig
 ) -> StudentResult:
-    """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume)."""
+    """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume).
+
+    A finished run is reused only if it was trained with the same method, T, alpha and seed: a folder left by
+    other settings is refused rather than silently reported under these ones."""
     if not os.path.isfile(os.path.join(config.output_dir, StudentResult.FILE)):
         distill_student(task_args, student_args, config)
-    return StudentResult.load(config.output_dir)
+        return StudentResult.load(config.output_dir)
+    found = StudentResult.load(config.output_dir)
+    differ = {key: getattr(found, key) for key in REUSE_KEYS if getattr(found, key) != getattr(config, key)}
+    if config.fusion != "single" and found.fusion != "single":
+        differ.pop("teacher_index", None)
+    if differ:
+        raise ValueError(
+            f"{config.output_dir} holds a finished run with other settings ({differ}); it is not reused as this "
+            "one. Use another --study_dir / --output_dir, or remove that folder."
+        )
+    return found
 
 
 def run_study(task_args: TaskArguments, study: StudyArguments, config: DistillationConfig):
@@ -52,12 +67,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     logits_dir = os.path.join(root, "logits")
     if not os.path.isdir(logits_dir):
         extract_to_disk(task_args, teacher_dirs, logits_dir)
-    runs = []
-    for method in study.methods:
-        if method == "single":
-            runs += [(f"single-{i}", {"fusion": "single", "teacher_index": i}) for i in range(len(teacher_dirs))]
-        else:
-            runs.append((method, {"fusion": method}))
+    runs = method_runs(study.methods, len(teacher_dirs), method_temperatures(study.method_temperatures, study.methods))
     student_args = StudentArguments(
         logit_dataset=logits_dir, student_model=study.student_model, student_layers=study.student_layers
     )
@@ -68,13 +78,17 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
                 task_args, student_args, with_overrides(config, output_dir=folder, seed=seed, **options)
             )
             method, kind = results.method
-            rows.append({"method": method, "type": kind, "seed": seed, "score": results.score})
+            rows.append(
+                {
+                    "method": method,
+                    "type": kind,
+                    "seed": seed,
+                    "score": results.score,
+                    "temperature": results.temperature,
+                }
+            )
     table = pd.DataFrame(rows).assign(
-        task=task.name,
-        metric=task.metric,
-        temperature=config.temperature,
-        alpha=config.alpha,
-        train_rows=task_args.max_train_rows,
+        task=task.name, metric=task.metric, alpha=config.alpha, train_rows=task_args.max_train_rows
     )
     os.makedirs(os.path.dirname(study.results_csv) or ".", exist_ok=True)
     if os.path.isfile(study.results_csv):  # keep other tasks' rows, replace this task's
@@ -84,6 +98,25 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     return table
 
 
+def method_runs(methods: Sequence[str], n_teachers: int, temperatures: dict[str, float]) -> list[tuple[str, dict]]:
+    """(run name, `DistillationConfig` options) per study method: 'single' methods once per teacher; a method
+    with its own temperature gets it, and a `-T<t>` in its name so that its folder differs."""
+    runs = []
+    for method in methods:
+        options = method_options(method)
+        name = method
+        if method in temperatures:
+            options["temperature"] = temperatures[method]
+            name += f"-T{temperatures[method]:g}"
+        if "single" in (options["fusion"], options["curriculum_fusion"]):
+            runs += [
+                (name.replace("single", f"single-{i}", 1), {**options, "teacher_index": i}) for i in range(n_teachers)
+            ]
+        else:
+            runs.append((name, options))
+    return runs
+
+
 def sweep_grid(
     task_args: TaskArguments,
     student_args: StudentArguments,
@@ -91,42 +124,43 @@ def sweep_grid(
     temperatures: Sequence[float],
     alphas: Sequence[float],
     grid_csv: str | None = None,
+    methods: Sequence[str] | None = None,
+    temperature_per_method: dict[str, float] | None = None,
 ):
-    """Train one student per (T, alpha) with `config`'s fusion and seed; the scores as a long DataFrame.
+    """Train one student per (method, T, alpha) with `config`'s seed; the scores as a long DataFrame.
 
-    Each cell is a run folder under `config.output_dir`; finished cells are reused.
+    `methods` (study method names, see `method_options`; default: `config`'s own fusion) are swept in turn; a
+    method in `temperature_per_method` sweeps alpha at its own T only. Each cell is a run folder under
+    `config.output_dir` (`<method>/` when methods are given); finished cells are reused.
     """
     import pandas as pd
 
+    temperature_per_method = temperature_per_method or {}
     rows = []
-    for temperature in temperatures:
-        for alpha in alphas:
-            folder = os.path.join(config.output_dir, f"T{temperature:g}-alpha{alpha:g}")
-            results = distill_or_reuse(
-                task_args,
-                student_args,
-                with_overrides(config, output_dir=folder, temperature=temperature, alpha=alpha),
-            )
-            rows.append(
-                {
-                    **{
-                        key: getattr(results, key)
-                        for key in (
-                            "task",
-                            "fusion",
-                            "teacher_index",
-                            "seed",
-                            "temperature",
-                            "alpha",
-                            "metric",
-                            "score",
-                            "train_rows",
-                            "train_runtime",
-                        )
-                    },
-                    "run": os.path.basename(folder),
-                }
-            )
+    for method in methods or [None]:
+        options = method_options(method) if method else {}
+        root = os.path.join(config.output_dir, method) if method else config.output_dir
+        for temperature in [temperature_per_method[method]] if method in temperature_per_method else temperatures:
+            for alpha in alphas:
+                folder = os.path.join(root, f"T{temperature:g}-alpha{alpha:g}")
+                overrides = dict(output_dir=folder, temperature=temperature, alpha=alpha, **options)
+                results = distill_or_reuse(task_args, student_args, with_overrides(config, **overrides))
+                row = {key: getattr(results, key) for key in GRID_COLUMNS}
+                rows.append({"method": results.method[0], **row, "run": os.path.relpath(folder, config.output_dir)})
     grid = pd.DataFrame(rows)
     grid.to_csv(grid_csv or os.path.join(config.output_dir, "grid.csv"), index=False)
     return grid
+
+
+GRID_COLUMNS = (
+    "task",
+    "fusion",
+    "teacher_index",
+    "seed",
+    "temperature",
+    "alpha",
+    "metric",
+    "score",
+    "train_rows",
+    "train_runtime",
+)

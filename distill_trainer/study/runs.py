@@ -13,6 +13,8 @@ import os
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Callable, ClassVar
 
+from ..config import DistillationConfig
+from ..fusion import FUSION_REGISTRY
 from .packaged_models import HUB_IDS
 
 VALIDATION_LOGITS_FILE = "validation_logits.npy"  # a student's logits on the validation rows, for the analyses
@@ -135,6 +137,8 @@ class StudentResult(RunRecord):
     teacher_index: int | None = None
     fusion_weights: list[float] | None = None  # as used: given, from the metadata, or fitted ('fitted')
     teacher_temperatures: list[float] | None = None  # calibrate_teachers: each teacher's fitted T
+    curriculum_fusion: str | None = None
+    calibrate_teachers: bool = False
     teachers: list[dict] | None = None  # the logit dataset's teachers, as `TeacherInfo` fields
     logit_dataset: str | None = None
     train_rows: int | None = None
@@ -150,6 +154,55 @@ class StudentResult(RunRecord):
         """The run's method name and type (baseline / single / multi), as the study's tables name them."""
         if self.fusion == "none":
             return "none", "baseline"
-        if self.fusion == "single":
-            return f"single: {short_teacher_name(self.teachers[self.teacher_index]['name'], self.task)}", "single"
-        return self.fusion, "multi"
+        name = method_name(self.fusion, self.curriculum_fusion, self.calibrate_teachers)
+        if "single" in (self.fusion, self.curriculum_fusion):
+            teacher = short_teacher_name(self.teachers[self.teacher_index]["name"], self.task)
+            name = name.replace("single", f"single: {teacher}", 1)
+        return name, "single" if self.fusion == "single" and not self.curriculum_fusion else "multi"
+
+
+CURRICULUM_SEPARATOR, CALIBRATED_SUFFIX = "_to_", "+calibrated"
+
+
+def method_name(fusion: str, curriculum_fusion: str | None = None, calibrate_teachers: bool = False) -> str:
+    """How the study names a method: the fusion, `_to_<curriculum_fusion>`, `+calibrated`."""
+    name = fusion + (f"{CURRICULUM_SEPARATOR}{curriculum_fusion}" if curriculum_fusion else "")
+    return name + (CALIBRATED_SUFFIX if calibrate_teachers else "")
+
+
+def method_options(method: str) -> dict:
+    """The `DistillationConfig` options of a study method named as `method_name` names them, e.g.
+    'average_to_confidence+calibrated'; a `ValueError` naming the method when its fusions are unknown."""
+    calibrate = method.endswith(CALIBRATED_SUFFIX)
+    fusion, _, curriculum = method.removesuffix(CALIBRATED_SUFFIX).partition(CURRICULUM_SEPARATOR)
+    known = ["none", *FUSION_REGISTRY]
+    for name in filter(None, (fusion, curriculum)):
+        if name not in known:
+            raise ValueError(
+                f"Unknown method {method!r}: {name!r} is not a fusion strategy ({known}); methods are "
+                f"'<fusion>', '<fusion>{CURRICULUM_SEPARATOR}<fusion>' (curriculum) and '...{CALIBRATED_SUFFIX}'."
+            )
+    if (calibrate or curriculum) and fusion == "none":
+        raise ValueError(
+            f"Method {method!r}: 'none' trains without teachers, so it takes no curriculum or calibration."
+        )
+    DistillationConfig.check_curriculum(fusion, curriculum or None)
+    return {"fusion": fusion, "curriculum_fusion": curriculum or None, "calibrate_teachers": calibrate}
+
+
+def method_temperatures(pairs: list[str], methods: list[str]) -> dict[str, float]:
+    """`['gating=3', 'average=9']` -> `{'gating': 3.0, 'average': 9.0}`: a temperature per study method, refused
+    unless each names one of `methods` with a temperature > 0."""
+    found = {}
+    for pair in pairs:
+        method, _, value = pair.partition("=")
+        try:
+            temperature = float(value)
+        except ValueError:
+            temperature = float("nan")
+        if method not in methods or not temperature > 0:
+            raise ValueError(
+                f"--method_temperatures {pair!r}: give METHOD=T with METHOD one of --methods {methods} and T > 0."
+            )
+        found[method] = temperature
+    return found

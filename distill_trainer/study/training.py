@@ -173,6 +173,8 @@ def distill_student(
         teacher_index=config.teacher_index,
         fusion_weights=trainer.fusion_weights,
         teacher_temperatures=trainer.teacher_temperatures,
+        curriculum_fusion=config.curriculum_fusion,
+        calibrate_teachers=config.calibrate_teachers,
         teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
         logit_dataset=display_name(student_args.logit_dataset),
         train_rows=len(train),

@@ -1,0 +1,129 @@
+"""Fitting on validation logits: per-teacher temperatures (calibration) and task-adaptive fusion weights.
+
+Pure numpy/scipy on `[n, n_teachers, n_labels]` arrays, so the same fits run at extraction (stored in the
+logit metadata) and when the trainer is built.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+import numpy as np
+
+from .logits import read_metadata, teacher_logits_array
+
+logger = logging.getLogger(__name__)
+
+
+def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[float]:
+    """One temperature per teacher by temperature scaling (Guo et al., 2017): the T > 0 minimising the
+    negative log-likelihood of softmax(logits / T) on the labelled rows (label -100 is left out).
+
+    `logits`: `[n, n_teachers, n_labels]` raw logits, e.g. a logit dataset's validation split. Dividing a
+    teacher's logits by its T calibrates its confidence without changing its predictions.
+    """
+    from scipy.optimize import minimize_scalar
+    from scipy.special import logsumexp
+
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    if logits.ndim != 3 or len(labels) != len(logits):
+        raise ValueError(
+            f"logits must be [n, n_teachers, n_labels] with one label per row, got {logits.shape} "
+            f"and {len(labels)} labels."
+        )
+    labelled = labels != -100
+    if not labelled.any():
+        raise ValueError("fit_teacher_temperatures needs labelled rows (labels other than -100).")
+    rows, gold = logits[labelled], labels[labelled].astype(int)
+    temperatures = []
+    for teacher in range(logits.shape[1]):
+
+        def nll(log_temperature: float, z=rows[:, teacher]) -> float:
+            scaled = z / np.exp(log_temperature)
+            return float(np.mean(logsumexp(scaled, axis=1) - scaled[np.arange(len(gold)), gold]))
+
+        fit = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-6})
+        temperatures.append(float(np.exp(fit.x)))
+    return temperatures
+
+
+def fit_fusion_weights(logits: np.ndarray, labels: np.ndarray) -> list[float]:
+    """Task-adaptive fusion: one weight per teacher, on the simplex, minimising the NLL of softmax of the
+    weighted mean of the teachers' logits on the labelled rows (e.g. the validation split)."""
+    from scipy.optimize import minimize
+    from scipy.special import log_softmax
+
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    labelled = labels != -100
+    if logits.ndim != 3 or len(labels) != len(logits) or not labelled.any():
+        raise ValueError("fit_fusion_weights needs [n, n_teachers, n_labels] logits and labelled rows.")
+    rows, gold = logits[labelled], labels[labelled].astype(int)
+
+    def nll(theta: np.ndarray) -> float:
+        weights = np.exp(theta - theta.max()) / np.exp(theta - theta.max()).sum()  # softmax: on the simplex
+        return float(-log_softmax(np.einsum("ntl,t->nl", rows, weights), axis=1)[np.arange(len(gold)), gold].mean())
+
+    theta = minimize(nll, np.zeros(logits.shape[1]), method="L-BFGS-B").x
+    weights = np.exp(theta - theta.max())
+    return (weights / weights.sum()).tolist()
+
+
+def fit_on_validation(
+    logits, labels, calibrate: bool, fit_weights: bool
+) -> tuple[list[float] | None, list[float] | None]:
+    """Teacher temperatures (when `calibrate`) and then fusion weights (when `fit_weights`, fitted on the
+    calibrated logits, as they will be fused), from `[n, n_teachers, n_labels]` validation logits."""
+    logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
+    temperatures = fit_teacher_temperatures(logits, labels) if calibrate else None
+    if temperatures is not None:
+        logits = logits / np.asarray(temperatures)[None, :, None]
+    return temperatures, fit_fusion_weights(logits, labels) if fit_weights else None
+
+
+def validation_fits(logits, labels) -> dict | None:
+    """What extraction stores in the logit metadata (`LogitDatasetMetadata.fitted`): teacher temperatures, fusion
+    weights fitted on the raw and on the calibrated logits, and the number of labelled rows (negative labels, e.g.
+    GLUE test's -1, count as unlabelled); None without any."""
+    labels = np.where(np.asarray(labels) < 0, -100, np.asarray(labels))
+    if not (labels != -100).any() or np.asarray(logits).shape[1] < 1:
+        return None
+    temperatures, weights_calibrated = fit_on_validation(logits, labels, calibrate=True, fit_weights=True)
+    return {
+        "teacher_temperatures": temperatures,
+        "fusion_weights": fit_fusion_weights(logits, labels),
+        "fusion_weights_calibrated": weights_calibrated,
+        "num_rows": int((labels != -100).sum()),
+    }
+
+
+def temperatures_and_weights(
+    train_dataset, eval_dataset, column: str, calibrate: bool, fit_weights: bool
+) -> tuple[list[float] | None, list[float] | None]:
+    """For `calibrate_teachers` and strategies that fit weights: the fits stored in the train set's logit metadata
+    (made at extraction on the logit dataset's validation split), else fitted now on the first eval split
+    with teacher logits and labels. A `ValueError` when neither exists, before any training."""
+    metadata = read_metadata(train_dataset) if isinstance(train_dataset, datasets.Dataset) else None
+    stored = metadata.fitted if metadata else None
+    if stored:
+        temperatures = stored["teacher_temperatures"] if calibrate else None
+        weights = stored["fusion_weights_calibrated" if calibrate else "fusion_weights"]
+        source = f"the logit metadata (fitted at extraction on {stored['num_rows']} validation rows)"
+    else:
+        candidates = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
+        split = next(
+            (d for d in candidates if isinstance(d, datasets.Dataset) and {column, "label"} <= set(d.column_names)),
+            None,
+        )
+        if split is None:
+            raise ValueError(
+                "fusion='fitted' and calibrate_teachers fit on the validation split: the train set's logit metadata "
+                f"has no fits, so pass an eval_dataset with {column!r} and 'label' columns."
+            )
+        temperatures, weights = fit_on_validation(
+            teacher_logits_array(split, column), split["label"][:], calibrate, fit_weights
+        )
+        source = f"{len(split)} validation rows"
+    weights = weights if fit_weights else None
+    logger.info("Teacher temperatures %s, fitted fusion weights %s, from %s.", temperatures, weights, source)
+    return temperatures, weights
