@@ -14,7 +14,7 @@ import torch
 from transformers import TrainingArguments
 
 from .fusion import FUSION_REGISTRY, fusion_strategy, normalize_weights
-from .losses import check_kd_hyperparameters
+from .losses import DEFAULT_TEMPERATURE, check_kd_hyperparameters
 
 SCHEDULES = ("constant", "linear", "cosine")
 # Whether `fast_training_defaults` turns bf16 on where the hardware has it: on the demo's setting (3 seeds,
@@ -34,8 +34,11 @@ class DistillationConfig(TrainingArguments):
     """
 
     temperature: float = field(
-        default=6.0,
-        metadata={"help": "Softening temperature T of the soft-target term (> 0). The KL term is scaled by T^2."},
+        default=DEFAULT_TEMPERATURE,
+        metadata={
+            "help": "Softening temperature T of the soft-target term (> 0). The KL term is scaled by T^2. Does not "
+            "apply to regression students (num_labels=1), whose soft term is the MSE to the teachers."
+        },
     )
     alpha: float = field(
         default=0.7,

@@ -32,6 +32,11 @@ def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[flo
             f"logits must be [n, n_teachers, n_labels] with one label per row, got {logits.shape} "
             f"and {len(labels)} labels."
         )
+    if logits.shape[-1] == 1:
+        raise ValueError(
+            "Teacher calibration scales class probabilities; regression predictions (one output) have none. "
+            "Use fusion='fitted' to weigh regression teachers."
+        )
     labelled = labels != -100
     if not labelled.any():
         raise ValueError("fit_teacher_temperatures needs labelled rows (labels other than -100).")
@@ -50,19 +55,24 @@ def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[flo
 
 def fit_fusion_weights(logits: np.ndarray, labels: np.ndarray) -> list[float]:
     """Task-adaptive fusion: one weight per teacher, on the simplex, minimising the NLL of softmax of the
-    weighted mean of the teachers' logits on the labelled rows (e.g. the validation split)."""
+    weighted mean of the teachers' logits on the labelled rows (e.g. the validation split). For regression
+    (`n_labels == 1`, float labels) the mean squared error of the weighted mean prediction instead."""
     from scipy.optimize import minimize
     from scipy.special import log_softmax
 
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
-    labelled = labels != -100
+    regression = logits.ndim == 3 and logits.shape[-1] == 1
+    labelled = (labels != -100) & np.isfinite(labels.astype(np.float64))
     if logits.ndim != 3 or len(labels) != len(logits) or not labelled.any():
         raise ValueError("fit_fusion_weights needs [n, n_teachers, n_labels] logits and labelled rows.")
-    rows, gold = logits[labelled], labels[labelled].astype(int)
+    rows, gold = logits[labelled], labels[labelled] if regression else labels[labelled].astype(int)
 
     def nll(theta: np.ndarray) -> float:
         weights = np.exp(theta - theta.max()) / np.exp(theta - theta.max()).sum()  # softmax: on the simplex
-        return float(-log_softmax(np.einsum("ntl,t->nl", rows, weights), axis=1)[np.arange(len(gold)), gold].mean())
+        fused = np.einsum("ntl,t->nl", rows, weights)
+        if regression:
+            return float(np.mean((fused[:, 0] - gold) ** 2))
+        return float(-log_softmax(fused, axis=1)[np.arange(len(gold)), gold].mean())
 
     theta = minimize(nll, np.zeros(logits.shape[1]), method="L-BFGS-B").x
     weights = np.exp(theta - theta.max())
@@ -85,9 +95,18 @@ def validation_fits(logits, labels) -> dict | None:
     """What extraction stores in the logit metadata (`LogitDatasetMetadata.fitted`): teacher temperatures, fusion
     weights fitted on the raw and on the calibrated logits, and the number of labelled rows (negative labels, e.g.
     GLUE test's -1, count as unlabelled); None without any."""
-    labels = np.where(np.asarray(labels) < 0, -100, np.asarray(labels))
-    if not (labels != -100).any() or np.asarray(logits).shape[1] < 1:
+    labels, regression = np.asarray(labels), np.asarray(logits).shape[-1] == 1
+    if not regression:
+        labels = np.where(labels < 0, -100, labels)
+    if not ((labels != -100) & np.isfinite(labels.astype(np.float64))).any():
         return None
+    if regression:  # calibration does not apply (see `fit_teacher_temperatures`)
+        return {
+            "teacher_temperatures": None,
+            "fusion_weights": fit_fusion_weights(logits, labels),
+            "fusion_weights_calibrated": None,
+            "num_rows": int((labels != -100).sum()),
+        }
     temperatures, weights_calibrated = fit_on_validation(logits, labels, calibrate=True, fit_weights=True)
     return {
         "teacher_temperatures": temperatures,

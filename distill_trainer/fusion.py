@@ -91,6 +91,8 @@ class FusionStrategy(nn.Module):
     - Parameters: a strategy with trainable parameters trains with the student (own optimizer group,
       gradients averaged across processes, clipped with the student, saved in checkpoints).
     - `mixable`: whether `curriculum_fusion` may blend it with another strategy.
+    - `supports_regression`: whether it means something for one-output students (`[batch, n_teachers, 1]`
+      predictions); `regression_hint` says what to use instead when not.
     """
 
     name: ClassVar[str] = ""
@@ -98,6 +100,8 @@ class FusionStrategy(nn.Module):
     needs_hidden_state: ClassVar[bool] = False
     fits_weights: ClassVar[bool] = False
     mixable: ClassVar[bool] = True
+    supports_regression: ClassVar[bool] = True
+    regression_hint: ClassVar[str] = ""
 
     @classmethod
     def from_setup(cls, setup: FusionSetup) -> "FusionStrategy":
@@ -188,6 +192,9 @@ class FittedFusion(WeightedFusion):
 class MinEntropyFusion(FusionStrategy):
     """Per example, the logits of the teacher whose softmax (T=1) has the lowest entropy."""
 
+    supports_regression = False
+    regression_hint = "a scalar prediction has no entropy; use 'gating' to pick teachers per example"
+
     def fuse(self, teacher_logits, labels=None, hidden_state=None):
         most_confident = softmax_entropy(teacher_logits).argmin(dim=1)
         return teacher_logits[torch.arange(teacher_logits.shape[0], device=teacher_logits.device), most_confident]
@@ -215,6 +222,8 @@ class ConfidenceFusion(FusionStrategy):
     proportional to each teacher's probability (T=1) of the gold label; rows labelled -100 get equal weights."""
 
     needs_labels = True
+    supports_regression = False
+    regression_hint = "a scalar prediction has no probability of the gold label; use 'fitted' or 'gating'"
 
     def fuse(self, teacher_logits, labels=None, hidden_state=None):
         return torch.einsum("bt,btl->bl", confidence_weights(teacher_logits, labels), teacher_logits)

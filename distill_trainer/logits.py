@@ -300,21 +300,3 @@ def check_logits_match_inputs(metadata: LogitDatasetMetadata, data: datasets.Dat
             f"This logit dataset does not belong to this data: the columns {metadata.input_columns} differ "
             "(other rows, another order, or other text). Re-extract the logits on this data."
         )
-
-
-def check_label_values(
-    dataset: datasets.Dataset, num_labels: int, split: str, label_names: Sequence[str] = ()
-) -> None:
-    """Labels must be class ids or -100 (unlabelled): -1 or >= num_labels would fail inside torch at the
-    first step, or worse, train on the wrong class."""
-    columns = [name for name in ("label", "labels", *label_names) if name in dataset.column_names]
-    if not columns:
-        return
-    labels = np.asarray(dataset[columns[0]][:])
-    bad = np.flatnonzero((labels != -100) & ((labels < 0) | (labels >= num_labels)))
-    if len(bad):
-        raise ValueError(
-            f"The {split} dataset's {columns[0]!r} has values outside [0, {num_labels}) and not -100 (unlabelled), "
-            f"e.g. {labels[bad[0]]} in rows {bad[:5].tolist()} (GLUE's test splits use -1: predict on them, "
-            "do not train or evaluate)."
-        )

@@ -1,15 +1,29 @@
 """The knowledge-distillation loss, as a pure tensor function.
 
 Kept free of any Trainer state so that it can be checked against hand-worked numbers and reused
-outside `DistillationTrainer` (e.g. in an online-distillation loop).
+outside `DistillationTrainer` (e.g. in an online-distillation loop). A student with one output
+(`num_labels == 1`, as transformers treats it: regression, e.g. STS-B) gets the regression form
+`alpha * MSE(student, teacher) + (1 - alpha) * MSE(student, label)`.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
 import torch.nn.functional as F
+
+logger = logging.getLogger(__name__)
+DEFAULT_TEMPERATURE = 6.0  # DistillationConfig's default; regression ignores T and warns about any other value
+_warned: set[str] = set()
+
+
+def warn_once(key: str, message: str) -> None:
+    """Log `message` the first time `key` is seen in this process (not at every training step)."""
+    if key not in _warned:
+        _warned.add(key)
+        logger.warning(message)
 
 
 def check_kd_hyperparameters(temperature: float, alpha: float) -> None:
@@ -50,6 +64,8 @@ def kd_loss_terms(
     autocast: the KL of two nearly equal softmaxes loses most of its digits in 8-bit mantissas.
     """
     check_kd_hyperparameters(temperature, alpha)
+    if student_logits.dim() == 2 and student_logits.shape[-1] == 1:
+        return regression_kd_terms(student_logits, teacher_logits, labels, temperature, alpha)
     terms = {}
     with torch.autocast(student_logits.device.type, enabled=False):
         student_logits = student_logits.float()
@@ -73,13 +89,45 @@ def kd_loss_terms(
     return terms
 
 
+def regression_kd_terms(
+    student: torch.Tensor, teacher: torch.Tensor | None, labels: torch.Tensor | None, temperature: float, alpha: float
+) -> dict[str, torch.Tensor]:
+    """`kd` = MSE(student, fused teacher) and `mse` = MSE(student, label) for `[batch, 1]` outputs.
+
+    A temperature softens class probabilities; a scalar prediction has none, so T does not apply (a
+    non-default T is reported once). Rows labelled -100 or NaN are left out of the label term (0 for a batch
+    without any), and still learn from the teachers.
+    """
+    if temperature != DEFAULT_TEMPERATURE:
+        warn_once("regression-temperature", f"temperature={temperature} does not apply to regression (num_labels=1).")
+    terms = {}
+    with torch.autocast(student.device.type, enabled=False):
+        student = student.float()[:, 0]
+        if alpha > 0:
+            if teacher is None or teacher.shape != (len(student), 1):
+                shape = None if teacher is None else tuple(teacher.shape)
+                raise ValueError(
+                    f"Regression needs fused teacher predictions of shape [{len(student)}, 1], got {shape}."
+                )
+            terms["kd"] = F.mse_loss(student, teacher.float()[:, 0])
+        if alpha < 1:
+            if labels is None:
+                raise ValueError("labels are required for the label term when alpha < 1.")
+            labels = labels.float().reshape(-1)
+            labelled = (labels != -100) & torch.isfinite(labels)
+            squared = (student - labels.nan_to_num(0.0)) ** 2
+            terms["mse"] = (squared * labelled).sum() / labelled.sum().clamp(min=1)
+    return terms
+
+
 def combine_kd_terms(terms: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
-    """`alpha * kd + (1 - alpha) * ce` over the terms `kd_loss_terms` returned."""
+    """`alpha * kd + (1 - alpha) * ce` (`mse` for regression) over the terms `kd_loss_terms` returned."""
     loss = 0.0
     if "kd" in terms:
         loss = loss + alpha * terms["kd"]
-    if "ce" in terms:
-        loss = loss + (1 - alpha) * terms["ce"]
+    for label_term in ("ce", "mse"):
+        if label_term in terms:
+            loss = loss + (1 - alpha) * terms[label_term]
     return loss
 
 
@@ -91,13 +139,15 @@ def kd_loss(
     alpha: float,
     label_smoothing: float = 0.0,
 ) -> torch.Tensor:
-    """`alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + (1 - alpha) * CE(s, y)`.
+    """`alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + (1 - alpha) * CE(s, y)`; for `[batch, 1]` outputs
+    (regression) `alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)`, where T does not apply (see `regression_kd_terms`).
 
     Args:
-        student_logits: `[batch, n_labels]` raw student logits.
+        student_logits: `[batch, n_labels]` raw student logits (`[batch, 1]`: regression predictions).
         teacher_logits: `[batch, n_labels]` already-fused raw teacher logits (see `fuse_logits`);
             may be `None` only when `alpha == 0`.
-        labels: `[batch]` class ids (`-100` is ignored by CE); may be `None` only when `alpha == 1`.
+        labels: `[batch]` class ids (`-100` is ignored by CE), or float targets for regression; may be `None`
+            only when `alpha == 1`.
         temperature: softening temperature T > 0 of the soft term.
         alpha: weight of the soft term in [0, 1]; `alpha=0` is plain fine-tuning.
         label_smoothing: applied to the CE term, as `TrainingArguments.label_smoothing_factor` does.

@@ -21,7 +21,8 @@ from .collator import DistillationDataCollator
 from .config import DistillationConfig
 from .fitting import temperatures_and_weights
 from .fusion import FusionSetup, build_fusion, check_teacher_logits, fusion_strategy
-from .logits import check_label_values, read_metadata, validate_logit_dataset
+from .labels import check_label_values
+from .logits import read_metadata, validate_logit_dataset
 from .losses import combine_kd_terms, kd_loss_terms
 from .sampling import LengthGroupedSamplingMixin
 from .trainable_fusion import GATE_WEIGHTS_NAME, TrainableFusionMixin  # noqa: F401 (GATE_WEIGHTS_NAME: public)
@@ -132,6 +133,8 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         classes = [fusion_strategy(name) for name in names]
         if "weighted" in names and self.fusion_weights is None:
             self.fusion_weights = self._weights_from_metadata(train_dataset)
+        if self.num_labels == 1:  # regression: only what means something for scalar predictions
+            self._check_regression(classes)
         needs_labels = [cls.name for cls in classes if cls.needs_labels]
         if needs_labels and isinstance(train_dataset, datasets.Dataset):
             if not {"label", "labels", *(self.label_names or [])} & set(train_dataset.column_names):
@@ -157,9 +160,24 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         if args.curriculum_fusion:
             self.curriculum = build_fusion(args.curriculum_fusion, setup).to(args.device)
 
+    def _check_regression(self, classes) -> None:
+        for cls in classes:
+            if not cls.supports_regression:
+                raise ValueError(
+                    f"fusion={cls.name!r} does not apply to regression (num_labels=1): {cls.regression_hint}."
+                )
+        if self.args.calibrate_teachers:
+            raise ValueError(
+                "calibrate_teachers does not apply to regression (num_labels=1): temperature scaling calibrates "
+                "class probabilities. Use fusion='fitted' to weigh the teachers."
+            )
+        if self.args.label_smoothing_factor > 0:
+            raise ValueError("label_smoothing_factor does not apply to regression (num_labels=1); set it to 0.")
+
     @staticmethod
     def _weights_from_metadata(dataset) -> list[float]:
-        """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata."""
+        """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata. A
+        score below 0 (MCC, Pearson: worse than chance) weighs 0: such a teacher has nothing to teach."""
         metadata = read_metadata(dataset) if isinstance(dataset, datasets.Dataset) else None
         scores = metadata.validation_scores if metadata else []
         if not scores or any(score is None for score in scores):
@@ -167,7 +185,13 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
                 "fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
                 "validation score for every teacher)."
             )
-        return scores
+        if max(scores) <= 0:
+            raise ValueError(
+                f"fusion='weighted': no teacher scores above 0 on validation ({scores}); pass fusion_weights."
+            )
+        if min(scores) < 0:
+            logger.warning("fusion='weighted': teachers with validation scores below 0 get weight 0 (%s).", scores)
+        return [max(score, 0.0) for score in scores]
 
     def _set_signature_columns_if_needed(self):
         """Keep the teacher column through `remove_unused_columns=True` (the model's forward never sees it)."""
@@ -186,7 +210,7 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         inputs = dict(inputs)
         teacher_logits = inputs.pop(self.teacher_column, None)
         labels = inputs.pop(self.label_names[0] if self.label_names else "labels", None)
-        if labels is not None and not model.training:  # e.g. GLUE test rows (-1): predicted, not scored
+        if labels is not None and not model.training and self.num_labels > 1:  # GLUE test rows (-1): not scored
             labels = labels.masked_fill(labels < 0, -100)
         scheduled_alpha, temperature = self.current_alpha_and_temperature()
         alpha = scheduled_alpha if teacher_logits is not None else 0.0

@@ -20,6 +20,7 @@ CORE = [
     "losses.py",
     "fusion.py",
     "fitting.py",
+    "labels.py",
     "logits.py",
     "collator.py",
 ]

@@ -54,10 +54,7 @@ class TaskArguments:
 
     @property
     def glue_task(self) -> GlueTask:
-        task = get_task(self.task)
-        if task.is_regression:
-            raise ValueError(f"{task.name} is a regression task; distill-trainer supports classification tasks only.")
-        return task
+        return get_task(self.task)
 
     def row_limit(self, split: str) -> int | None:
         return self.max_train_rows if split == "train" else self.max_eval_rows

@@ -24,24 +24,27 @@ class GlueTask:
     text_columns: tuple[str, ...]
     label_names: tuple[str, ...]
     validation_split: str
-    metric: str  # the study's headline metric: accuracy, f1, matthews_correlation or pearson
+    metric: str  # the study's headline (primary) metric: accuracy, f1, matthews_correlation or pearson
     title: str = ""  # as the GLUE paper writes it (SST-2), for cards and tables
 
     @property
     def num_labels(self) -> int:
-        return len(self.label_names) or 1
+        return len(self.label_names)
 
     @property
     def is_regression(self) -> bool:
-        return not self.label_names
+        """One output (STS-B's similarity score): transformers' and distill-trainer's sign of regression."""
+        return self.num_labels == 1
 
     @property
     def label_config(self) -> dict:
-        """`from_pretrained` keyword arguments that give a classification head this task's labels, in order."""
+        """`from_pretrained` keyword arguments that give a head this task's labels, in order (one output named
+        `score` and MSE for regression)."""
         return {
             "num_labels": self.num_labels,
             "id2label": dict(enumerate(self.label_names)),
             "label2id": {label: i for i, label in enumerate(self.label_names)},
+            **({"problem_type": "regression"} if self.is_regression else {}),
         }
 
 
@@ -52,7 +55,7 @@ TASKS = {
         GlueTask("sst2", ("sentence",), ("negative", "positive"), "validation", "accuracy", "SST-2"),
         GlueTask("mrpc", ("sentence1", "sentence2"), ("not_equivalent", "equivalent"), "validation", "f1", "MRPC"),
         GlueTask("qqp", ("question1", "question2"), ("not_duplicate", "duplicate"), "validation", "f1", "QQP"),
-        GlueTask("stsb", ("sentence1", "sentence2"), (), "validation", "pearson", "STS-B"),
+        GlueTask("stsb", ("sentence1", "sentence2"), ("score",), "validation", "pearson", "STS-B"),
         GlueTask(
             "mnli",
             ("premise", "hypothesis"),
@@ -140,8 +143,12 @@ def compute_task_metrics(task: GlueTask, predictions: np.ndarray, labels: np.nda
 
     predictions, labels = np.asarray(predictions), np.asarray(labels)
     if task.is_regression:
-        scores = predictions.reshape(-1)
-        return {"pearson": float(pearsonr(scores, labels)[0]), "spearman": float(spearmanr(scores, labels)[0])}
+        scores, labels = predictions.reshape(-1), labels.astype(np.float64)
+        return {
+            "pearson": float(pearsonr(scores, labels)[0]),
+            "spearman": float(spearmanr(scores, labels)[0]),
+            "mse": float(np.mean((scores - labels) ** 2)),
+        }
     if predictions.ndim == 2:
         predictions = predictions.argmax(-1)
     metrics = {"accuracy": float(accuracy_score(labels, predictions))}

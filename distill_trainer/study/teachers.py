@@ -136,7 +136,8 @@ class TransformersTeacher:
 
 
 class SklearnTeacher:
-    """A fitted scikit-learn classifier over text (e.g. TF-IDF + logistic regression); logits = log-probabilities.
+    """A fitted scikit-learn model over text: TF-IDF + logistic regression (logits = log-probabilities) or, for
+    regression tasks, TF-IDF + ridge regression (the "logits" are its `[n, 1]` predictions).
 
     Log-probabilities are valid logits: softmax(log p) = p, so fusion and the KD loss treat this teacher
     exactly like a transformer.
@@ -149,18 +150,30 @@ class SklearnTeacher:
     def join(texts: Sequence[tuple[str, ...]]) -> list[str]:
         return [" [SEP] ".join(fields) for fields in texts]
 
+    @property
+    def is_regression(self) -> bool:
+        return not hasattr(self.pipeline.steps[-1][1], "predict_proba")
+
     @classmethod
-    def fit(cls, texts: Sequence[tuple[str, ...]], labels: Sequence[int], name: str = "tfidf-logreg", C: float = 4.0):
+    def fit(
+        cls,
+        texts: Sequence[tuple[str, ...]],
+        labels: Sequence[float],
+        name: str = "tfidf-logreg",
+        C: float = 4.0,
+        regression: bool = False,
+    ):
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression, Ridge
         from sklearn.pipeline import make_pipeline
 
-        pipeline = make_pipeline(
-            TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), LogisticRegression(C=C, max_iter=2000)
-        )
+        model = Ridge(alpha=1.0) if regression else LogisticRegression(C=C, max_iter=2000)
+        pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), model)
         return cls(pipeline.fit(cls.join(texts), np.asarray(labels)), name)
 
     def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
+        if self.is_regression:
+            return self.pipeline.predict(self.join(texts)).reshape(-1, 1).astype(np.float32)
         probabilities = self.pipeline.predict_proba(self.join(texts))
         return np.log(np.clip(probabilities, 1e-7, 1.0)).astype(np.float32)
 
@@ -172,10 +185,11 @@ class SklearnTeacher:
         vectorizer, classifier = self.pipeline.steps[0][1], self.pipeline.steps[-1][1]
         os.makedirs(folder, exist_ok=True)
         settings = {
+            "model": "ridge" if self.is_regression else "logistic_regression",
             "ngram_range": list(vectorizer.ngram_range),
             "sublinear_tf": vectorizer.sublinear_tf,
             "lowercase": vectorizer.lowercase,
-            "classes": classifier.classes_.tolist(),
+            "classes": None if self.is_regression else classifier.classes_.tolist(),
             "vocabulary": {term: int(index) for term, index in vectorizer.vocabulary_.items()},
         }
         with open(os.path.join(folder, SKLEARN_TEACHER_FILE), "w") as handle:
@@ -183,8 +197,8 @@ class SklearnTeacher:
         save_file(
             {
                 "idf": vectorizer.idf_.astype(np.float64),
-                "coef": classifier.coef_.astype(np.float64),
-                "intercept": classifier.intercept_.astype(np.float64),
+                "coef": np.atleast_2d(classifier.coef_).astype(np.float64),
+                "intercept": np.atleast_1d(classifier.intercept_).astype(np.float64),
             },
             os.path.join(folder, SKLEARN_WEIGHTS_FILE),
         )
@@ -194,7 +208,7 @@ class SklearnTeacher:
         """Rebuild the pipeline written by `save` (same predictions, bit for bit)."""
         from safetensors.numpy import load_file
         from sklearn.feature_extraction.text import TfidfVectorizer
-        from sklearn.linear_model import LogisticRegression
+        from sklearn.linear_model import LogisticRegression, Ridge
         from sklearn.pipeline import make_pipeline
 
         with open(os.path.join(folder, SKLEARN_TEACHER_FILE)) as handle:
@@ -207,9 +221,13 @@ class SklearnTeacher:
             vocabulary=settings["vocabulary"],
         )
         vectorizer.idf_ = weights["idf"]
-        classifier = LogisticRegression()
-        classifier.classes_ = np.asarray(settings["classes"])
-        classifier.coef_, classifier.intercept_ = weights["coef"], weights["intercept"]
+        if settings.get("model") == "ridge":  # files without "model" predate regression: logistic regression
+            classifier = Ridge()
+            classifier.coef_, classifier.intercept_ = weights["coef"][0], float(weights["intercept"][0])
+        else:
+            classifier = LogisticRegression()
+            classifier.classes_ = np.asarray(settings["classes"])
+            classifier.coef_, classifier.intercept_ = weights["coef"], weights["intercept"]
         return cls(make_pipeline(vectorizer, classifier), name or os.path.basename(folder.rstrip("/")))
 
 

@@ -85,11 +85,15 @@ def train_teacher(
     output_dir = training_args.output_dir
     started = time.perf_counter()
     if model_name_or_path == SKLEARN_TEACHER:
-        teacher = SklearnTeacher.fit(task_texts(task, train), train["label"][:], name=name)
+        teacher = SklearnTeacher.fit(
+            task_texts(task, train), train["label"][:], name=name, regression=task.is_regression
+        )
         metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
         teacher.save(output_dir)
     else:
-        tokenizer, model = load_for_task(model_name_or_path, task, seed=training_args.seed, **task_args.loading)
+        tokenizer, model = load_for_task(  # a head for another label count is replaced by a fresh one
+            model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **task_args.loading
+        )
         trainer = TaskTrainer(
             model=model,
             args=for_trainer(training_args),

@@ -72,7 +72,8 @@ def collect_grids(study_dir: str) -> pd.DataFrame:
 
 
 def student_predictions(run_dir: str, validation: datasets.Dataset, task_name: str) -> np.ndarray:
-    """A student's class predictions on the validation rows: cached logits, else computed from the saved model."""
+    """A student's predictions on the validation rows (class ids; scores `[n]` for regression): from its cached
+    logits, else computed from the saved model."""
     path = os.path.join(run_dir, VALIDATION_LOGITS_FILE)
     if not os.path.isfile(path):
         from transformers import Trainer, TrainingArguments
@@ -94,4 +95,5 @@ def student_predictions(run_dir: str, validation: datasets.Dataset, task_name: s
         )
         logits = trainer.predict(tokenize_task(rows, tokenizer, task, results.max_length or 128)).predictions
         np.save(path, logits.astype(np.float32))
-    return np.load(path).argmax(-1)
+    logits = np.load(path)
+    return logits[:, 0] if get_task(task_name).is_regression else logits.argmax(-1)

@@ -14,7 +14,14 @@ from ..runs import VALIDATION_LOGITS_FILE, short_teacher_name
 from ..tasks import get_task
 from . import plots
 from .collect import student_predictions
-from .per_example import accuracy_by_region, agreement_regions, failure_table, teacher_confidence
+from .per_example import (
+    accuracy_by_region,
+    agreement_regions,
+    error_by_spread,
+    failure_table,
+    spread_buckets,
+    teacher_confidence,
+)
 from .stats import STUDENT_TYPES, paired_bootstrap
 
 
@@ -43,12 +50,10 @@ def analyze_task(
         method: np.stack([predictions[d][:rows] for d in group.run_dir])
         for method, group in students.groupby("method", sort=False)
     }
-    regions = agreement_regions(teacher_logits)
     seeds = min(len(p) for p in by_method.values())  # per-example tables: the mean over the seeds all methods have
     per_seed = [{method: p[seed] for method, p in by_method.items()} for seed in range(seeds)]
-    region_table = sum(accuracy_by_region(regions, predicted, labels) for predicted in per_seed) / seeds
-    empty_regions = [region for region in region_table.columns if region_table.loc["examples", region] == 0]
-    failures = sum(failure_table(teacher_logits, predicted, labels) for predicted in per_seed) / seeds
+    analyses = regression_analyses if task.is_regression else classification_analyses
+    per_example_metrics, per_example_tables = analyses(teacher_logits, per_seed, labels, teacher_names)
     best = {
         kind: aggregated[aggregated.type == kind].sort_values("mean").iloc[-1]
         for kind in STUDENT_TYPES
@@ -72,7 +77,6 @@ def analyze_task(
             a=best["multi"].method,
             b=best["single"].method,
         )
-    confidence = teacher_confidence(teacher_logits, teacher_names)
     teachers = aggregated[aggregated.type == "teacher"]
     metrics = {
         "metric": task.metric,
@@ -101,19 +105,50 @@ def analyze_task(
         if "baseline" in best
         else None,
         "tests": tests,
+        "regression": task.is_regression,
+        **per_example_metrics,
+    }
+    return {"task": task_name, "metrics": metrics, "aggregated": aggregated, **per_example_tables}
+
+
+def classification_analyses(teacher_logits, per_seed: list[dict], labels, teacher_names) -> tuple[dict, dict]:
+    """Teacher confidence, student accuracy by teacher agreement region, student errors by cause (mean over
+    seeds): the numbers for the report, and its tables."""
+    regions = agreement_regions(teacher_logits)
+    region_table = sum(accuracy_by_region(regions, predicted, labels) for predicted in per_seed) / len(per_seed)
+    empty_regions = [region for region in region_table.columns if region_table.loc["examples", region] == 0]
+    failures = sum(failure_table(teacher_logits, predicted, labels) for predicted in per_seed) / len(per_seed)
+    confidence = teacher_confidence(teacher_logits, teacher_names)
+    metrics = {
         "teacher_mean_max_prob": confidence.set_index("teacher").mean_max_prob.to_dict(),
         "teacher_agreement_rate": float((regions == "all_agree").mean()),
         "share_of_errors_all_teachers_wrong": float(failures.all_teachers_wrong.sum() / max(failures.errors.sum(), 1)),
     }
-    return {
-        "task": task_name,
-        "metrics": metrics,
+    tables = {
         "confidence": confidence,  # regions no example falls in are left out
         "regions": region_table.drop(columns=empty_regions),
         "empty_regions": empty_regions,
         "failures": failures,
-        "aggregated": aggregated,
     }
+    return metrics, tables
+
+
+def regression_analyses(teacher_logits, per_seed: list[dict], labels, teacher_names) -> tuple[dict, dict]:
+    """The regression analogues: how far the teachers' predictions spread per row, and each student's mean
+    absolute error in the rows of low, middle and high spread (terciles; mean over seeds)."""
+    spread, buckets = spread_buckets(teacher_logits)
+    errors = sum(error_by_spread(buckets, predicted, labels) for predicted in per_seed) / len(per_seed)
+    truth = np.asarray(labels, dtype=np.float64)
+    teacher_errors = np.abs(np.asarray(teacher_logits, dtype=np.float64)[..., 0] - truth[:, None]).mean(0)
+    metrics = {
+        "teacher_mean_spread": float(spread.mean()),
+        "teacher_mean_abs_error": dict(zip(teacher_names, map(float, teacher_errors))),
+        "spread_error_correlation": {
+            method: float(np.corrcoef(spread, np.abs(np.asarray(p, dtype=np.float64) - truth))[0, 1])
+            for method, p in per_seed[0].items()
+        },
+    }
+    return metrics, {"spread": errors}
 
 
 def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str) -> list[dict]:

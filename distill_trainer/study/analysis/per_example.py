@@ -93,3 +93,30 @@ def failure_table(
     frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(FAILURE_CATEGORIES))
     frame["errors"] = frame.sum(1)
     return frame
+
+
+# Regression (STS-B): no classes, so no confidence, agreement regions or failure categories. Their analogue is
+# how far the teachers' predictions spread on a row: where they disagree, is the student's error larger?
+SPREAD_BUCKETS = ("low_spread", "mid_spread", "high_spread")
+
+
+def spread_buckets(teacher_predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's standard deviation of the teachers' predictions (`[n, teachers, 1]`) and its tercile bucket."""
+    spread = np.asarray(teacher_predictions, dtype=np.float64)[..., 0].std(axis=1)
+    cuts = np.quantile(spread, [1 / 3, 2 / 3])
+    return spread, np.array(SPREAD_BUCKETS)[np.searchsorted(cuts, spread, side="right")]
+
+
+def error_by_spread(buckets: np.ndarray, predictions: Mapping[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
+    """Mean absolute error of each method (rows) in each teacher-spread bucket (columns), plus bucket sizes."""
+    labels = np.asarray(labels, dtype=np.float64)
+    table = {
+        method: {
+            bucket: np.abs(np.asarray(p, dtype=np.float64).reshape(-1) - labels)[buckets == bucket].mean()
+            for bucket in SPREAD_BUCKETS
+        }
+        for method, p in predictions.items()
+    }
+    frame = pd.DataFrame.from_dict(table, orient="index", columns=list(SPREAD_BUCKETS))
+    frame.loc["examples"] = [int((buckets == bucket).sum()) for bucket in SPREAD_BUCKETS]
+    return frame

@@ -76,13 +76,6 @@ def section_context(section: dict, figures: list[str]) -> dict:
             ],
         }
     )
-    confidence = section["confidence"].assign(
-        mean_max_prob=lambda f: [f"{v:.3f}" for v in f.mean_max_prob],
-        mean_entropy=lambda f: [f"{v:.3f}" for v in f.mean_entropy],
-        pct_high_confidence=lambda f: [f"{v:.1f}%" for v in f.pct_high_confidence],
-    )
-    regions = section["regions"]
-    shown = pd.concat([regions.drop(index="examples").map(percent), regions.loc[["examples"]].astype(int).astype(str)])
     return {
         "task": section["task"],
         "metrics": m,
@@ -92,14 +85,35 @@ def section_context(section: dict, figures: list[str]) -> dict:
             if t["runs_timed"]
         ],
         "results_table": markdown_table(table[["method", "type", "n", "mean", "std", "95% CI"]]),
+        **(regression_tables(section) if m["regression"] else classification_tables(section)),
+        "figures": [os.path.basename(path) for path in figures],
+    }
+
+
+def classification_tables(section: dict) -> dict:
+    confidence = section["confidence"].assign(
+        mean_max_prob=lambda f: [f"{v:.3f}" for v in f.mean_max_prob],
+        mean_entropy=lambda f: [f"{v:.3f}" for v in f.mean_entropy],
+        pct_high_confidence=lambda f: [f"{v:.1f}%" for v in f.pct_high_confidence],
+    )
+    regions = section["regions"]
+    shown = pd.concat([regions.drop(index="examples").map(percent), regions.loc[["examples"]].astype(int).astype(str)])
+    return {
         "confidence_table": markdown_table(confidence),
         "regions_table": markdown_table(shown.reset_index().rename(columns={"index": "method"})),
         "empty_regions": section["empty_regions"],
         "failures_table": markdown_table(
             section["failures"].map(lambda v: f"{v:.1f}").reset_index().rename(columns={"index": "method"})
         ),
-        "figures": [os.path.basename(path) for path in figures],
     }
+
+
+def regression_tables(section: dict) -> dict:
+    spread = section["spread"]
+    shown = pd.concat(
+        [spread.drop(index="examples").map(lambda v: f"{v:.3f}"), spread.loc[["examples"]].astype(int).astype(str)]
+    )
+    return {"spread_table": markdown_table(shown.reset_index().rename(columns={"index": "method"}))}
 
 
 def grid_context(finding: dict) -> dict:

@@ -36,20 +36,18 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
             continue
         per_task = analyze_task(study_dir, task_name, task_runs, aggregated[aggregated.task == task_name], resamples)
         metrics[task_name] = per_task["metrics"]
-        figures[task_name] = [
-            plots.grouped_bars(
-                per_task["regions"].drop(index="examples"),
-                os.path.join(output_dir, f"agreement_breakdown_{task_name}.png"),
-                "accuracy",
-                f"{task_name}: student accuracy by teacher agreement region",
-            ),
-            plots.grouped_bars(
-                per_task["failures"].drop(columns="errors"),
-                os.path.join(output_dir, f"failure_categories_{task_name}.png"),
-                "errors (mean over seeds)",
-                f"{task_name}: why each student error happened",
-            ),
-        ]
+        figures[task_name] = (
+            [
+                plots.grouped_bars(
+                    per_task["spread"].drop(index="examples"),
+                    os.path.join(output_dir, f"error_by_teacher_spread_{task_name}.png"),
+                    "mean absolute error",
+                    f"{task_name}: student error by how much the teachers disagree",
+                )
+            ]
+            if per_task["metrics"]["regression"]
+            else classification_figures(per_task, task_name, output_dir)
+        )
         sections.append(per_task)
     if not gaps.empty:
         figures["all"] = [plots.gap_bars(gaps, os.path.join(output_dir, "gap_analysis.png"))]
@@ -78,3 +76,21 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
     with open(os.path.join(output_dir, "REPORT.md"), "w") as handle:
         handle.write(report)
     return metrics
+
+
+def classification_figures(per_task: dict, task_name: str, output_dir: str) -> list[str]:
+    """Student accuracy by teacher agreement region, and student errors by cause."""
+    return [
+        plots.grouped_bars(
+            per_task["regions"].drop(index="examples"),
+            os.path.join(output_dir, f"agreement_breakdown_{task_name}.png"),
+            "accuracy",
+            f"{task_name}: student accuracy by teacher agreement region",
+        ),
+        plots.grouped_bars(
+            per_task["failures"].drop(columns="errors"),
+            os.path.join(output_dir, f"failure_categories_{task_name}.png"),
+            "errors (mean over seeds)",
+            f"{task_name}: why each student error happened",
+        ),
+    ]

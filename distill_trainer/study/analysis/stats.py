@@ -94,8 +94,13 @@ def multi_teacher_advantage(aggregated: pd.DataFrame) -> pd.DataFrame:
 
 
 def metric_on_resamples(metric: str, predictions: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
-    """The metric on each bootstrap resample (`indices` is `[resamples, n]`), vectorised: accuracy, f1, mcc."""
+    """The metric on each bootstrap resample (`indices` is `[resamples, n]`), vectorised: accuracy, f1, mcc,
+    and Pearson's r for regression scores."""
     predicted, truth = predictions[indices], labels[indices]
+    if metric == "pearson":
+        x, y = predicted - predicted.mean(1, keepdims=True), truth - truth.mean(1, keepdims=True)
+        denominator = np.sqrt((x * x).sum(1) * (y * y).sum(1))
+        return np.divide((x * y).sum(1), denominator, out=np.zeros(len(x)), where=denominator > 0)
     if metric == "accuracy":
         return (predicted == truth).mean(1)
     tp = ((predicted == 1) & (truth == 1)).sum(1).astype(float)
@@ -107,7 +112,7 @@ def metric_on_resamples(metric: str, predictions: np.ndarray, labels: np.ndarray
         tn = indices.shape[1] - tp - fp - fn
         denominator = np.sqrt((tp + fp) * (tp + fn) * (tn + fp) * (tn + fn))
         return np.divide(tp * tn - fp * fn, denominator, out=np.zeros_like(tp), where=denominator > 0)
-    raise ValueError(f"paired_bootstrap supports accuracy, f1 and matthews_correlation, not {metric!r}.")
+    raise ValueError(f"paired_bootstrap supports accuracy, f1, matthews_correlation and pearson, not {metric!r}.")
 
 
 def paired_bootstrap(
@@ -121,13 +126,14 @@ def paired_bootstrap(
 ) -> dict:
     """Paired bootstrap over validation examples of metric(A) - metric(B).
 
-    `predictions_a` / `predictions_b` are class ids `[n]` or `[seeds, n]` (one row per seed; the metric is
+    `predictions_a` / `predictions_b` are class ids (or regression scores) `[n]` or `[seeds, n]` (one row per
+    seed; the metric is
     averaged over seeds on every resample, so seed noise and example noise both count). The same
     resampled examples score both methods. Returns the observed difference, a 95% percentile interval
     and a two-sided p-value (twice the share of resamples on the far side of zero, at most 1).
     """
     a, b = np.atleast_2d(predictions_a), np.atleast_2d(predictions_b)
-    labels = np.asarray(labels)
+    labels = np.asarray(labels, dtype=np.float64) if metric == "pearson" else np.asarray(labels)
     if a.shape[1] != len(labels) or b.shape[1] != len(labels):
         raise ValueError(f"predictions cover {a.shape[1]} and {b.shape[1]} examples, labels {len(labels)}.")
     every = np.arange(len(labels))[None]

@@ -1,0 +1,190 @@
+"""Every GLUE task through the recipes on real rows of ../shared/data/glue (small row limits, tiny models), and
+STS-B's regression distillation: the loss against an independent computation, the fusions that apply to
+scalar predictions, the ones refused, and the regression analyses."""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import tiny_config, tiny_student, tiny_tokenizer
+from scipy.stats import pearsonr
+
+from distill_trainer import DistillationTrainer, fit_fusion_weights, fit_teacher_temperatures, kd_loss
+from distill_trainer.study.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+sys.path.insert(0, str(ROOT / "recipes"))
+import analyze  # noqa: E402
+import compare  # noqa: E402
+import distill  # noqa: E402
+import extract_logits  # noqa: E402
+import sweep  # noqa: E402
+import train_teacher  # noqa: E402
+
+needs_glue = pytest.mark.skipif(not GLUE.is_dir(), reason="needs ../shared/data/glue")
+PRIMARY = {
+    "cola": "matthews_correlation",
+    "sst2": "accuracy",
+    "mrpc": "f1",
+    "qqp": "f1",
+    "stsb": "pearson",
+    "mnli": "accuracy",
+    "qnli": "accuracy",
+    "rte": "accuracy",
+    "wnli": "accuracy",
+}
+QUIET = ["--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--save_strategy", "no"]
+
+
+def common(task: str, train_rows: int = 96, eval_rows: int = 48, training: bool = True) -> list[str]:
+    rows = ["--max_train_rows", str(train_rows), "--max_eval_rows", str(eval_rows)]
+    return ["--task", task, "--data", str(GLUE), "--max_length", "32", *rows, *(QUIET if training else [])]
+
+
+def save_tiny_model(folder: Path) -> str:
+    tiny_student().save_pretrained(folder)
+    tiny_tokenizer().save_pretrained(folder)
+    return str(folder)
+
+
+def test_every_task_names_its_primary_metric():
+    assert {name: task.metric for name, task in TASKS.items()} == PRIMARY
+    assert [name for name, task in TASKS.items() if task.is_regression] == ["stsb"]
+
+
+def test_regression_kd_loss_against_an_independent_computation():
+    student, teacher = torch.tensor([[1.0], [2.5], [-0.5]]), torch.tensor([[1.5], [2.0], [0.5]])
+    labels = torch.tensor([1.2, 3.0, -100.0])  # the last row is unlabelled: it learns from the teacher only
+    to_teacher = ((1.0 - 1.5) ** 2 + (2.5 - 2.0) ** 2 + (-0.5 - 0.5) ** 2) / 3
+    to_label = ((1.0 - 1.2) ** 2 + (2.5 - 3.0) ** 2) / 2
+    loss = kd_loss(student, teacher, labels, temperature=6.0, alpha=0.3)
+    assert loss.item() == pytest.approx(0.3 * to_teacher + 0.7 * to_label)
+    assert kd_loss(student, teacher, labels, temperature=6.0, alpha=1.0).item() == pytest.approx(to_teacher)
+
+
+def test_regression_ignores_the_temperature_and_says_so_once(caplog):
+    student, teacher, labels = torch.zeros(2, 1), torch.ones(2, 1), torch.zeros(2)
+    with caplog.at_level("WARNING"):
+        losses = [kd_loss(student, teacher, labels, temperature=t, alpha=0.5).item() for t in (2.0, 9.0, 2.0)]
+    assert losses == [pytest.approx(0.5)] * 3
+    assert sum("does not apply to regression" in r.message for r in caplog.records) <= 1
+
+
+def test_fitted_regression_weights_minimise_the_squared_error():
+    rng = np.random.default_rng(0)
+    truth = rng.normal(size=400)
+    logits = np.stack([truth + rng.normal(scale=s, size=400) for s in (0.2, 1.0, 3.0)], axis=1)[..., None]
+    weights = fit_fusion_weights(logits, truth)
+    assert sum(weights) == pytest.approx(1.0) and weights[0] > weights[1] > weights[2]
+    mse = lambda w: np.mean((logits[..., 0] @ np.asarray(w) - truth) ** 2)  # noqa: E731
+    assert mse(weights) <= min(mse([1, 0, 0]), mse([1 / 3] * 3)) + 1e-9
+    with pytest.raises(ValueError, match="regression predictions"):
+        fit_teacher_temperatures(logits, truth)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"fusion": "min_entropy"}, "fusion='min_entropy' does not apply to regression"),
+        ({"fusion": "confidence"}, "fusion='confidence' does not apply to regression .* use 'fitted'"),
+        ({"fusion": "average", "calibrate_teachers": True}, "calibrate_teachers does not apply to regression"),
+        ({"fusion": "average", "label_smoothing_factor": 0.1}, "label_smoothing_factor does not apply"),
+    ],
+)
+def test_fusions_without_meaning_for_regression_are_refused_before_training(tmp_path, options, message):
+    tokenizer = tiny_tokenizer()
+    import datasets
+
+    rows = datasets.Dataset.from_dict(
+        {
+            "sentence": ["good film", "bad film"],
+            "label": [4.5, 0.5],
+            "teacher_logits": [[[4.0], [3.0]], [[1.0], [0.0]]],
+        }
+    ).map(lambda b: tokenizer(b["sentence"]), batched=True)
+    with pytest.raises(ValueError, match=message):
+        DistillationTrainer(
+            model=tiny_student(num_labels=1),
+            args=tiny_config(tmp_path, **options),
+            train_dataset=rows,
+            eval_dataset=rows,
+            processing_class=tokenizer,
+        )
+
+
+@needs_glue
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(TASKS))
+def test_every_task_through_the_recipes(task, tmp_path):
+    base = save_tiny_model(tmp_path / "base")
+    tiny = train_teacher.main(
+        common(task) + ["--model_name_or_path", base, "--output_dir", str(tmp_path / "t-tiny"), "--max_steps", "3"]
+    )
+    tfidf = train_teacher.main(
+        common(task, train_rows=2000)
+        + ["--model_name_or_path", "sklearn_tfidf", "--output_dir", str(tmp_path / "t-tf")]
+    )
+    assert tiny.metric == tfidf.metric == PRIMARY[task] and np.isfinite(tfidf.validation_score)
+    logits = extract_logits.main(
+        common(task, training=False)
+        + ["--teachers", f"{tmp_path / 't-tiny'},{tmp_path / 't-tf'}", "--output_dir", str(tmp_path / "l")]
+    )
+    assert logits["train"].features["teacher_logits"].shape == (2, TASKS[task].num_labels)
+    fusion = "fitted" if task == "stsb" else "confidence"
+    distill.main(
+        common(task)
+        + ["--logit_dataset", str(tmp_path / "l"), "--student_model", str(tmp_path / "t-tiny")]
+        + ["--fusion", fusion, "--max_steps", "2", "--output_dir", str(tmp_path / "s")]
+    )
+    saved = json.loads((tmp_path / "s" / "eval_results.json").read_text())
+    assert saved["metric"] == PRIMARY[task] and saved["fusion"] == fusion
+    expected = {"pearson", "spearman", "mse"} if task == "stsb" else {"accuracy", PRIMARY[task]}
+    assert expected <= set(saved["metrics"])
+
+
+@needs_glue
+@pytest.mark.slow
+def test_stsb_study_sweep_and_report(tmp_path):
+    """compare.py with every fusion that applies to regression, sweep.py, and analyze.py's regression analyses."""
+    base = save_tiny_model(tmp_path / "base")
+    study = tmp_path / "study"
+    table = compare.main(
+        common("stsb")
+        + ["--teachers", f"{base},sklearn_tfidf", "--teacher_epochs", "0.3", "--student_model", base]
+        + ["--student_layers", "0", "--methods", "none,single,average,weighted,fitted,gating,average_to_fitted"]
+        + ["--seeds", "1,2", "--study_dir", str(study), "--results_csv", str(tmp_path / "master.csv")]
+        + ["--output_dir", str(tmp_path / "unused"), "--max_steps", "3"]
+    )
+    assert set(table.metric) == {"pearson"} and table.score.between(-1, 1).all()
+    student = json.loads((study / "stsb" / "student-fitted-seed1" / "eval_results.json").read_text())
+    assert len(student["fusion_weights"]) == 2 and student["teacher_temperatures"] is None
+    grid = sweep.main(
+        common("stsb")
+        + ["--logit_dataset", str(study / "stsb" / "logits"), "--student_model", base, "--fusion", "average"]
+        + ["--temperatures", "6", "--alphas", "0.3,0.7", "--max_steps", "2", "--output_dir", str(study / "grid")]
+    )
+    assert len(grid) == 2 and grid.score.notna().all()
+    results = tmp_path / "results"
+    analyze.main(["--study_dir", str(study), "--output_dir", str(results), "--resamples", "200"])
+    report = (results / "REPORT.md").read_text()
+    metrics = json.loads((results / "success_metrics.json").read_text())["stsb"]
+    assert "by teacher agreement region" not in report and "Student errors by cause" not in report
+    assert "A regression task" in report and "by teacher spread" in report
+    assert metrics["regression"] and np.isfinite(metrics["teacher_mean_spread"])
+    assert metrics["tests"]["multi_vs_single"]["resamples"] == 200
+    assert (results / "error_by_teacher_spread_stsb.png").is_file()
+
+
+def test_paired_bootstrap_on_pearson_matches_scipy():
+    from distill_trainer.study.analysis.stats import paired_bootstrap
+
+    rng = np.random.default_rng(1)
+    labels = rng.normal(size=200)
+    a, b = labels + rng.normal(scale=0.5, size=200), labels + rng.normal(scale=2.0, size=200)
+    result = paired_bootstrap(a, b, labels, "pearson", resamples=500)
+    assert result["difference"] == pytest.approx(pearsonr(a, labels)[0] - pearsonr(b, labels)[0])
+    assert result["ci_low"] > 0 and result["p_value"] < 0.01
