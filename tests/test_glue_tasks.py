@@ -119,31 +119,52 @@ def test_fusions_without_meaning_for_regression_are_refused_before_training(tmp_
 @needs_glue
 @pytest.mark.slow
 @pytest.mark.parametrize("task", sorted(TASKS))
-def test_every_task_through_the_recipes(task, tmp_path):
+def test_every_task_through_every_recipe(task, tmp_path):
+    """train_teacher (a transformer and the scikit-learn teacher), extract_logits, distill, sweep and analyze,
+    in the study's folder layout; compare.py, which runs the same steps, is run for sst2, mrpc and stsb."""
+    root = tmp_path / "study" / task
     base = save_tiny_model(tmp_path / "base")
     tiny = train_teacher.main(
-        common(task) + ["--model_name_or_path", base, "--output_dir", str(tmp_path / "t-tiny"), "--max_steps", "3"]
+        common(task) + ["--model_name_or_path", base, "--output_dir", str(root / "teacher-tiny"), "--max_steps", "3"]
     )
     tfidf = train_teacher.main(
         common(task, train_rows=2000)
-        + ["--model_name_or_path", "sklearn_tfidf", "--output_dir", str(tmp_path / "t-tf")]
+        + ["--model_name_or_path", "sklearn_tfidf", "--output_dir", str(root / "teacher-tfidf")]
     )
     assert tiny.metric == tfidf.metric == PRIMARY[task] and np.isfinite(tfidf.validation_score)
+    teachers = f"{root / 'teacher-tiny'},{root / 'teacher-tfidf'}"
     logits = extract_logits.main(
-        common(task, training=False)
-        + ["--teachers", f"{tmp_path / 't-tiny'},{tmp_path / 't-tf'}", "--output_dir", str(tmp_path / "l")]
+        common(task, training=False) + ["--teachers", teachers, "--output_dir", str(root / "logits")]
     )
     assert logits["train"].features["teacher_logits"].shape == (2, TASKS[task].num_labels)
+    student = [
+        "--logit_dataset",
+        str(root / "logits"),
+        "--student_model",
+        str(root / "teacher-tiny"),
+        "--max_steps",
+        "2",
+    ]
     fusion = "fitted" if task == "stsb" else "confidence"
-    distill.main(
-        common(task)
-        + ["--logit_dataset", str(tmp_path / "l"), "--student_model", str(tmp_path / "t-tiny")]
-        + ["--fusion", fusion, "--max_steps", "2", "--output_dir", str(tmp_path / "s")]
-    )
-    saved = json.loads((tmp_path / "s" / "eval_results.json").read_text())
+    for name, options in (("none", []), ("single", ["--teacher_index", "1"]), (fusion, [])):
+        distill.main(
+            common(task) + student + ["--fusion", name, *options, "--output_dir", str(root / f"student-{name}")]
+        )
+    saved = json.loads((root / f"student-{fusion}" / "eval_results.json").read_text())
     assert saved["metric"] == PRIMARY[task] and saved["fusion"] == fusion
     expected = {"pearson", "spearman", "mse"} if task == "stsb" else {"accuracy", PRIMARY[task]}
     assert expected <= set(saved["metrics"])
+    sweep.main(
+        common(task)
+        + student
+        + ["--fusion", "average", "--temperatures", "3", "--alphas", "0.5"]
+        + ["--output_dir", str(root / "sweep-average")]
+    )
+    metrics = analyze.main(
+        ["--study_dir", str(tmp_path / "study"), "--output_dir", str(tmp_path / "results"), "--resamples", "100"]
+    )
+    assert metrics[task]["metric"] == PRIMARY[task] and metrics["grids"][0]["cells"] == 1
+    assert np.isfinite(metrics[task]["tests"]["multi_vs_single"]["difference"])
 
 
 @needs_glue
@@ -188,3 +209,36 @@ def test_paired_bootstrap_on_pearson_matches_scipy():
     result = paired_bootstrap(a, b, labels, "pearson", resamples=500)
     assert result["difference"] == pytest.approx(pearsonr(a, labels)[0] - pearsonr(b, labels)[0])
     assert result["ci_low"] > 0 and result["p_value"] < 0.01
+
+
+@needs_glue
+@pytest.mark.parametrize("fusion", ["average", "gating"])
+def test_library_api_distils_a_regression_student_on_real_stsb_rows(tmp_path, fusion):
+    """A user's own script: two TF-IDF + ridge teachers fitted on other STS-B rows, their predictions attached
+    with `attach_teacher_logits`, a one-output student trained by `DistillationTrainer`."""
+    from distill_trainer import attach_teacher_logits
+    from distill_trainer.study.args import TaskArguments
+    from distill_trainer.study.teachers import SklearnTeacher
+
+    task_args = TaskArguments(task="stsb", data=str(GLUE))
+    train = task_args.load("train")
+    texts = [(a, b) for a, b in zip(train["sentence1"], train["sentence2"])]
+    labels = np.asarray(train["label"][:])
+    teachers = [SklearnTeacher.fit(texts[200 + i :: 2], labels[200 + i :: 2], regression=True) for i in (0, 1)]
+    rows = train.select(range(200))
+    predictions = np.stack([teacher(texts[:200]) for teacher in teachers], axis=1)
+    tokenizer = tiny_tokenizer()
+    rows = attach_teacher_logits(
+        rows, predictions, ["ridge-a", "ridge-b"], ["score"], ["idx", "sentence1", "sentence2"]
+    )
+    rows = rows.map(lambda b: tokenizer(b["sentence1"], b["sentence2"], truncation=True, max_length=32), batched=True)
+    args = tiny_config(tmp_path, fusion=fusion, max_steps=4, logging_strategy="steps", logging_steps=1)
+    trainer = DistillationTrainer(
+        model=tiny_student(num_labels=1), args=args, train_dataset=rows, processing_class=tokenizer
+    )
+    trainer.train()
+    logged = [log for log in trainer.state.log_history if "loss" in log]
+    assert len(logged) == 4 and all(np.isfinite([log["loss_kd"], log["loss_mse"]]).all() for log in logged)
+    assert "loss_ce" not in logged[0]
+    output = trainer.predict(rows.select(range(16)))
+    assert output.predictions.shape == (16, 1) and np.isfinite(output.predictions).all()
