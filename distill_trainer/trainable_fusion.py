@@ -1,10 +1,11 @@
-"""The parameters of a fusion that learns (the gate): what the Trainer does for the model, done for them.
+"""The parameters of a fusion that learns (the gate, or any registered strategy with parameters): what the
+Trainer does for the model, done for them.
 
 A fusion module with parameters lives outside the student, so the Trainer knows nothing of it. Mixed into
-`DistillationTrainer`, this puts `self.gate` in the optimizer (own group, `gate_learning_rate`), starts every
-process from rank 0's values and averages its gradients across processes (DDP only syncs the wrapped model),
-clips it with the student by `max_grad_norm`, and saves/restores it in every checkpoint, never in the
-student's `save_model` folder.
+`DistillationTrainer`, this puts `self.gate` (the strategy, when it has parameters) in the optimizer (own
+group, `gate_learning_rate`), starts every process from rank 0's values and averages its gradients across
+processes (DDP only syncs the wrapped model), clips it with the student by `max_grad_norm`, and
+saves/restores it in every checkpoint, never in the student's `save_model` folder.
 """
 
 from __future__ import annotations

@@ -31,7 +31,8 @@ logger = logging.getLogger(__name__)
 
 
 class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trainer):
-    """Trains a student on `alpha * KL(fused teachers || student) * T^2 + (1 - alpha) * CE`.
+    """Trains a student on `alpha * KL(fused teachers || student) * T^2 + (1 - alpha) * CE` (for a one-output
+    regression student, `alpha * MSE(student, fused teachers) + (1 - alpha) * MSE(student, label)`).
 
     Batches carry `teacher_logits` (`[batch, n_teachers, n_labels]`, raw logits); any `datasets.Dataset`
     with such a column plus `input_ids`/`attention_mask`/`labels` trains as is, with the Trainer's default
@@ -42,11 +43,14 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
     `length_column_name` column when it has one, and evaluation stays in row order (see
     `LengthGroupedSamplingMixin`). Under bf16/fp16 autocast, fusion, the gate and the loss run in float32.
 
-    Eval splits without the teacher column are evaluated with cross-entropy only. With `fusion="gating"`
-    a `GatingNetwork` trains alongside the student: it is in the optimizer, its gradients are averaged
-    across processes, it is saved in every checkpoint (`distill_gate.safetensors`) and restored by
-    `resume_from_checkpoint`, but it is never written into the student's `save_model` folder, which
-    stays a plain `AutoModelForSequenceClassification` checkpoint.
+    The fusion is a registered `FusionStrategy` (`fusion`, optionally blended toward `curriculum_fusion`);
+    the trainer serves what it declares it needs (labels, the student's hidden state, weights fitted on
+    validation logits). A strategy with parameters (`fusion="gating"`'s `GatingNetwork`, or one of yours)
+    trains alongside the student: it is in the optimizer, its gradients are averaged across processes, it
+    is saved in every checkpoint (`distill_gate.safetensors`) and restored by `resume_from_checkpoint`, but
+    it is never written into the student's `save_model` folder, which stays a plain
+    `AutoModelForSequenceClassification` checkpoint. Eval splits without the teacher column are evaluated
+    on the labels only.
     """
 
     # compute_loss returns a per-batch mean, so the parent divides it by the accumulation steps once.

@@ -139,6 +139,7 @@ class StudentResult(RunRecord):
     teacher_temperatures: list[float] | None = None  # calibrate_teachers: each teacher's fitted T
     curriculum_fusion: str | None = None
     calibrate_teachers: bool = False
+    fitted_weights: list[float] | None = None  # weights a strategy with fits_weights used (e.g. 'fitted')
     teachers: list[dict] | None = None  # the logit dataset's teachers, as `TeacherInfo` fields
     logit_dataset: str | None = None
     train_rows: int | None = None

@@ -178,6 +178,7 @@ def distill_student(
         fusion_weights=trainer.fusion_weights,
         teacher_temperatures=trainer.teacher_temperatures,
         curriculum_fusion=config.curriculum_fusion,
+        fitted_weights=trainer.fitted_weights,
         calibrate_teachers=config.calibrate_teachers,
         teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
         logit_dataset=display_name(student_args.logit_dataset),
