@@ -28,6 +28,13 @@ class TeacherArguments:
     teacher_name: str | None = field(
         default=None, metadata={"help": "Name recorded in metadata (default: <model>-<task>)."}
     )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate after every epoch and stop once the validation score has not improved for this many "
+            "epochs (--num_train_epochs is then the most); the best epoch is kept and recorded."
+        },
+    )
 
 
 def main(argv=None):
@@ -39,7 +46,15 @@ def main(argv=None):
         check_hub_before_work(
             training_args.hub_model_id, exist_ok=hub_args.hub_exist_ok, token=training_args.hub_token
         )
-    info = train_teacher(task_args, teacher_args.model_name_or_path, training_args, teacher_args.teacher_name)
+    info = train_teacher(
+        task_args,
+        teacher_args.model_name_or_path,
+        training_args,
+        teacher_args.teacher_name,
+        teacher_args.early_stopping_patience,
+    )
+    if info.collapsed:
+        print(f"warning: {info.name} predicts one class on {info.majority_prediction_share:.0%} of validation rows")
     print(f"teacher {info.name}: validation {info.metric} = {info.validation_score:.4f}")
     if training_args.push_to_hub and training_args.process_index == 0:
         url = publish_teacher(

@@ -4,6 +4,7 @@ scalar predictions, the ones refused, and the regression analyses."""
 
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from helpers import tiny_config, tiny_student, tiny_tokenizer
 from scipy.stats import pearsonr
 
 from distill_trainer import DistillationTrainer, fit_fusion_weights, fit_teacher_temperatures, kd_loss
-from distill_trainer.study.tasks import TASKS
+from distill_trainer.study.tasks import TASKS, load_task_split
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"
@@ -242,3 +243,73 @@ def test_library_api_distils_a_regression_student_on_real_stsb_rows(tmp_path, fu
     assert "loss_ce" not in logged[0]
     output = trainer.predict(rows.select(range(16)))
     assert output.predictions.shape == (16, 1) and np.isfinite(output.predictions).all()
+
+
+@needs_glue
+@pytest.mark.slow
+def test_teachers_stop_early_keep_the_best_epoch_and_leave_no_checkpoints(tmp_path):
+    base = save_tiny_model(tmp_path / "base")
+    output = tmp_path / "teacher"
+    record = train_teacher.main(
+        common("mrpc")
+        + ["--model_name_or_path", base, "--output_dir", str(output), "--num_train_epochs", "3"]
+        + ["--early_stopping_patience", "1", "--learning_rate", "1e-3", "--per_device_train_batch_size", "32"]
+    )
+    assert record.epochs_trained in (2.0, 3.0) and record.best_epoch in (1.0, 2.0, 3.0)
+    assert record.best_epoch <= record.epochs_trained and record.learning_rate == 1e-3
+    labels = np.asarray(load_task_split(TASKS["mrpc"], "validation", str(GLUE), 48)["label"][:])
+    assert record.majority_label_share == pytest.approx(np.bincount(labels).max() / 48)
+    assert 0.5 <= record.majority_prediction_share <= 1
+    assert not list(output.glob("checkpoint-*")) and (output / "model.safetensors").is_file()
+
+
+def test_a_collapsed_teacher_is_set_aside_and_fine_tuned_again_at_a_lower_rate(tmp_path, monkeypatch):
+    from distill_trainer import DistillationConfig
+    from distill_trainer.study import runner
+    from distill_trainer.study.args import StudyArguments, TaskArguments
+    from distill_trainer.study.runs import TeacherRecord
+
+    tried = []
+
+    def fake_training(task_args, teacher, args, early_stopping_patience=None):  # the retry logic, not training
+        tried.append(args.learning_rate)
+        share = 0.99 if len(tried) == 1 else 0.6
+        record = TeacherRecord(name="t-sst2", base_model="t", task="sst2", metric="accuracy", validation_score=0.5)
+        record = replace(record, learning_rate=args.learning_rate, majority_prediction_share=share)
+        record = replace(record, majority_label_share=0.51)
+        Path(args.output_dir).mkdir(parents=True)
+        record.save(args.output_dir)
+        return record
+
+    monkeypatch.setattr(runner, "train_teacher", fake_training)
+    folder = tmp_path / "sst2" / "teacher-t"
+    config = DistillationConfig(output_dir=str(tmp_path / "unused"), use_cpu=True, learning_rate=3e-4)
+    info = runner.teacher_or_reuse(TaskArguments(), "t", str(folder), config, StudyArguments())
+    assert tried == [3e-4, pytest.approx(1e-4)] and info.collapsed_learning_rates == [3e-4]
+    assert (tmp_path / "sst2" / "collapsed-teacher-t-lr0.0003" / "teacher_info.json").is_file()
+    assert TeacherRecord.load(folder).collapsed_learning_rates == [3e-4] and not TeacherRecord.load(folder).collapsed
+
+
+@needs_glue
+@pytest.mark.slow
+def test_low_resource_students_learn_unlabelled_rows_from_the_teachers_only(tmp_path):
+    base = save_tiny_model(tmp_path / "base")
+    compare.main(
+        common("sst2")
+        + ["--teachers", f"{base},sklearn_tfidf", "--teacher_epochs", "0.3", "--student_model", base]
+        + ["--methods", "none,confidence,average", "--labelled_rows", "40", "--student_layers", "0"]
+        + ["--study_dir", str(tmp_path / "low")]
+        + ["--results_csv", str(tmp_path / "low.csv"), "--output_dir", str(tmp_path / "unused"), "--max_steps", "3"]
+    )
+    runs = {
+        m: json.loads((tmp_path / "low" / "sst2" / f"student-{m}-seed42" / "eval_results.json").read_text())
+        for m in ("none", "confidence", "average")
+    }
+    assert runs["none"]["train_rows"] == 40 and runs["confidence"]["train_rows"] == 96  # baseline: labelled rows only
+    assert all(run["labelled_rows"] == 40 for run in runs.values())
+    with pytest.raises(ValueError, match="leaves no unlabelled rows"):
+        distill.main(
+            common("sst2")
+            + ["--logit_dataset", str(tmp_path / "low" / "sst2" / "logits"), "--student_model", base]
+            + ["--labelled_rows", "96", "--output_dir", str(tmp_path / "s")]
+        )

@@ -74,6 +74,14 @@ class StudentArguments:
     student_layers: list[int] | None = field(
         default=None, metadata={"help": "Encoder layers to keep: 0 2 4 or 0,2,4 (default: all)."}
     )
+    labelled_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "Low-resource regime: only the first N training rows keep their labels; the others are an "
+            "unlabelled transfer set the student learns from through the teachers' logits alone. With --fusion "
+            "none (the baseline) the student trains on the N labelled rows only."
+        },
+    )
     check_against_data: bool = field(
         default=True,
         metadata={
@@ -85,6 +93,8 @@ class StudentArguments:
         missing = [f"--{name}" for name in ("logit_dataset", "student_model") if not getattr(self, name)]
         if missing:
             raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required.")
+        if self.labelled_rows is not None and self.labelled_rows < 1:
+            raise ValueError(f"--labelled_rows must be at least 1, got {self.labelled_rows}.")
 
 
 @dataclass
@@ -93,7 +103,24 @@ class StudyArguments:
         default_factory=lambda: ["all-MiniLM-L6-v2", "sklearn_tfidf"],
         metadata={"help": "Teachers to fine-tune on the task (Hub ids, folders, or sklearn_tfidf), spaces or commas."},
     )
-    teacher_epochs: float = field(default=1.0, metadata={"help": "Fine-tuning epochs of each transformer teacher."})
+    teacher_epochs: float = field(
+        default=1.0,
+        metadata={"help": "Fine-tuning epochs of each transformer teacher (the most, with --teacher_patience)."},
+    )
+    teacher_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Early stopping: evaluate each teacher after every epoch and stop once its validation score "
+            "has not improved for this many epochs, keeping the best epoch (recorded in teacher_info.json)."
+        },
+    )
+    teacher_collapse_retries: int = field(
+        default=2,
+        metadata={
+            "help": "A transformer teacher that predicts one class on >= 95%% of validation rows (while the labels "
+            "are less skewed) is fine-tuned again at a third of the learning rate, up to this many times."
+        },
+    )
     teacher_learning_rate: float | None = field(
         default=None,
         metadata={"help": "Learning rate of the transformer teachers (default: --learning_rate, the students' rate)."},
@@ -122,6 +149,10 @@ class StudyArguments:
     seeds: list[int] = field(
         default_factory=lambda: [42], metadata={"help": "Seeds for every student: 42 43 or 42,43."}
     )
+    labelled_rows: int | None = field(
+        default=None,
+        metadata={"help": "Low-resource regime for every student (see distill.py's --labelled_rows)."},
+    )
     study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})
     results_csv: str = field(default="results/master_results.csv", metadata={"help": "The results table."})
 
@@ -129,6 +160,8 @@ class StudyArguments:
         for method in self.methods:
             method_options(method)
         method_temperatures(self.method_temperatures, self.methods)
+        if self.labelled_rows is not None and self.labelled_rows < 1:
+            raise ValueError(f"--labelled_rows must be at least 1, got {self.labelled_rows}.")
 
 
 def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:

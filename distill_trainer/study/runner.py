@@ -3,7 +3,9 @@ runs are reused, so an interrupted study resumes."""
 
 from __future__ import annotations
 
+import logging
 import os
+from dataclasses import replace
 from typing import Sequence
 
 from transformers import TrainingArguments
@@ -13,6 +15,8 @@ from .args import StudentArguments, StudyArguments, TaskArguments, with_override
 from .extraction import extract_to_disk
 from .runs import StudentResult, TeacherRecord, display_name, method_options, method_temperatures
 from .training import distill_student, train_teacher
+
+logger = logging.getLogger(__name__)
 
 REUSE_KEYS = ("fusion", "curriculum_fusion", "calibrate_teachers", "teacher_index", "temperature", "alpha", "seed")
 
@@ -39,6 +43,54 @@ def distill_or_reuse(
     return found
 
 
+def teacher_or_reuse(
+    task_args: TaskArguments, teacher: str, folder: str, config: DistillationConfig, study: StudyArguments
+) -> TeacherRecord:
+    """The teacher in `folder` if finished, else fine-tuned there (`study.teacher_epochs`, early stopping with
+    `study.teacher_patience`). A transformer teacher that collapses (predicts nearly one class, see
+    `TeacherRecord.collapsed`) is not a teacher: its folder is set aside as `collapsed-<folder>-lr<lr>` (kept,
+    never deleted) and it is fine-tuned again at a third of the learning rate, up to
+    `study.teacher_collapse_retries` times; if the last attempt collapses too, it is kept with a warning (its
+    record says so)."""
+    if os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
+        return TeacherRecord.load(folder)
+    learning_rate, collapsed = study.teacher_learning_rate or config.learning_rate, []
+    for attempt in range(study.teacher_collapse_retries + 1):
+        teacher_args = with_overrides(
+            config,
+            TrainingArguments,
+            output_dir=folder,
+            num_train_epochs=study.teacher_epochs,
+            learning_rate=learning_rate,
+        )
+        info = train_teacher(task_args, teacher, teacher_args, early_stopping_patience=study.teacher_patience)
+        if not (info.collapsed and info.learning_rate) or attempt == study.teacher_collapse_retries:
+            break
+        logger.warning(
+            "Teacher %s collapsed at learning rate %g (%.0f%% of validation rows predicted as one class); "
+            "fine-tuning it again at %g.",
+            teacher,
+            learning_rate,
+            100 * info.majority_prediction_share,
+            learning_rate / 3,
+        )
+        collapsed.append(learning_rate)
+        os.replace(
+            folder, os.path.join(os.path.dirname(folder), f"collapsed-{os.path.basename(folder)}-lr{learning_rate:g}")
+        )
+        learning_rate /= 3
+    if info.collapsed:
+        logger.error(
+            "Teacher %s still predicts one class on %.0f%% of validation rows.",
+            teacher,
+            100 * info.majority_prediction_share,
+        )
+    if collapsed:
+        info = replace(info, collapsed_learning_rates=collapsed)
+        info.save(folder)
+    return info
+
+
 def run_study(task_args: TaskArguments, study: StudyArguments, config: DistillationConfig):
     """Teachers -> logit dataset -> every student method x seed; returns the results as a DataFrame.
 
@@ -52,16 +104,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     teacher_dirs, rows = [], []
     for teacher in study.teachers:
         folder = os.path.join(root, f"teacher-{display_name(teacher)}")
-        if not os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
-            teacher_args = with_overrides(
-                config,
-                TrainingArguments,
-                output_dir=folder,
-                num_train_epochs=study.teacher_epochs,
-                learning_rate=study.teacher_learning_rate or config.learning_rate,
-            )
-            train_teacher(task_args, teacher, teacher_args)
-        info = TeacherRecord.load(folder)
+        info = teacher_or_reuse(task_args, teacher, folder, config, study)
         teacher_dirs.append(folder)
         rows.append({"method": info.method, "type": "teacher", "seed": None, "score": info.validation_score})
     logits_dir = os.path.join(root, "logits")
@@ -69,7 +112,10 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         extract_to_disk(task_args, teacher_dirs, logits_dir)
     runs = method_runs(study.methods, len(teacher_dirs), method_temperatures(study.method_temperatures, study.methods))
     student_args = StudentArguments(
-        logit_dataset=logits_dir, student_model=study.student_model, student_layers=study.student_layers
+        logit_dataset=logits_dir,
+        student_model=study.student_model,
+        student_layers=study.student_layers,
+        labelled_rows=study.labelled_rows,
     )
     for seed in study.seeds:
         for name, options in runs:

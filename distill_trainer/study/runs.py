@@ -110,6 +110,20 @@ class TeacherRecord(RunRecord):
     metrics: dict = field(default_factory=dict)
     train_rows: int | None = None
     train_runtime: float | None = None
+    learning_rate: float | None = None
+    epochs_trained: float | None = None  # with early stopping: where training stopped
+    best_epoch: float | None = None  # with early stopping: the epoch whose weights were kept
+    majority_prediction_share: float | None = None  # share of validation rows predicted as the commonest class
+    majority_label_share: float | None = None  # share of validation rows whose label is the commonest label
+    collapsed_learning_rates: list[float] | None = None  # earlier attempts that collapsed (see `run_study`)
+
+    @property
+    def collapsed(self) -> bool:
+        """Predicts nearly one class (>= 95% of validation rows) although the labels are not that skewed: a
+        fine-tuning failure (e.g. too high a learning rate), not a teacher."""
+        if self.majority_prediction_share is None or self.majority_label_share is None:
+            return False
+        return self.majority_prediction_share >= 0.95 and self.majority_label_share < 0.8
 
     @property
     def method(self) -> str:
@@ -140,6 +154,7 @@ class StudentResult(RunRecord):
     curriculum_fusion: str | None = None
     calibrate_teachers: bool = False
     fitted_weights: list[float] | None = None  # weights a strategy with fits_weights used (e.g. 'fitted')
+    labelled_rows: int | None = None  # low-resource regime: training rows whose labels were used
     teachers: list[dict] | None = None  # the logit dataset's teachers, as `TeacherInfo` fields
     logit_dataset: str | None = None
     train_rows: int | None = None

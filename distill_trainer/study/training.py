@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from dataclasses import asdict
 from typing import Sequence
 
 import datasets
 import numpy as np
-from transformers import AutoTokenizer, PreTrainedModel, Trainer, TrainingArguments, set_seed
+from transformers import (
+    AutoTokenizer,
+    EarlyStoppingCallback,
+    PreTrainedModel,
+    Trainer,
+    TrainingArguments,
+    set_seed,
+)
+from transformers.trainer_utils import sort_checkpoints
 
 from ..config import DistillationConfig
 from ..logits import check_logits_match_inputs, read_metadata
 from ..sampling import LengthGroupedSamplingMixin
 from ..trainer import DistillationTrainer
-from .args import StudentArguments, TaskArguments, for_trainer
+from .args import StudentArguments, TaskArguments, for_trainer, with_overrides
 from .extraction import load_logit_dataset
 from .packaged_models import resolve_model
 from .runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord, base_model_name, display_name
@@ -77,34 +86,50 @@ def train_teacher(
     model_name_or_path: str,
     training_args: TrainingArguments,
     teacher_name: str | None = None,
+    early_stopping_patience: int | None = None,
 ) -> TeacherRecord:
-    """Fine-tune a teacher on a task (or fit the scikit-learn TF-IDF teacher) and save it with its score."""
+    """Fine-tune a teacher on a task (or fit the scikit-learn TF-IDF teacher) and save it with its score.
+
+    With `early_stopping_patience`, the teacher is evaluated after every epoch and stops once its validation
+    score has not improved for that many epochs (`num_train_epochs` is then the most it trains); the best
+    epoch's weights are kept, and the epochs are recorded."""
     task = task_args.glue_task
     train, validation = task_args.load("train"), task_args.load("validation")
     name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
     output_dir = training_args.output_dir
     started = time.perf_counter()
+    epochs = {}
     if model_name_or_path == SKLEARN_TEACHER:
         teacher = SklearnTeacher.fit(
             task_texts(task, train), train["label"][:], name=name, regression=task.is_regression
         )
-        metrics = compute_task_metrics(task, teacher(task_texts(task, validation)), validation["label"][:])
+        predictions = teacher(task_texts(task, validation))
+        metrics = compute_task_metrics(task, predictions, validation["label"][:])
         teacher.save(output_dir)
     else:
         tokenizer, model = load_for_task(  # a head for another label count is replaced by a fresh one
             model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **task_args.loading
         )
+        args, callbacks = for_trainer(training_args), []
+        if early_stopping_patience:
+            args, callbacks = early_stopping(args, task.metric), [EarlyStoppingCallback(early_stopping_patience)]
         trainer = TaskTrainer(
             model=model,
-            args=for_trainer(training_args),
+            args=args,
             processing_class=tokenizer,
             train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
             eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
             compute_metrics=metrics_for_trainer(task),
+            callbacks=callbacks,
         )
+        existing = set(sort_checkpoints(output_dir)) if os.path.isdir(output_dir) else set()
         trainer.train()
-        metrics, _ = evaluate_task(trainer)
+        metrics, predictions = evaluate_task(trainer)
         trainer.save_model(output_dir)
+        if early_stopping_patience:
+            epochs = epochs_of(trainer.state, task.metric)
+            for folder in set(sort_checkpoints(output_dir)) - existing:  # only the ones this training wrote
+                shutil.rmtree(folder)
     record = TeacherRecord(
         name=name,
         base_model=base_model_name(model_name_or_path),
@@ -114,9 +139,57 @@ def train_teacher(
         train_rows=len(train),
         metrics=metrics,
         train_runtime=time.perf_counter() - started,
+        learning_rate=None if model_name_or_path == SKLEARN_TEACHER else training_args.learning_rate,
+        **epochs,
+        **({} if task.is_regression else majority_shares(predictions, validation["label"][:])),
     )
     record.save(output_dir)
     return record
+
+
+def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set: bool) -> datasets.Dataset:
+    """The first `labelled_rows` rows keep their labels; with a transfer set the other rows stay, labelled -100
+    (the student learns there from the teachers only), without one they are dropped (the baseline)."""
+    if labelled_rows >= len(train):
+        raise ValueError(
+            f"--labelled_rows {labelled_rows} leaves no unlabelled rows of the {len(train)} training rows."
+        )
+    if not with_transfer_set:
+        return train.select(range(labelled_rows))
+    regression = np.asarray(train["label"][:]).dtype.kind == "f"
+    labels = np.asarray(train["label"][:], dtype=np.float32 if regression else np.int64)
+    labels[labelled_rows:] = -100
+    feature = datasets.Value("float32" if regression else "int64")  # a ClassLabel has no -100
+    return train.remove_columns("label").add_column("label", labels.tolist(), feature=feature)
+
+
+def early_stopping(args: TrainingArguments, metric: str) -> TrainingArguments:
+    """`args` that evaluate and checkpoint every epoch and end on the best epoch's weights by `metric`."""
+    return with_overrides(
+        args,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model=metric,
+        greater_is_better=True,
+        save_total_limit=1,
+    )
+
+
+def epochs_of(state, metric: str) -> dict:
+    """Where early stopping ended (`epochs_trained`) and which epoch's weights it kept (`best_epoch`)."""
+    evaluations = [log for log in state.log_history if f"eval_{metric}" in log]
+    best = max(evaluations, key=lambda log: log[f"eval_{metric}"]) if evaluations else {}
+    return {"epochs_trained": state.epoch, "best_epoch": best.get("epoch")}
+
+
+def majority_shares(predictions: np.ndarray, labels) -> dict:
+    """How much of the validation split the commonest predicted class and the commonest label cover."""
+    predicted, labels = np.asarray(predictions).argmax(-1), np.asarray(labels)
+    return {
+        "majority_prediction_share": float(np.bincount(predicted).max() / len(predicted)),
+        "majority_label_share": float(np.bincount(labels).max() / len(labels)),
+    }
 
 
 def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
@@ -146,6 +219,8 @@ def distill_student(
     metadata = read_metadata(logit_data["train"])
     if student_args.check_against_data and metadata is not None:
         check_logits_match_inputs(metadata, load_task_split(task, "train", task_args.data, metadata.num_rows))
+    if student_args.labelled_rows is not None:
+        train = low_resource(train, student_args.labelled_rows, with_transfer_set=config.fusion != "none")
     tokenizer, model = load_for_task(
         student_args.student_model, task, seed=config.seed, ignore_mismatched_sizes=True, **task_args.loading
     )
@@ -179,6 +254,7 @@ def distill_student(
         teacher_temperatures=trainer.teacher_temperatures,
         curriculum_fusion=config.curriculum_fusion,
         fitted_weights=trainer.fitted_weights,
+        labelled_rows=student_args.labelled_rows,
         calibrate_teachers=config.calibrate_teachers,
         teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
         logit_dataset=display_name(student_args.logit_dataset),
