@@ -264,3 +264,15 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
         "teachers 2.0 minutes (1 of 2 runs recorded it); students 4.0 minutes (8 of 8 runs recorded it)" in report
     )  # these teachers have 0.953 mean max probability
     assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]
+    # side by side with the reference, by role; the derived rows computed from both tables alike
+    assert "## Side by side with the reference study" in report and "| role | sst2 reference | sst2 ours |" in report
+    rows = {row["role"]: row for row in metrics["reference_comparison"]}
+    assert rows["baseline (no distillation)"]["sst2 reference"] == "90.60"
+    assert rows["baseline (no distillation)"]["sst2 ours"] == f"{100 * sst2['baseline']:.2f} ± 1.77"
+    assert (
+        rows["multi - single (pp)"]["sst2 reference"] == "+1.15"
+        and rows["multi - single (pp)"]["sst2 ours"] == "-5.00"
+    )
+    assert (
+        rows["gap closed by the best distilled student"]["sst2 reference"] == "38%"
+    )  # (92.55 - 90.6) / (95.76 - 90.6)

@@ -29,7 +29,7 @@ def verdict(test: dict, better: str, worse: str) -> str:
     return f"no significant difference (95% CI includes 0, p = {test['p_value']:.3f})"
 
 
-def render_report(gaps, advantage, sections, grid_findings, figures) -> str:
+def render_report(gaps, advantage, sections, grid_findings, figures, comparison=None) -> str:
     """REPORT.md from `templates/report.md.j2`: the tables are formatted here, the sentences are the template's."""
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("distill_trainer.study.analysis", "templates"),
@@ -42,6 +42,7 @@ def render_report(gaps, advantage, sections, grid_findings, figures) -> str:
     env.globals.update(verdict=verdict, reference_max_prob=REFERENCE_TEACHER_MAX_PROB)
     return env.get_template("report.md.j2").render(
         sections=[section_context(section, figures.get(section["task"], [])) for section in sections],
+        reference_table=None if comparison is None else markdown_table(comparison),
         advantage_table=None
         if advantage.empty
         else markdown_table(

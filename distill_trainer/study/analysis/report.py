@@ -12,6 +12,7 @@ import os
 from . import plots
 from .collect import collect_grids, collect_runs
 from .compute import analyze_task, grid_analysis
+from .reference import reference_comparison
 from .render import render_report, to_plain
 from .stats import STUDENT_TYPES, aggregate_seeds, gap_table, multi_teacher_advantage
 
@@ -72,7 +73,10 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
         metrics[row["task"]]["multi_teacher_advantage"] = row["advantage"]
     with open(os.path.join(output_dir, "success_metrics.json"), "w") as handle:
         json.dump(to_plain(metrics), handle, indent=2)
-    report = render_report(gaps, advantage, sections, grid_findings, figures)
+    comparison = reference_comparison(aggregated)
+    if comparison is not None:
+        metrics["reference_comparison"] = comparison.to_dict("records")
+    report = render_report(gaps, advantage, sections, grid_findings, figures, comparison)
     with open(os.path.join(output_dir, "REPORT.md"), "w") as handle:
         handle.write(report)
     return metrics
