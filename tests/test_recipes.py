@@ -377,15 +377,24 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
 
 @pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda path: path.name)
 def test_shipped_configs_parse_for_the_study(config, caplog):
-    """Every config in recipes/configs parses for compare.py with no key left unused, on a task whose data is here."""
-    from distill_trainer import DistillationConfig
-    from distill_trainer.study.args import StudyArguments, TaskArguments, parse_recipe_args
+    """Every config in recipes/configs parses for compare.py (grid configs: for sweep.py) with no key left unused,
+    on a task whose data is here."""
+    import sweep
 
-    task_args, study, _ = parse_recipe_args(
-        (TaskArguments, StudyArguments, DistillationConfig), ["--config", str(config)]
-    )
+    from distill_trainer import DistillationConfig
+    from distill_trainer.study.args import StudentArguments, StudyArguments, TaskArguments, parse_recipe_args
+
+    if "grid" in config.name:
+        grid_recipe = (TaskArguments, StudentArguments, sweep.GridArguments, DistillationConfig)
+        task_args, _, grid, _ = parse_recipe_args(grid_recipe, ["--config", str(config), "--logit_dataset", "l"])
+        assert grid.temperatures == [3, 6, 9] and grid.alphas == [0.3, 0.5, 0.7] and grid.methods is None
+    else:
+        task_args, study, _ = parse_recipe_args(
+            (TaskArguments, StudyArguments, DistillationConfig), ["--config", str(config)]
+        )
+        assert study.methods and study.seeds
     assert "ignores these keys" not in caplog.text
-    assert (GLUE / task_args.task / "train.tsv").is_file() and study.methods and study.seeds
+    assert (GLUE / task_args.task / "train.tsv").is_file()
 
 
 def test_extraction_never_replaces_a_folder_it_did_not_write(study, tmp_path):

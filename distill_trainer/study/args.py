@@ -153,6 +153,13 @@ class StudyArguments:
         default=None,
         metadata={"help": "Low-resource regime for every student (see distill.py's --labelled_rows)."},
     )
+    teachers_from: str | None = field(
+        default=None,
+        metadata={
+            "help": "Take the teachers and logit dataset from this other study folder (trained there if missing) "
+            "and link them into --study_dir: e.g. a low-resource study on the main study's teachers."
+        },
+    )
     study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})
     results_csv: str = field(default="results/master_results.csv", metadata={"help": "The results table."})
 

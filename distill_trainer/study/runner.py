@@ -101,15 +101,18 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
 
     task = task_args.glue_task
     root = os.path.join(study.study_dir, task.name)
+    teachers_root = os.path.join(study.teachers_from, task.name) if study.teachers_from else root
     teacher_dirs, rows = [], []
     for teacher in study.teachers:
-        folder = os.path.join(root, f"teacher-{display_name(teacher)}")
+        folder = os.path.join(teachers_root, f"teacher-{display_name(teacher)}")
         info = teacher_or_reuse(task_args, teacher, folder, config, study)
         teacher_dirs.append(folder)
         rows.append({"method": info.method, "type": "teacher", "seed": None, "score": info.validation_score})
-    logits_dir = os.path.join(root, "logits")
+    logits_dir = os.path.join(teachers_root, "logits")
     if not os.path.isdir(logits_dir):
         extract_to_disk(task_args, teacher_dirs, logits_dir)
+    if study.teachers_from:  # linked into this study's folder, so that analyze.py finds them there
+        link_into(root, [*teacher_dirs, logits_dir])
     runs = method_runs(study.methods, len(teacher_dirs), method_temperatures(study.method_temperatures, study.methods))
     student_args = StudentArguments(
         logit_dataset=logits_dir,
@@ -142,6 +145,17 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         table = pd.concat([previous[previous.task != task.name], table], ignore_index=True)
     table.to_csv(study.results_csv, index=False)
     return table
+
+
+def link_into(folder: str, sources: Sequence[str]) -> None:
+    """Symbolic links in `folder` to each of `sources` (by name); an existing entry must be that link already."""
+    os.makedirs(folder, exist_ok=True)
+    for source in sources:
+        link = os.path.join(folder, os.path.basename(source))
+        if not os.path.lexists(link):
+            os.symlink(os.path.abspath(source), link)
+        elif os.path.realpath(link) != os.path.realpath(source):
+            raise ValueError(f"{link} exists and is not a link to {source}: --teachers_from would hide it.")
 
 
 def method_runs(methods: Sequence[str], n_teachers: int, temperatures: dict[str, float]) -> list[tuple[str, dict]]:

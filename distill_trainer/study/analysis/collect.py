@@ -63,11 +63,14 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
 
 
 def collect_grids(study_dir: str) -> pd.DataFrame:
-    """Every T x alpha grid (`grid.csv` of recipes/sweep.py) under `study_dir`, with its sweep's folder name."""
-    frames = [
-        pd.read_csv(path).assign(grid=os.path.basename(os.path.dirname(path)), grid_dir=os.path.dirname(path))
-        for path in sorted(glob.glob(os.path.join(study_dir, "**", "grid.csv"), recursive=True))
-    ]
+    """Every T x alpha grid (`grid.csv` of recipes/sweep.py) under `study_dir`, named by its sweep's folder; a
+    sweep over several methods (`--methods`) gives one grid per method, named `<folder>: <method>`."""
+    frames = []
+    for path in sorted(glob.glob(os.path.join(study_dir, "**", "grid.csv"), recursive=True)):
+        frame, folder = pd.read_csv(path), os.path.dirname(path)
+        several = "method" in frame and frame["method"].nunique() > 1
+        names = [f"{os.path.basename(folder)}: {m}" for m in frame["method"]] if several else os.path.basename(folder)
+        frames.append(frame.assign(grid=names, grid_dir=folder))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 

@@ -170,7 +170,7 @@ def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str
             {
                 "task": task_name,
                 "grid": grid_name,
-                "fusion": best.fusion,
+                "fusion": best["method"] if "method" in grid and pd.notna(best["method"]) else best.fusion,
                 "metric": best.metric,
                 "best_temperature": float(best.temperature),
                 "best_alpha": float(best.alpha),
