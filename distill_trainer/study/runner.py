@@ -26,8 +26,8 @@ def distill_or_reuse(
 ) -> StudentResult:
     """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume).
 
-    A finished run is reused only if it was trained with the same method, T, alpha and seed: a folder left by
-    other settings is refused rather than silently reported under these ones."""
+    A finished run is reused only if it was trained with the same method, T, alpha, seed and labelled rows: a
+    folder left by other settings is refused rather than silently reported under these ones."""
     if not os.path.isfile(os.path.join(config.output_dir, StudentResult.FILE)):
         distill_student(task_args, student_args, config)
         return StudentResult.load(config.output_dir)
@@ -35,6 +35,8 @@ def distill_or_reuse(
     differ = {key: getattr(found, key) for key in REUSE_KEYS if getattr(found, key) != getattr(config, key)}
     if config.fusion != "single" and found.fusion != "single":
         differ.pop("teacher_index", None)
+    if found.labelled_rows != student_args.labelled_rows:
+        differ["labelled_rows"] = found.labelled_rows
     if differ:
         raise ValueError(
             f"{config.output_dir} holds a finished run with other settings ({differ}); it is not reused as this "
