@@ -318,3 +318,20 @@ def test_low_resource_students_learn_unlabelled_rows_from_the_teachers_only(tmp_
             + ["--logit_dataset", str(tmp_path / "low" / "sst2" / "logits"), "--student_model", base]
             + ["--labelled_rows", "96", "--output_dir", str(tmp_path / "s")]
         )
+
+
+@needs_glue
+def test_the_ridge_teacher_round_trips_through_json_and_safetensors(tmp_path):
+    from distill_trainer.study.args import TaskArguments
+    from distill_trainer.study.teachers import SKLEARN_TEACHER_FILE, SklearnTeacher, load_teacher
+
+    task_args = TaskArguments(task="stsb", data=str(GLUE), max_train_rows=1500, max_eval_rows=200)
+    train, validation = task_args.load("train"), task_args.load("validation")
+    pairs = lambda rows: list(zip(rows["sentence1"], rows["sentence2"]))  # noqa: E731
+    teacher = SklearnTeacher.fit(pairs(train), train["label"][:], regression=True)
+    teacher.save(str(tmp_path))
+    assert json.loads((tmp_path / SKLEARN_TEACHER_FILE).read_text())["model"] == "ridge"
+    assert not list(tmp_path.glob("*.pkl")) and not list(tmp_path.glob("*.bin"))
+    loaded = load_teacher(str(tmp_path), ["score"])
+    assert loaded.is_regression and np.array_equal(loaded(pairs(validation)), teacher(pairs(validation)))
+    assert teacher(pairs(validation)).shape == (200, 1)
