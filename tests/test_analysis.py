@@ -289,3 +289,19 @@ def test_a_sweep_over_several_methods_is_one_grid_per_method(tmp_path):
     ).to_csv(folder / "grid.csv", index=False)
     grids = collect_grids(str(tmp_path))
     assert sorted(set(grids.grid)) == ["sweep-methods: average", "sweep-methods: gating"]
+
+
+def test_paired_bootstrap_counts_seed_noise():
+    """A 2 pp difference in mean over seeds that disagree by 10 pp among themselves is not significant."""
+    labels = np.arange(1000) % 2
+
+    def with_accuracy(accuracy, offset):  # errors on a block of rows that moves with the seed
+        predicted = labels.copy()
+        wrong = (offset + np.arange(int(round((1 - accuracy) * 1000)))) % 1000
+        predicted[wrong] = 1 - predicted[wrong]
+        return predicted
+
+    a = np.stack([with_accuracy(acc, 100 * i) for i, acc in enumerate((0.70, 0.90, 0.80))])
+    b = np.stack([with_accuracy(acc, 100 * i + 50) for i, acc in enumerate((0.78, 0.77, 0.79))])
+    result = paired_bootstrap(a, b, labels, resamples=2000)
+    assert result["difference"] == pytest.approx(0.02) and result["ci_low"] < 0 < result["ci_high"]

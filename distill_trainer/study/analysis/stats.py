@@ -115,6 +115,13 @@ def metric_on_resamples(metric: str, predictions: np.ndarray, labels: np.ndarray
     raise ValueError(f"paired_bootstrap supports accuracy, f1, matthews_correlation and pearson, not {metric!r}.")
 
 
+def seed_resampled_mean(per_seed: list[np.ndarray], generator: np.random.Generator) -> np.ndarray:
+    """`per_seed[s][r]` is seed s's metric on resample r: per resample, the mean over seeds drawn with replacement."""
+    scores = np.stack(per_seed)  # [seeds, resamples]
+    drawn = generator.integers(0, len(scores), size=scores.shape)
+    return np.take_along_axis(scores, drawn, axis=0).mean(0)
+
+
 def paired_bootstrap(
     predictions_a: np.ndarray,
     predictions_b: np.ndarray,
@@ -127,9 +134,10 @@ def paired_bootstrap(
     """Paired bootstrap over validation examples of metric(A) - metric(B).
 
     `predictions_a` / `predictions_b` are class ids (or regression scores) `[n]` or `[seeds, n]` (one row per
-    seed; the metric is
-    averaged over seeds on every resample, so seed noise and example noise both count). The same
-    resampled examples score both methods. Returns the observed difference, a 95% percentile interval
+    seed). Every resample draws the examples (the same ones for both methods) and, for each method, its seeds
+    with replacement, and averages the metric over the drawn seeds: seed-to-seed noise counts as well as
+    example noise (averaging over fixed seeds would call a difference far inside the seed spread
+    significant). The observed difference is the mean over the seeds. Returns the observed difference, a 95% percentile interval
     and a two-sided p-value (twice the share of resamples on the far side of zero, at most 1).
     """
     a, b = np.atleast_2d(predictions_a), np.atleast_2d(predictions_b)
@@ -145,8 +153,8 @@ def paired_bootstrap(
     for start in range(0, resamples, chunk):
         indices = generator.integers(0, len(labels), size=(min(chunk, resamples - start), len(labels)))
         differences.append(
-            np.mean([metric_on_resamples(metric, p, labels, indices) for p in a], 0)
-            - np.mean([metric_on_resamples(metric, p, labels, indices) for p in b], 0)
+            seed_resampled_mean([metric_on_resamples(metric, p, labels, indices) for p in a], generator)
+            - seed_resampled_mean([metric_on_resamples(metric, p, labels, indices) for p in b], generator)
         )
     differences = np.concatenate(differences)
     p_value = min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean()))
