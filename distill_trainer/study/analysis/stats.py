@@ -137,8 +137,8 @@ def paired_bootstrap(
     seed). Every resample draws the examples (the same ones for both methods) and, for each method, its seeds
     with replacement, and averages the metric over the drawn seeds: seed-to-seed noise counts as well as
     example noise (averaging over fixed seeds would call a difference far inside the seed spread
-    significant). The observed difference is the mean over the seeds. Returns the observed difference, a 95% percentile interval
-    and a two-sided p-value (twice the share of resamples on the far side of zero, at most 1).
+    significant). Returns the observed difference (of the means over the seeds), a 95% percentile interval and
+    a two-sided p-value (twice the share of resamples on the far side of zero, at most 1).
     """
     a, b = np.atleast_2d(predictions_a), np.atleast_2d(predictions_b)
     labels = np.asarray(labels, dtype=np.float64) if metric == "pearson" else np.asarray(labels)
