@@ -1,7 +1,7 @@
 """Fitting on validation logits: per-teacher temperatures (calibration) and task-adaptive fusion weights.
 
-Pure numpy/scipy on `[n, n_teachers, n_labels]` arrays, so the same fits run at extraction (stored in the
-logit metadata) and when the trainer is built.
+The fits are numpy/scipy on `[n, n_teachers, n_labels]` arrays, so the same ones run at extraction (stored in
+the logit metadata) and when the trainer is built (`temperatures_and_weights`: stored fits first).
 """
 
 from __future__ import annotations

@@ -87,7 +87,7 @@ class FusionStrategy(nn.Module):
     - `needs_hidden_state`: `fuse` gets the student's final hidden state of the first token (`[batch,
       hidden]`, detached: the student is not pushed to make the fusion's job easier).
     - `fits_weights`: the trainer fits one weight per teacher on validation logits (`fit_fusion_weights`) and
-      passes them as `FusionSetup.weights`.
+      passes them as `FusionSetup.fitted_weights`.
     - Parameters: a strategy with trainable parameters trains with the student (own optimizer group,
       gradients averaged across processes, clipped with the student, saved in checkpoints).
     - `mixable`: whether `curriculum_fusion` may blend it with another strategy.
@@ -179,7 +179,8 @@ class WeightedFusion(FusionStrategy):
 
 @register_fusion("fitted")
 class FittedFusion(WeightedFusion):
-    """Task-adaptive: `weighted` with one weight per teacher fitted on the validation split by NLL."""
+    """Task-adaptive: `weighted` with one weight per teacher fitted on the validation split (NLL; least squares
+    for regression)."""
 
     fits_weights = True
 
