@@ -122,7 +122,7 @@ def test_fusions_without_meaning_for_regression_are_refused_before_training(tmp_
 @pytest.mark.parametrize("task", sorted(TASKS))
 def test_every_task_through_every_recipe(task, tmp_path):
     """train_teacher (a transformer and the scikit-learn teacher), extract_logits, distill, sweep and analyze,
-    in the study's folder layout; compare.py, which runs the same steps, is run for sst2, mrpc and stsb."""
+    in the study's folder layout, then compare.py (the same steps in one recipe)."""
     root = tmp_path / "study" / task
     base = save_tiny_model(tmp_path / "base")
     tiny = train_teacher.main(
@@ -166,6 +166,13 @@ def test_every_task_through_every_recipe(task, tmp_path):
     )
     assert metrics[task]["metric"] == PRIMARY[task] and metrics["grids"][0]["cells"] == 1
     assert np.isfinite(metrics[task]["tests"]["multi_vs_single"]["difference"])
+    table = compare.main(  # and the whole study in one recipe (one cheap teacher here)
+        common(task)
+        + ["--teachers", "sklearn_tfidf", "--student_model", base, "--student_layers", "0", "--methods", "none,single"]
+        + ["--seeds", "1", "--study_dir", str(tmp_path / "compare"), "--results_csv", str(tmp_path / "compare.csv")]
+        + ["--output_dir", str(tmp_path / "unused"), "--max_steps", "2"]
+    )
+    assert list(table.type) == ["teacher", "baseline", "single"] and set(table.metric) == {PRIMARY[task]}
 
 
 @needs_glue
