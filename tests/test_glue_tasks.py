@@ -342,3 +342,49 @@ def test_the_ridge_teacher_round_trips_through_json_and_safetensors(tmp_path):
     loaded = load_teacher(str(tmp_path), ["score"])
     assert loaded.is_regression and np.array_equal(loaded(pairs(validation)), teacher(pairs(validation)))
     assert teacher(pairs(validation)).shape == (200, 1)
+
+
+@needs_glue
+@pytest.mark.slow
+def test_an_interrupted_early_stopped_teacher_resumes_from_its_last_checkpoint(tmp_path, monkeypatch, caplog):
+    """Checkpoints every CHECKPOINT_EVERY_STEPS steps (here 2), and a run stopped after one of them ends with the
+    weights of an uninterrupted run."""
+    from transformers import EarlyStoppingCallback
+
+    from distill_trainer.study import early_stopping, training
+
+    base = save_tiny_model(tmp_path / "base")
+    monkeypatch.setattr(early_stopping, "CHECKPOINT_EVERY_STEPS", 2)  # 3 steps per epoch -> 2 evaluations
+
+    def run(folder):
+        return train_teacher.main(
+            common("mrpc")
+            + ["--model_name_or_path", base, "--output_dir", str(folder), "--num_train_epochs", "2"]
+            + ["--early_stopping_patience", "5", "--learning_rate", "1e-3", "--per_device_train_batch_size", "32"]
+        )
+
+    straight = run(tmp_path / "straight")
+
+    def interrupt(self, args, state, control, **kwargs):
+        raise KeyboardInterrupt  # killed right after the first checkpoint
+
+    # The checkpoint keys callback state by class name, so the interrupting one keeps the name.
+    interrupting = type("EarlyStoppingCallback", (EarlyStoppingCallback,), {"on_save": interrupt})
+    monkeypatch.setattr(training, "EarlyStoppingCallback", interrupting)
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "resumed")
+    assert [p.name for p in (tmp_path / "resumed").glob("checkpoint-*")] == ["checkpoint-2"]
+    monkeypatch.setattr(training, "EarlyStoppingCallback", EarlyStoppingCallback)
+    with caplog.at_level("WARNING"):
+        resumed = run(tmp_path / "resumed")
+    assert "Resuming the teacher's training from" in caplog.text and "checkpoint-2" in caplog.text
+    assert resumed.epochs_trained == straight.epochs_trained == 2.0 and not list(
+        (tmp_path / "resumed").glob("checkpoint-*")
+    )
+    from safetensors.torch import load_file
+
+    a, b = (
+        load_file(str(tmp_path / "straight" / "model.safetensors")),
+        load_file(str(tmp_path / "resumed" / "model.safetensors")),
+    )
+    assert all(torch.equal(a[name], b[name]) for name in a)

@@ -24,7 +24,8 @@ from ..config import DistillationConfig
 from ..logits import check_logits_match_inputs, read_metadata
 from ..sampling import LengthGroupedSamplingMixin
 from ..trainer import DistillationTrainer
-from .args import StudentArguments, TaskArguments, for_trainer, with_overrides
+from .args import StudentArguments, TaskArguments, for_trainer
+from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
 from .extraction import load_logit_dataset
 from .packaged_models import resolve_model
 from .runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord, base_model_name, display_name
@@ -110,9 +111,12 @@ def train_teacher(
         tokenizer, model = load_for_task(  # a head for another label count is replaced by a fresh one
             model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **task_args.loading
         )
-        args, callbacks = for_trainer(training_args), []
+        args, callbacks, resume = for_trainer(training_args), [], None
         if early_stopping_patience:
-            args, callbacks = early_stopping(args, task.metric), [EarlyStoppingCallback(early_stopping_patience)]
+            evaluations = evaluations_per_epoch(len(train), args)
+            args = early_stopping(args, task.metric, len(train), evaluations)
+            callbacks = [EarlyStoppingCallback(early_stopping_patience * evaluations)]
+            resume = resumable_checkpoint(output_dir, args)
         trainer = TaskTrainer(
             model=model,
             args=args,
@@ -122,8 +126,9 @@ def train_teacher(
             compute_metrics=metrics_for_trainer(task),
             callbacks=callbacks,
         )
-        existing = set(sort_checkpoints(output_dir)) if os.path.isdir(output_dir) else set()
-        trainer.train()
+        # Checkpoints already there are this teacher's (an interrupted run, resumed) or someone else's (kept).
+        existing = set(sort_checkpoints(output_dir)) if os.path.isdir(output_dir) and not resume else set()
+        trainer.train(resume_from_checkpoint=resume)
         metrics, predictions = evaluate_task(trainer)
         trainer.save_model(output_dir)
         if early_stopping_patience:
@@ -161,35 +166,6 @@ def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set:
     labels[labelled_rows:] = -100
     feature = datasets.Value("float32" if regression else "int64")  # a ClassLabel has no -100
     return train.remove_columns("label").add_column("label", labels.tolist(), feature=feature)
-
-
-def early_stopping(args: TrainingArguments, metric: str) -> TrainingArguments:
-    """`args` that evaluate and checkpoint every epoch and end on the best epoch's weights by `metric`."""
-    return with_overrides(
-        args,
-        eval_strategy="epoch",
-        save_strategy="epoch",
-        load_best_model_at_end=True,
-        metric_for_best_model=metric,
-        greater_is_better=True,
-        save_total_limit=1,
-    )
-
-
-def epochs_of(state, metric: str) -> dict:
-    """Where early stopping ended (`epochs_trained`) and which epoch's weights it kept (`best_epoch`)."""
-    evaluations = [log for log in state.log_history if f"eval_{metric}" in log]
-    best = max(evaluations, key=lambda log: log[f"eval_{metric}"]) if evaluations else {}
-    return {"epochs_trained": state.epoch, "best_epoch": best.get("epoch")}
-
-
-def majority_shares(predictions: np.ndarray, labels) -> dict:
-    """How much of the validation split the commonest predicted class and the commonest label cover."""
-    predicted, labels = np.asarray(predictions).argmax(-1), np.asarray(labels)
-    return {
-        "majority_prediction_share": float(np.bincount(predicted).max() / len(predicted)),
-        "majority_label_share": float(np.bincount(labels).max() / len(labels)),
-    }
 
 
 def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
