@@ -100,14 +100,9 @@ def validation_fits(logits, labels) -> dict | None:
         labels = np.where(labels < 0, -100, labels)
     if not ((labels != -100) & np.isfinite(labels.astype(np.float64))).any():
         return None
-    if regression:  # calibration does not apply (see `fit_teacher_temperatures`)
-        return {
-            "teacher_temperatures": None,
-            "fusion_weights": fit_fusion_weights(logits, labels),
-            "fusion_weights_calibrated": None,
-            "num_rows": int((labels != -100).sum()),
-        }
-    temperatures, weights_calibrated = fit_on_validation(logits, labels, calibrate=True, fit_weights=True)
+    temperatures = weights_calibrated = None  # regression: calibration does not apply (`fit_teacher_temperatures`)
+    if not regression:
+        temperatures, weights_calibrated = fit_on_validation(logits, labels, calibrate=True, fit_weights=True)
     return {
         "teacher_temperatures": temperatures,
         "fusion_weights": fit_fusion_weights(logits, labels),

@@ -260,9 +260,14 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
             toward = self.curriculum.fuse(teacher_logits, labels=labels, hidden_state=hidden)
             return (1.0 - weight) * fused + weight * toward
 
-    def curriculum_weight(self) -> float:
-        """How far the fused target has moved from `fusion` to `curriculum_fusion`: global step / max steps."""
+    def training_progress(self) -> float:
+        """Global step / max steps in [0, 1]: what the schedules and the curriculum follow. Derived from the global
+        step alone (not from state a resume could lose), so a resumed run continues where the interrupted one was."""
         return min(self.state.global_step / self.state.max_steps, 1.0) if self.state.max_steps else 0.0
+
+    def curriculum_weight(self) -> float:
+        """How far the fused target has moved from `fusion` to `curriculum_fusion`."""
+        return self.training_progress()
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Without labels the parent calls the model directly, so the teacher column must not reach it."""
@@ -276,9 +281,8 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         self._loss_term_steps += 1
 
     def current_alpha_and_temperature(self) -> tuple[float, float]:
-        """alpha and T at this step under their schedules. Derived from the global step alone (not from state a
-        resume could lose), so a resumed run continues the schedule where the interrupted one was."""
-        progress = self.state.global_step / self.state.max_steps if self.state.max_steps else 0.0
+        """alpha and T at this step under their schedules (see `training_progress`)."""
+        progress = self.training_progress()
         return self.args.alpha_at(progress), self.args.temperature_at(progress)
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from distill_trainer import DistillationConfig
 from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
 from distill_trainer.study.runner import sweep_grid
-from distill_trainer.study.runs import method_options, method_temperatures
+from distill_trainer.study.runs import method_temperatures
 
 
 @dataclass
@@ -39,9 +39,7 @@ class GridArguments:
         metadata={"help": "METHOD=T: sweep that method's alpha at this T only (e.g. gating=3)."},
     )
 
-    def __post_init__(self):  # refused before any student trains
-        for method in self.methods or []:
-            method_options(method)
+    def __post_init__(self):  # every method refused before any student trains
         method_temperatures(self.method_temperatures, self.methods or [])
 
 

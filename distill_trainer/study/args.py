@@ -14,7 +14,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..config import fast_training_defaults
-from .runs import method_options, method_temperatures
+from .runs import method_temperatures
 from .tasks import (
     DEFAULT_GLUE,
     GlueTask,
@@ -93,8 +93,12 @@ class StudentArguments:
         missing = [f"--{name}" for name in ("logit_dataset", "student_model") if not getattr(self, name)]
         if missing:
             raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required.")
-        if self.labelled_rows is not None and self.labelled_rows < 1:
-            raise ValueError(f"--labelled_rows must be at least 1, got {self.labelled_rows}.")
+        check_labelled_rows(self.labelled_rows)
+
+
+def check_labelled_rows(labelled_rows: int | None) -> None:
+    if labelled_rows is not None and labelled_rows < 1:
+        raise ValueError(f"--labelled_rows must be at least 1, got {labelled_rows}.")
 
 
 @dataclass
@@ -164,11 +168,8 @@ class StudyArguments:
     results_csv: str = field(default="results/master_results.csv", metadata={"help": "The results table."})
 
     def __post_init__(self):  # every method checked before any teacher trains
-        for method in self.methods:
-            method_options(method)
         method_temperatures(self.method_temperatures, self.methods)
-        if self.labelled_rows is not None and self.labelled_rows < 1:
-            raise ValueError(f"--labelled_rows must be at least 1, got {self.labelled_rows}.")
+        check_labelled_rows(self.labelled_rows)
 
 
 def parse_recipe_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:

@@ -208,7 +208,10 @@ def method_options(method: str) -> dict:
 
 def method_temperatures(pairs: list[str], methods: list[str]) -> dict[str, float]:
     """`['gating=3', 'average=9']` -> `{'gating': 3.0, 'average': 9.0}`: a temperature per study method, refused
-    unless each names one of `methods` with a temperature > 0."""
+    unless each names one of `methods` with a temperature > 0. Every method of `methods` is checked too
+    (`method_options`), so one call validates a study's methods before any work."""
+    for method in methods:
+        method_options(method)
     found = {}
     for pair in pairs:
         method, _, value = pair.partition("=")

@@ -161,8 +161,9 @@ def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set:
         )
     if not with_transfer_set:
         return train.select(range(labelled_rows))
-    regression = np.asarray(train["label"][:]).dtype.kind == "f"
-    labels = np.asarray(train["label"][:], dtype=np.float32 if regression else np.int64)
+    labels = np.asarray(train["label"][:])
+    regression = labels.dtype.kind == "f"
+    labels = labels.astype(np.float32 if regression else np.int64)
     labels[labelled_rows:] = -100
     feature = datasets.Value("float32" if regression else "int64")  # a ClassLabel has no -100
     return train.remove_columns("label").add_column("label", labels.tolist(), feature=feature)
