@@ -170,6 +170,7 @@ def fixture_study(tmp_path):
             validation_score=score,
             train_rows=40,
             train_runtime=120.0 if name == "t0" else None,  # t1: from before runtimes were recorded
+            device="cpu" if name == "t0" else None,
         ).save(str(task_dir / f"teacher-{name}"))
     teachers = [{"name": "t0", "validation_score": 1.0}, {"name": "t1", "validation_score": 0.75}]
     wrong = {"none": 12, "single-0": 4, "single-1": 8, "average": 6}  # errors per student, on the last rows
@@ -193,6 +194,7 @@ def fixture_study(tmp_path):
                 teachers=teachers,
                 train_rows=40,
                 train_runtime=30.0,
+                device="NVIDIA H200" if seed == 1 else None,  # seed 2: from before devices were recorded
             ).save(str(folder))
     cells = []
     for t in (3, 6):
@@ -261,7 +263,8 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     assert grid["predictions_changed_by_temperature"] == {0.5: 1, 0.7: 1} and "alpha=0.5: 1, alpha=0.7: 1." in report
     assert "softer than the reference" not in report
     assert (
-        "teachers 2.0 minutes (1 of 2 runs recorded it); students 4.0 minutes (8 of 8 runs recorded it)" in report
+        "teachers 2.0 minutes on cpu (1 of 2 runs recorded it); students 4.0 minutes on NVIDIA H200 (2.0), an "
+        "unrecorded device (2.0) (8 of 8 runs recorded it)" in report
     )  # these teachers have 0.953 mean max probability
     assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]
     # side by side with the reference, by role; the derived rows computed from both tables alike

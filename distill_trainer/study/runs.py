@@ -81,6 +81,16 @@ class RunRecord:
         return cls(**data)
 
 
+def device_name(device) -> str:
+    """'cpu', or the accelerator's name (e.g. 'NVIDIA H200'), for a `torch.device`: the machine behind a
+    run's training time."""
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return device.type
+
+
 def display_name(path_or_id: str) -> str:
     """A name for cards and metadata: a Hub id as is, a local folder by its last component (no local paths)."""
     return os.path.basename(os.path.normpath(path_or_id)) if os.path.exists(path_or_id) else path_or_id
@@ -116,6 +126,7 @@ class TeacherRecord(RunRecord):
     majority_prediction_share: float | None = None  # share of validation rows predicted as the commonest class
     majority_label_share: float | None = None  # share of validation rows whose label is the commonest label
     collapsed_learning_rates: list[float] | None = None  # earlier attempts that collapsed (see `run_study`)
+    device: str | None = None  # what trained it ('cpu', or the GPU's name): train_runtime means little without it
 
     @property
     def collapsed(self) -> bool:
@@ -164,6 +175,7 @@ class StudentResult(RunRecord):
     eval_rows: int | None = None
     max_length: int | None = None
     train_runtime: float | None = None
+    device: str | None = None  # what trained it ('cpu', or the GPU's name)
 
     @property
     def method(self) -> tuple[str, str]:

@@ -28,7 +28,7 @@ from .args import StudentArguments, TaskArguments, for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
 from .extraction import load_logit_dataset
 from .packaged_models import resolve_model
-from .runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord, base_model_name, display_name
+from .runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord, base_model_name, device_name, display_name
 from .tasks import (
     GlueTask,
     compute_task_metrics,
@@ -99,7 +99,7 @@ def train_teacher(
     name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
     output_dir = training_args.output_dir
     started = time.perf_counter()
-    epochs = {}
+    epochs, device = {}, "cpu"
     if model_name_or_path == SKLEARN_TEACHER:
         teacher = SklearnTeacher.fit(
             task_texts(task, train), train["label"][:], name=name, regression=task.is_regression
@@ -131,6 +131,7 @@ def train_teacher(
         trainer.train(resume_from_checkpoint=resume)
         metrics, predictions = evaluate_task(trainer)
         trainer.save_model(output_dir)
+        device = device_name(trainer.args.device)
         if early_stopping_patience:
             epochs = epochs_of(trainer.state, task.metric)
             for folder in set(sort_checkpoints(output_dir)) - existing:  # only the ones this training wrote
@@ -145,6 +146,7 @@ def train_teacher(
         metrics=metrics,
         train_runtime=time.perf_counter() - started,
         learning_rate=None if model_name_or_path == SKLEARN_TEACHER else training_args.learning_rate,
+        device=device,
         **epochs,
         **({} if task.is_regression else majority_shares(predictions, validation["label"][:])),
     )
@@ -242,6 +244,7 @@ def distill_student(
         eval_rows=len(validation),
         max_length=task_args.max_length,
         train_runtime=train_output.metrics.get("train_runtime"),
+        device=device_name(trainer.args.device),
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():

@@ -34,6 +34,7 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
                 "metric": info.metric,
                 "train_rows": info.train_rows,
                 "train_runtime": info.train_runtime,
+                "device": info.device,
                 "run_dir": os.path.dirname(info_path),
             }
         )
@@ -52,6 +53,7 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
                 "temperature": results.temperature,
                 "alpha": results.alpha,
                 "train_runtime": results.train_runtime,
+                "device": results.device,
                 "run_dir": os.path.dirname(results_path),
             }
         )

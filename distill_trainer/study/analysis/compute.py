@@ -4,6 +4,7 @@ findings. Computed once here; rendering only formats them."""
 from __future__ import annotations
 
 import os
+import re
 
 import datasets
 import numpy as np
@@ -88,6 +89,14 @@ def analyze_task(
                 "minutes": float(runs.train_runtime.sum() / 60),
                 "runs_timed": int(runs.train_runtime.notna().sum()),
                 "runs": len(runs),
+                "by_device": {  # a GPU minute is not a CPU minute: say which machine each one is
+                    device: float(seconds / 60)
+                    for device, seconds in runs[runs.train_runtime.notna()]
+                    .fillna({"device": "an unrecorded device"})
+                    .groupby("device")
+                    .train_runtime.sum()
+                    .items()
+                },
             }
             for kind, runs in (("teachers", task_runs[task_runs.type == "teacher"]), ("students", students))
         },
@@ -185,7 +194,7 @@ def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str
                 "matrix": matrix,
                 "figure": plots.heatmap(
                     100 * matrix,
-                    os.path.join(output_dir, f"grid_{task_name}_{grid_name}.png"),
+                    os.path.join(output_dir, re.sub(r"[^\w.-]+", "_", f"grid_{task_name}_{grid_name}") + ".png"),
                     f"{task_name} {grid_name}: {best.metric} (%)",
                     xlabel="alpha",
                     ylabel="temperature",

@@ -81,7 +81,12 @@ def section_context(section: dict, figures: list[str]) -> dict:
         "task": section["task"],
         "metrics": m,
         "timed": [
-            f"{kind} {t['minutes']:.1f} minutes ({t['runs_timed']} of {t['runs']} runs recorded it)"
+            f"{kind} {t['minutes']:.1f} minutes on "
+            + ", ".join(
+                f"{device} ({minutes:.1f})" if len(t["by_device"]) > 1 else device
+                for device, minutes in t["by_device"].items()
+            )
+            + f" ({t['runs_timed']} of {t['runs']} runs recorded it)"
             for kind, t in m["train_minutes"].items()
             if t["runs_timed"]
         ],
