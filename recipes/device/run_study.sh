@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# Study v2's tasks on a GPU machine, from a bundle of recipes/device/bundle_study.py:
+#   bash recipes/device/run_study.sh BUNDLE OUT SECONDS TASK...    (EXTRA_ARGS: more arguments for every run)
+# The machine needs python3 with torch; the bundle's wheels/ (if any) are installed into /tmp/site first. Per task,
+# in parallel: the teachers and logits where the bundle has none (compare.py, seed 42, 'none'), then every
+# method x seed as six compare.py runs (a 3-layer student leaves a GPU mostly idle), and for mrpc and sst2 the
+# T x alpha grids of `make study-v2` (for mrpc temperature per method too). Everything stops after SECONDS;
+# finished runs are reused by a later call. OUT gets summary.txt and study.tgz: the records, logits and validation
+# logits (no weights: too large to bring back) and the logs.
+set -uo pipefail
+BUNDLE=$1 OUT=$2 END=$(($(date +%s) + $3))
+shift 3
+PYTHON=${PYTHON:-python3}
+read -ra EXTRA <<<"${EXTRA_ARGS:-}"
+if [ -d "$BUNDLE/wheels" ] && [ -z "${SKIP_INSTALL:-}" ]; then
+    $PYTHON -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$BUNDLE"/wheels/*.whl || exit 1
+fi
+export PYTHONPATH=/tmp/site:$BUNDLE/site:$PWD DISTILL_TRAINER_CACHE=$BUNDLE/cache
+export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+$PYTHON recipes/device/bundle_study.py --unpack "$BUNDLE" || exit 1
+$PYTHON -c "import torch, transformers, datasets, distill_trainer; print('torch', torch.__version__, 'cuda',
+torch.cuda.is_available(), 'transformers', transformers.__version__, 'datasets', datasets.__version__)" || exit 1
+STUDY=$BUNDLE/runs/v2 LOGS=$BUNDLE/logs
+mkdir -p "$LOGS"
+GROUPS_OF_METHODS=(none,single,average,weighted,min_entropy gating,confidence,fitted,average+calibrated,average_to_confidence)
+
+run() {  # run NAME COMMAND...: timed, logged to LOGS/NAME.log, stopped at the deadline
+    local name=$1 start
+    shift
+    start=$(date +%s)
+    timeout $((END - start)) "$@" "${EXTRA[@]}" >"$LOGS/$name.log" 2>&1
+    echo "$name: exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/summary.txt"
+}
+
+task_runs() {
+    local task=$1 grid=(--config recipes/configs/v2_grid.yaml --task "$1" --logit_dataset "$STUDY/$1/logits")
+    local compare=($PYTHON recipes/compare.py --config "recipes/configs/v2_$task.yaml" --study_dir "$STUDY"
+        --data "$BUNDLE/data/glue")
+    if [ ! -f "$STUDY/$task/logits/dataset_dict.json" ]; then
+        run "$task-teachers" "${compare[@]}" --methods none --seeds 42 --results_csv "$STUDY/$task-teachers.csv"
+    fi
+    [ -f "$STUDY/$task/logits/dataset_dict.json" ] || return
+    for seed in 42 43 44; do
+        for group in 0 1; do
+            run "$task-$seed-$group" "${compare[@]}" --methods "${GROUPS_OF_METHODS[$group]}" --seeds "$seed" \
+                --results_csv "$STUDY/$task-$seed-$group.csv" &
+            sleep 2  # the first run writes the tokenization caches the others then read
+        done
+    done
+    [ "$task" = sst2 ] && grid+=(--max_length 64)
+    if [ "$task" = mrpc ] || [ "$task" = sst2 ]; then
+        grid+=(--data "$BUNDLE/data/glue")
+        run "$task-sweep-single" $PYTHON recipes/sweep.py "${grid[@]}" --fusion single --teacher_index 0 \
+            --output_dir "$STUDY/$task/sweep-single-mpnet" &
+        run "$task-sweep-average" $PYTHON recipes/sweep.py "${grid[@]}" --fusion average \
+            --output_dir "$STUDY/$task/sweep-average" &
+    fi
+    if [ "$task" = mrpc ]; then
+        run mrpc-sweep-temperature $PYTHON recipes/sweep.py "${grid[@]}" --methods average,gating,confidence,fitted \
+            --temperatures 3,6,9 --alphas 0.7 --output_dir "$STUDY/mrpc/sweep-temperature-per-method" &
+    fi
+    wait
+}
+
+START=$(date +%s)
+for task in "$@"; do
+    task_runs "$task" &
+done
+wait
+echo "all runs: $(($(date +%s) - START)) s" | tee -a "$OUT/summary.txt"
+nvidia-smi --query-gpu=name,memory.used --format=csv >>"$OUT/summary.txt" 2>&1
+tar czf "$OUT/study.tgz" -C "$BUNDLE/runs" --exclude model.safetensors --exclude "*.bin" --exclude "checkpoint-*" \
+    --exclude "tokenizer*" --exclude "cache-*" v2 -C .. logs
