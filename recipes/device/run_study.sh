@@ -4,7 +4,8 @@
 # The machine needs python3 with torch; the bundle's wheels/ (if any) are installed into /tmp/site first. Per task,
 # in parallel: the teachers and logits where the bundle has none (compare.py, seed 42, 'none'), then every
 # method x seed as six compare.py runs (a 3-layer student leaves a GPU mostly idle), and for mrpc and sst2 the
-# T x alpha grids of `make study-v2` (for mrpc temperature per method too). Everything stops after SECONDS;
+# T x alpha grids of `make study-v2` (for mrpc temperature per method too). Everything stops SECONDS after the
+# script starts (leave a minute for the bundle's tar and the results' tar within the call's limit);
 # finished runs are reused by a later call. OUT gets summary.txt and study.tgz: the records, logits and validation
 # logits (no weights: too large to bring back) and the logs.
 set -uo pipefail
@@ -25,10 +26,13 @@ mkdir -p "$LOGS"
 GROUPS_OF_METHODS=(none,single,average,weighted,min_entropy gating,confidence,fitted,average+calibrated,average_to_confidence)
 
 run() {  # run NAME COMMAND...: timed, logged to LOGS/NAME.log, stopped at the deadline
-    local name=$1 start
+    local name=$1 left=$((END - $(date +%s))) start=$(date +%s)
     shift
-    start=$(date +%s)
-    timeout $((END - start)) "$@" "${EXTRA[@]}" >"$LOGS/$name.log" 2>&1
+    if [ "$left" -le 0 ]; then  # `timeout 0` would mean no limit at all
+        echo "$name: not started (deadline)" | tee -a "$OUT/summary.txt"
+        return
+    fi
+    timeout "$left" "$@" "${EXTRA[@]}" >"$LOGS/$name.log" 2>&1
     echo "$name: exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/summary.txt"
 }
 
