@@ -83,7 +83,9 @@ def section_context(section: dict, figures: list[str]) -> dict:
         "timed": [
             f"{kind} {t['minutes']:.1f} minutes on "
             + ", ".join(
-                f"{device} ({minutes:.1f})" if len(t["by_device"]) > 1 else device
+                (f"{device} ({minutes:.1f})" if minutes >= 0.05 else f"{device} (under 0.1)")
+                if len(t["by_device"]) > 1
+                else device
                 for device, minutes in t["by_device"].items()
             )
             + f" ({t['runs_timed']} of {t['runs']} runs recorded it)"
