@@ -493,3 +493,36 @@ def test_a_device_bundle_trains_the_students_that_the_full_weights_train(tmp_pat
     for student in ("student-none-seed1", "student-single-0-seed1"):
         logits = [np.load(root / "sst2" / student / "validation_logits.npy") for root in (tmp_path / "study", study)]
         np.testing.assert_array_equal(*logits)
+
+
+def test_a_device_bundle_carries_teachers_to_train_there_in_bf16(tmp_path):
+    """With --teachers the base models travel (no logits needed), bf16 if asked; unpacking upcasts them."""
+    sys.path.insert(0, str(ROOT / "recipes" / "device"))
+    import bundle_study
+
+    teacher, student = save_tiny_model(tmp_path / "teacher"), save_tiny_model(tmp_path / "student")
+    out = tmp_path / "bundle"
+    argv = ["--study_dir", str(tmp_path / "no-study"), "--tasks", "rte", "--data", str(GLUE)]
+    with pytest.raises(ValueError, match="--teachers"):  # no logits and no teachers: nothing to train from
+        bundle_study.main(argv + ["--student_model", student, "--output", str(out)])
+    with pytest.raises(ValueError, match="neither a packaged model"):
+        bundle_study.main(argv + ["--teachers", "org/hub-model", "--student_model", student, "--output", str(out)])
+    bundle_study.main(
+        argv
+        + ["--teachers", teacher, "--teacher_dtype", "bfloat16", "--student_model", student]
+        + ["--student_layers", "0", "--output", str(out)]
+    )
+    assert not out.joinpath("runs").exists() and (out / "data" / "glue" / "rte" / "train.tsv").is_file()
+    with pytest.raises(ValueError, match="exists"):
+        bundle_study.main(argv + ["--teachers", teacher, "--student_model", student, "--output", str(out)])
+    bundle_study.main(["--unpack", str(out)])
+    original = load_file(Path(teacher) / "model.safetensors")
+    bundled = load_file(out / "models" / "teacher" / "model.safetensors")
+    assert {t.dtype for t in bundled.values() if t.is_floating_point()} == {torch.float32}
+    rows = bundled["bert.embeddings.word_embeddings.weight"].any(1)
+    assert 0 < int(rows.sum()) < len(rows)
+    for name, tensor in original.items():  # every layer kept (a teacher uses them all), bf16-rounded
+        expected = tensor.to(torch.bfloat16).float()
+        if name.endswith("word_embeddings.weight"):
+            expected[~rows] = 0
+        torch.testing.assert_close(bundled[name], expected, rtol=0, atol=0)
