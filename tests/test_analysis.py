@@ -234,6 +234,8 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     assert sst2["best_single"] == {"method": "single: t0", "mean": pytest.approx(((40 - 4) / 40 + (40 - 5) / 40) / 2)}
     assert sst2["best_multi"]["method"] == "average" and sst2["seeds"] == [1, 2]
     assert sst2["tests"]["multi_vs_single"]["difference"] == pytest.approx(-0.05)  # 2 more errors per seed
+    (each,) = sst2["tests"]["each_multi_vs_single"]  # one multi-teacher method here
+    assert each["a"] == "average" and each["difference"] == pytest.approx(-0.05)
     assert sst2["teacher_agreement_rate"] == 0.75 and sst2["multi_teacher_advantage"] == pytest.approx(-0.05)
     assert metrics["grids"][0]["best_temperature"] == 6 and metrics["grids"][0]["best_alpha"] == 0.5
     master = pd.read_csv(out / "master_results.csv")
@@ -260,6 +262,8 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     grid = metrics["grids"][0]
     assert grid["temperature_spread"] == pytest.approx(0.03) and grid["seed_std"] == pytest.approx(0.025 / np.sqrt(2))
     assert "does not separate the temperatures" in report
+    assert "| average | -5.00 pp |" in report
+    assert "Multi-teacher methods significantly above the best single-teacher student: none.\n\n" in report
     assert grid["predictions_changed_by_temperature"] == {0.5: 1, 0.7: 1} and "alpha=0.5: 1, alpha=0.7: 1." in report
     assert "softer than the reference" not in report
     assert (

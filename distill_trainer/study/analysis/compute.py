@@ -78,6 +78,10 @@ def analyze_task(
             a=best["multi"].method,
             b=best["single"].method,
         )
+        tests["each_multi_vs_single"] = [  # does any fusion (the new ones included) beat the best single teacher?
+            dict(paired_bootstrap(by_method[m], by_method[best["single"].method], labels, task.metric, resamples), a=m)
+            for m in aggregated[aggregated.type == "multi"].sort_values("mean", ascending=False).method
+        ]
     teachers = aggregated[aggregated.type == "teacher"]
     metrics = {
         "metric": task.metric,
