@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertModel
 
 from distill_trainer import read_metadata
+from distill_trainer.config import bf16_available
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
 from distill_trainer.study.teachers import TransformersTeacher
 from distill_trainer.study.training import student_from_layers
@@ -464,8 +465,11 @@ def test_a_device_bundle_trains_the_students_that_the_full_weights_train(tmp_pat
     run = ["--student_layers", "0", "--methods", "none,single", "--seeds", "1", "--max_steps", "3"]
     run += ["--output_dir", str(tmp_path / "unused"), "--results_csv", str(tmp_path / "results.csv")]
     full = compare.main(COMMON + rows + run + ["--student_model", base, "--study_dir", str(tmp_path / "study")])
-    for record in ("student-none-seed1/eval_results.json", "teacher-sklearn_tfidf/teacher_info.json"):
-        assert json.loads((tmp_path / "study" / "sst2" / record).read_text())["device"] == "cpu"
+    records = {
+        r: json.loads((tmp_path / "study" / "sst2" / r).read_text())
+        for r in ("student-none-seed1/eval_results.json", "teacher-sklearn_tfidf/teacher_info.json")
+    }
+    assert [r["device"] for r in records.values()] == [f"cpu{', bf16 autocast' if bf16_available() else ''}", "cpu"]
     out = tmp_path / "bundle"
     argv = ["--study_dir", str(tmp_path / "study"), "--tasks", "sst2", "--data", str(GLUE)]
     argv += ["--student_model", base, "--student_layers", "0", "--output", str(out)]

@@ -81,14 +81,15 @@ class RunRecord:
         return cls(**data)
 
 
-def device_name(device) -> str:
-    """'cpu', or the accelerator's name (e.g. 'NVIDIA H200'), for a `torch.device`: the machine behind a
-    run's training time."""
+def device_name(args) -> str:
+    """What trained a run, from its `TrainingArguments`: 'cpu' or the accelerator's name (e.g. 'NVIDIA H200'),
+    with ', bf16 autocast' (or fp16) where training ran under it: the machine and precision behind a run's
+    training time, and behind its numbers."""
     import torch
 
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return device.type
+    name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else args.device.type
+    precision = "bf16" if args.bf16 else "fp16" if args.fp16 else None
+    return f"{name}, {precision} autocast" if precision else name
 
 
 def display_name(path_or_id: str) -> str:
@@ -126,7 +127,7 @@ class TeacherRecord(RunRecord):
     majority_prediction_share: float | None = None  # share of validation rows predicted as the commonest class
     majority_label_share: float | None = None  # share of validation rows whose label is the commonest label
     collapsed_learning_rates: list[float] | None = None  # earlier attempts that collapsed (see `run_study`)
-    device: str | None = None  # what trained it ('cpu', or the GPU's name): train_runtime means little without it
+    device: str | None = None  # what trained it (`device_name`): train_runtime means little without it
 
     @property
     def collapsed(self) -> bool:
@@ -175,7 +176,7 @@ class StudentResult(RunRecord):
     eval_rows: int | None = None
     max_length: int | None = None
     train_runtime: float | None = None
-    device: str | None = None  # what trained it ('cpu', or the GPU's name)
+    device: str | None = None  # what trained it (`device_name`)
 
     @property
     def method(self) -> tuple[str, str]:

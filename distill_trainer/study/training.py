@@ -131,7 +131,7 @@ def train_teacher(
         trainer.train(resume_from_checkpoint=resume)
         metrics, predictions = evaluate_task(trainer)
         trainer.save_model(output_dir)
-        device = device_name(trainer.args.device)
+        device = device_name(trainer.args)
         if early_stopping_patience:
             epochs = epochs_of(trainer.state, task.metric)
             for folder in set(sort_checkpoints(output_dir)) - existing:  # only the ones this training wrote
@@ -244,7 +244,7 @@ def distill_student(
         eval_rows=len(validation),
         max_length=task_args.max_length,
         train_runtime=train_output.metrics.get("train_runtime"),
-        device=device_name(trainer.args.device),
+        device=device_name(trainer.args),
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
