@@ -267,8 +267,8 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     assert grid["predictions_changed_by_temperature"] == {0.5: 1, 0.7: 1} and "alpha=0.5: 1, alpha=0.7: 1." in report
     assert "softer than the reference" not in report
     assert (
-        "teachers 2.0 minutes on cpu (1 of 2 runs recorded it); students 4.0 minutes on NVIDIA H200 (2.0), an "
-        "unrecorded device (2.0) (8 of 8 runs recorded it)" in report
+        "teachers 2.0 minutes on cpu (1 of 2 runs recorded it); students 4.0 minutes (2.0 on NVIDIA H200, 2.0 on "
+        "an unrecorded device; 8 of 8 runs recorded it)" in report
     )  # these teachers have 0.953 mean max probability
     assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]
     # side by side with the reference, by role; the derived rows computed from both tables alike

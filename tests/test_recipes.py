@@ -469,7 +469,10 @@ def test_a_device_bundle_trains_the_students_that_the_full_weights_train(tmp_pat
         r: json.loads((tmp_path / "study" / "sst2" / r).read_text())
         for r in ("student-none-seed1/eval_results.json", "teacher-sklearn_tfidf/teacher_info.json")
     }
-    assert [r["device"] for r in records.values()] == [f"cpu{', bf16 autocast' if bf16_available() else ''}", "cpu"]
+    assert [r["device"] for r in records.values()] == [
+        f"cpu{' with bf16 autocast' if bf16_available() else ''}",
+        "cpu",
+    ]
     out = tmp_path / "bundle"
     argv = ["--study_dir", str(tmp_path / "study"), "--tasks", "sst2", "--data", str(GLUE)]
     argv += ["--student_model", base, "--student_layers", "0", "--output", str(out)]

@@ -83,13 +83,13 @@ class RunRecord:
 
 def device_name(args) -> str:
     """What trained a run, from its `TrainingArguments`: 'cpu' or the accelerator's name (e.g. 'NVIDIA H200'),
-    with ', bf16 autocast' (or fp16) where training ran under it: the machine and precision behind a run's
+    with ' with bf16 autocast' (or fp16) where training ran under it: the machine and precision behind a run's
     training time, and behind its numbers."""
     import torch
 
     name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else args.device.type
     precision = "bf16" if args.bf16 else "fp16" if args.fp16 else None
-    return f"{name}, {precision} autocast" if precision else name
+    return f"{name} with {precision} autocast" if precision else name
 
 
 def display_name(path_or_id: str) -> str:
