@@ -374,6 +374,8 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
     ]
     with pytest.raises(ValueError, match="holds a finished run with other settings .*'seed': 42"):
         sweep.main(argv + ["--seed", "7"])  # same folders, another seed: never reported as this one
+    with pytest.raises(ValueError, match="other settings .*'learning_rate': 5e-05"):
+        sweep.main(argv + ["--learning_rate", "0.5"])  # nor under another learning rate, epochs, rows...
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda path: path.name)

@@ -3,6 +3,7 @@ runs are reused, so an interrupted study resumes."""
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from dataclasses import replace
@@ -13,7 +14,7 @@ from transformers import TrainingArguments
 from ..config import DistillationConfig
 from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
 from .extraction import extract_to_disk
-from .runs import StudentResult, TeacherRecord, display_name, method_options, method_temperatures
+from .runs import StudentResult, TeacherRecord, display_name, method_options, method_temperatures, training_settings
 from .training import distill_student, train_teacher
 
 logger = logging.getLogger(__name__)
@@ -26,8 +27,10 @@ def distill_or_reuse(
 ) -> StudentResult:
     """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume).
 
-    A finished run is reused only if it was trained with the same method, T, alpha, seed and labelled rows: a
-    folder left by other settings is refused rather than silently reported under these ones."""
+    A finished run is reused only if it was trained with the same method, T, alpha, seed, labelled rows and
+    `training_settings` (epochs, learning rate, batch, rows, student...; records from before those were kept
+    are checked on the rest): a folder left by other settings is refused rather than silently reported under
+    these ones."""
     if not os.path.isfile(os.path.join(config.output_dir, StudentResult.FILE)):
         distill_student(task_args, student_args, config)
         return StudentResult.load(config.output_dir)
@@ -37,6 +40,8 @@ def distill_or_reuse(
         differ.pop("teacher_index", None)
     if found.labelled_rows != student_args.labelled_rows:
         differ["labelled_rows"] = found.labelled_rows
+    asked = json.loads(json.dumps(training_settings(config, task_args, student_args)))  # as the record holds it
+    differ.update({k: v for k, v in (found.training or {}).items() if k in asked and asked[k] != v})
     if differ:
         raise ValueError(
             f"{config.output_dir} holds a finished run with other settings ({differ}); it is not reused as this "

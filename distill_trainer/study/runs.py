@@ -92,6 +92,30 @@ def device_name(args) -> str:
     return f"{name} with {precision} autocast" if precision else name
 
 
+TRAINING_KEYS = (
+    "num_train_epochs",
+    "max_steps",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "weight_decay",
+    "lr_scheduler_type",
+)
+
+
+def training_settings(config, task_args, student_args) -> dict:
+    """The settings besides method, T, alpha and seed that make a student what it is (its data, model, schedule),
+    recorded with it so that a finished run is not reused under others. Precision and device are left out:
+    a study may go on on another machine (both are recorded in `device`)."""
+    return {
+        **{key: getattr(config, key) for key in TRAINING_KEYS},
+        "max_train_rows": task_args.max_train_rows,
+        "max_length": task_args.max_length,
+        "student_model": student_args.student_model,
+        "student_layers": student_args.student_layers,
+    }
+
+
 def display_name(path_or_id: str) -> str:
     """A name for cards and metadata: a Hub id as is, a local folder by its last component (no local paths)."""
     return os.path.basename(os.path.normpath(path_or_id)) if os.path.exists(path_or_id) else path_or_id
@@ -177,6 +201,7 @@ class StudentResult(RunRecord):
     max_length: int | None = None
     train_runtime: float | None = None
     device: str | None = None  # what trained it (`device_name`)
+    training: dict | None = None  # `training_settings`: a finished run is reused only where these match
 
     @property
     def method(self) -> tuple[str, str]:

@@ -28,7 +28,15 @@ from .args import StudentArguments, TaskArguments, for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
 from .extraction import load_logit_dataset
 from .packaged_models import resolve_model
-from .runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord, base_model_name, device_name, display_name
+from .runs import (
+    VALIDATION_LOGITS_FILE,
+    StudentResult,
+    TeacherRecord,
+    base_model_name,
+    device_name,
+    display_name,
+    training_settings,
+)
 from .tasks import (
     GlueTask,
     compute_task_metrics,
@@ -245,6 +253,7 @@ def distill_student(
         max_length=task_args.max_length,
         train_runtime=train_output.metrics.get("train_runtime"),
         device=device_name(trainer.args),
+        training=training_settings(config, task_args, student_args),
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():

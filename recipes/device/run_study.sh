@@ -3,9 +3,9 @@
 #   bash recipes/device/run_study.sh BUNDLE OUT SECONDS TASK...    (EXTRA_ARGS: more arguments for every run)
 # The machine needs python3 with torch; the bundle's wheels/ (if any) are installed into /tmp/site first. Per task,
 # in parallel: the teachers and logits where the bundle has none (compare.py, seed 42, 'none'), then every
-# method x seed as six compare.py runs (a 3-layer student leaves a GPU mostly idle), and for mrpc and sst2 the
-# T x alpha grids of `make study-v2` (for mrpc temperature per method too). Everything stops SECONDS after the
-# script starts (leave a minute for the bundle's tar and the results' tar within the call's limit);
+# method x seed as six compare.py runs (a 3-layer student leaves a GPU mostly idle), for mrpc and sst2 the
+# T x alpha grids of `make study-v2`, for mrpc temperature per method, for sst2 the low-resource regime.
+# Everything stops SECONDS after the script starts (leave a minute for the tars within the call's limit);
 # finished runs are reused by a later call. OUT gets summary.txt and study.tgz: the records, logits and validation
 # logits (no weights: too large to bring back) and the logs.
 set -uo pipefail
@@ -59,6 +59,13 @@ task_runs() {
         run "$task-sweep-average" $PYTHON recipes/sweep.py "${grid[@]}" --fusion average \
             --output_dir "$STUDY/$task/sweep-average" &
     fi
+    if [ "$task" = sst2 ]; then  # the low-resource regime, on these teachers' logits (linked, not copied)
+        for seed in 42 43 44; do
+            run "sst2-low-resource-$seed" $PYTHON recipes/compare.py --config recipes/configs/v2_sst2_low_resource.yaml \
+                --study_dir "$BUNDLE/runs/v2-low-resource" --teachers_from "$STUDY" --data "$BUNDLE/data/glue" \
+                --seeds "$seed" --results_csv "$BUNDLE/runs/v2-low-resource/sst2-$seed.csv" &
+        done
+    fi
     if [ "$task" = mrpc ]; then
         run mrpc-sweep-temperature $PYTHON recipes/sweep.py "${grid[@]}" --methods average,gating,confidence,fitted \
             --temperatures 3,6,9 --alphas 0.7 --output_dir "$STUDY/mrpc/sweep-temperature-per-method" &
@@ -73,5 +80,7 @@ done
 wait
 echo "all runs: $(($(date +%s) - START)) s" | tee -a "$OUT/summary.txt"
 nvidia-smi --query-gpu=name,memory.used --format=csv >>"$OUT/summary.txt" 2>&1
+# not the low-resource study's links to the teachers (they point into this machine's bundle)
 tar czf "$OUT/study.tgz" -C "$BUNDLE/runs" --exclude model.safetensors --exclude "*.bin" --exclude "checkpoint-*" \
-    --exclude "tokenizer*" --exclude "cache-*" v2 -C .. logs
+    --exclude "tokenizer*" --exclude "cache-*" --exclude "v2-low-resource/*/teacher-*" \
+    --exclude "v2-low-resource/*/logits" $(cd "$BUNDLE/runs" && ls -d v2 v2-low-resource 2>/dev/null) -C .. logs
