@@ -336,6 +336,8 @@ def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):
     assert len(students) == 8
     again = compare.main(argv)  # finished runs are reused, not retrained
     assert again.score.tolist() == table.score.tolist()
+    with pytest.raises(ValueError, match=r"teacher trained with other settings \({'teacher_epochs': 0.2}\)"):
+        compare.main(argv + ["--teacher_epochs", "0.3"])  # nor are its teachers under other settings
 
 
 def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):

@@ -58,10 +58,18 @@ def teacher_or_reuse(
     `TeacherRecord.collapsed`) is not a teacher: its folder is set aside as `collapsed-<folder>-lr<lr>` (kept,
     never deleted) and it is fine-tuned again at a third of the learning rate, up to
     `study.teacher_collapse_retries` times; if the last attempt collapses too, it is kept with a warning (its
-    record says so)."""
+    record says so). A finished teacher is reused only under the same `teacher_settings`."""
+    asked = json.loads(json.dumps(teacher_settings(task_args, config, study)))  # as the record holds it
     if os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
-        return TeacherRecord.load(folder)
-    learning_rate, collapsed = study.teacher_learning_rate or config.learning_rate, []
+        found = TeacherRecord.load(folder)
+        differ = {k: v for k, v in (found.training or {}).items() if k in asked and asked[k] != v}
+        if differ:
+            raise ValueError(
+                f"{folder} holds a teacher trained with other settings ({differ}); it is not reused as this one. "
+                "Use another --study_dir, or remove that folder."
+            )
+        return found
+    learning_rate, collapsed = asked["learning_rate"], []
     for attempt in range(study.teacher_collapse_retries + 1):
         teacher_args = with_overrides(
             config,
@@ -92,10 +100,23 @@ def teacher_or_reuse(
             teacher,
             100 * info.majority_prediction_share,
         )
-    if collapsed:
-        info = replace(info, collapsed_learning_rates=collapsed)
-        info.save(folder)
+    info = replace(info, collapsed_learning_rates=collapsed or None, training=asked)
+    info.save(folder)
     return info
+
+
+def teacher_settings(task_args: TaskArguments, config: DistillationConfig, study: StudyArguments) -> dict:
+    """What a study asks of a teacher (before any collapse retry lowers the rate), recorded with it so that a
+    finished teacher is not reused under other settings."""
+    return {
+        "teacher_epochs": study.teacher_epochs,
+        "teacher_patience": study.teacher_patience,
+        "learning_rate": study.teacher_learning_rate or config.learning_rate,
+        "per_device_train_batch_size": config.per_device_train_batch_size,
+        "weight_decay": config.weight_decay,
+        "max_train_rows": task_args.max_train_rows,
+        "max_length": task_args.max_length,
+    }
 
 
 def run_study(task_args: TaskArguments, study: StudyArguments, config: DistillationConfig):

@@ -152,6 +152,7 @@ class TeacherRecord(RunRecord):
     majority_label_share: float | None = None  # share of validation rows whose label is the commonest label
     collapsed_learning_rates: list[float] | None = None  # earlier attempts that collapsed (see `run_study`)
     device: str | None = None  # what trained it (`device_name`): train_runtime means little without it
+    training: dict | None = None  # what the study asked (`runner.teacher_settings`); reused only where it matches
 
     @property
     def collapsed(self) -> bool:
