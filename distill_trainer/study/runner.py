@@ -3,7 +3,6 @@ runs are reused, so an interrupted study resumes."""
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import replace
@@ -14,7 +13,15 @@ from transformers import TrainingArguments
 from ..config import DistillationConfig
 from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
 from .extraction import extract_to_disk
-from .runs import StudentResult, TeacherRecord, display_name, method_options, method_temperatures, training_settings
+from .runs import (
+    StudentResult,
+    TeacherRecord,
+    display_name,
+    method_options,
+    method_temperatures,
+    settings_that_differ,
+    training_settings,
+)
 from .training import distill_student, train_teacher
 
 logger = logging.getLogger(__name__)
@@ -40,8 +47,7 @@ def distill_or_reuse(
         differ.pop("teacher_index", None)
     if found.labelled_rows != student_args.labelled_rows:
         differ["labelled_rows"] = found.labelled_rows
-    asked = json.loads(json.dumps(training_settings(config, task_args, student_args)))  # as the record holds it
-    differ.update({k: v for k, v in (found.training or {}).items() if k in asked and asked[k] != v})
+    differ.update(settings_that_differ(found.training, training_settings(config, task_args, student_args)))
     if differ:
         raise ValueError(
             f"{config.output_dir} holds a finished run with other settings ({differ}); it is not reused as this "
@@ -59,10 +65,10 @@ def teacher_or_reuse(
     never deleted) and it is fine-tuned again at a third of the learning rate, up to
     `study.teacher_collapse_retries` times; if the last attempt collapses too, it is kept with a warning (its
     record says so). A finished teacher is reused only under the same `teacher_settings`."""
-    asked = json.loads(json.dumps(teacher_settings(task_args, config, study)))  # as the record holds it
+    asked = teacher_settings(task_args, config, study)
     if os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
         found = TeacherRecord.load(folder)
-        differ = {k: v for k, v in (found.training or {}).items() if k in asked and asked[k] != v}
+        differ = settings_that_differ(found.training, asked)
         if differ:
             raise ValueError(
                 f"{folder} holds a teacher trained with other settings ({differ}); it is not reused as this one. "

@@ -116,6 +116,13 @@ def training_settings(config, task_args, student_args) -> dict:
     }
 
 
+def settings_that_differ(recorded: dict | None, asked: dict) -> dict:
+    """The recorded settings (as the JSON record holds them) that differ from `asked`: why a finished run or
+    teacher is not reused. A record from before settings were kept has none to compare."""
+    asked = json.loads(json.dumps(asked))
+    return {key: value for key, value in (recorded or {}).items() if key in asked and asked[key] != value}
+
+
 def display_name(path_or_id: str) -> str:
     """A name for cards and metadata: a Hub id as is, a local folder by its last component (no local paths)."""
     return os.path.basename(os.path.normpath(path_or_id)) if os.path.exists(path_or_id) else path_or_id

@@ -59,9 +59,9 @@ def used_token_ids(tokenizer, data: str, tasks: list[str]) -> np.ndarray:
     return np.array(sorted(used))
 
 
-def zero_unreadable_weights(weights: dict[str, torch.Tensor], token_ids: np.ndarray, keep_layers=None) -> int:
+def zero_unreadable_weights(weights: dict[str, torch.Tensor], token_ids: np.ndarray, keep_layers=None) -> None:
     """Zero, in place, the word-embedding rows of tokens not in `token_ids` and, given `keep_layers`, the encoder
-    layers not in it; returns how many embedding rows are kept."""
+    layers not in it."""
     if keep_layers is not None:
         for name, tensor in weights.items():
             parts = name.split(".")
@@ -69,7 +69,6 @@ def zero_unreadable_weights(weights: dict[str, torch.Tensor], token_ids: np.ndar
                 tensor.zero_()
     embeddings = weights[next(k for k in weights if k.endswith(WORD_EMBEDDINGS))]
     embeddings[torch.from_numpy(np.setdiff1d(np.arange(embeddings.shape[0]), token_ids))] = 0
-    return len(token_ids)
 
 
 def place(name: str) -> str:
@@ -87,9 +86,8 @@ def bundle_model(name: str, output: str, data: str, tasks: list[str], keep_layer
     if name == "all-MiniLM-L6-v2":
         open(os.path.join(output, "site", MINILM_PACKAGE, "__init__.py"), "w").close()
     weights = load_file(os.path.join(source, WEIGHTS))
-    kept = zero_unreadable_weights(
-        weights, used_token_ids(AutoTokenizer.from_pretrained(source), data, tasks), keep_layers
-    )
+    token_ids = used_token_ids(AutoTokenizer.from_pretrained(source), data, tasks)
+    zero_unreadable_weights(weights, token_ids, keep_layers)
     if dtype is not None:
         weights = {key: tensor.to(dtype) if tensor.is_floating_point() else tensor for key, tensor in weights.items()}
     unpacked = os.path.join(target, WEIGHTS)
@@ -97,7 +95,7 @@ def bundle_model(name: str, output: str, data: str, tasks: list[str], keep_layer
     with open(unpacked, "rb") as raw, gzip.open(unpacked + ".gz", "wb", compresslevel=6) as packed:
         shutil.copyfileobj(raw, packed)
     os.remove(unpacked)
-    print(f"{name}: {kept} word-embedding rows kept, {os.path.getsize(unpacked + '.gz') / 2**20:.0f} MiB")
+    print(f"{name}: {len(token_ids)} word-embedding rows kept, {os.path.getsize(unpacked + '.gz') / 2**20:.0f} MiB")
 
 
 def unpack(bundle: str) -> None:

@@ -71,17 +71,14 @@ def analyze_task(
             b="none",
         )
     if "multi" in best and "single" in best:
-        tests["multi_vs_single"] = dict(
-            paired_bootstrap(
-                by_method[best["multi"].method], by_method[best["single"].method], labels, task.metric, resamples
-            ),
-            a=best["multi"].method,
-            b=best["single"].method,
-        )
-        tests["each_multi_vs_single"] = [  # does any fusion (the new ones included) beat the best single teacher?
-            dict(paired_bootstrap(by_method[m], by_method[best["single"].method], labels, task.metric, resamples), a=m)
+        single = best["single"].method
+        each = [  # does any fusion (the new ones included) beat the best single teacher?
+            dict(paired_bootstrap(by_method[m], by_method[single], labels, task.metric, resamples), a=m)
             for m in aggregated[aggregated.type == "multi"].sort_values("mean", ascending=False).method
         ]
+        best_multi = next(test for test in each if test["a"] == best["multi"].method)
+        tests["multi_vs_single"] = dict(best_multi, b=single)  # the same resamples: not bootstrapped twice
+        tests["each_multi_vs_single"] = each
     teachers = aggregated[aggregated.type == "teacher"]
     metrics = {
         "metric": task.metric,
