@@ -171,6 +171,10 @@ def fixture_study(tmp_path):
             train_rows=40,
             train_runtime=120.0 if name == "t0" else None,  # t1: from before runtimes were recorded
             device="cpu" if name == "t0" else None,
+            learning_rate=3e-5 if name == "t0" else 1e-5,
+            epochs_trained=3.0 if name == "t0" else 6.0,  # t0: early-stopped; t1: still improving at its cap
+            best_epoch=2.0 if name == "t0" else 6.0,
+            collapsed_learning_rates=None if name == "t0" else [3e-5],
         ).save(str(task_dir / f"teacher-{name}"))
     teachers = [{"name": "t0", "validation_score": 1.0}, {"name": "t1", "validation_score": 0.75}]
     wrong = {"none": 12, "single-0": 4, "single-1": 8, "average": 6}  # errors per student, on the last rows
@@ -270,6 +274,9 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
         "teachers 2.0 minutes on cpu (1 of 2 runs recorded it); students 4.0 minutes (2.0 on NVIDIA H200, 2.0 on "
         "an unrecorded device; 8 of 8 runs recorded it)" in report
     )  # these teachers have 0.953 mean max probability
+    assert "| t0 | 100.00 | 3 | 2 | early stopping: no gain for 1 epoch(s) | 3e-05 | cpu | 2.0 |" in report
+    t1_row = "| t1 | 75.00 | 6 | 6 | epoch cap, still improving | 1e-05 (collapsed at 3e-05) | unrecorded | n/a |"
+    assert t1_row in report
     assert json.loads((out / "success_metrics.json").read_text())["sst2"]["seeds"] == [1, 2]
     # side by side with the reference, by role; the derived rows computed from both tables alike
     assert "## Side by side with the reference study" in report and "| role | sst2 reference | sst2 ours |" in report

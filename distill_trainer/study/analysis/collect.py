@@ -35,6 +35,10 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
                 "train_rows": info.train_rows,
                 "train_runtime": info.train_runtime,
                 "device": info.device,
+                "epochs_trained": info.epochs_trained,
+                "best_epoch": info.best_epoch,
+                "learning_rate": info.learning_rate,
+                "collapsed_learning_rates": info.collapsed_learning_rates,
                 "run_dir": os.path.dirname(info_path),
             }
         )

@@ -25,6 +25,17 @@ from .per_example import (
 )
 from .stats import STUDENT_TYPES, paired_bootstrap
 
+TEACHER_FACTS = (
+    "method",
+    "score",
+    "epochs_trained",
+    "best_epoch",
+    "learning_rate",
+    "collapsed_learning_rates",
+    "device",
+    "train_runtime",
+)
+
 
 def analyze_task(
     study_dir: str, task_name: str, task_runs: pd.DataFrame, aggregated: pd.DataFrame, resamples: int
@@ -102,6 +113,10 @@ def analyze_task(
             for kind, runs in (("teachers", task_runs[task_runs.type == "teacher"]), ("students", students))
         },
         "best_teacher": float(teachers["mean"].max()) if not teachers.empty else None,
+        "teachers": [  # how far each teacher was fine-tuned, from its record
+            {key: getattr(run, key) for key in TEACHER_FACTS}
+            for run in task_runs[task_runs.type == "teacher"].sort_values("score", ascending=False).itertuples()
+        ],
         "baseline": float(best["baseline"]["mean"]) if "baseline" in best else None,
         "best_single": {"method": best["single"].method, "mean": float(best["single"]["mean"])}
         if "single" in best

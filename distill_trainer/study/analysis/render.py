@@ -91,9 +91,48 @@ def section_context(section: dict, figures: list[str]) -> dict:
         "metrics": m,
         "timed": [training_time(kind, t) for kind, t in m["train_minutes"].items() if t["runs_timed"]],
         "results_table": markdown_table(table[["method", "type", "n", "mean", "std", "95% CI"]]),
+        "teachers_table": teachers_table(m["teachers"]) if m["teachers"] else None,
         **(regression_tables(section) if m["regression"] else classification_tables(section)),
         "figures": [os.path.basename(path) for path in figures],
     }
+
+
+def teachers_table(teachers: list[dict]) -> str:
+    """How far each teacher was fine-tuned and how its training ended. Early stopping ends a run only after an
+    epoch without improvement, so a teacher whose best epoch is its last one was still improving when the epoch
+    cap ended it: the table says so rather than leaving the reader to compare two columns."""
+
+    def known(value) -> bool:
+        return value is not None and np.isfinite(value)
+
+    def epochs(value) -> str:
+        return f"{round(value, 1):g}" if known(value) else "n/a"
+
+    rows = []
+    for t in teachers:
+        trained, best = t["epochs_trained"], t["best_epoch"]
+        if not known(trained):
+            ended = "fitted once (no epochs)"
+        elif known(best) and round(best, 1) >= round(trained, 1):
+            ended = "epoch cap, still improving"
+        else:
+            ended = f"early stopping: no gain for {epochs(trained - best)} epoch(s)" if known(best) else "n/a"
+        rate = f"{t['learning_rate']:g}" if known(t["learning_rate"]) else "n/a"
+        if isinstance(t["collapsed_learning_rates"], list) and t["collapsed_learning_rates"]:
+            rate += f" (collapsed at {', '.join(f'{r:g}' for r in t['collapsed_learning_rates'])})"
+        rows.append(
+            {
+                "teacher": t["method"].removeprefix("teacher: "),
+                "score": percent(t["score"]),
+                "epochs trained": epochs(trained),
+                "best epoch": epochs(best),
+                "ended by": ended,
+                "learning rate": rate,
+                "trained on": t["device"] if isinstance(t["device"], str) else "unrecorded",
+                "minutes": f"{t['train_runtime'] / 60:.1f}" if known(t["train_runtime"]) else "n/a",
+            }
+        )
+    return markdown_table(pd.DataFrame(rows))
 
 
 def classification_tables(section: dict) -> dict:
