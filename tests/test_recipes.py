@@ -493,6 +493,10 @@ def test_a_device_bundle_trains_the_students_that_the_full_weights_train(tmp_pat
     assert 0 < int(embeddings.any(1).sum()) < len(embeddings)  # rows of tokens in no text are zero
     study = out / "runs" / "study"
     assert [p.name for p in (study / "sst2").glob("teacher-*/*")] == ["teacher_info.json"]  # records, no weights
+    finished = sorted((study / "sst2").glob("student-*"))  # their records travel, so they are reused there
+    assert [sorted(p.name for p in f.iterdir()) for f in finished] == [["eval_results.json"]] * 2
+    for folder in finished:  # trained again here from the bundle's weights, to compare with the full weights'
+        shutil.rmtree(folder)
     bundled = compare.main(
         COMMON
         + rows

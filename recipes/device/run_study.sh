@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
 # Study v2's tasks on a GPU machine, from a bundle of recipes/device/bundle_study.py:
-#   bash recipes/device/run_study.sh BUNDLE OUT SECONDS TASK...    (EXTRA_ARGS: more arguments for every run)
+#   bash recipes/device/run_study.sh BUNDLE OUT SECONDS TASK...
+# Environment: EXTRA_ARGS (more arguments for every run), WORKERS (student runs at a time, default 6: a 3-layer
+# student leaves a GPU mostly idle), MIN_LEFT (start no run with fewer seconds left, default 0: a run stopped at
+# the deadline is lost, so a run that cannot finish only slows the others), STUDENTS_ONLY=1 (no grids, no
+# temperature per method, no low-resource regime).
 # The machine needs python3 with torch; the bundle's wheels/ (if any) are installed into /tmp/site first. Per task,
 # in parallel: the teachers and logits where the bundle has none (compare.py, seed 42, 'none'), then every
-# method x seed as six compare.py runs (a 3-layer student leaves a GPU mostly idle), for mrpc and sst2 the
-# T x alpha grids of `make study-v2`, for mrpc temperature per method, for sst2 the low-resource regime.
-# Everything stops SECONDS after the script starts (leave a minute for the tars within the call's limit);
-# finished runs are reused by a later call. OUT gets summary.txt and study.tgz: the records, logits and validation
-# logits (no weights: too large to bring back) and the logs.
+# method x seed as a queue of compare.py runs, WORKERS at a time ('single' first: it is one run per teacher), for
+# mrpc and sst2 the T x alpha grids of `make study-v2`, for mrpc temperature per method, for sst2 the low-resource
+# regime. Everything stops SECONDS after the script starts (leave a minute for the tars within the call's limit);
+# finished runs are reused, also those whose records the bundle carries. OUT gets summary.txt and study.tgz: the
+# records, logits and validation logits (no weights: too large to bring back) and the logs.
 set -uo pipefail
 BUNDLE=$1 OUT=$2 END=$(($(date +%s) + $3))
 shift 3
@@ -23,12 +27,12 @@ $PYTHON -c "import torch, transformers, datasets, distill_trainer; print('torch'
 torch.cuda.is_available(), 'transformers', transformers.__version__, 'datasets', datasets.__version__)" || exit 1
 STUDY=$BUNDLE/runs/v2 LOGS=$BUNDLE/logs
 mkdir -p "$LOGS"
-GROUPS_OF_METHODS=(none,single,average,weighted,min_entropy gating,confidence,fitted,average+calibrated,average_to_confidence)
+METHODS=(single none average weighted min_entropy gating confidence fitted average+calibrated average_to_confidence)
 
 run() {  # run NAME COMMAND...: timed, logged to LOGS/NAME.log, stopped at the deadline
     local name=$1 left=$((END - $(date +%s))) start=$(date +%s)
     shift
-    if [ "$left" -le 0 ]; then  # `timeout 0` would mean no limit at all
+    if [ "$left" -le "${MIN_LEFT:-0}" ] || [ "$left" -le 0 ]; then  # `timeout 0` would mean no limit at all
         echo "$name: not started (deadline)" | tee -a "$OUT/summary.txt"
         return
     fi
@@ -44,13 +48,22 @@ task_runs() {
         run "$task-teachers" "${compare[@]}" --methods none --seeds 42 --results_csv "$STUDY/$task-teachers.csv"
     fi
     [ -f "$STUDY/$task/logits/dataset_dict.json" ] || return
-    for seed in 42 43 44; do
-        for group in 0 1; do
-            run "$task-$seed-$group" "${compare[@]}" --methods "${GROUPS_OF_METHODS[$group]}" --seeds "$seed" \
-                --results_csv "$STUDY/$task-$seed-$group.csv" &
-            sleep 2  # the first run writes the tokenization caches the others then read
+    (  # a subshell, so that `jobs` counts this queue's runs only
+        for method in "${METHODS[@]}"; do
+            for seed in 42 43 44; do
+                while [ "$(jobs -rp | wc -l)" -ge "${WORKERS:-6}" ]; do wait -n; done
+                if [ $((END - $(date +%s))) -le "${MIN_LEFT:-0}" ]; then
+                    echo "$task: queue stopped at $method, seed $seed (deadline)" | tee -a "$OUT/summary.txt"
+                    break 2
+                fi
+                run "$task-$seed-$method" "${compare[@]}" --methods "$method" --seeds "$seed" \
+                    --results_csv "$STUDY/$task-$seed-$method.csv" &
+                sleep 2  # the first run writes the tokenization caches the others then read
+            done
         done
-    done
+        wait
+    ) &
+    [ -n "${STUDENTS_ONLY:-}" ] && { wait; return; }
     [ "$task" = sst2 ] && grid+=(--max_length 64)
     if [ "$task" = mrpc ] || [ "$task" = sst2 ]; then
         grid+=(--data "$BUNDLE/data/glue")
