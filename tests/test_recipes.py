@@ -541,3 +541,29 @@ def test_a_device_bundle_carries_teachers_to_train_there_in_bf16(tmp_path):
         if name.endswith("word_embeddings.weight"):
             expected[~rows] = 0
         torch.testing.assert_close(bundled[name], expected, rtol=0, atol=0)
+
+
+def test_the_device_script_queues_each_method_and_seed_within_its_workers_and_deadline(tmp_path):
+    """recipes/device/run_study.sh (with a stand-in python that only records the runs): 'single' first, then
+    method by method, seeds inside; never more than WORKERS at once; no run started with MIN_LEFT seconds or
+    fewer left, and nothing but students with STUDENTS_ONLY."""
+    log, fake = tmp_path / "runs.log", tmp_path / "python"
+    record = f's=$(date +%s%N); sleep 5; echo "$s $(date +%s%N) $*" >>{log}'  # 5 s: three would overlap
+    fake.write_text(f'#!/bin/bash\ncase "$*" in *compare.py*|*sweep.py*) {record};; esac\n')
+    fake.chmod(0o755)
+    logits = tmp_path / "bundle" / "runs" / "v2" / "sst2" / "logits"
+    logits.mkdir(parents=True)
+    (logits / "dataset_dict.json").write_text("{}")
+    (tmp_path / "out").mkdir()
+    env = {**os.environ, "PYTHON": str(fake), "WORKERS": "2", "MIN_LEFT": "4", "STUDENTS_ONLY": "1"}
+    command = ["bash", "recipes/device/run_study.sh", str(tmp_path / "bundle"), str(tmp_path / "out"), "11", "sst2"]
+    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
+    runs = [line.split(" ", 2) for line in log.read_text().splitlines() if "compare.py" in line]
+    started = [(re.search(r"--methods (\S+)", r[2])[1], re.search(r"--seeds (\S+)", r[2])[1]) for r in runs]
+    expected = [(method, seed) for method in ("single", "none", "average") for seed in ("42", "43", "44")]
+    assert 3 <= len(started) < len(expected) and sorted(started) == sorted(expected[: len(started)])
+    spans = [(int(start), int(end)) for start, end, _ in runs]
+    assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 2  # the queue is full, never over it
+    summary = (tmp_path / "out" / "summary.txt").read_text()
+    assert "queue stopped at" in summary and "sweep" not in log.read_text()
+    assert (tmp_path / "out" / "study.tgz").is_file()
