@@ -1,6 +1,7 @@
 """The analyses on hand-built cases whose answers are worked out by hand, and the report on a fixture study."""
 
 import json
+import shutil
 
 import datasets
 import numpy as np
@@ -290,6 +291,15 @@ def test_report_on_a_fixture_study(fixture_study, tmp_path):
     assert (
         rows["gap closed by the best distilled student"]["sst2 reference"] == "38%"
     )  # (92.55 - 90.6) / (95.76 - 90.6)
+
+
+def test_a_study_whose_distilled_students_have_not_run_yet_is_reported(fixture_study, tmp_path):
+    for folder in (fixture_study / "sst2").glob("student-*"):
+        if not folder.name.startswith("student-none-"):
+            shutil.rmtree(folder)
+    metrics = analyze_study(str(fixture_study), str(tmp_path / "results"), resamples=50)
+    assert metrics["sst2"]["baseline"] == pytest.approx(((40 - 12) / 40 + (40 - 13) / 40) / 2)
+    assert metrics["sst2"]["best_single"] is None and metrics["sst2"]["tests"] == {}
 
 
 def test_a_sweep_over_several_methods_is_one_grid_per_method(tmp_path):

@@ -3,6 +3,7 @@ STS-B's regression distillation: the loss against an independent computation, th
 scalar predictions, the ones refused, and the regression analyses."""
 
 import json
+import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -315,6 +316,7 @@ def test_low_resource_students_learn_unlabelled_rows_from_the_teachers_only(tmp_
     assert runs["none"]["train_rows"] == 40 and runs["confidence"]["train_rows"] == 96  # baseline: labelled rows only
     assert all(run["labelled_rows"] == 40 for run in runs.values())
     assert (tmp_path / "main" / "sst2" / "logits").is_dir() and (tmp_path / "low" / "sst2" / "logits").is_symlink()
+    assert os.readlink(tmp_path / "low" / "sst2" / "logits") == os.path.join("..", "..", "main", "sst2", "logits")
     metrics = analyze.main(
         ["--study_dir", str(tmp_path / "low"), "--output_dir", str(tmp_path / "r"), "--resamples", "50"]
     )

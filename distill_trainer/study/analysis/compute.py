@@ -71,9 +71,10 @@ def analyze_task(
         for kind in STUDENT_TYPES
         if (aggregated.type == kind).any()
     }
-    distilled = aggregated[aggregated.type.isin(["single", "multi"])].sort_values("mean").iloc[-1]
+    distilled = aggregated[aggregated.type.isin(["single", "multi"])].sort_values("mean")
     tests = {}
-    if "baseline" in best:
+    if "baseline" in best and not distilled.empty:  # a study whose distilled students have not run yet has none
+        distilled = distilled.iloc[-1]
         tests["distilled_vs_baseline"] = dict(
             paired_bootstrap(
                 by_method[distilled.method], by_method[best["baseline"].method], labels, task.metric, resamples
