@@ -32,7 +32,7 @@ METHODS=(single none average weighted min_entropy gating confidence fitted avera
 run() {  # run NAME COMMAND...: timed, logged to LOGS/NAME.log, stopped at the deadline
     local name=$1 left=$((END - $(date +%s))) start=$(date +%s)
     shift
-    if [ "$left" -le "${MIN_LEFT:-0}" ] || [ "$left" -le 0 ]; then  # `timeout 0` would mean no limit at all
+    if [ "$left" -le "${MIN_LEFT:-0}" ]; then  # and never at 0 left: `timeout 0` would mean no limit at all
         echo "$name: not started (deadline)" | tee -a "$OUT/summary.txt"
         return
     fi
