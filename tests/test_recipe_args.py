@@ -56,11 +56,12 @@ def test_publishing_without_a_repo_id_is_refused_before_any_work():
 
 
 def test_study_methods_name_curricula_calibration_and_their_own_temperature():
-    argv = ["--output_dir", "out", "--methods", "none,single,average_to_confidence,average+calibrated"]
+    argv = ["--output_dir", "out", "--methods", "none,single,single-1,average_to_confidence,average+calibrated"]
     _, study, _ = parse_recipe_args(STUDY, argv + ["--method_temperatures", "average+calibrated=3"])
     assert method_runs(study.methods, 2, method_temperatures(study.method_temperatures, study.methods)) == [
         ("none", {"fusion": "none", "curriculum_fusion": None, "calibrate_teachers": False}),
         ("single-0", {"fusion": "single", "curriculum_fusion": None, "calibrate_teachers": False, "teacher_index": 0}),
+        ("single-1", {"fusion": "single", "curriculum_fusion": None, "calibrate_teachers": False, "teacher_index": 1}),
         ("single-1", {"fusion": "single", "curriculum_fusion": None, "calibrate_teachers": False, "teacher_index": 1}),
         (
             "average_to_confidence",
@@ -82,6 +83,7 @@ def test_study_methods_name_curricula_calibration_and_their_own_temperature():
         (["--methods", "average", "--method_temperatures", "gating=3"], "one of --methods"),
         (["--methods", "average", "--method_temperatures", "average=-1"], "T > 0"),
         (["--methods", "average", "--method_temperatures", "average"], "METHOD=T"),
+        (["--methods", "none,single-2"], "there are 2 --teachers"),  # one teacher's single run: 0 or 1 here
     ],
 )
 def test_bad_study_methods_are_refused_before_any_work(options, message):

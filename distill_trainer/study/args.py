@@ -14,7 +14,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from ..config import fast_training_defaults
-from .runs import method_temperatures
+from .runs import method_options, method_temperatures
 from .tasks import (
     DEFAULT_GLUE,
     GlueTask,
@@ -169,6 +169,9 @@ class StudyArguments:
 
     def __post_init__(self):  # every method checked before any teacher trains
         method_temperatures(self.method_temperatures, self.methods)
+        for method in self.methods:
+            if method_options(method).get("teacher_index", 0) >= len(self.teachers):
+                raise ValueError(f"--methods {method}: there are {len(self.teachers)} --teachers (counted from 0).")
         check_labelled_rows(self.labelled_rows)
 
 

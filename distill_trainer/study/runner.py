@@ -194,8 +194,9 @@ def link_into(folder: str, sources: Sequence[str]) -> None:
 
 
 def method_runs(methods: Sequence[str], n_teachers: int, temperatures: dict[str, float]) -> list[tuple[str, dict]]:
-    """(run name, `DistillationConfig` options) per study method: 'single' methods once per teacher; a method
-    with its own temperature gets it, and a `-T<t>` in its name so that its folder differs."""
+    """(run name, `DistillationConfig` options) per study method: 'single' methods once per teacher ('single-<i>'
+    for teacher i alone); a method with its own temperature gets it, and a `-T<t>` in its name so that its folder
+    differs."""
     runs = []
     for method in methods:
         options = method_options(method)
@@ -203,7 +204,7 @@ def method_runs(methods: Sequence[str], n_teachers: int, temperatures: dict[str,
         if method in temperatures:
             options["temperature"] = temperatures[method]
             name += f"-T{temperatures[method]:g}"
-        if "single" in (options["fusion"], options["curriculum_fusion"]):
+        if "single" in (options["fusion"], options["curriculum_fusion"]) and "teacher_index" not in options:
             runs += [
                 (name.replace("single", f"single-{i}", 1), {**options, "teacher_index": i}) for i in range(n_teachers)
             ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Callable, ClassVar
 
@@ -234,7 +235,16 @@ def method_name(fusion: str, curriculum_fusion: str | None = None, calibrate_tea
 
 def method_options(method: str) -> dict:
     """The `DistillationConfig` options of a study method named as `method_name` names them, e.g.
-    'average_to_confidence+calibrated'; a `ValueError` naming the method when its fusions are unknown."""
+    'average_to_confidence+calibrated', or 'single-<i>' for one teacher's single run (the name of its folder; plain
+    'single' runs once per teacher); a `ValueError` naming the method when its fusions are unknown."""
+    one_teacher = re.fullmatch(r"single-(\d+)", method)
+    if one_teacher:
+        return {
+            "fusion": "single",
+            "curriculum_fusion": None,
+            "calibrate_teachers": False,
+            "teacher_index": int(one_teacher[1]),
+        }
     calibrate = method.endswith(CALIBRATED_SUFFIX)
     fusion, _, curriculum = method.removesuffix(CALIBRATED_SUFFIX).partition(CURRICULUM_SEPARATOR)
     known = ["none", *FUSION_REGISTRY]
