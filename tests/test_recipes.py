@@ -555,8 +555,8 @@ def test_the_device_script_queues_each_method_and_seed_within_its_workers_and_de
     logits.mkdir(parents=True)
     (logits / "dataset_dict.json").write_text("{}")
     (tmp_path / "out").mkdir()
-    env = {**os.environ, "PYTHON": str(fake), "WORKERS": "2", "MIN_LEFT": "4", "STUDENTS_ONLY": "1"}
-    command = ["bash", "recipes/device/run_study.sh", str(tmp_path / "bundle"), str(tmp_path / "out"), "11", "sst2"]
+    env = {**os.environ, "PYTHON": str(fake), "WORKERS": "2", "MIN_LEFT": "6", "STUDENTS_ONLY": "1"}
+    command = ["bash", "recipes/device/run_study.sh", str(tmp_path / "bundle"), str(tmp_path / "out"), "20", "sst2"]
     subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
     runs = [line.split(" ", 2) for line in log.read_text().splitlines() if "compare.py" in line]
     started = [(re.search(r"--methods (\S+)", r[2])[1], re.search(r"--seeds (\S+)", r[2])[1]) for r in runs]
