@@ -170,7 +170,7 @@ class StudyArguments:
     def __post_init__(self):  # every method checked before any teacher trains
         method_temperatures(self.method_temperatures, self.methods)
         for method in self.methods:
-            if method_options(method).get("teacher_index", 0) >= len(self.teachers):
+            if method_options(method).get("teacher_index", -1) >= len(self.teachers):  # 'single-<i>' names one
                 raise ValueError(f"--methods {method}: there are {len(self.teachers)} --teachers (counted from 0).")
         check_labelled_rows(self.labelled_rows)
 

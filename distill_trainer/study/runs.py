@@ -239,12 +239,7 @@ def method_options(method: str) -> dict:
     'single' runs once per teacher); a `ValueError` naming the method when its fusions are unknown."""
     one_teacher = re.fullmatch(r"single-(\d+)", method)
     if one_teacher:
-        return {
-            "fusion": "single",
-            "curriculum_fusion": None,
-            "calibrate_teachers": False,
-            "teacher_index": int(one_teacher[1]),
-        }
+        return {**method_options("single"), "teacher_index": int(one_teacher[1])}
     calibrate = method.endswith(CALIBRATED_SUFFIX)
     fusion, _, curriculum = method.removesuffix(CALIBRATED_SUFFIX).partition(CURRICULUM_SEPARATOR)
     known = ["none", *FUSION_REGISTRY]

@@ -104,8 +104,9 @@ def copy_records(task_dir: str, target: str) -> None:
     teachers' are all their students need, and a run whose record travels is reused there, not trained again."""
     for folder, _, files in os.walk(task_dir):
         for record in {TeacherRecord.FILE, StudentResult.FILE} & set(files):
-            os.makedirs(os.path.join(target, os.path.relpath(folder, task_dir)), exist_ok=True)
-            shutil.copy(os.path.join(folder, record), os.path.join(target, os.path.relpath(folder, task_dir)))
+            copy = os.path.join(target, os.path.relpath(folder, task_dir))
+            os.makedirs(copy, exist_ok=True)
+            shutil.copy(os.path.join(folder, record), copy)
 
 
 def unpack(bundle: str) -> None:

@@ -71,15 +71,15 @@ def analyze_task(
         for kind in STUDENT_TYPES
         if (aggregated.type == kind).any()
     }
-    distilled = aggregated[aggregated.type.isin(["single", "multi"])].sort_values("mean")
+    distilled = aggregated[aggregated.type.isin(["single", "multi"])]
     tests = {}
     if "baseline" in best and not distilled.empty:  # a study whose distilled students have not run yet has none
-        distilled = distilled.iloc[-1]
+        best_distilled = distilled.sort_values("mean").iloc[-1]
         tests["distilled_vs_baseline"] = dict(
             paired_bootstrap(
-                by_method[distilled.method], by_method[best["baseline"].method], labels, task.metric, resamples
+                by_method[best_distilled.method], by_method[best["baseline"].method], labels, task.metric, resamples
             ),
-            a=distilled.method,
+            a=best_distilled.method,
             b="none",
         )
     if "multi" in best and "single" in best:
@@ -125,9 +125,7 @@ def analyze_task(
         "best_multi": {"method": best["multi"].method, "mean": float(best["multi"]["mean"])}
         if "multi" in best
         else None,
-        "distilled_students_above_baseline": int(
-            (aggregated[aggregated.type.isin(["single", "multi"])]["mean"] > best["baseline"]["mean"]).sum()
-        )
+        "distilled_students_above_baseline": int((distilled["mean"] > best["baseline"]["mean"]).sum())
         if "baseline" in best
         else None,
         "tests": tests,
