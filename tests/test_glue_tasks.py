@@ -329,6 +329,23 @@ def test_low_resource_students_learn_unlabelled_rows_from_the_teachers_only(tmp_
         )
 
 
+def test_link_into_accepts_a_link_another_run_made_first_and_refuses_a_foreign_entry(tmp_path, monkeypatch):
+    from distill_trainer.study import runner
+
+    source, study = tmp_path / "main" / "logits", tmp_path / "low"
+    source.mkdir(parents=True)
+    study.mkdir()
+    (study / "logits").symlink_to(source)
+    with monkeypatch.context() as patch:  # as if the other run had linked it between the check and the link
+        patch.setattr(runner.os.path, "lexists", lambda path: False)
+        runner.link_into(str(study), [str(source)])
+    assert (study / "logits").resolve() == source
+    (tmp_path / "other" / "teacher").mkdir(parents=True)
+    (study / "teacher").mkdir()
+    with pytest.raises(ValueError, match="teacher exists and is not a link"):
+        runner.link_into(str(study), [str(tmp_path / "other" / "teacher")])
+
+
 @needs_glue
 def test_the_ridge_teacher_round_trips_through_json_and_safetensors(tmp_path):
     from distill_trainer.study.args import TaskArguments

@@ -543,10 +543,9 @@ def test_a_device_bundle_carries_teachers_to_train_there_in_bf16(tmp_path):
         torch.testing.assert_close(bundled[name], expected, rtol=0, atol=0)
 
 
-def test_the_device_script_queues_each_method_and_seed_within_its_workers_and_deadline(tmp_path):
-    """recipes/device/run_study.sh (with a stand-in python that only records the runs): 'single' first, then
-    method by method, seeds inside; never more than WORKERS at once; no run started with MIN_LEFT seconds or
-    fewer left, and nothing but students with STUDENTS_ONLY."""
+def run_device_script(tmp_path, seconds: int, **env) -> list[tuple[str, str, str]]:
+    """recipes/device/run_study.sh on an SST-2 bundle with its logits, with a stand-in python that only records
+    the runs (5 s each); (start ns, end ns, arguments) of the compare.py / sweep.py runs that finished."""
     log, fake = tmp_path / "runs.log", tmp_path / "python"
     record = f's=$(date +%s%N); sleep 5; echo "$s $(date +%s%N) $*" >>{log}'  # 5 s: three would overlap
     fake.write_text(f'#!/bin/bash\ncase "$*" in *compare.py*|*sweep.py*) {record};; esac\n')
@@ -555,15 +554,32 @@ def test_the_device_script_queues_each_method_and_seed_within_its_workers_and_de
     logits.mkdir(parents=True)
     (logits / "dataset_dict.json").write_text("{}")
     (tmp_path / "out").mkdir()
-    env = {**os.environ, "PYTHON": str(fake), "WORKERS": "2", "MIN_LEFT": "6", "STUDENTS_ONLY": "1"}
-    command = ["bash", "recipes/device/run_study.sh", str(tmp_path / "bundle"), str(tmp_path / "out"), "20", "sst2"]
-    subprocess.run(command, cwd=ROOT, env=env, check=True, capture_output=True)
-    runs = [line.split(" ", 2) for line in log.read_text().splitlines() if "compare.py" in line]
+    command = ["bash", "recipes/device/run_study.sh", str(tmp_path / "bundle"), str(tmp_path / "out"), str(seconds)]
+    subprocess.run(command + ["sst2"], cwd=ROOT, env={**os.environ, "PYTHON": str(fake), **env}, check=True)
+    assert (tmp_path / "out" / "study.tgz").is_file()
+    return [tuple(line.split(" ", 2)) for line in log.read_text().splitlines()]
+
+
+def test_the_device_script_queues_each_method_and_seed_within_its_workers_and_deadline(tmp_path):
+    """run_study.sh: 'single' first, then method by method, seeds inside; never more than WORKERS at once; no run
+    started with MIN_LEFT seconds or fewer left, and nothing but students with STUDENTS_ONLY."""
+    runs = run_device_script(tmp_path, 20, WORKERS="2", MIN_LEFT="6", STUDENTS_ONLY="1")
+    assert all("compare.py" in arguments for _, _, arguments in runs)
     started = [(re.search(r"--methods (\S+)", r[2])[1], re.search(r"--seeds (\S+)", r[2])[1]) for r in runs]
     expected = [(method, seed) for method in ("single", "none", "average") for seed in ("42", "43", "44")]
     assert 3 <= len(started) < len(expected) and sorted(started) == sorted(expected[: len(started)])
     spans = [(int(start), int(end)) for start, end, _ in runs]
     assert max(sum(s <= t < e for s, e in spans) for t, _ in spans) == 2  # the queue is full, never over it
-    summary = (tmp_path / "out" / "summary.txt").read_text()
-    assert "queue stopped at" in summary and "sweep" not in log.read_text()
-    assert (tmp_path / "out" / "study.tgz").is_file()
+    assert "queue stopped at" in (tmp_path / "out" / "summary.txt").read_text()
+
+
+def test_the_device_script_queues_the_low_resource_regime_beside_the_main_study(tmp_path):
+    """Without STUDENTS_ONLY: the grids and, as a second queue, the low-resource config's methods x seeds on the
+    main study's teachers, each run with its own results file."""
+    runs = [arguments for _, _, arguments in run_device_script(tmp_path, 8, WORKERS="1")]
+    low_resource = [arguments for arguments in runs if "v2_sst2_low_resource.yaml" in arguments]
+    assert len(low_resource) == 1 and "--methods none --seeds 42" in low_resource[0]
+    assert f"--teachers_from {tmp_path}/bundle/runs/v2 " in low_resource[0]
+    assert low_resource[0].endswith(f"--results_csv {tmp_path}/bundle/runs/v2-low-resource/sst2-42-none.csv")
+    assert sum("sweep.py" in arguments for arguments in runs) == 2
+    assert sum("--config recipes/configs/v2_sst2.yaml --study_dir" in arguments for arguments in runs) == 1

@@ -187,9 +187,11 @@ def link_into(folder: str, sources: Sequence[str]) -> None:
     for source in sources:
         link = os.path.join(folder, os.path.basename(source))
         if not os.path.lexists(link):
-            # relative, so the two studies can move together (another checkout, a tarball)
-            os.symlink(os.path.relpath(os.path.realpath(source), os.path.realpath(folder)), link)
-        elif os.path.realpath(link) != os.path.realpath(source):
+            try:  # relative, so the two studies can move together (another checkout, a tarball)
+                os.symlink(os.path.relpath(os.path.realpath(source), os.path.realpath(folder)), link)
+            except FileExistsError:  # another run of this study, started at the same moment, linked it first
+                pass
+        if os.path.realpath(link) != os.path.realpath(source):
             raise ValueError(f"{link} exists and is not a link to {source}: --teachers_from would hide it.")
 
 
