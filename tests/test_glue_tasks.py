@@ -320,7 +320,9 @@ def test_low_resource_students_learn_unlabelled_rows_from_the_teachers_only(tmp_
     metrics = analyze.main(
         ["--study_dir", str(tmp_path / "low"), "--output_dir", str(tmp_path / "r"), "--resamples", "50"]
     )
-    assert metrics["sst2"]["train_rows"] == 96
+    assert metrics["sst2"]["train_rows"] == 96 and metrics["sst2"]["labelled_rows"] == 40
+    report = (tmp_path / "r" / "REPORT.md").read_text()  # 40 labels: nothing in the reference to match
+    assert "the labels of 40 training rows only" in report and "reference_comparison" not in metrics
     with pytest.raises(ValueError, match="leaves no unlabelled rows"):
         distill.main(
             common("sst2")

@@ -54,6 +54,7 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
                 "score": results.score,
                 "metric": results.metric,
                 "train_rows": results.train_rows,
+                "labelled_rows": results.labelled_rows,
                 "temperature": results.temperature,
                 "alpha": results.alpha,
                 "train_runtime": results.train_runtime,

@@ -96,6 +96,7 @@ def analyze_task(
         "metric": task.metric,
         "validation_rows": int(rows),
         "train_rows": int(task_runs.train_rows.dropna().max()),
+        "labelled_rows": int(students.labelled_rows.max()) if students.labelled_rows.notna().any() else None,
         "seeds": sorted(int(s) for s in students.seed.dropna().unique()),
         "train_minutes": {
             kind: {
