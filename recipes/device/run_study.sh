@@ -53,7 +53,8 @@ queue() {  # queue NAME CSV_PREFIX "METHOD..." COMMAND...: each method x seed on
                     echo "$name: queue stopped at $method, seed $seed (deadline)" | tee -a "$OUT/summary.txt"
                     break 2
                 fi
-                run "$name-$seed-$method" "$@" --methods "$method" --seeds "$seed" --results_csv "$csv-$seed-$method.csv" &
+                run "$name-$seed-$method" "$@" --methods "$method" --seeds "$seed" \
+                    --results_csv "$csv-$seed-$method.csv" &
                 sleep 2  # the first run writes the tokenization caches the others then read
             done
         done
@@ -82,8 +83,9 @@ task_runs() {
     if [ "$task" = sst2 ]; then  # the low-resource regime, on these teachers' logits (linked, not copied)
         local config=recipes/configs/v2_sst2_low_resource.yaml
         local methods=$(sed -n 's/^methods: *\([^ #]*\).*/\1/p' $config | tr , ' ')
-        queue sst2-low-resource "$BUNDLE/runs/v2-low-resource/sst2" "$methods" $PYTHON recipes/compare.py --config $config --study_dir "$BUNDLE/runs/v2-low-resource" \
-            --teachers_from "$STUDY" --data "$BUNDLE/data/glue" &
+        queue sst2-low-resource "$BUNDLE/runs/v2-low-resource/sst2" "$methods" $PYTHON recipes/compare.py \
+            --config $config --study_dir "$BUNDLE/runs/v2-low-resource" --teachers_from "$STUDY" \
+            --data "$BUNDLE/data/glue" &
     fi
     if [ "$task" = mrpc ]; then
         run mrpc-sweep-temperature $PYTHON recipes/sweep.py "${grid[@]}" --methods average,gating,confidence,fitted \
