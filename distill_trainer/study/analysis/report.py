@@ -74,7 +74,7 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
     with open(os.path.join(output_dir, "success_metrics.json"), "w") as handle:
         json.dump(to_plain(metrics), handle, indent=2)
     # the reference trained every student on all labels: a low-resource task has no counterpart there
-    low_resource = runs.task[runs.labelled_rows.notna()] if "labelled_rows" in runs else []
+    low_resource = [section["task"] for section in sections if section["metrics"]["labelled_rows"]]
     comparison = reference_comparison(aggregated[~aggregated.task.isin(low_resource)])
     if comparison is not None:
         metrics["reference_comparison"] = comparison.to_dict("records")
