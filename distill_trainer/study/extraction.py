@@ -16,19 +16,23 @@ from accelerate import PartialState
 from ..fitting import validation_fits
 from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read_metadata
 from .args import TaskArguments
+from .early_stopping import majority_shares
 from .hub import load_logit_dataset_from_hub
-from .runs import display_name, write_atomically
-from .tasks import (
-    compute_task_metrics,
-    task_texts,
-)
+from .runs import TeacherRecord, display_name, is_collapsed, write_atomically
+from .tasks import GlueTask, compute_task_metrics, task_texts
 from .teachers import load_teacher, sharded_logits
 
 logger = logging.getLogger(__name__)
 
 
+SCORE_TOLERANCE = 0.005  # a stored teacher's validation score may differ this much from its record (0.5 pp)
+
+
 def build_logit_dataset(
-    task_args: TaskArguments, teacher_paths: Sequence[str], batch_size: int = 64, cache_dir: str | None = None
+    task_args: TaskArguments,
+    teacher_paths: Sequence[str],
+    batch_size: int = 64,
+    cache_dir: str | None = None,
 ) -> datasets.DatasetDict:
     """Run every teacher over train and validation; one `DatasetDict` with a `teacher_logits` column per split.
 
@@ -36,12 +40,21 @@ def build_logit_dataset(
     the rows and all processes get every row back in order. With `cache_dir`, each finished teacher's
     logits are kept there (written atomically), so an interrupted extraction resumes at the first
     unfinished teacher. Each teacher's validation score (the `weighted` fusion's weight) is measured on
-    the same validation rows, so the scores in the metadata are comparable across teachers.
+    the same validation rows, so the scores in the metadata are comparable across teachers. Before anything
+    is written (the cache included), each teacher's logits are checked against its record
+    (`check_teacher_reproduces`).
+
+    Args:
+        task_args: The task, its data and rows, and `max_length`.
+        teacher_paths: Teacher folders or Hub ids, in column order.
+        batch_size: Inference batch size.
+        cache_dir: Where finished teachers' logits are kept until the dataset is written (None: not kept).
     """
     task = task_args.glue_task
     splits = {split: task_args.load(split) for split in ("train", "validation")}
-    input_columns = [c for c in ("idx", *task.text_columns) if c in splits["train"].column_names]
+    input_columns = task.input_columns(splits["train"])
     fingerprints = {split: input_fingerprint(data, input_columns) for split, data in splits.items()}
+    labels = splits["validation"]["label"][:]
     logits, infos = {split: [] for split in splits}, []
     for index, path in enumerate(teacher_paths):
         key = {"teacher": path, "max_length": task_args.max_length, "inputs": fingerprints}
@@ -55,20 +68,19 @@ def build_logit_dataset(
                 "revision": teacher.revision,
                 "logits": {split: sharded_logits(teacher, task_texts(task, data)) for split, data in splits.items()},
             }
+            score = check_teacher_reproduces(task, path, found, labels, fingerprints["validation"])
             write_teacher_cache(cache_dir, index, key, found)
         else:
             logger.warning("Teacher %d (%s): reusing its logits from %s.", index, found["name"], cache_dir)
+            score = check_teacher_reproduces(task, path, found, labels, fingerprints["validation"])
         for split in splits:
             logits[split].append(found["logits"][split])
-        score = compute_task_metrics(task, found["logits"]["validation"], splits["validation"]["label"][:])[
-            task.metric
-        ]
         infos.append(
             TeacherInfo(name=found["name"], revision=found["revision"], metric=task.metric, validation_score=score)
         )
     # Fitted once here and stored with every split's metadata, so `fitted` and `calibrate_teachers` students
     # all use the same fits on the full validation split.
-    fitted = validation_fits(np.stack(logits["validation"], axis=1), splits["validation"]["label"][:])
+    fitted = validation_fits(np.stack(logits["validation"], axis=1), labels)
     return datasets.DatasetDict(
         {
             split: attach_teacher_logits(
@@ -83,6 +95,63 @@ def build_logit_dataset(
             for split, data in splits.items()
         }
     )
+
+
+def check_teacher_reproduces(
+    task: GlueTask,
+    path: str,
+    found: dict,
+    labels: Sequence,
+    validation_fingerprint: str,
+) -> float:
+    """The teacher's validation score, recomputed from the logits about to be stored; refused (a `ValueError`
+    naming the teacher and both scores) where it differs from the score its record (`teacher_info.json`)
+    states for the same validation rows by more than `SCORE_TOLERANCE`; a warning where the logits predict one
+    class on >= 95% of the rows (a collapsed teacher). Logits that are not the teacher's own (a broken
+    save/load, a wrong label order, the wrong `max_length`) would otherwise train every student silently wrong.
+
+    Args:
+        task: The task, for its metric and label space.
+        path: The teacher's folder or Hub id; its record is read from a folder only.
+        found: `{"name", "logits": {"validation": [n, n_labels] array, ...}}` for this teacher.
+        labels: The validation labels, in row order.
+        validation_fingerprint: `input_fingerprint` of the validation rows; a record of other rows (or one
+            from before records kept it) is not compared, with a warning.
+    """
+    validation = found["logits"]["validation"]
+    score = compute_task_metrics(task, validation, labels)[task.metric]
+    record = TeacherRecord.load(path) if os.path.isfile(os.path.join(path, TeacherRecord.FILE)) else None
+    if record is None:
+        logger.warning(
+            "Teacher %s has no %s: its logits' score %.4f is not checked.", found["name"], TeacherRecord.FILE, score
+        )
+    elif record.validation_fingerprint != validation_fingerprint:
+        logger.warning(
+            "Teacher %s: its record's validation score was measured on %s validation rows; %.4f here is not "
+            "compared with it.",
+            found["name"],
+            "unrecorded" if record.validation_fingerprint is None else "other",
+            score,
+        )
+    elif not abs(score - record.validation_score) <= SCORE_TOLERANCE:
+        raise ValueError(
+            f"Teacher {found['name']} ({path}): the logits extracted from it score {task.metric} {score:.4f} on the "
+            f"validation rows, but its {TeacherRecord.FILE} records {record.validation_score:.4f} on the same rows "
+            f"(tolerance {SCORE_TOLERANCE}). They are not the teacher's own predictions (a save/load defect, another "
+            "--max_length than it was trained with?); nothing was written."
+        )
+    if not task.is_regression:
+        shares = majority_shares(validation, labels)
+        if is_collapsed(**shares):
+            logger.warning(
+                "Teacher %s (%s) predicts one class on %.0f%% of the validation rows (the commonest label covers "
+                "%.0f%%): a collapsed teacher gives students little to learn.",
+                found["name"],
+                path,
+                100 * shares["majority_prediction_share"],
+                100 * shares["majority_label_share"],
+            )
+    return score
 
 
 def teacher_cache_path(cache_dir: str, index: int) -> str:
@@ -123,10 +192,20 @@ def write_teacher_cache(cache_dir: str | None, index: int, key: dict, found: dic
 
 
 def extract_to_disk(
-    task_args: TaskArguments, teacher_paths: Sequence[str], output_dir: str, batch_size: int = 64
+    task_args: TaskArguments,
+    teacher_paths: Sequence[str],
+    output_dir: str,
+    batch_size: int = 64,
 ) -> datasets.DatasetDict:
     """`build_logit_dataset` with a resumable per-teacher cache beside `output_dir`, written atomically by
-    the main process; the cache is removed once the dataset is in place."""
+    the main process; the cache is removed once the dataset is in place.
+
+    Args:
+        task_args: The task, its data and rows, and `max_length`.
+        teacher_paths: Teacher folders or Hub ids, in column order.
+        output_dir: The logit dataset's folder: new, empty, or a logit dataset this tool wrote (replaced).
+        batch_size: Inference batch size.
+    """
     check_replaceable(output_dir)  # before any teacher runs
     cache_dir = f"{os.path.normpath(output_dir)}.teacher-cache"
     logit_dataset = build_logit_dataset(task_args, teacher_paths, batch_size, cache_dir)

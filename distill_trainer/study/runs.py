@@ -124,6 +124,12 @@ def settings_that_differ(recorded: dict | None, asked: dict) -> dict:
     return {key: value for key, value in (recorded or {}).items() if key in asked and asked[key] != value}
 
 
+def is_collapsed(majority_prediction_share: float, majority_label_share: float) -> bool:
+    """Predicts nearly one class (>= 95% of validation rows) although the labels are not that skewed (the
+    commonest label under 80%): a fine-tuning failure (e.g. too high a learning rate), not a teacher."""
+    return majority_prediction_share >= 0.95 and majority_label_share < 0.8
+
+
 def display_name(path_or_id: str) -> str:
     """A name for cards and metadata: a Hub id as is, a local folder by its last component (no local paths)."""
     return os.path.basename(os.path.normpath(path_or_id)) if os.path.exists(path_or_id) else path_or_id
@@ -162,13 +168,14 @@ class TeacherRecord(RunRecord):
     device: str | None = None  # what trained it (`device_name`): train_runtime means little without it
     training: dict | None = None  # what the study asked (`runner.teacher_settings`); reused only where it matches
 
+    validation_fingerprint: str | None = None  # the validation rows `validation_score` was measured on
+
     @property
     def collapsed(self) -> bool:
-        """Predicts nearly one class (>= 95% of validation rows) although the labels are not that skewed: a
-        fine-tuning failure (e.g. too high a learning rate), not a teacher."""
+        """See `is_collapsed`; a record without the shares (a regression teacher) never is."""
         if self.majority_prediction_share is None or self.majority_label_share is None:
             return False
-        return self.majority_prediction_share >= 0.95 and self.majority_label_share < 0.8
+        return is_collapsed(self.majority_prediction_share, self.majority_label_share)
 
     @property
     def method(self) -> str:

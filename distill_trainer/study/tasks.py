@@ -27,6 +27,11 @@ class GlueTask:
     metric: str  # the study's headline (primary) metric: accuracy, f1, matthews_correlation or pearson
     title: str = ""  # as the GLUE paper writes it (SST-2), for cards and tables
 
+    def input_columns(self, data: datasets.Dataset) -> list[str]:
+        """The columns that identify a row's inputs (`idx` and the texts): what a logit dataset's and a teacher
+        record's fingerprints are computed over, so both name the same rows the same way."""
+        return [column for column in ("idx", *self.text_columns) if column in data.column_names]
+
     @property
     def num_labels(self) -> int:
         return len(self.label_names)

@@ -194,12 +194,11 @@ class SklearnTeacher:
         }
         with open(os.path.join(folder, SKLEARN_TEACHER_FILE), "w") as handle:
             json.dump(settings, handle)
+        # C order: safetensors writes an array's memory as it lies, and a multi-class `coef_` is Fortran-ordered
+        # (scikit-learn's solvers return it so), so without this it reads back transposed and scrambled.
+        arrays = {"idf": vectorizer.idf_, "coef": np.atleast_2d(classifier.coef_), "intercept": classifier.intercept_}
         save_file(
-            {
-                "idf": vectorizer.idf_.astype(np.float64),
-                "coef": np.atleast_2d(classifier.coef_).astype(np.float64),
-                "intercept": np.atleast_1d(classifier.intercept_).astype(np.float64),
-            },
+            {key: np.ascontiguousarray(np.atleast_1d(array), dtype=np.float64) for key, array in arrays.items()},
             os.path.join(folder, SKLEARN_WEIGHTS_FILE),
         )
 

@@ -21,7 +21,7 @@ from transformers import (
 from transformers.trainer_utils import sort_checkpoints
 
 from ..config import DistillationConfig
-from ..logits import check_logits_match_inputs, read_metadata
+from ..logits import check_logits_match_inputs, input_fingerprint, read_metadata
 from ..sampling import LengthGroupedSamplingMixin
 from ..trainer import DistillationTrainer
 from .args import StudentArguments, TaskArguments, for_trainer
@@ -45,7 +45,7 @@ from .tasks import (
     metrics_for_trainer,
     task_texts,
 )
-from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_classifier
+from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_classifier, load_teacher, sharded_logits
 
 
 class TaskTrainer(LengthGroupedSamplingMixin, Trainer):
@@ -112,9 +112,8 @@ def train_teacher(
         teacher = SklearnTeacher.fit(
             task_texts(task, train), train["label"][:], name=name, regression=task.is_regression
         )
-        predictions = teacher(task_texts(task, validation))
-        metrics = compute_task_metrics(task, predictions, validation["label"][:])
         teacher.save(output_dir)
+        metrics = {}
     else:
         tokenizer, model = load_for_task(  # a head for another label count is replaced by a fresh one
             model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **task_args.loading
@@ -137,13 +136,22 @@ def train_teacher(
         # Checkpoints already there are this teacher's (an interrupted run, resumed) or someone else's (kept).
         existing = set(sort_checkpoints(output_dir)) if os.path.isdir(output_dir) and not resume else set()
         trainer.train(resume_from_checkpoint=resume)
-        metrics, predictions = evaluate_task(trainer)
+        metrics, _ = evaluate_task(trainer)
         trainer.save_model(output_dir)
         device = device_name(trainer.args)
         if early_stopping_patience:
             epochs = epochs_of(trainer.state, task.metric)
             for folder in set(sort_checkpoints(output_dir)) - existing:  # only the ones this training wrote
                 shutil.rmtree(folder)
+    # The score recorded is the saved teacher's, loaded back as extraction loads it (float32, its own tokenizer
+    # and batches), so its stored logits can be checked against the record (`check_teacher_reproduces`); the
+    # Trainer's evaluation above may have run under bf16 autocast.
+    texts = task_texts(task, validation)
+    reloaded = load_teacher(output_dir, task.label_names, max_length=task_args.max_length, **task_args.loading)
+    predictions = sharded_logits(reloaded, texts)
+    if model_name_or_path == SKLEARN_TEACHER and not np.array_equal(predictions, teacher(texts)):
+        raise RuntimeError(f"{name}: the TF-IDF teacher saved in {output_dir} does not predict what it did.")
+    metrics = {**metrics, **compute_task_metrics(task, predictions, validation["label"][:])}
     record = TeacherRecord(
         name=name,
         base_model=base_model_name(model_name_or_path),
@@ -155,6 +163,7 @@ def train_teacher(
         train_runtime=time.perf_counter() - started,
         learning_rate=None if model_name_or_path == SKLEARN_TEACHER else training_args.learning_rate,
         device=device,
+        validation_fingerprint=input_fingerprint(validation, task.input_columns(validation)),
         **epochs,
         **({} if task.is_regression else majority_shares(predictions, validation["label"][:])),
     )
