@@ -24,7 +24,7 @@ BF16_BY_DEFAULT = True
 CPUINFO = "/proc/cpuinfo"
 
 
-@dataclass
+@dataclass(repr=False)  # keep TrainingArguments' repr, which redacts `*_token`: a generated one would print them
 class DistillationConfig(TrainingArguments):
     """Training arguments for `DistillationTrainer`.
 

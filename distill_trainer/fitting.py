@@ -7,6 +7,7 @@ the logit metadata) and when the trainer is built (`temperatures_and_weights`: s
 from __future__ import annotations
 
 import logging
+import math
 
 import datasets
 import numpy as np
@@ -141,3 +142,55 @@ def temperatures_and_weights(
     weights = weights if fit_weights else None
     logger.info("Teacher temperatures %s, fitted fusion weights %s, from %s.", temperatures, weights, source)
     return temperatures, weights
+
+
+def check_fits(temperatures, weights, n_teachers: int) -> None:
+    """Refuse fits that would train silently wrong (a `ValueError` naming the field): the metadata is a file a user
+    or a tool may have edited, and a NaN, zero or negative temperature, or a list of the wrong length, would
+    otherwise give NaN weights, flip a teacher's logits, or broadcast one value to every teacher.
+
+    Args:
+        temperatures: `fitted["teacher_temperatures"]`: one finite temperature > 0 per teacher, or None.
+        weights: the fitted fusion weights in use: one finite weight >= 0 per teacher, not all 0, or None.
+        n_teachers: The number of teachers in the teacher-logit column.
+    """
+    for name, values, positive in (("teacher_temperatures", temperatures, True), ("fusion_weights", weights, False)):
+        if values is None:
+            continue
+        field = f'metadata.fitted["{name}"]'
+        if not isinstance(values, (list, tuple)) or len(values) != n_teachers:
+            raise ValueError(f"{field} must list one value per teacher ({n_teachers}), got {values!r}.")
+        try:
+            array = np.asarray(values, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise ValueError(f"{field} must be numbers, got {values!r}.") from None
+        valid = np.isfinite(array).all() and (
+            (array > 0).all() if positive else (array >= 0).all() and array.sum() > 0
+        )
+        if not valid:
+            wanted = "finite and > 0" if positive else "finite, >= 0 and not all 0"
+            raise ValueError(f"{field} must be {wanted} for every teacher, got {values!r}; re-extract the logits.")
+
+
+def weights_from_metadata(dataset) -> list[float]:
+    """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata. A
+    score below 0 (MCC, Pearson: worse than chance) weighs 0: such a teacher has nothing to teach."""
+    metadata = read_metadata(dataset) if isinstance(dataset, datasets.Dataset) else None
+    scores = metadata.validation_scores if metadata else []
+    if not scores or any(score is None for score in scores):
+        raise ValueError(
+            "fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
+            "validation score for every teacher)."
+        )
+    if not all(isinstance(score, (int, float)) and math.isfinite(score) for score in scores):
+        raise ValueError(
+            f"fusion='weighted': the metadata's teacher validation_score values {scores} must be "
+            "finite numbers; re-extract the logits or pass fusion_weights."
+        )
+    if max(scores) <= 0:
+        raise ValueError(
+            f"fusion='weighted': no teacher scores above 0 on validation ({scores}); pass fusion_weights."
+        )
+    if min(scores) < 0:
+        logger.warning("fusion='weighted': teachers with validation scores below 0 get weight 0 (%s).", scores)
+    return [max(score, 0.0) for score in scores]

@@ -19,18 +19,19 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .card import trainer_card
 from .collator import DistillationDataCollator
 from .config import DistillationConfig
-from .fitting import temperatures_and_weights
+from .fitting import check_fits, temperatures_and_weights, weights_from_metadata
 from .fusion import FusionSetup, build_fusion, check_teacher_logits, fusion_strategy
 from .labels import check_label_values
-from .logits import read_metadata, validate_logit_dataset
+from .logits import validate_logit_dataset
 from .losses import combine_kd_terms, kd_loss_terms
+from .nonfinite import NonFiniteGuardMixin
 from .sampling import LengthGroupedSamplingMixin
 from .trainable_fusion import GATE_WEIGHTS_NAME, TrainableFusionMixin  # noqa: F401 (GATE_WEIGHTS_NAME: public)
 
 logger = logging.getLogger(__name__)
 
 
-class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trainer):
+class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroupedSamplingMixin, Trainer):
     """Trains a student on `alpha * KL(fused teachers || student) * T^2 + (1 - alpha) * CE` (for a one-output
     regression student, `alpha * MSE(student, fused teachers) + (1 - alpha) * MSE(student, label)`).
 
@@ -96,6 +97,7 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
             self._build_fusion(n_teachers, train_dataset, eval_dataset)
         self._loss_term_sums: dict[str, torch.Tensor] = {}
         self._loss_term_steps = 0
+        self._first_nonfinite_step: dict[str, torch.Tensor] = {}
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -136,7 +138,7 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         names = [name for name in (args.fusion, args.curriculum_fusion) if name]
         classes = [fusion_strategy(name) for name in names]
         if "weighted" in names and self.fusion_weights is None:
-            self.fusion_weights = self._weights_from_metadata(train_dataset)
+            self.fusion_weights = weights_from_metadata(train_dataset)
         if self.num_labels == 1:  # regression: only what means something for scalar predictions
             self._check_regression(classes)
         needs_labels = [cls.name for cls in classes if cls.needs_labels]
@@ -150,6 +152,7 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
             self.teacher_temperatures, self.fitted_weights = temperatures_and_weights(
                 train_dataset, eval_dataset, self.teacher_column, args.calibrate_teachers, fit_weights
             )
+            check_fits(self.teacher_temperatures, self.fitted_weights, n_teachers)
         setup = FusionSetup(
             n_teachers=n_teachers,
             hidden_size=getattr(self.model.config, "hidden_size", None),
@@ -163,6 +166,12 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
             self.fusion_weights = self.fitted_weights
         if args.curriculum_fusion:
             self.curriculum = build_fusion(args.curriculum_fusion, setup).to(args.device)
+            for option, strategy in (("fusion", self.fusion), ("curriculum_fusion", self.curriculum)):
+                if any(True for _ in strategy.parameters()):  # the blend is not trained: they would stay as built
+                    raise ValueError(
+                        f"{option}={strategy.name!r} has parameters, and a curriculum cannot train them; choose a "
+                        "strategy without parameters for a curriculum, or train this one on its own."
+                    )
 
     def _check_regression(self, classes) -> None:
         for cls in classes:
@@ -177,25 +186,6 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
             )
         if self.args.label_smoothing_factor > 0:
             raise ValueError("label_smoothing_factor does not apply to regression (num_labels=1); set it to 0.")
-
-    @staticmethod
-    def _weights_from_metadata(dataset) -> list[float]:
-        """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata. A
-        score below 0 (MCC, Pearson: worse than chance) weighs 0: such a teacher has nothing to teach."""
-        metadata = read_metadata(dataset) if isinstance(dataset, datasets.Dataset) else None
-        scores = metadata.validation_scores if metadata else []
-        if not scores or any(score is None for score in scores):
-            raise ValueError(
-                "fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
-                "validation score for every teacher)."
-            )
-        if max(scores) <= 0:
-            raise ValueError(
-                f"fusion='weighted': no teacher scores above 0 on validation ({scores}); pass fusion_weights."
-            )
-        if min(scores) < 0:
-            logger.warning("fusion='weighted': teachers with validation scores below 0 get weight 0 (%s).", scores)
-        return [max(score, 0.0) for score in scores]
 
     def _set_signature_columns_if_needed(self):
         """Keep the teacher column through `remove_unused_columns=True` (the model's forward never sees it)."""
@@ -230,6 +220,7 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
         terms = kd_loss_terms(student_logits, fused, labels, temperature, alpha, self.args.label_smoothing_factor)
         loss = combine_kd_terms(terms, alpha)
         if model.training:
+            self._check_finite(fused, terms)
             self._record_loss_terms(terms)
             self._schedule_in_use = (scheduled_alpha, temperature, self.curriculum_weight())
         if use_hidden:  # don't hand every layer's hidden states to evaluation's prediction gathering
@@ -261,9 +252,13 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
             return (1.0 - weight) * fused + weight * toward
 
     def training_progress(self) -> float:
-        """Global step / max steps in [0, 1]: what the schedules and the curriculum follow. Derived from the global
-        step alone (not from state a resume could lose), so a resumed run continues where the interrupted one was."""
-        return min(self.state.global_step / self.state.max_steps, 1.0) if self.state.max_steps else 0.0
+        """Where the optimizer step being computed lies between the first (0) and the last (1): what the schedules
+        and the curriculum follow, so the first step trains with the start values and the last with exactly the
+        end values (`alpha_end`, `temperature_end`, the curriculum's target); a one-step run uses the start values.
+        Derived from the global step alone (not from state a resume could lose), so a resumed run continues where
+        the interrupted one was. All micro-batches of an accumulated step share it."""
+        last = self.state.max_steps - 1
+        return min(self.state.global_step / last, 1.0) if last > 0 else 0.0
 
     def curriculum_weight(self) -> float:
         """How far the fused target has moved from `fusion` to `curriculum_fusion`."""
@@ -288,6 +283,7 @@ class DistillationTrainer(TrainableFusionMixin, LengthGroupedSamplingMixin, Trai
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Training logs get each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) and
         the current `alpha` and `temperature`."""
+        self._raise_on_nonfinite()
         if "loss" in logs:  # the values the last logged step trained with
             in_use = getattr(self, "_schedule_in_use", None) or (
                 *self.current_alpha_and_temperature(),

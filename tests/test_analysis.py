@@ -329,3 +329,53 @@ def test_paired_bootstrap_counts_seed_noise():
     b = np.stack([with_accuracy(acc, 100 * i + 50) for i, acc in enumerate((0.78, 0.77, 0.79))])
     result = paired_bootstrap(a, b, labels, resamples=2000)
     assert result["difference"] == pytest.approx(0.02) and result["ci_low"] < 0 < result["ci_high"]
+
+
+# ---- what must not be tabulated (issue 27) ----------------------------------------------------------------
+
+
+def edit_record(folder, **changes) -> None:
+    record = json.loads((folder / "eval_results.json").read_text())
+    record.update(changes)
+    (folder / "eval_results.json").write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [{"temperature": 3.0}, {"alpha": 0.5}, {"student_layers": "0,1"}, {"labelled_rows": 10}, {"max_length": 32}],
+)
+def test_runs_of_one_method_with_other_settings_are_not_pooled_as_seeds(fixture_study, tmp_path, changes):
+    edit_record(fixture_study / "sst2" / "student-average-seed2", **changes)
+    with pytest.raises(ValueError, match=r"sst2 'average': .*seed1 and .*seed2 were trained with other settings"):
+        analyze_study(str(fixture_study), str(tmp_path / "out"), resamples=50)
+
+
+def test_runs_scored_on_other_validation_rows_are_not_compared(fixture_study, tmp_path):
+    folder = fixture_study / "sst2" / "student-none-seed1"
+    for method in ("none", "single-0", "single-1", "average"):
+        for seed in (1, 2):
+            edit_record(fixture_study / "sst2" / f"student-{method}-seed{seed}", eval_rows=40)
+    edit_record(folder, eval_rows=24)
+    with pytest.raises(
+        ValueError, match=r"sst2: the students were scored on different validation rows .*1 runs scored 24 rows"
+    ):
+        analyze_study(str(fixture_study), str(tmp_path / "out"), resamples=50)
+
+
+def test_an_edited_score_is_refused_against_the_runs_own_logits(fixture_study, tmp_path):
+    folder = fixture_study / "sst2" / "student-average-seed1"
+    recorded = json.loads((folder / "eval_results.json").read_text())["score"]
+    edit_record(folder, score=recorded + 0.05)
+    with pytest.raises(ValueError, match=rf"student-average-seed1: .*records accuracy {recorded + 0.05:.6f}.*scores"):
+        analyze_study(str(fixture_study), str(tmp_path / "out"), resamples=50)
+
+
+def test_students_of_a_teacher_whose_stored_logits_do_not_reproduce_it_are_marked(fixture_study, tmp_path):
+    record = json.loads((fixture_study / "sst2" / "teacher-t1" / "teacher_info.json").read_text())
+    record["validation_score"] = 0.9  # its stored logits score 0.75
+    (fixture_study / "sst2" / "teacher-t1" / "teacher_info.json").write_text(json.dumps(record))
+    analyze_study(str(fixture_study), str(tmp_path / "out"), resamples=50)
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "stored logits of teacher `t1` score 75.00%, but its record says 90.00%" in report
+    assert "| average † | multi |" in report and "| single: t1 † | single |" in report
+    assert "| single: t0 | single |" in report and "| none | baseline |" in report

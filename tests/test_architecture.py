@@ -23,6 +23,7 @@ CORE = [
     "labels.py",
     "logits.py",
     "collator.py",
+    "nonfinite.py",
 ]
 
 

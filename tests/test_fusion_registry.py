@@ -127,11 +127,11 @@ def test_curriculum_moves_the_target_linearly_in_logit_space_and_logs_its_weight
     )
     trainer.train()
     logged = [log["curriculum_weight"] for log in trainer.state.log_history if "loss" in log]
-    assert logged == [0.0, 0.25, 0.5, 0.75]  # the weight each logged step trained with
+    assert logged == [0.0, 0.333333, 0.666667, 1.0]  # the weight each step trained with: the last reaches the target
     teachers = torch.tensor(sentiment_data["teacher_logits"][:8])
     labels = torch.tensor(sentiment_data["label"][:8])
     trainer.state.global_step, trainer.state.max_steps = 1, 4
-    expected = 0.75 * teachers.mean(1) + 0.25 * fuse_logits(teachers, "confidence", labels=labels)
+    expected = (2 / 3) * teachers.mean(1) + (1 / 3) * fuse_logits(teachers, "confidence", labels=labels)
     torch.testing.assert_close(trainer.fuse_teachers(teachers, None, labels), expected)
 
 

@@ -138,8 +138,9 @@ def test_scheduled_alpha_and_temperature_are_logged_and_resume_exactly(tmp_path,
 
     straight = run("straight")
     logged = [(log["alpha"], log["temperature"]) for log in straight.state.log_history if "loss" in log]
-    assert len(logged) == 8 and logged[0] == (0.2, 4.0)
-    assert logged[4] == (pytest.approx(0.2 + 0.7 * 4 / 8), pytest.approx(2.5))  # step 5 trains at progress 4/8
+    assert len(logged) == 8 and logged[0] == (0.2, 4.0) and logged[-1] == (0.9, 1.0)  # the last step: the end values
+    cosine = 1.0 + 3.0 * (1 + math.cos(math.pi * 4 / 7)) / 2
+    assert logged[4] == (pytest.approx(0.2 + 0.7 * 4 / 7), pytest.approx(cosine))  # step 5 of 8 trains at 4/7
     resumed = run("resumed", resume=str(tmp_path / "straight" / "checkpoint-4"))
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name

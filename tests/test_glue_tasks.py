@@ -271,6 +271,7 @@ def test_teachers_stop_early_keep_the_best_epoch_and_leave_no_checkpoints(tmp_pa
     assert not list(output.glob("checkpoint-*")) and (output / "model.safetensors").is_file()
 
 
+@needs_glue
 def test_a_collapsed_teacher_is_set_aside_and_fine_tuned_again_at_a_lower_rate(tmp_path, monkeypatch):
     from distill_trainer import DistillationConfig
     from distill_trainer.study import runner
@@ -292,7 +293,7 @@ def test_a_collapsed_teacher_is_set_aside_and_fine_tuned_again_at_a_lower_rate(t
     monkeypatch.setattr(runner, "train_teacher", fake_training)
     folder = tmp_path / "sst2" / "teacher-t"
     config = DistillationConfig(output_dir=str(tmp_path / "unused"), use_cpu=True, learning_rate=3e-4)
-    info = runner.teacher_or_reuse(TaskArguments(), "t", str(folder), config, StudyArguments())
+    info = runner.teacher_or_reuse(TaskArguments(data=str(GLUE)), "t", str(folder), config, StudyArguments())
     assert tried == [3e-4, pytest.approx(1e-4)] and info.collapsed_learning_rates == [3e-4]
     assert (tmp_path / "sst2" / "collapsed-teacher-t-lr0.0003" / "teacher_info.json").is_file()
     assert TeacherRecord.load(folder).collapsed_learning_rates == [3e-4] and not TeacherRecord.load(folder).collapsed

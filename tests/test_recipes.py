@@ -336,7 +336,7 @@ def test_compare_runs_the_study_and_writes_the_table(study, tmp_path):
     assert len(students) == 8
     again = compare.main(argv)  # finished runs are reused, not retrained
     assert again.score.tolist() == table.score.tolist()
-    with pytest.raises(ValueError, match=r"teacher trained with other settings \({'teacher_epochs': 0.2}\)"):
+    with pytest.raises(ValueError, match=r"another question \(config.num_train_epochs: 0.2 there, 0.3 asked"):
         compare.main(argv + ["--teacher_epochs", "0.3"])  # nor are its teachers under other settings
 
 
@@ -374,10 +374,21 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
         ("confidence", 3.0, 0.3),
         ("confidence", 3.0, 0.7),
     ]
-    with pytest.raises(ValueError, match="holds a finished run with other settings .*'seed': 42"):
+    with pytest.raises(ValueError, match="holds a finished run of another question .*config.seed: 42 there, 7 asked"):
         sweep.main(argv + ["--seed", "7"])  # same folders, another seed: never reported as this one
-    with pytest.raises(ValueError, match="other settings .*'learning_rate': 5e-05"):
+    with pytest.raises(ValueError, match="another question .*config.learning_rate: 5e-05 there, 0.5 asked"):
         sweep.main(argv + ["--learning_rate", "0.5"])  # nor under another learning rate, epochs, rows...
+    # Any field that changes what is trained or scored, not a hand-kept list (issue 27: these were reused).
+    for flags, differs in (
+        (["--max_eval_rows", "30"], "task.max_eval_rows"),
+        (["--warmup_steps", "1"], "config.warmup_steps"),
+        (["--label_smoothing_factor", "0.1"], "config.label_smoothing_factor"),
+        (["--alpha_schedule", "linear", "--alpha_end", "0.9"], "config.alpha_end"),
+        (["--max_grad_norm", "0.5"], "config.max_grad_norm"),
+    ):
+        with pytest.raises(ValueError, match=f"another question .*{differs}"):
+            sweep.main(argv + flags)
+    assert sweep.main(argv + ["--logging_steps", "3", "--disable_tqdm", "false"]).score.tolist() == grid.score.tolist()
 
 
 @pytest.mark.parametrize("config", sorted((ROOT / "recipes" / "configs").glob("*.yaml")), ids=lambda path: path.name)
@@ -583,3 +594,23 @@ def test_the_device_script_queues_the_low_resource_regime_beside_the_main_study(
     assert low_resource[0].endswith(f"--results_csv {tmp_path}/bundle/runs/v2-low-resource/sst2-42-none.csv")
     assert sum("sweep.py" in arguments for arguments in runs) == 2
     assert sum("--config recipes/configs/v2_sst2.yaml --study_dir" in arguments for arguments in runs) == 1
+
+
+def test_compare_extracts_the_logits_again_when_its_teachers_change(tmp_path):
+    """Issue 27: after adding a teacher, the study's multi-teacher students learned from the old teachers' logits
+    while its table listed the new one. The logits reused are exactly the asked teachers' (names, scores, rows)."""
+    import compare
+
+    base = save_tiny_model(tmp_path / "base")
+    argv = COMMON + ["--max_train_rows", "200", "--max_eval_rows", "50", "--teacher_epochs", "0.2"]
+    argv += ["--student_model", base, "--student_layers", "0", "--seeds", "1", "--max_steps", "2"]
+    argv += ["--study_dir", str(tmp_path / "study"), "--results_csv", str(tmp_path / "r.csv")]
+    argv += ["--output_dir", str(tmp_path / "unused")]
+    first = compare.main(argv + ["--teachers", "sklearn_tfidf", "--methods", "none,single"])
+    second = compare.main(argv + ["--teachers", f"sklearn_tfidf,{base}", "--methods", "none,single,average"])
+    logits = datasets.load_from_disk(str(tmp_path / "study" / "sst2" / "logits"))
+    assert [teacher.name for teacher in read_metadata(logits["train"]).teachers] == ["sklearn_tfidf-sst2", "base-sst2"]
+    average = json.loads((tmp_path / "study" / "sst2" / "student-average-seed1" / "eval_results.json").read_text())
+    assert [teacher["name"] for teacher in average["teachers"]] == ["sklearn_tfidf-sst2", "base-sst2"]
+    reused = {"none", "single: sklearn_tfidf"}  # their teachers' logits did not change: the same question
+    assert second[second.method.isin(reused)].score.tolist() == first[first.method.isin(reused)].score.tolist()

@@ -12,7 +12,8 @@ from transformers import TrainingArguments
 
 from ..config import DistillationConfig
 from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
-from .extraction import extract_to_disk
+from .extraction import extract_to_disk, load_logit_dataset
+from .questions import check_same_question, logits_of, student_question, teacher_question
 from .runs import (
     StudentResult,
     TeacherRecord,
@@ -34,14 +35,20 @@ def distill_or_reuse(
 ) -> StudentResult:
     """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume).
 
-    A finished run is reused only if it was trained with the same method, T, alpha, seed, labelled rows and
-    `training_settings` (epochs, learning rate, batch, rows, student...; records from before those were kept
-    are checked on the rest): a folder left by other settings is refused rather than silently reported under
-    these ones."""
+    A finished run is reused only for the same `student_question` (its whole configuration and inputs); a folder
+    left by another question is refused, naming what differs, rather than silently reported as this one. Records
+    from before questions were kept are compared on what they hold (method, T, alpha, seed, labelled rows and
+    `training_settings`)."""
     if not os.path.isfile(os.path.join(config.output_dir, StudentResult.FILE)):
         distill_student(task_args, student_args, config)
         return StudentResult.load(config.output_dir)
     found = StudentResult.load(config.output_dir)
+    asked = student_question(task_args, student_args, config, load_logit_dataset(student_args.logit_dataset))
+    if check_same_question(config.output_dir, found.question, asked):
+        return found
+    logger.warning(
+        "%s was recorded before whole questions were kept: compared on its settings only.", config.output_dir
+    )
     differ = {key: getattr(found, key) for key in REUSE_KEYS if getattr(found, key) != getattr(config, key)}
     if config.fusion != "single" and found.fusion != "single":
         differ.pop("teacher_index", None)
@@ -66,8 +73,11 @@ def teacher_or_reuse(
     `study.teacher_collapse_retries` times; if the last attempt collapses too, it is kept with a warning (its
     record says so). A finished teacher is reused only under the same `teacher_settings`."""
     asked = teacher_settings(task_args, config, study)
+    question = teacher_question(task_args, teacher, config, study, folder)
     if os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
         found = TeacherRecord.load(folder)
+        if check_same_question(folder, found.question, question):
+            return found
         differ = settings_that_differ(found.training, asked)
         if differ:
             raise ValueError(
@@ -106,7 +116,7 @@ def teacher_or_reuse(
             teacher,
             100 * info.majority_prediction_share,
         )
-    info = replace(info, collapsed_learning_rates=collapsed or None, training=asked)
+    info = replace(info, collapsed_learning_rates=collapsed or None, training=asked, question=question)
     info.save(folder)
     return info
 
@@ -134,16 +144,24 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     import pandas as pd
 
     task = task_args.glue_task
+    if study.labelled_rows is not None:  # before any teacher trains
+        train_rows = len(task_args.load("train"))
+        if study.labelled_rows >= train_rows:
+            raise ValueError(
+                f"--labelled_rows {study.labelled_rows} leaves no unlabelled rows of the {train_rows} training rows "
+                f"of {task.name} (--max_train_rows {task_args.max_train_rows}); give fewer than {train_rows}."
+            )
     root = os.path.join(study.study_dir, task.name)
     teachers_root = os.path.join(study.teachers_from, task.name) if study.teachers_from else root
-    teacher_dirs, rows = [], []
+    teacher_dirs, records, rows = [], [], []
     for teacher in study.teachers:
         folder = os.path.join(teachers_root, f"teacher-{display_name(teacher)}")
         info = teacher_or_reuse(task_args, teacher, folder, config, study)
         teacher_dirs.append(folder)
+        records.append(info)
         rows.append({"method": info.method, "type": "teacher", "seed": None, "score": info.validation_score})
     logits_dir = os.path.join(teachers_root, "logits")
-    if not os.path.isdir(logits_dir):
+    if not os.path.isdir(logits_dir) or not logits_of(logits_dir, records, task_args):
         extract_to_disk(task_args, teacher_dirs, logits_dir)
     if study.teachers_from:  # linked into this study's folder, so that analyze.py finds them there
         link_into(root, [*teacher_dirs, logits_dir])

@@ -58,7 +58,11 @@ class RunRecord:
             raise FileNotFoundError(f"{path} not found: not a folder written by the recipes (they write {cls.FILE}).")
         with open(path) as handle:
             data = json.load(handle)
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a {cls.__name__}: it holds a JSON {type(data).__name__}, not an object.")
         version = data.pop("format_version", 1)
+        if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+            raise ValueError(f"{path} has format_version {version!r}: it must be a whole number >= 1.")
         if version > RECORD_FORMAT_VERSION:
             raise ValueError(
                 f"{path} has format_version {version}; this distill-trainer reads up to "
@@ -167,6 +171,7 @@ class TeacherRecord(RunRecord):
     collapsed_learning_rates: list[float] | None = None  # earlier attempts that collapsed (see `run_study`)
     device: str | None = None  # what trained it (`device_name`): train_runtime means little without it
     training: dict | None = None  # what the study asked (`runner.teacher_settings`); reused only where it matches
+    question: dict | None = None  # `run_question`: the whole configuration and inputs; reused only for the same
 
     validation_fingerprint: str | None = None  # the validation rows `validation_score` was measured on
 
@@ -217,7 +222,8 @@ class StudentResult(RunRecord):
     max_length: int | None = None
     train_runtime: float | None = None
     device: str | None = None  # what trained it (`device_name`)
-    training: dict | None = None  # `training_settings`: a finished run is reused only where these match
+    training: dict | None = None  # `training_settings` (records from before `question` was kept)
+    question: dict | None = None  # `run_question`: a finished run is reused only for the same question
 
     @property
     def method(self) -> tuple[str, str]:

@@ -122,12 +122,20 @@ def _load_local(folder: str, split: str) -> datasets.Dataset:
         path = os.path.join(folder, f"{split}.{extension}")
         if not os.path.isfile(path):
             continue
-        if extension in ("tsv", "csv"):
-            frame = pd.read_csv(path, sep="\t" if extension == "tsv" else ",", keep_default_na=False, quoting=0)
-        elif extension == "parquet":
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_json(path, lines=True)
+        try:
+            if extension in ("tsv", "csv"):
+                frame = pd.read_csv(path, sep="\t" if extension == "tsv" else ",", keep_default_na=False, quoting=0)
+            elif extension == "parquet":
+                frame = pd.read_parquet(path)
+            else:
+                frame = pd.read_json(path, lines=True)
+        except UnicodeDecodeError as error:
+            where = f"{error.reason} at byte {error.start}"
+            raise ValueError(f"{path} is not UTF-8 text ({where}); save it as UTF-8.") from None
+        except (pd.errors.EmptyDataError, ValueError) as error:
+            raise ValueError(f"{path} could not be read as a {extension} table: {error}") from None
+        if frame.empty:
+            raise ValueError(f"{path} has no rows: a split needs at least one (its header alone is not enough).")
         return datasets.Dataset.from_pandas(frame, preserve_index=False)
     raise FileNotFoundError(f"No {split}.{{{','.join(LOCAL_FORMATS)}}} in {folder}.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
@@ -21,6 +22,7 @@ from transformers import (
 from transformers.trainer_utils import sort_checkpoints
 
 from ..config import DistillationConfig
+from ..labels import check_label_values
 from ..logits import check_logits_match_inputs, input_fingerprint, read_metadata
 from ..sampling import LengthGroupedSamplingMixin
 from ..trainer import DistillationTrainer
@@ -28,6 +30,7 @@ from .args import StudentArguments, TaskArguments, for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
 from .extraction import load_logit_dataset
 from .packaged_models import resolve_model
+from .questions import student_question
 from .runs import (
     VALIDATION_LOGITS_FILE,
     StudentResult,
@@ -104,6 +107,11 @@ def train_teacher(
     epoch's weights are kept, and the epochs are recorded."""
     task = task_args.glue_task
     train, validation = task_args.load("train"), task_args.load("validation")
+    for split, data in (("train", train), ("validation", validation)):  # before any teacher trains
+        where = f"{task.name} {split} split of {task_args.data}"
+        check_label_values(data, task.num_labels, where)
+        if not task.is_regression and -100 in set(data["label"][:]):
+            raise ValueError(f"The {where} has unlabelled rows (-100): a teacher trains and is scored on labels only.")
     name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
     output_dir = training_args.output_dir
     started = time.perf_counter()
@@ -188,6 +196,32 @@ def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set:
     return train.remove_columns("label").add_column("label", labels.tolist(), feature=feature)
 
 
+BUNDLED_LAYERS_FILE = "bundle_kept_layers.json"  # written by recipes/device/bundle_study.py beside zeroed layers
+
+
+def check_bundled_layers(student_model: str, student_layers: Sequence[int] | None) -> None:
+    """Refuse a student that would start from encoder layers a device bundle zeroed: `bundle_study.py` keeps only
+    the layers of the `--student_layers` it was made for (the others are zeros, to travel small), so a student
+    cut with other layers, or the whole model, would silently start from zeros.
+
+    Args:
+        student_model: The student's model name or folder (resolved like `load_for_task` does).
+        student_layers: The layers asked for (None: the whole model).
+    """
+    marker = os.path.join(resolve_model(student_model), BUNDLED_LAYERS_FILE)
+    if not os.path.isfile(marker):
+        return
+    with open(marker) as handle:
+        kept = json.load(handle)["kept_layers"]
+    if student_layers is None or not set(student_layers) <= set(kept):
+        asked = "all of its layers" if student_layers is None else f"--student_layers {list(student_layers)}"
+        raise ValueError(
+            f"{student_model} comes from a device bundle that kept only encoder layers {kept} (the others are "
+            f"zeros): a student with {asked} would start from zeroed layers. Make the bundle with these "
+            "--student_layers, or use those layers."
+        )
+
+
 def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
     """Keep only `layers` of the encoder (DistilBERT's initialisation: a student cut from a teacher)."""
     encoder = getattr(model.base_model, "encoder", None)
@@ -217,6 +251,7 @@ def distill_student(
         check_logits_match_inputs(metadata, load_task_split(task, "train", task_args.data, metadata.num_rows))
     if student_args.labelled_rows is not None:
         train = low_resource(train, student_args.labelled_rows, with_transfer_set=config.fusion != "none")
+    check_bundled_layers(student_args.student_model, student_args.student_layers)
     tokenizer, model = load_for_task(
         student_args.student_model, task, seed=config.seed, ignore_mismatched_sizes=True, **task_args.loading
     )
@@ -263,6 +298,7 @@ def distill_student(
         train_runtime=train_output.metrics.get("train_runtime"),
         device=device_name(trainer.args),
         training=training_settings(config, task_args, student_args),
+        question=student_question(task_args, student_args, config, logit_data),
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():

@@ -39,6 +39,7 @@ from transformers import AutoTokenizer
 from distill_trainer.study.packaged_models import MINILM_PACKAGE, resolve_model
 from distill_trainer.study.runs import StudentResult, TeacherRecord
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
+from distill_trainer.study.training import BUNDLED_LAYERS_FILE
 
 WORD_EMBEDDINGS = "word_embeddings.weight"
 PLACES = {
@@ -96,6 +97,9 @@ def bundle_model(name: str, output: str, data: str, tasks: list[str], keep_layer
     with open(unpacked, "rb") as raw, gzip.open(unpacked + ".gz", "wb", compresslevel=6) as packed:
         shutil.copyfileobj(raw, packed)
     os.remove(unpacked)
+    if keep_layers is not None:  # students made from it are checked against this (`check_bundled_layers`)
+        with open(os.path.join(target, BUNDLED_LAYERS_FILE), "w") as handle:
+            json.dump({"kept_layers": sorted(keep_layers)}, handle)
     print(f"{name}: {len(token_ids)} word-embedding rows kept, {os.path.getsize(unpacked + '.gz') / 2**20:.0f} MiB")
 
 

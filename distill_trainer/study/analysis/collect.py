@@ -8,14 +8,17 @@ otherwise computed once from the saved student and cached there.
 from __future__ import annotations
 
 import glob
+import json
 import os
+from dataclasses import asdict
 
 import datasets
 import numpy as np
 import pandas as pd
 
+from ..questions import question_differences
 from ..runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord
-from ..tasks import get_task
+from ..tasks import compute_task_metrics, get_task
 from ..training import load_for_task, tokenize_task
 
 
@@ -42,8 +45,10 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
                 "run_dir": os.path.dirname(info_path),
             }
         )
+    students = {}
     for results_path in sorted(glob.glob(os.path.join(study_dir, "*", "student-*", StudentResult.FILE))):
         results = StudentResult.load(results_path)
+        students[os.path.dirname(results_path)] = results
         method, kind = results.method
         rows.append(
             {
@@ -66,7 +71,82 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
         raise FileNotFoundError(
             f"No teacher_info.json or eval_results.json under {study_dir}/<task>/: run compare.py first."
         )
+    check_students(study_dir, students)
     return pd.DataFrame(rows)
+
+
+# What may differ between the seeds of one method (and between methods' rows) without making them other questions.
+NOT_SETTINGS = ("seed", "score", "metrics", "train_runtime", "device", "question", "training")
+
+
+def run_settings(results: StudentResult) -> dict:
+    """Everything a student run was trained and scored with but its seed: its `question` where the record has one
+    (the whole configuration and inputs), else the record's own fields (records from before questions were kept)."""
+    if results.question:
+        settings = json.loads(json.dumps(results.question))
+        settings["config"].pop("seed", None)
+        return settings
+    fields = {key: value for key, value in asdict(results).items() if key not in NOT_SETTINGS}
+    return {"record": fields, "training": {k: v for k, v in (results.training or {}).items() if k != "seed"}}
+
+
+def check_students(study_dir: str, students: dict[str, StudentResult]) -> None:
+    """Refuse what would be tabulated wrongly, naming the runs: runs of one method with other settings than its
+    other seeds (they would be pooled as if they were seeds), runs of a task scored on other validation rows than
+    the rest, and a recorded score that the run's own validation logits do not give (an edited record).
+
+    Args:
+        study_dir: The study folder (each task's logit dataset there gives the validation labels).
+        students: Each student run folder's record.
+    """
+    by_method, rows_scored = {}, {}
+    for folder, results in students.items():
+        by_method.setdefault((results.task, results.method[0]), []).append((folder, run_settings(results)))
+        scored = results.question["inputs"].get("validation", {}).get("rows") if results.question else None
+        rows_scored.setdefault(results.task, {})[folder] = (results.eval_rows, scored)
+    for task, scored in rows_scored.items():
+        kinds = {}
+        for folder, (count, fingerprint) in scored.items():
+            kinds.setdefault(count if fingerprint is None else (count, fingerprint), []).append(folder)
+        counts = {count for count, _ in scored.values()}
+        fingerprints = {fingerprint for _, fingerprint in scored.values() if fingerprint is not None}
+        if len(counts) > 1 or len(fingerprints) > 1:
+            shown = "; ".join(
+                f"{len(folders)} runs scored {key} rows (e.g. {folders[0]})" for key, folders in kinds.items()
+            )
+            raise ValueError(
+                f"{task}: the students were scored on different validation rows ({shown}): not comparable."
+            )
+    for (task, method), runs in by_method.items():
+        first_folder, first = runs[0]
+        for folder, settings in runs[1:]:
+            differ = question_differences(first, settings)  # a setting one older record did not keep: unknown
+            differ = {key: pair for key, pair in differ.items() if "<absent>" not in pair}
+            if differ:
+                shown = "; ".join(f"{key}: {a!r} vs {b!r}" for key, (a, b) in list(differ.items())[:6])
+                raise ValueError(
+                    f"{task} {method!r}: {first_folder} and {folder} were trained with other settings ({shown}); "
+                    "they are not seeds of one method and are not pooled. Analyse them in separate study folders."
+                )
+    for folder, results in students.items():
+        check_recorded_score(study_dir, folder, results)
+
+
+def check_recorded_score(study_dir: str, folder: str, results: StudentResult, tolerance: float = 1e-6) -> None:
+    """A run's recorded score must be what its saved validation logits score on the validation labels."""
+    path = os.path.join(folder, VALIDATION_LOGITS_FILE)
+    logits_dir = os.path.join(study_dir, results.task, "logits")
+    if not os.path.isfile(path) or not os.path.isdir(logits_dir):
+        return
+    logits = np.load(path)
+    labels = np.asarray(datasets.load_from_disk(logits_dir)["validation"]["label"][: len(logits)])
+    rescored = compute_task_metrics(get_task(results.task), logits, labels)[results.metric]
+    if not abs(rescored - results.score) <= tolerance:
+        raise ValueError(
+            f"{folder}: its {StudentResult.FILE} records {results.metric} {results.score:.6f}, but its own "
+            f"{VALIDATION_LOGITS_FILE} scores {rescored:.6f} on the validation labels: the record was changed or "
+            "belongs to another run; it is not reported."
+        )
 
 
 def collect_grids(study_dir: str) -> pd.DataFrame:

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 
 from ...logits import read_metadata, teacher_logits_array
+from ..extraction import SCORE_TOLERANCE
 from ..runs import VALIDATION_LOGITS_FILE, short_teacher_name
-from ..tasks import get_task
+from ..tasks import compute_task_metrics, get_task
 from . import plots
 from .collect import student_predictions
 from .per_example import (
@@ -130,10 +131,38 @@ def analyze_task(
         if "baseline" in best
         else None,
         "tests": tests,
+        "defective_teachers": defective_teachers(task_runs, validation, teacher_names, task),
         "regression": task.is_regression,
         **per_example_metrics,
     }
     return {"task": task_name, "metrics": metrics, "aggregated": aggregated, **per_example_tables}
+
+
+def defective_teachers(task_runs: pd.DataFrame, validation: datasets.Dataset, names: list[str], task) -> list[dict]:
+    """Teachers whose stored validation logits do not score what their record says (beyond `SCORE_TOLERANCE`):
+    every student that learned from them learned from logits that are not the teacher's own (study v2's MNLI TF-IDF
+    teacher: recorded 0.407, stored 0.354). Each entry names the teacher and both scores.
+
+    Args:
+        task_runs: The task's rows of the results table (the teachers' recorded scores).
+        validation: The logit dataset's whole validation split (what the teachers' records scored).
+        names: The teachers' short names, in column order.
+        task: The `GlueTask`, for its metric.
+    """
+    logits, labels = teacher_logits_array(validation), np.asarray(validation["label"][:])
+    stored = {name: compute_task_metrics(task, logits[:, j], labels)[task.metric] for j, name in enumerate(names)}
+    found = []
+    for run in task_runs[task_runs.type == "teacher"].itertuples():
+        name = run.method.removeprefix("teacher: ")
+        if name in stored and abs(stored[name] - run.score) > SCORE_TOLERANCE:
+            found.append({"teacher": name, "recorded": float(run.score), "stored": float(stored[name])})
+    return found
+
+
+def learned_from(method: str, kind: str, defective: list[dict]) -> bool:
+    """Whether a student method learned from one of the `defective` teachers' logits: the single student of one
+    of them, or any multi-teacher method (they fuse every teacher)."""
+    return bool(defective) and (kind == "multi" or any(method == f"single: {d['teacher']}" for d in defective))
 
 
 def classification_analyses(teacher_logits, per_seed: list[dict], labels, teacher_names) -> tuple[dict, dict]:

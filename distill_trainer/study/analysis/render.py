@@ -8,6 +8,8 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from .compute import learned_from
+
 # The reference study's teachers: mean max probability 0.92 (MRPC, its least confident task) to 0.99 (SST-2).
 REFERENCE_TEACHER_MAX_PROB = 0.92
 
@@ -76,7 +78,12 @@ def render_report(gaps, advantage, sections, grid_findings, figures, comparison=
 def section_context(section: dict, figures: list[str]) -> dict:
     """One task's tables, formatted; its numbers go to the template as they are."""
     m = section["metrics"]
+    defective = m.get("defective_teachers") or []
+    marked = [learned_from(row.method, row.type, defective) for row in section["aggregated"].itertuples()]
     table = section["aggregated"].assign(
+        method=[f"{method} †" if mark else method for method, mark in zip(section["aggregated"].method, marked)]
+    )
+    table = table.assign(
         **{
             "mean": lambda f: [percent(v) for v in f["mean"]],
             "std": lambda f: [percent(v) for v in f["std"]],
@@ -89,6 +96,8 @@ def section_context(section: dict, figures: list[str]) -> dict:
     return {
         "task": section["task"],
         "metrics": m,
+        "defective": defective,
+        "defective_methods": [method for method, mark in zip(section["aggregated"].method, marked) if mark],
         "timed": [training_time(kind, t) for kind, t in m["train_minutes"].items() if t["runs_timed"]],
         "results_table": markdown_table(table[["method", "type", "n", "mean", "std", "95% CI"]]),
         "teachers_table": teachers_table(m["teachers"]) if m["teachers"] else None,

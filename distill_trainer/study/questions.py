@@ -1,0 +1,183 @@
+"""What a run answers, its *question*: the whole configuration and its inputs by fingerprint. A finished run (a
+student, a grid cell, a study teacher) is reused only for the same question, and a study's logit dataset only
+for exactly its teachers and rows (issue 27: runs were reused for other `--max_eval_rows`, schedules, warmup...,
+and logits for other teachers, because reuse compared a hand-kept list of settings)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from transformers import TrainingArguments
+
+from ..config import DistillationConfig
+from ..fusion import fusion_strategy
+from ..logits import input_fingerprint, read_metadata
+from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
+from .extraction import SCORE_TOLERANCE, load_logit_dataset
+from .runs import TeacherRecord
+
+logger = logging.getLogger(__name__)
+
+
+# The configuration fields that cannot change what a run trains or how it is scored: where it is written and
+# published, how it logs, how data is loaded, the device it runs on (recorded as `device`). They are left out of
+# a run's `question`; every other field is in it, including any that a later transformers or distill-trainer adds.
+NOT_THE_QUESTION = frozenset(
+    {
+        *("output_dir", "overwrite_output_dir", "resume_from_checkpoint", "run_name", "project", "report_to"),
+        *("trackio_space_id", "trackio_bucket_id", "trackio_static_space_id", "disable_tqdm", "debug"),
+        *("logging_dir", "logging_strategy", "logging_steps", "logging_first_step", "logging_nan_inf_filter"),
+        *(
+            "log_level",
+            "log_level_replica",
+            "log_on_each_node",
+            "skip_memory_metrics",
+            "include_num_input_tokens_seen",
+        ),
+        *(
+            "save_strategy",
+            "save_steps",
+            "save_total_limit",
+            "save_safetensors",
+            "save_on_each_node",
+            "save_only_model",
+        ),
+        *("push_to_hub", "hub_model_id", "hub_strategy", "hub_token", "hub_private_repo", "hub_always_push"),
+        *("hub_revision", "dataloader_num_workers", "dataloader_pin_memory", "dataloader_persistent_workers"),
+        *("dataloader_prefetch_factor", "dataloader_multiprocessing_context", "per_device_eval_batch_size"),
+        *("eval_accumulation_steps", "torch_empty_cache_steps", "local_rank", "use_cpu", "ddp_timeout"),
+    }
+)
+
+
+def run_question(config, **parts: dict) -> dict:
+    """What a run answers: every field of its `TrainingArguments` / `DistillationConfig` but `NOT_THE_QUESTION`,
+    plus `parts` (its task and data options, the fingerprints of its inputs), as JSON values. A finished run is
+    reused only for the same question, so a field added later can never be forgotten by a hand-kept list.
+
+    Args:
+        config: The run's arguments (`to_dict()` already redacts tokens).
+        parts: Sections to add, e.g. `task={...}`, `inputs={...}`.
+    """
+    settings = {key: value for key, value in config.to_dict().items() if key not in NOT_THE_QUESTION}
+    return json.loads(json.dumps({"config": settings, **parts}, sort_keys=True, default=str))
+
+
+def question_differences(recorded: dict, asked: dict) -> dict:
+    """`{"section.field": (recorded, asked)}` for each setting that differs between two `run_question`s."""
+    differ = {}
+    for section in sorted(set(recorded) | set(asked)):
+        old, new = recorded.get(section), asked.get(section)
+        if isinstance(old, dict) and isinstance(new, dict):
+            for key in sorted(set(old) | set(new)):
+                if old.get(key, "<absent>") != new.get(key, "<absent>"):
+                    differ[f"{section}.{key}"] = (old.get(key, "<absent>"), new.get(key, "<absent>"))
+        elif old != new:
+            differ[section] = (old, new)
+    return differ
+
+
+def check_same_question(folder: str, recorded: dict | None, asked: dict) -> bool:
+    """Whether the finished run in `folder` answers `asked`: True if its record's question is the same, False for
+    a record from before questions were kept (the caller falls back to what such records hold); a `ValueError`
+    naming every setting that differs otherwise, so that it is never reported as this run."""
+    if recorded is None:
+        return False
+    differ = question_differences(recorded, json.loads(json.dumps(asked)))
+    if differ:
+        shown = "; ".join(f"{key}: {old!r} there, {new!r} asked" for key, (old, new) in list(differ.items())[:8])
+        more = f" (and {len(differ) - 8} more)" if len(differ) > 8 else ""
+        raise ValueError(
+            f"{folder} holds a finished run of another question ({shown}{more}); it is not reused as this one. "
+            "Use another --study_dir / --output_dir, or remove that folder."
+        )
+    return True
+
+
+def student_question(
+    task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig, logit_data
+) -> dict:
+    """A student run's `run_question`: its whole configuration, its task and student options, and its inputs by
+    content (the logit dataset's row fingerprints per split, and those of the teachers the method learns from:
+    none for `none`, one for `single`), not by path: the same logits moved to another folder are the same
+    question, other rows, teachers or `--data` are not, and adding a teacher leaves the baseline's question as is.
+
+    Args:
+        task_args: The task options (`data` enters through the rows' fingerprints).
+        student_args: The student options (`logit_dataset` enters through its fingerprints).
+        config: The run's `DistillationConfig`.
+        logit_data: The loaded logit `DatasetDict`.
+    """
+    names = [name for name in (config.fusion, config.curriculum_fusion) if name and name != "none"]
+    single = config.fusion == "single" and not config.curriculum_fusion
+    uses_fits = config.calibrate_teachers or any(fusion_strategy(name).fits_weights for name in names)
+    inputs = {}
+    for split, data in logit_data.items():
+        metadata = read_metadata(data)
+        if metadata is None:
+            inputs[split] = {"dataset": data._fingerprint}
+            continue
+        teachers = metadata.teacher_fingerprints or []  # only the teachers the method learns from
+        used = [] if not names else [teachers[config.teacher_index]] if single and teachers else teachers
+        inputs[split] = {"rows": metadata.input_fingerprint, "teachers": used}
+        if uses_fits:
+            inputs[split]["fitted"] = metadata.fitted
+    task = {k: v for k, v in asdict(task_args).items() if k not in ("data", "trust_remote_code", "allow_pickle")}
+    student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
+    return run_question(config, task=task, student=student, inputs=inputs)
+
+
+def teacher_question(
+    task_args: TaskArguments, teacher: str, config: DistillationConfig, study: StudyArguments, folder: str
+) -> dict:
+    """A study teacher's `run_question`: the arguments of its first attempt, the teacher and study options, and its
+    train and validation rows by fingerprint (not by `--data` path)."""
+    first_attempt = with_overrides(
+        config,
+        TrainingArguments,
+        output_dir=folder,
+        num_train_epochs=study.teacher_epochs,
+        learning_rate=study.teacher_learning_rate or config.learning_rate,
+    )
+    task = task_args.glue_task
+    rows = {}
+    for split in ("train", "validation"):
+        data = task_args.load(split)
+        rows[split] = input_fingerprint(data, task.input_columns(data))
+    options = {"teacher": teacher, "patience": study.teacher_patience, "retries": study.teacher_collapse_retries}
+    task_options = {"task": task.name, **{key: getattr(task_args, key) for key in ("max_train_rows", "max_length")}}
+    return run_question(first_attempt, task=task_options, teacher=options, inputs=rows)
+
+
+def logits_of(logits_dir: str, records: Sequence[TeacherRecord], task_args: TaskArguments) -> bool:
+    """Whether the logit dataset in `logits_dir` holds exactly these teachers' logits, in this order, for the
+    task's rows: their names, and the validation scores their logits reproduce (`check_teacher_reproduces`
+    made them equal to each teacher's record), and the train and validation rows' fingerprints. Otherwise
+    (a teacher added, removed, re-trained, other rows) it is extracted again, with a warning: a study must never
+    train its students on other teachers' logits than the ones its table lists."""
+    task = task_args.glue_task
+    for split, data in load_logit_dataset(logits_dir).items():
+        metadata = read_metadata(data)
+        rows = task_args.load(split)
+        found = [(t.name, t.validation_score) for t in metadata.teachers] if metadata else []
+        same = (
+            metadata is not None
+            and metadata.input_fingerprint == input_fingerprint(rows, task.input_columns(rows))
+            and [name for name, _ in found] == [record.name for record in records]
+            and all(
+                score is not None and abs(score - record.validation_score) <= SCORE_TOLERANCE
+                for (_, score), record in zip(found, records)
+            )
+        )
+        if not same:
+            logger.warning(
+                "%s holds the logits of %s on other rows or teachers than asked (%s): extracting them again.",
+                logits_dir,
+                found,
+                [(record.name, record.validation_score) for record in records],
+            )
+            return False
+    return True
