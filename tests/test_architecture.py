@@ -23,6 +23,11 @@ CORE = [
     "labels.py",
     "logits.py",
     "collator.py",
+    "kd_losses.py",
+    "signals.py",
+    "tokens.py",
+    "token_fusion.py",
+    "topk.py",
 ]
 
 
