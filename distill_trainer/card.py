@@ -12,6 +12,7 @@ import datasets
 from huggingface_hub import ModelCard, ModelCardData, constants
 
 from .logits import read_metadata
+from .topk import read_topk_metadata
 
 CARD_TAGS = ["distill-trainer", "distillation", "knowledge-distillation"]
 
@@ -125,7 +126,7 @@ def trainer_card(
     """`student_card` from what a `DistillationTrainer` knows: its arguments, the teachers in its train set's
     logit metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`)."""
     args, train = trainer.args, trainer.train_dataset
-    metadata = read_metadata(train) if isinstance(train, datasets.Dataset) else None
+    metadata = (read_metadata(train) or read_topk_metadata(train)) if isinstance(train, datasets.Dataset) else None
     teachers = (
         [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers] if metadata else []
     )

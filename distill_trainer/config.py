@@ -14,6 +14,7 @@ import torch
 from transformers import TrainingArguments
 
 from .fusion import FUSION_REGISTRY, fusion_strategy, normalize_weights
+from .kd_losses import check_jsd_beta, kd_loss_class
 from .losses import DEFAULT_TEMPERATURE, check_kd_hyperparameters
 
 SCHEDULES = ("constant", "linear", "cosine")
@@ -74,6 +75,18 @@ class DistillationConfig(TrainingArguments):
             "(normalised to sum to 1). Default: the teachers' validation scores from the logit dataset's metadata."
         },
     )
+    kd_loss: str = field(
+        default="forward_kl",
+        metadata={
+            "help": "The soft-target loss: 'forward_kl' (KL(teacher || student) * T^2, the default), 'reverse_kl' "
+            "(KL(student || teacher)), 'jsd' (generalized Jensen-Shannon, see jsd_beta), 'mse' (raw-logit matching, "
+            "class logits only), or one registered with distill_trainer.register_kd_loss."
+        },
+    )
+    jsd_beta: float = field(
+        default=0.5,
+        metadata={"help": "For kd_loss='jsd': the teacher's weight beta in (0, 1) of the mixture M (0.5: symmetric)."},
+    )
     teacher_index: int | None = field(
         default=None,
         metadata={"help": "For fusion='single': which teacher (column position in teacher_logits) to distil from."},
@@ -123,6 +136,8 @@ class DistillationConfig(TrainingArguments):
     def __post_init__(self):
         super().__post_init__()
         check_kd_hyperparameters(self.temperature, self.alpha)
+        kd_loss_class(self.kd_loss)  # a ValueError naming the registered losses
+        check_jsd_beta(self.jsd_beta)
         for name in ("alpha", "temperature"):
             schedule, end = getattr(self, f"{name}_schedule"), getattr(self, f"{name}_end")
             if schedule not in SCHEDULES:

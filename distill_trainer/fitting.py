@@ -7,7 +7,6 @@ the logit metadata) and when the trainer is built (`temperatures_and_weights`: s
 from __future__ import annotations
 
 import logging
-import math
 
 import datasets
 import numpy as np
@@ -170,27 +169,3 @@ def check_fits(temperatures, weights, n_teachers: int) -> None:
         if not valid:
             wanted = "finite and > 0" if positive else "finite, >= 0 and not all 0"
             raise ValueError(f"{field} must be {wanted} for every teacher, got {values!r}; re-extract the logits.")
-
-
-def weights_from_metadata(dataset) -> list[float]:
-    """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata. A
-    score below 0 (MCC, Pearson: worse than chance) weighs 0: such a teacher has nothing to teach."""
-    metadata = read_metadata(dataset) if isinstance(dataset, datasets.Dataset) else None
-    scores = metadata.validation_scores if metadata else []
-    if not scores or any(score is None for score in scores):
-        raise ValueError(
-            "fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
-            "validation score for every teacher)."
-        )
-    if not all(isinstance(score, (int, float)) and math.isfinite(score) for score in scores):
-        raise ValueError(
-            f"fusion='weighted': the metadata's teacher validation_score values {scores} must be "
-            "finite numbers; re-extract the logits or pass fusion_weights."
-        )
-    if max(scores) <= 0:
-        raise ValueError(
-            f"fusion='weighted': no teacher scores above 0 on validation ({scores}); pass fusion_weights."
-        )
-    if min(scores) < 0:
-        logger.warning("fusion='weighted': teachers with validation scores below 0 get weight 0 (%s).", scores)
-    return [max(score, 0.0) for score in scores]

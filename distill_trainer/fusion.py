@@ -93,6 +93,8 @@ class FusionStrategy(nn.Module):
     - `mixable`: whether `curriculum_fusion` may blend it with another strategy.
     - `supports_regression`: whether it means something for one-output students (`[batch, n_teachers, 1]`
       predictions); `regression_hint` says what to use instead when not.
+    - `supports_tokens`: it fuses per-token teachers of causal LMs by `token_weights` (the built-ins' are in
+      `tokens.py`); `tokens_hint` says why not when it does not.
     """
 
     name: ClassVar[str] = ""
@@ -102,6 +104,8 @@ class FusionStrategy(nn.Module):
     mixable: ClassVar[bool] = True
     supports_regression: ClassVar[bool] = True
     regression_hint: ClassVar[str] = ""
+    supports_tokens: ClassVar[bool] = False
+    tokens_hint: ClassVar[str] = "it has no per-token form"
 
     @classmethod
     def from_setup(cls, setup: FusionSetup) -> "FusionStrategy":
@@ -115,6 +119,11 @@ class FusionStrategy(nn.Module):
         hidden_state: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """`[batch, n_teachers, n_labels]` float32 logits -> `[batch, n_labels]` fused logits."""
+        raise NotImplementedError
+
+    def token_weights(self, signal, labels: torch.Tensor | None = None) -> torch.Tensor:
+        """Per-token teachers (a `tokens.TokenSignal`) -> `[batch, n_teachers, seq]` weights summing to 1 over
+        teachers, with which their distributions are mixed per token (`tokens.mix_teachers`)."""
         raise NotImplementedError
 
     @property

@@ -56,12 +56,15 @@ def kd_loss_terms(
     temperature: float,
     alpha: float,
     label_smoothing: float = 0.0,
+    soft_term=soft_target_kl,
 ) -> dict[str, torch.Tensor]:
     """The two terms of `kd_loss`, unweighted, so that each can be logged under its own name.
 
     A term whose weight is zero is not computed (and not returned), so `alpha=0` needs no teacher
     logits and `alpha=1` needs no labels. Both terms are computed in float32, also under bf16/fp16
     autocast: the KL of two nearly equal softmaxes loses most of its digits in 8-bit mantissas.
+    `soft_term(student, teacher, T)` is the soft-target loss (a registered `KDLoss`'s `dense`; default
+    forward KL).
     """
     check_kd_hyperparameters(temperature, alpha)
     if student_logits.dim() == 2 and student_logits.shape[-1] == 1:
@@ -77,7 +80,7 @@ def kd_loss_terms(
                     f"Fused teacher logits have shape {tuple(teacher_logits.shape)} but the student's logits have "
                     f"shape {tuple(student_logits.shape)}: teachers and student must share one label space."
                 )
-            terms["kd"] = soft_target_kl(student_logits, teacher_logits, temperature)
+            terms["kd"] = soft_term(student_logits, teacher_logits, temperature)
         if alpha < 1:
             if labels is None:
                 raise ValueError("labels are required for the cross-entropy term when alpha < 1.")

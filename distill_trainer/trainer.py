@@ -19,19 +19,31 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .card import trainer_card
 from .collator import DistillationDataCollator
 from .config import DistillationConfig
-from .fitting import check_fits, temperatures_and_weights, weights_from_metadata
+from .fitting import check_fits, temperatures_and_weights
 from .fusion import FusionSetup, build_fusion, check_teacher_logits, fusion_strategy
-from .labels import check_label_values
-from .logits import validate_logit_dataset
+from .kd_losses import build_kd_loss
 from .losses import combine_kd_terms, kd_loss_terms
-from .nonfinite import NonFiniteGuardMixin
+from .monitoring import StepMonitorMixin
 from .sampling import LengthGroupedSamplingMixin
+from .signals import (
+    TeacherSignals,
+    check_dense_split,
+    check_regression,
+    check_strategies,
+    check_token_split,
+    is_causal_lm,
+    on_host,
+    prepare_live_teachers,
+    weights_from_metadata,
+)
+from .token_fusion import mix_teachers
+from .tokens import token_kd_terms
 from .trainable_fusion import GATE_WEIGHTS_NAME, TrainableFusionMixin  # noqa: F401 (GATE_WEIGHTS_NAME: public)
 
 logger = logging.getLogger(__name__)
 
 
-class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroupedSamplingMixin, Trainer):
+class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, LengthGroupedSamplingMixin, Trainer):
     """Trains a student on `alpha * KL(fused teachers || student) * T^2 + (1 - alpha) * CE` (for a one-output
     regression student, `alpha * MSE(student, fused teachers) + (1 - alpha) * MSE(student, label)`).
 
@@ -39,6 +51,10 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
     with such a column plus `input_ids`/`attention_mask`/`labels` trains as is, with the Trainer's default
     `remove_unused_columns=True`. Datasets are checked when the trainer is built (column present, one
     shape, finite values, the student's label space), so bad data fails before the first step.
+
+    An `AutoModelForCausalLM` student distils per token from `attach_teacher_topk`'s columns (`tokens.py`);
+    `teacher_models=[...]` runs live teachers in each step instead (`signals.py`); `kd_loss` picks the soft term
+    (`kd_losses.py`). A step reads nothing from the device beyond what `Trainer` does.
 
     With `train_sampling_strategy="group_by_length"` the lengths come from the dataset's
     `length_column_name` column when it has one, and evaluation stays in row order (see
@@ -65,6 +81,7 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
         train_dataset=None,
         eval_dataset=None,
         processing_class=None,
+        teacher_models=None,
         **kwargs,
     ):
         if not isinstance(args, DistillationConfig):
@@ -82,15 +99,21 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
         )
         self.teacher_column = args.teacher_logits_column
         self.num_labels = self.model.config.num_labels
-        n_teachers = self._check_teacher_data(train_dataset, "train", required=args.uses_teachers)
+        self.token_level = is_causal_lm(self.model)
+        teachers = prepare_live_teachers(teacher_models, self.model, args.device, self.token_level)
+        self.signals = TeacherSignals(self.teacher_column, self.token_level, teachers)
+        regression = self.num_labels == 1 and not self.token_level
+        self.kd = build_kd_loss(args.kd_loss, args.jsd_beta, tokens=self.token_level, regression=regression)
+        n_teachers = self._check_split(train_dataset, "train", required=args.uses_teachers and not teachers)
         eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval", eval_dataset)]
         for name, eval_set in eval_sets:  # every eval set checked now, not at the first evaluation after training
-            eval_teachers = self._check_teacher_data(eval_set, name, required=False)
+            eval_teachers = self._check_split(eval_set, name, required=False)
             if n_teachers and eval_teachers and eval_teachers != n_teachers:
                 raise ValueError(
                     f"The {name} dataset has {eval_teachers} teachers but the train dataset has {n_teachers}."
                 )
             n_teachers = n_teachers or eval_teachers
+        n_teachers = len(teachers) or n_teachers
         self.fusion = self.curriculum = None  # the strategies, built for this data and student
         self.fusion_weights, self.fitted_weights, self.teacher_temperatures = args.fusion_weights, None, None
         if args.uses_teachers:
@@ -101,35 +124,12 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
 
     # ---- data ---------------------------------------------------------------------------------
 
-    def _check_teacher_data(self, dataset, split: str, required: bool) -> int | None:
-        """Validate a split's labels and teacher column up front; return its number of teachers (None if absent)."""
-        if dataset is None:
-            return None
-        if isinstance(dataset, datasets.Dataset):
-            check_label_values(dataset, self.num_labels, split, self.label_names)
-        if isinstance(dataset, datasets.Dataset):
-            if self.teacher_column not in dataset.column_names:
-                if required:
-                    raise ValueError(
-                        f"The {split} dataset has no {self.teacher_column!r} column "
-                        f"(columns: {dataset.column_names}). "
-                        "Distillation with alpha > 0 needs teacher logits; set alpha=0 for plain fine-tuning."
-                    )
-                return None
-            id2label = self.model.config.id2label
-            label_names = [id2label[i] for i in range(self.num_labels)] if id2label else None
-            validate_logit_dataset(dataset, self.teacher_column, self.num_labels, label_names)
-            return len(dataset[0][self.teacher_column])
-        # A streaming dataset's [0] is a column lookup, not a row: read its first row by iterating.
-        is_stream = isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset))
-        first_row = next(iter(dataset)) if is_stream or not hasattr(dataset, "__getitem__") else dataset[0]
-        if self.teacher_column not in first_row:
-            if required:
-                raise ValueError(f"The {split} dataset's rows have no {self.teacher_column!r} key.")
-            return None
-        first = torch.as_tensor(first_row[self.teacher_column], dtype=torch.float32).unsqueeze(0)
-        check_teacher_logits(first, self.num_labels)
-        return first.shape[1]
+    def _check_split(self, dataset, split: str, required: bool) -> int | None:
+        """A split's labels and teachers, checked up front (`signals.py`); its number of stored teachers or None."""
+        if self.token_level:
+            tokenizer = self.processing_class if hasattr(self.processing_class, "get_vocab") else None
+            return check_token_split(dataset, split, self.model, tokenizer, self.signals.teachers, required)
+        return check_dense_split(dataset, split, self.teacher_column, self.model, self.label_names, required)
 
     def _build_fusion(self, n_teachers: int, train_dataset, eval_dataset) -> None:
         """Serve what the configured strategies declare they need, then build them. The weights and temperatures
@@ -137,10 +137,11 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
         args = self.args
         names = [name for name in (args.fusion, args.curriculum_fusion) if name]
         classes = [fusion_strategy(name) for name in names]
+        check_strategies(classes, self.token_level, bool(self.signals.teachers), args.calibrate_teachers)
         if "weighted" in names and self.fusion_weights is None:
             self.fusion_weights = weights_from_metadata(train_dataset)
         if self.num_labels == 1:  # regression: only what means something for scalar predictions
-            self._check_regression(classes)
+            check_regression(classes, args)
         needs_labels = [cls.name for cls in classes if cls.needs_labels]
         if needs_labels and isinstance(train_dataset, datasets.Dataset):
             if not {"label", "labels", *(self.label_names or [])} & set(train_dataset.column_names):
@@ -173,43 +174,34 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
                         "strategy without parameters for a curriculum, or train this one on its own."
                     )
 
-    def _check_regression(self, classes) -> None:
-        for cls in classes:
-            if not cls.supports_regression:
-                raise ValueError(
-                    f"fusion={cls.name!r} does not apply to regression (num_labels=1): {cls.regression_hint}."
-                )
-        if self.args.calibrate_teachers:
-            raise ValueError(
-                "calibrate_teachers does not apply to regression (num_labels=1): temperature scaling calibrates "
-                "class probabilities. Use fusion='fitted' to weigh the teachers."
-            )
-        if self.args.label_smoothing_factor > 0:
-            raise ValueError("label_smoothing_factor does not apply to regression (num_labels=1); set it to 0.")
-
     def _set_signature_columns_if_needed(self):
-        """Keep the teacher column through `remove_unused_columns=True` (the model's forward never sees it)."""
+        """Keep the teacher columns through `remove_unused_columns=True` (the model's forward never sees them);
+        with live teachers, stored ones are dropped."""
         super()._set_signature_columns_if_needed()
-        if self.teacher_column not in self._signature_columns:
-            self._signature_columns.append(self.teacher_column)
+        for column in [] if self.signals.teachers else self.signals.columns:
+            if column not in self._signature_columns:
+                self._signature_columns.append(column)
 
     # ---- loss ---------------------------------------------------------------------------------
 
     def compute_loss(self, model, inputs: dict[str, Any], return_outputs: bool = False, num_items_in_batch=None):
-        """Fuse the batch's teacher logits and apply `kd_loss`; CE only when the batch has no teachers.
+        """Ask the batch's teacher signal, fuse it, apply the loss; CE only when the batch has no teachers.
 
-        `num_items_in_batch` is accepted for the parent's signature and not used: the loss is a per-batch
-        mean (see `loss_is_scaled_for_ga`).
+        Classification: `num_items_in_batch` is not used, the loss is a per-batch mean (see
+        `loss_is_scaled_for_ga`). Causal LMs: `compute_token_loss`.
         """
         inputs = dict(inputs)
-        teacher_logits = inputs.pop(self.teacher_column, None)
         labels = inputs.pop(self.label_names[0] if self.label_names else "labels", None)
-        if labels is not None and not model.training and self.num_labels > 1:  # GLUE test rows (-1): not scored
-            labels = labels.masked_fill(labels < 0, -100)
+        teacher_logits = self.signals.from_batch(inputs)
         scheduled_alpha, temperature = self.current_alpha_and_temperature()
         alpha = scheduled_alpha if teacher_logits is not None else 0.0
         if teacher_logits is None and self.args.uses_teachers and model.training:
-            raise ValueError(f"The training batch has no {self.teacher_column!r}; distillation needs teacher logits.")
+            raise ValueError(f"The training batch has no teachers ({self.signals.columns}); distillation needs them.")
+        if self.token_level:
+            args = (temperature, alpha, scheduled_alpha, return_outputs, num_items_in_batch)
+            return self.compute_token_loss(model, inputs, labels, teacher_logits, *args)
+        if labels is not None and not model.training and self.num_labels > 1:  # GLUE test rows (-1): not scored
+            labels = labels.masked_fill(labels < 0, -100)
         strategies = [strategy for strategy in (self.fusion, self.curriculum) if strategy is not None]
         use_hidden = alpha > 0 and any(strategy.needs_hidden_state for strategy in strategies)
         outputs = model(**inputs, output_hidden_states=True) if use_hidden else model(**inputs)
@@ -217,7 +209,9 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
         fused = None
         if alpha > 0:  # fusion checks shape and finiteness; kd_loss checks the label space against the student
             fused = self.fuse_teachers(teacher_logits.to(student_logits.device), outputs, labels)
-        terms = kd_loss_terms(student_logits, fused, labels, temperature, alpha, self.args.label_smoothing_factor)
+        terms = kd_loss_terms(
+            student_logits, fused, labels, temperature, alpha, self.args.label_smoothing_factor, self.kd.dense
+        )
         loss = combine_kd_terms(terms, alpha)
         if model.training:
             self._check_finite(fused, terms)
@@ -226,6 +220,33 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
         if use_hidden:  # don't hand every layer's hidden states to evaluation's prediction gathering
             outputs = SequenceClassifierOutput(logits=student_logits)
         return (loss, outputs) if return_outputs else loss
+
+    def compute_token_loss(self, model, inputs, labels, signal, temperature, alpha, scheduled, return_outputs, count):
+        """`alpha * KD + (1 - alpha) * CE` per token, summed over the positions with a next-token label and divided by
+        `num_items_in_batch` (their count over the accumulated batch and all processes) where the Trainer passes it,
+        so that accumulation and DDP reproduce the big batch; else a per-batch mean (divided by the Trainer)."""
+        outputs = model(**inputs)
+        self.loss_is_scaled_for_ga = count is not None
+        scale = self.accelerator.num_processes if count is not None and self.args.average_tokens_across_devices else 1
+        fused = self.fuse_token_teachers(signal, labels) if alpha > 0 else None
+        args = (temperature, alpha, self.args.label_smoothing_factor, self.kd.divergence, count)
+        terms = {name: value * scale for name, value in token_kd_terms(outputs.logits, fused, labels, *args).items()}
+        if model.training:  # logged as per-token means (`count` spans the accumulated micro-batches)
+            self._check_finite(None, terms)
+            steps = self.current_gradient_accumulation_steps if count is not None else 1
+            self._record_loss_terms({name: value * steps for name, value in terms.items()})
+            self._schedule_in_use = (scheduled, temperature, self.curriculum_weight())
+        loss = combine_kd_terms(terms, alpha)
+        return (loss, outputs) if return_outputs else loss
+
+    def fuse_token_teachers(self, signal, labels):
+        """Per-token teachers -> `(ids or None, log-probabilities)` `[batch, seq, m]`: mixed per token with the
+        strategy's `token_weights`, blended toward `curriculum_fusion`'s weights over training."""
+        weights = self.fusion.token_weights(signal, labels)
+        if self.curriculum is not None:
+            blend = self.curriculum_weight()
+            weights = (1.0 - blend) * weights + blend * self.curriculum.token_weights(signal, labels)
+        return mix_teachers(signal, weights)
 
     def fuse_teachers(self, teacher_logits: torch.Tensor, student_outputs, labels=None) -> torch.Tensor:
         """`[batch, n_teachers, n_labels]` -> `[batch, n_labels]`: calibrated teachers (`calibrate_teachers`), fused
@@ -236,7 +257,8 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
         gate's choice easier. Fusion runs in float32 even under mixed-precision autocast: fused targets feed
         the loss directly.
         """
-        check_teacher_logits(teacher_logits)
+        if on_host(teacher_logits):  # checked with the data; a device tensor would cost a sync per step
+            check_teacher_logits(teacher_logits)
         with torch.autocast(teacher_logits.device.type, enabled=False):
             teacher_logits = teacher_logits.float()
             if self.teacher_temperatures is not None:
@@ -267,35 +289,13 @@ class DistillationTrainer(NonFiniteGuardMixin, TrainableFusionMixin, LengthGroup
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """Without labels the parent calls the model directly, so the teacher column must not reach it."""
         if any(inputs.get(name) is None for name in self.label_names):
-            inputs = {k: v for k, v in inputs.items() if k != self.teacher_column}
+            inputs = {k: v for k, v in inputs.items() if k not in self.signals.columns}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
-
-    def _record_loss_terms(self, terms: dict[str, torch.Tensor]) -> None:
-        for name, value in terms.items():
-            self._loss_term_sums[name] = self._loss_term_sums.get(name, 0.0) + value.detach()
-        self._loss_term_steps += 1
 
     def current_alpha_and_temperature(self) -> tuple[float, float]:
         """alpha and T at this step under their schedules (see `training_progress`)."""
         progress = self.training_progress()
         return self.args.alpha_at(progress), self.args.temperature_at(progress)
-
-    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Training logs get each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) and
-        the current `alpha` and `temperature`."""
-        self._raise_on_nonfinite()
-        if "loss" in logs:  # the values the last logged step trained with
-            in_use = getattr(self, "_schedule_in_use", None) or (
-                *self.current_alpha_and_temperature(),
-                self.curriculum_weight(),
-            )
-            logs["alpha"], logs["temperature"] = (round(value, 6) for value in in_use[:2])
-            if self.curriculum is not None:
-                logs["curriculum_weight"] = round(in_use[2], 6)
-            for name, total in self._loss_term_sums.items():
-                logs[f"loss_{name}"] = round(float(total) / max(self._loss_term_steps, 1), 6)
-            self._loss_term_sums, self._loss_term_steps = {}, 0
-        super().log(logs, start_time)
 
     # ---- the student's card ------------------------------------------------------------------------
 

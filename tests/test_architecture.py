@@ -23,7 +23,12 @@ CORE = [
     "labels.py",
     "logits.py",
     "collator.py",
-    "nonfinite.py",
+    "monitoring.py",
+    "kd_losses.py",
+    "signals.py",
+    "tokens.py",
+    "token_fusion.py",
+    "topk.py",
 ]
 
 

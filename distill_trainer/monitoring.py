@@ -1,14 +1,18 @@
-"""Stopping training at a NaN or infinite fused target or loss term, naming the strategy and the step, without a
-host-device synchronisation per step on an accelerator."""
+"""What `DistillationTrainer` records and checks at each training step: the loss terms it logs (`loss_kd`,
+`loss_ce`, alpha, T), and NaN or infinite fused targets or loss terms, which stop training naming the strategy
+and the step, without a host-device synchronisation per step on an accelerator."""
 
 from __future__ import annotations
 
 import torch
 
+from .signals import on_host
 
-class NonFiniteGuardMixin:
-    """For `DistillationTrainer`: `_check_finite` each training step, `_raise_on_nonfinite` at each logging step
-    (`log`). Needs `self.args` (fusion names), `self.curriculum` and `self.state`."""
+
+class StepMonitorMixin:
+    """For `DistillationTrainer`: `_check_finite` and `_record_loss_terms` each training step; `log` reads them at
+    logging steps. Needs `self.args`, `self.curriculum`, `self.state`, `current_alpha_and_temperature` and
+    `curriculum_weight`."""
 
     _first_nonfinite_step: dict
 
@@ -28,7 +32,7 @@ class NonFiniteGuardMixin:
             if value is None:
                 continue
             bad = ~torch.isfinite(value.detach()).all()
-            if bad.device.type == "cpu":
+            if on_host(bad):
                 if bad:
                     raise ValueError(non_finite_message(what, step))
                 continue
@@ -42,6 +46,28 @@ class NonFiniteGuardMixin:
         for what, step in found.items():
             if step:
                 raise ValueError(non_finite_message(what, step))
+
+    def _record_loss_terms(self, terms: dict[str, torch.Tensor]) -> None:
+        for name, value in terms.items():
+            self._loss_term_sums[name] = self._loss_term_sums.get(name, 0.0) + value.detach()
+        self._loss_term_steps += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        """Training logs get each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) and
+        the current `alpha` and `temperature`."""
+        self._raise_on_nonfinite()
+        if "loss" in logs:  # the values the last logged step trained with
+            in_use = getattr(self, "_schedule_in_use", None) or (
+                *self.current_alpha_and_temperature(),
+                self.curriculum_weight(),
+            )
+            logs["alpha"], logs["temperature"] = (round(value, 6) for value in in_use[:2])
+            if self.curriculum is not None:
+                logs["curriculum_weight"] = round(in_use[2], 6)
+            for name, total in self._loss_term_sums.items():
+                logs[f"loss_{name}"] = round(float(total) / max(self._loss_term_steps, 1), 6)
+            self._loss_term_sums, self._loss_term_steps = {}, 0
+        super().log(logs, start_time)
 
 
 def non_finite_message(what: str, step: int) -> str:

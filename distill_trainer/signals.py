@@ -1,0 +1,247 @@
+"""Teacher signals: where a run's teachers come from, and what they say about one batch.
+
+The one place that turns a batch into a teacher signal, for `DistillationTrainer`:
+- dense class logits `[batch, n_teachers, n_labels]` from the `teacher_logits` column (sequence classification);
+- per-token top-k of causal LMs, a `tokens.TokenSignal`, from the `teacher_topk_ids`/`teacher_topk_logprobs`
+  columns (`topk.py`);
+- live teachers (`teacher_models=[...]`), run inside the training step on the student's batch (no gradient, eval
+  mode, on the student's device): class logits, or full next-token distributions for causal LMs. For users with
+  data augmentation or no storage, and to measure what sparse storage loses against dense online KD.
+The fusion and the loss then treat stored and live teachers alike. The checks here run when the trainer is built.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import datasets
+import pyarrow.compute as pc
+import torch
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+from .fusion import check_teacher_logits
+from .labels import check_label_values
+from .logits import read_metadata, validate_logit_dataset
+from .tokens import TokenSignal
+from .topk import TOPK_IDS_COLUMN, TOPK_LOGPROBS_COLUMN, read_topk_metadata, validate_topk_dataset
+
+logger = logging.getLogger(__name__)
+
+TOPK_COLUMNS = (TOPK_IDS_COLUMN, TOPK_LOGPROBS_COLUMN)
+
+
+def on_host(tensor: torch.Tensor) -> bool:
+    """Whether reading `tensor`'s values costs no host-device synchronisation (it lies in host memory)."""
+    return tensor.device.type == "cpu"
+
+
+def is_causal_lm(model) -> bool:
+    """Whether `model` is a causal LM (`AutoModelForCausalLM`'s classes, PEFT-wrapped ones included)."""
+    model = getattr(getattr(model, "base_model", model), "model", model) if hasattr(model, "peft_config") else model
+    return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+
+
+def model_name(model) -> str:
+    return getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "") or type(model).__name__
+
+
+def context_length(model) -> int | None:
+    return getattr(model.config, "max_position_embeddings", None)
+
+
+class TeacherSignals:
+    """A run's teachers: stored columns, or live models. `from_batch` pops the stored columns off a batch (the
+    student's forward never sees them) and returns the signal: None (no teachers in this batch), a dense
+    `[batch, n_teachers, n_labels]` tensor, or a `TokenSignal`.
+
+    Args:
+        dense_column: the dense column's name (`DistillationConfig.teacher_logits_column`).
+        token_level: the student is a causal LM (per-token signals).
+        teachers: live teacher models, already prepared by `prepare_live_teachers`; their signal replaces any
+            stored column.
+    """
+
+    def __init__(self, dense_column: str, token_level: bool, teachers: list | None = None):
+        self.dense_column, self.token_level, self.teachers = dense_column, token_level, teachers or []
+        self.columns = [dense_column, *TOPK_COLUMNS]
+
+    def from_batch(self, inputs: dict) -> torch.Tensor | TokenSignal | None:
+        stored = {column: inputs.pop(column, None) for column in self.columns}
+        if self.teachers:
+            return self.run_teachers(inputs)
+        if not self.token_level:
+            return stored[self.dense_column]
+        if stored[TOPK_IDS_COLUMN] is None or stored[TOPK_LOGPROBS_COLUMN] is None:
+            return None
+        return TokenSignal(stored[TOPK_LOGPROBS_COLUMN], stored[TOPK_IDS_COLUMN])
+
+    @torch.no_grad()
+    def run_teachers(self, inputs: dict) -> torch.Tensor | TokenSignal:
+        """Every live teacher on the student's inputs: `[batch, n_teachers, n_labels]` float32 logits, or a
+        full-vocabulary `TokenSignal` of float32 log-probabilities at T = 1."""
+        outputs = []
+        for teacher in self.teachers:
+            teacher.eval()  # the Trainer puts the student in train mode, never a teacher; kept so if a user does
+            logits = teacher(**inputs).logits.float()
+            outputs.append(torch.log_softmax(logits, dim=-1) if self.token_level else logits)
+        stacked = torch.stack(outputs, dim=1)
+        return TokenSignal(stacked) if self.token_level else stacked
+
+
+def prepare_live_teachers(teachers, student, device, token_level: bool) -> list:
+    """Move live teachers to the student's device, in eval mode without gradients, after refusing teachers that
+    cannot teach this student: another vocabulary (causal LMs) or another label space (classification)."""
+    teachers = list(teachers or [])
+    for teacher in teachers:
+        if is_causal_lm(teacher) != token_level:
+            kind = "causal LMs" if token_level else "sequence classifiers"
+            raise ValueError(f"Live teacher {model_name(teacher)!r} does not match the student: both must be {kind}.")
+        if token_level and teacher.config.vocab_size != student.config.vocab_size:
+            raise ValueError(
+                f"Live teacher {model_name(teacher)!r} has a vocabulary of {teacher.config.vocab_size} tokens but "
+                f"the student {model_name(student)!r} has {student.config.vocab_size}: teachers and student must "
+                "share one tokenizer (cross-tokenizer distillation is not supported)."
+            )
+        if not token_level and teacher.config.num_labels != student.config.num_labels:
+            raise ValueError(
+                f"Live teacher {model_name(teacher)!r} has {teacher.config.num_labels} labels but the student has "
+                f"{student.config.num_labels}."
+            )
+        teacher.to(device).eval().requires_grad_(False)
+    return teachers
+
+
+def check_token_split(dataset, split: str, student, tokenizer, teachers: list, required: bool) -> int | None:
+    """Check a causal-LM split before any work; return its number of stored teachers (None without).
+
+    Refused: no `labels`; a row longer than the student's or a live teacher's context; no position with a
+    next-token label (nothing to learn from); and, for stored top-k (required unless teachers are live), what
+    `topk.validate_topk_dataset` refuses, against the student's tokenizer and vocabulary.
+    """
+    if not isinstance(dataset, datasets.Dataset):  # streamed: checked by the collator and the loss as it goes
+        return None
+    for column in ("input_ids", "labels"):
+        if column not in dataset.column_names:
+            raise ValueError(
+                f"The {split} dataset has no {column!r} column (columns: {dataset.column_names}); causal-LM "
+                "distillation needs input_ids and labels (the input ids, -100 where nothing is learnt)."
+            )
+    table = dataset.with_format("arrow", columns=["input_ids", "labels"])[:]
+    lengths = pc.list_value_length(table.column("input_ids")).to_numpy(zero_copy_only=False)
+    for model in [student, *teachers]:
+        limit = context_length(model)
+        if limit is not None and len(lengths) and lengths.max() > limit:
+            raise ValueError(
+                f"The {split} dataset has rows of up to {lengths.max()} tokens but {model_name(model)!r} reads at "
+                f"most {limit} (max_position_embeddings): truncate the rows, e.g. tokenizer(..., truncation=True, "
+                f"max_length={limit})."
+            )
+    labels = table.column("labels").combine_chunks()
+    values = labels.flatten().to_numpy(zero_copy_only=False)
+    starts = labels.offsets.to_numpy()[:-1] - labels.offsets.to_numpy()[0]
+    scored = values != -100
+    scored[starts[starts < len(scored)]] = False  # a row's first label is never predicted
+    if split == "train" and not scored.any():
+        raise ValueError(
+            f"The {split} dataset has no scored position: every next-token label is -100, so there is nothing "
+            "to learn from (completion-only masking that masks the completions too?)."
+        )
+    if teachers or not any(column in dataset.column_names for column in TOPK_COLUMNS):
+        if required and not teachers:
+            raise ValueError(
+                f"The {split} dataset has no {TOPK_COLUMNS} columns (columns: {dataset.column_names}): attach "
+                "teachers with distill_trainer.attach_teacher_topk, pass teacher_models, or set alpha=0."
+            )
+        return None
+    return validate_topk_dataset(dataset, tokenizer, student.config.vocab_size)[1].n_teachers
+
+
+def check_strategies(classes, token_level: bool, live: bool, calibrate: bool) -> None:
+    """Refuse, before any work, fusion options the run's teachers cannot serve, each with what to use instead."""
+    for cls in classes:
+        if token_level and not cls.supports_tokens:
+            raise ValueError(f"fusion={cls.name!r} does not fuse per-token teachers of causal LMs: {cls.tokens_hint}.")
+        if live and cls.fits_weights:
+            raise ValueError(
+                f"fusion={cls.name!r} fits weights on stored validation logits; with live teachers use 'weighted' "
+                "with fusion_weights."
+            )
+    if calibrate and (token_level or live):
+        raise ValueError(
+            "calibrate_teachers fits temperatures on stored validation class logits: it applies to stored dense "
+            "teachers only."
+        )
+
+
+def check_dense_split(dataset, split: str, column: str, student, label_names, required: bool) -> int | None:
+    """Validate a classification split's labels and teacher column up front; return its number of teachers (None
+    if absent). `label_names`: the Trainer's label column names."""
+    if dataset is None:
+        return None
+    num_labels = student.config.num_labels
+    if isinstance(dataset, datasets.Dataset):
+        check_label_values(dataset, num_labels, split, label_names)
+        if column not in dataset.column_names:
+            if required:
+                raise ValueError(
+                    f"The {split} dataset has no {column!r} column (columns: {dataset.column_names}). "
+                    "Distillation with alpha > 0 needs teacher logits; set alpha=0 for plain fine-tuning."
+                )
+            return None
+        id2label = student.config.id2label
+        model_label_names = [id2label[i] for i in range(num_labels)] if id2label else None
+        validate_logit_dataset(dataset, column, num_labels, model_label_names)
+        return len(dataset[0][column])
+    # A streaming dataset's [0] is a column lookup, not a row: read its first row by iterating.
+    is_stream = isinstance(dataset, (datasets.IterableDataset, torch.utils.data.IterableDataset))
+    first_row = next(iter(dataset)) if is_stream or not hasattr(dataset, "__getitem__") else dataset[0]
+    if column not in first_row:
+        if required:
+            raise ValueError(f"The {split} dataset's rows have no {column!r} key.")
+        return None
+    first = torch.as_tensor(first_row[column], dtype=torch.float32).unsqueeze(0)
+    check_teacher_logits(first, num_labels)
+    return first.shape[1]
+
+
+def check_regression(classes, args) -> None:
+    """Refuse fusion options that mean nothing for one-output (regression) students."""
+    for cls in classes:
+        if not cls.supports_regression:
+            raise ValueError(
+                f"fusion={cls.name!r} does not apply to regression (num_labels=1): {cls.regression_hint}."
+            )
+    if args.calibrate_teachers:
+        raise ValueError(
+            "calibrate_teachers does not apply to regression (num_labels=1): temperature scaling calibrates "
+            "class probabilities. Use fusion='fitted' to weigh the teachers."
+        )
+    if args.label_smoothing_factor > 0:
+        raise ValueError("label_smoothing_factor does not apply to regression (num_labels=1); set it to 0.")
+
+
+def weights_from_metadata(dataset) -> list[float]:
+    """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata (dense or
+    top-k). A score below 0 (MCC, Pearson: worse than chance) weighs 0: such a teacher has nothing to teach."""
+    metadata = (
+        (read_metadata(dataset) or read_topk_metadata(dataset)) if isinstance(dataset, datasets.Dataset) else None
+    )
+    scores = metadata.validation_scores if metadata else []
+    if not scores or any(score is None for score in scores):
+        raise ValueError(
+            "fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
+            "validation score for every teacher)."
+        )
+    if not all(isinstance(score, (int, float)) and math.isfinite(score) for score in scores):
+        raise ValueError(
+            f"fusion='weighted': the metadata's teacher validation_score values {scores} must be finite numbers; "
+            "re-extract the logits or pass fusion_weights."
+        )
+    if max(scores) <= 0:
+        raise ValueError(
+            f"fusion='weighted': no teacher scores above 0 on validation ({scores}); pass fusion_weights."
+        )
+    if min(scores) < 0:
+        logger.warning("fusion='weighted': teachers with validation scores below 0 get weight 0 (%s).", scores)
+    return [max(score, 0.0) for score in scores]

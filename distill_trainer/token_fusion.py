@@ -1,0 +1,156 @@
+"""Fusion per token: the registry's strategies applied to per-token teachers of causal LMs.
+
+Each strategy that supports it gives `[batch, n_teachers, seq]` teacher weights per token (`token_weights`), and
+the teachers' distributions are mixed with them: `p(v) = sum_j w_j p_j(v)` over the union of their top-k ids,
+`p_j(v) = 0` outside teacher j's, with a tail bucket holding the rest. A mixture of probabilities, not of logits
+as for class logits: top-k teachers have no logits for most tokens, and a mixture keeps each teacher's tail.
+The per-token forms of the built-in strategies are registered here; `gating` and `fitted` have none (their
+`tokens_hint` says what to use).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .fusion import (
+    AverageFusion,
+    ConfidenceFusion,
+    FittedFusion,
+    FusionSetup,
+    GatingNetwork,
+    MinEntropyFusion,
+    SingleFusion,
+    WeightedFusion,
+    fusion_strategy,
+)
+from .tokens import EMPTY, TokenSignal, bucket_log_probs, next_token_labels
+
+
+def mix_teachers(signal: TokenSignal, weights: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """The mixture `p(v) = sum_j w_j p_j(v)` per position, `p_j(v) = 0` outside teacher j's top-k: `(ids,
+    log-probabilities)` `[batch, seq, m]` over the union of the teachers' ids (m = n_teachers * k slots, the
+    duplicates' left empty: no host read is needed to size it). The fused tail is `sum_j w_j tail_j`, implied.
+
+    Args:
+        signal: the teachers.
+        weights: `[batch, n_teachers, seq]`, summing to 1 over teachers.
+    """
+    with torch.autocast(signal.logprobs.device.type, enabled=False):
+        if signal.ids is None:  # full vocabularies: a log-sum-exp over teachers
+            log_weights = weights.float().clamp(min=0).log()[..., None]
+            return None, torch.logsumexp(signal.logprobs.float() + log_weights, dim=1)
+        batch, n_teachers, seq, k = signal.ids.shape
+        ids = signal.ids.long().permute(0, 2, 1, 3).reshape(batch, seq, n_teachers * k)
+        probs = (signal.logprobs.float().exp() * weights.float()[..., None]).permute(0, 2, 1, 3)
+        sorted_ids, order = ids.sort(dim=-1)
+        probs = probs.reshape(batch, seq, n_teachers * k).gather(-1, order)
+        first = torch.ones_like(sorted_ids, dtype=torch.bool)
+        first[..., 1:] = sorted_ids[..., 1:] != sorted_ids[..., :-1]
+        slot = first.long().cumsum(dim=-1) - 1  # equal ids share a slot
+        fused = torch.zeros_like(probs).scatter_add_(-1, slot, probs)
+        return torch.zeros_like(sorted_ids).scatter_(-1, slot, sorted_ids), fused.log()
+
+
+def uniform_token_weights(signal: TokenSignal) -> torch.Tensor:
+    batch, n_teachers, seq = signal.logprobs.shape[:3]
+    return signal.logprobs.new_full((batch, n_teachers, seq), 1.0 / n_teachers, dtype=torch.float32)
+
+
+def token_entropy(signal: TokenSignal) -> torch.Tensor:
+    """`[batch, n_teachers, seq]` entropy (nats, T = 1) of each teacher's k + 1 buckets (the tail as one bucket:
+    a lower bound of the full entropy), or of its whole distribution."""
+    log_probs = signal.logprobs.float()
+    if signal.ids is not None:
+        log_probs = bucket_log_probs(log_probs, log_probs == float("-inf"))
+    return -(log_probs.exp() * log_probs).sum(-1)
+
+
+def gold_log_probs(signal: TokenSignal, labels: torch.Tensor) -> torch.Tensor:
+    """`[batch, n_teachers, seq]` each teacher's log-probability of the gold next token: from its top-k, else its
+    tail's (the mass of the bucket the gold token is in); 0 where there is no gold token."""
+    gold = next_token_labels(labels)
+    scored = gold != -100
+    gold = gold.masked_fill(~scored, 0).long()[:, None, :, None].expand(-1, signal.n_teachers, -1, 1)
+    log_probs = signal.logprobs.float()
+    if signal.ids is None:
+        found = log_probs.gather(-1, gold).squeeze(-1)
+    else:
+        buckets = bucket_log_probs(log_probs, log_probs == float("-inf"))
+        hit = signal.ids.long() == gold
+        found = torch.where(hit.any(-1), buckets[..., :-1].masked_fill(~hit, EMPTY).logsumexp(-1), buckets[..., -1])
+    return found.masked_fill(~scored[:, None], 0.0)
+
+
+def _per_token(strategy_class):
+    """Give a built-in strategy its per-token form (`FusionStrategy.token_weights`), declaring it supported."""
+
+    def register(weights_function):
+        strategy_class.token_weights = weights_function
+        strategy_class.supports_tokens = True
+        return weights_function
+
+    return register
+
+
+@_per_token(AverageFusion)
+def _average_weights(self, signal, labels=None):
+    return uniform_token_weights(signal)
+
+
+@_per_token(WeightedFusion)
+def _fixed_weights(self, signal, labels=None):
+    weights = self.weights.to(signal.logprobs.device)
+    return weights[None, :, None].expand(signal.logprobs.shape[0], -1, signal.logprobs.shape[2])
+
+
+@_per_token(SingleFusion)
+def _single_weights(self, signal, labels=None):
+    weights = torch.zeros_like(uniform_token_weights(signal))
+    weights[:, self.teacher_index] = 1.0
+    return weights
+
+
+@_per_token(MinEntropyFusion)
+def _min_entropy_weights(self, signal, labels=None):
+    """Per token, the teacher whose distribution has the lowest entropy."""
+    most_confident = token_entropy(signal).argmin(dim=1)
+    weights = torch.zeros_like(uniform_token_weights(signal))  # not one_hot: on CUDA it reads its input
+    return weights.scatter_(1, most_confident[:, None], 1.0)
+
+
+@_per_token(ConfidenceFusion)
+def _confidence_weights(self, signal, labels=None):
+    """Per token, teachers weighted by their probability of the gold next token; equal weights without one."""
+    if labels is None:
+        raise ValueError("fusion='confidence' weighs teachers by the gold next token: it needs labels.")
+    return torch.softmax(gold_log_probs(signal, labels), dim=1)
+
+
+FittedFusion.supports_tokens = False
+FittedFusion.tokens_hint = "its weights are fitted on validation class logits; use 'weighted' with fusion_weights"
+GatingNetwork.tokens_hint = "the gate reads one hidden state per example, not one per token"
+
+
+def fuse_topk(
+    topk_ids: torch.Tensor,
+    topk_logprobs: torch.Tensor,
+    fusion: str = "average",
+    weights=None,
+    teacher_index: int | None = None,
+    labels: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fuse per-token top-k teachers `[batch, n_teachers, seq, k]` into one distribution per position: `(ids,
+    log-probabilities)` `[batch, seq, m]` over the union of their ids (empty slots: -inf), the tail implied.
+
+    `average` / `weighted` (`weights`, one per teacher): `p(v) = sum_j w_j p_j(v)`, `p_j(v) = 0` outside teacher
+    j's top-k, the fused tail `sum_j w_j tail_j`. `min_entropy`: per token, the teacher of lowest entropy over its
+    k + 1 buckets. `confidence` (`labels`, aligned with the input ids as a causal LM's are): per token, teachers
+    weighted by their probability of the gold next token (from the top-k, else the tail's). `single`:
+    `teacher_index`. A strategy that cannot fuse per-token teachers says why.
+    """
+    signal = TokenSignal(topk_logprobs, topk_ids)
+    cls = fusion_strategy(fusion)
+    if not cls.supports_tokens:
+        raise ValueError(f"fusion={fusion!r} does not fuse per-token teachers: {cls.tokens_hint}.")
+    setup = FusionSetup(n_teachers=signal.n_teachers, weights=weights, teacher_index=teacher_index)
+    return mix_teachers(signal, cls.from_setup(setup).token_weights(signal, labels))
