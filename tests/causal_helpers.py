@@ -6,6 +6,7 @@ from __future__ import annotations
 import datasets
 import numpy as np
 import torch
+from helpers import tiny_config
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
@@ -81,19 +82,5 @@ def with_topk(dataset: datasets.Dataset, k: int = 8, n_teachers: int = 2, tokeni
 
 
 def causal_config(tmp_path, **overrides) -> DistillationConfig:
-    options = dict(
-        output_dir=str(tmp_path / "out"),
-        per_device_train_batch_size=8,
-        learning_rate=5e-3,
-        num_train_epochs=1,
-        use_cpu=True,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
-        seed=0,
-        temperature=1.0,
-        alpha=0.5,
-    )
-    options.update(overrides)
-    return DistillationConfig(**options)
+    """`tiny_config` for the tiny causal LM: batches of 8, T = 1, alpha = 0.5; `overrides` on top."""
+    return tiny_config(tmp_path, **{"per_device_train_batch_size": 8, "temperature": 1.0, "alpha": 0.5, **overrides})
