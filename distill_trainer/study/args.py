@@ -28,7 +28,11 @@ logger = logging.getLogger(__name__)
 @dataclass
 class TaskArguments:
     task: str = field(
-        default="sst2", metadata={"help": "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli."}
+        default="sst2",
+        metadata={
+            "help": "GLUE task: cola, sst2, mrpc, qqp, stsb, mnli, qnli, rte, wnli; or causal_lm (token-level, "
+            "with --text_column or --prompt_column/--completion_column)."
+        },
     )
     data: str = field(
         default=DEFAULT_GLUE,

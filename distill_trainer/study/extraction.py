@@ -159,7 +159,8 @@ def teacher_cache_path(cache_dir: str, index: int) -> str:
 
 
 def read_teacher_cache(cache_dir: str | None, index: int, key: dict) -> dict | None:
-    """A finished teacher's logits, if cached for exactly this teacher, max_length and input rows."""
+    """A finished teacher's arrays (`found["logits"]`, by name), if cached for exactly this `key` (teacher, settings
+    and input rows)."""
     if cache_dir is None or not os.path.isfile(teacher_cache_path(cache_dir, index)):
         return None
     with np.load(teacher_cache_path(cache_dir, index)) as cached:
@@ -172,7 +173,7 @@ def read_teacher_cache(cache_dir: str | None, index: int, key: dict) -> dict | N
         return {
             "name": info["name"],
             "revision": info["revision"],
-            "logits": {split: cached[split] for split in key["inputs"]},
+            "logits": {name: cached[name] for name in cached.files if name != "info"},
         }
 
 
@@ -197,8 +198,7 @@ def extract_to_disk(
     output_dir: str,
     batch_size: int = 64,
 ) -> datasets.DatasetDict:
-    """`build_logit_dataset` with a resumable per-teacher cache beside `output_dir`, written atomically by
-    the main process; the cache is removed once the dataset is in place.
+    """`build_logit_dataset` with a resumable per-teacher cache beside `output_dir` (`write_with_teacher_cache`).
 
     Args:
         task_args: The task, its data and rows, and `max_length`.
@@ -206,13 +206,30 @@ def extract_to_disk(
         output_dir: The logit dataset's folder: new, empty, or a logit dataset this tool wrote (replaced).
         batch_size: Inference batch size.
     """
+    return write_with_teacher_cache(
+        output_dir,
+        len(teacher_paths),
+        lambda cache_dir: build_logit_dataset(task_args, teacher_paths, batch_size, cache_dir),
+    )
+
+
+def write_with_teacher_cache(output_dir: str, n_teachers: int, build) -> datasets.DatasetDict:
+    """`build(cache_dir)` with its per-teacher cache beside `output_dir`, the dataset written atomically by the main
+    process; the cache's files go once the dataset is in place. `output_dir` must be new, empty, or a logit dataset
+    this tool wrote: checked before any teacher runs.
+
+    Args:
+        output_dir: The logit dataset's folder.
+        n_teachers: How many teacher cache files `build` may leave.
+        build: Makes the `DatasetDict`, keeping each finished teacher in the cache folder it is given.
+    """
     check_replaceable(output_dir)  # before any teacher runs
     cache_dir = f"{os.path.normpath(output_dir)}.teacher-cache"
-    logit_dataset = build_logit_dataset(task_args, teacher_paths, batch_size, cache_dir)
+    logit_dataset = build(cache_dir)
     state = PartialState()
     if state.is_main_process:
         save_dataset_atomically(logit_dataset, output_dir)
-        for index in range(len(teacher_paths)):  # only the files this tool wrote, then the folder if empty
+        for index in range(n_teachers):  # only the files this tool wrote, then the folder if empty
             if os.path.isfile(teacher_cache_path(cache_dir, index)):
                 os.remove(teacher_cache_path(cache_dir, index))
         if os.path.isdir(cache_dir) and not os.listdir(cache_dir):

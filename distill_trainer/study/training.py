@@ -223,16 +223,23 @@ def check_bundled_layers(student_model: str, student_layers: Sequence[int] | Non
 
 
 def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
-    """Keep only `layers` of the encoder (DistilBERT's initialisation: a student cut from a teacher)."""
+    """Keep only `layers` of the encoder, or of a causal LM's decoder (DistilBERT's initialisation: a student cut
+    from a teacher). A kept decoder layer is renumbered, so its key/value cache slot is its new position."""
     encoder = getattr(model.base_model, "encoder", None)
-    blocks = getattr(encoder, "layer", None)
+    holder, attribute = (encoder, "layer") if hasattr(encoder, "layer") else (model.base_model, "layers")
+    blocks = getattr(holder, attribute, None)
     if blocks is None:
-        raise ValueError(f"{type(model).__name__} has no base_model.encoder.layer to cut layers from.")
+        raise ValueError(f"{type(model).__name__} has no encoder or decoder layers to cut layers from.")
     if not layers or any(not 0 <= i < len(blocks) for i in layers):
         raise ValueError(f"student_layers {list(layers)} must be indices in [0, {len(blocks)}).")
     if len(set(layers)) != len(layers):  # a repeated block shares its weights: the student could not be saved
         raise ValueError(f"student_layers {list(layers)} repeats a layer; each kept layer must be distinct.")
-    encoder.layer = type(blocks)([blocks[i] for i in layers])
+    setattr(holder, attribute, type(blocks)([blocks[i] for i in layers]))
+    for position, block in enumerate(getattr(holder, attribute)):
+        if hasattr(getattr(block, "self_attn", None), "layer_idx"):
+            block.self_attn.layer_idx = position
+    if getattr(model.config, "layer_types", None):
+        model.config.layer_types = [model.config.layer_types[i] for i in layers]
     model.config.num_hidden_layers = len(layers)
     return model
 

@@ -1,0 +1,296 @@
+"""Token-level distillation of causal LMs in the study layer: each teacher's sparse top-k over a task's rows
+(resumable per teacher, shared across `accelerate` processes, written atomically), and a student trained from
+them and scored by its per-token NLL and perplexity on the validation completions."""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Sequence
+
+import datasets
+import numpy as np
+import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
+from tqdm.auto import tqdm
+
+from ..collator import DistillationDataCollator
+from ..config import DistillationConfig
+from ..logits import TeacherInfo, input_fingerprint
+from ..topk import LOGPROB_DTYPES, attach_teacher_topk, check_same_vocabulary, read_topk_metadata, tokenizer_info
+from ..trainer import DistillationTrainer
+from .args import StudentArguments, TaskArguments, for_trainer
+from .causal_data import (
+    CAUSAL_LM_TASK,
+    CausalLMArguments,
+    check_context,
+    load_causal_lm,
+    load_text_split,
+    tokenize_causal,
+)
+from .extraction import read_teacher_cache, write_teacher_cache, write_with_teacher_cache
+from .runs import StudentResult, device_name, display_name
+from .training import student_from_layers
+
+logger = logging.getLogger(__name__)
+
+SCORE_METRIC = "token_likelihood"  # exp(-mean NLL) = 1 / perplexity: higher is better, the `weighted` fusion's weight
+SPLITS = ("train", "validation")
+
+
+def causal_splits(task_args: TaskArguments, columns: CausalLMArguments, tokenizer) -> dict[str, datasets.Dataset]:
+    """The task's train and validation rows, tokenized as every teacher and the student see them."""
+    return {
+        split: tokenize_causal(
+            load_text_split(task_args.data, split, task_args.row_limit(split)),
+            tokenizer,
+            columns,
+            task_args.max_length,
+            split,
+        )
+        for split in SPLITS
+    }
+
+
+def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+    """Row indices in batches of similar length (longest first), so padding costs little."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+
+def teacher_topk(model, rows: datasets.Dataset, k: int, batch_size: int, dtype: str, progress: bool = True) -> dict:
+    """One teacher over `rows`: `{"ids": [sum(len), k], "logprobs": [sum(len), k], "nll": [sum, tokens]}`, the
+    top-k rows concatenated in row order, and the summed NLL of the tokens the rows' labels score (the teacher's
+    own quality, measured on the full softmax). One log-softmax per batch serves both.
+
+    Args:
+        model: A causal LM in eval mode.
+        rows: With `input_ids` and `labels`.
+        k: Tokens kept per position.
+        batch_size: Rows per forward pass (grouped by length).
+        dtype: "float16" or "float32", of the stored log-probabilities.
+        progress: Show a progress bar.
+    """
+    input_ids, labels = rows["input_ids"][:], rows["labels"][:]
+    lengths = [len(row) for row in input_ids]
+    ids_out, logprobs_out = [None] * len(rows), [None] * len(rows)
+    nll, tokens = 0.0, 0
+    device = next(model.parameters()).device
+    batches = length_batches(lengths, batch_size)
+    with torch.inference_mode():
+        for batch in tqdm(batches, desc=f"teacher {display_name(model.name_or_path)}", disable=not progress):
+            width = max(lengths[i] for i in batch)
+            ids = torch.zeros(len(batch), width, dtype=torch.long)
+            gold = torch.full((len(batch), width), -100, dtype=torch.long)
+            for row, i in enumerate(batch):
+                ids[row, : lengths[i]] = torch.tensor(input_ids[i])
+                gold[row, : lengths[i] - 1] = torch.tensor(labels[i][1:])  # position t predicts token t + 1
+            mask = (torch.arange(width)[None, :] < torch.tensor([lengths[i] for i in batch])[:, None]).long()
+            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
+            full = torch.log_softmax(logits.float(), dim=-1)
+            scored = gold.to(device) != -100
+            nll -= full[scored].gather(-1, gold.to(device)[scored][:, None]).sum().item()
+            tokens += int(scored.sum())
+            top_logprobs, top_ids = full.topk(k, dim=-1)
+            top_ids, top_logprobs = top_ids.int().cpu().numpy(), top_logprobs.to(getattr(torch, dtype)).cpu().numpy()
+            for row, i in enumerate(batch):
+                ids_out[i], logprobs_out[i] = top_ids[row, : lengths[i]], top_logprobs[row, : lengths[i]]
+    return {"ids": np.concatenate(ids_out), "logprobs": np.concatenate(logprobs_out), "nll": np.array([nll, tokens])}
+
+
+def sharded_topk(model, rows: datasets.Dataset, **options) -> dict:
+    """`teacher_topk` with the rows split between the processes of `accelerate launch` (contiguous shares);
+    every process gets all of it back, rows in order."""
+    state = PartialState()
+    if state.num_processes == 1:
+        return teacher_topk(model, rows, **options)
+    with state.split_between_processes(list(range(len(rows)))) as share:
+        found = teacher_topk(model, rows.select(share), progress=state.is_main_process, **options)
+    shares = gather_object([found])
+    return {
+        "ids": np.concatenate([s["ids"] for s in shares]),
+        "logprobs": np.concatenate([s["logprobs"] for s in shares]),
+        "nll": np.sum([s["nll"] for s in shares], axis=0),
+    }
+
+
+def build_topk_dataset(
+    task_args: TaskArguments,
+    columns: CausalLMArguments,
+    teacher_paths: Sequence[str],
+    k: int,
+    batch_size: int = 8,
+    logprobs_dtype: str = "float16",
+    cache_dir: str | None = None,
+) -> datasets.DatasetDict:
+    """Every teacher's top-k over train and validation: one `DatasetDict` with `teacher_topk_ids` and
+    `teacher_topk_logprobs` per split, and each teacher's validation token likelihood (exp(-NLL)) in the metadata.
+
+    Teachers run one at a time; all must share the first teacher's vocabulary (refused naming both otherwise).
+    With `cache_dir`, each finished teacher is kept there (written atomically), so an interrupted extraction
+    resumes at the first unfinished teacher.
+
+    Args:
+        task_args: `--data`, row limits and `--max_length`.
+        columns: Which columns hold the text (`--text_column` or `--prompt_column`/`--completion_column`).
+        teacher_paths: Teacher folders, Hub ids or GGUF folders, in column order.
+        k: Tokens kept per position per teacher.
+        batch_size: Rows per forward pass.
+        logprobs_dtype: "float16" (the format's default) or "float32".
+        cache_dir: Where finished teachers are kept until the dataset is written (None: not kept).
+    """
+    if logprobs_dtype not in LOGPROB_DTYPES:
+        raise ValueError(f"--logprobs_dtype must be one of {tuple(LOGPROB_DTYPES)}, got {logprobs_dtype!r}.")
+    tokenizer, splits, infos, found = None, None, [], {split: {"ids": [], "logprobs": []} for split in SPLITS}
+    for index, path in enumerate(teacher_paths):
+        teacher_tokenizer, model = load_causal_lm(path, columns.gguf_file, **task_args.loading)
+        if tokenizer is None:
+            tokenizer = teacher_tokenizer
+            splits = causal_splits(task_args, columns, tokenizer)
+        check_same_vocabulary(tokenizer_info(tokenizer), tokenizer_info(teacher_tokenizer), f"teacher {path}")
+        check_context(model, task_args.max_length, f"teacher {path}")
+        if not 1 <= k <= model.config.vocab_size:
+            raise ValueError(
+                f"--topk {k} must be between 1 and teacher {path}'s vocabulary ({model.config.vocab_size})."
+            )
+        inputs = {split: input_fingerprint(data, ["input_ids"]) for split, data in splits.items()}
+        key = {"teacher": path, "gguf_file": columns.gguf_file, "k": k, "dtype": logprobs_dtype, "inputs": inputs}
+        cached = read_teacher_cache(cache_dir, index, key)
+        if cached is None:
+            options = {"k": k, "batch_size": batch_size, "dtype": logprobs_dtype}
+            arrays = {}
+            for split, rows in splits.items():
+                for name, array in sharded_topk(model, rows, **options).items():
+                    arrays[f"{split}_{name}"] = array
+            cached = {"name": display_name(path), "revision": None, "logits": arrays}
+            write_teacher_cache(cache_dir, index, key, cached)
+        else:
+            logger.warning("Teacher %d (%s): reusing its top-k from %s.", index, cached["name"], cache_dir)
+        nll_sum, tokens = cached["logits"]["validation_nll"]
+        infos.append(
+            TeacherInfo(name=cached["name"], metric=SCORE_METRIC, validation_score=math.exp(-nll_sum / tokens))
+        )
+        for split in SPLITS:
+            for name in ("ids", "logprobs"):
+                found[split][name].append(cached["logits"][f"{split}_{name}"])
+        del model
+    return datasets.DatasetDict(
+        {
+            split: attach_teacher_topk(
+                rows,
+                *(per_row(np.stack(found[split][name], axis=0), rows) for name in ("ids", "logprobs")),
+                infos,
+                tokenizer,
+                logprobs_dtype=logprobs_dtype,
+                task=CAUSAL_LM_TASK,
+            )
+            for split, rows in splits.items()
+        }
+    )
+
+
+def per_row(stacked: np.ndarray, rows: datasets.Dataset) -> list[np.ndarray]:
+    """`[n_teachers, sum(len), k]` -> one `[n_teachers, len(input_ids), k]` array per row."""
+    ends = np.cumsum([len(row) for row in rows["input_ids"][:]])
+    return np.split(stacked, ends[:-1], axis=1)
+
+
+def extract_topk_to_disk(task_args, columns, teacher_paths, output_dir: str, **options) -> datasets.DatasetDict:
+    """`build_topk_dataset` with a resumable per-teacher cache beside `output_dir` (`write_with_teacher_cache`);
+    `options` are its k, batch size and dtype."""
+    return write_with_teacher_cache(
+        output_dir,
+        len(teacher_paths),
+        lambda cache_dir: build_topk_dataset(task_args, columns, teacher_paths, cache_dir=cache_dir, **options),
+    )
+
+
+def completion_metrics(model, rows: datasets.Dataset, tokenizer, batch_size: int = 8) -> dict:
+    """Per-token NLL and perplexity of the tokens `rows`' labels score, and the student's top-1 agreement with
+    each stored teacher's top-1 on them (`top1_agreement`, teacher order), in one pass without gradients."""
+    collate = DistillationDataCollator(tokenizer)
+    keep = [c for c in ("input_ids", "attention_mask", "labels", "teacher_topk_ids") if c in rows.column_names]
+    rows = rows.select_columns(keep)
+    device = next(model.parameters()).device
+    nll, tokens, agree = 0.0, 0, None
+    model.eval()
+    with torch.inference_mode():
+        for start in range(0, len(rows), batch_size):
+            batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
+            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
+            logits = logits.logits.float()[:, :-1]
+            gold = batch["labels"][:, 1:].to(device)
+            scored = gold != -100
+            nll -= torch.log_softmax(logits[scored], -1).gather(-1, gold[scored][:, None]).sum().item()
+            tokens += int(scored.sum())
+            if "teacher_topk_ids" in batch:  # [B, n_teachers, S, k]: each teacher's most probable next token
+                top1 = batch["teacher_topk_ids"][..., :-1, 0].to(device)
+                hits = (top1 == logits.argmax(-1)[:, None]) & scored[:, None]
+                agree = hits.sum(dim=(0, 2)) if agree is None else agree + hits.sum(dim=(0, 2))
+    mean = nll / tokens
+    metrics = {"eval_loss": mean, "perplexity": math.exp(mean), "eval_tokens": tokens}
+    if agree is not None:
+        metrics["top1_agreement"] = (agree.double() / tokens).tolist()
+    return metrics
+
+
+def distill_causal_student(
+    task_args: TaskArguments, columns: CausalLMArguments, student_args: StudentArguments, config: DistillationConfig
+) -> StudentResult:
+    """Train one causal-LM student from a top-k logit dataset; save it and its tokenizer with `eval_results.json`
+    (per-token NLL as `eval_loss`, `perplexity`, top-1 agreement with each teacher); return the results.
+
+    The rows are tokenized again from `--data` and must be the logit dataset's (same `input_ids`, checked by
+    fingerprint) unless `--check_against_data false`; the student's vocabulary must be the teachers'.
+    """
+    from .extraction import load_logit_dataset
+
+    logit_data = load_logit_dataset(student_args.logit_dataset)
+    metadata = read_topk_metadata(logit_data["train"])
+    tokenizer, model = load_causal_lm(student_args.student_model, columns.gguf_file, **task_args.loading)
+    check_context(model, task_args.max_length, f"student {student_args.student_model}")
+    if metadata is not None:
+        check_same_vocabulary(metadata.tokenizer, tokenizer_info(tokenizer), f"student {student_args.student_model}")
+    if student_args.check_against_data:
+        for split, rows in causal_splits(task_args, columns, tokenizer).items():
+            if input_fingerprint(rows, ["input_ids"]) != input_fingerprint(logit_data[split], ["input_ids"]):
+                raise ValueError(
+                    f"The logit dataset's {split} rows are not --data {task_args.data}'s rows as tokenized with "
+                    f"--max_length {task_args.max_length} and these columns (other rows, order or settings)."
+                )
+    if student_args.student_layers:
+        model = student_from_layers(model, student_args.student_layers)
+    train, validation = logit_data["train"], logit_data["validation"]
+    trainer = DistillationTrainer(
+        model=model, args=for_trainer(config), processing_class=tokenizer, train_dataset=train
+    )
+    train_output = trainer.train()
+    metrics = completion_metrics(trainer.model, validation, tokenizer, config.per_device_eval_batch_size)
+    results = StudentResult(
+        task=CAUSAL_LM_TASK,
+        metric="perplexity",
+        score=metrics["perplexity"],
+        metrics=metrics,
+        fusion=config.fusion,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        seed=config.seed,
+        teacher_index=config.teacher_index,
+        fusion_weights=trainer.fusion_weights,
+        teachers=[vars(t) for t in metadata.teachers] if metadata else None,
+        logit_dataset=display_name(student_args.logit_dataset),
+        train_rows=len(train),
+        student_model=display_name(student_args.student_model),
+        student_layers=",".join(map(str, student_args.student_layers)) if student_args.student_layers else None,
+        num_parameters=model.num_parameters(),
+        eval_rows=len(validation),
+        max_length=task_args.max_length,
+        train_runtime=train_output.metrics.get("train_runtime"),
+        device=device_name(trainer.args),
+    )
+    trainer.save_model(config.output_dir)
+    if trainer.is_world_process_zero():
+        tokenizer.save_pretrained(config.output_dir)
+        results.save(config.output_dir)  # last: a folder with its results is a finished run
+    return results

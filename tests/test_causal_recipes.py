@@ -1,0 +1,241 @@
+"""The recipes' `--task causal_lm`: top-k extraction from causal-LM teachers over real MNLI entailment pairs
+(premise -> hypothesis, completion-only), a student distilled from it, and what is refused before any work.
+
+Teachers are tiny random Llamas over the packaged MiniLM's real WordPiece vocabulary, so the rows are real text."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from helpers import launch
+from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+from distill_trainer import read_topk_metadata, validate_topk_dataset
+from distill_trainer.study.causal_data import CausalLMArguments, load_text_split, tokenize_causal
+from distill_trainer.study.packaged_models import resolve_model
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+GLUE = ROOT.parent / "shared" / "data" / "glue"
+COLUMNS = ["--prompt_column", "premise", "--completion_column", "hypothesis"]
+
+
+def tiny_teacher(folder: Path, seed: int, tokenizer, layers: int = 2, context: int = 128) -> str:
+    torch.manual_seed(seed)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=context,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def lm_study(tmp_path_factory):
+    """MNLI entailment pairs as jsonl (48 train, 16 validation rows) and two tiny teachers of one vocabulary."""
+    root = tmp_path_factory.mktemp("lm")
+    mnli = pd.read_csv(GLUE / "mnli" / "train.tsv", sep="\t", quoting=3, nrows=400)
+    pairs = mnli[mnli["label"] == 0][["premise", "hypothesis"]]
+    (root / "data").mkdir()
+    pairs.iloc[:48].to_json(root / "data" / "train.jsonl", orient="records", lines=True)
+    pairs.iloc[48:64].to_json(root / "data" / "validation.jsonl", orient="records", lines=True)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+    teachers = [tiny_teacher(root / f"teacher-{seed}", seed, tokenizer) for seed in (0, 1)]
+    common = ["--task", "causal_lm", "--data", str(root / "data"), "--max_length", "48", *COLUMNS]
+    import extract_logits
+
+    extract_logits.main([*common, "--teachers", ",".join(teachers), "--topk", "8", "--output_dir", str(root / "L")])
+    return root, teachers, common
+
+
+def test_extraction_stores_each_teachers_topk_and_the_score_its_logits_give(lm_study):
+    root, teachers, _ = lm_study
+    logits = datasets.load_from_disk(str(root / "L"))
+    metadata = read_topk_metadata(logits["train"])
+    assert (metadata.k, len(metadata.teachers), metadata.logprobs_dtype) == (8, 2, "float16")
+    assert metadata.tokenizer.name and metadata.vocab_size == 30522
+    validate_topk_dataset(logits["validation"], AutoTokenizer.from_pretrained(teachers[0]))
+    rows = logits["validation"]
+    for j, path in enumerate(teachers):  # recomputed here, with the teacher itself
+        model = AutoModelForCausalLM.from_pretrained(path).eval()
+        nll, tokens = 0.0, 0
+        for i in range(len(rows)):
+            ids = torch.tensor([rows[i]["input_ids"]])
+            with torch.no_grad():
+                logprobs = torch.log_softmax(model(input_ids=ids).logits[0].float(), -1)
+            stored_ids = np.asarray(rows[i]["teacher_topk_ids"][j])
+            np.testing.assert_array_equal(stored_ids[:, 0], logprobs.argmax(-1).numpy())
+            stored = np.asarray(rows[i]["teacher_topk_logprobs"][j], dtype=np.float32)
+            np.testing.assert_allclose(stored, logprobs.gather(-1, torch.tensor(stored_ids).long()), atol=2e-2)
+            labels = np.asarray(rows[i]["labels"])
+            for t in np.flatnonzero(labels[1:] != -100):
+                nll -= logprobs[t, labels[t + 1]].item()
+                tokens += 1
+        assert metadata.teachers[j].validation_score == pytest.approx(math.exp(-nll / tokens), rel=1e-5)
+        assert metadata.teachers[j].metric == "token_likelihood"
+
+
+def test_completion_only_labels_mask_the_prompt(lm_study):
+    root, teachers, _ = lm_study
+    tokenizer = AutoTokenizer.from_pretrained(teachers[0])
+    raw = load_text_split(str(root / "data"), "validation")
+    rows = tokenize_causal(
+        raw, tokenizer, CausalLMArguments(prompt_column="premise", completion_column="hypothesis"), 48, "validation"
+    )
+    prompt = tokenizer(raw[0]["premise"])["input_ids"]
+    completion = tokenizer(raw[0]["hypothesis"], add_special_tokens=False)["input_ids"]
+    assert rows[0]["input_ids"] == (prompt + completion)[:48]
+    assert rows[0]["labels"] == ([-100] * len(prompt) + completion)[:48]
+
+
+def test_causal_student_trains_and_loads_back_with_plain_from_pretrained(lm_study, tmp_path):
+    import distill
+
+    root, teachers, common = lm_study
+    out = tmp_path / "student"
+    argv = [*common, "--logit_dataset", str(root / "L"), "--student_model", teachers[0], "--student_layers", "1"]
+    argv += ["--fusion", "average", "--temperature", "1", "--alpha", "0.5", "--max_steps", "3"]
+    argv += [
+        "--per_device_train_batch_size",
+        "8",
+        "--report_to",
+        "none",
+        "--output_dir",
+        str(out),
+        "--use_cpu",
+        "true",
+    ]
+    results = distill.main(argv)
+    record = json.loads((out / "eval_results.json").read_text())
+    assert record["task"] == "causal_lm" and record["metric"] == "perplexity"
+    assert record["score"] == pytest.approx(math.exp(record["metrics"]["eval_loss"]))
+    assert len(record["metrics"]["top1_agreement"]) == 2 and record["student_layers"] == "1"
+    assert results.num_parameters < AutoModelForCausalLM.from_pretrained(teachers[0]).num_parameters()
+    student = AutoModelForCausalLM.from_pretrained(out)
+    tokenizer = AutoTokenizer.from_pretrained(out)
+    assert student.config.num_hidden_layers == 1
+    prompt = tokenizer("a man is", return_tensors="pt")["input_ids"]
+    generated = student.generate(prompt, max_new_tokens=3, do_sample=False)
+    assert generated.shape[1] > 3
+
+
+def test_interrupted_extraction_resumes_at_the_unfinished_teacher(lm_study, tmp_path, monkeypatch):
+    import extract_logits
+
+    from distill_trainer.study import causal_lm
+
+    root, teachers, common = lm_study
+    loaded, real = [], causal_lm.load_causal_lm
+
+    def load(path, *args, **kwargs):
+        loaded.append(path)
+        if path == teachers[1] and loaded.count(path) == 1:
+            raise KeyboardInterrupt  # the first run stops at the second teacher
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(causal_lm, "load_causal_lm", load)
+    argv = [*common, "--teachers", ",".join(teachers), "--topk", "8", "--output_dir", str(tmp_path / "L")]
+    with pytest.raises(KeyboardInterrupt):
+        extract_logits.main(argv)
+    assert os.path.isfile(tmp_path / "L.teacher-cache" / "teacher-0.npz")
+    extract_logits.main(argv)
+    assert not (tmp_path / "L.teacher-cache").exists()
+    resumed = datasets.load_from_disk(str(tmp_path / "L"))["train"]
+    first = datasets.load_from_disk(str(root / "L"))["train"]
+    assert resumed["teacher_topk_ids"][:] == first["teacher_topk_ids"][:]
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (["--topk", None], "--topk is required"),
+        (
+            ["--text_column", "premise"],
+            "--text_column, or --prompt_column and --completion_column; got --text_column --prompt",
+        ),
+        (["--completion_column", "label_text"], "no column 'label_text'"),
+        (["--topk", "40000"], "--topk 40000 must be between 1"),
+        (["--max_length", "500"], "longer than teacher .*context \\(128 positions\\)"),
+    ],
+)
+def test_extraction_refuses_bad_options_before_any_work(lm_study, tmp_path, change, message):
+    import extract_logits
+
+    root, teachers, common = lm_study
+    argv = [*common, "--teachers", teachers[0], "--topk", "8", "--output_dir", str(tmp_path / "L")]
+    flag, value = change
+    at = argv.index(flag) if flag in argv else None
+    if at is not None and value is None:
+        del argv[at : at + 2]
+    elif at is not None:
+        argv[at + 1] = value
+    else:
+        argv += [flag, value]
+    with pytest.raises(ValueError, match=message):
+        extract_logits.main(argv)
+    assert not (tmp_path / "L").exists()
+
+
+def test_glue_tasks_refuse_causal_options(tmp_path):
+    import extract_logits
+
+    argv = ["--task", "sst2", "--data", str(GLUE), "--teachers", "x", "--output_dir", str(tmp_path / "L")]
+    with pytest.raises(ValueError, match="--topk is only for --task causal_lm"):
+        extract_logits.main([*argv, "--topk", "8"])
+    with pytest.raises(ValueError, match="--text_column is for --task causal_lm"):
+        extract_logits.main([*argv, "--text_column", "sentence"])
+
+
+def test_teachers_of_another_vocabulary_are_refused_naming_both(lm_study, tmp_path):
+    import extract_logits
+
+    root, teachers, common = lm_study
+    other = AutoTokenizer.from_pretrained(resolve_model("all-MiniLM-L6-v2"))
+    other.add_tokens(["zzzq"])
+    stranger = tiny_teacher(tmp_path / "stranger", 2, other)
+    argv = [*common, "--teachers", f"{teachers[0]},{stranger}", "--topk", "8", "--output_dir", str(tmp_path / "L")]
+    with pytest.raises(ValueError, match="vocabular"):
+        extract_logits.main(argv)
+    assert not (tmp_path / "L").exists()
+
+
+def test_distill_refuses_a_logit_dataset_of_other_rows(lm_study, tmp_path):
+    import distill
+
+    root, teachers, common = lm_study
+    argv = [*common, "--logit_dataset", str(root / "L"), "--student_model", teachers[0], "--max_length", "40"]
+    argv += ["--output_dir", str(tmp_path / "s"), "--report_to", "none", "--use_cpu", "true"]
+    with pytest.raises(ValueError, match="train rows are not --data"):
+        distill.main(argv)
+    assert not (tmp_path / "s" / "eval_results.json").exists()
+
+
+@pytest.mark.multiprocess
+def test_extraction_under_accelerate_launch_gives_the_one_process_dataset(lm_study, tmp_path):
+    root, teachers, common = lm_study
+    command = launch() + [str(ROOT / "recipes" / "extract_logits.py"), *common]
+    command += ["--teachers", ",".join(teachers), "--topk", "8", "--output_dir", str(tmp_path / "L")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    two, one = (datasets.load_from_disk(str(path)) for path in (tmp_path / "L", root / "L"))
+    for split in ("train", "validation"):
+        assert two[split]["teacher_topk_ids"][:] == one[split]["teacher_topk_ids"][:]
+        assert read_topk_metadata(two[split]).teachers == read_topk_metadata(one[split]).teachers
