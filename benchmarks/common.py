@@ -7,11 +7,14 @@ import os
 import statistics
 import sys
 import time
+import warnings
+from collections import Counter
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import torch
+from transformers import PrinterCallback, TrainerCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = os.environ.get("GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue"))
@@ -29,9 +32,20 @@ def sst2_rows(split: str, rows: int | None = None):
     return load_task_split(SST2, split, GLUE, rows)
 
 
-def student(model: str = "all-MiniLM-L6-v2", layers=(0, 2, 4)):
-    """The study's student: 3 layers of pretrained all-MiniLM-L6-v2 (with its tokenizer)."""
-    tokenizer, model = load_for_task(model, SST2)
+def student(model: str = "all-MiniLM-L6-v2", layers=(0, 2, 4), random_init: str | None = None):
+    """The study's student: 3 layers of pretrained all-MiniLM-L6-v2 (with its tokenizer); with `random_init` (a
+    folder with its config and tokenizer) the same architecture with random weights, where weights cannot travel."""
+    if random_init:
+        from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
+
+        torch.manual_seed(0)
+        config = AutoConfig.from_pretrained(random_init, **SST2.label_config)
+        tokenizer, model = (
+            AutoTokenizer.from_pretrained(random_init),
+            AutoModelForSequenceClassification.from_config(config),
+        )
+    else:
+        tokenizer, model = load_for_task(model, SST2)
     return tokenizer, student_from_layers(model, list(layers))
 
 
@@ -56,7 +70,8 @@ def logit_dataset(rows: int, teachers: int = 3, max_length: int = 64, tokenizer=
 
 def alternate(candidates: dict[str, Callable[[], float]], repetitions: int) -> dict[str, float]:
     """Run each candidate once per repetition, in alternating order, and return the median of what each
-    returns (a duration), so drift in machine load hits every candidate alike."""
+    returns (a duration, or a tuple led by one: the run of median duration), so drift in machine load hits every
+    candidate alike. An odd number of repetitions keeps the median one run's."""
     results = {name: [] for name in candidates}
     for repetition in range(repetitions):
         order = list(candidates) if repetition % 2 == 0 else list(reversed(candidates))
@@ -77,3 +92,51 @@ def header(title: str) -> None:
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
         f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}\n"
     )
+
+
+class StepClock(TrainerCallback):
+    """Wall time at each step's end: data loading, forward, backward and optimizer step."""
+
+    def __init__(self):
+        self.marks = []
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if torch.cuda.is_available():  # the step's own work, not the next one's; not counted as the step's sync
+            mode = torch.cuda.get_sync_debug_mode()
+            torch.cuda.set_sync_debug_mode(0)
+            torch.cuda.synchronize()
+            torch.cuda.set_sync_debug_mode(mode)
+        self.marks.append(time.perf_counter())
+
+
+def measured(make_trainer, warmup: int = 2) -> tuple[float, float, float, dict]:
+    """(median s/step after `warmup` steps, peak CUDA memory in GiB, synchronisations per step, and per step at
+    each source line that synchronised) of one run; the last three only on CUDA."""
+    trainer, clock = make_trainer(), StepClock()
+    trainer.remove_callback(PrinterCallback)
+    trainer.add_callback(clock)
+    syncs, peak, sites = float("nan"), float("nan"), {}
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        torch.cuda.set_sync_debug_mode("warn")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        trainer.train()
+    if torch.cuda.is_available():
+        torch.cuda.set_sync_debug_mode("default")
+        peak = torch.cuda.max_memory_allocated() / 2**30
+        found = [w for w in caught if "synchroniz" in str(w.message)]
+        syncs = len(found) / trainer.state.global_step
+        lines = Counter(f"{os.path.basename(w.filename)}:{w.lineno}" for w in found)
+        sites = {line: count / trainer.state.global_step for line, count in lines.most_common()}
+    gaps = [b - a for a, b in zip(clock.marks, clock.marks[1:])][warmup:]
+    del trainer
+    return statistics.median(gaps), peak, syncs, sites
+
+
+def print_sync_sites(results: dict) -> None:
+    """Where each candidate synchronised host and device (per step), beside the lines all of them share."""
+    for name, (*_, sites) in results.items():
+        if sites:
+            print(f"- {name}: " + ", ".join(f"{line} x{count:.1f}" for line, count in sites.items()))

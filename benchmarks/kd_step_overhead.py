@@ -6,11 +6,9 @@ of the same student on the same batches. Prints steps/second and the overhead of
 
 import argparse
 import copy
-import statistics
-import time
 
-from common import alternate, header, logit_dataset, student
-from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
+from common import alternate, header, logit_dataset, measured, print_sync_sites, student
+from transformers import Trainer, TrainingArguments
 
 from distill_trainer import DistillationConfig, DistillationTrainer
 
@@ -23,34 +21,15 @@ FUSIONS = {
 }
 
 
-class StepClock(TrainerCallback):
-    """Wall time between consecutive step ends: data loading, forward, backward and optimizer step."""
-
-    def __init__(self):
-        self.marks = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        self.marks.append(time.perf_counter())
-
-
-def step_time(make_trainer, warmup: int = 3) -> float:
-    clock = StepClock()
-    trainer = make_trainer()
-    trainer.add_callback(clock)
-    trainer.remove_callback(PrinterCallback)
-    trainer.train()
-    gaps = [b - a for a, b in zip(clock.marks, clock.marks[1:])][warmup:]
-    return statistics.median(gaps)
-
-
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--random_init", default=None, help="MiniLM's config + tokenizer folder: random weights.")
     options = parser.parse_args()
     header("KD step overhead: DistillationTrainer vs plain Trainer, 3-layer MiniLM student, SST-2 rows")
-    tokenizer, base = student()
+    tokenizer, base = student(random_init=options.random_init)
     data = logit_dataset(options.steps * options.batch_size, tokenizer=tokenizer)
     common = dict(
         output_dir="/tmp/bench-kd",
@@ -78,17 +57,21 @@ def main():
             args=DistillationConfig(**common, fusion=fusion, **FUSIONS[fusion]),
         )
 
-    candidates = {"plain Trainer": lambda: step_time(plain)}
-    candidates.update({fusion: (lambda f=fusion: step_time(distill(f))) for fusion in FUSIONS})
-    medians = alternate(candidates, options.repetitions)
-    baseline = medians["plain Trainer"]
+    candidates = {"plain Trainer": lambda: measured(plain)}
+    candidates.update({fusion: (lambda f=fusion: measured(distill(f))) for fusion in FUSIONS})
+    medians = alternate(candidates, options.repetitions)  # (s/step, peak CUDA GiB, syncs/step) per candidate
+    baseline = medians["plain Trainer"][0]
     print(
         f"batch {options.batch_size}, median of {options.repetitions} alternating runs "
-        f"x {options.steps - 4} timed steps\n"
+        f"x {options.steps - 3} timed steps\n"
     )
-    print("| trainer | s/step | steps/s | vs plain Trainer |\n|---|---|---|---|")
-    for name, seconds in medians.items():
-        print(f"| {name} | {seconds:.4f} | {1 / seconds:.2f} | {100 * (seconds / baseline - 1):+.1f}% |")
+    print("| trainer | s/step | steps/s | vs plain Trainer | peak CUDA GiB | syncs/step |\n|---|---|---|---|---|---|")
+    for name, (seconds, peak, syncs, _) in medians.items():
+        print(
+            f"| {name} | {seconds:.4f} | {1 / seconds:.2f} | {100 * (seconds / baseline - 1):+.1f}% | {peak:.2f} "
+            f"| {syncs:.1f} |"
+        )
+    print_sync_sites(medians)
 
 
 if __name__ == "__main__":

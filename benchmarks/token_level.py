@@ -21,23 +21,19 @@ Teachers: SmolLM2-135M-Instruct and its 15-layer cut (two different distribution
 import argparse
 import copy
 import os
-import statistics
 import tempfile
-import time
-import warnings
 
 import datasets
 import numpy as np
+import pyarrow as pa
 import torch
-from common import GLUE, alternate, header, timed
+from common import GLUE, alternate, header, measured, print_sync_sites, timed
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
     AutoTokenizer,
     DataCollatorForSeq2Seq,
-    PrinterCallback,
     Trainer,
-    TrainerCallback,
     TrainingArguments,
 )
 
@@ -79,8 +75,9 @@ def storage(model, data, tokenizer, batch_size: int) -> None:
             model(input_ids=torch.tensor([row], device=model.device)).logits[0].half().cpu().numpy()
             for row in few["input_ids"][:]
         ]
-    feature = datasets.List(datasets.List(datasets.Value("float16")))
-    dense_bytes = (on_disk(few.add_column("teacher_logits", dense, feature=feature)) - on_disk(few)) / dense_tokens
+    per_token = pa.FixedSizeListArray.from_arrays(pa.array(np.concatenate(dense).reshape(-1)), dense[0].shape[1])
+    column = pa.ListArray.from_arrays(pa.array(np.cumsum([0] + [len(d) for d in dense]), pa.int32()), per_token)
+    dense_bytes = on_disk(datasets.Dataset(pa.table({"teacher_logits": column}))) / dense_tokens
     for k in (8, 32, 128):
         ids, logprobs = (per_row(found[name][None, :, :k], data) for name in ("ids", "logprobs"))
         with_topk = attach_teacher_topk(
@@ -118,39 +115,6 @@ def extraction(model, data, batch_size: int, repetitions: int) -> None:
     print("\n| extraction | tokens/s | vs plain forward |\n|---|---|---|")
     for name, seconds in medians.items():
         print(f"| {name} | {tokens / seconds:.0f} | {medians['plain forward'] / seconds:.2f}x |")
-
-
-class StepClock(TrainerCallback):
-    def __init__(self):
-        self.marks = []
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if torch.cuda.is_available():
-            torch.cuda.synchronize()  # timing only: the step's own work, not the next step's
-        self.marks.append(time.perf_counter())
-
-
-def measured(make_trainer, warmup: int = 2) -> tuple[float, float, float]:
-    """(median s/step after `warmup` steps, peak CUDA memory in GiB, synchronisations per step) of one run."""
-    trainer, clock = make_trainer(), StepClock()
-    trainer.remove_callback(PrinterCallback)
-    trainer.add_callback(clock)
-    syncs, peak = float("nan"), float("nan")
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-        torch.cuda.set_sync_debug_mode("warn")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        trainer.train()
-    if torch.cuda.is_available():
-        torch.cuda.set_sync_debug_mode("default")
-        peak = torch.cuda.max_memory_allocated() / 2**30
-        found = [w for w in caught if "synchroniz" in str(w.message)]
-        syncs = len(found) / trainer.state.global_step
-    gaps = [b - a for a, b in zip(clock.marks, clock.marks[1:])][warmup:]
-    del trainer
-    return statistics.median(gaps), peak, syncs
 
 
 def training_steps(teacher, data, tokenizer, options) -> None:
@@ -211,21 +175,17 @@ def training_steps(teacher, data, tokenizer, options) -> None:
         rows = data.add_column("row", list(range(len(data))))
         return DenseKD(model=copy.deepcopy(student), args=args, train_dataset=rows, data_collator=collate)
 
-    results = {name: [] for name in ("plain CE step (Trainer)", "sparse KD step", "dense-logit KD step")}
-    makers = dict(zip(results, (plain, sparse_kd, dense_kd)))
-    for repetition in range(options.repetitions):  # alternated, medians
-        for name in list(makers) if repetition % 2 == 0 else reversed(list(makers)):
-            results[name].append(measured(makers[name]))
-    base = statistics.median(r[0] for r in results["plain CE step (Trainer)"])
+    trainers = {"plain CE step (Trainer)": plain, "sparse KD step": sparse_kd, "dense-logit KD step": dense_kd}
+    results = alternate({name: lambda m=make: measured(m) for name, make in trainers.items()}, options.repetitions)
+    base = results["plain CE step (Trainer)"][0]
     print(
         f"\nstudent: {len(STUDENT_LAYERS)}-layer cut ({student.num_parameters() / 1e6:.1f}M parameters), "
         f"batch {options.batch_size}, median of {options.repetitions} alternated runs x {options.steps - 3} steps\n"
     )
     print("| step | s/step | vs plain CE step | peak CUDA memory (GiB) | syncs/step |\n|---|---|---|---|---|")
-    for name, runs in results.items():
-        seconds = statistics.median(r[0] for r in runs)
-        peak, syncs = max(r[1] for r in runs), max(r[2] for r in runs)
+    for name, (seconds, peak, syncs, _) in results.items():
         print(f"| {name} | {seconds:.4f} | {seconds / base:.2f}x | {peak:.2f} | {syncs:.1f} |")
+    print_sync_sites(results)
 
 
 def main():
@@ -239,6 +199,7 @@ def main():
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     options = parser.parse_args()
+    options.rows = max(options.rows, options.batch_size * options.steps)  # every timed step sees new rows
     if options.random_init:
         tokenizer = AutoTokenizer.from_pretrained(options.random_init)
         torch.manual_seed(0)

@@ -154,6 +154,8 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, LengthGroupedS
                 train_dataset, eval_dataset, self.teacher_column, args.calibrate_teachers, fit_weights
             )
             check_fits(self.teacher_temperatures, self.fitted_weights, n_teachers)
+            if self.teacher_temperatures is not None:  # on the device once, not copied there every step
+                self.temperature_divisor = torch.tensor(self.teacher_temperatures, device=args.device)[None, :, None]
         setup = FusionSetup(
             n_teachers=n_teachers,
             hidden_size=getattr(self.model.config, "hidden_size", None),
@@ -262,7 +264,7 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, LengthGroupedS
         with torch.autocast(teacher_logits.device.type, enabled=False):
             teacher_logits = teacher_logits.float()
             if self.teacher_temperatures is not None:
-                teacher_logits = teacher_logits / teacher_logits.new_tensor(self.teacher_temperatures)[None, :, None]
+                teacher_logits = teacher_logits / self.temperature_divisor
             hidden = None
             if getattr(student_outputs, "hidden_states", None) is not None:
                 hidden = student_outputs.hidden_states[-1][:, 0].detach().float()

@@ -168,6 +168,7 @@ def test_live_classification_teachers_give_the_loss_of_their_stored_logits(tmp_p
 # ---- no host-device synchronisation per step -----------------------------------------------------------------
 
 READS = ("item", "tolist", "numpy", "cpu", "__bool__", "__int__", "__float__", "__index__", "nonzero")
+UPLOADS = ("new_tensor",)  # a tensor made from host values inside a step: a copy to the device (a sync) every step
 
 
 @pytest.fixture
@@ -176,7 +177,7 @@ def count_host_reads(monkeypatch):
     with the trainer believing its tensors are on an accelerator (so its CPU-only checks stay off). Calls from
     Python are counted; ops whose output shape depends on values (boolean indexing, unique) are not used."""
     state = {"on": False, "reads": []}
-    for name in READS:
+    for name in READS + UPLOADS:
         original = getattr(torch.Tensor, name)
 
         def counted(self, *args, _original=original, _name=name, **kwargs):
@@ -185,6 +186,15 @@ def count_host_reads(monkeypatch):
             return _original(self, *args, **kwargs)
 
         monkeypatch.setattr(torch.Tensor, name, counted)
+    for name in ("tensor", "as_tensor"):
+        original = getattr(torch, name)
+
+        def made(*args, _original=original, _name=name, **kwargs):
+            if state["on"]:
+                state["reads"].append(f"torch.{_name}")
+            return _original(*args, **kwargs)
+
+        monkeypatch.setattr(torch, name, made)
     for module in ("trainer", "monitoring"):  # every tensor as if on an accelerator
         monkeypatch.setattr(f"distill_trainer.{module}.on_host", lambda tensor: False)
 
@@ -207,13 +217,25 @@ def count_host_reads(monkeypatch):
     return watch
 
 
-@pytest.mark.parametrize("kind", ["topk", "topk_confidence", "live_causal", "dense", "live_dense"])
+DENSE_FUSIONS = {
+    "dense": {"fusion": "confidence"},
+    "dense_weighted": {"fusion": "weighted", "fusion_weights": [0.2, 0.3, 0.5]},
+    "dense_gating": {"fusion": "gating"},
+    "dense_calibrated": {"fusion": "average", "calibrate_teachers": True},
+}
+
+
+@pytest.mark.parametrize(
+    "kind", ["topk", "topk_confidence", "topk_weighted", "live_causal", *DENSE_FUSIONS, "live_dense"]
+)
 def test_a_kd_step_reads_nothing_from_the_device(
     tmp_path, topk_data, sentiment_data, tokenizer, kind, count_host_reads
 ):
     options = dict(max_steps=3, gradient_accumulation_steps=2)
     if kind.startswith("topk"):
-        fusion = "confidence" if kind == "topk_confidence" else "min_entropy"
+        fusion = {"topk_confidence": "confidence", "topk_weighted": "weighted"}.get(kind, "min_entropy")
+        if fusion == "weighted":
+            options["fusion_weights"] = [0.3, 0.7]
         trainer, teachers = trainer_for(tmp_path, topk_data, fusion=fusion, kd_loss="jsd", **options), []
     elif kind == "live_causal":
         teachers = [tiny_llama(seed=1), tiny_llama(seed=2)]
@@ -228,8 +250,9 @@ def test_a_kd_step_reads_nothing_from_the_device(
         teachers = [tiny_student(seed=1)] if kind == "live_dense" else []
         trainer = DistillationTrainer(
             model=tiny_student(),
-            args=tiny_config(tmp_path, fusion="confidence", **options),
+            args=tiny_config(tmp_path, **DENSE_FUSIONS.get(kind, DENSE_FUSIONS["dense"]), **options),
             train_dataset=sentiment_data,
+            eval_dataset=sentiment_data if kind == "dense_calibrated" else None,
             processing_class=tokenizer,
             teacher_models=teachers or None,
         )

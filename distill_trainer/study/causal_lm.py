@@ -75,8 +75,8 @@ def teacher_topk(model, rows: datasets.Dataset, k: int, batch_size: int, dtype: 
     input_ids, labels = rows["input_ids"][:], rows["labels"][:]
     lengths = [len(row) for row in input_ids]
     ids_out, logprobs_out = [None] * len(rows), [None] * len(rows)
-    nll, tokens = 0.0, 0
     device = next(model.parameters()).device
+    nll, tokens = torch.zeros((), dtype=torch.float64, device=device), torch.zeros((), dtype=torch.long, device=device)
     batches = length_batches(lengths, batch_size)
     with torch.inference_mode():
         for batch in tqdm(batches, desc=f"teacher {display_name(model.name_or_path)}", disable=not progress):
@@ -89,14 +89,16 @@ def teacher_topk(model, rows: datasets.Dataset, k: int, batch_size: int, dtype: 
             mask = (torch.arange(width)[None, :] < torch.tensor([lengths[i] for i in batch])[:, None]).long()
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             full = torch.log_softmax(logits.float(), dim=-1)
-            scored = gold.to(device) != -100
-            nll -= full[scored].gather(-1, gold.to(device)[scored][:, None]).sum().item()
-            tokens += int(scored.sum())
+            gold = gold.to(device)
+            scored = gold != -100  # masked, not indexed: boolean indexing would wait for the device every batch
+            nll -= torch.where(scored, full.gather(-1, gold.clamp(min=0)[..., None])[..., 0], 0.0).sum()
+            tokens += scored.sum()
             top_logprobs, top_ids = full.topk(k, dim=-1)
             top_ids, top_logprobs = top_ids.int().cpu().numpy(), top_logprobs.to(getattr(torch, dtype)).cpu().numpy()
             for row, i in enumerate(batch):
                 ids_out[i], logprobs_out[i] = top_ids[row, : lengths[i]], top_logprobs[row, : lengths[i]]
-    return {"ids": np.concatenate(ids_out), "logprobs": np.concatenate(logprobs_out), "nll": np.array([nll, tokens])}
+    totals = np.array([nll.item(), tokens.item()])
+    return {"ids": np.concatenate(ids_out), "logprobs": np.concatenate(logprobs_out), "nll": totals}
 
 
 def sharded_topk(model, rows: datasets.Dataset, **options) -> dict:
