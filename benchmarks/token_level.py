@@ -37,7 +37,8 @@ from transformers import (
     TrainingArguments,
 )
 
-from distill_trainer import DistillationConfig, DistillationTrainer, attach_teacher_topk
+from distill_trainer import DistillationConfig, DistillationDataCollator, DistillationTrainer, attach_teacher_topk
+from distill_trainer.collator import ArrowRows
 from distill_trainer.study.causal_data import CausalLMArguments, load_causal_lm, tokenize_causal
 from distill_trainer.study.causal_lm import length_batches, per_row, teacher_topk
 from distill_trainer.study.training import student_from_layers
@@ -124,6 +125,16 @@ def training_steps(teacher, data, tokenizer, options) -> None:
     ids, logprobs = (per_row(np.stack([f[name] for f in found]), data) for name in ("ids", "logprobs"))
     names = ["SmolLM2-135M-Instruct", "SmolLM2 15-layer cut"]
     sparse = attach_teacher_topk(data, ids, logprobs, names, tokenizer, vocab_size=teacher.config.vocab_size)
+    collate, view, batch = DistillationDataCollator(tokenizer), ArrowRows(sparse), list(range(options.batch_size))
+    reads = {
+        "datasets rows (nested Python lists)": lambda: timed(lambda: collate(sparse.__getitems__(batch))),
+        "ArrowRows (what DistillationTrainer reads)": lambda: timed(lambda: collate(view.__getitems__(batch))),
+    }
+    reads = alternate(reads, 5)
+    print(f"\n| one batch of {options.batch_size} rows, read and collated on the CPU | ms | vs datasets rows |")
+    print("|---|---|---|")
+    for name, seconds in reads.items():
+        print(f"| {name} | {1000 * seconds:.1f} | {seconds / next(iter(reads.values())):.2f}x |")
     with torch.inference_mode():  # the dense comparator's batch: every token's full teacher distribution
         dense = [
             torch.log_softmax(teacher(input_ids=torch.tensor([row], device=teacher.device)).logits[0].float(), -1)
@@ -186,6 +197,14 @@ def training_steps(teacher, data, tokenizer, options) -> None:
     for name, (seconds, peak, syncs, _) in results.items():
         print(f"| {name} | {seconds:.4f} | {seconds / base:.2f}x | {peak:.2f} | {syncs:.1f} |")
     print_sync_sites(results)
+    if options.profile:  # where a sparse KD step's time goes (launch-bound or not)
+        from torch.profiler import ProfilerActivity, profile
+
+        trainer = sparse_kd()
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if torch.cuda.is_available() else [])
+        with profile(activities=activities) as profiler:
+            trainer.train()
+        print(profiler.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
 
 def main():
@@ -198,6 +217,8 @@ def main():
     parser.add_argument("--steps", type=int, default=6)
     parser.add_argument("--repetitions", type=int, default=3)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--steps_only", action="store_true", help="Only the training steps (3.), not 1. and 2.")
+    parser.add_argument("--profile", action="store_true", help="Also print the profiler's table of a sparse KD run.")
     options = parser.parse_args()
     options.rows = max(options.rows, options.batch_size * options.steps)  # every timed step sees new rows
     if options.random_init:
@@ -213,8 +234,9 @@ def main():
     cpu = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     print(f"CPU avx512_bf16: {'avx512_bf16' in cpu}; {options.rows} rows, max_length {options.max_length}\n")
     data = entailment_pairs(options.rows, tokenizer, options.max_length)
-    storage(teacher, data, tokenizer, options.batch_size)
-    extraction(teacher, data, options.batch_size, options.repetitions)
+    if not options.steps_only:
+        storage(teacher, data, tokenizer, options.batch_size)
+        extraction(teacher, data, options.batch_size, options.repetitions)
     training_steps(teacher, data.select(range(options.batch_size * options.steps)), tokenizer, options)
 
 

@@ -55,26 +55,31 @@ class DistillationDataCollator:
             batch[column] = stack_teacher_rows(teacher_rows, column)
         left = getattr(getattr(self.text_collator, "tokenizer", None), "padding_side", "right") == "left"
         for key, rows in held.items():
-            rows = [np.array(row, dtype=np.float32 if key == TOPK_LOGPROBS_COLUMN else np.int64) for row in rows]
-            if key == "labels":
-                for row in rows:
-                    row[:1] = -100
-            batch[key] = pad_along_sequence(rows, batch["input_ids"].shape[1], TOKEN_PADDING[key], left, key)
+            dtype = np.float32 if key == TOPK_LOGPROBS_COLUMN else np.int64
+            padded = pad_along_sequence(
+                [np.asarray(row) for row in rows], batch["input_ids"].shape[1], key, left, dtype
+            )
+            if key == "labels":  # no position predicts a row's first token
+                starts = [(i, padded.shape[1] - len(row) if left else 0) for i, row in enumerate(rows) if len(row)]
+                padded[[i for i, _ in starts], [start for _, start in starts]] = -100
+            batch[key] = padded
         return batch
 
 
-def pad_along_sequence(rows: list[np.ndarray], length: int, value, left: bool, key: str) -> torch.Tensor:
-    """Stack `[seq_i]` or `[n_teachers, seq_i, k]` rows into `[batch, (n_teachers,) length, (k)]`, padding the
-    sequence axis with `value` on the left or the right, as the tokenizer padded `input_ids`."""
+def pad_along_sequence(rows: list[np.ndarray], length: int, key: str, left: bool, dtype) -> torch.Tensor:
+    """Stack `[seq_i]` or `[n_teachers, seq_i, k]` rows into `[batch, (n_teachers,) length, (k)]` of `dtype`, padding
+    the sequence axis with `key`'s padding value on the left or the right, as the tokenizer padded `input_ids`.
+    One allocation, each row copied in once."""
     axis = 0 if rows[0].ndim == 1 else 1
     if any(row.shape[axis] > length for row in rows):
         raise ValueError(f"{key!r} has rows longer than their input_ids ({length} tokens after padding).")
-    padded = []
-    for row in rows:
-        widths = [(0, 0)] * row.ndim
-        widths[axis] = (length - row.shape[axis], 0) if left else (0, length - row.shape[axis])
-        padded.append(np.pad(row, widths, constant_values=value))
-    return torch.from_numpy(np.stack(padded))
+    shape = list(rows[0].shape)
+    shape[axis] = length
+    out = np.full((len(rows), *shape), TOKEN_PADDING[key], dtype=dtype)
+    for target, row in zip(out, rows):
+        span = slice(length - row.shape[axis], length) if left else slice(0, row.shape[axis])
+        target[(slice(None),) * axis + (span,)] = row
+    return torch.from_numpy(out)
 
 
 def stack_teacher_rows(rows: list[Any], column: str = "teacher_logits") -> torch.Tensor:
@@ -87,3 +92,60 @@ def stack_teacher_rows(rows: list[Any], column: str = "teacher_logits") -> torch
             f"Rows of {column!r} have different shapes {shapes}; each must be [n_teachers, n_labels]."
         ) from error
     return torch.from_numpy(stacked)
+
+
+class ArrowRows(torch.utils.data.Dataset):
+    """A `datasets.Dataset`'s rows for a `DataLoader`, read a batch at a time from Arrow: the top-k teacher columns
+    as `[n_teachers, seq_len, k]` numpy arrays cut from Arrow's buffers, not as the nested Python lists `datasets`
+    builds (those cost about 20 times as long per batch: on a GPU, more than a small student's step), the other
+    columns as the Python values `datasets` gives. Column reads (`rows["input_ids"]`, `column_names`) go to the
+    dataset, so length-grouped samplers work on it as on the dataset.
+
+    Args:
+        dataset: Rows with `teacher_topk_ids` and `teacher_topk_logprobs` (any order, `select`, `shuffle`).
+    """
+
+    def __init__(self, dataset):
+        self.dataset, self.arrow = dataset, dataset.with_format("arrow")
+        self.column_names = dataset.column_names
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index):
+        return self.dataset[index] if isinstance(index, str) else self.__getitems__([index])[0]
+
+    def __getitems__(self, indices) -> list[dict[str, Any]]:
+        table = self.arrow[list(indices)]
+        columns = {
+            name: nested_arrays(table.column(name)) if name in TOPK_COLUMNS else table.column(name).to_pylist()
+            for name in table.column_names
+        }
+        return [{name: values[i] for name, values in columns.items()} for i in range(table.num_rows)]
+
+
+TOPK_COLUMNS = (TOPK_IDS_COLUMN, TOPK_LOGPROBS_COLUMN)
+
+
+def nested_arrays(column) -> list[np.ndarray]:
+    """`list<list<list<value>>>` rows -> one `[n_teachers, seq_len_i, k]` array per row (views of one buffer)."""
+    rows = column.combine_chunks()
+    teachers = rows.value_lengths().to_numpy()
+    per_teacher = rows.flatten()
+    positions = per_teacher.value_lengths().to_numpy()
+    inner = per_teacher.flatten()
+    k = inner.value_lengths()[0].as_py() if len(inner) else 0
+    values = inner.flatten().to_numpy(zero_copy_only=False)
+    lengths = positions[np.concatenate([[0], np.cumsum(teachers)[:-1]])] if len(teachers) else positions
+    lengths = np.where(teachers > 0, lengths, 0)
+    pieces = np.split(values, np.cumsum(teachers * lengths * k)[:-1])
+    return [piece.reshape(n, length, k) for piece, n, length in zip(pieces, teachers, lengths)]
+
+
+class ArrowRowsMixin:
+    """For a `Trainer` subclass: once `remove_unused_columns` has kept the columns a batch needs, rows with top-k
+    teacher columns are read through `ArrowRows` (arrays from Arrow's buffers) by the training and eval loaders."""
+
+    def _remove_unused_columns(self, dataset, description: str | None = None):
+        dataset = super()._remove_unused_columns(dataset, description)
+        return ArrowRows(dataset) if TOPK_IDS_COLUMN in getattr(dataset, "column_names", ()) else dataset

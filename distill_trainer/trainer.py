@@ -17,7 +17,7 @@ from transformers import Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .card import trainer_card
-from .collator import DistillationDataCollator
+from .collator import ArrowRowsMixin, DistillationDataCollator
 from .config import DistillationConfig
 from .fitting import check_fits, temperatures_and_weights
 from .fusion import FusionSetup, build_fusion, check_teacher_logits, fusion_strategy
@@ -43,7 +43,7 @@ from .trainable_fusion import GATE_WEIGHTS_NAME, TrainableFusionMixin  # noqa: F
 logger = logging.getLogger(__name__)
 
 
-class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, LengthGroupedSamplingMixin, Trainer):
+class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin, LengthGroupedSamplingMixin, Trainer):
     """Trains a student on `alpha * KL(fused teachers || student) * T^2 + (1 - alpha) * CE` (for a one-output
     regression student, `alpha * MSE(student, fused teachers) + (1 - alpha) * MSE(student, label)`).
 

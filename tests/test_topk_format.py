@@ -23,6 +23,7 @@ from distill_trainer import (
     topk_from_logits,
     validate_topk_dataset,
 )
+from distill_trainer.collator import ArrowRows
 
 
 @pytest.fixture(scope="module")
@@ -171,11 +172,13 @@ def test_rows_longer_than_a_context_and_data_without_scored_positions_are_refuse
         build(topk_data.remove_columns("labels"))
 
 
+@pytest.mark.parametrize("reader", ["datasets", "arrow"])
 @pytest.mark.parametrize("side", ["right", "left"])
-def test_collator_pads_topk_and_labels_like_input_ids(topk_data, side):
+def test_collator_pads_topk_and_labels_like_input_ids(topk_data, side, reader):
     tokenizer = causal_tokenizer(padding_side=side)
     rows = [topk_data[i] for i in range(4)]
-    batch = DistillationDataCollator(tokenizer)(rows)
+    fed = ArrowRows(topk_data).__getitems__(range(4)) if reader == "arrow" else rows
+    batch = DistillationDataCollator(tokenizer)(fed)
     length = max(len(row["input_ids"]) for row in rows)
     assert batch["teacher_topk_ids"].shape == (4, 2, length, 4) == batch["teacher_topk_logprobs"].shape
     for i, row in enumerate(rows):
@@ -192,3 +195,21 @@ def test_collator_pads_topk_and_labels_like_input_ids(topk_data, side):
 def test_oracle_teachers_are_what_they_claim():
     row = [5, 9, 13]
     assert oracle_logits(row, 0.0, 0).argmax(-1)[:2].tolist() == [9, 13]
+
+
+def test_arrow_rows_are_the_datasets_rows_in_any_order_and_the_trainer_reads_them(tmp_path, topk_data):
+    shuffled = topk_data.shuffle(seed=0).select(range(3, 15))
+    view = ArrowRows(shuffled)
+    assert len(view) == 12 and view.column_names == shuffled.column_names
+    assert view["input_ids"][:] == shuffled["input_ids"][:]  # column reads (length-grouped samplers) pass through
+    for got, want in zip(view.__getitems__([7, 0, 11]), shuffled.__getitems__([7, 0, 11])):
+        assert got.keys() == want.keys()
+        for key, value in want.items():
+            np.testing.assert_array_equal(np.asarray(got[key], dtype=np.float64), np.asarray(value, dtype=np.float64))
+    trainer = DistillationTrainer(
+        model=tiny_llama(),
+        args=causal_config(tmp_path),
+        train_dataset=topk_data,
+        processing_class=causal_tokenizer(),
+    )
+    assert isinstance(trainer.get_train_dataloader().dataset, ArrowRows)
