@@ -68,7 +68,15 @@ KD_LOSS_REGISTRY: dict[str, type[KDLoss]] = {}
 
 
 def register_kd_loss(name: str):
-    """Class decorator: make a `KDLoss` subclass available as `kd_loss=name`."""
+    """Class decorator: make a `KDLoss` subclass available as `kd_loss=name` (config and recipes' `--kd_loss`).
+
+    Args:
+        name: the name to register; one already taken is refused, so a typo cannot shadow a built-in loss.
+
+    Raises:
+        TypeError: the decorated object is not a `KDLoss` subclass.
+        ValueError: the name is taken.
+    """
 
     def register(cls: type[KDLoss]) -> type[KDLoss]:
         if not (isinstance(cls, type) and issubclass(cls, KDLoss)):
