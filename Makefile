@@ -36,7 +36,7 @@ test-fast: install
 docs: install
 	$(PY) -m mkdocs build --strict
 
-# Line length 119; the README's quickstart keeps its compact form (tests/test_readme.py checks it is the README's).
+# Line length 119; the README's quickstart keeps its hand-laid layout (tests/test_readme.py checks it is the README's).
 LINT_PATHS = distill_trainer recipes tests benchmarks examples
 RUFF_OPTIONS = --line-length 119 --extend-exclude examples/quickstart.py
 lint: install
