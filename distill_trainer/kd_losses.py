@@ -98,6 +98,7 @@ def kd_loss_class(name: str) -> type[KDLoss]:
 
 
 def check_jsd_beta(beta: float) -> None:
+    """Refuse a `jsd_beta` outside (0, 1), where the generalized JSD vanishes and nothing would be learnt."""
     if not (isinstance(beta, (int, float)) and 0.0 < beta < 1.0):
         raise ValueError(
             f"jsd_beta must be in (0, 1), got {beta}; at 0 and 1 the generalized JSD vanishes, use "

@@ -52,6 +52,7 @@ def mix_teachers(signal: TokenSignal, weights: torch.Tensor) -> tuple[torch.Tens
 
 
 def uniform_token_weights(signal: TokenSignal) -> torch.Tensor:
+    """Equal `[batch, n_teachers, seq]` weights: `average`'s per-token form (and the shape the others fill)."""
     batch, n_teachers, seq = signal.logprobs.shape[:3]
     return signal.logprobs.new_full((batch, n_teachers, seq), 1.0 / n_teachers, dtype=torch.float32)
 

@@ -46,6 +46,7 @@ class TokenSignal:
 
     @property
     def n_teachers(self) -> int:
+        """How many teachers the signal holds (its second dimension)."""
         return self.logprobs.shape[1]
 
 
