@@ -1,7 +1,8 @@
 # Two entry points for a fresh machine (Python 3.11 + pip, ../shared beside this repo):
 #   make demo   set up .venv and run the main job: a small real study on SST-2, printing its results table
 #   make test   set up .venv and run the test suite
-#   make test-fast  the tests not marked slow or multiprocess (under a minute); make lint  ruff, as CI runs it
+#   make test-fast  the tests not marked slow or multiprocess; make lint  ruff, as CI runs it
+#   make docs   build the documentation site (mkdocs, strict: broken links fail) into site/
 #   make real   the README's real run and results/ (MPNet + MiniLM + TF-IDF teachers; SST-2, MRPC and a QQP sample,
 #               3 seeds; T x alpha grids on SST-2; about 6 hours on 2 cores; finished runs in runs/real are reused)
 #   make study-v2  the study v2 (issue 17): full splits of SST-2, MRPC, QQP and MNLI, early-stopped teachers, every
@@ -11,7 +12,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint install real study-v2
+.PHONY: demo test test-fast lint docs install real study-v2
 
 install: $(VENV)/.installed
 
@@ -32,7 +33,10 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not multiprocess"
 
-# Line length 119; the README's quickstart keeps its compact form (tests/test_readme.py checks it is the README's).
+docs: install
+	$(PY) -m mkdocs build --strict
+
+# Line length 119; the README's quickstart keeps its hand-laid layout (tests/test_readme.py checks it is the README's).
 LINT_PATHS = distill_trainer recipes tests benchmarks examples
 RUFF_OPTIONS = --line-length 119 --extend-exclude examples/quickstart.py
 lint: install

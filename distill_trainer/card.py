@@ -32,12 +32,14 @@ def hub_link(name: str | None, prefix: str = "") -> str:
 
 
 def format_score(score: float | None) -> str:
+    """A score as a card shows it: four decimals, or "unknown" where a run recorded none (never a made-up 0)."""
     return "unknown" if score is None else f"{float(score):.4f}"
 
 
 def method_text(
     fusion: str, teacher_index: int | None, num_teachers: int, curriculum: str | None = None, calibrated: bool = False
 ) -> str:
+    """How the student was taught, in words for the card (the baseline, one named teacher, or a fusion)."""
     if fusion == "none":
         return "the no-distillation baseline (cross-entropy on the labels only)"
     if fusion == "single" and not curriculum:
@@ -117,6 +119,7 @@ def student_card_data(student_model: str | None, fusion: str, dataset_ids=(), ta
 
 
 def scheduled_text(start: float, end: float | None, schedule: str) -> str:
+    """alpha or T as trained: one value, or `start -> end` with the schedule, so a card never hides a schedule."""
     return str(start) if schedule == "constant" else f"{start} -> {end} ({schedule} schedule)"
 
 

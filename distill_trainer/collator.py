@@ -25,6 +25,11 @@ class DistillationDataCollator:
     on the tokenizer's padding side: labels with -100, top-k ids with 0 and log-probabilities with -inf, so padded
     positions are never learnt from. Each row's first label becomes -100: no position predicts the first token,
     and so the Trainer's count of learnt positions (`num_items_in_batch`) is the same on either padding side.
+
+    Args:
+        tokenizer: pads the text features (the trainer's `processing_class`).
+        teacher_logits_column: the dense teacher column's name (`DistillationConfig.teacher_logits_column`).
+        pad_to_multiple_of: as in `DataCollatorWithPadding`.
     """
 
     def __init__(

@@ -27,11 +27,32 @@ CPUINFO = "/proc/cpuinfo"
 
 @dataclass(repr=False)  # keep TrainingArguments' repr, which redacts `*_token`: a generated one would print them
 class DistillationConfig(TrainingArguments):
-    """Training arguments for `DistillationTrainer`.
+    """Training arguments for `DistillationTrainer`: every `TrainingArguments` field plus the distillation ones.
 
     Invalid values (unknown fusion, invalid weights, `single` without `teacher_index`, T <= 0, alpha
     outside [0, 1]) are refused when the config is built, before a model is loaded or a batch is read;
     what depends on the data (teacher count, weights taken from metadata) when the trainer is built.
+    Every field has a help text, so `HfArgumentParser(DistillationConfig)` turns them all into flags.
+
+    Attributes:
+        temperature: T of the soft term (6.0); the KL is scaled by T^2 so alpha means the same at every T.
+        alpha: weight of the soft term in [0, 1] (0.7); `alpha=0` is plain fine-tuning and needs no teachers.
+        fusion: a registered strategy (`average`; `none`: no teachers), see `FUSION_REGISTRY`.
+        curriculum_fusion: a second strategy the fused target moves to, linearly, by the last step.
+        fusion_weights: for `weighted`, one per teacher (default: their validation scores from the metadata).
+        kd_loss: the soft-target loss (`forward_kl`, `reverse_kl`, `jsd`, `mse` or yours), see `KD_LOSS_REGISTRY`.
+        jsd_beta: the teacher's weight in `jsd`'s mixture (0.5: symmetric).
+        teacher_index: for `single`, the teacher column to distil from.
+        teacher_logits_column: the dense teacher column (`teacher_logits`).
+        gate_hidden_size: width of the `gating` MLP (128).
+        gate_learning_rate: learning rate of any strategy with parameters (default: `learning_rate`).
+        calibrate_teachers: divide each teacher's logits by its fitted temperature before fusing, so that no
+            teacher dominates by being louder rather than better.
+        alpha_schedule: `constant`, `linear` or `cosine` from `alpha` to `alpha_end` (derived from the global
+            step, so a resumed run ends where an uninterrupted one does).
+        alpha_end: alpha at the last step.
+        temperature_schedule: `constant`, `linear` or `cosine` from `temperature` to `temperature_end`.
+        temperature_end: T at the last step.
     """
 
     temperature: float = field(
@@ -223,6 +244,9 @@ def bf16_available() -> bool:
 
     Checked, never assumed: without the instructions bf16 is emulated and slower than float32 (torch's own
     `mkldnn` check says yes on any AVX512 CPU).
+
+    Returns:
+        True where `fast_training_defaults` may switch bf16 autocast on.
     """
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
@@ -248,6 +272,9 @@ def fast_training_defaults() -> dict:
     - `per_device_eval_batch_size=64` instead of 8: evaluation keeps row order, and bigger batches were
       1.1x faster on 2 CPU cores and 7x on an H200 (benchmarks/training_throughput.py).
     - `dataloader_pin_memory=False` without an accelerator, where pinning does nothing but warn.
+
+    Returns:
+        Keyword arguments for `DistillationConfig` / `TrainingArguments`; arguments you pass after them win.
     """
     defaults = {
         "train_sampling_strategy": "group_by_length",

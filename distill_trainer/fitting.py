@@ -20,8 +20,15 @@ def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[flo
     """One temperature per teacher by temperature scaling (Guo et al., 2017): the T > 0 minimising the
     negative log-likelihood of softmax(logits / T) on the labelled rows (label -100 is left out).
 
-    `logits`: `[n, n_teachers, n_labels]` raw logits, e.g. a logit dataset's validation split. Dividing a
-    teacher's logits by its T calibrates its confidence without changing its predictions.
+    Dividing a teacher's logits by its T calibrates its confidence without changing its predictions, so a loud
+    teacher (a TF-IDF model's log-probabilities beside a transformer's logits) stops dominating a fused target.
+
+    Args:
+        logits: `[n, n_teachers, n_labels]` raw logits, e.g. a logit dataset's validation split.
+        labels: `[n]` class ids; rows labelled -100 are left out.
+
+    Returns:
+        One temperature per teacher, in the logits' teacher order.
     """
     from scipy.optimize import minimize_scalar
     from scipy.special import logsumexp
@@ -56,7 +63,18 @@ def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[flo
 def fit_fusion_weights(logits: np.ndarray, labels: np.ndarray) -> list[float]:
     """Task-adaptive fusion: one weight per teacher, on the simplex, minimising the NLL of softmax of the
     weighted mean of the teachers' logits on the labelled rows (e.g. the validation split). For regression
-    (`n_labels == 1`, float labels) the mean squared error of the weighted mean prediction instead."""
+    (`n_labels == 1`, float labels) the mean squared error of the weighted mean prediction instead.
+
+    It learns how much better one teacher is than another on this task, which `weighted`'s validation scores
+    only approximate.
+
+    Args:
+        logits: `[n, n_teachers, n_labels]` raw logits (`[n, n_teachers, 1]` predictions for regression).
+        labels: `[n]` class ids (-100 left out) or float targets.
+
+    Returns:
+        One non-negative weight per teacher, summing to 1 (`fusion="fitted"`'s `fusion_weights`).
+    """
     from scipy.optimize import minimize
     from scipy.special import log_softmax
 

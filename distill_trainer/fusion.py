@@ -1,10 +1,8 @@
 """Fusion strategies: how the logits of several teachers become one soft target per example.
 
-Every strategy is a registered `FusionStrategy` (an `nn.Module`) that maps `[batch, n_teachers, n_labels]` raw
-logits to `[batch, n_labels]` raw logits, so the loss never needs to know how many teachers there were. A
-strategy declares what it needs (the gold labels, the student's hidden state) and may have trainable
-parameters (the learned gate); `DistillationTrainer` serves those needs for any registered strategy, by
-what it declares rather than by its name. Register your own with `@register_fusion("name")`.
+A registered `FusionStrategy` (an `nn.Module`) maps `[batch, n_teachers, n_labels]` raw logits to `[batch, n_labels]`,
+so the loss never needs to know how many teachers there were; `DistillationTrainer` serves what a strategy declares
+it needs (labels, the student's hidden state, parameters that train), not its name. See `register_fusion`.
 """
 
 from __future__ import annotations
@@ -17,11 +15,8 @@ from torch import nn
 
 
 def check_teacher_logits(teacher_logits: torch.Tensor, num_labels: int | None = None) -> None:
-    """Raise a `ValueError` that names the problem for a teacher-logit batch that cannot be fused.
-
-    Catching these here gives the user a sentence instead of a broadcasting error deep inside torch or,
-    worse, a NaN loss several hundred steps later.
-    """
+    """Raise a `ValueError` naming the problem for a teacher-logit batch that cannot be fused: a sentence instead
+    of a broadcasting error deep inside torch or, worse, a NaN loss several hundred steps later."""
     if teacher_logits.dim() != 3:
         raise ValueError(
             "teacher logits must have shape [batch, n_teachers, n_labels], got a tensor of shape "
@@ -67,8 +62,7 @@ def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class FusionSetup:
-    """What a strategy is built from, known once the data and the student are: the number of teachers, the
-    student's hidden size (for strategies that read its hidden state), and the run's fusion options."""
+    """What a strategy is built from, known once the data and the student are (teachers, hidden size, options)."""
 
     n_teachers: int
     hidden_size: int | None = None
@@ -79,22 +73,16 @@ class FusionSetup:
 
 
 class FusionStrategy(nn.Module):
-    """Base class of fusion strategies. Subclass it, implement `fuse`, override `from_setup` if the strategy
-    needs options, declare its needs in the class attributes, and register it with `@register_fusion(name)`.
+    """Base class of fusion strategies: implement `fuse`, override `from_setup` for options, declare needs below,
+    register with `@register_fusion(name)`. Parameters train with the student (optimizer, DDP, checkpoints).
 
-    - `needs_labels`: `fuse` gets the batch's gold labels (`[batch]`, -100 = unlabelled); the trainer refuses a
-      train set without a label column.
-    - `needs_hidden_state`: `fuse` gets the student's final hidden state of the first token (`[batch,
-      hidden]`, detached: the student is not pushed to make the fusion's job easier).
-    - `fits_weights`: the trainer fits one weight per teacher on validation logits (`fit_fusion_weights`) and
-      passes them as `FusionSetup.fitted_weights`.
-    - Parameters: a strategy with trainable parameters trains with the student (own optimizer group,
-      gradients averaged across processes, clipped with the student, saved in checkpoints).
-    - `mixable`: whether `curriculum_fusion` may blend it with another strategy.
-    - `supports_regression`: whether it means something for one-output students (`[batch, n_teachers, 1]`
-      predictions); `regression_hint` says what to use instead when not.
-    - `supports_tokens`: it fuses per-token teachers of causal LMs by `token_weights` (the built-ins' are in
-      `tokens.py`); `tokens_hint` says why not when it does not.
+    Attributes:
+        needs_labels: `fuse` gets the gold labels (`[batch]`, -100 = unlabelled); a train set without labels: refused.
+        needs_hidden_state: `fuse` gets the student's first-token hidden state, detached (no push to ease fusion).
+        fits_weights: the trainer fits one weight per teacher on validation logits (`FusionSetup.fitted_weights`).
+        mixable: whether `curriculum_fusion` may blend it with another strategy.
+        supports_regression: meaningful for one-output students (`regression_hint` says what to use if not).
+        supports_tokens: fuses causal LMs' per-token teachers by `token_weights` (else `tokens_hint` says why).
     """
 
     name: ClassVar[str] = ""
@@ -118,12 +106,17 @@ class FusionStrategy(nn.Module):
         labels: torch.Tensor | None = None,
         hidden_state: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """`[batch, n_teachers, n_labels]` float32 logits -> `[batch, n_labels]` fused logits."""
+        """`[batch, n_teachers, n_labels]` float32 logits -> `[batch, n_labels]` fused logits.
+
+        Args:
+            teacher_logits: raw teacher logits at T = 1 (the trainer divides by T after fusion).
+            labels: `[batch]` gold labels, given when the class declares `needs_labels`.
+            hidden_state: `[batch, hidden]`, detached, given when the class declares `needs_hidden_state`.
+        """
         raise NotImplementedError
 
     def token_weights(self, signal, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """Per-token teachers (a `tokens.TokenSignal`) -> `[batch, n_teachers, seq]` weights summing to 1 over
-        teachers, with which their distributions are mixed per token (`tokens.mix_teachers`)."""
+        """A `tokens.TokenSignal` -> `[batch, n_teachers, seq]` weights (sum 1 over teachers) to mix them per token."""
         raise NotImplementedError
 
     @property
@@ -136,7 +129,11 @@ RESERVED_NAMES = ("none",)  # DistillationConfig's fusion='none': no teachers at
 
 
 def register_fusion(name: str):
-    """Class decorator: make a `FusionStrategy` subclass available as `fusion=name` (config, recipes)."""
+    """Class decorator: make a `FusionStrategy` subclass available as `fusion=name` (config, recipes).
+
+    Args:
+        name: refused when taken (or `none`), so a strategy cannot replace another; register before the config.
+    """
 
     def register(cls: type[FusionStrategy]) -> type[FusionStrategy]:
         if not (isinstance(cls, type) and issubclass(cls, FusionStrategy)):
@@ -188,8 +185,7 @@ class WeightedFusion(FusionStrategy):
 
 @register_fusion("fitted")
 class FittedFusion(WeightedFusion):
-    """Task-adaptive: `weighted` with one weight per teacher fitted on the validation split (NLL; least squares
-    for regression)."""
+    """Task-adaptive: `weighted` with weights fitted on the validation split (NLL; least squares for regression)."""
 
     fits_weights = True
 
@@ -228,8 +224,7 @@ class SingleFusion(FusionStrategy):
 
 @register_fusion("confidence")
 class ConfidenceFusion(FusionStrategy):
-    """CA-MKD's weighting: per example, teacher weights = softmax over teachers of -CE(teacher, label), i.e.
-    proportional to each teacher's probability (T=1) of the gold label; rows labelled -100 get equal weights."""
+    """CA-MKD: per example, teachers weighted by their probability (T=1) of the gold label; -100 rows: equal."""
 
     needs_labels = True
     supports_regression = False
@@ -240,8 +235,7 @@ class ConfidenceFusion(FusionStrategy):
 
 
 def confidence_weights(teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    """`[batch, n_teachers]` weights of `confidence` fusion: softmax over teachers of each teacher's
-    log-probability of the gold label (= -CE); equal weights on rows labelled -100."""
+    """`[batch, n_teachers]` `confidence` weights: softmax of each teacher's gold log-probability; -100 rows equal."""
     if labels is None:
         raise ValueError("fusion='confidence' weighs teachers by the gold label: it needs labels in the batch.")
     labelled = labels != -100
@@ -255,10 +249,10 @@ def confidence_weights(teacher_logits: torch.Tensor, labels: torch.Tensor | None
 class GatingNetwork(FusionStrategy):
     """Learned per-example teacher weights from the student's [CLS] (first-token) final hidden state.
 
-    A two-layer MLP produces a softmax over teachers; the fused logits are the weighted mean of the
-    teachers' logits. The gate starts out as `average` (zero-initialised output layer), so early training
-    is not driven by a random preference for one teacher. Not mixable in a curriculum: at the curriculum's
-    end where it has no weight, its parameters would get no gradient.
+    A two-layer MLP gives a softmax over teachers, weighting their logits. It starts as `average` (zero-initialised
+    output layer), so early training is not driven by a random preference for one teacher. Not mixable in a
+    curriculum: where it has no weight, its parameters would get no gradient. Built from the student's hidden size
+    (`input_size`), `n_teachers` and the MLP's width (`hidden_size`, `gate_hidden_size` in the config).
     """
 
     needs_hidden_state = True
@@ -304,9 +298,15 @@ def fuse_logits(
     teacher_index: int | None = None,
     labels: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Fuse `[batch, n_teachers, n_labels]` teacher logits into `[batch, n_labels]` with a registered strategy
-    that needs no hidden state and no training: `average`, `weighted` / `fitted` (`weights`), `min_entropy`,
-    `single` (`teacher_index`), `confidence` (`labels`), or one of yours. See each strategy's class."""
+    """Fuse teacher logits outside a trainer (e.g. ahead of time) with a strategy that needs no hidden state.
+
+    Args:
+        teacher_logits: `[batch, n_teachers, n_labels]` raw logits; the result is `[batch, n_labels]`.
+        strategy: a registered name: `average`, `weighted`, `fitted`, `min_entropy`, `single`, `confidence`, yours.
+        weights: one per teacher, for `weighted` / `fitted`.
+        teacher_index: the teacher of `single`.
+        labels: `[batch]` gold labels, for `confidence`.
+    """
     cls = fusion_strategy(strategy)
     if cls.needs_hidden_state:
         raise ValueError(

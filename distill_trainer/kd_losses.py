@@ -68,7 +68,15 @@ KD_LOSS_REGISTRY: dict[str, type[KDLoss]] = {}
 
 
 def register_kd_loss(name: str):
-    """Class decorator: make a `KDLoss` subclass available as `kd_loss=name`."""
+    """Class decorator: make a `KDLoss` subclass available as `kd_loss=name` (config and recipes' `--kd_loss`).
+
+    Args:
+        name: the name to register; one already taken is refused, so a typo cannot shadow a built-in loss.
+
+    Raises:
+        TypeError: the decorated object is not a `KDLoss` subclass.
+        ValueError: the name is taken.
+    """
 
     def register(cls: type[KDLoss]) -> type[KDLoss]:
         if not (isinstance(cls, type) and issubclass(cls, KDLoss)):
@@ -90,6 +98,7 @@ def kd_loss_class(name: str) -> type[KDLoss]:
 
 
 def check_jsd_beta(beta: float) -> None:
+    """Refuse a `jsd_beta` outside (0, 1), where the generalized JSD vanishes and nothing would be learnt."""
     if not (isinstance(beta, (int, float)) and 0.0 < beta < 1.0):
         raise ValueError(
             f"jsd_beta must be in (0, 1), got {beta}; at 0 and 1 the generalized JSD vanishes, use "

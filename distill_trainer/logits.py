@@ -1,10 +1,9 @@
 """The logit-dataset format: a `datasets.Dataset` whose `teacher_logits` column holds raw teacher logits.
 
-Each row keeps the task's own columns (text, `label`, `idx`) and gains `teacher_logits` of shape
-`[n_teachers, n_labels]` (temperature 1, in the *dataset's* label order). Metadata travels with the
-dataset in `dataset.info.description` (as JSON), which survives `map`, `select`, `shuffle`,
-`save_to_disk` and `load_from_disk`, so a logit dataset can always say which teachers made it, in what
-order, with which label names, and on exactly which inputs.
+Each row keeps the task's own columns (text, `label`, `idx`) and gains `teacher_logits` of shape `[n_teachers,
+n_labels]` (temperature 1, in the *dataset's* label order). Metadata travels with the dataset in
+`dataset.info.description` (as JSON), which survives `map`, `select`, `shuffle`, `save_to_disk` and `load_from_disk`,
+so a logit dataset can always say which teachers made it, in what order, with which label names, on which inputs.
 """
 
 from __future__ import annotations
@@ -132,7 +131,11 @@ def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, da
 
 
 def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:
-    """The logit metadata stored in `dataset`, or `None` for a dataset that carries none."""
+    """The logit metadata stored in `dataset`, or `None` for a dataset that carries none.
+
+    Raises:
+        ValueError: the metadata is there but corrupt; never read as absent, which would skip every check.
+    """
     description = dataset.info.description or ""
     try:
         payload = json.loads(description)
@@ -193,12 +196,20 @@ def attach_teacher_logits(
     task: str | None = None,
     fitted: dict | None = None,
 ) -> datasets.Dataset:
-    """Return `dataset` with a `[n_teachers, n_labels]` logit column and the metadata that identifies it.
+    """Return `dataset` with a `[n_teachers, n_labels]` logit column and the metadata that identifies it, so that
+    every student reading the column can refuse logits of other rows, other text or other labels.
 
-    `logits` is `[rows, n_teachers, n_labels]` in the dataset's row order and label order; `input_columns`
-    (e.g. `["sentence"]` or `["idx", "sentence1", "sentence2"]`) are fingerprinted so that the logits can
-    later be checked against the data they are used with. `fitted`: fits on the validation split to store
-    with the metadata (`fitting.validation_fits`).
+    Args:
+        dataset: the rows the teachers ran on, in that order.
+        logits: `[rows, n_teachers, n_labels]` raw logits at T = 1, in the dataset's row and label order
+            (regression: `[rows, n_teachers, 1]` predictions).
+        teachers: one `TeacherInfo` or name per teacher, in the logits' order (names, never local paths).
+        label_names: the label order of the last dimension; students must share it.
+        input_columns: the columns fingerprinted (e.g. `["sentence"]`), so the logits can later be checked
+            against the data they are used with.
+        column: the new column's name.
+        task: the task's name, for cards and tables.
+        fitted: fits on the validation split to store with the metadata (`fitting.validation_fits`).
     """
     logits = np.asarray(logits, dtype=np.float32)
     teachers = [teacher if isinstance(teacher, TeacherInfo) else TeacherInfo(name=teacher) for teacher in teachers]
@@ -251,11 +262,18 @@ def validate_logit_dataset(
 ) -> LogitDatasetMetadata | None:
     """Check a logit dataset before any training step is spent on it; returns its metadata, if any.
 
-    Checks: the column exists and has one `[n_teachers, n_labels]` shape; values are finite; `n_labels`
-    equals the student's `num_labels`; the metadata (when present) agrees with the column's shape; label
-    names agree with the student's `id2label` (unless those are the default `LABEL_i`); the teacher columns
-    are the extracted ones in the metadata's order (when all rows are there); and, when `reference` is
-    given, that the logits were computed on exactly `reference`'s inputs, in order.
+    Checks: one `[n_teachers, n_labels]` shape, finite values, the student's `num_labels` and `id2label` (unless
+    `LABEL_i`), the metadata's shape and teacher-column order, and `reference`'s inputs in order when given.
+
+    Args:
+        dataset: the logit dataset (one split).
+        column: the teacher column's name.
+        num_labels: the student's `num_labels`, when known.
+        model_label_names: the student's labels in id order (`id2label`), when known.
+        reference: the task's data the logits must have been computed on (same rows, order and text).
+
+    Raises:
+        ValueError: naming the first problem found, so bad logits fail before the first step.
     """
     logits = teacher_logits_array(dataset, column)
     check_logits_array(logits, column)

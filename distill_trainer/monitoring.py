@@ -71,6 +71,7 @@ class StepMonitorMixin:
 
 
 def non_finite_message(what: str, step: int) -> str:
+    """The error that stops training at a non-finite target or loss term, naming it and the optimizer step."""
     return (
         f"{what} is NaN or infinite at optimizer step {step}: training stopped before the student's weights "
         "became NaN. Check the strategy's fuse() and the teacher logits (and lower the learning rate if the "

@@ -43,10 +43,12 @@ def is_causal_lm(model) -> bool:
 
 
 def model_name(model) -> str:
+    """A model's name for error messages: its Hub id or folder where known, else its class."""
     return getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "") or type(model).__name__
 
 
 def context_length(model) -> int | None:
+    """The longest sequence `model` accepts (`max_position_embeddings`), or None where its config does not say."""
     return getattr(model.config, "max_position_embeddings", None)
 
 

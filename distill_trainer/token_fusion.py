@@ -52,6 +52,7 @@ def mix_teachers(signal: TokenSignal, weights: torch.Tensor) -> tuple[torch.Tens
 
 
 def uniform_token_weights(signal: TokenSignal) -> torch.Tensor:
+    """Equal `[batch, n_teachers, seq]` weights: `average`'s per-token form (and the shape the others fill)."""
     batch, n_teachers, seq = signal.logprobs.shape[:3]
     return signal.logprobs.new_full((batch, n_teachers, seq), 1.0 / n_teachers, dtype=torch.float32)
 
@@ -147,6 +148,20 @@ def fuse_topk(
     k + 1 buckets. `confidence` (`labels`, aligned with the input ids as a causal LM's are): per token, teachers
     weighted by their probability of the gold next token (from the top-k, else the tail's). `single`:
     `teacher_index`. A strategy that cannot fuse per-token teachers says why.
+
+    Args:
+        topk_ids: `[batch, n_teachers, seq, k]` token ids.
+        topk_logprobs: `[batch, n_teachers, seq, k]` log-probabilities at T = 1 (-inf: empty slot).
+        fusion: a registered strategy that `supports_tokens`.
+        weights: one per teacher, for `weighted`.
+        teacher_index: the teacher of `single`.
+        labels: `[batch, seq]` token labels aligned with the input ids, for `confidence`.
+
+    Returns:
+        `(ids, log-probabilities)`, each `[batch, seq, m]`: what `sparse_kd_loss` takes as one teacher.
+
+    Raises:
+        ValueError: a strategy without a per-token form (`gating`, `fitted`), with a hint.
     """
     signal = TokenSignal(topk_logprobs, topk_ids)
     cls = fusion_strategy(fusion)

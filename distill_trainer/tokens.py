@@ -26,7 +26,12 @@ EMPTY = -1e30  # log(0) kept finite, so that 0 * (log 0 - log 0) is 0 and gradie
 class TokenSignal:
     """What per-token teachers say about one batch: `logprobs` at T = 1 with their `ids`, `[batch, n_teachers,
     seq_len, k]`, or, with `ids=None`, log-probabilities over the whole vocabulary `[batch, n_teachers, seq_len,
-    vocab]` (live teachers)."""
+    vocab]` (live teachers). One type for both, so fusion and the loss need no second code path.
+
+    Attributes:
+        logprobs: the teachers' log-probabilities at T = 1.
+        ids: the top-k token ids, or None for full-vocabulary teachers.
+    """
 
     logprobs: torch.Tensor
     ids: torch.Tensor | None = None
@@ -41,11 +46,19 @@ class TokenSignal:
 
     @property
     def n_teachers(self) -> int:
+        """How many teachers the signal holds (its second dimension)."""
         return self.logprobs.shape[1]
 
 
 def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
-    """`[batch, seq]` labels -> the token each position predicts: `labels[:, t + 1]`, -100 at the last position."""
+    """`[batch, seq]` labels -> the token each position predicts: `labels[:, t + 1]`, -100 at the last position.
+
+    A causal LM's logits at t (and a top-k teacher's row t) are about token t + 1, so the loss and `confidence`
+    fusion compare them with the shifted labels; -100 marks positions nothing is learnt from.
+
+    Args:
+        labels: `[batch, seq]` token labels aligned with `input_ids` (-100: prompt or padding).
+    """
     return F.pad(labels[:, 1:], (0, 1), value=-100)
 
 

@@ -88,7 +88,7 @@ class TopkDatasetMetadata:
 
 
 def read_topk_metadata(dataset: datasets.Dataset) -> TopkDatasetMetadata | None:
-    """The top-k metadata stored in `dataset.info.description`, or None for a dataset that carries none."""
+    """The top-k metadata in `dataset.info.description`, or None if it has none (corrupt metadata: ValueError)."""
     description = dataset.info.description or ""
     if TOPK_METADATA_KEY not in description:
         return None

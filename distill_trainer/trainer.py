@@ -47,27 +47,30 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
     """Trains a student on `alpha * KL(fused teachers || student) * T^2 + (1 - alpha) * CE` (for a one-output
     regression student, `alpha * MSE(student, fused teachers) + (1 - alpha) * MSE(student, label)`).
 
-    Batches carry `teacher_logits` (`[batch, n_teachers, n_labels]`, raw logits); any `datasets.Dataset`
-    with such a column plus `input_ids`/`attention_mask`/`labels` trains as is, with the Trainer's default
-    `remove_unused_columns=True`. Datasets are checked when the trainer is built (column present, one
-    shape, finite values, the student's label space), so bad data fails before the first step.
+    Batches carry `teacher_logits` (`[batch, n_teachers, n_labels]`, raw logits); any `datasets.Dataset` with such
+    a column plus `input_ids`/`attention_mask`/`labels` trains as is, with the default `remove_unused_columns=True`.
+    Datasets are checked when the trainer is built (column, shape, finite values, the student's label space), so
+    bad data fails before the first step. A step reads nothing from the device beyond what `Trainer` does.
+    With `group_by_length` the lengths come from the `length_column_name` column when there is one, and evaluation
+    stays in row order (`LengthGroupedSamplingMixin`). Under autocast, fusion, gate and loss run in float32.
 
-    An `AutoModelForCausalLM` student distils per token from `attach_teacher_topk`'s columns (`tokens.py`);
-    `teacher_models=[...]` runs live teachers in each step instead (`signals.py`); `kd_loss` picks the soft term
-    (`kd_losses.py`). A step reads nothing from the device beyond what `Trainer` does.
+    The fusion is a registered `FusionStrategy` (`fusion`, optionally blended toward `curriculum_fusion`); the
+    trainer serves what it declares (labels, the student's hidden state, fitted weights). A strategy with
+    parameters (`gating`, or yours) trains alongside the student: optimizer, gradients averaged across processes,
+    every checkpoint (`distill_gate.safetensors`), `resume_from_checkpoint`; never the `save_model` folder, which
+    stays a plain transformers checkpoint. Eval splits without the teacher column are scored on the labels only.
 
-    With `train_sampling_strategy="group_by_length"` the lengths come from the dataset's
-    `length_column_name` column when it has one, and evaluation stays in row order (see
-    `LengthGroupedSamplingMixin`). Under bf16/fp16 autocast, fusion, the gate and the loss run in float32.
-
-    The fusion is a registered `FusionStrategy` (`fusion`, optionally blended toward `curriculum_fusion`);
-    the trainer serves what it declares it needs (labels, the student's hidden state, weights fitted on
-    validation logits). A strategy with parameters (`fusion="gating"`'s `GatingNetwork`, or one of yours)
-    trains alongside the student: it is in the optimizer, its gradients are averaged across processes, it
-    is saved in every checkpoint (`distill_gate.safetensors`) and restored by `resume_from_checkpoint`, but
-    it is never written into the student's `save_model` folder, which stays a plain
-    `AutoModelForSequenceClassification` checkpoint. Eval splits without the teacher column are evaluated
-    on the labels only.
+    Args:
+        model: the student: an `AutoModelForSequenceClassification` (`num_labels=1`: regression) or an
+            `AutoModelForCausalLM`, which distils per token from `attach_teacher_topk`'s columns.
+        args: a `DistillationConfig` (a plain `TrainingArguments` is refused: it has no T, alpha or fusion).
+        data_collator: default `DistillationDataCollator`, which pads text and carries the teacher columns.
+        train_dataset: rows with the teacher column(s) (not needed at `alpha=0` or with `teacher_models`).
+        eval_dataset: one split or a dict; with the teacher column `eval_loss` is the training objective.
+        processing_class: the tokenizer (padding, and the top-k format's vocabulary check).
+        teacher_models: live teachers run on each batch instead of stored columns (no gradient, eval mode,
+            the student's device): online distillation, e.g. with data augmentation.
+        **kwargs: passed to `transformers.Trainer` (`compute_metrics`, `callbacks`, ...).
     """
 
     # compute_loss returns a per-batch mean, so the parent divides it by the accumulation steps once.
