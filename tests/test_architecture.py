@@ -1,7 +1,15 @@
-"""The layout: the core never imports the study layer, modules stay small, run records have one definition."""
+"""The layout: the core never imports the study layer nor the study's dependencies, modules stay small, run records
+have one definition."""
 
 import ast
+import configparser
 import json
+import os
+import re
+import subprocess
+import sys
+import time
+import venv
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,7 +17,8 @@ import pytest
 
 from distill_trainer.study.runs import RECORD_FORMAT_VERSION, StudentResult, TeacherRecord
 
-PACKAGE = Path(__file__).resolve().parents[1] / "distill_trainer"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "distill_trainer"
 CORE = [
     "__init__.py",
     "config.py",
@@ -51,6 +60,75 @@ def test_the_core_imports_nothing_from_the_study_layer():
     for name in CORE:
         study_imports = {m for m in imported_modules(PACKAGE / name) if m.startswith("distill_trainer.study")}
         assert not study_imports, f"{name} imports {study_imports}"
+
+
+# Distribution name in setup.cfg -> the module it installs, where they differ.
+MODULE_OF = {"huggingface_hub": "huggingface_hub", "Jinja2": "jinja2", "scikit-learn": "sklearn", "pyyaml": "yaml"}
+STUDY_ONLY = {"pandas", "sklearn", "yaml", "tqdm", "matplotlib"}
+
+
+def requirements(section: str, key: str) -> set[str]:
+    """The modules of one requirement list of setup.cfg (install_requires, or an extra)."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    names = [re.split(r"[<>=!~\[; ]", line.strip())[0] for line in config[section][key].splitlines() if line.strip()]
+    return {MODULE_OF.get(name, name) for name in names}
+
+
+def test_the_core_imports_only_what_pip_install_distill_trainer_installs():
+    """Every module a core file imports (at the top or inside a function) is the standard library's, the core's, or
+    one `install_requires` names; none is a dependency of the study layer only."""
+    core_requirements = requirements("options", "install_requires")
+    assert not core_requirements & STUDY_ONLY
+    assert STUDY_ONLY <= requirements("options.extras_require", "study") <= requirements("options.extras_require", "dev")
+    for name in CORE:
+        top_level = {module.partition(".")[0] for module in imported_modules(PACKAGE / name)}
+        foreign = top_level - set(sys.stdlib_module_names) - core_requirements - {"distill_trainer", "__future__"}
+        assert not foreign, f"{name} imports {foreign}: not installed by `pip install distill-trainer`"
+
+
+def run_core_script(python: str, tmp_path: Path, *options: str, env: dict | None = None) -> str:
+    """tests/core_only_run.py (import, attach logits, config, train 4 steps, evaluate) in a subprocess."""
+    script = ROOT / "tests" / "core_only_run.py"
+    run = subprocess.run(
+        [python, str(script), str(tmp_path / "out"), *options],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "trained 4 steps" in run.stdout
+    return run.stdout
+
+
+def test_the_core_trains_with_the_study_dependencies_blocked(tmp_path):
+    """The cheap check of the next test: the same script, with any import of pandas, sklearn, yaml, tqdm or
+    matplotlib by a core module made to fail (at import time and while training)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    run_core_script(sys.executable, tmp_path, "--block-study-imports", env=env)
+
+
+@pytest.mark.slow
+def test_pip_install_distill_trainer_alone_trains_a_student(tmp_path):
+    """A fresh virtualenv with only the core installed (`pip install <repo>`, no extras; needs the package
+    registries): the study's own dependencies are absent, and a user's script imports distill_trainer, builds a
+    config and trains a student. pandas, tqdm and yaml come with datasets and transformers (so they are
+    installed); scikit-learn and matplotlib must not be. About 2-3 minutes, most of it pip."""
+    started = time.monotonic()
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    for install in (["torch==2.13.0"], [str(ROOT)]):  # torch pinned: a wheel on disk here, not several GB
+        done = subprocess.run(pip + install, env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    probe = "import importlib.util as u; print(*[m for m in ('sklearn', 'matplotlib') if u.find_spec(m)])"
+    present = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert present.stdout.split() == [], f"study dependencies installed with the core: {present.stdout}"
+    stdout = run_core_script(python, tmp_path, env=env)
+    print(f"{stdout.splitlines()[-1]}; fresh virtualenv, install and run in {time.monotonic() - started:.0f} s")
 
 
 def test_no_module_is_much_over_300_lines():
