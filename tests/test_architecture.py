@@ -64,7 +64,7 @@ def test_the_core_imports_nothing_from_the_study_layer():
 
 
 # Distribution name in setup.cfg -> the module it installs, where they differ.
-MODULE_OF = {"huggingface_hub": "huggingface_hub", "Jinja2": "jinja2", "scikit-learn": "sklearn", "pyyaml": "yaml"}
+MODULE_OF = {"Jinja2": "jinja2", "scikit-learn": "sklearn", "pyyaml": "yaml"}
 STUDY_ONLY = {"pandas", "sklearn", "yaml", "tqdm", "matplotlib"}
 
 
@@ -117,7 +117,8 @@ def test_pip_install_distill_trainer_alone_trains_a_student(tmp_path):
     """A fresh virtualenv with only the core installed (`pip install <repo>`, no extras; needs the package
     registries): the study's own dependencies are absent, and a user's script imports distill_trainer, builds a
     config and trains a student. pandas, tqdm and yaml come with datasets and transformers (so they are
-    installed); scikit-learn and matplotlib must not be. About 2-3 minutes, most of it pip."""
+    installed); scikit-learn and matplotlib must not be. Measured: 285 s on 2 shared cores (torch 67 s, the core's
+    requirements 168 s, the commands and the script 48 s)."""
     started, times = time.monotonic(), {}
     source = tmp_path / "source"  # pip builds in the source folder: a copy leaves no build/ in the checkout
     shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "results", "*.egg-info"))
@@ -125,10 +126,10 @@ def test_pip_install_distill_trainer_alone_trains_a_student(tmp_path):
     python = str(tmp_path / "venv" / "bin" / "python")
     env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
     pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
-    for install in (["torch==2.13.0"], [str(source)]):  # torch pinned: a wheel on disk here, not several GB
-        done = subprocess.run(pip + install, env=env, capture_output=True, text=True, timeout=900)
+    for step, install in (("torch", "torch==2.13.0"), ("the core", str(source))):  # torch: a wheel on disk here
+        done = subprocess.run(pip + [install], env=env, capture_output=True, text=True, timeout=900)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-        times[install[0][:12]] = time.monotonic() - started - sum(times.values())
+        times[step] = time.monotonic() - started - sum(times.values())
     probe = "import importlib.util as u; print(*[m for m in ('sklearn', 'matplotlib') if u.find_spec(m)])"
     present = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, check=True)
     assert present.stdout.split() == [], f"study dependencies installed with the core: {present.stdout}"
