@@ -16,7 +16,7 @@ import torch
 from accelerate.utils import broadcast, reduce
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 GATE_WEIGHTS_NAME = "distill_gate.safetensors"
 
@@ -92,19 +92,29 @@ class TrainableFusionMixin:
         parameters = [*model.parameters(), *self.gate.parameters()]
         return self.accelerator.clip_grad_norm_(parameters, self.args.max_grad_norm)
 
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        path = os.path.join(resume_from_checkpoint, GATE_WEIGHTS_NAME)
+    def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
+        """The parent's `train`, with the fusion's weights restored from the checkpoint it resumes (the parent
+        restores the model, optimizer and scheduler; the gate is none of them). Resuming with another fusion
+        than the checkpoint's is refused before any work."""
+        checkpoint = resume_from_checkpoint
+        if isinstance(checkpoint, bool) and checkpoint:  # as the parent resolves it; None: the parent refuses
+            checkpoint = get_last_checkpoint(self.args.output_dir)
+        if checkpoint is not None and not isinstance(checkpoint, bool):
+            self.load_fusion_weights(os.fspath(checkpoint))
+        return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
+
+    def load_fusion_weights(self, checkpoint: str) -> None:
+        """Load the gate of a checkpoint folder; refuse a folder that does not match this run's fusion."""
+        path = os.path.join(checkpoint, GATE_WEIGHTS_NAME)
         if self.gate is None and os.path.isfile(path):  # else torch's optimizer refuses with a param-group error
             raise ValueError(
-                f"{resume_from_checkpoint} was saved by a run whose fusion has parameters (it has "
+                f"{checkpoint} was saved by a run whose fusion has parameters (it has "
                 f"{GATE_WEIGHTS_NAME}); resume it with fusion={saved_fusion(path)!r}, not fusion={self.args.fusion!r}."
             )
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
         if self.gate is not None:
             if not os.path.isfile(path):
                 raise ValueError(
-                    f"{resume_from_checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a "
-                    f"fusion={self.args.fusion!r} run."
+                    f"{checkpoint} has no {GATE_WEIGHTS_NAME}: it was not saved by a fusion={self.args.fusion!r} run."
                 )
             self.gate.load_state_dict(load_file(path, device=str(self.args.device)))
 

@@ -1,27 +1,12 @@
 """The whole study for one task: teachers -> logit dataset -> every method x seed -> results table.
 
-python recipes/compare.py --config recipes/configs/sst2.yaml --max_train_rows 2000 --seeds 42,43,44
+The command `distill-trainer study` as a script, so that `accelerate launch recipes/compare.py ...` runs it on
+several processes. Same options (`--help` lists them); the code is distill_trainer.study.cli.study.
 """
 
-from distill_trainer import DistillationConfig
-from distill_trainer.study.args import StudyArguments, TaskArguments, parse_recipe_args
-from distill_trainer.study.runner import run_study
+from distill_trainer.study.cli.study import main
 
-
-def main(argv=None):
-    task_args, study_args, config = parse_recipe_args((TaskArguments, StudyArguments, DistillationConfig), argv)
-    table = run_study(task_args, study_args, config)
-    summary = (
-        table[table.task == task_args.task]
-        .groupby(["type", "method"], sort=False)["score"]
-        .agg(["mean", "std", "count"])
-    )
-    print(
-        f"\n{task_args.task} validation {table.metric.iloc[-1]} ({study_args.results_csv}):\n"
-        f"{summary.round(4).to_string()}"
-    )
-    return table
-
+__all__ = ["main"]
 
 if __name__ == "__main__":
     main()

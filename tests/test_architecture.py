@@ -1,7 +1,16 @@
-"""The layout: the core never imports the study layer, modules stay small, run records have one definition."""
+"""The layout: the core never imports the study layer nor the study's dependencies, modules stay small, run records
+have one definition."""
 
 import ast
+import configparser
 import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import venv
 from dataclasses import asdict
 from pathlib import Path
 
@@ -9,7 +18,8 @@ import pytest
 
 from distill_trainer.study.runs import RECORD_FORMAT_VERSION, StudentResult, TeacherRecord
 
-PACKAGE = Path(__file__).resolve().parents[1] / "distill_trainer"
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE = ROOT / "distill_trainer"
 CORE = [
     "__init__.py",
     "config.py",
@@ -51,6 +61,86 @@ def test_the_core_imports_nothing_from_the_study_layer():
     for name in CORE:
         study_imports = {m for m in imported_modules(PACKAGE / name) if m.startswith("distill_trainer.study")}
         assert not study_imports, f"{name} imports {study_imports}"
+
+
+# Distribution name in setup.cfg -> the module it installs, where they differ.
+MODULE_OF = {"Jinja2": "jinja2", "scikit-learn": "sklearn", "pyyaml": "yaml"}
+STUDY_ONLY = {"pandas", "sklearn", "yaml", "tqdm", "matplotlib"}
+
+
+def requirements(section: str, key: str) -> set[str]:
+    """The modules of one requirement list of setup.cfg (install_requires, or an extra)."""
+    config = configparser.ConfigParser()
+    config.read(ROOT / "setup.cfg")
+    names = [re.split(r"[<>=!~\[; ]", line.strip())[0] for line in config[section][key].splitlines() if line.strip()]
+    return {MODULE_OF.get(name, name) for name in names}
+
+
+def test_the_core_imports_only_what_pip_install_distill_trainer_installs():
+    """Every module a core file imports (at the top or inside a function) is the standard library's, the core's, or
+    one `install_requires` names; none is a dependency of the study layer only."""
+    core_requirements = requirements("options", "install_requires")
+    assert not core_requirements & STUDY_ONLY
+    study, dev = requirements("options.extras_require", "study"), requirements("options.extras_require", "dev")
+    assert STUDY_ONLY <= study <= dev
+    for name in CORE:
+        top_level = {module.partition(".")[0] for module in imported_modules(PACKAGE / name)}
+        foreign = top_level - set(sys.stdlib_module_names) - core_requirements - {"distill_trainer", "__future__"}
+        assert not foreign, f"{name} imports {foreign}: not installed by `pip install distill-trainer`"
+
+
+def run_core_script(python: str, tmp_path: Path, *options: str, env: dict | None = None) -> str:
+    """tests/core_only_run.py (import, attach logits, config, train 4 steps, evaluate) in a subprocess."""
+    script = ROOT / "tests" / "core_only_run.py"
+    run = subprocess.run(
+        [python, str(script), str(tmp_path / "out"), *options],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert "trained 4 steps" in run.stdout
+    return run.stdout
+
+
+def test_the_core_trains_with_the_study_dependencies_blocked(tmp_path):
+    """The cheap check of the next test: the same script, with any import of pandas, sklearn, yaml, tqdm or
+    matplotlib by a core module made to fail (at import time and while training)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    run_core_script(sys.executable, tmp_path, "--block-study-imports", env=env)
+
+
+@pytest.mark.slow
+def test_pip_install_distill_trainer_alone_trains_a_student(tmp_path):
+    """A fresh virtualenv with only the core installed (`pip install <repo>`, no extras; needs the package
+    registries): the study's own dependencies are absent, and a user's script imports distill_trainer, builds a
+    config and trains a student. pandas, tqdm and yaml come with datasets and transformers (so they are
+    installed); scikit-learn and matplotlib must not be. Measured: 285 s on 2 shared cores (torch 67 s, the core's
+    requirements 168 s, the commands and the script 48 s)."""
+    started, times = time.monotonic(), {}
+    source = tmp_path / "source"  # pip builds in the source folder: a copy leaves no build/ in the checkout
+    shutil.copytree(ROOT, source, ignore=shutil.ignore_patterns(".*", "build", "runs", "results", "*.egg-info"))
+    venv.create(tmp_path / "venv", with_pip=True)
+    python = str(tmp_path / "venv" / "bin" / "python")
+    env = {key: value for key, value in os.environ.items() if key not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    pip = [python, "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    for step, install in (("torch", "torch==2.13.0"), ("the core", str(source))):  # torch: a wheel on disk here
+        done = subprocess.run(pip + [install], env=env, capture_output=True, text=True, timeout=900)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+        times[step] = time.monotonic() - started - sum(times.values())
+    probe = "import importlib.util as u; print(*[m for m in ('sklearn', 'matplotlib') if u.find_spec(m)])"
+    present = subprocess.run([python, "-c", probe], env=env, capture_output=True, text=True, check=True)
+    assert present.stdout.split() == [], f"study dependencies installed with the core: {present.stdout}"
+    command = str(tmp_path / "venv" / "bin" / "distill-trainer")  # installed, and says what the study needs
+    listed = subprocess.run([command, "--help"], env=env, capture_output=True, text=True, timeout=300)
+    assert listed.returncode == 0 and "train-teacher" in listed.stdout and "analyze" in listed.stdout
+    refused = subprocess.run([command, "analyze", "--help"], env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1 and "pip install 'distill-trainer[study]'" in refused.stderr, refused.stderr
+    stdout = run_core_script(python, tmp_path, env=env)
+    times["commands and the script"] = time.monotonic() - started - sum(times.values())
+    print(stdout.splitlines()[-1], "; seconds:", {step: round(seconds) for step, seconds in times.items()})
 
 
 def test_no_module_is_much_over_300_lines():

@@ -1,19 +1,33 @@
 """Recipe arguments: list-valued options as lists (space or comma form, YAML string or list), --config in
---help, cross-field checks before any work."""
+--help, cross-field checks before any work; the `distill-trainer` command and its subcommands, the recipes' options."""
 
 import importlib
+import logging
+import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from distill_trainer import DistillationConfig
+from distill_trainer.study import cli
 from distill_trainer.study.args import StudentArguments, StudyArguments, TaskArguments, parse_recipe_args
 from distill_trainer.study.runner import method_runs
 from distill_trainer.study.runs import method_temperatures
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
 STUDY = (TaskArguments, StudyArguments, DistillationConfig)
+RECIPES = {  # subcommand -> the recipe script that runs it
+    "train-teacher": "train_teacher",
+    "extract": "extract_logits",
+    "distill": "distill",
+    "sweep": "sweep",
+    "study": "compare",
+    "analyze": "analyze",
+}
 
 
 def test_list_options_take_spaces_commas_and_both():
@@ -94,3 +108,54 @@ def test_bad_study_methods_are_refused_before_any_work(options, message):
             importlib.import_module("sweep").main(
                 ["--output_dir", "out", "--logit_dataset", "l", "--student_model", "s", *options]
             )
+
+
+def test_config_keys_this_command_has_no_option_for_are_named_with_the_file(tmp_path, caplog):
+    """One task config serves every recipe (train_teacher has no --temperature): such keys are ignored, and the
+    warning names them and the file; a file that is not a mapping is refused."""
+    config = tmp_path / "task.yaml"
+    config.write_text("task: mrpc\ntemperature: 3\nalpha: 0.5\n")
+    with caplog.at_level(logging.WARNING):
+        (args,) = parse_recipe_args((TaskArguments,), [f"--config={config}"], prog="distill-trainer x")
+    assert args.task == "mrpc"
+    assert f"distill-trainer x ignores these keys of {config}: ['alpha', 'temperature']" in caplog.text
+    config.write_text("- task\n")
+    with pytest.raises(ValueError, match="must be a mapping of option names"):
+        parse_recipe_args((TaskArguments,), ["--config", str(config)])
+
+
+def help_of(run, capsys) -> str:
+    with pytest.raises(SystemExit) as exit:
+        run()
+    assert exit.value.code == 0
+    return capsys.readouterr().out
+
+
+def test_the_command_lists_its_subcommands_with_the_recipes_options(capsys):
+    """`distill-trainer --help` names every subcommand; each subcommand has exactly its recipe's options."""
+    top = help_of(lambda: cli.main(["--help"]), capsys)
+    assert all(name in top for name in RECIPES) and set(cli.COMMANDS) == set(RECIPES)
+    for command, script in RECIPES.items():
+        options = help_of(lambda: cli.main([command, "--help"]), capsys)
+        assert options.startswith(f"usage: distill-trainer {command} ") and "--config FILE.yaml" in options
+        recipe = help_of(lambda: importlib.import_module(script).main(["--help"]), capsys)
+        assert set(re.findall(r"--\w+", options)) == set(re.findall(r"--\w+", recipe)), command
+    with pytest.raises(SystemExit, match="2"):
+        cli.main(["distil"])
+    assert "invalid choice: 'distil'" in capsys.readouterr().err
+
+
+def test_python_m_runs_the_command_and_names_the_study_extra_when_a_dependency_is_missing(tmp_path):
+    """What the console script runs (`distill_trainer.study.cli:main`), in a fresh process; without a study
+    dependency (matplotlib blocked here) a command says which extra to install instead of a traceback."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    command = [sys.executable, "-m", "distill_trainer.study.cli"]
+    run = subprocess.run(command + ["distill", "--help"], env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0 and "usage: distill-trainer distill" in run.stdout and "--logit_dataset" in run.stdout
+    blocked = "import sys; sys.modules['matplotlib'] = None; from distill_trainer.study.cli import main; main()"
+    run = subprocess.run(
+        [sys.executable, "-c", blocked, "analyze", "--help"], env=env, cwd=tmp_path, capture_output=True, text=True
+    )
+    assert run.returncode == 1, run.stderr
+    assert "distill-trainer analyze needs matplotlib" in run.stderr
+    assert "pip install 'distill-trainer[study]'" in run.stderr

@@ -1,0 +1,71 @@
+"""Fine-tune a teacher on a GLUE task and save it with its validation score.
+
+    accelerate launch recipes/train_teacher.py --config recipes/configs/sst2.yaml \
+        --model_name_or_path sentence-transformers/all-MiniLM-L6-v2 --output_dir runs/sst2/teacher-minilm
+    distill-trainer train-teacher --task sst2 --data ../shared/data/glue \
+        --model_name_or_path sklearn_tfidf --output_dir runs/sst2/teacher-tfidf
+    add --push_to_hub --hub_model_id you/minilm-sst2 [--hub_private] [--hub_revision BRANCH] to publish it with a card.
+"""
+
+from dataclasses import dataclass, field
+
+from transformers import TrainingArguments
+
+from distill_trainer.study.args import TaskArguments, parse_recipe_args
+from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_teacher
+from distill_trainer.study.training import train_teacher
+
+
+@dataclass
+class TeacherArguments:
+    model_name_or_path: str = field(
+        default=None,
+        metadata={
+            "help": "Any AutoModelForSequenceClassification checkpoint (Hub id or folder), or 'sklearn_tfidf' for "
+            "the built-in TF-IDF + logistic-regression teacher (TF-IDF + ridge regression for stsb)."
+        },
+    )
+    teacher_name: str | None = field(
+        default=None, metadata={"help": "Name recorded in metadata (default: <model>-<task>)."}
+    )
+    early_stopping_patience: int | None = field(
+        default=None,
+        metadata={
+            "help": "Evaluate after every epoch and stop once the validation score has not improved for this many "
+            "epochs (--num_train_epochs is then the most); the best epoch is kept and recorded."
+        },
+    )
+
+
+def main(argv=None, prog=None):
+    task_args, teacher_args, hub_args, training_args = parse_recipe_args(
+        (TaskArguments, TeacherArguments, HubArguments, TrainingArguments), argv, prog, __doc__
+    )
+    check_publishing(training_args.push_to_hub, training_args.hub_model_id, "--hub_model_id")
+    if training_args.push_to_hub:
+        check_hub_before_work(
+            training_args.hub_model_id, exist_ok=hub_args.hub_exist_ok, token=training_args.hub_token
+        )
+    info = train_teacher(
+        task_args,
+        teacher_args.model_name_or_path,
+        training_args,
+        teacher_args.teacher_name,
+        teacher_args.early_stopping_patience,
+    )
+    if info.collapsed:
+        print(f"warning: {info.name} predicts one class on {info.majority_prediction_share:.0%} of validation rows")
+    print(f"teacher {info.name}: validation {info.metric} = {info.validation_score:.4f}")
+    if training_args.push_to_hub and training_args.process_index == 0:
+        url = publish_teacher(
+            training_args.output_dir,
+            training_args.hub_model_id,
+            token=training_args.hub_token,
+            **hub_args.publish_kwargs(training_args.hub_private_repo, training_args.hub_revision),
+        )
+        print(f"published: {url}")
+    return info
+
+
+if __name__ == "__main__":
+    main()
