@@ -9,8 +9,8 @@ import sys
 import time
 import warnings
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -130,7 +130,7 @@ def measured(make_trainer, warmup: int = 2) -> tuple[float, float, float, dict]:
         syncs = len(found) / trainer.state.global_step
         lines = Counter(f"{os.path.basename(w.filename)}:{w.lineno}" for w in found)
         sites = {line: count / trainer.state.global_step for line, count in lines.most_common()}
-    gaps = [b - a for a, b in zip(clock.marks, clock.marks[1:])][warmup:]
+    gaps = [b - a for a, b in zip(clock.marks, clock.marks[1:], strict=False)][warmup:]
     del trainer
     return statistics.median(gaps), peak, syncs, sites
 

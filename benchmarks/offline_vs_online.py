@@ -10,6 +10,7 @@ MiniLM. Prints the measured wall-time ratio and the ratio predicted from the tea
 import argparse
 import copy
 import statistics
+from functools import partial
 
 import torch
 from common import SST2, alternate, header, logit_dataset, student, timed
@@ -41,7 +42,7 @@ class OnlineTeachers:
                         sentences, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"
                     )
                 ).logits
-                for tokenizer, model in zip(self.tokenizers, self.models)
+                for tokenizer, model in zip(self.tokenizers, self.models, strict=False)
             ],
             dim=1,
         )
@@ -69,7 +70,7 @@ def main():
     header("Offline (stored logits) vs online (teachers run every batch) distillation, SST-2 rows")
     tokenizer, base = student()
     data = logit_dataset(options.steps * options.batch_size, teachers=len(TEACHERS), tokenizer=tokenizer)
-    sentences = dict(zip(data["idx"][:], data["sentence"][:]))
+    sentences = dict(zip(data["idx"][:], data["sentence"][:], strict=False))
     teachers = OnlineTeachers(TEACHERS, 64)
     config = DistillationConfig(
         output_dir="/tmp/bench-online",
@@ -101,7 +102,7 @@ def main():
 
     batch = [sentences[i] for i in list(sentences)[: options.batch_size]]
     forward = {
-        name: statistics.median(timed(lambda t=OnlineTeachers([name], 64): t(batch)) for _ in range(5))
+        name: statistics.median(timed(partial(OnlineTeachers([name], 64), batch)) for _ in range(5))
         for name in TEACHERS
     }
     medians = alternate({"offline": lambda: train(False), "online": lambda: train(True)}, options.repetitions)

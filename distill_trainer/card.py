@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import importlib.resources
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 import datasets
 from huggingface_hub import ModelCard, ModelCardData, constants

@@ -81,7 +81,7 @@ def pad_along_sequence(rows: list[np.ndarray], length: int, key: str, left: bool
     shape = list(rows[0].shape)
     shape[axis] = length
     out = np.full((len(rows), *shape), TOKEN_PADDING[key], dtype=dtype)
-    for target, row in zip(out, rows):
+    for target, row in zip(out, rows, strict=False):
         span = slice(length - row.shape[axis], length) if left else slice(0, row.shape[axis])
         target[(slice(None),) * axis + (span,)] = row
     return torch.from_numpy(out)
@@ -144,7 +144,7 @@ def nested_arrays(column) -> list[np.ndarray]:
     lengths = positions[np.concatenate([[0], np.cumsum(teachers)[:-1]])] if len(teachers) else positions
     lengths = np.where(teachers > 0, lengths, 0)
     pieces = np.split(values, np.cumsum(teachers * lengths * k)[:-1])
-    return [piece.reshape(n, length, k) for piece, n, length in zip(pieces, teachers, lengths)]
+    return [piece.reshape(n, length, k) for piece, n, length in zip(pieces, teachers, lengths, strict=False)]
 
 
 class ArrowRowsMixin:

@@ -7,8 +7,9 @@ it needs (labels, the student's hidden state, parameters that train), not its na
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import ClassVar, Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
@@ -18,10 +19,8 @@ def check_teacher_logits(teacher_logits: torch.Tensor, num_labels: int | None = 
     """Raise a `ValueError` naming the problem for a teacher-logit batch that cannot be fused: a sentence instead
     of a broadcasting error deep inside torch or, worse, a NaN loss several hundred steps later."""
     if teacher_logits.dim() != 3:
-        raise ValueError(
-            "teacher logits must have shape [batch, n_teachers, n_labels], got a tensor of shape "
-            f"{tuple(teacher_logits.shape)}."
-        )
+        got = f"got a tensor of shape {tuple(teacher_logits.shape)}"
+        raise ValueError(f"teacher logits must have shape [batch, n_teachers, n_labels], {got}.")
     if num_labels is not None and teacher_logits.shape[-1] != num_labels:
         raise ValueError(
             f"teacher logits have {teacher_logits.shape[-1]} labels but the student has num_labels={num_labels}: "
@@ -96,7 +95,7 @@ class FusionStrategy(nn.Module):
     tokens_hint: ClassVar[str] = "it has no per-token form"
 
     @classmethod
-    def from_setup(cls, setup: FusionSetup) -> "FusionStrategy":
+    def from_setup(cls, setup: FusionSetup) -> FusionStrategy:
         """Build the strategy for a run (default: no options); raise `ValueError` for options that cannot work."""
         return cls()
 

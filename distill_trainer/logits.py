@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import datasets
 import numpy as np
@@ -60,7 +60,7 @@ class LogitDatasetMetadata:
         return json.dumps({METADATA_KEY: asdict(self)}, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "LogitDatasetMetadata":
+    def from_dict(cls, data: dict) -> LogitDatasetMetadata:
         data = dict(data)
         data["teachers"] = [TeacherInfo(**teacher) for teacher in data["teachers"]]
         return cls(**data)
@@ -86,7 +86,7 @@ def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -
 def row_keys(dataset: datasets.Dataset, input_columns: Sequence[str]) -> list[bytes]:
     """A short hash of each row's input columns: what a row's logits belong to."""
     table = dataset.with_format("arrow", columns=list(input_columns))[:]
-    values = zip(*(table.column(column).to_pylist() for column in input_columns))
+    values = zip(*(table.column(column).to_pylist() for column in input_columns), strict=False)
     return [hashlib.blake2b(repr(row).encode(), digest_size=16).digest() for row in values]
 
 
@@ -102,9 +102,8 @@ def teacher_fingerprints(logits: np.ndarray, keys: Sequence[bytes] | None = None
         ]
     fingerprints = []
     for t in range(logits.shape[1]):
-        pairs = sorted(
-            hashlib.blake2b(key + row.tobytes(), digest_size=16).digest() for key, row in zip(keys, logits[:, t])
-        )
+        rows = zip(keys, logits[:, t], strict=False)
+        pairs = sorted(hashlib.blake2b(key + row.tobytes(), digest_size=16).digest() for key, row in rows)
         fingerprints.append(hashlib.sha256(b"".join(pairs)).hexdigest())
     return fingerprints
 

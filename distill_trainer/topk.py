@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 import datasets
 import numpy as np
@@ -80,7 +80,7 @@ class TopkDatasetMetadata:
         return json.dumps({TOPK_METADATA_KEY: asdict(self)}, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TopkDatasetMetadata":
+    def from_dict(cls, data: dict) -> TopkDatasetMetadata:
         data = dict(data)
         data["teachers"] = [TeacherInfo(**teacher) for teacher in data["teachers"]]
         data["tokenizer"] = TokenizerInfo(**data["tokenizer"])
@@ -171,7 +171,8 @@ def attach_teacher_topk(
         raise ValueError(f"topk arrays have {len(ids)} / {len(logprobs)} rows but the dataset has {len(dataset)}.")
     teachers = [t if isinstance(t, TeacherInfo) else TeacherInfo(name=t) for t in teacher_names]
     if not ids or any(
-        a.shape != b.shape or a.shape[::2] != (len(teachers), ids[0].shape[2]) for a, b in zip(ids, logprobs)
+        a.shape != b.shape or a.shape[::2] != (len(teachers), ids[0].shape[2])
+        for a, b in zip(ids, logprobs, strict=False)
     ):
         raise ValueError(
             f"topk_ids and topk_logprobs must hold one [n_teachers, seq_len, k] array each per row, with the "
@@ -217,7 +218,7 @@ class TopkColumns:
         """One SHA-256 per teacher over the sorted hashes of (row key, that row's ids and log-probabilities)."""
         starts = np.cumsum(self.lengths * self.n_teachers * self.k) - self.lengths * self.n_teachers * self.k
         hashes = [[] for _ in range(self.n_teachers)]
-        for key, start, size in zip(keys, starts, self.lengths * self.k):
+        for key, start, size in zip(keys, starts, self.lengths * self.k, strict=False):
             for t in range(self.n_teachers):
                 part = slice(start + t * size, start + (t + 1) * size)
                 row = self.ids[part].tobytes() + self.logprobs[part].tobytes()

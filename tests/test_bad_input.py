@@ -142,7 +142,7 @@ def test_weighted_fusion_defaults_to_validation_scores(tmp_path, tokenizer, logi
     with pytest.raises(ValueError, match="no validation score for every teacher"):
         build(tmp_path, logit_dataset, tokenizer, fusion="weighted")
     metadata = read_metadata(logit_dataset)
-    for teacher, score in zip(metadata.teachers, [0.9, 0.8, 0.7]):
+    for teacher, score in zip(metadata.teachers, [0.9, 0.8, 0.7], strict=False):
         teacher.validation_score = score
     scored = write_metadata(logit_dataset.select(range(len(logit_dataset))), metadata)
     assert build(tmp_path, scored, tokenizer, fusion="weighted").fusion_weights == [0.9, 0.8, 0.7]

@@ -22,13 +22,13 @@ def test_confidence_fusion_weighs_each_teacher_by_its_probability_of_the_gold_la
     logits = torch.tensor([[[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]], [[1.0, 1.0, 1.0], [3.0, -3.0, 0.0]]])
     labels = torch.tensor([1, -100])
     expected = []
-    for row, label in zip(logits.tolist(), labels.tolist()):
+    for row, label in zip(logits.tolist(), labels.tolist(), strict=False):
         if label == -100:
             weights = [0.5, 0.5]
         else:
             gold = [math.exp(t[label]) / sum(math.exp(v) for v in t) for t in row]
             weights = [p / sum(gold) for p in gold]
-        expected.append([sum(w * t[j] for w, t in zip(weights, row)) for j in range(3)])
+        expected.append([sum(w * t[j] for w, t in zip(weights, row, strict=False)) for j in range(3)])
     torch.testing.assert_close(fuse_logits(logits, "confidence", labels=labels), torch.tensor(expected))
 
 

@@ -231,7 +231,7 @@ def test_library_api_distils_a_regression_student_on_real_stsb_rows(tmp_path, fu
 
     task_args = TaskArguments(task="stsb", data=str(GLUE))
     train = task_args.load("train")
-    texts = [(a, b) for a, b in zip(train["sentence1"], train["sentence2"])]
+    texts = [(a, b) for a, b in zip(train["sentence1"], train["sentence2"], strict=False)]
     labels = np.asarray(train["label"][:])
     teachers = [SklearnTeacher.fit(texts[200 + i :: 2], labels[200 + i :: 2], regression=True) for i in (0, 1)]
     rows = train.select(range(200))
@@ -356,7 +356,7 @@ def test_the_ridge_teacher_round_trips_through_json_and_safetensors(tmp_path):
 
     task_args = TaskArguments(task="stsb", data=str(GLUE), max_train_rows=1500, max_eval_rows=200)
     train, validation = task_args.load("train"), task_args.load("validation")
-    pairs = lambda rows: list(zip(rows["sentence1"], rows["sentence2"]))  # noqa: E731
+    pairs = lambda rows: list(zip(rows["sentence1"], rows["sentence2"], strict=False))  # noqa: E731
     teacher = SklearnTeacher.fit(pairs(train), train["label"][:], regression=True)
     teacher.save(str(tmp_path))
     assert json.loads((tmp_path / SKLEARN_TEACHER_FILE).read_text())["model"] == "ridge"

@@ -124,21 +124,21 @@ def test_config_keys_this_command_has_no_option_for_are_named_with_the_file(tmp_
         parse_recipe_args((TaskArguments,), ["--config", str(config)])
 
 
-def help_of(run, capsys) -> str:
+def help_of(main, argv, capsys) -> str:
     with pytest.raises(SystemExit) as exit:
-        run()
+        main(argv)
     assert exit.value.code == 0
     return capsys.readouterr().out
 
 
 def test_the_command_lists_its_subcommands_with_the_recipes_options(capsys):
     """`distill-trainer --help` names every subcommand; each subcommand has exactly its recipe's options."""
-    top = help_of(lambda: cli.main(["--help"]), capsys)
+    top = help_of(cli.main, ["--help"], capsys)
     assert all(name in top for name in RECIPES) and set(cli.COMMANDS) == set(RECIPES)
     for command, script in RECIPES.items():
-        options = help_of(lambda: cli.main([command, "--help"]), capsys)
+        options = help_of(cli.main, [command, "--help"], capsys)
         assert options.startswith(f"usage: distill-trainer {command} ") and "--config FILE.yaml" in options
-        recipe = help_of(lambda: importlib.import_module(script).main(["--help"]), capsys)
+        recipe = help_of(importlib.import_module(script).main, ["--help"], capsys)
         assert set(re.findall(r"--\w+", options)) == set(re.findall(r"--\w+", recipe)), command
     with pytest.raises(SystemExit, match="2"):
         cli.main(["distil"])

@@ -361,12 +361,12 @@ def test_sweep_writes_the_t_by_alpha_grid(study, tmp_path):
         str(tmp_path / "grid"),
     ]
     grid = sweep.main(argv)
-    assert sorted(zip(grid.temperature, grid.alpha)) == [(3.0, 0.3), (3.0, 0.7), (9.0, 0.3), (9.0, 0.7)]
+    assert sorted(zip(grid.temperature, grid.alpha, strict=False)) == [(3.0, 0.3), (3.0, 0.7), (9.0, 0.3), (9.0, 0.7)]
     assert (grid.fusion == "average").all() and grid.score.between(0, 1).all()
     assert pd.read_csv(tmp_path / "grid" / "grid.csv").shape == (4, 12) and (grid.train_runtime > 0).all()
     assert all((tmp_path / "grid" / run / "validation_logits.npy").is_file() for run in grid.run)
     per_method = sweep.main(argv + ["--methods", "average,confidence", "--method_temperatures", "confidence=3"])
-    assert sorted(zip(per_method.method, per_method.temperature, per_method.alpha)) == [
+    assert sorted(zip(per_method.method, per_method.temperature, per_method.alpha, strict=False)) == [
         ("average", 3.0, 0.3),
         ("average", 3.0, 0.7),
         ("average", 9.0, 0.3),

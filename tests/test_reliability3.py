@@ -74,7 +74,7 @@ def test_a_nan_teacher_score_in_the_metadata_is_refused_for_weighted(tmp_path, t
     from distill_trainer.logits import read_metadata, write_metadata
 
     metadata = read_metadata(train)
-    for teacher, score in zip(metadata.teachers, [0.8, float("nan"), 0.7]):
+    for teacher, score in zip(metadata.teachers, [0.8, float("nan"), 0.7], strict=False):
         teacher.validation_score = score
     train = write_metadata(train, metadata)
     with pytest.raises(ValueError, match="validation_score"):

@@ -53,7 +53,7 @@ def test_extracted_logits_score_what_each_teacher_recorded_on_every_task(tmp_pat
     data = build_logit_dataset(args, [str(tmp_path / "tfidf"), str(tmp_path / "bert")])
     stored = teacher_logits_array(data["validation"])
     labels = np.asarray(data["validation"]["label"][:])
-    for column, (record, info) in enumerate(zip(records, read_metadata(data["validation"]).teachers)):
+    for column, (record, info) in enumerate(zip(records, read_metadata(data["validation"]).teachers, strict=False)):
         rescored = compute_task_metrics(args.glue_task, stored[:, column], labels)[record.metric]
         tolerance = 1e-9 if column == 0 else SCORE_TOLERANCE  # TF-IDF: bit for bit; a transformer: bf16/batching
         assert rescored == pytest.approx(record.validation_score, abs=tolerance), record.name

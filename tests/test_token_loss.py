@@ -38,7 +38,7 @@ def numpy_buckets(log_probs, vocab, T):
 def numpy_sparse_kd(student, ids, logprobs, T, mask):
     """KL(teacher || student) over k + 1 buckets, per position, mean over the mask, times T^2."""
     total = []
-    for b, s in zip(*np.nonzero(mask)):
+    for b, s in zip(*np.nonzero(mask), strict=False):
         student_log_probs = log_softmax(student[b, s])[ids[b, s]]
         teacher = numpy_buckets(logprobs[b, s], student.shape[-1], T)
         learner = numpy_buckets(student_log_probs, student.shape[-1], T)
@@ -185,7 +185,9 @@ def test_min_entropy_and_confidence_work_per_token(four_teachers):
             w = np.ones(3) / 3
         else:
             hits = [ids[b, t, s].numpy() == gold[b, s] for t in range(3)]
-            p_gold = np.array([q[:-1][hit].sum() if hit.any() else q[-1] for q, hit in zip(buckets, hits)])
+            p_gold = np.array(
+                [q[:-1][hit].sum() if hit.any() else q[-1] for q, hit in zip(buckets, hits, strict=False)]
+            )
             w = p_gold / p_gold.sum()
         confidence[b, s] = np.einsum("t,tv->v", w, teachers[b, :, s])
     np.testing.assert_allclose(fused_dense(*fuse_topk(ids, logprobs, "min_entropy")), min_entropy, atol=1e-6)

@@ -118,8 +118,8 @@ def tokenize_causal(
         else:
             prompts = tokenizer(batch[columns.prompt_column])["input_ids"]
             completions = tokenizer(batch[columns.completion_column], add_special_tokens=False)["input_ids"]
-            ids = [p + c + eos for p, c in zip(prompts, completions)]
-            labels = [[-100] * len(p) + c + eos for p, c in zip(prompts, completions)]
+            ids = [p + c + eos for p, c in zip(prompts, completions, strict=False)]
+            labels = [[-100] * len(p) + c + eos for p, c in zip(prompts, completions, strict=False)]
         return {
             "input_ids": [row[:max_length] for row in ids],
             "attention_mask": [[1] * min(len(row), max_length) for row in ids],

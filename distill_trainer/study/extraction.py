@@ -7,7 +7,7 @@ import json
 import logging
 import os
 import shutil
-from typing import Sequence
+from collections.abc import Sequence
 
 import datasets
 import numpy as np

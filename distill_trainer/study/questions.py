@@ -169,7 +169,7 @@ def logits_of(logits_dir: str, records: Sequence[TeacherRecord], task_args: Task
             and [name for name, _ in found] == [record.name for record in records]
             and all(
                 score is not None and abs(score - record.validation_score) <= SCORE_TOLERANCE
-                for (_, score), record in zip(found, records)
+                for (_, score), record in zip(found, records, strict=False)
             )
         )
         if not same:

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import replace
-from typing import Sequence
 
 from transformers import TrainingArguments
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
-from typing import Callable, ClassVar
+from typing import ClassVar
 
 from ..config import DistillationConfig
 from ..fusion import FUSION_REGISTRY

@@ -143,7 +143,7 @@ def _load_local(folder: str, split: str) -> datasets.Dataset:
 def task_texts(task: GlueTask, dataset: datasets.Dataset) -> list[tuple[str, ...]]:
     """Each row's text fields in the task's order (one for single-sentence tasks, two for pairs)."""
     columns = dataset.select_columns(list(task.text_columns))[:]
-    return list(zip(*(columns[column] for column in task.text_columns)))
+    return list(zip(*(columns[column] for column in task.text_columns), strict=False))
 
 
 def compute_task_metrics(task: GlueTask, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:

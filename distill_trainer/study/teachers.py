@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Protocol, Sequence
+from collections.abc import Sequence
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -120,7 +121,7 @@ class TransformersTeacher:
     @torch.inference_mode()
     def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
         encoded = self.tokenizer(
-            *[list(column) for column in zip(*texts)], truncation=True, max_length=self.max_length
+            *[list(column) for column in zip(*texts, strict=False)], truncation=True, max_length=self.max_length
         )
         lengths = np.array([len(ids) for ids in encoded["input_ids"]])
         order = np.argsort(-lengths, kind="stable")
@@ -203,7 +204,7 @@ class SklearnTeacher:
         )
 
     @classmethod
-    def load(cls, folder: str, name: str | None = None) -> "SklearnTeacher":
+    def load(cls, folder: str, name: str | None = None) -> SklearnTeacher:
         """Rebuild the pipeline written by `save` (same predictions, bit for bit)."""
         from safetensors.numpy import load_file
         from sklearn.feature_extraction.text import TfidfVectorizer

@@ -6,8 +6,8 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
-from typing import Sequence
 
 import datasets
 import numpy as np

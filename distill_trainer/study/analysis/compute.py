@@ -196,7 +196,7 @@ def regression_analyses(teacher_logits, per_seed: list[dict], labels, teacher_na
     teacher_errors = np.abs(np.asarray(teacher_logits, dtype=np.float64)[..., 0] - truth[:, None]).mean(0)
     metrics = {
         "teacher_mean_spread": float(spread.mean()),
-        "teacher_mean_abs_error": dict(zip(teacher_names, map(float, teacher_errors))),
+        "teacher_mean_abs_error": dict(zip(teacher_names, map(float, teacher_errors), strict=False)),
         "spread_error_correlation": {
             method: float(np.corrcoef(spread, np.abs(np.asarray(p, dtype=np.float64) - truth))[0, 1])
             for method, p in per_seed[0].items()
@@ -260,7 +260,10 @@ def predictions_changed_by_temperature(grid: pd.DataFrame) -> dict[float, int] |
         return None
     changed = {}
     for alpha, cells in grid.groupby("alpha"):
-        paths = [os.path.join(folder, run, VALIDATION_LOGITS_FILE) for folder, run in zip(cells.grid_dir, cells.run)]
+        paths = [
+            os.path.join(folder, run, VALIDATION_LOGITS_FILE)
+            for folder, run in zip(cells.grid_dir, cells.run, strict=False)
+        ]
         if not all(os.path.isfile(path) for path in paths):
             return None
         predictions = [np.load(path).argmax(-1) for path in paths]

@@ -4,7 +4,7 @@ labels `[n]`, and student predictions (class ids `[n]` or logits `[n, labels]`) 
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd

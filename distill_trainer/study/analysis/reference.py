@@ -102,7 +102,7 @@ def derived_row(name: str, tasks, ours: dict, reference: dict, compute, fmt) -> 
     row = {"role": name}
     both = {"reference": [compute(reference[t]) for t in tasks], "ours": [compute(ours[t]) for t in tasks]}
     for study, values in both.items():
-        for task, value in zip(tasks, values):
+        for task, value in zip(tasks, values, strict=False):
             row[f"{task} {study}"] = fmt(value) if np.isfinite(value) else "n/a"
         row[f"avg {study}"] = fmt(np.mean(values)) if np.all(np.isfinite(values)) else "n/a"
     return {key: row[key] for key in ["role", *[f"{t} {s}" for t in tasks for s in both], "avg reference", "avg ours"]}

@@ -81,7 +81,10 @@ def section_context(section: dict, figures: list[str]) -> dict:
     defective = m.get("defective_teachers") or []
     marked = [learned_from(row.method, row.type, defective) for row in section["aggregated"].itertuples()]
     table = section["aggregated"].assign(
-        method=[f"{method} †" if mark else method for method, mark in zip(section["aggregated"].method, marked)]
+        method=[
+            f"{method} †" if mark else method
+            for method, mark in zip(section["aggregated"].method, marked, strict=False)
+        ]
     )
     table = table.assign(
         **{
@@ -89,7 +92,7 @@ def section_context(section: dict, figures: list[str]) -> dict:
             "std": lambda f: [percent(v) for v in f["std"]],
             "95% CI": lambda f: [
                 f"[{100 * lo:.2f}, {100 * hi:.2f}]" if np.isfinite(lo) else "n/a"
-                for lo, hi in zip(f.ci_low, f.ci_high)
+                for lo, hi in zip(f.ci_low, f.ci_high, strict=False)
             ],
         }
     )
@@ -97,7 +100,9 @@ def section_context(section: dict, figures: list[str]) -> dict:
         "task": section["task"],
         "metrics": m,
         "defective": defective,
-        "defective_methods": [method for method, mark in zip(section["aggregated"].method, marked) if mark],
+        "defective_methods": [
+            method for method, mark in zip(section["aggregated"].method, marked, strict=False) if mark
+        ],
         "timed": [training_time(kind, t) for kind, t in m["train_minutes"].items() if t["runs_timed"]],
         "results_table": markdown_table(table[["method", "type", "n", "mean", "std", "95% CI"]]),
         "teachers_table": teachers_table(m["teachers"]) if m["teachers"] else None,

@@ -59,7 +59,7 @@ def main(argv=None, prog=None):
     )
     print(grid.pivot_table(index=["method", "temperature"], columns="alpha", values="score").round(4).to_string())
     best = grid.loc[grid.groupby("method")["score"].idxmax()]
-    print("best T per method:", " ".join(f"{m}={t:g}" for m, t in zip(best.method, best.temperature)))
+    print("best T per method:", " ".join(f"{m}={t:g}" for m, t in zip(best.method, best.temperature, strict=False)))
     return grid
 
 
