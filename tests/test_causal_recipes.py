@@ -293,3 +293,18 @@ def test_real_smollm2_from_pypi_extracts_and_teaches_a_layer_cut(tmp_path):
         student.generate(prompt["input_ids"], max_new_tokens=4, do_sample=False).shape[1]
         > prompt["input_ids"].shape[1]
     )
+
+
+@pytest.mark.multiprocess
+def test_causal_distill_under_accelerate_launch_with_two_processes(lm_study, tmp_path):
+    root, teachers, common = lm_study
+    command = launch() + [str(ROOT / "recipes" / "distill.py"), *common, "--logit_dataset", str(root / "L")]
+    command += ["--student_model", teachers[0], "--student_layers", "1", "--fusion", "weighted", "--max_steps", "2"]
+    command += ["--per_device_train_batch_size", "4", "--report_to", "none", "--output_dir", str(tmp_path / "ddp")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env, cwd=ROOT)
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    record = json.loads((tmp_path / "ddp" / "eval_results.json").read_text())
+    assert record["task"] == "causal_lm" and record["fusion"] == "weighted"
+    assert record["fusion_weights"] == pytest.approx([t["validation_score"] for t in record["teachers"]])
+    assert AutoModelForCausalLM.from_pretrained(tmp_path / "ddp").config.num_hidden_layers == 1
