@@ -308,3 +308,24 @@ def test_causal_distill_under_accelerate_launch_with_two_processes(lm_study, tmp
     assert record["task"] == "causal_lm" and record["fusion"] == "weighted"
     assert record["fusion_weights"] == pytest.approx([t["validation_score"] for t in record["teachers"]])
     assert AutoModelForCausalLM.from_pretrained(tmp_path / "ddp").config.num_hidden_layers == 1
+
+
+def test_the_fsdp_config_is_valid_and_wraps_the_decoder_layers_of_smollm2():
+    """FSDP cannot run on this CPU-only machine (accelerate runs the config with use_cpu as plain multi-CPU DDP, and
+    without it each process runs alone), so the config a GPU user runs is checked for what it must say."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(ROOT / "recipes" / "configs" / "accelerate" / "fsdp_causal_lm.yaml"))
+    assert config.distributed_type == "FSDP" and config.fsdp_config["fsdp_version"] == 2
+    assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"  # a student from_pretrained loads
+    layer = config.fsdp_config["fsdp_transformer_layer_cls_to_wrap"]
+    assert (
+        type(
+            LlamaForCausalLM(
+                LlamaConfig(
+                    num_hidden_layers=1, hidden_size=8, intermediate_size=8, num_attention_heads=2, vocab_size=16
+                )
+            ).model.layers[0]
+        ).__name__
+        == layer
+    )
