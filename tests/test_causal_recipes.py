@@ -329,3 +329,20 @@ def test_the_fsdp_config_is_valid_and_wraps_the_decoder_layers_of_smollm2():
         ).__name__
         == layer
     )
+
+
+def test_a_hub_teacher_extracts_by_repo_id_like_its_folder(lm_study, tmp_path, hub):
+    """A causal teacher published to the (test) Hub is named by its repo id, as a user with network would."""
+    import extract_logits
+    from huggingface_hub import HfApi
+
+    root, teachers, common = lm_study
+    api = HfApi()
+    repo = f"{api.whoami()['name']}/tiny-causal-teacher"
+    api.create_repo(repo, exist_ok=True)
+    api.upload_folder(folder_path=teachers[0], repo_id=repo)
+    extract_logits.main([*common, "--teachers", repo, "--topk", "8", "--output_dir", str(tmp_path / "L")])
+    by_id, by_folder = (datasets.load_from_disk(str(path))["validation"] for path in (tmp_path / "L", root / "L"))
+    assert read_topk_metadata(by_id).teachers[0].name.endswith("tiny-causal-teacher")
+    for hub_row, folder_row in zip(by_id["teacher_topk_ids"][:], by_folder["teacher_topk_ids"][:], strict=True):
+        assert hub_row[0] == folder_row[0]
