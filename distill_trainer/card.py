@@ -11,10 +11,47 @@ from collections.abc import Sequence
 import datasets
 from huggingface_hub import ModelCard, ModelCardData, constants
 
+from .kd_losses import build_kd_loss
 from .logits import read_metadata
 from .topk import read_topk_metadata
 
 CARD_TAGS = ["distill-trainer", "distillation", "knowledge-distillation"]
+SEQUENCE_CLASSIFIER = ("AutoModelForSequenceClassification", "text-classification")
+KINDS = {  # a student's kind: its label term, what its teachers' `t` are, its loading class and pipeline
+    "classification": ("CE(s, y)", "the teachers' logits", *SEQUENCE_CLASSIFIER),
+    "regression": ("MSE(s, y)", "the teachers' predictions", *SEQUENCE_CLASSIFIER),
+    "causal": (
+        "CE(s, next token)",
+        "the teachers' per-token distributions (stored top-k with a tail bucket, or live teachers)",
+        "AutoModelForCausalLM",
+        "text-generation",
+    ),
+}
+
+
+def task_kind(num_labels: int, causal: bool = False) -> str:
+    """`causal`, `regression` (one output, as transformers treats `num_labels=1`) or `classification`."""
+    return "causal" if causal else "regression" if num_labels == 1 else "classification"
+
+
+def loss_text(kd_loss: str, kind: str, fusion: str, jsd_beta: float = 0.5) -> str:
+    """The loss a student of `kind` learns under these settings, as its card states it: the one formula
+    `DistillationTrainer.compute_loss` computes (`kd_loss`'s registered `formula`; a regression student's soft
+    term is always the MSE to the teachers' predictions, and T does not apply; `fusion="none"`: labels only)."""
+    label, teachers, _, _ = KINDS[kind]
+    per_token = " per next-token position" if kind == "causal" else ""
+    if fusion == "none":
+        return f"`{label}`{per_token}: the labels only, no teachers."
+    loss = build_kd_loss(kd_loss, jsd_beta, tokens=kind == "causal", regression=kind == "regression")  # as trained
+    if kind == "regression":
+        soft, note = "MSE(s, t)", "for a one-output student the MSE to the teachers, T does not apply"
+    else:
+        soft, note = loss.formula or f"{kd_loss}(t, s)", loss.formula_note.replace("{beta}", str(jsd_beta))
+    note = f"`{kd_loss}`" + (f": {note}" if note else "")
+    return (
+        f"`alpha * {soft} + (1 - alpha) * {label}`{per_token}, where `t` are {teachers} fused by `{fusion}` "
+        f"(kd_loss {note})."
+    )
 
 
 def is_hub_id(name: str) -> bool:
@@ -72,6 +109,9 @@ def student_card(
     extra_rows: Sequence[dict] = (),
     curriculum_fusion: str | None = None,
     calibrate_teachers: bool = False,
+    kd_loss: str = "forward_kl",
+    jsd_beta: float = 0.5,
+    kind: str = "classification",
 ) -> ModelCard:
     """The card: what the student is, how to load it, its score beside its teachers' (and `extra_rows`, e.g.
     the baseline), and how it was trained. `teachers`: dicts with `name` and `validation_score`."""
@@ -88,6 +128,8 @@ def student_card(
         template_path=str(importlib.resources.files("distill_trainer.model_cards") / "student.md"),
         model_name=repo_id,
         repo_id=repo_id,
+        auto_class=KINDS[kind][2],
+        loss_text=loss_text(kd_loss, kind, fusion, jsd_beta),
         dataset_text=dataset_text,
         metric=metric,
         score_rows=rows,
@@ -106,11 +148,13 @@ def student_card(
     )
 
 
-def student_card_data(student_model: str | None, fusion: str, dataset_ids=(), tags=(), **extra) -> ModelCardData:
+def student_card_data(
+    student_model: str | None, fusion: str, dataset_ids=(), tags=(), kind: str = "classification", **extra
+) -> ModelCardData:
     """A student card's YAML: library, pipeline, base model and datasets when they are Hub ids, tags."""
     return ModelCardData(
         library_name="transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag=KINDS[kind][3],
         base_model=student_model if is_hub_id(student_model or "") else None,
         datasets=[name for name in dataset_ids if name and is_hub_id(name)] or None,
         tags=CARD_TAGS + ["student", f"fusion-{fusion.replace('_', '-')}", *tags],
@@ -138,7 +182,8 @@ def trainer_card(
     student = finetuned_from or trainer.model.config.name_or_path
     dataset = dataset if isinstance(dataset, str) else None
     extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
-    data = student_card_data(student, args.fusion, [dataset], extra_tags, language=language, license=license)
+    kind = task_kind(trainer.num_labels, trainer.token_level)
+    data = student_card_data(student, args.fusion, [dataset], extra_tags, kind, language=language, license=license)
     return student_card(
         data,
         repo_id=model_name or args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
@@ -158,4 +203,7 @@ def trainer_card(
         train_rows=len(train) if hasattr(train, "__len__") else None,
         curriculum_fusion=args.curriculum_fusion,
         calibrate_teachers=args.calibrate_teachers,
+        kd_loss=args.kd_loss,
+        jsd_beta=args.jsd_beta,
+        kind=kind,
     )

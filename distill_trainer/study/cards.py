@@ -7,7 +7,17 @@ import importlib.resources
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from ..card import CARD_TAGS, format_score, hub_link, is_hub_id, scheduled_text, student_card, student_card_data
+from ..card import (
+    CARD_TAGS,
+    format_score,
+    hub_link,
+    is_hub_id,
+    scheduled_text,
+    student_card,
+    student_card_data,
+    task_kind,
+)
+from .causal_data import CAUSAL_LM_TASK
 from .runs import StudentResult, TeacherRecord
 from .tasks import DEFAULT_GLUE, TASKS, GlueTask, get_task
 from .teachers import SKLEARN_TEACHER
@@ -70,16 +80,19 @@ def render_student_card(
     results: StudentResult, repo_id: str, baseline: StudentResult | None = None, license: str = "apache-2.0"
 ) -> ModelCard:
     """The core's student card (`distill_trainer.card`), with GLUE's model-index and the baseline's score."""
-    task = get_task(results.task)
+    causal = results.task == CAUSAL_LM_TASK
+    task = None if causal else get_task(results.task)
+    kind = task_kind(1 if task is not None and task.is_regression else 2, causal)
     data = student_card_data(
         results.student_model,
         results.fusion,
-        [DEFAULT_GLUE, results.logit_dataset],
-        ["glue"],
+        [] if causal else [DEFAULT_GLUE, results.logit_dataset],
+        [] if causal else ["glue"],
+        kind,
         model_name=repo_id.split("/")[-1],
         license=license,
         language=["en"],
-        eval_results=[eval_result(task, results.score)],
+        eval_results=None if causal else [eval_result(task, results.score)],
     )
     baseline_rows = (
         [{"name": "no-distillation student (same student, CE only)", "score": format_score(baseline.score)}]
@@ -89,8 +102,8 @@ def render_student_card(
     return student_card(
         data,
         repo_id=repo_id,
-        dataset_text=f"GLUE {task.title} (`{task.name}`)",
-        metric=task.metric,
+        dataset_text="prompt/completion text (causal LM)" if causal else f"GLUE {task.title} (`{task.name}`)",
+        metric=results.metric,
         score=results.score,
         fusion=results.fusion,
         temperature=scheduled_text(results.temperature, results.temperature_end, results.temperature_schedule),
@@ -106,7 +119,16 @@ def render_student_card(
         extra_rows=baseline_rows,
         curriculum_fusion=results.curriculum_fusion,
         calibrate_teachers=results.calibrate_teachers,
+        kind=kind,
+        **recorded_loss(results),
     )
+
+
+def recorded_loss(results: StudentResult) -> dict:
+    """`kd_loss` and `jsd_beta` as the run's record holds them (its question's config); records from before
+    `kd_loss` existed were trained with the forward KL."""
+    config = (results.question or {}).get("config", {})
+    return {"kd_loss": config.get("kd_loss", "forward_kl"), "jsd_beta": config.get("jsd_beta", 0.5)}
 
 
 def render_logit_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, license: str = "other") -> DatasetCard:
