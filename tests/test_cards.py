@@ -89,3 +89,48 @@ def test_the_recipes_card_states_the_recorded_loss():
     causal = render_student_card(StudentResult(task="causal_lm", fusion="average", **common), "alice/lm")
     assert "CE(s, next token)" in causal.text and "AutoModelForCausalLM" in causal.text
     assert causal.data.pipeline_tag == "text-generation" and "glue" not in causal.data.tags
+
+
+def training_sections(text: str) -> list[str]:
+    """The loss line, the fusion, T, alpha and seed rows, and the teachers: what both card paths must agree on."""
+    lines = text.splitlines()
+    rows = [line for line in lines if line.startswith(("Loss:", "| fusion", "| temperature T", "| alpha", "| seed"))]
+    return rows + lines[lines.index("## Teachers") :]
+
+
+def test_push_to_hub_and_the_recipes_give_the_same_training_section(tmp_path, sentiment_data):
+    from distill_trainer import TeacherInfo, attach_teacher_logits
+    from distill_trainer.study.questions import run_question
+
+    infos = [
+        TeacherInfo(name=f"alice/teacher-{i}", metric="accuracy", validation_score=0.9 - i / 10) for i in range(3)
+    ]
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
+    rows = sentiment_data.remove_columns("teacher_logits")
+    train = attach_teacher_logits(rows, logits, infos, ["negative", "positive"], ["sentence"], task="sst2")
+    options = dict(fusion="weighted", kd_loss="reverse_kl", alpha=0.3, alpha_end=0.9, alpha_schedule="linear")
+    trainer = DistillationTrainer(model=tiny_student(), args=tiny_config(tmp_path, **options), train_dataset=train)
+    config = trainer.args
+    recorded = StudentResult(  # as `distill_student` records the run
+        task="sst2",
+        metric="accuracy",
+        score=0.5,
+        fusion=config.fusion,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        seed=config.seed,
+        alpha_schedule=config.alpha_schedule,
+        alpha_end=config.alpha_end,
+        temperature_schedule=config.temperature_schedule,
+        temperature_end=config.temperature_end,
+        teacher_index=config.teacher_index,
+        teachers=[vars(t) for t in infos],
+        question=run_question(config),
+    )
+    own = training_sections(card_text(trainer))
+    assert own == training_sections(render_student_card(recorded, "alice/student").text)
+    assert (
+        any(line.startswith("Loss:") and "KL(softmax(s/T) || softmax(t/T))" in line for line in own)
+        and "| alpha | 0.3 -> 0.9 (linear schedule) |" in own
+    )
+    assert any("[alice/teacher-2](" in line for line in own)
