@@ -30,7 +30,8 @@ from .causal_data import (
     tokenize_causal,
 )
 from .extraction import read_teacher_cache, write_teacher_cache, write_with_teacher_cache
-from .runs import StudentResult, device_name, display_name
+from .results import student_result
+from .runs import StudentResult, display_name
 from .training import student_from_layers
 
 logger = logging.getLogger(__name__)
@@ -269,27 +270,18 @@ def distill_causal_student(
     )
     train_output = trainer.train()
     metrics = completion_metrics(trainer.model, validation, tokenizer, config.per_device_eval_batch_size)
-    results = StudentResult(
+    results = student_result(
+        trainer,
+        config,
+        task_args,
+        student_args,
         task=CAUSAL_LM_TASK,
         metric="perplexity",
-        score=metrics["perplexity"],
         metrics=metrics,
-        fusion=config.fusion,
-        temperature=config.temperature,
-        alpha=config.alpha,
-        seed=config.seed,
-        teacher_index=config.teacher_index,
-        fusion_weights=trainer.fusion_weights,
         teachers=[vars(t) for t in metadata.teachers] if metadata else None,
-        logit_dataset=display_name(student_args.logit_dataset),
         train_rows=len(train),
-        student_model=display_name(student_args.student_model),
-        student_layers=",".join(map(str, student_args.student_layers)) if student_args.student_layers else None,
-        num_parameters=model.num_parameters(),
         eval_rows=len(validation),
-        max_length=task_args.max_length,
         train_runtime=train_output.metrics.get("train_runtime"),
-        device=device_name(trainer.args),
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():

@@ -31,6 +31,7 @@ from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, ma
 from .extraction import load_logit_dataset
 from .packaged_models import resolve_model
 from .questions import student_question
+from .results import student_result
 from .runs import (
     VALIDATION_LOGITS_FILE,
     StudentResult,
@@ -274,36 +275,19 @@ def distill_student(
     )
     train_output = trainer.train()
     metrics, validation_logits = evaluate_task(trainer)
-    results = StudentResult(
+    results = student_result(
+        trainer,
+        config,
+        task_args,
+        student_args,
         task=task.name,
         metric=task.metric,
-        score=metrics[task.metric],
         metrics=metrics,
-        fusion=config.fusion,
-        temperature=config.temperature,
-        alpha=config.alpha,
-        seed=config.seed,
-        alpha_schedule=config.alpha_schedule,
-        alpha_end=config.alpha_end,
-        temperature_schedule=config.temperature_schedule,
-        temperature_end=config.temperature_end,
-        teacher_index=config.teacher_index,
-        fusion_weights=trainer.fusion_weights,
-        teacher_temperatures=trainer.teacher_temperatures,
-        curriculum_fusion=config.curriculum_fusion,
-        fitted_weights=trainer.fitted_weights,
-        labelled_rows=student_args.labelled_rows,
-        calibrate_teachers=config.calibrate_teachers,
         teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
-        logit_dataset=display_name(student_args.logit_dataset),
         train_rows=len(train),
-        student_model=base_model_name(student_args.student_model),
-        student_layers=",".join(map(str, student_args.student_layers)) if student_args.student_layers else None,
-        num_parameters=model.num_parameters(),
         eval_rows=len(validation),
-        max_length=task_args.max_length,
         train_runtime=train_output.metrics.get("train_runtime"),
-        device=device_name(trainer.args),
+        labelled_rows=student_args.labelled_rows,
         training=training_settings(config, task_args, student_args),
         question=student_question(task_args, student_args, config, logit_data),
     )
