@@ -9,11 +9,11 @@ from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard,
 
 from ..card import CARD_TAGS, CardFacts, format_score, hub_link, is_hub_id, student_card, task_kind
 from .causal_data import CAUSAL_LM_TASK
+from .logit_data import LOGIT_METADATA_FILE
 from .runs import StudentResult, TeacherRecord
 from .tasks import DEFAULT_GLUE, TASKS, GlueTask, get_task
 from .teachers import SKLEARN_TEACHER
 
-LOGIT_METADATA_FILE = "distill_trainer_logits.json"  # beside a published logit dataset: its metadata per split
 BASE_TAGS = CARD_TAGS + ["glue"]
 
 

@@ -30,6 +30,7 @@ from .causal_data import (
     tokenize_causal,
 )
 from .extraction import read_teacher_cache, write_teacher_cache, write_with_teacher_cache
+from .logit_data import load_logit_dataset
 from .results import student_result
 from .runs import StudentResult, display_name
 from .training import student_from_layers
@@ -247,8 +248,6 @@ def distill_causal_student(
     The rows are tokenized again from `--data` and must be the logit dataset's (same `input_ids`, checked by
     fingerprint) unless `--check_against_data false`; the student's vocabulary must be the teachers'.
     """
-    from .extraction import load_logit_dataset
-
     logit_data = load_logit_dataset(student_args.logit_dataset)
     metadata = read_topk_metadata(logit_data["train"])
     tokenizer, model = load_causal_lm(student_args.student_model, columns.gguf_file, **task_args.loading)

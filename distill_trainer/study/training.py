@@ -28,7 +28,7 @@ from ..sampling import LengthGroupedSamplingMixin
 from ..trainer import DistillationTrainer
 from .args import StudentArguments, TaskArguments, for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
-from .extraction import load_logit_dataset
+from .logit_data import load_logit_dataset
 from .packaged_models import resolve_model
 from .questions import student_question
 from .results import student_result
