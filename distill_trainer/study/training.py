@@ -45,6 +45,7 @@ from .tasks import (
     GlueTask,
     compute_task_metrics,
     first_rows,
+    get_task,
     load_task_split,
     metrics_for_trainer,
     task_texts,
@@ -92,6 +93,21 @@ def evaluate_task(trainer: Trainer) -> tuple[dict, np.ndarray]:
     """Metrics (keys as `compute_task_metrics` names them) and logits on the trainer's eval split, in one pass."""
     output = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     return {key.removeprefix("eval_"): value for key, value in output.metrics.items()}, output.predictions
+
+
+def save_validation_logits(run_dir: str, validation: datasets.Dataset, task_name: str) -> np.ndarray:
+    """For a student folder from before students saved their validation logits: predict the first `eval_rows`
+    `validation` rows with the saved student once, into `validation_logits.npy` (what the analysis reads)."""
+    results, task = StudentResult.load(run_dir), get_task(task_name)
+    tokenizer, model = load_for_task(run_dir, task)
+    args = TrainingArguments(
+        os.path.join(run_dir, "predict-tmp"), report_to="none", per_device_eval_batch_size=64, use_cpu=True
+    )
+    rows = validation.select(range(results.eval_rows or len(validation)))
+    tokenized = tokenize_task(rows, tokenizer, task, results.max_length or 128)
+    logits = Trainer(model=model, processing_class=tokenizer, args=args).predict(tokenized).predictions
+    np.save(os.path.join(run_dir, VALIDATION_LOGITS_FILE), logits.astype(np.float32))
+    return logits
 
 
 def train_teacher(
