@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import datasets
 import numpy as np
@@ -31,6 +32,7 @@ from .causal_data import (
 )
 from .extraction import read_teacher_cache, write_teacher_cache, write_with_teacher_cache
 from .logit_data import load_logit_dataset
+from .questions import run_question
 from .results import student_result
 from .runs import StudentResult, display_name
 from .training import student_from_layers
@@ -281,9 +283,19 @@ def distill_causal_student(
         train_rows=len(train),
         eval_rows=len(validation),
         train_runtime=train_output.metrics.get("train_runtime"),
+        question=causal_question(task_args, columns, student_args, config, logit_data),
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(config.output_dir)
         results.save(config.output_dir)  # last: a folder with its results is a finished run
     return results
+
+
+def causal_question(task_args, columns, student_args, config: DistillationConfig, logit_data) -> dict:
+    """A causal student's `run_question`: its whole configuration (the card reads its `kd_loss` there), its task,
+    text and student options, and its rows by fingerprint (`input_ids` per split)."""
+    task = {k: v for k, v in asdict(task_args).items() if k not in ("data", "trust_remote_code", "allow_pickle")}
+    student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
+    inputs = {split: {"rows": input_fingerprint(data, ["input_ids"])} for split, data in logit_data.items()}
+    return run_question(config, task=task, text=asdict(columns), student=student, inputs=inputs)
