@@ -7,14 +7,52 @@ from __future__ import annotations
 import importlib.resources
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 
 import datasets
 from huggingface_hub import ModelCard, ModelCardData, constants
 
+from .kd_losses import build_kd_loss
 from .logits import read_metadata
 from .topk import read_topk_metadata
 
 CARD_TAGS = ["distill-trainer", "distillation", "knowledge-distillation"]
+SEQUENCE_CLASSIFIER = ("AutoModelForSequenceClassification", "text-classification")
+KINDS = {  # a student's kind: its label term, what its teachers' `t` are, its loading class and pipeline
+    "classification": ("CE(s, y)", "the teachers' logits", *SEQUENCE_CLASSIFIER),
+    "regression": ("MSE(s, y)", "the teachers' predictions", *SEQUENCE_CLASSIFIER),
+    "causal": (
+        "CE(s, next token)",
+        "the teachers' per-token distributions (stored top-k with a tail bucket, or live teachers)",
+        "AutoModelForCausalLM",
+        "text-generation",
+    ),
+}
+
+
+def task_kind(num_labels: int, causal: bool = False) -> str:
+    """`causal`, `regression` (one output, as transformers treats `num_labels=1`) or `classification`."""
+    return "causal" if causal else "regression" if num_labels == 1 else "classification"
+
+
+def loss_text(kd_loss: str, kind: str, fusion: str, jsd_beta: float = 0.5) -> str:
+    """The loss a student of `kind` learns under these settings, as its card states it: the one formula
+    `DistillationTrainer.compute_loss` computes (`kd_loss`'s registered `formula`; a regression student's soft
+    term is always the MSE to the teachers' predictions, and T does not apply; `fusion="none"`: labels only)."""
+    label, teachers, _, _ = KINDS[kind]
+    per_token = " per next-token position" if kind == "causal" else ""
+    if fusion == "none":
+        return f"`{label}`{per_token}: the labels only, no teachers."
+    loss = build_kd_loss(kd_loss, jsd_beta, tokens=kind == "causal", regression=kind == "regression")  # as trained
+    if kind == "regression":
+        soft, note = "MSE(s, t)", "for a one-output student the MSE to the teachers, T does not apply"
+    else:
+        soft, note = loss.formula or f"{kd_loss}(t, s)", loss.formula_note.replace("{beta}", str(jsd_beta))
+    note = f"`{kd_loss}`" + (f": {note}" if note else "")
+    return (
+        f"`alpha * {soft} + (1 - alpha) * {label}`{per_token}, where `t` are {teachers} fused by `{fusion}` "
+        f"(kd_loss {note})."
+    )
 
 
 def is_hub_id(name: str) -> bool:
@@ -51,66 +89,98 @@ def method_text(
     return text + (", each teacher calibrated by its own fitted temperature" if calibrated else "")
 
 
+@dataclass
+class CardFacts:
+    """What a student's card states about how it was trained: the same fields whether they come from a
+    `DistillationTrainer` (`trainer_facts`, for `trainer.push_to_hub()`) or from a run's record (the study's
+    `StudentResult`, whose fields of these names they are: `CardFacts.of(record)`), so both cards agree."""
+
+    fusion: str
+    temperature: float
+    alpha: float
+    seed: int
+    score: float | None = None
+    temperature_schedule: str = "constant"
+    temperature_end: float | None = None
+    alpha_schedule: str = "constant"
+    alpha_end: float | None = None
+    teacher_index: int | None = None
+    teachers: list[dict] | None = None  # dicts with `name` and `validation_score`
+    curriculum_fusion: str | None = None
+    calibrate_teachers: bool = False
+    kd_loss: str = "forward_kl"
+    jsd_beta: float = 0.5
+    kind: str = "classification"  # `task_kind`
+    logit_dataset: str | None = None
+    student_model: str | None = None
+    student_layers: str | None = None
+    num_parameters: int | None = None
+    train_rows: int | None = None
+
+    @classmethod
+    def of(cls, record, **overrides) -> CardFacts:
+        """The facts of any object with attributes of these names (a `StudentResult`), `overrides` on top."""
+        found = {f.name: getattr(record, f.name) for f in fields(cls) if hasattr(record, f.name)}
+        return cls(**{**found, **overrides})
+
+
 def student_card(
-    card_data: ModelCardData,
+    facts: CardFacts,
     *,
     repo_id: str,
     dataset_text: str,
     metric: str,
-    score: float | None,
-    fusion: str,
-    temperature: float,
-    alpha: float,
-    seed: int,
-    teacher_index: int | None,
-    teachers: Sequence[dict],
-    logit_dataset: str | None,
-    student_model: str | None,
-    student_layers: str | None,
-    num_parameters: int | None,
-    train_rows: int | None,
+    dataset_ids: Sequence[str | None] = (),
+    tags: Sequence[str] = (),
     extra_rows: Sequence[dict] = (),
-    curriculum_fusion: str | None = None,
-    calibrate_teachers: bool = False,
+    **card_data,
 ) -> ModelCard:
-    """The card: what the student is, how to load it, its score beside its teachers' (and `extra_rows`, e.g.
-    the baseline), and how it was trained. `teachers`: dicts with `name` and `validation_score`."""
-    teachers = list(teachers) if fusion != "none" else []
+    """The student's card, the one builder behind `trainer.create_model_card()` and the study's publishing: what
+    the student is, how to load it, its score beside its teachers' (and `extra_rows`, e.g. the baseline), and how
+    it was trained, with the loss it was trained with (`loss_text`). `dataset_ids` and `tags` go into the YAML
+    with `card_data` (`language`, `license`, `eval_results`, ...)."""
+    fusion = facts.fusion
+    teachers = list(facts.teachers or []) if fusion != "none" else []
     rows = [
         {"name": f"teacher {i}: {t['name']}", "score": format_score(t.get("validation_score"))}
         for i, t in enumerate(teachers)
     ]
-    rows += list(extra_rows) + [{"name": f"**this student** ({fusion})", "score": f"**{format_score(score)}**"}]
-    student = hub_link(student_model)
+    rows += list(extra_rows) + [{"name": f"**this student** ({fusion})", "score": f"**{format_score(facts.score)}**"}]
+    student, layers, logit_dataset = hub_link(facts.student_model), facts.student_layers, facts.logit_dataset
     is_hub_dataset = bool(logit_dataset) and is_hub_id(logit_dataset)
+    method = method_text(fusion, facts.teacher_index, len(teachers), facts.curriculum_fusion, facts.calibrate_teachers)
     return ModelCard.from_template(
-        card_data,
+        student_card_data(facts.student_model, fusion, dataset_ids, tags, facts.kind, **card_data),
         template_path=str(importlib.resources.files("distill_trainer.model_cards") / "student.md"),
         model_name=repo_id,
         repo_id=repo_id,
+        auto_class=KINDS[facts.kind][2],
+        loss_text=loss_text(facts.kd_loss, facts.kind, fusion, facts.jsd_beta),
         dataset_text=dataset_text,
         metric=metric,
         score_rows=rows,
-        method_text=method_text(fusion, teacher_index, len(teachers), curriculum_fusion, calibrate_teachers),
-        score_note=f"Seed {seed}, one run: differences of about one standard error are not meaningful.",
-        student_text=f"{student}, encoder layers {student_layers} kept" if student_layers else student,
-        num_parameters=f"{num_parameters or 0:,}",
+        method_text=method,
+        score_note=f"Seed {facts.seed}, one run: differences of about one standard error are not meaningful.",
+        student_text=f"{student}, encoder layers {layers} kept" if layers else student,
+        num_parameters=f"{facts.num_parameters or 0:,}",
         fusion=fusion,
-        teacher_index=teacher_index if fusion == "single" else None,
-        temperature=temperature,
-        alpha=alpha,
-        seed=seed,
+        teacher_index=facts.teacher_index if fusion == "single" else None,
+        temperature=scheduled_text(facts.temperature, facts.temperature_end, facts.temperature_schedule),
+        alpha=scheduled_text(facts.alpha, facts.alpha_end, facts.alpha_schedule),
+        seed=facts.seed,
         logit_dataset_text=hub_link(logit_dataset, "datasets/" if is_hub_dataset else "") if logit_dataset else "none",
-        train_rows=train_rows,
+        train_rows=facts.train_rows,
         teachers=[{"link": hub_link(t["name"]), "score": format_score(t.get("validation_score"))} for t in teachers],
     )
 
 
-def student_card_data(student_model: str | None, fusion: str, dataset_ids=(), tags=(), **extra) -> ModelCardData:
+def student_card_data(
+    student_model: str | None, fusion: str, dataset_ids=(), tags=(), kind: str = "classification", **extra
+) -> ModelCardData:
     """A student card's YAML: library, pipeline, base model and datasets when they are Hub ids, tags."""
     return ModelCardData(
         library_name="transformers",
-        pipeline_tag="text-classification",
+        pipeline_tag=KINDS[kind][3],
         base_model=student_model if is_hub_id(student_model or "") else None,
         datasets=[name for name in dataset_ids if name and is_hub_id(name)] or None,
         tags=CARD_TAGS + ["student", f"fusion-{fusion.replace('_', '-')}", *tags],
@@ -123,39 +193,52 @@ def scheduled_text(start: float, end: float | None, schedule: str) -> str:
     return str(start) if schedule == "constant" else f"{start} -> {end} ({schedule} schedule)"
 
 
-def trainer_card(
-    trainer, language="en", license=None, tags=None, model_name=None, finetuned_from=None, dataset=None, **_
-):
-    """`student_card` from what a `DistillationTrainer` knows: its arguments, the teachers in its train set's
-    logit metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`)."""
-    args, train = trainer.args, trainer.train_dataset
-    metadata = (read_metadata(train) or read_topk_metadata(train)) if isinstance(train, datasets.Dataset) else None
+def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None = None) -> CardFacts:
+    """`CardFacts` from what a `DistillationTrainer` knows: its arguments, the teachers in its train set's logit
+    metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`)."""
+    metadata, train = train_metadata(trainer), trainer.train_dataset
     teachers = (
         [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers] if metadata else []
     )
-    metric = next((t.metric for t in metadata.teachers if t.metric), None) if metadata else None
-    evaluated = [log[f"eval_{metric}"] for log in trainer.state.log_history if f"eval_{metric}" in log]
-    student = finetuned_from or trainer.model.config.name_or_path
-    dataset = dataset if isinstance(dataset, str) else None
-    extra_tags = [tags] if isinstance(tags, str) else list(tags or [])
-    data = student_card_data(student, args.fusion, [dataset], extra_tags, language=language, license=license)
-    return student_card(
-        data,
-        repo_id=model_name or args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
-        dataset_text=metadata.task if metadata and metadata.task else "its training data",
-        metric=metric or "score",
+    key = f"eval_{trainer_metric(metadata)}"
+    evaluated = [log[key] for log in trainer.state.log_history if key in log]
+    return CardFacts.of(
+        trainer.args,  # fusion, T, alpha, their schedules, seed, teacher_index, curriculum, calibration, kd_loss
         score=evaluated[-1] if evaluated else None,
-        fusion=args.fusion,
-        temperature=scheduled_text(args.temperature, args.temperature_end, args.temperature_schedule),
-        alpha=scheduled_text(args.alpha, args.alpha_end, args.alpha_schedule),
-        seed=args.seed,
-        teacher_index=args.teacher_index,
         teachers=teachers,
-        logit_dataset=dataset,
-        student_model=student,
+        kind=task_kind(trainer.num_labels, trainer.token_level),
+        logit_dataset=logit_dataset,
+        student_model=student or trainer.model.config.name_or_path,
         student_layers=None,
         num_parameters=trainer.model.num_parameters(),
         train_rows=len(train) if hasattr(train, "__len__") else None,
-        curriculum_fusion=args.curriculum_fusion,
-        calibrate_teachers=args.calibrate_teachers,
+    )
+
+
+def train_metadata(trainer):
+    """The logit metadata of the trainer's train set (dense or top-k), or None."""
+    train = trainer.train_dataset
+    return (read_metadata(train) or read_topk_metadata(train)) if isinstance(train, datasets.Dataset) else None
+
+
+def trainer_metric(metadata) -> str:
+    """The teachers' metric as the logit metadata names it ("score" where it names none)."""
+    return next((t.metric for t in metadata.teachers if t.metric), "score") if metadata else "score"
+
+
+def trainer_card(
+    trainer, language="en", license=None, tags=None, model_name=None, finetuned_from=None, dataset=None, **_
+):
+    """`student_card` of `trainer_facts`: what `DistillationTrainer.create_model_card` writes."""
+    args, metadata = trainer.args, train_metadata(trainer)
+    dataset = dataset if isinstance(dataset, str) else None
+    return student_card(
+        trainer_facts(trainer, finetuned_from, dataset),
+        repo_id=model_name or args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
+        dataset_text=metadata.task if metadata and metadata.task else "its training data",
+        metric=trainer_metric(metadata),
+        dataset_ids=[dataset],
+        tags=[tags] if isinstance(tags, str) else list(tags or []),
+        language=language,
+        license=license,
     )

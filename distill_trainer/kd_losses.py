@@ -41,9 +41,14 @@ class KDLoss:
       vocabularies from live teachers).
     - `supports_regression`: one-output students, whose soft term is then the MSE to the teachers' predictions.
     - `hint`: what to use instead where something is not supported.
+    - `formula`, `formula_note`: the soft term in the student's card (`card.loss_text`), in the student's logits
+      `s`, the fused teachers `t` and T, and what to add about it (`{beta}` becomes `jsd_beta`). Empty: the card
+      names the loss.
     """
 
     name: ClassVar[str] = ""
+    formula: ClassVar[str] = ""
+    formula_note: ClassVar[str] = ""
     supports_dense: ClassVar[bool] = True
     supports_tokens: ClassVar[bool] = True
     supports_regression: ClassVar[bool] = False
@@ -126,6 +131,7 @@ class ForwardKL(KDLoss):
     students the MSE to the teachers' predictions, as `kd_loss` has always done."""
 
     supports_regression = True
+    formula = "KL(softmax(t/T) || softmax(s/T)) * T^2"
 
     def divergence(self, teacher_log_probs, student_log_probs):
         return forward_kl(teacher_log_probs, student_log_probs)
@@ -140,6 +146,7 @@ class ReverseKL(KDLoss):
     teacher's probability is 0 (a top-k's empty tail), it counts as the smallest positive float, not as infinity."""
 
     hint = "a scalar prediction has no distribution; use kd_loss='mse'"
+    formula = "KL(softmax(s/T) || softmax(t/T)) * T^2"
 
     def divergence(self, teacher_log_probs, student_log_probs):
         return forward_kl(student_log_probs, teacher_log_probs)
@@ -152,6 +159,8 @@ class GeneralizedJSD(KDLoss):
     one confident disagreement cannot dominate a batch."""
 
     hint = "a scalar prediction has no distribution; use kd_loss='mse'"
+    formula = "JSD_beta(softmax(t/T), softmax(s/T)) * T^2"
+    formula_note = "generalized Jensen-Shannon divergence, beta = {beta}"
 
     def divergence(self, teacher_log_probs, student_log_probs):
         beta = self.jsd_beta
@@ -167,6 +176,8 @@ class LogitMSE(KDLoss):
     supports_tokens = False
     supports_regression = True
     hint = "top-k teachers store log-probabilities, not logits, and live teachers are fused as distributions"
+    formula = "MSE(s, t)"
+    formula_note = "raw logits, T does not apply"
 
     def dense(self, student_logits, teacher_logits, temperature):
         return F.mse_loss(student_logits.float(), teacher_logits.float())

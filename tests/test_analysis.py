@@ -379,3 +379,31 @@ def test_students_of_a_teacher_whose_stored_logits_do_not_reproduce_it_are_marke
     assert "stored logits of teacher `t1` score 75.00%, but its record says 90.00%" in report
     assert "| average † | multi |" in report and "| single: t1 † | single |" in report
     assert "| single: t0 | single |" in report and "| none | baseline |" in report
+
+
+def test_the_analysis_never_runs_a_model_and_refuses_a_run_without_its_logits(fixture_study, tmp_path):
+    folder = fixture_study / "sst2" / "student-average-seed1"
+    (folder / "validation_logits.npy").unlink()
+    with pytest.raises(
+        FileNotFoundError, match=r"student-average-seed1 has no validation_logits.npy.*save_validation"
+    ):
+        analyze_study(str(fixture_study), str(tmp_path / "out"), resamples=50)
+
+
+def test_save_validation_logits_writes_what_the_analysis_reads(tmp_path):
+    from helpers import tiny_student, tiny_tokenizer
+
+    from distill_trainer.study.analysis.collect import student_predictions
+    from distill_trainer.study.training import save_validation_logits
+
+    tiny_student().save_pretrained(tmp_path)
+    tiny_tokenizer().save_pretrained(tmp_path)
+    StudentResult(
+        task="sst2", metric="accuracy", score=0.5, fusion="none", temperature=1.0, alpha=0.0, seed=0, eval_rows=3
+    ).save(str(tmp_path))
+    validation = datasets.Dataset.from_dict(
+        {"sentence": ["good film", "bad plot", "the actor", "dull"], "label": [1, 0, 1, 0]}
+    )
+    logits = save_validation_logits(str(tmp_path), validation, "sst2")
+    assert logits.shape == (3, 2)
+    np.testing.assert_array_equal(student_predictions(str(tmp_path), "sst2"), logits.argmax(-1))

@@ -181,3 +181,14 @@ def test_student_result_names_its_method():
     assert StudentResult(fusion="none", **common).method == ("none", "baseline")
     assert StudentResult(fusion="single", teacher_index=1, **common).method == ("single: tfidf", "single")
     assert StudentResult(fusion="average", **common).method == ("average", "multi")
+
+
+def test_reading_a_logit_dataset_is_not_owned_by_publishing():
+    """Training, the runner and the questions read logit datasets through `study/logit_data.py`, which imports
+    nothing of the package (publishing included); `hub.py` writes what it reads back."""
+    study = PACKAGE / "study"
+    assert not {m for m in imported_modules(study / "logit_data.py") if m.startswith("distill_trainer")}
+    for name in ("training.py", "causal_lm.py", "runner.py", "questions.py", "extraction.py"):
+        imported = imported_modules(study / name)
+        assert "distill_trainer.logit_data" in imported or name == "extraction.py", name
+        assert not any(m.endswith(".hub") or ".hub." in m for m in imported), name

@@ -21,8 +21,10 @@ from helpers import launch
 from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
 from distill_trainer import read_topk_metadata, validate_topk_dataset
+from distill_trainer.study.cards import render_student_card
 from distill_trainer.study.causal_data import CausalLMArguments, load_text_split, tokenize_causal
 from distill_trainer.study.packaged_models import resolve_model
+from distill_trainer.study.runs import StudentResult
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
@@ -127,6 +129,9 @@ def test_causal_student_trains_and_loads_back_with_plain_from_pretrained(lm_stud
     assert record["task"] == "causal_lm" and record["metric"] == "perplexity"
     assert record["score"] == pytest.approx(math.exp(record["metrics"]["eval_loss"]))
     assert len(record["metrics"]["top1_agreement"]) == 2 and record["student_layers"] == "1"
+    assert record["question"]["config"]["kd_loss"] == "forward_kl" and record["question"]["inputs"]["train"]["rows"]
+    card = render_student_card(StudentResult.load(str(out)), "alice/lm-student")  # the loss it was trained with
+    assert "CE(s, next token)` per next-token position" in card.text and "(kd_loss `forward_kl`)" in card.text
     assert results.num_parameters < AutoModelForCausalLM.from_pretrained(teachers[0]).num_parameters()
     student = AutoModelForCausalLM.from_pretrained(out)
     tokenizer = AutoTokenizer.from_pretrained(out)

@@ -19,8 +19,8 @@ from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill_trainer import DistillationTrainer, TeacherInfo, attach_teacher_logits, read_metadata
-from distill_trainer.study.extraction import load_logit_dataset
-from distill_trainer.study.hub import LOGIT_METADATA_FILE, publish_teacher
+from distill_trainer.study.hub import publish_teacher
+from distill_trainer.study.logit_data import LOGIT_METADATA_FILE, load_logit_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = ROOT.parent / "shared" / "data" / "glue"

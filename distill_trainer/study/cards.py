@@ -7,12 +7,13 @@ import importlib.resources
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
-from ..card import CARD_TAGS, format_score, hub_link, is_hub_id, scheduled_text, student_card, student_card_data
+from ..card import CARD_TAGS, CardFacts, format_score, hub_link, is_hub_id, student_card, task_kind
+from .causal_data import CAUSAL_LM_TASK
+from .logit_data import LOGIT_METADATA_FILE
 from .runs import StudentResult, TeacherRecord
 from .tasks import DEFAULT_GLUE, TASKS, GlueTask, get_task
 from .teachers import SKLEARN_TEACHER
 
-LOGIT_METADATA_FILE = "distill_trainer_logits.json"  # beside a published logit dataset: its metadata per split
 BASE_TAGS = CARD_TAGS + ["glue"]
 
 
@@ -69,44 +70,36 @@ def render_teacher_card(info: TeacherRecord, repo_id: str, license: str = "apach
 def render_student_card(
     results: StudentResult, repo_id: str, baseline: StudentResult | None = None, license: str = "apache-2.0"
 ) -> ModelCard:
-    """The core's student card (`distill_trainer.card`), with GLUE's model-index and the baseline's score."""
-    task = get_task(results.task)
-    data = student_card_data(
-        results.student_model,
-        results.fusion,
-        [DEFAULT_GLUE, results.logit_dataset],
-        ["glue"],
-        model_name=repo_id.split("/")[-1],
-        license=license,
-        language=["en"],
-        eval_results=[eval_result(task, results.score)],
-    )
+    """The core's student card (`distill_trainer.card.student_card`, the one `trainer.push_to_hub()` writes) of the
+    run's record, with GLUE's model-index and the baseline's score."""
+    causal = results.task == CAUSAL_LM_TASK
+    task = None if causal else get_task(results.task)
+    kind = task_kind(1 if task is not None and task.is_regression else 2, causal)
     baseline_rows = (
         [{"name": "no-distillation student (same student, CE only)", "score": format_score(baseline.score)}]
         if baseline is not None
         else []
     )
     return student_card(
-        data,
+        CardFacts.of(results, kind=kind, **recorded_loss(results)),
         repo_id=repo_id,
-        dataset_text=f"GLUE {task.title} (`{task.name}`)",
-        metric=task.metric,
-        score=results.score,
-        fusion=results.fusion,
-        temperature=scheduled_text(results.temperature, results.temperature_end, results.temperature_schedule),
-        alpha=scheduled_text(results.alpha, results.alpha_end, results.alpha_schedule),
-        seed=results.seed,
-        teacher_index=results.teacher_index,
-        teachers=results.teachers or [],
-        logit_dataset=results.logit_dataset,
-        student_model=results.student_model,
-        student_layers=results.student_layers,
-        num_parameters=results.num_parameters,
-        train_rows=results.train_rows,
+        dataset_text="prompt/completion text (causal LM)" if causal else f"GLUE {task.title} (`{task.name}`)",
+        metric=results.metric,
+        dataset_ids=[] if causal else [DEFAULT_GLUE, results.logit_dataset],
+        tags=[] if causal else ["glue"],
         extra_rows=baseline_rows,
-        curriculum_fusion=results.curriculum_fusion,
-        calibrate_teachers=results.calibrate_teachers,
+        model_name=repo_id.split("/")[-1],
+        license=license,
+        language=["en"],
+        eval_results=None if causal else [eval_result(task, results.score)],
     )
+
+
+def recorded_loss(results: StudentResult) -> dict:
+    """`kd_loss` and `jsd_beta` as the run's record holds them (its question's config); records from before
+    `kd_loss` existed were trained with the forward KL."""
+    config = (results.question or {}).get("config", {})
+    return {"kd_loss": config.get("kd_loss", "forward_kl"), "jsd_beta": config.get("jsd_beta", 0.5)}
 
 
 def render_logit_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, license: str = "other") -> DatasetCard:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import asdict
 
 import datasets
 import numpy as np
@@ -30,7 +31,10 @@ from .causal_data import (
     tokenize_causal,
 )
 from .extraction import read_teacher_cache, write_teacher_cache, write_with_teacher_cache
-from .runs import StudentResult, device_name, display_name
+from .logit_data import load_logit_dataset
+from .questions import run_question
+from .results import student_result
+from .runs import StudentResult, display_name
 from .training import student_from_layers
 
 logger = logging.getLogger(__name__)
@@ -246,8 +250,6 @@ def distill_causal_student(
     The rows are tokenized again from `--data` and must be the logit dataset's (same `input_ids`, checked by
     fingerprint) unless `--check_against_data false`; the student's vocabulary must be the teachers'.
     """
-    from .extraction import load_logit_dataset
-
     logit_data = load_logit_dataset(student_args.logit_dataset)
     metadata = read_topk_metadata(logit_data["train"])
     tokenizer, model = load_causal_lm(student_args.student_model, columns.gguf_file, **task_args.loading)
@@ -269,30 +271,31 @@ def distill_causal_student(
     )
     train_output = trainer.train()
     metrics = completion_metrics(trainer.model, validation, tokenizer, config.per_device_eval_batch_size)
-    results = StudentResult(
+    results = student_result(
+        trainer,
+        config,
+        task_args,
+        student_args,
         task=CAUSAL_LM_TASK,
         metric="perplexity",
-        score=metrics["perplexity"],
         metrics=metrics,
-        fusion=config.fusion,
-        temperature=config.temperature,
-        alpha=config.alpha,
-        seed=config.seed,
-        teacher_index=config.teacher_index,
-        fusion_weights=trainer.fusion_weights,
         teachers=[vars(t) for t in metadata.teachers] if metadata else None,
-        logit_dataset=display_name(student_args.logit_dataset),
         train_rows=len(train),
-        student_model=display_name(student_args.student_model),
-        student_layers=",".join(map(str, student_args.student_layers)) if student_args.student_layers else None,
-        num_parameters=model.num_parameters(),
         eval_rows=len(validation),
-        max_length=task_args.max_length,
         train_runtime=train_output.metrics.get("train_runtime"),
-        device=device_name(trainer.args),
+        question=causal_question(task_args, columns, student_args, config, logit_data),
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(config.output_dir)
         results.save(config.output_dir)  # last: a folder with its results is a finished run
     return results
+
+
+def causal_question(task_args, columns, student_args, config: DistillationConfig, logit_data) -> dict:
+    """A causal student's `run_question`: its whole configuration (the card reads its `kd_loss` there), its task,
+    text and student options, and its rows by fingerprint (`input_ids` per split)."""
+    task = {k: v for k, v in asdict(task_args).items() if k not in ("data", "trust_remote_code", "allow_pickle")}
+    student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
+    inputs = {split: {"rows": input_fingerprint(data, ["input_ids"])} for split, data in logit_data.items()}
+    return run_question(config, task=task, text=asdict(columns), student=student, inputs=inputs)

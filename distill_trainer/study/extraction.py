@@ -18,7 +18,7 @@ from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read
 from ..topk import read_topk_metadata
 from .args import TaskArguments
 from .early_stopping import majority_shares
-from .hub import load_logit_dataset_from_hub
+from .logit_data import load_logit_dataset  # noqa: F401 (its old home: still importable from here)
 from .runs import TeacherRecord, display_name, is_collapsed, write_atomically
 from .tasks import GlueTask, compute_task_metrics, task_texts
 from .teachers import load_teacher, sharded_logits
@@ -269,10 +269,3 @@ def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> N
             shutil.rmtree(output_dir)
 
     write_atomically(output_dir, write)
-
-
-def load_logit_dataset(path_or_id: str) -> datasets.DatasetDict:
-    """A logit dataset from `save_to_disk` (folder) or published by `publish_logit_dataset` (Hub dataset id)."""
-    if os.path.isdir(path_or_id):
-        return datasets.load_from_disk(path_or_id)
-    return load_logit_dataset_from_hub(path_or_id)

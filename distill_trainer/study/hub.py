@@ -26,7 +26,8 @@ from huggingface_hub import (
 from huggingface_hub.utils import validate_repo_id
 
 from ..logits import read_metadata
-from .cards import LOGIT_METADATA_FILE, render_logit_dataset_card, render_student_card, render_teacher_card
+from .cards import render_logit_dataset_card, render_student_card, render_teacher_card
+from .logit_data import LOGIT_METADATA_FILE, load_logit_dataset_from_hub  # noqa: F401 (read back there; importable here)
 from .runs import StudentResult, TeacherRecord
 
 # Training leftovers that do not belong in a published model: checkpoints (optimizer state, gate),
@@ -142,7 +143,7 @@ def publish_logit_dataset(
     """Push a logit dataset (object or `save_to_disk` folder) as Parquet, then its metadata file and card.
 
     The Hub keeps a dataset's features but not `info.description`, where the metadata lives locally, so
-    it travels as `distill_trainer_logits.json` (per split) and `load_logit_dataset_from_hub` puts it back.
+    it travels as `distill_trainer_logits.json` (per split) and `logit_data.load_logit_dataset` puts it back.
     """
     if isinstance(logit_dataset, str):
         logit_dataset = datasets.load_from_disk(logit_dataset)
@@ -171,21 +172,6 @@ def publish_logit_dataset(
         ],
     )
     return commit.commit_url
-
-
-def load_logit_dataset_from_hub(
-    repo_id: str, revision: str | None = None, token: str | None = None
-) -> datasets.DatasetDict:
-    """`datasets.load_dataset` of a published logit dataset, with each split's metadata restored."""
-    logit_dataset = datasets.load_dataset(repo_id, revision=revision, token=token)
-    metadata_path = hf_hub_download(repo_id, LOGIT_METADATA_FILE, repo_type="dataset", revision=revision, token=token)
-    with open(metadata_path) as handle:
-        metadata = json.load(handle)
-    for split, data in logit_dataset.items():
-        if split not in metadata:
-            raise ValueError(f"{repo_id}: {LOGIT_METADATA_FILE} has no metadata for split '{split}'.")
-        data.info.description = json.dumps(metadata[split], sort_keys=True)
-    return logit_dataset
 
 
 def publish_folder(

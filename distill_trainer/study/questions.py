@@ -16,7 +16,8 @@ from ..config import DistillationConfig
 from ..fusion import fusion_strategy
 from ..logits import input_fingerprint, read_metadata
 from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
-from .extraction import SCORE_TOLERANCE, load_logit_dataset
+from .extraction import SCORE_TOLERANCE
+from .logit_data import load_logit_dataset
 from .runs import TeacherRecord
 
 logger = logging.getLogger(__name__)

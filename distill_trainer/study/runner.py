@@ -12,7 +12,8 @@ from transformers import TrainingArguments
 
 from ..config import DistillationConfig
 from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
-from .extraction import extract_to_disk, load_logit_dataset
+from .extraction import extract_to_disk
+from .logit_data import load_logit_dataset
 from .questions import check_same_question, logits_of, student_question, teacher_question
 from .runs import (
     StudentResult,

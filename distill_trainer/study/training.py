@@ -28,9 +28,10 @@ from ..sampling import LengthGroupedSamplingMixin
 from ..trainer import DistillationTrainer
 from .args import StudentArguments, TaskArguments, for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
-from .extraction import load_logit_dataset
+from .logit_data import load_logit_dataset
 from .packaged_models import resolve_model
 from .questions import student_question
+from .results import student_result
 from .runs import (
     VALIDATION_LOGITS_FILE,
     StudentResult,
@@ -44,6 +45,7 @@ from .tasks import (
     GlueTask,
     compute_task_metrics,
     first_rows,
+    get_task,
     load_task_split,
     metrics_for_trainer,
     task_texts,
@@ -91,6 +93,21 @@ def evaluate_task(trainer: Trainer) -> tuple[dict, np.ndarray]:
     """Metrics (keys as `compute_task_metrics` names them) and logits on the trainer's eval split, in one pass."""
     output = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
     return {key.removeprefix("eval_"): value for key, value in output.metrics.items()}, output.predictions
+
+
+def save_validation_logits(run_dir: str, validation: datasets.Dataset, task_name: str) -> np.ndarray:
+    """For a student folder from before students saved their validation logits: predict the first `eval_rows`
+    `validation` rows with the saved student once, into `validation_logits.npy` (what the analysis reads)."""
+    results, task = StudentResult.load(run_dir), get_task(task_name)
+    tokenizer, model = load_for_task(run_dir, task)
+    args = TrainingArguments(
+        os.path.join(run_dir, "predict-tmp"), report_to="none", per_device_eval_batch_size=64, use_cpu=True
+    )
+    rows = validation.select(range(results.eval_rows or len(validation)))
+    tokenized = tokenize_task(rows, tokenizer, task, results.max_length or 128)
+    logits = Trainer(model=model, processing_class=tokenizer, args=args).predict(tokenized).predictions
+    np.save(os.path.join(run_dir, VALIDATION_LOGITS_FILE), logits.astype(np.float32))
+    return logits
 
 
 def train_teacher(
@@ -274,36 +291,19 @@ def distill_student(
     )
     train_output = trainer.train()
     metrics, validation_logits = evaluate_task(trainer)
-    results = StudentResult(
+    results = student_result(
+        trainer,
+        config,
+        task_args,
+        student_args,
         task=task.name,
         metric=task.metric,
-        score=metrics[task.metric],
         metrics=metrics,
-        fusion=config.fusion,
-        temperature=config.temperature,
-        alpha=config.alpha,
-        seed=config.seed,
-        alpha_schedule=config.alpha_schedule,
-        alpha_end=config.alpha_end,
-        temperature_schedule=config.temperature_schedule,
-        temperature_end=config.temperature_end,
-        teacher_index=config.teacher_index,
-        fusion_weights=trainer.fusion_weights,
-        teacher_temperatures=trainer.teacher_temperatures,
-        curriculum_fusion=config.curriculum_fusion,
-        fitted_weights=trainer.fitted_weights,
-        labelled_rows=student_args.labelled_rows,
-        calibrate_teachers=config.calibrate_teachers,
         teachers=[asdict(t) for t in metadata.teachers] if metadata else None,
-        logit_dataset=display_name(student_args.logit_dataset),
         train_rows=len(train),
-        student_model=base_model_name(student_args.student_model),
-        student_layers=",".join(map(str, student_args.student_layers)) if student_args.student_layers else None,
-        num_parameters=model.num_parameters(),
         eval_rows=len(validation),
-        max_length=task_args.max_length,
         train_runtime=train_output.metrics.get("train_runtime"),
-        device=device_name(trainer.args),
+        labelled_rows=student_args.labelled_rows,
         training=training_settings(config, task_args, student_args),
         question=student_question(task_args, student_args, config, logit_data),
     )

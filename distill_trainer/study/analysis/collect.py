@@ -1,8 +1,8 @@
 """Reading a study folder: the runs' records, the T x alpha grids, and each student's validation predictions.
 
 Layout read: `<study_dir>/<task>/{teacher-*/teacher_info.json, logits/, student-*/eval_results.json,
-sweep-*/grid.csv}`. A student folder's validation logits (`validation_logits.npy`) are used when present,
-otherwise computed once from the saved student and cached there.
+sweep-*/grid.csv}`, and each student folder's validation logits (`validation_logits.npy`): records only, no model
+is run here.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ import pandas as pd
 from ..questions import question_differences
 from ..runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord
 from ..tasks import compute_task_metrics, get_task
-from ..training import load_for_task, tokenize_task
 
 
 def collect_runs(study_dir: str) -> pd.DataFrame:
@@ -161,29 +160,17 @@ def collect_grids(study_dir: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
-def student_predictions(run_dir: str, validation: datasets.Dataset, task_name: str) -> np.ndarray:
-    """A student's predictions on the validation rows (class ids; scores `[n]` for regression): from its cached
-    logits, else computed from the saved model."""
+def student_predictions(run_dir: str, task_name: str) -> np.ndarray:
+    """A student's predictions on the validation rows (class ids; scores `[n]` for regression), from the logits
+    its run saved (`validation_logits.npy`, written by `distill_student` before its record): the analysis reads
+    run records only and never runs a model. A folder from before students saved them is refused, naming
+    `training.save_validation_logits`, which predicts them once from the saved student."""
     path = os.path.join(run_dir, VALIDATION_LOGITS_FILE)
     if not os.path.isfile(path):
-        from transformers import Trainer, TrainingArguments
-
-        results = StudentResult.load(run_dir)
-        task = get_task(task_name)
-        tokenizer, model = load_for_task(run_dir, task)
-        rows = validation.select(range(results.eval_rows or len(validation)))
-        trainer = Trainer(
-            model=model,
-            processing_class=tokenizer,
-            args=TrainingArguments(
-                output_dir=os.path.join(run_dir, "analysis-tmp"),
-                report_to="none",
-                per_device_eval_batch_size=64,
-                use_cpu=True,
-                disable_tqdm=True,
-            ),
+        raise FileNotFoundError(
+            f"{run_dir} has no {VALIDATION_LOGITS_FILE}: it was trained before students saved their validation "
+            "logits. Write them once with distill_trainer.study.training.save_validation_logits(run_dir, "
+            "validation rows, task), or train the student again; the analysis does not run models."
         )
-        logits = trainer.predict(tokenize_task(rows, tokenizer, task, results.max_length or 128)).predictions
-        np.save(path, logits.astype(np.float32))
     logits = np.load(path)
     return logits[:, 0] if get_task(task_name).is_regression else logits.argmax(-1)

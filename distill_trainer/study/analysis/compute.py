@@ -53,9 +53,7 @@ def analyze_task(
         else [f"teacher {i}" for i in range(len(validation[0]["teacher_logits"]))]
     )
     students = task_runs[task_runs.type != "teacher"]
-    predictions = {
-        run.run_dir: student_predictions(run.run_dir, validation, task_name) for run in students.itertuples()
-    }
+    predictions = {run.run_dir: student_predictions(run.run_dir, task_name) for run in students.itertuples()}
     rows = min(len(p) for p in predictions.values()) if predictions else len(validation)
     teacher_logits = teacher_logits_array(validation.select(range(rows)))
     labels = np.asarray(validation["label"][:rows])

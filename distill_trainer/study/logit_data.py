@@ -1,0 +1,47 @@
+"""Reading a logit dataset, wherever it is: a `save_to_disk` folder (what `extract` writes) or a Hub dataset id
+(what `publish_logit_dataset` pushed), with each split's distill-trainer metadata in place. Training, the study's
+runner and questions read through here; publishing (`hub.py`) only writes what this reads back."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import datasets
+from huggingface_hub import hf_hub_download
+
+LOGIT_METADATA_FILE = "distill_trainer_logits.json"  # beside a published logit dataset: its metadata per split
+
+
+def load_logit_dataset(path_or_id: str) -> datasets.DatasetDict:
+    """A logit dataset from `save_to_disk` (folder) or published by `publish_logit_dataset` (Hub dataset id).
+
+    Args:
+        path_or_id: A folder written by `extract` (or `DatasetDict.save_to_disk`), else a Hub dataset id.
+    """
+    if os.path.isdir(path_or_id):
+        return datasets.load_from_disk(path_or_id)
+    return load_logit_dataset_from_hub(path_or_id)
+
+
+def load_logit_dataset_from_hub(
+    repo_id: str, revision: str | None = None, token: str | None = None
+) -> datasets.DatasetDict:
+    """`datasets.load_dataset` of a published logit dataset, with each split's metadata restored: the Hub keeps
+    a dataset's features but not `info.description`, where the metadata lives locally, so it travels beside the
+    Parquet files as `LOGIT_METADATA_FILE`.
+
+    Args:
+        repo_id: The dataset's Hub id.
+        revision: A branch, tag or commit (default: main).
+        token: Passed to the clients only.
+    """
+    logit_dataset = datasets.load_dataset(repo_id, revision=revision, token=token)
+    metadata_path = hf_hub_download(repo_id, LOGIT_METADATA_FILE, repo_type="dataset", revision=revision, token=token)
+    with open(metadata_path) as handle:
+        metadata = json.load(handle)
+    for split, data in logit_dataset.items():
+        if split not in metadata:
+            raise ValueError(f"{repo_id}: {LOGIT_METADATA_FILE} has no metadata for split '{split}'.")
+        data.info.description = json.dumps(metadata[split], sort_keys=True)
+    return logit_dataset

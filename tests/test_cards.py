@@ -1,0 +1,136 @@
+"""A student's card states the loss it was trained with: classification, regression (num_labels=1) and causal LMs,
+whether written by `trainer.create_model_card()` or by the recipes' publishing."""
+
+import numpy as np
+import pytest
+from causal_helpers import causal_config, causal_dataset, tiny_llama, with_topk
+from helpers import tiny_config, tiny_student
+
+from distill_trainer import DistillationTrainer
+from distill_trainer.card import loss_text
+from distill_trainer.study.cards import render_student_card
+from distill_trainer.study.runs import StudentResult
+
+KL_CE = "`alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + (1 - alpha) * CE(s, y)`"
+MSE_MSE = "`alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)`"
+
+
+def test_the_loss_line_is_the_loss_of_each_kind_and_kd_loss():
+    assert loss_text("forward_kl", "classification", "average").startswith(KL_CE)
+    jsd = loss_text("jsd", "classification", "gating", jsd_beta=0.3)
+    assert "JSD_beta(softmax(t/T), softmax(s/T)) * T^2" in jsd and "beta = 0.3" in jsd and "`gating`" in jsd
+    assert loss_text("mse", "classification", "average").startswith("`alpha * MSE(s, t) + (1 - alpha) * CE(s, y)`")
+    assert "KL(softmax(s/T) || softmax(t/T))" in loss_text("reverse_kl", "classification", "average")
+    for kd_loss in ("forward_kl", "mse"):  # a one-output student: MSE to the teachers and to the label, no T
+        regression = loss_text(kd_loss, "regression", "average")
+        assert regression.startswith(MSE_MSE) and "KL" not in regression and "CE" not in regression
+    causal = loss_text("forward_kl", "causal", "average")
+    assert "CE(s, next token)" in causal and "per next-token position" in causal and "top-k" in causal
+    assert loss_text("forward_kl", "classification", "none") == "`CE(s, y)`: the labels only, no teachers."
+    assert loss_text("forward_kl", "regression", "none").startswith("`MSE(s, y)`")
+    with pytest.raises(ValueError, match="does not apply to regression"):  # as the trainer refuses it
+        loss_text("jsd", "regression", "average")
+    with pytest.raises(ValueError, match="does not apply to per-token teachers"):
+        loss_text("mse", "causal", "average")
+
+
+def regression_rows(n: int = 16):
+    import datasets
+
+    rng = np.random.default_rng(0)
+    return datasets.Dataset.from_dict(
+        {
+            "input_ids": [[2, 5 + i % 10, 3] for i in range(n)],
+            "attention_mask": [[1, 1, 1]] * n,
+            "labels": rng.uniform(0, 5, n).astype(np.float32).tolist(),
+            "teacher_logits": rng.uniform(0, 5, (n, 2, 1)).astype(np.float32).tolist(),
+        }
+    )
+
+
+def card_text(trainer) -> str:
+    trainer.create_model_card()
+    with open(f"{trainer.args.output_dir}/README.md") as handle:
+        return handle.read()
+
+
+def test_the_trainers_card_states_the_loss_it_trains_with(tmp_path, sentiment_data, tokenizer):
+    classification = DistillationTrainer(
+        model=tiny_student(),
+        args=tiny_config(tmp_path / "c", kd_loss="jsd", jsd_beta=0.2),
+        train_dataset=sentiment_data,
+    )
+    text = card_text(classification)
+    assert "JSD_beta(softmax(t/T), softmax(s/T)) * T^2 + (1 - alpha) * CE(s, y)" in text and "beta = 0.2" in text
+    regression = DistillationTrainer(  # STS-B-like: one output
+        model=tiny_student(num_labels=1),
+        args=tiny_config(tmp_path / "r", temperature=6.0),
+        train_dataset=regression_rows(),
+    )
+    text = card_text(regression)
+    assert MSE_MSE in text and "KL(" not in text
+    causal = DistillationTrainer(
+        model=tiny_llama(), args=causal_config(tmp_path / "lm"), train_dataset=with_topk(causal_dataset(8))
+    )
+    text = card_text(causal)
+    assert "CE(s, next token)" in text and "AutoModelForCausalLM.from_pretrained" in text and "KL(softmax(t/T)" in text
+    assert "pipeline_tag: text-generation" in text
+
+
+def test_the_recipes_card_states_the_recorded_loss():
+    common = dict(metric="score", score=0.5, temperature=2.0, alpha=0.5, seed=0, teachers=[{"name": "t0"}])
+    stsb = render_student_card(StudentResult(task="stsb", fusion="average", **common), "alice/stsb")
+    assert MSE_MSE in stsb.text and "KL(" not in stsb.text
+    question = {"config": {"kd_loss": "reverse_kl", "jsd_beta": 0.5}}
+    sst2 = render_student_card(StudentResult(task="sst2", fusion="average", question=question, **common), "a/sst2")
+    assert "KL(softmax(s/T) || softmax(t/T)) * T^2 + (1 - alpha) * CE(s, y)" in sst2.text
+    old = render_student_card(StudentResult(task="sst2", fusion="average", **common), "a/old")  # before kd_loss
+    assert KL_CE in old.text
+    causal = render_student_card(StudentResult(task="causal_lm", fusion="average", **common), "alice/lm")
+    assert "CE(s, next token)" in causal.text and "AutoModelForCausalLM" in causal.text
+    assert causal.data.pipeline_tag == "text-generation" and "glue" not in causal.data.tags
+
+
+def training_sections(text: str) -> list[str]:
+    """The loss line, the fusion, T, alpha and seed rows, and the teachers: what both card paths must agree on."""
+    lines = text.splitlines()
+    rows = [line for line in lines if line.startswith(("Loss:", "| fusion", "| temperature T", "| alpha", "| seed"))]
+    return rows + lines[lines.index("## Teachers") :]
+
+
+def test_push_to_hub_and_the_recipes_give_the_same_training_section(tmp_path, sentiment_data):
+    from distill_trainer import TeacherInfo, attach_teacher_logits
+    from distill_trainer.study.questions import run_question
+
+    infos = [
+        TeacherInfo(name=f"alice/teacher-{i}", metric="accuracy", validation_score=0.9 - i / 10) for i in range(3)
+    ]
+    logits = np.asarray(sentiment_data["teacher_logits"][:], dtype=np.float32)
+    rows = sentiment_data.remove_columns("teacher_logits")
+    train = attach_teacher_logits(rows, logits, infos, ["negative", "positive"], ["sentence"], task="sst2")
+    options = dict(fusion="weighted", kd_loss="reverse_kl", alpha=0.3, alpha_end=0.9, alpha_schedule="linear")
+    trainer = DistillationTrainer(model=tiny_student(), args=tiny_config(tmp_path, **options), train_dataset=train)
+    config = trainer.args
+    recorded = StudentResult(  # as `distill_student` records the run
+        task="sst2",
+        metric="accuracy",
+        score=0.5,
+        fusion=config.fusion,
+        temperature=config.temperature,
+        alpha=config.alpha,
+        seed=config.seed,
+        alpha_schedule=config.alpha_schedule,
+        alpha_end=config.alpha_end,
+        temperature_schedule=config.temperature_schedule,
+        temperature_end=config.temperature_end,
+        teacher_index=config.teacher_index,
+        teachers=[vars(t) for t in infos],
+        question=run_question(config),
+    )
+    own = training_sections(card_text(trainer))
+    assert own == training_sections(render_student_card(recorded, "alice/student").text)
+    assert (
+        any(line.startswith("Loss:") and "KL(softmax(s/T) || softmax(t/T))" in line for line in own)
+        and "| alpha | 0.3 -> 0.9 (linear schedule) |" in own
+    )
+    assert any("[alice/teacher-2](" in line for line in own)
