@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import datasets
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from .packaged_models import cache_dir
 from .runs import write_atomically
@@ -205,12 +205,9 @@ def load_causal_lm(
         allow_pickle: Accept checkpoints with pickle weights only.
         trust_remote_code: Run model code from the checkpoint's repo.
     """
-    folder = resolve_causal_model(name_or_path, gguf_file)
-    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer, _ = load_causal_tokenizer_and_config(name_or_path, gguf_file, trust_remote_code=trust_remote_code)
     model = AutoModelForCausalLM.from_pretrained(
-        folder,
+        resolve_causal_model(name_or_path, gguf_file),
         dtype=torch.float32,
         use_safetensors=None if allow_pickle else True,
         trust_remote_code=trust_remote_code,
@@ -218,8 +215,21 @@ def load_causal_lm(
     return tokenizer, model.eval()
 
 
-def check_context(model, max_length: int, what: str) -> None:
-    """Refuse a `max_length` beyond what the model's positions reach, before any row is run."""
-    context = getattr(model.config, "max_position_embeddings", None)
+def load_causal_tokenizer_and_config(
+    name_or_path: str, gguf_file: str | None = None, trust_remote_code: bool = False, allow_pickle: bool = False
+):
+    """`(tokenizer, config)` of a causal LM without its weights: what the checks before any work need (and all a
+    resumed extraction needs of a teacher whose top-k are cached). The tokenizer pads (with its end-of-sequence
+    token where it has no padding token). `allow_pickle` is accepted for `**loading` and concerns weights only."""
+    folder = resolve_causal_model(name_or_path, gguf_file)
+    tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer, AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
+
+
+def check_context(config, max_length: int, what: str) -> None:
+    """Refuse a `max_length` beyond what the model's positions reach (`config`'s), before any row is run."""
+    context = getattr(config, "max_position_embeddings", None)
     if context is not None and max_length > context:
         raise ValueError(f"--max_length {max_length} is longer than {what}'s context ({context} positions).")

@@ -27,6 +27,7 @@ from .causal_data import (
     CausalLMArguments,
     check_context,
     load_causal_lm,
+    load_causal_tokenizer_and_config,
     load_text_split,
     tokenize_causal,
 )
@@ -150,20 +151,19 @@ def build_topk_dataset(
         raise ValueError(f"--logprobs_dtype must be one of {tuple(LOGPROB_DTYPES)}, got {logprobs_dtype!r}.")
     tokenizer, splits, infos, found = None, None, [], {split: {"ids": [], "logprobs": []} for split in SPLITS}
     for index, path in enumerate(teacher_paths):
-        teacher_tokenizer, model = load_causal_lm(path, columns.gguf_file, **task_args.loading)
+        teacher_tokenizer, config = load_causal_tokenizer_and_config(path, columns.gguf_file, **task_args.loading)
         if tokenizer is None:
             tokenizer = teacher_tokenizer
             splits = causal_splits(task_args, columns, tokenizer)
+            inputs = {split: input_fingerprint(data, ["input_ids"]) for split, data in splits.items()}
         check_same_vocabulary(tokenizer_info(tokenizer), tokenizer_info(teacher_tokenizer), f"teacher {path}")
-        check_context(model, task_args.max_length, f"teacher {path}")
-        if not 1 <= k <= model.config.vocab_size:
-            raise ValueError(
-                f"--topk {k} must be between 1 and teacher {path}'s vocabulary ({model.config.vocab_size})."
-            )
-        inputs = {split: input_fingerprint(data, ["input_ids"]) for split, data in splits.items()}
+        check_context(config, task_args.max_length, f"teacher {path}")
+        if not 1 <= k <= config.vocab_size:
+            raise ValueError(f"--topk {k} must be between 1 and teacher {path}'s vocabulary ({config.vocab_size}).")
         key = {"teacher": path, "gguf_file": columns.gguf_file, "k": k, "dtype": logprobs_dtype, "inputs": inputs}
         cached = read_teacher_cache(cache_dir, index, key)
-        if cached is None:
+        if cached is None:  # the weights are loaded only for a teacher whose top-k are not cached
+            _, model = load_causal_lm(path, columns.gguf_file, **task_args.loading)
             options = {"k": k, "batch_size": batch_size, "dtype": logprobs_dtype}
             arrays = {}
             for split, rows in splits.items():
@@ -171,6 +171,7 @@ def build_topk_dataset(
                     arrays[f"{split}_{name}"] = array
             cached = {"name": display_name(path), "revision": None, "logits": arrays}
             write_teacher_cache(cache_dir, index, key, cached)
+            del model
         else:
             logger.warning("Teacher %d (%s): reusing its top-k from %s.", index, cached["name"], cache_dir)
         nll_sum, tokens = cached["logits"]["validation_nll"]
@@ -180,7 +181,6 @@ def build_topk_dataset(
         for split in SPLITS:
             for name in ("ids", "logprobs"):
                 found[split][name].append(cached["logits"][f"{split}_{name}"])
-        del model
     return datasets.DatasetDict(
         {
             split: attach_teacher_topk(
@@ -253,7 +253,7 @@ def distill_causal_student(
     logit_data = load_logit_dataset(student_args.logit_dataset)
     metadata = read_topk_metadata(logit_data["train"])
     tokenizer, model = load_causal_lm(student_args.student_model, columns.gguf_file, **task_args.loading)
-    check_context(model, task_args.max_length, f"student {student_args.student_model}")
+    check_context(model.config, task_args.max_length, f"student {student_args.student_model}")
     if metadata is not None:
         check_same_vocabulary(metadata.tokenizer, tokenizer_info(tokenizer), f"student {student_args.student_model}")
     if student_args.check_against_data:
