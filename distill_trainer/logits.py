@@ -9,61 +9,18 @@ so a logit dataset can always say which teachers made it, in what order, with wh
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 
 import datasets
 import numpy as np
 
-METADATA_KEY = "distill_trainer_logits"
-
-
-@dataclass
-class TeacherInfo:
-    """One teacher, as recorded in a logit dataset (never a local path: these get published)."""
-
-    name: str
-    revision: str | None = None
-    validation_score: float | None = None
-    metric: str | None = None
-
-
-@dataclass
-class LogitDatasetMetadata:
-    """What must travel with teacher logits so they are never used on the wrong data.
-
-    `input_fingerprint` hashes the input columns row by row, in order: a logit dataset joined to other
-    rows, shuffled rows or other text is detected by recomputing it (see `validate_logit_dataset`).
-    """
-
-    teachers: list[TeacherInfo]
-    label_names: list[str]
-    input_columns: list[str]
-    num_rows: int
-    input_fingerprint: str
-    column: str = "teacher_logits"
-    task: str | None = None  # the GLUE task name when known (cards and tables name it)
-    teacher_fingerprints: list[str] | None = None  # one per teacher column, see `teacher_fingerprints`
-    format_version: int = 2  # 2: teacher fingerprints bind each row's logits to its inputs; 1: sorted values
-    # Fits on the validation split made at extraction (`fitting.validation_fits`): teacher_temperatures,
-    # fusion_weights (on raw logits), fusion_weights_calibrated (on calibrated logits), num_rows.
-    fitted: dict | None = None
-    extra: dict = field(default_factory=dict)
-
-    @property
-    def validation_scores(self) -> list[float | None]:
-        """The teachers' validation scores in column order (the weights of `weighted` fusion)."""
-        return [teacher.validation_score for teacher in self.teachers]
-
-    def to_json(self) -> str:
-        return json.dumps({METADATA_KEY: asdict(self)}, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> LogitDatasetMetadata:
-        data = dict(data)
-        data["teachers"] = [TeacherInfo(**teacher) for teacher in data["teachers"]]
-        return cls(**data)
+from .logit_metadata import (  # noqa: F401 (re-exported: imported from here by users)
+    METADATA_KEY,
+    LogitDatasetMetadata,
+    TeacherInfo,
+    read_metadata,
+    write_metadata,
+)
 
 
 def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -> str:
@@ -129,35 +86,6 @@ def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, da
     )
 
 
-def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:
-    """The logit metadata stored in `dataset`, or `None` for a dataset that carries none.
-
-    Raises:
-        ValueError: the metadata is there but corrupt; never read as absent, which would skip every check.
-    """
-    description = dataset.info.description or ""
-    try:
-        payload = json.loads(description)
-    except (json.JSONDecodeError, TypeError):
-        payload = None
-    if not isinstance(payload, dict) or METADATA_KEY not in payload:
-        if METADATA_KEY in description:  # ours, but truncated or corrupt: never treated as absent (no checks)
-            raise ValueError(
-                f"The logit metadata in this dataset's info.description is corrupt: {description[:80]!r}..."
-            )
-        return None
-    try:
-        return LogitDatasetMetadata.from_dict(payload[METADATA_KEY])
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"The logit metadata does not match this distill-trainer's format: {error}.") from error
-
-
-def write_metadata(dataset: datasets.Dataset, metadata: LogitDatasetMetadata) -> datasets.Dataset:
-    """Store `metadata` in the dataset's info (in place, and returns the dataset for chaining)."""
-    dataset.info.description = metadata.to_json()
-    return dataset
-
-
 def teacher_logits_array(dataset: datasets.Dataset, column: str = "teacher_logits") -> np.ndarray:
     """The whole teacher column as a float32 `[rows, n_teachers, n_labels]` array, or a clear `ValueError`."""
     if column not in dataset.column_names:
@@ -194,6 +122,7 @@ def attach_teacher_logits(
     column: str = "teacher_logits",
     task: str | None = None,
     fitted: dict | None = None,
+    fit_split: str = "validation",
 ) -> datasets.Dataset:
     """Return `dataset` with a `[n_teachers, n_labels]` logit column and the metadata that identifies it, so that
     every student reading the column can refuse logits of other rows, other text or other labels.
@@ -208,7 +137,8 @@ def attach_teacher_logits(
             against the data they are used with.
         column: the new column's name.
         task: the task's name, for cards and tables.
-        fitted: fits on the validation split to store with the metadata (`fitting.validation_fits`).
+        fitted: fits on a labelled split to store with the metadata (`fitting.validation_fits`).
+        fit_split: which split `fitted` comes from ("dev": carved from training rows; "validation").
     """
     logits = np.asarray(logits, dtype=np.float32)
     teachers = [teacher if isinstance(teacher, TeacherInfo) else TeacherInfo(name=teacher) for teacher in teachers]
@@ -235,6 +165,7 @@ def attach_teacher_logits(
         task=task,
         teacher_fingerprints=teacher_fingerprints(logits, row_keys(dataset, input_columns)),
         fitted=fitted,
+        fit_split=fit_split,
     )
     return write_metadata(dataset, metadata)
 

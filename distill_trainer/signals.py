@@ -224,12 +224,13 @@ def check_regression(classes, args) -> None:
 
 
 def weights_from_metadata(dataset) -> list[float]:
-    """`weighted` fusion without explicit weights uses the teachers' validation scores from the metadata (dense or
-    top-k). A score below 0 (MCC, Pearson: worse than chance) weighs 0: such a teacher has nothing to teach."""
+    """`weighted` fusion without explicit weights uses the teachers' scores from the metadata (dense or top-k): on
+    the dev split where every teacher has one, else on validation. A score below 0 (MCC, Pearson: worse than
+    chance) weighs 0: such a teacher has nothing to teach."""
     metadata = (
         (read_metadata(dataset) or read_topk_metadata(dataset)) if isinstance(dataset, datasets.Dataset) else None
     )
-    scores = metadata.validation_scores if metadata else []
+    scores = metadata.weighting_scores if metadata else []
     if not scores or any(score is None for score in scores):
         raise ValueError(
             "fusion='weighted' needs fusion_weights (the train dataset's metadata has no "
@@ -237,13 +238,12 @@ def weights_from_metadata(dataset) -> list[float]:
         )
     if not all(isinstance(score, (int, float)) and math.isfinite(score) for score in scores):
         raise ValueError(
-            f"fusion='weighted': the metadata's teacher validation_score values {scores} must be finite numbers; "
+            f"fusion='weighted': the metadata's teacher scores {scores} (dev_score where every teacher has one, else "
+            "validation_score) must be finite numbers; "
             "re-extract the logits or pass fusion_weights."
         )
     if max(scores) <= 0:
-        raise ValueError(
-            f"fusion='weighted': no teacher scores above 0 on validation ({scores}); pass fusion_weights."
-        )
+        raise ValueError(f"fusion='weighted': no teacher scores above 0 ({scores}); pass fusion_weights.")
     if min(scores) < 0:
-        logger.warning("fusion='weighted': teachers with validation scores below 0 get weight 0 (%s).", scores)
+        logger.warning("fusion='weighted': teachers with scores below 0 get weight 0 (%s).", scores)
     return [max(score, 0.0) for score in scores]

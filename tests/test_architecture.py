@@ -21,6 +21,7 @@ from distill_trainer.study.runs import RECORD_FORMAT_VERSION, StudentResult, Tea
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "distill_trainer"
 CORE = [
+    "logit_metadata.py",
     "__init__.py",
     "config.py",
     "trainer.py",

@@ -373,7 +373,7 @@ def test_an_interrupted_early_stopped_teacher_resumes_from_its_last_checkpoint(t
     weights of an uninterrupted run."""
     from transformers import EarlyStoppingCallback
 
-    from distill_trainer.study import early_stopping, training
+    from distill_trainer.study import early_stopping, teacher_training
 
     base = save_tiny_model(tmp_path / "base")
     monkeypatch.setattr(early_stopping, "CHECKPOINT_EVERY_STEPS", 2)  # 3 steps per epoch -> 2 evaluations
@@ -392,11 +392,11 @@ def test_an_interrupted_early_stopped_teacher_resumes_from_its_last_checkpoint(t
 
     # The checkpoint keys callback state by class name, so the interrupting one keeps the name.
     interrupting = type("EarlyStoppingCallback", (EarlyStoppingCallback,), {"on_save": interrupt})
-    monkeypatch.setattr(training, "EarlyStoppingCallback", interrupting)
+    monkeypatch.setattr(teacher_training, "EarlyStoppingCallback", interrupting)
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path / "resumed")
     assert [p.name for p in (tmp_path / "resumed").glob("checkpoint-*")] == ["checkpoint-2"]
-    monkeypatch.setattr(training, "EarlyStoppingCallback", EarlyStoppingCallback)
+    monkeypatch.setattr(teacher_training, "EarlyStoppingCallback", EarlyStoppingCallback)
     with caplog.at_level("WARNING"):
         resumed = run(tmp_path / "resumed")
     assert "Resuming the teacher's training from" in caplog.text and "checkpoint-2" in caplog.text

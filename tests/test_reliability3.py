@@ -21,7 +21,8 @@ from distill_trainer.fitting import validation_fits
 from distill_trainer.fusion import FUSION_REGISTRY, register_fusion
 from distill_trainer.study.args import TaskArguments
 from distill_trainer.study.runs import StudentResult
-from distill_trainer.study.training import BUNDLED_LAYERS_FILE, check_bundled_layers, train_teacher
+from distill_trainer.study.teacher_training import train_teacher
+from distill_trainer.study.training import BUNDLED_LAYERS_FILE, check_bundled_layers
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "recipes"))
 

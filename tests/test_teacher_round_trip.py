@@ -19,8 +19,8 @@ from distill_trainer.study.args import TaskArguments
 from distill_trainer.study.extraction import SCORE_TOLERANCE, build_logit_dataset, extract_to_disk
 from distill_trainer.study.runs import TeacherRecord
 from distill_trainer.study.tasks import compute_task_metrics
+from distill_trainer.study.teacher_training import train_teacher
 from distill_trainer.study.teachers import SKLEARN_TEACHER, SKLEARN_WEIGHTS_FILE
-from distill_trainer.study.training import train_teacher
 
 ROOT = Path(__file__).resolve().parent.parent
 GLUE = ROOT.parent / "shared" / "data" / "glue"

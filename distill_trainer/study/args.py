@@ -3,23 +3,19 @@ copies of `TrainingArguments` with some fields changed."""
 
 from __future__ import annotations
 
-import argparse
 import logging
-import sys
-import types
-import typing
-from collections.abc import Container, Sequence
 from dataclasses import dataclass, field, fields, replace
 
 import datasets
-import yaml
-from transformers import HfArgumentParser, TrainingArguments
+import numpy as np
+from transformers import TrainingArguments
 
-from ..config import fast_training_defaults
+from .parsing import parse_recipe_args  # noqa: F401 (re-exported: the recipes import it from here)
 from .runs import method_options, method_temperatures
 from .tasks import (
     DEFAULT_GLUE,
     GlueTask,
+    dev_positions,
     get_task,
     load_task_split,
 )
@@ -52,6 +48,61 @@ class TaskArguments:
         default=False,
         metadata={"help": "Load checkpoints that have only pickle weights (pytorch_model.bin; only ones you trust)."},
     )
+    labelled_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "Low-resource regime: only the first N training rows keep their labels (teachers train on them "
+            "alone; a dev split is carved from them); the others are an unlabelled transfer set the students learn "
+            "from through the teachers' logits alone. With --fusion none (the baseline) a student trains on the "
+            "labelled rows only."
+        },
+    )
+    dev_rows: int | None = field(
+        default=None,
+        metadata={
+            "help": "Carve a dev split from the training rows: at most this many, and at most --dev_fraction of them "
+            "(of the --labelled_rows when given), drawn by --dev_seed. No teacher or student trains on it; early "
+            "stopping, `weighted`'s scores, fitted weights and temperatures are scored or fitted there, so the "
+            "validation split is only reported. Default: no dev split (all of those use validation)."
+        },
+    )
+    dev_fraction: float = field(default=0.1, metadata={"help": "The dev split's most share of the training rows."})
+    dev_seed: int = field(default=0, metadata={"help": "The seed that draws the dev split's rows."})
+
+    def __post_init__(self):
+        if self.labelled_rows is not None and self.labelled_rows < 1:
+            raise ValueError(f"--labelled_rows must be at least 1, got {self.labelled_rows}.")
+        if self.dev_rows is not None and not (self.dev_rows >= 1 and 0 < self.dev_fraction < 1):
+            raise ValueError(
+                f"--dev_rows must be >= 1 and --dev_fraction in (0, 1), got {self.dev_rows}, {self.dev_fraction}."
+            )
+
+    @property
+    def dev_options(self) -> dict:
+        """The dev split's settings, recorded with every teacher, logit dataset and student (empty without one)."""
+        names = ("dev_rows", "dev_fraction", "dev_seed")
+        return {} if self.dev_rows is None else {name: getattr(self, name) for name in names}
+
+    def dev_positions(self, train_rows: int) -> np.ndarray | None:
+        """The dev split's rows among the first `train_rows` training rows (None without a dev split)."""
+        if self.dev_rows is None:
+            return None
+        return dev_positions(self.labelled_rows or train_rows, self.dev_fraction, self.dev_rows, self.dev_seed)
+
+    def labelled_training_rows(self) -> int | None:
+        """How many of the training rows `load("train")` returns keep their labels (the leading ones): the
+        `labelled_rows` less the dev rows carved from them; None outside the low-resource regime. Refuses
+        `labelled_rows` that leave no unlabelled row."""
+        if self.labelled_rows is None:
+            return None
+        train_rows = len(load_task_split(self.glue_task, "train", self.data, self.max_train_rows))
+        if self.labelled_rows >= train_rows:
+            raise ValueError(
+                f"--labelled_rows {self.labelled_rows} leaves no unlabelled rows of the {train_rows} training rows "
+                f"of {self.task} (--max_train_rows {self.max_train_rows}); give fewer than {train_rows}."
+            )
+        dev = self.dev_positions(train_rows)
+        return self.labelled_rows - (0 if dev is None else len(dev))
 
     @property
     def loading(self) -> dict:
@@ -66,7 +117,22 @@ class TaskArguments:
         return self.max_train_rows if split == "train" else self.max_eval_rows
 
     def load(self, split: str) -> datasets.Dataset:
-        return load_task_split(self.glue_task, split, self.data, self.row_limit(split))
+        """One split of the task: "train" (without the dev rows, in file order), "dev" (the rows carved from
+        train, see `dev_positions`) or "validation" (the task's own)."""
+        if split not in ("train", "dev"):
+            return load_task_split(self.glue_task, split, self.data, self.row_limit(split))
+        rows = load_task_split(self.glue_task, "train", self.data, self.max_train_rows)
+        dev = self.dev_positions(len(rows))
+        if dev is None:
+            if split == "dev":
+                raise ValueError(f"{self.task} has no dev split: give --dev_rows to carve one from the training rows.")
+            return rows
+        return rows.select(dev if split == "dev" else np.setdiff1d(np.arange(len(rows)), dev))
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        """The splits a run reads: train, the dev split where one is carved, and validation."""
+        return ("train", "dev", "validation") if self.dev_rows is not None else ("train", "validation")
 
 
 @dataclass
@@ -80,12 +146,11 @@ class StudentArguments:
     student_layers: list[int] | None = field(
         default=None, metadata={"help": "Encoder layers to keep: 0 2 4 or 0,2,4 (default: all)."}
     )
-    labelled_rows: int | None = field(
+    early_stopping_patience: int | None = field(
         default=None,
         metadata={
-            "help": "Low-resource regime: only the first N training rows keep their labels; the others are an "
-            "unlabelled transfer set the student learns from through the teachers' logits alone. With --fusion "
-            "none (the baseline) the student trains on the N labelled rows only."
+            "help": "Evaluate on the logit dataset's dev split and stop once the score has not improved for this "
+            "many epochs (--num_train_epochs is then the most), keeping the best weights (needs a dev split)."
         },
     )
     check_against_data: bool = field(
@@ -99,12 +164,6 @@ class StudentArguments:
         missing = [f"--{name}" for name in ("logit_dataset", "student_model") if not getattr(self, name)]
         if missing:
             raise ValueError(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} required.")
-        check_labelled_rows(self.labelled_rows)
-
-
-def check_labelled_rows(labelled_rows: int | None) -> None:
-    if labelled_rows is not None and labelled_rows < 1:
-        raise ValueError(f"--labelled_rows must be at least 1, got {labelled_rows}.")
 
 
 @dataclass
@@ -159,9 +218,12 @@ class StudyArguments:
     seeds: list[int] = field(
         default_factory=lambda: [42], metadata={"help": "Seeds for every student: 42 43 or 42,43."}
     )
-    labelled_rows: int | None = field(
+    student_patience: int | None = field(
         default=None,
-        metadata={"help": "Low-resource regime for every student (see distill.py's --labelled_rows)."},
+        metadata={
+            "help": "Early stopping for every student on the dev split (see distill.py's --early_stopping_patience; "
+            "needs --dev_rows)."
+        },
     )
     teachers_from: str | None = field(
         default=None,
@@ -178,97 +240,6 @@ class StudyArguments:
         for method in self.methods:
             if method_options(method).get("teacher_index", -1) >= len(self.teachers):  # 'single-<i>' names one
                 raise ValueError(f"--methods {method}: there are {len(self.teachers)} --teachers (counted from 0).")
-        check_labelled_rows(self.labelled_rows)
-
-
-def parse_recipe_args(
-    dataclass_types: Sequence[type],
-    argv: Sequence[str] | None = None,
-    prog: str | None = None,
-    description: str | None = None,
-) -> tuple:
-    """`HfArgumentParser` over `dataclass_types`, with `--config FILE.yaml` giving defaults that flags override.
-
-    Training options start from `fast_training_defaults()` (length-grouped batches, bf16 where the hardware
-    has it), below the config file and the command line: `--train_sampling_strategy random` or
-    `--bf16 false` turns them off. The file's keys are the options' names (without --); one task config serves
-    every recipe, so a key that this command has no option for is ignored with a warning naming it and the file.
-    `prog` and `description` are what `--help` shows (default: the script's name, nothing).
-    """
-    parser = HfArgumentParser(dataclass_types, prog=prog, description=description, formatter_class=HelpFormatter)
-    parser.add_argument(  # read below, before parsing; here so that --help shows it
-        "--config",
-        default=argparse.SUPPRESS,
-        metavar="FILE.yaml",
-        help="YAML file of option values (keys as the flags, without --); flags on the command line win.",
-    )
-    options = option_names(dataclass_types)
-    lists = list_item_types(dataclass_types)
-    parser.set_defaults(**{key: value for key, value in fast_training_defaults().items() if key in options})
-    config_reader = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
-    config_reader.add_argument("--config")
-    known, argv = config_reader.parse_known_args(list(sys.argv[1:] if argv is None else argv))
-    if known.config is not None:
-        parser.set_defaults(**config_values(known.config, options, lists, parser.prog))
-    return parser.parse_args_into_dataclasses(args=split_list_values(argv, lists))
-
-
-class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """`--help` with each option's default (as `HfArgumentParser` shows them) and the description as written."""
-
-
-def option_names(dataclass_types: Sequence[type]) -> set[str]:
-    """The options `HfArgumentParser` makes of `dataclass_types`: one per field that `__init__` takes."""
-    return {f.name for dtype in dataclass_types for f in fields(dtype) if f.init}
-
-
-def list_item_types(dataclass_types: Sequence[type]) -> dict[str, type]:
-    """The list-valued options and their item type: the fields typed `list[X]` (or `list[X] | None`), which
-    `HfArgumentParser` gives `nargs="+"` and `type=X`."""
-    items = {}
-    for dtype in dataclass_types:
-        hints = typing.get_type_hints(dtype)
-        for f in fields(dtype):
-            hint = hints[f.name]
-            if typing.get_origin(hint) in (typing.Union, types.UnionType):
-                members = [arg for arg in typing.get_args(hint) if arg not in (type(None), str)]
-                hint = members[0] if len(members) == 1 else hint
-            if f.init and typing.get_origin(hint) is list:
-                items[f.name] = typing.get_args(hint)[0]
-    return items
-
-
-def config_values(path: str, options: set[str], lists: dict[str, type], prog: str) -> dict:
-    """The option values of a YAML config file, list options as lists of their item type (argparse converts a
-    string default through the option's type, but not a list, nor a comma-separated string into one)."""
-    with open(path) as handle:
-        values = yaml.safe_load(handle) or {}
-    if not isinstance(values, dict):
-        raise ValueError(f"{path} must be a mapping of option names to values, got {type(values).__name__}.")
-    unused = sorted(set(values) - options)
-    if unused:  # one task config serves every recipe: each takes the keys it knows
-        logger.warning("%s ignores these keys of %s: %s", prog, path, unused)
-    values = {key: value for key, value in values.items() if key in options}
-    for key, item_type in lists.items():
-        if values.get(key) is not None:
-            value = values[key]
-            items = value.split(",") if isinstance(value, str) else value if isinstance(value, list) else [value]
-            values[key] = [item_type(item) for item in items]
-    return values
-
-
-def split_list_values(argv: list[str], lists: Container[str]) -> list[str]:
-    """`--seeds 42,43,44` (the comma form users and configs know) as `--seeds 42 43 44`, which argparse
-    gives list-valued options."""
-    out, in_list = [], False
-    for token in argv:
-        if token.startswith("--"):
-            name, _, value = token[2:].partition("=")
-            in_list = name in lists
-            out += [f"--{name}", *value.split(",")] if in_list and value else [token]
-        else:
-            out += token.split(",") if in_list else [token]
-    return out
 
 
 def with_overrides(args: TrainingArguments, cls: type = None, **overrides) -> TrainingArguments:

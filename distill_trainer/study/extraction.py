@@ -8,15 +8,17 @@ import logging
 import os
 import shutil
 from collections.abc import Sequence
+from dataclasses import replace
 
 import datasets
 import numpy as np
 from accelerate import PartialState
 
 from ..fitting import validation_fits
-from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read_metadata
+from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read_metadata, write_metadata
 from ..topk import read_topk_metadata
 from .args import TaskArguments
+from .dev_split import DEV_SPLIT_KEY, dev_record
 from .early_stopping import majority_shares
 from .logit_data import load_logit_dataset  # noqa: F401 (its old home: still importable from here)
 from .runs import TeacherRecord, display_name, is_collapsed, write_atomically
@@ -35,13 +37,14 @@ def build_logit_dataset(
     batch_size: int = 64,
     cache_dir: str | None = None,
 ) -> datasets.DatasetDict:
-    """Run every teacher over train and validation; one `DatasetDict` with a `teacher_logits` column per split.
+    """Run every teacher over train, dev (where `task_args` carves one) and validation; one `DatasetDict` with a
+    `teacher_logits` column per split.
 
     Teachers are loaded one at a time. Under `accelerate launch` each process runs a contiguous share of
     the rows and all processes get every row back in order. With `cache_dir`, each finished teacher's
     logits are kept there (written atomically), so an interrupted extraction resumes at the first
-    unfinished teacher. Each teacher's validation score (the `weighted` fusion's weight) is measured on
-    the same validation rows, so the scores in the metadata are comparable across teachers. Before anything
+    unfinished teacher. Each teacher's validation score, and its dev score (the `weighted` fusion's weight where
+    there is one), are measured on the same rows for every teacher, so they are comparable. Before anything
     is written (the cache included), each teacher's logits are checked against its record
     (`check_teacher_reproduces`).
 
@@ -52,10 +55,11 @@ def build_logit_dataset(
         cache_dir: Where finished teachers' logits are kept until the dataset is written (None: not kept).
     """
     task = task_args.glue_task
-    splits = {split: task_args.load(split) for split in ("train", "validation")}
+    splits = {split: task_args.load(split) for split in task_args.splits}
     input_columns = task.input_columns(splits["train"])
     fingerprints = {split: input_fingerprint(data, input_columns) for split, data in splits.items()}
-    labels = splits["validation"]["label"][:]
+    labels = {split: splits[split]["label"][:] for split in splits if split != "train"}
+    fit_split = "dev" if "dev" in splits else "validation"  # what chooses and fits: never the reported rows if it can
     logits, infos = {split: [] for split in splits}, []
     for index, path in enumerate(teacher_paths):
         key = {"teacher": path, "max_length": task_args.max_length, "inputs": fingerprints}
@@ -69,33 +73,46 @@ def build_logit_dataset(
                 "revision": teacher.revision,
                 "logits": {split: sharded_logits(teacher, task_texts(task, data)) for split, data in splits.items()},
             }
-            score = check_teacher_reproduces(task, path, found, labels, fingerprints["validation"])
+            score = check_teacher_reproduces(task, path, found, labels["validation"], fingerprints["validation"])
             write_teacher_cache(cache_dir, index, key, found)
         else:
             logger.warning("Teacher %d (%s): reusing its logits from %s.", index, found["name"], cache_dir)
-            score = check_teacher_reproduces(task, path, found, labels, fingerprints["validation"])
+            score = check_teacher_reproduces(task, path, found, labels["validation"], fingerprints["validation"])
         for split in splits:
             logits[split].append(found["logits"][split])
-        infos.append(
-            TeacherInfo(name=found["name"], revision=found["revision"], metric=task.metric, validation_score=score)
+        dev_score = (
+            compute_task_metrics(task, found["logits"]["dev"], labels["dev"])[task.metric] if "dev" in splits else None
         )
-    # Fitted once here and stored with every split's metadata, so `fitted` and `calibrate_teachers` students
-    # all use the same fits on the full validation split.
-    fitted = validation_fits(np.stack(logits["validation"], axis=1), labels)
-    return datasets.DatasetDict(
-        {
-            split: attach_teacher_logits(
-                data,
-                np.stack(logits[split], axis=1),
-                infos,
-                task.label_names,
-                input_columns,
-                task=task.name,
-                fitted=fitted,
+        infos.append(
+            TeacherInfo(
+                name=found["name"],
+                revision=found["revision"],
+                metric=task.metric,
+                validation_score=score,
+                dev_score=dev_score,
             )
-            for split, data in splits.items()
-        }
-    )
+        )
+    # Fitted once here and stored with every split's metadata, so `fitted` and `calibrate_teachers` students all
+    # use the same fits: on the dev split where one is carved, else on the whole validation split.
+    fitted = validation_fits(np.stack(logits[fit_split], axis=1), labels[fit_split])
+    built = {}
+    for split, data in splits.items():
+        built[split] = attach_teacher_logits(
+            data,
+            np.stack(logits[split], axis=1),
+            infos,
+            task.label_names,
+            input_columns,
+            task=task.name,
+            fitted=fitted,
+            fit_split=fit_split,
+        )
+        if "dev" in splits:  # which training rows were set aside, so a student can check it uses the same split
+            metadata = read_metadata(built[split])
+            write_metadata(
+                built[split], replace(metadata, extra={**metadata.extra, DEV_SPLIT_KEY: dev_record(task_args)})
+            )
+    return datasets.DatasetDict(built)
 
 
 def check_teacher_reproduces(

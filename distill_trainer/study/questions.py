@@ -54,6 +54,11 @@ NOT_THE_QUESTION = frozenset(
 )
 
 
+# The task options a student's question holds (the others reach it as the fingerprints of its rows, or cannot change
+# what it learns); the dev split's options are added where one is carved, so older runs keep their questions.
+QUESTION_TASK_OPTIONS = ("task", "max_train_rows", "max_eval_rows", "max_length")
+
+
 def run_question(config, **parts: dict) -> dict:
     """What a run answers: every field of its `TrainingArguments` / `DistillationConfig` but `NOT_THE_QUESTION`,
     plus `parts` (its task and data options, the fingerprints of its inputs), as JSON values. A finished run is
@@ -126,8 +131,12 @@ def student_question(
         inputs[split] = {"rows": metadata.input_fingerprint, "teachers": used}
         if uses_fits:
             inputs[split]["fitted"] = metadata.fitted
-    task = {k: v for k, v in asdict(task_args).items() if k not in ("data", "trust_remote_code", "allow_pickle")}
+    task = {k: v for k, v in asdict(task_args).items() if k in QUESTION_TASK_OPTIONS}
+    task.update(task_args.dev_options)
     student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
+    student["labelled_rows"] = task_args.labelled_rows  # where the option lived before the dev split needed it
+    if not student["early_stopping_patience"]:  # absent from the questions of runs from before it existed
+        del student["early_stopping_patience"]
     return run_question(config, task=task, student=student, inputs=inputs)
 
 
@@ -145,11 +154,14 @@ def teacher_question(
     )
     task = task_args.glue_task
     rows = {}
-    for split in ("train", "validation"):
+    for split in task_args.splits:
         data = task_args.load(split)
         rows[split] = input_fingerprint(data, task.input_columns(data))
     options = {"teacher": teacher, "patience": study.teacher_patience, "retries": study.teacher_collapse_retries}
     task_options = {"task": task.name, **{key: getattr(task_args, key) for key in ("max_train_rows", "max_length")}}
+    task_options.update(task_args.dev_options)
+    if task_args.labelled_rows is not None:  # low-resource teachers learn from the labelled rows alone
+        task_options["labelled_rows"] = task_args.labelled_rows
     return run_question(first_attempt, task=task_options, teacher=options, inputs=rows)
 
 

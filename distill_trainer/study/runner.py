@@ -4,6 +4,7 @@ runs are reused, so an interrupted study resumes."""
 from __future__ import annotations
 
 import logging
+import math
 import os
 from collections.abc import Sequence
 from dataclasses import replace
@@ -12,6 +13,7 @@ from transformers import TrainingArguments
 
 from ..config import DistillationConfig
 from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
+from .early_stopping import steps_per_epoch
 from .extraction import extract_to_disk
 from .logit_data import load_logit_dataset
 from .questions import check_same_question, logits_of, student_question, teacher_question
@@ -24,7 +26,8 @@ from .runs import (
     settings_that_differ,
     training_settings,
 )
-from .training import distill_student, train_teacher
+from .teacher_training import train_teacher
+from .training import distill_student
 
 logger = logging.getLogger(__name__)
 
@@ -53,7 +56,7 @@ def distill_or_reuse(
     differ = {key: getattr(found, key) for key in REUSE_KEYS if getattr(found, key) != getattr(config, key)}
     if config.fusion != "single" and found.fusion != "single":
         differ.pop("teacher_index", None)
-    if found.labelled_rows != student_args.labelled_rows:
+    if found.labelled_rows != task_args.labelled_rows:
         differ["labelled_rows"] = found.labelled_rows
     differ.update(settings_that_differ(found.training, training_settings(config, task_args, student_args)))
     if differ:
@@ -99,7 +102,7 @@ def teacher_or_reuse(
         if not (info.collapsed and info.learning_rate) or attempt == study.teacher_collapse_retries:
             break
         logger.warning(
-            "Teacher %s collapsed at learning rate %g (%.0f%% of validation rows predicted as one class); "
+            "Teacher %s collapsed at learning rate %g (%.0f%% of its dev or validation rows predicted as one class); "
             "fine-tuning it again at %g.",
             teacher,
             learning_rate,
@@ -113,7 +116,7 @@ def teacher_or_reuse(
         learning_rate /= 3
     if info.collapsed:
         logger.error(
-            "Teacher %s still predicts one class on %.0f%% of validation rows.",
+            "Teacher %s still predicts one class on %.0f%% of its dev or validation rows.",
             teacher,
             100 * info.majority_prediction_share,
         )
@@ -145,13 +148,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     import pandas as pd
 
     task = task_args.glue_task
-    if study.labelled_rows is not None:  # before any teacher trains
-        train_rows = len(task_args.load("train"))
-        if study.labelled_rows >= train_rows:
-            raise ValueError(
-                f"--labelled_rows {study.labelled_rows} leaves no unlabelled rows of the {train_rows} training rows "
-                f"of {task.name} (--max_train_rows {task_args.max_train_rows}); give fewer than {train_rows}."
-            )
+    task_args.labelled_training_rows()  # refuses --labelled_rows that leave no unlabelled row, before any teacher
     root = os.path.join(study.study_dir, task.name)
     teachers_root = os.path.join(study.teachers_from, task.name) if study.teachers_from else root
     teacher_dirs, records, rows = [], [], []
@@ -160,7 +157,15 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         info = teacher_or_reuse(task_args, teacher, folder, config, study)
         teacher_dirs.append(folder)
         records.append(info)
-        rows.append({"method": info.method, "type": "teacher", "seed": None, "score": info.validation_score})
+        rows.append(
+            {
+                "method": info.method,
+                "type": "teacher",
+                "seed": None,
+                "score": info.validation_score,
+                "dev_score": info.dev_score,
+            }
+        )
     logits_dir = os.path.join(teachers_root, "logits")
     if not os.path.isdir(logits_dir) or not logits_of(logits_dir, records, task_args):
         extract_to_disk(task_args, teacher_dirs, logits_dir)
@@ -171,11 +176,14 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         logit_dataset=logits_dir,
         student_model=study.student_model,
         student_layers=study.student_layers,
-        labelled_rows=study.labelled_rows,
+        early_stopping_patience=study.student_patience,
     )
+    baseline_steps = matched_steps(task_args, config)
     for seed in study.seeds:
         for name, options in runs:
             folder = os.path.join(root, f"student-{name}-seed{seed}")
+            if options["fusion"] == "none" and baseline_steps:
+                options = {**options, "max_steps": baseline_steps}
             results = distill_or_reuse(
                 task_args, student_args, with_overrides(config, output_dir=folder, seed=seed, **options)
             )
@@ -186,6 +194,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
                     "type": kind,
                     "seed": seed,
                     "score": results.score,
+                    "dev_score": results.dev_score,
                     "temperature": results.temperature,
                 }
             )
@@ -198,6 +207,21 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
         table = pd.concat([previous[previous.task != task.name], table], ignore_index=True)
     table.to_csv(study.results_csv, index=False)
     return table
+
+
+def matched_steps(task_args: TaskArguments, config: DistillationConfig) -> int | None:
+    """In the low-resource regime, the optimizer steps the distilled students take over the whole transfer set,
+    which the baseline (trained on the labelled rows alone) is given too, so that it is not compared after a
+    fraction of their training (study v2's baseline took 63 steps to their 4,210). None outside the regime or
+    where `config.max_steps` already fixes every run's steps.
+
+    Args:
+        task_args: The task options (`labelled_rows`, the rows).
+        config: The students' configuration (epochs, batch size, accumulation).
+    """
+    if task_args.labelled_rows is None or config.max_steps > 0:
+        return None
+    return math.ceil(config.num_train_epochs * steps_per_epoch(len(task_args.load("train")), config))
 
 
 def link_into(folder: str, sources: Sequence[str]) -> None:

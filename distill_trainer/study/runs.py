@@ -175,6 +175,10 @@ class TeacherRecord(RunRecord):
     question: dict | None = None  # `run_question`: the whole configuration and inputs; reused only for the same
 
     validation_fingerprint: str | None = None  # the validation rows `validation_score` was measured on
+    labelled_rows: int | None = None  # low-resource regime: it learnt from these leading training rows alone
+    dev_score: float | None = None  # on the dev split carved from training rows: what chooses among teachers
+    dev_metrics: dict | None = None
+    dev_split: dict | None = None  # its options and rows (`extraction.dev_record`)
 
     @property
     def collapsed(self) -> bool:
@@ -225,6 +229,10 @@ class StudentResult(RunRecord):
     device: str | None = None  # what trained it (`device_name`)
     training: dict | None = None  # `training_settings` (records from before `question` was kept)
     question: dict | None = None  # `run_question`: a finished run is reused only for the same question
+    dev_score: float | None = None  # on the logit dataset's dev split (carved from training rows): for choosing
+    dev_metrics: dict | None = None
+    dev_split: dict | None = None  # its options and rows (`extraction.dev_record`)
+    best_step: int | None = None  # with early stopping on dev: the step whose weights were kept
 
     @property
     def method(self) -> tuple[str, str]:

@@ -117,6 +117,28 @@ def first_rows(dataset: datasets.Dataset, max_rows: int | None) -> datasets.Data
     return dataset
 
 
+def dev_positions(pool: int, fraction: float, max_rows: int, seed: int) -> np.ndarray:
+    """The training rows (positions in file order, sorted) set aside as a dev split: `fraction` of the first `pool`
+    rows or `max_rows` of them, whichever is fewer, drawn once by `seed`, so every run of a study carves the same
+    rows. What a study chooses or fits (early stopping, teacher weights and temperatures, the "best" method) is
+    scored there, never on the validation rows it reports.
+
+    Args:
+        pool: How many leading training rows the dev split is drawn from: all of them, or the labelled ones in the
+            low-resource regime (a dev row's label is used, so it must be one of the labelled rows).
+        fraction: At most this share of the pool.
+        max_rows: At most this many rows.
+        seed: The draw's seed.
+    """
+    count = min(max_rows, int(fraction * pool))
+    if count < 1 or count >= pool:
+        raise ValueError(
+            f"A dev split of {count} of {pool} training rows (--dev_rows {max_rows}, --dev_fraction {fraction}) "
+            "leaves no dev or no training rows: give a --dev_fraction in (0, 1) and --dev_rows >= 1."
+        )
+    return np.sort(np.random.default_rng(seed).choice(pool, size=count, replace=False))
+
+
 def _load_local(folder: str, split: str) -> datasets.Dataset:
     for extension in LOCAL_FORMATS:
         path = os.path.join(folder, f"{split}.{extension}")

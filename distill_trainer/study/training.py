@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import time
-from collections.abc import Sequence
 from dataclasses import asdict
 
 import datasets
@@ -14,7 +11,6 @@ import numpy as np
 from transformers import (
     AutoTokenizer,
     EarlyStoppingCallback,
-    PreTrainedModel,
     Trainer,
     TrainingArguments,
     set_seed,
@@ -22,12 +18,12 @@ from transformers import (
 from transformers.trainer_utils import sort_checkpoints
 
 from ..config import DistillationConfig
-from ..labels import check_label_values
-from ..logits import check_logits_match_inputs, input_fingerprint, read_metadata
+from ..logits import check_logits_match_inputs, read_metadata
 from ..sampling import LengthGroupedSamplingMixin
 from ..trainer import DistillationTrainer
 from .args import StudentArguments, TaskArguments, for_trainer
-from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
+from .dev_split import DEV_SPLIT_KEY, check_same_dev_split
+from .early_stopping import early_stopping, evaluations_per_epoch
 from .logit_data import load_logit_dataset
 from .packaged_models import resolve_model
 from .questions import student_question
@@ -35,22 +31,21 @@ from .results import student_result
 from .runs import (
     VALIDATION_LOGITS_FILE,
     StudentResult,
-    TeacherRecord,
-    base_model_name,
-    device_name,
-    display_name,
     training_settings,
+)
+from .student_model import (  # noqa: F401 (re-exported: imported from here before they had their own module)
+    BUNDLED_LAYERS_FILE,
+    check_bundled_layers,
+    student_from_layers,
 )
 from .tasks import (
     GlueTask,
-    compute_task_metrics,
     first_rows,
     get_task,
     load_task_split,
     metrics_for_trainer,
-    task_texts,
 )
-from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_classifier, load_teacher, sharded_logits
+from .teachers import load_classifier
 
 
 class TaskTrainer(LengthGroupedSamplingMixin, Trainer):
@@ -89,9 +84,10 @@ def load_for_task(
     return AutoTokenizer.from_pretrained(path, trust_remote_code=trust_remote_code), model
 
 
-def evaluate_task(trainer: Trainer) -> tuple[dict, np.ndarray]:
-    """Metrics (keys as `compute_task_metrics` names them) and logits on the trainer's eval split, in one pass."""
-    output = trainer.predict(trainer.eval_dataset, metric_key_prefix="eval")
+def evaluate_task(trainer: Trainer, dataset: datasets.Dataset | None = None) -> tuple[dict, np.ndarray]:
+    """Metrics (keys as `compute_task_metrics` names them) and logits on `dataset` (default: the trainer's eval
+    split), in one pass."""
+    output = trainer.predict(trainer.eval_dataset if dataset is None else dataset, metric_key_prefix="eval")
     return {key.removeprefix("eval_"): value for key, value in output.metrics.items()}, output.predictions
 
 
@@ -108,92 +104,6 @@ def save_validation_logits(run_dir: str, validation: datasets.Dataset, task_name
     logits = Trainer(model=model, processing_class=tokenizer, args=args).predict(tokenized).predictions
     np.save(os.path.join(run_dir, VALIDATION_LOGITS_FILE), logits.astype(np.float32))
     return logits
-
-
-def train_teacher(
-    task_args: TaskArguments,
-    model_name_or_path: str,
-    training_args: TrainingArguments,
-    teacher_name: str | None = None,
-    early_stopping_patience: int | None = None,
-) -> TeacherRecord:
-    """Fine-tune a teacher on a task (or fit the scikit-learn TF-IDF teacher) and save it with its score.
-
-    With `early_stopping_patience`, the teacher is evaluated after every epoch and stops once its validation
-    score has not improved for that many epochs (`num_train_epochs` is then the most it trains); the best
-    epoch's weights are kept, and the epochs are recorded."""
-    task = task_args.glue_task
-    train, validation = task_args.load("train"), task_args.load("validation")
-    for split, data in (("train", train), ("validation", validation)):  # before any teacher trains
-        where = f"{task.name} {split} split of {task_args.data}"
-        check_label_values(data, task.num_labels, where)
-        if not task.is_regression and -100 in set(data["label"][:]):
-            raise ValueError(f"The {where} has unlabelled rows (-100): a teacher trains and is scored on labels only.")
-    name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
-    output_dir = training_args.output_dir
-    started = time.perf_counter()
-    epochs, device = {}, "cpu"
-    if model_name_or_path == SKLEARN_TEACHER:
-        teacher = SklearnTeacher.fit(
-            task_texts(task, train), train["label"][:], name=name, regression=task.is_regression
-        )
-        teacher.save(output_dir)
-        metrics = {}
-    else:
-        tokenizer, model = load_for_task(  # a head for another label count is replaced by a fresh one
-            model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **task_args.loading
-        )
-        args, callbacks, resume = for_trainer(training_args), [], None
-        if early_stopping_patience:
-            evaluations = evaluations_per_epoch(len(train), args)
-            args = early_stopping(args, task.metric, len(train), evaluations)
-            callbacks = [EarlyStoppingCallback(early_stopping_patience * evaluations)]
-            resume = resumable_checkpoint(output_dir, args)
-        trainer = TaskTrainer(
-            model=model,
-            args=args,
-            processing_class=tokenizer,
-            train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
-            eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
-            compute_metrics=metrics_for_trainer(task),
-            callbacks=callbacks,
-        )
-        # Checkpoints already there are this teacher's (an interrupted run, resumed) or someone else's (kept).
-        existing = set(sort_checkpoints(output_dir)) if os.path.isdir(output_dir) and not resume else set()
-        trainer.train(resume_from_checkpoint=resume)
-        metrics, _ = evaluate_task(trainer)
-        trainer.save_model(output_dir)
-        device = device_name(trainer.args)
-        if early_stopping_patience:
-            epochs = epochs_of(trainer.state, task.metric)
-            for folder in set(sort_checkpoints(output_dir)) - existing:  # only the ones this training wrote
-                shutil.rmtree(folder)
-    # The score recorded is the saved teacher's, loaded back as extraction loads it (float32, its own tokenizer
-    # and batches), so its stored logits can be checked against the record (`check_teacher_reproduces`); the
-    # Trainer's evaluation above may have run under bf16 autocast.
-    texts = task_texts(task, validation)
-    reloaded = load_teacher(output_dir, task.label_names, max_length=task_args.max_length, **task_args.loading)
-    predictions = sharded_logits(reloaded, texts)
-    if model_name_or_path == SKLEARN_TEACHER and not np.array_equal(predictions, teacher(texts)):
-        raise RuntimeError(f"{name}: the TF-IDF teacher saved in {output_dir} does not predict what it did.")
-    metrics = {**metrics, **compute_task_metrics(task, predictions, validation["label"][:])}
-    record = TeacherRecord(
-        name=name,
-        base_model=base_model_name(model_name_or_path),
-        task=task.name,
-        metric=task.metric,
-        validation_score=metrics[task.metric],
-        train_rows=len(train),
-        metrics=metrics,
-        train_runtime=time.perf_counter() - started,
-        learning_rate=None if model_name_or_path == SKLEARN_TEACHER else training_args.learning_rate,
-        device=device,
-        validation_fingerprint=input_fingerprint(validation, task.input_columns(validation)),
-        **epochs,
-        **({} if task.is_regression else majority_shares(predictions, validation["label"][:])),
-    )
-    record.save(output_dir)
-    return record
 
 
 def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set: bool) -> datasets.Dataset:
@@ -213,84 +123,79 @@ def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set:
     return train.remove_columns("label").add_column("label", labels.tolist(), feature=feature)
 
 
-BUNDLED_LAYERS_FILE = "bundle_kept_layers.json"  # written by recipes/device/bundle_study.py beside zeroed layers
-
-
-def check_bundled_layers(student_model: str, student_layers: Sequence[int] | None) -> None:
-    """Refuse a student that would start from encoder layers a device bundle zeroed: `bundle_study.py` keeps only
-    the layers of the `--student_layers` it was made for (the others are zeros, to travel small), so a student
-    cut with other layers, or the whole model, would silently start from zeros.
-
-    Args:
-        student_model: The student's model name or folder (resolved like `load_for_task` does).
-        student_layers: The layers asked for (None: the whole model).
-    """
-    marker = os.path.join(resolve_model(student_model), BUNDLED_LAYERS_FILE)
-    if not os.path.isfile(marker):
-        return
-    with open(marker) as handle:
-        kept = json.load(handle)["kept_layers"]
-    if student_layers is None or not set(student_layers) <= set(kept):
-        asked = "all of its layers" if student_layers is None else f"--student_layers {list(student_layers)}"
-        raise ValueError(
-            f"{student_model} comes from a device bundle that kept only encoder layers {kept} (the others are "
-            f"zeros): a student with {asked} would start from zeroed layers. Make the bundle with these "
-            "--student_layers, or use those layers."
-        )
-
-
-def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
-    """Keep only `layers` of the encoder, or of a causal LM's decoder (DistilBERT's initialisation: a student cut
-    from a teacher). A kept decoder layer is renumbered, so its key/value cache slot is its new position."""
-    encoder = getattr(model.base_model, "encoder", None)
-    holder, attribute = (encoder, "layer") if hasattr(encoder, "layer") else (model.base_model, "layers")
-    blocks = getattr(holder, attribute, None)
-    if blocks is None:
-        raise ValueError(f"{type(model).__name__} has no encoder or decoder layers to cut layers from.")
-    if not layers or any(not 0 <= i < len(blocks) for i in layers):
-        raise ValueError(f"student_layers {list(layers)} must be indices in [0, {len(blocks)}).")
-    if len(set(layers)) != len(layers):  # a repeated block shares its weights: the student could not be saved
-        raise ValueError(f"student_layers {list(layers)} repeats a layer; each kept layer must be distinct.")
-    setattr(holder, attribute, type(blocks)([blocks[i] for i in layers]))
-    for position, block in enumerate(getattr(holder, attribute)):
-        if hasattr(getattr(block, "self_attn", None), "layer_idx"):
-            block.self_attn.layer_idx = position
-    if getattr(model.config, "layer_types", None):
-        model.config.layer_types = [model.config.layer_types[i] for i in layers]
-    model.config.num_hidden_layers = len(layers)
-    return model
-
-
 def distill_student(
     task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig
 ) -> StudentResult:
-    """Train one student from a logit dataset; save it with `eval_results.json`; return the results."""
+    """Train one student from a logit dataset; save it with `eval_results.json`; return the results.
+
+    Where the logit dataset has a dev split (carved from the training rows at extraction), the student is scored
+    on it too (`dev_score`: what a study chooses by) and, with `student_args.early_stopping_patience`, trains until
+    its dev score stops improving, keeping the best weights; the validation split is scored once, at the end.
+
+    Args:
+        task_args: The task and its data options (the same dev and row options as the extraction's).
+        student_args: The logit dataset, the student model and layers, early stopping.
+        config: The distillation and training configuration (`output_dir` is the student's folder).
+    """
     task = task_args.glue_task
     logit_data = load_logit_dataset(student_args.logit_dataset)
     train, validation = (
         first_rows(logit_data[split], task_args.row_limit(split)) for split in ("train", "validation")
     )
+    dev = logit_data["dev"] if "dev" in logit_data else None
     metadata = read_metadata(logit_data["train"])
+    check_same_dev_split(metadata.extra.get(DEV_SPLIT_KEY) if metadata else None, task_args)
+    if student_args.early_stopping_patience and dev is None:
+        raise ValueError(
+            "--early_stopping_patience stops on the dev split, and this logit dataset has none: extract it with "
+            "--dev_rows (the validation split is only reported, never chosen on)."
+        )
     if student_args.check_against_data and metadata is not None:
-        check_logits_match_inputs(metadata, load_task_split(task, "train", task_args.data, metadata.num_rows))
-    if student_args.labelled_rows is not None:
-        train = low_resource(train, student_args.labelled_rows, with_transfer_set=config.fusion != "none")
+        rows = (
+            load_task_split(task, "train", task_args.data, metadata.num_rows)
+            if dev is None
+            else task_args.load("train")
+        )
+        check_logits_match_inputs(metadata, rows)
+    if task_args.labelled_rows is not None:
+        with_transfer_set = config.fusion != "none"
+        train = low_resource(train, task_args.labelled_training_rows(), with_transfer_set=with_transfer_set)
     check_bundled_layers(student_args.student_model, student_args.student_layers)
     tokenizer, model = load_for_task(
         student_args.student_model, task, seed=config.seed, ignore_mismatched_sizes=True, **task_args.loading
     )
     if student_args.student_layers:
         model = student_from_layers(model, student_args.student_layers)
+    args, callbacks, patience = for_trainer(config), [], student_args.early_stopping_patience
+    if patience:
+        evaluations = evaluations_per_epoch(len(train), args)
+        args = early_stopping(args, task.metric, len(train), evaluations)
+        callbacks = [EarlyStoppingCallback(patience * evaluations)]
+    existing = set(sort_checkpoints(config.output_dir)) if os.path.isdir(config.output_dir) else set()
+    tokenized = {
+        split: tokenize_task(data, tokenizer, task, task_args.max_length)
+        for split, data in (("dev", dev), ("validation", validation))
+        if data is not None
+    }
     trainer = DistillationTrainer(
         model=model,
-        args=for_trainer(config),
+        args=args,
         processing_class=tokenizer,
         compute_metrics=metrics_for_trainer(task),
         train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
-        eval_dataset=tokenize_task(validation, tokenizer, task, task_args.max_length),
+        eval_dataset=tokenized["dev" if dev is not None else "validation"],
+        callbacks=callbacks,
     )
     train_output = trainer.train()
-    metrics, validation_logits = evaluate_task(trainer)
+    if patience and trainer.is_world_process_zero():
+        for folder in set(sort_checkpoints(config.output_dir)) - existing:  # only the ones this training wrote
+            shutil.rmtree(folder)
+    metrics, validation_logits = evaluate_task(trainer, tokenized["validation"])
+    dev_fields = {}
+    if dev is not None:
+        dev_metrics = evaluate_task(trainer, tokenized["dev"])[0]
+        dev_fields = {"dev_score": dev_metrics[task.metric], "dev_metrics": dev_metrics}
+        dev_fields["dev_split"] = metadata.extra.get(DEV_SPLIT_KEY) if metadata else None
     results = student_result(
         trainer,
         config,
@@ -303,9 +208,11 @@ def distill_student(
         train_rows=len(train),
         eval_rows=len(validation),
         train_runtime=train_output.metrics.get("train_runtime"),
-        labelled_rows=student_args.labelled_rows,
+        labelled_rows=task_args.labelled_rows,
         training=training_settings(config, task_args, student_args),
         question=student_question(task_args, student_args, config, logit_data),
+        best_step=trainer.state.best_global_step if patience else None,
+        **dev_fields,
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():

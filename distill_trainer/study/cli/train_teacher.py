@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 
 from distill_trainer.study.args import TaskArguments, parse_recipe_args
 from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_teacher
-from distill_trainer.study.training import train_teacher
+from distill_trainer.study.teacher_training import train_teacher
 
 
 @dataclass
@@ -54,7 +54,8 @@ def main(argv=None, prog=None):
         teacher_args.early_stopping_patience,
     )
     if info.collapsed:
-        print(f"warning: {info.name} predicts one class on {info.majority_prediction_share:.0%} of validation rows")
+        split = "validation" if info.dev_score is None else "dev"
+        print(f"warning: {info.name} predicts one class on {info.majority_prediction_share:.0%} of {split} rows")
     print(f"teacher {info.name}: validation {info.metric} = {info.validation_score:.4f}")
     if training_args.push_to_hub and training_args.process_index == 0:
         url = publish_teacher(

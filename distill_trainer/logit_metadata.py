@@ -1,0 +1,99 @@
+"""The logit dataset's metadata: which teachers made the logits, in what order, with which label names, on which
+inputs, and what was fitted on which split. It travels as JSON in `dataset.info.description`, which survives `map`,
+`select`, `shuffle`, `save_to_disk` and `load_from_disk`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+import datasets
+
+METADATA_KEY = "distill_trainer_logits"
+
+
+@dataclass
+class TeacherInfo:
+    """One teacher, as recorded in a logit dataset (never a local path: these get published)."""
+
+    name: str
+    revision: str | None = None
+    validation_score: float | None = None
+    metric: str | None = None
+    # On a dev split carved from the training rows: where every teacher has one, `weighted` weighs by it, so no
+    # choice is made on the rows a study reports (its validation split).
+    dev_score: float | None = None
+
+
+@dataclass
+class LogitDatasetMetadata:
+    """What must travel with teacher logits so they are never used on the wrong data.
+
+    `input_fingerprint` hashes the input columns row by row, in order: a logit dataset joined to other
+    rows, shuffled rows or other text is detected by recomputing it (see `validate_logit_dataset`).
+    """
+
+    teachers: list[TeacherInfo]
+    label_names: list[str]
+    input_columns: list[str]
+    num_rows: int
+    input_fingerprint: str
+    column: str = "teacher_logits"
+    task: str | None = None  # the GLUE task name when known (cards and tables name it)
+    teacher_fingerprints: list[str] | None = None  # one per teacher column, see `teacher_fingerprints`
+    format_version: int = 2  # 2: teacher fingerprints bind each row's logits to its inputs; 1: sorted values
+    # Fits on the validation split made at extraction (`fitting.validation_fits`): teacher_temperatures,
+    # fusion_weights (on raw logits), fusion_weights_calibrated (on calibrated logits), num_rows.
+    fitted: dict | None = None
+    extra: dict = field(default_factory=dict)
+    fit_split: str = "validation"  # the labelled split `fitted` was fitted on: "dev" where one was carved
+
+    @property
+    def validation_scores(self) -> list[float | None]:
+        """The teachers' validation scores in column order."""
+        return [teacher.validation_score for teacher in self.teachers]
+
+    @property
+    def weighting_scores(self) -> list[float | None]:
+        """The scores `weighted` fusion weighs the teachers by, in column order: their dev scores where every
+        teacher has one, else their validation scores."""
+        dev = [teacher.dev_score for teacher in self.teachers]
+        return dev if dev and all(score is not None for score in dev) else self.validation_scores
+
+    def to_json(self) -> str:
+        return json.dumps({METADATA_KEY: asdict(self)}, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LogitDatasetMetadata:
+        data = dict(data)
+        data["teachers"] = [TeacherInfo(**teacher) for teacher in data["teachers"]]
+        return cls(**data)
+
+
+def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:
+    """The logit metadata stored in `dataset`, or `None` for a dataset that carries none.
+
+    Raises:
+        ValueError: the metadata is there but corrupt; never read as absent, which would skip every check.
+    """
+    description = dataset.info.description or ""
+    try:
+        payload = json.loads(description)
+    except (json.JSONDecodeError, TypeError):
+        payload = None
+    if not isinstance(payload, dict) or METADATA_KEY not in payload:
+        if METADATA_KEY in description:  # ours, but truncated or corrupt: never treated as absent (no checks)
+            raise ValueError(
+                f"The logit metadata in this dataset's info.description is corrupt: {description[:80]!r}..."
+            )
+        return None
+    try:
+        return LogitDatasetMetadata.from_dict(payload[METADATA_KEY])
+    except (KeyError, TypeError) as error:
+        raise ValueError(f"The logit metadata does not match this distill-trainer's format: {error}.") from error
+
+
+def write_metadata(dataset: datasets.Dataset, metadata: LogitDatasetMetadata) -> datasets.Dataset:
+    """Store `metadata` in the dataset's info (in place, and returns the dataset for chaining)."""
+    dataset.info.description = metadata.to_json()
+    return dataset

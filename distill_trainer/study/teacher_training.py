@@ -1,0 +1,143 @@
+"""Fine-tuning a study's teachers on a GLUE task (or fitting the TF-IDF teacher), with early stopping on the dev
+split, and the record that says what each scored."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+
+import numpy as np
+from transformers import EarlyStoppingCallback, TrainingArguments
+from transformers.trainer_utils import sort_checkpoints
+
+from ..labels import check_label_values
+from ..logits import input_fingerprint
+from .args import TaskArguments, for_trainer
+from .dev_split import dev_record
+from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
+from .runs import TeacherRecord, base_model_name, device_name, display_name
+from .tasks import compute_task_metrics, first_rows, metrics_for_trainer, task_texts
+from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_teacher, sharded_logits
+from .training import TaskTrainer, evaluate_task, load_for_task, tokenize_task
+
+
+def train_teacher(
+    task_args: TaskArguments,
+    model_name_or_path: str,
+    training_args: TrainingArguments,
+    teacher_name: str | None = None,
+    early_stopping_patience: int | None = None,
+) -> TeacherRecord:
+    """Fine-tune a teacher on a task (or fit the scikit-learn TF-IDF teacher) and save it with its score.
+
+    With `early_stopping_patience`, the teacher is evaluated after every epoch and stops once its score has not
+    improved for that many epochs (`num_train_epochs` is then the most it trains); the best epoch's weights are
+    kept, and the epochs are recorded. The score is the dev split's where `task_args` carves one (the collapse
+    check reads it too), else the validation split's; the record holds both. In the low-resource regime
+    (`task_args.labelled_rows`) the teacher trains on the labelled rows alone.
+
+    Args:
+        task_args: The task, its data, rows, dev split and labelled rows.
+        model_name_or_path: A sequence-classification checkpoint, or `sklearn_tfidf`.
+        training_args: How to fine-tune it (`output_dir` is the teacher's folder).
+        teacher_name: The name recorded (default `<model>-<task>`).
+        early_stopping_patience: Epochs without improvement before stopping (None: train every epoch).
+    """
+    task = task_args.glue_task
+    train, validation = task_args.load("train"), task_args.load("validation")
+    labelled = task_args.labelled_training_rows()
+    if labelled is not None:  # the low-resource regime: a teacher learns from the labelled rows alone
+        train = first_rows(train, labelled)
+    dev = task_args.load("dev") if task_args.dev_rows is not None else None
+    choosing = validation if dev is None else dev  # what early stopping and the collapse check read
+    for split, data in (("train", train), ("dev", dev), ("validation", validation)):  # before any teacher trains
+        if data is None:
+            continue
+        where = f"{task.name} {split} split of {task_args.data}"
+        check_label_values(data, task.num_labels, where)
+        if not task.is_regression and -100 in set(data["label"][:]):
+            raise ValueError(f"The {where} has unlabelled rows (-100): a teacher trains and is scored on labels only.")
+    name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
+    output_dir = training_args.output_dir
+    started = time.perf_counter()
+    epochs, device = {}, "cpu"
+    if model_name_or_path == SKLEARN_TEACHER:
+        teacher = SklearnTeacher.fit(
+            task_texts(task, train), train["label"][:], name=name, regression=task.is_regression
+        )
+        teacher.save(output_dir)
+        metrics = {}
+    else:
+        tokenizer, model = load_for_task(  # a head for another label count is replaced by a fresh one
+            model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **task_args.loading
+        )
+        args, callbacks, resume = for_trainer(training_args), [], None
+        if early_stopping_patience:
+            evaluations = evaluations_per_epoch(len(train), args)
+            args = early_stopping(args, task.metric, len(train), evaluations)
+            callbacks = [EarlyStoppingCallback(early_stopping_patience * evaluations)]
+            resume = resumable_checkpoint(output_dir, args)
+        trainer = TaskTrainer(
+            model=model,
+            args=args,
+            processing_class=tokenizer,
+            train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
+            eval_dataset=tokenize_task(choosing, tokenizer, task, task_args.max_length),
+            compute_metrics=metrics_for_trainer(task),
+            callbacks=callbacks,
+        )
+        # Checkpoints already there are this teacher's (an interrupted run, resumed) or someone else's (kept).
+        existing = set(sort_checkpoints(output_dir)) if os.path.isdir(output_dir) and not resume else set()
+        trainer.train(resume_from_checkpoint=resume)
+        metrics = evaluate_task(trainer)[0] if dev is None else {}
+        trainer.save_model(output_dir)
+        device = device_name(trainer.args)
+        if early_stopping_patience:
+            epochs = epochs_of(trainer.state, task.metric)
+            for folder in set(sort_checkpoints(output_dir)) - existing:  # only the ones this training wrote
+                shutil.rmtree(folder)
+    # The score recorded is the saved teacher's, loaded back as extraction loads it (float32, its own tokenizer
+    # and batches), so its stored logits can be checked against the record (`check_teacher_reproduces`); the
+    # Trainer's evaluation above may have run under bf16 autocast.
+    reloaded = load_teacher(output_dir, task.label_names, max_length=task_args.max_length, **task_args.loading)
+    predictions = {
+        split: sharded_logits(reloaded, task_texts(task, data))
+        for split, data in (("dev", dev), ("validation", validation))
+        if data is not None
+    }
+    texts = task_texts(task, validation)
+    if model_name_or_path == SKLEARN_TEACHER and not np.array_equal(predictions["validation"], teacher(texts)):
+        raise RuntimeError(f"{name}: the TF-IDF teacher saved in {output_dir} does not predict what it did.")
+    metrics = {**metrics, **compute_task_metrics(task, predictions["validation"], validation["label"][:])}
+    dev_fields = {}
+    if dev is not None:
+        dev_metrics = compute_task_metrics(task, predictions["dev"], dev["label"][:])
+        dev_fields = {
+            "dev_score": dev_metrics[task.metric],
+            "dev_metrics": dev_metrics,
+            "dev_split": dev_record(task_args),
+        }
+    record = TeacherRecord(
+        name=name,
+        base_model=base_model_name(model_name_or_path),
+        task=task.name,
+        metric=task.metric,
+        validation_score=metrics[task.metric],
+        train_rows=len(train),
+        metrics=metrics,
+        train_runtime=time.perf_counter() - started,
+        learning_rate=None if model_name_or_path == SKLEARN_TEACHER else training_args.learning_rate,
+        device=device,
+        validation_fingerprint=input_fingerprint(validation, task.input_columns(validation)),
+        labelled_rows=task_args.labelled_rows,
+        **dev_fields,
+        **epochs,
+        **(
+            {}
+            if task.is_regression
+            else majority_shares(predictions["dev" if dev is not None else "validation"], choosing["label"][:])
+        ),
+    )
+    record.save(output_dir)
+    return record
