@@ -199,6 +199,11 @@ def test_without_a_dev_split_no_early_stopping_and_scores_stay_on_validation(tea
     metadata = read_topk_metadata(logits["validation"])
     assert set(logits) == {"train", "validation"} and metadata.extra["score_split"] == "validation"
     assert [t.validation_score for t in metadata.teachers] == metadata.extra["token_likelihood"]["validation"]
+    argv = ["distill", *common, "--logit_dataset", str(tmp_path / "L"), "--student_model", base[1], "--data"]
+    argv += [str(root / "data"), "--report_to", "none", "--use_cpu", "true", "--output_dir", str(tmp_path / "s")]
+    with pytest.raises(ValueError, match="has a dev split but the logit dataset has none"):
+        cli(argv)  # --data now has a dev split: the teachers' scores would not come from it
+    assert not (tmp_path / "s").exists()
 
 
 @pytest.mark.parametrize(
@@ -207,6 +212,7 @@ def test_without_a_dev_split_no_early_stopping_and_scores_stay_on_validation(tea
         (["--completion_column", "answer"], "no column 'answer'"),
         (["--max_length", "500"], "longer than teacher .*context \\(128 positions\\)"),
         (["--text_column", "prompt"], "--text_column, or --prompt_column and --completion_column"),
+        (["--early_stopping_patience", "0"], "at least 1 epoch"),
     ],
 )
 def test_train_teacher_refuses_bad_input_before_any_work(teachers, tmp_path, change, message):

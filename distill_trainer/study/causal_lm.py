@@ -182,9 +182,8 @@ def build_topk_dataset(
             del model
         else:
             logger.warning("Teacher %d (%s): reusing its top-k from %s.", index, cached["name"], cache_dir)
-        likelihoods.append(
-            {s: math.exp(-nll / n) for s in splits if s != "train" for nll, n in [cached["logits"][f"{s}_nll"]]}
-        )
+        sums = {split: cached["logits"][f"{split}_nll"] for split in splits if split != "train"}  # [NLL, tokens]
+        likelihoods.append({split: math.exp(-nll / tokens) for split, (nll, tokens) in sums.items()})
         infos.append(
             TeacherInfo(name=cached["name"], metric=SCORE_METRIC, validation_score=likelihoods[-1][score_split])
         )
@@ -204,7 +203,7 @@ def build_topk_dataset(
             for split, rows in splits.items()
         }
     )
-    per_split = {split: [found[split] for found in likelihoods] for split in likelihoods[0]}
+    per_split = {split: [teacher[split] for teacher in likelihoods] for split in likelihoods[0]}
     for rows in logit_dataset.values():  # where the scores come from travels with every split's columns
         metadata = read_topk_metadata(rows)
         metadata.extra.update(score_split=score_split, token_likelihood=per_split)

@@ -81,6 +81,8 @@ def train_causal_teacher(
         raise ValueError("--model_name_or_path is required.")
     names = causal_split_names(task_args.data)
     with_dev = DEV_SPLIT in names
+    if early_stopping_patience is not None and early_stopping_patience < 1:
+        raise ValueError(f"--early_stopping_patience must be at least 1 epoch, got {early_stopping_patience}.")
     if early_stopping_patience is not None and not with_dev:
         raise ValueError(
             f"--early_stopping_patience needs a {DEV_SPLIT} split in --data {task_args.data} (dev.jsonl|json|csv|"
