@@ -108,7 +108,7 @@ def completion_nll(model, tokenizer, frame: pd.DataFrame, max_length: int) -> tu
         ids = (prompt_ids + tokenizer(completion, add_special_tokens=False)["input_ids"] + eos)[:max_length]
         with torch.no_grad():
             logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].float(), -1)
-        scored = torch.arange(len(prompt_ids), len(ids))  # token t, predicted at position t - 1
+        scored = torch.arange(min(len(prompt_ids), len(ids)), len(ids))  # token t, predicted at position t - 1
         nll -= logprobs[scored - 1, torch.tensor(ids)[scored]].sum().item()
         tokens += len(scored)
     return nll / tokens, tokens
@@ -223,3 +223,24 @@ def test_train_teacher_refuses_bad_input_before_any_work(teachers, tmp_path, cha
     with pytest.raises(ValueError, match=message):
         cli([*argv, "--report_to", "none", "--use_cpu", "true"])
     assert not (tmp_path / "t").exists()
+
+
+@pytest.mark.slow
+def test_real_smollm2_fine_tunes_into_a_task_teacher_with_a_lower_dev_nll(tmp_path):
+    """SmolLM2-135M-Instruct (the PyPI GGUF, dequantized once) fine-tuned on 16 MNLI entailment pairs: its dev NLL
+    drops below the base model's, and the folder loads back with plain from_pretrained."""
+    from distill_trainer.study.causal_data import load_causal_lm
+
+    data = tmp_path / "data"
+    limits = ["--max_train_rows", "16", "--max_dev_rows", "8", "--max_validation_rows", "8"]
+    cli(["prepare-causal", "--task", "mnli", "--data", str(GLUE), "--output_dir", str(data), *limits])
+    argv = ["train-teacher", "--task", "causal_lm", "--data", str(data), "--max_length", "64", *COLUMNS]
+    argv += ["--model_name_or_path", "SmolLM2-135M-Instruct", "--num_train_epochs", "1", "--learning_rate", "1e-4"]
+    argv += ["--per_device_train_batch_size", "4", "--report_to", "none", "--use_cpu", "true", "--bf16", "false"]
+    record = cli([*argv, "--output_dir", str(tmp_path / "teacher")])
+    tokenizer, base = load_causal_lm("SmolLM2-135M-Instruct")
+    before, _ = completion_nll(base, tokenizer, read_split(data, "dev"), 64)
+    assert record.metrics["dev_nll"] < before and record.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    tuned = AutoModelForCausalLM.from_pretrained(tmp_path / "teacher").eval()
+    after, _ = completion_nll(tuned, tokenizer, read_split(data, "dev"), 64)
+    assert record.metrics["dev_nll"] == pytest.approx(after, rel=1e-4) and record.best_epoch == 1
