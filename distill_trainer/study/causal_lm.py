@@ -1,6 +1,7 @@
 """Token-level distillation of causal LMs in the study layer: each teacher's sparse top-k over a task's rows
 (resumable per teacher, shared across `accelerate` processes, written atomically), and a student trained from
-them and scored by its per-token NLL and perplexity on the validation completions."""
+them and scored by its per-token NLL and perplexity on the validation completions. A data folder with a `dev` file
+is extracted there too, and the teachers' scores (the `weighted` fusion's weights) come from it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
-from ..collator import DistillationDataCollator
 from ..config import DistillationConfig
 from ..logits import TeacherInfo, input_fingerprint
 from ..topk import LOGPROB_DTYPES, attach_teacher_topk, check_same_vocabulary, read_topk_metadata, tokenizer_info
@@ -24,13 +24,16 @@ from ..trainer import DistillationTrainer
 from .args import StudentArguments, TaskArguments, for_trainer
 from .causal_data import (
     CAUSAL_LM_TASK,
+    DEV_SPLIT,
     CausalLMArguments,
+    causal_split_names,
     check_context,
     load_causal_lm,
     load_causal_tokenizer_and_config,
     load_text_split,
     tokenize_causal,
 )
+from .causal_metrics import completion_metrics
 from .extraction import read_teacher_cache, write_teacher_cache, write_with_teacher_cache
 from .logit_data import load_logit_dataset
 from .questions import run_question
@@ -41,11 +44,12 @@ from .training import student_from_layers
 logger = logging.getLogger(__name__)
 
 SCORE_METRIC = "token_likelihood"  # exp(-mean NLL) = 1 / perplexity: higher is better, the `weighted` fusion's weight
-SPLITS = ("train", "validation")
+SPLITS = ("train", "validation")  # and `dev` between them where the data folder has one (`causal_split_names`)
 
 
 def causal_splits(task_args: TaskArguments, columns: CausalLMArguments, tokenizer) -> dict[str, datasets.Dataset]:
-    """The task's train and validation rows, tokenized as every teacher and the student see them."""
+    """The task's train, dev (where there is one) and validation rows, tokenized as every teacher and the student
+    see them."""
     return {
         split: tokenize_causal(
             load_text_split(task_args.data, split, task_args.row_limit(split)),
@@ -54,7 +58,7 @@ def causal_splits(task_args: TaskArguments, columns: CausalLMArguments, tokenize
             task_args.max_length,
             split,
         )
-        for split in SPLITS
+        for split in causal_split_names(task_args.data)
     }
 
 
@@ -131,8 +135,10 @@ def build_topk_dataset(
     logprobs_dtype: str = "float16",
     cache_dir: str | None = None,
 ) -> datasets.DatasetDict:
-    """Every teacher's top-k over train and validation: one `DatasetDict` with `teacher_topk_ids` and
-    `teacher_topk_logprobs` per split, and each teacher's validation token likelihood (exp(-NLL)) in the metadata.
+    """Every teacher's top-k over train, dev (where `--data` has a dev file) and validation: one `DatasetDict` with
+    `teacher_topk_ids` and `teacher_topk_logprobs` per split, and each teacher's score in the metadata: its token
+    likelihood (exp(-NLL)) on dev where there is one, else on validation (`extra["score_split"]` says which;
+    `extra["token_likelihood"]` holds both per split, so the validation one is still recorded).
 
     Teachers run one at a time; all must share the first teacher's vocabulary (refused naming both otherwise).
     With `cache_dir`, each finished teacher is kept there (written atomically), so an interrupted extraction
@@ -149,13 +155,14 @@ def build_topk_dataset(
     """
     if logprobs_dtype not in LOGPROB_DTYPES:
         raise ValueError(f"--logprobs_dtype must be one of {tuple(LOGPROB_DTYPES)}, got {logprobs_dtype!r}.")
-    tokenizer, splits, infos, found = None, None, [], {split: {"ids": [], "logprobs": []} for split in SPLITS}
+    tokenizer, splits, infos, likelihoods = None, None, [], []
     for index, path in enumerate(teacher_paths):
         teacher_tokenizer, config = load_causal_tokenizer_and_config(path, columns.gguf_file, **task_args.loading)
         if tokenizer is None:
             tokenizer = teacher_tokenizer
             splits = causal_splits(task_args, columns, tokenizer)
             inputs = {split: input_fingerprint(data, ["input_ids"]) for split, data in splits.items()}
+            found = {split: {"ids": [], "logprobs": []} for split in splits}
         check_same_vocabulary(tokenizer_info(tokenizer), tokenizer_info(teacher_tokenizer), f"teacher {path}")
         check_context(config, task_args.max_length, f"teacher {path}")
         if not 1 <= k <= config.vocab_size:
@@ -174,14 +181,20 @@ def build_topk_dataset(
             del model
         else:
             logger.warning("Teacher %d (%s): reusing its top-k from %s.", index, cached["name"], cache_dir)
-        nll_sum, tokens = cached["logits"]["validation_nll"]
+        sums = {split: cached["logits"][f"{split}_nll"] for split in splits if split != "train"}  # [NLL, tokens]
+        likelihoods.append({split: math.exp(-nll / tokens) for split, (nll, tokens) in sums.items()})
         infos.append(
-            TeacherInfo(name=cached["name"], metric=SCORE_METRIC, validation_score=math.exp(-nll_sum / tokens))
+            TeacherInfo(
+                name=cached["name"],
+                metric=SCORE_METRIC,
+                validation_score=likelihoods[-1]["validation"],
+                dev_score=likelihoods[-1].get(DEV_SPLIT),
+            )
         )
-        for split in SPLITS:
+        for split in splits:
             for name in ("ids", "logprobs"):
                 found[split][name].append(cached["logits"][f"{split}_{name}"])
-    return datasets.DatasetDict(
+    logit_dataset = datasets.DatasetDict(
         {
             split: attach_teacher_topk(
                 rows,
@@ -194,6 +207,7 @@ def build_topk_dataset(
             for split, rows in splits.items()
         }
     )
+    return logit_dataset
 
 
 def per_row(stacked: np.ndarray, rows: datasets.Dataset) -> list[np.ndarray]:
@@ -210,35 +224,6 @@ def extract_topk_to_disk(task_args, columns, teacher_paths, output_dir: str, **o
         len(teacher_paths),
         lambda cache_dir: build_topk_dataset(task_args, columns, teacher_paths, cache_dir=cache_dir, **options),
     )
-
-
-def completion_metrics(model, rows: datasets.Dataset, tokenizer, batch_size: int = 8) -> dict:
-    """Per-token NLL and perplexity of the tokens `rows`' labels score, and the student's top-1 agreement with
-    each stored teacher's top-1 on them (`top1_agreement`, teacher order), in one pass without gradients."""
-    collate = DistillationDataCollator(tokenizer)
-    keep = [c for c in ("input_ids", "attention_mask", "labels", "teacher_topk_ids") if c in rows.column_names]
-    rows = rows.select_columns(keep)
-    device = next(model.parameters()).device
-    nll, tokens, agree = 0.0, 0, None
-    model.eval()
-    with torch.inference_mode():
-        for start in range(0, len(rows), batch_size):
-            batch = collate([rows[i] for i in range(start, min(start + batch_size, len(rows)))])
-            logits = model(input_ids=batch["input_ids"].to(device), attention_mask=batch["attention_mask"].to(device))
-            logits = logits.logits.float()[:, :-1]
-            gold = batch["labels"][:, 1:].to(device)
-            scored = gold != -100
-            nll -= torch.log_softmax(logits[scored], -1).gather(-1, gold[scored][:, None]).sum().item()
-            tokens += int(scored.sum())
-            if "teacher_topk_ids" in batch:  # [B, n_teachers, S, k]: each teacher's most probable next token
-                top1 = batch["teacher_topk_ids"][..., :-1, 0].to(device)
-                hits = (top1 == logits.argmax(-1)[:, None]) & scored[:, None]
-                agree = hits.sum(dim=(0, 2)) if agree is None else agree + hits.sum(dim=(0, 2))
-    mean = nll / tokens
-    metrics = {"eval_loss": mean, "perplexity": math.exp(mean), "eval_tokens": tokens}
-    if agree is not None:
-        metrics["top1_agreement"] = (agree.double() / tokens).tolist()
-    return metrics
 
 
 def distill_causal_student(
@@ -258,6 +243,11 @@ def distill_causal_student(
         check_same_vocabulary(metadata.tokenizer, tokenizer_info(tokenizer), f"student {student_args.student_model}")
     if student_args.check_against_data:
         for split, rows in causal_splits(task_args, columns, tokenizer).items():
+            if split not in logit_data:
+                raise ValueError(
+                    f"--data {task_args.data} has a {split} split but the logit dataset has none (extracted before it "
+                    "existed?): extract again, so that the teachers' scores come from it."
+                )
             if input_fingerprint(rows, ["input_ids"]) != input_fingerprint(logit_data[split], ["input_ids"]):
                 raise ValueError(
                     f"The logit dataset's {split} rows are not --data {task_args.data}'s rows as tokenized with "

@@ -31,9 +31,12 @@ def steps_per_epoch(rows: int, args: TrainingArguments) -> int:
     return math.ceil(rows / (args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps))
 
 
-def early_stopping(args: TrainingArguments, metric: str, rows: int, evaluations: int) -> TrainingArguments:
+def early_stopping(
+    args: TrainingArguments, metric: str, rows: int, evaluations: int, greater_is_better: bool = True
+) -> TrainingArguments:
     """`args` that evaluate and checkpoint `evaluations` times per epoch and end on the best weights by `metric`
-    (EarlyStoppingCallback's patience counts evaluations: `patience * evaluations` for a patience in epochs)."""
+    (EarlyStoppingCallback's patience counts evaluations: `patience * evaluations` for a patience in epochs);
+    `greater_is_better=False` for a loss (a causal teacher's dev NLL)."""
     every = math.ceil(steps_per_epoch(rows, args) / evaluations)
     return with_overrides(
         args,
@@ -43,7 +46,7 @@ def early_stopping(args: TrainingArguments, metric: str, rows: int, evaluations:
         save_steps=every,
         load_best_model_at_end=True,
         metric_for_best_model=metric,
-        greater_is_better=True,
+        greater_is_better=greater_is_better,
         save_total_limit=1,
     )
 
@@ -68,10 +71,10 @@ def resumable_checkpoint(output_dir: str, args: TrainingArguments) -> str | None
     return last
 
 
-def epochs_of(state, metric: str) -> dict:
+def epochs_of(state, metric: str, greater_is_better: bool = True) -> dict:
     """Where early stopping ended (`epochs_trained`) and which epoch's weights it kept (`best_epoch`)."""
     evaluations = [log for log in state.log_history if f"eval_{metric}" in log]
-    best = max(evaluations, key=lambda log: log[f"eval_{metric}"]) if evaluations else {}
+    best = (max if greater_is_better else min)(evaluations, key=lambda log: log[f"eval_{metric}"], default={})
     return {"epochs_trained": state.epoch, "best_epoch": best.get("epoch")}
 
 

@@ -18,7 +18,8 @@ from collections.abc import Sequence
 
 # Subcommand -> (module of this package, what it does); recipes/<script>.py runs the same module.
 COMMANDS = {
-    "train-teacher": ("train_teacher", "fine-tune a teacher on a GLUE task and save it with its validation score"),
+    "prepare-causal": ("prepare_causal", "write MNLI/QQP pairs as a causal-LM prompt -> completion folder"),
+    "train-teacher": ("train_teacher", "fine-tune a teacher (GLUE or causal LM) and save it with its scores"),
     "extract": ("extract", "run teachers over a task and write one logit dataset (recipes/extract_logits.py)"),
     "distill": ("distill", "train one student from a logit dataset with a fusion strategy"),
     "sweep": ("sweep", "a temperature x alpha grid of students on a logit dataset"),
