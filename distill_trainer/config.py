@@ -213,11 +213,19 @@ class DistillationConfig(TrainingArguments):
         return self.alpha > 0 or (self.alpha_schedule != "constant" and self.alpha_end > 0)
 
     def alpha_at(self, progress: float) -> float:
-        """alpha at `progress` (global step / max steps, in [0, 1]) under `alpha_schedule`."""
+        """alpha at `progress` under `alpha_schedule` (from `alpha` to `alpha_end`).
+
+        Args:
+            progress: Global step / max steps, in [0, 1].
+        """
         return scheduled(self.alpha_schedule, self.alpha, self.alpha_end, progress)
 
     def temperature_at(self, progress: float) -> float:
-        """T at `progress` under `temperature_schedule`."""
+        """T at `progress` under `temperature_schedule` (from `temperature` to `temperature_end`).
+
+        Args:
+            progress: Global step / max steps, in [0, 1].
+        """
         return scheduled(self.temperature_schedule, self.temperature, self.temperature_end, progress)
 
     def __getstate__(self) -> dict:

@@ -96,7 +96,11 @@ class FusionStrategy(nn.Module):
 
     @classmethod
     def from_setup(cls, setup: FusionSetup) -> FusionStrategy:
-        """Build the strategy for a run (default: no options); raise `ValueError` for options that cannot work."""
+        """Build the strategy for a run (default: no options); raise `ValueError` for options that cannot work.
+
+        Args:
+            setup: The run's teacher count, weights, teacher index and student hidden size.
+        """
         return cls()
 
     def fuse(
@@ -115,7 +119,12 @@ class FusionStrategy(nn.Module):
         raise NotImplementedError
 
     def token_weights(self, signal, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """A `tokens.TokenSignal` -> `[batch, n_teachers, seq]` weights (sum 1 over teachers) to mix them per token."""
+        """A `tokens.TokenSignal` -> `[batch, n_teachers, seq]` weights (sum 1 over teachers) to mix them per token.
+
+        Args:
+            signal: The batch's per-token teachers (top-k ids and log-probabilities, or dense logits).
+            labels: Next-token labels `[batch, seq]` (-100 where nothing is learnt), for gold-token strategies.
+        """
         raise NotImplementedError
 
     @property
@@ -147,14 +156,23 @@ def register_fusion(name: str):
 
 
 def fusion_strategy(name: str) -> type[FusionStrategy]:
-    """The registered strategy class named `name`, or a `ValueError` listing the registered names."""
+    """The registered strategy class named `name`, or a `ValueError` listing the registered names.
+
+    Args:
+        name: A name given to `register_fusion` (built-in: see `FUSION_STRATEGIES`).
+    """
     if name not in FUSION_REGISTRY:
         raise ValueError(f"Unknown fusion strategy {name!r}; choose one of {tuple(FUSION_REGISTRY)}.")
     return FUSION_REGISTRY[name]
 
 
 def build_fusion(name: str, setup: FusionSetup) -> FusionStrategy:
-    """The strategy `name` built for `setup` (validated: weights and teacher index against the teacher count)."""
+    """The strategy `name` built for `setup` (validated: weights and teacher index against the teacher count).
+
+    Args:
+        name: The registered strategy's name.
+        setup: What a strategy may need to be built: teacher count, weights, teacher index, hidden size.
+    """
     return fusion_strategy(name).from_setup(setup)
 
 
@@ -271,10 +289,20 @@ class GatingNetwork(FusionStrategy):
         return cls(setup.hidden_size, setup.n_teachers, setup.gate_hidden_size)
 
     def teacher_weights(self, cls_hidden: torch.Tensor) -> torch.Tensor:
-        """`[batch, hidden]` -> `[batch, n_teachers]` weights that sum to 1 per example."""
+        """`[batch, hidden]` -> `[batch, n_teachers]` weights that sum to 1 per example.
+
+        Args:
+            cls_hidden: The student's [CLS] hidden state, detached (the gate reads it; the student is not pushed).
+        """
         return torch.softmax(self.mlp(cls_hidden.float()), dim=-1)
 
     def forward(self, cls_hidden: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        """The teachers' logits mixed per example by the gate's weights.
+
+        Args:
+            cls_hidden: `[batch, hidden]` the student's detached [CLS] state.
+            teacher_logits: `[batch, n_teachers, n_labels]` raw teacher logits.
+        """
         # values are checked by the trainer on the host (here on an accelerator they would cost a sync per step)
         if teacher_logits.shape[1] != self.n_teachers:
             raise ValueError(

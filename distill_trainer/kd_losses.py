@@ -58,11 +58,23 @@ class KDLoss:
         self.jsd_beta = jsd_beta
 
     def divergence(self, teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor) -> torch.Tensor:
-        """Per row, summed over the last dimension, of two log-probability tensors of one shape."""
+        """Per row, summed over the last dimension, of two log-probability tensors of one shape.
+
+        Args:
+            teacher_log_probs: The target distribution's log-probabilities.
+            student_log_probs: The student's, of the same shape.
+        """
         raise NotImplementedError
 
     def dense(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-        """The batch mean of `divergence` between softmax(t/T) and softmax(s/T), times T^2 (float32 result)."""
+        """The batch mean of `divergence` between softmax(t/T) and softmax(s/T), times T^2 (float32 result): T^2
+        keeps the soft term's gradients on the scale of the hard term's as T grows (Hinton et al.).
+
+        Args:
+            student_logits: `[batch, n_labels]` student logits.
+            teacher_logits: `[batch, n_labels]` fused teacher logits.
+            temperature: T, applied to both.
+        """
         precise = precise_dtype(student_logits.device)
         student = F.log_softmax(student_logits.to(precise) / temperature, dim=-1)
         teacher = F.log_softmax(teacher_logits.to(precise) / temperature, dim=-1)

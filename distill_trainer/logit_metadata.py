@@ -73,6 +73,9 @@ class LogitDatasetMetadata:
 def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:
     """The logit metadata stored in `dataset`, or `None` for a dataset that carries none.
 
+    Args:
+        dataset: One split of a logit dataset (any split carries the same teachers and fits).
+
     Raises:
         ValueError: the metadata is there but corrupt; never read as absent, which would skip every check.
     """
@@ -94,6 +97,11 @@ def read_metadata(dataset: datasets.Dataset) -> LogitDatasetMetadata | None:
 
 
 def write_metadata(dataset: datasets.Dataset, metadata: LogitDatasetMetadata) -> datasets.Dataset:
-    """Store `metadata` in the dataset's info (in place, and returns the dataset for chaining)."""
+    """Store `metadata` in the dataset's info (in place, and returns the dataset for chaining).
+
+    Args:
+        dataset: The split to describe; its `info.description` is replaced.
+        metadata: What travels with its teacher columns.
+    """
     dataset.info.description = metadata.to_json()
     return dataset

@@ -88,7 +88,11 @@ class TopkDatasetMetadata:
 
 
 def read_topk_metadata(dataset: datasets.Dataset) -> TopkDatasetMetadata | None:
-    """The top-k metadata in `dataset.info.description`, or None if it has none (corrupt metadata: ValueError)."""
+    """The top-k metadata in `dataset.info.description`, or None if it has none (corrupt metadata: ValueError).
+
+    Args:
+        dataset: One split of a top-k logit dataset.
+    """
     description = dataset.info.description or ""
     if TOPK_METADATA_KEY not in description:
         return None

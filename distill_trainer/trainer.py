@@ -194,6 +194,16 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
 
         Classification: `num_items_in_batch` is not used, the loss is a per-batch mean (see
         `loss_is_scaled_for_ga`). Causal LMs: `compute_token_loss`.
+
+        Args:
+            model: The student (wrapped by accelerate where it is).
+            inputs: The collated batch: the model's inputs, the labels, and the teacher columns (dense logits,
+                per-token top-k), which are taken out before the model sees the batch.
+            return_outputs: Also return the student's outputs (evaluation needs its logits).
+            num_items_in_batch: The Trainer's count of labelled tokens over the accumulated batch (causal LMs).
+
+        Returns:
+            The loss, or `(loss, outputs)` with `return_outputs`.
         """
         inputs = dict(inputs)
         labels = inputs.pop(self.label_names[0] if self.label_names else "labels", None)
@@ -229,7 +239,18 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
     def compute_token_loss(self, model, inputs, labels, signal, temperature, alpha, scheduled, return_outputs, count):
         """`alpha * KD + (1 - alpha) * CE` per token, summed over the positions with a next-token label and divided by
         `num_items_in_batch` (their count over the accumulated batch and all processes) where the Trainer passes it,
-        so that accumulation and DDP reproduce the big batch; else a per-batch mean (divided by the Trainer)."""
+        so that accumulation and DDP reproduce the big batch; else a per-batch mean (divided by the Trainer).
+
+        Args:
+            model: The student causal LM.
+            inputs: Its inputs (the teacher columns already taken out).
+            labels: Next-token labels `[batch, seq]`, -100 where nothing is learnt (prompts, padding).
+            signal: The batch's teachers (`TokenSignal`: stored top-k or live teachers' logits).
+            temperature: T at this step; `alpha`: the KD weight at this step (0 without teachers);
+                `scheduled`: alpha as scheduled, logged even where the batch has no teachers.
+            return_outputs: Also return the student's outputs.
+            count: `num_items_in_batch` (None: a per-batch mean).
+        """
         outputs = model(**inputs)
         self.loss_is_scaled_for_ga = count is not None
         scale = self.accelerator.num_processes if count is not None and self.args.average_tokens_across_devices else 1
@@ -246,7 +267,12 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
 
     def fuse_token_teachers(self, signal, labels):
         """Per-token teachers -> `(ids or None, log-probabilities)` `[batch, seq, m]`: mixed per token with the
-        strategy's `token_weights`, blended toward `curriculum_fusion`'s weights over training."""
+        strategy's `token_weights`, blended toward `curriculum_fusion`'s weights over training.
+
+        Args:
+            signal: The batch's teachers (`TokenSignal`).
+            labels: Next-token labels, for strategies that weigh teachers by the gold token (`confidence`).
+        """
         weights = self.fusion.token_weights(signal, labels)
         if self.curriculum is not None:
             blend = self.curriculum_weight()
@@ -261,6 +287,11 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         teacher to trust for an input, but the student is not pushed to reshape its representation to make the
         gate's choice easier. Fusion runs in float32 even under mixed-precision autocast: fused targets feed
         the loss directly.
+
+        Args:
+            teacher_logits: `[batch, n_teachers, n_labels]` raw teacher logits at T = 1.
+            student_outputs: The student's outputs (their hidden states feed the gate).
+            labels: The batch's labels, for strategies that weigh teachers by the gold class (`confidence`).
         """
         if on_host(teacher_logits):  # checked with the data; a device tensor would cost a sync per step
             check_teacher_logits(teacher_logits)
@@ -292,7 +323,15 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         return self.training_progress()
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-        """Without labels the parent calls the model directly, so the teacher column must not reach it."""
+        """The parent's prediction step; without labels it calls the model directly, so the teacher columns are
+        taken out first (the model would refuse arguments it does not know).
+
+        Args:
+            model: The student.
+            inputs: The collated batch.
+            prediction_loss_only: Return the loss only.
+            ignore_keys: Output keys to leave out of the logits.
+        """
         if any(inputs.get(name) is None for name in self.label_names):
             inputs = {k: v for k, v in inputs.items() if k not in self.signals.columns}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
