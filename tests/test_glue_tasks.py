@@ -280,7 +280,7 @@ def test_a_collapsed_teacher_is_set_aside_and_fine_tuned_again_at_a_lower_rate(t
 
     tried = []
 
-    def fake_training(task_args, teacher, args, early_stopping_patience=None):  # the retry logic, not training
+    def fake_training(data, teacher, args, early_stopping_patience=None):  # the retry logic, not training
         tried.append(args.learning_rate)
         share = 0.99 if len(tried) == 1 else 0.6
         record = TeacherRecord(name="t-sst2", base_model="t", task="sst2", metric="accuracy", validation_score=0.5)
@@ -293,7 +293,9 @@ def test_a_collapsed_teacher_is_set_aside_and_fine_tuned_again_at_a_lower_rate(t
     monkeypatch.setattr(runner, "train_teacher", fake_training)
     folder = tmp_path / "sst2" / "teacher-t"
     config = DistillationConfig(output_dir=str(tmp_path / "unused"), use_cpu=True, learning_rate=3e-4)
-    info = runner.teacher_or_reuse(TaskArguments(data=str(GLUE)), "t", str(folder), config, StudyArguments())
+    info = runner.teacher_or_reuse(
+        TaskArguments(data=str(GLUE)).task_data(), "t", str(folder), config, StudyArguments()
+    )
     assert tried == [3e-4, pytest.approx(1e-4)] and info.collapsed_learning_rates == [3e-4]
     assert (tmp_path / "sst2" / "collapsed-teacher-t-lr0.0003" / "teacher_info.json").is_file()
     assert TeacherRecord.load(folder).collapsed_learning_rates == [3e-4] and not TeacherRecord.load(folder).collapsed

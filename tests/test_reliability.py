@@ -222,7 +222,9 @@ def test_killed_extraction_resumes_without_redoing_finished_teachers(tmp_path, c
     assert "Teacher 1" not in caplog.text  # only the unfinished teacher ran again
     assert not (tmp_path / "logits.teacher-cache").exists()  # removed once the dataset is in place
     task = TaskArguments(task="sst2", data=str(GLUE), max_train_rows=3000, max_eval_rows=200, max_length=32)
-    straight = extract_to_disk(task, [str(tmp_path / "tfidf"), str(tmp_path / "teacher")], str(tmp_path / "straight"))
+    straight = extract_to_disk(
+        task.task_data(), [str(tmp_path / "tfidf"), str(tmp_path / "teacher")], str(tmp_path / "straight")
+    )
     for split in ("train", "validation"):
         np.testing.assert_allclose(
             np.asarray(resumed[split]["teacher_logits"][:]),

@@ -230,7 +230,7 @@ def test_teachers_refuse_labels_outside_the_task_before_training(tmp_path, teach
         teacher = str(tmp_path / "tiny")
     args = TrainingArguments(output_dir=str(tmp_path / "t"), report_to="none", use_cpu=True, max_steps=1)
     with pytest.raises(ValueError, match=r"sst2 train split of .*data.*outside \[0, 2\)"):
-        train_teacher(TaskArguments(task="sst2", data=str(data)), teacher, args)
+        train_teacher(TaskArguments(task="sst2", data=str(data)).task_data(), teacher, args)
     assert not (tmp_path / "t").exists()
 
 

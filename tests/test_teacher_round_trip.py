@@ -47,10 +47,10 @@ def test_extracted_logits_score_what_each_teacher_recorded_on_every_task(tmp_pat
     tiny_student().save_pretrained(tmp_path / "base")  # train_teacher gives it a head for the task
     tiny_tokenizer().save_pretrained(tmp_path / "base")
     records = [
-        train_teacher(args, SKLEARN_TEACHER, teacher_args(tmp_path / "tfidf")),
-        train_teacher(args, str(tmp_path / "base"), teacher_args(tmp_path / "bert")),
+        train_teacher(args.task_data(), SKLEARN_TEACHER, teacher_args(tmp_path / "tfidf")),
+        train_teacher(args.task_data(), str(tmp_path / "base"), teacher_args(tmp_path / "bert")),
     ]
-    data = build_logit_dataset(args, [str(tmp_path / "tfidf"), str(tmp_path / "bert")])
+    data = build_logit_dataset(args.task_data(), [str(tmp_path / "tfidf"), str(tmp_path / "bert")])
     stored = teacher_logits_array(data["validation"])
     labels = np.asarray(data["validation"]["label"][:])
     for column, (record, info) in enumerate(zip(records, read_metadata(data["validation"]).teachers, strict=False)):
@@ -66,8 +66,8 @@ def test_the_mnli_tfidf_teacher_reproduces_on_the_whole_sample(tmp_path):
     """The issue's reproduction: the saved MNLI TF-IDF teacher scored 0.354 against the 0.407 it recorded, its
     3-class coefficients written in Fortran order by safetensors and read back scrambled."""
     args = TaskArguments(task="mnli", data=str(GLUE))
-    record = train_teacher(args, SKLEARN_TEACHER, teacher_args(tmp_path / "tfidf"))
-    data = build_logit_dataset(args, [str(tmp_path / "tfidf")])
+    record = train_teacher(args.task_data(), SKLEARN_TEACHER, teacher_args(tmp_path / "tfidf"))
+    data = build_logit_dataset(args.task_data(), [str(tmp_path / "tfidf")])
     assert read_metadata(data["validation"]).teachers[0].validation_score == pytest.approx(record.validation_score)
     assert record.validation_score > 0.4
 
@@ -75,7 +75,7 @@ def test_the_mnli_tfidf_teacher_reproduces_on_the_whole_sample(tmp_path):
 @pytest.fixture
 def sst2_teacher(tmp_path):
     args = TaskArguments(task="sst2", data=str(GLUE), max_train_rows=2000, max_eval_rows=200, max_length=32)
-    record = train_teacher(args, SKLEARN_TEACHER, teacher_args(tmp_path / "tfidf"))
+    record = train_teacher(args.task_data(), SKLEARN_TEACHER, teacher_args(tmp_path / "tfidf"))
     return args, tmp_path / "tfidf", record
 
 
@@ -85,7 +85,7 @@ def test_logits_that_do_not_score_the_recorded_score_are_refused_before_anything
     with pytest.raises(
         ValueError, match=rf"tfidf.*{record.validation_score:.4f}.*{record.validation_score + 0.02:.4f}"
     ):
-        extract_to_disk(args, [str(folder)], str(tmp_path / "logits"))
+        extract_to_disk(args.task_data(), [str(folder)], str(tmp_path / "logits"))
     assert not (tmp_path / "logits").exists() and not (tmp_path / "logits.teacher-cache").exists()
 
 
@@ -94,7 +94,7 @@ def test_a_record_of_other_validation_rows_is_not_compared(tmp_path, sst2_teache
     replace(record, validation_score=0.0).save(str(folder))
     other_rows = replace(args, max_eval_rows=100)
     with caplog.at_level("WARNING"):
-        extract_to_disk(other_rows, [str(folder)], str(tmp_path / "logits"))
+        extract_to_disk(other_rows.task_data(), [str(folder)], str(tmp_path / "logits"))
     assert "other validation rows" in caplog.text
 
 
@@ -107,7 +107,7 @@ def test_a_collapsed_teacher_is_named_in_a_warning(tmp_path, sst2_teacher, caplo
     info["validation_fingerprint"] = None  # its score is not compared: the collapse check alone must see it
     (folder / TeacherRecord.FILE).write_text(json.dumps(info))
     with caplog.at_level("WARNING"):
-        extract_to_disk(args, [str(folder)], str(tmp_path / "logits"))
+        extract_to_disk(args.task_data(), [str(folder)], str(tmp_path / "logits"))
     assert "tfidf) predicts one class on 100% of the validation rows" in caplog.text
 
 

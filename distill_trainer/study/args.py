@@ -12,6 +12,7 @@ from transformers import TrainingArguments
 
 from .parsing import parse_recipe_args  # noqa: F401 (re-exported: the recipes import it from here)
 from .runs import method_options, method_temperatures
+from .task_data import TaskData
 from .tasks import (
     DEFAULT_GLUE,
     GlueTask,
@@ -89,13 +90,44 @@ class TaskArguments:
             return None
         return dev_positions(self.labelled_rows or train_rows, self.dev_fraction, self.dev_rows, self.dev_seed)
 
-    def labelled_training_rows(self) -> int | None:
+    def task_data(self) -> TaskData:
+        """The task's rows as the study's functions take them, loaded once: train without the dev rows, the dev
+        split where `dev_rows` carves one, validation; with what a run records of them."""
+        rows = load_task_split(self.glue_task, "train", self.data, self.max_train_rows)
+        dev = self.dev_positions(len(rows))
+        splits = {"train": rows, "validation": self.load("validation")}
+        dev_split = None
+        if dev is not None:
+            splits.update(train=rows.select(np.setdiff1d(np.arange(len(rows)), dev)), dev=rows.select(dev))
+            dev_split = {
+                **self.dev_options,
+                "labelled_rows": self.labelled_rows,
+                "max_train_rows": self.max_train_rows,
+            }
+            dev_split["positions"] = dev.tolist()
+        names = ("task", "data", "max_train_rows", "max_eval_rows", "max_length", "labelled_rows", *self.dev_options)
+        return TaskData(
+            task=self.glue_task,
+            splits=splits,
+            max_length=self.max_length,
+            labelled_rows=self.labelled_training_rows(len(rows)),
+            dev_split=dev_split,
+            options={name: getattr(self, name) for name in names},
+            loading=self.loading,
+        )
+
+    def labelled_training_rows(self, train_rows: int | None = None) -> int | None:
         """How many of the training rows `load("train")` returns keep their labels (the leading ones): the
         `labelled_rows` less the dev rows carved from them; None outside the low-resource regime. Refuses
-        `labelled_rows` that leave no unlabelled row."""
+        `labelled_rows` that leave no unlabelled row.
+
+        Args:
+            train_rows: The training rows before the dev split is carved (None: counted from the data).
+        """
         if self.labelled_rows is None:
             return None
-        train_rows = len(load_task_split(self.glue_task, "train", self.data, self.max_train_rows))
+        if train_rows is None:
+            train_rows = len(load_task_split(self.glue_task, "train", self.data, self.max_train_rows))
         if self.labelled_rows >= train_rows:
             raise ValueError(
                 f"--labelled_rows {self.labelled_rows} leaves no unlabelled rows of the {train_rows} training rows "
@@ -159,6 +191,11 @@ class StudentArguments:
             "help": "Refuse a logit dataset whose training rows are not the task's (--data) first rows, in order."
         },
     )
+
+    @property
+    def options(self) -> dict:
+        """`distill_student`'s keyword arguments."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
     def __post_init__(self):
         missing = [f"--{name}" for name in ("logit_dataset", "student_model") if not getattr(self, name)]

@@ -264,8 +264,10 @@ def distill_causal_student(
     results = student_result(
         trainer,
         config,
-        task_args,
-        student_args,
+        max_length=task_args.max_length,
+        logit_dataset=student_args.logit_dataset,
+        student_model=student_args.student_model,
+        student_layers=student_args.student_layers,
         task=CAUSAL_LM_TASK,
         metric="perplexity",
         metrics=metrics,

@@ -17,11 +17,11 @@ from accelerate import PartialState
 from ..fitting import validation_fits
 from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read_metadata, write_metadata
 from ..topk import read_topk_metadata
-from .args import TaskArguments
-from .dev_split import DEV_SPLIT_KEY, dev_record
+from .dev_split import DEV_SPLIT_KEY
 from .early_stopping import majority_shares
 from .logit_data import load_logit_dataset  # noqa: F401 (its old home: still importable from here)
 from .runs import TeacherRecord, display_name, is_collapsed, write_atomically
+from .task_data import TaskData
 from .tasks import GlueTask, compute_task_metrics, task_texts
 from .teachers import load_teacher, sharded_logits
 
@@ -32,12 +32,12 @@ SCORE_TOLERANCE = 0.005  # a stored teacher's validation score may differ this m
 
 
 def build_logit_dataset(
-    task_args: TaskArguments,
+    data: TaskData,
     teacher_paths: Sequence[str],
     batch_size: int = 64,
     cache_dir: str | None = None,
 ) -> datasets.DatasetDict:
-    """Run every teacher over train, dev (where `task_args` carves one) and validation; one `DatasetDict` with a
+    """Run every teacher over train, dev (where `data` has one) and validation; one `DatasetDict` with a
     `teacher_logits` column per split.
 
     Teachers are loaded one at a time. Under `accelerate launch` each process runs a contiguous share of
@@ -49,29 +49,28 @@ def build_logit_dataset(
     (`check_teacher_reproduces`).
 
     Args:
-        task_args: The task, its data and rows, and `max_length`.
+        data: The task and its rows (`TaskArguments.task_data()` builds it from the recipes' options).
         teacher_paths: Teacher folders or Hub ids, in column order.
         batch_size: Inference batch size.
         cache_dir: Where finished teachers' logits are kept until the dataset is written (None: not kept).
     """
-    task = task_args.glue_task
-    splits = {split: task_args.load(split) for split in task_args.splits}
+    task, splits = data.task, dict(data.splits)
     input_columns = task.input_columns(splits["train"])
-    fingerprints = {split: input_fingerprint(data, input_columns) for split, data in splits.items()}
+    fingerprints = {split: input_fingerprint(rows, input_columns) for split, rows in splits.items()}
     labels = {split: splits[split]["label"][:] for split in splits if split != "train"}
     fit_split = "dev" if "dev" in splits else "validation"  # what chooses and fits: never the reported rows if it can
     logits, infos = {split: [] for split in splits}, []
     for index, path in enumerate(teacher_paths):
-        key = {"teacher": path, "max_length": task_args.max_length, "inputs": fingerprints}
+        key = {"teacher": path, "max_length": data.max_length, "inputs": fingerprints}
         found = read_teacher_cache(cache_dir, index, key)
         if found is None:
             teacher = load_teacher(
-                path, task.label_names, batch_size=batch_size, max_length=task_args.max_length, **task_args.loading
+                path, task.label_names, batch_size=batch_size, max_length=data.max_length, **data.loading
             )
             found = {
                 "name": display_name(teacher.name),
                 "revision": teacher.revision,
-                "logits": {split: sharded_logits(teacher, task_texts(task, data)) for split, data in splits.items()},
+                "logits": {split: sharded_logits(teacher, task_texts(task, rows)) for split, rows in splits.items()},
             }
             score = check_teacher_reproduces(task, path, found, labels["validation"], fingerprints["validation"])
             write_teacher_cache(cache_dir, index, key, found)
@@ -96,9 +95,9 @@ def build_logit_dataset(
     # use the same fits: on the dev split where one is carved, else on the whole validation split.
     fitted = validation_fits(np.stack(logits[fit_split], axis=1), labels[fit_split])
     built = {}
-    for split, data in splits.items():
+    for split, rows in splits.items():
         built[split] = attach_teacher_logits(
-            data,
+            rows,
             np.stack(logits[split], axis=1),
             infos,
             task.label_names,
@@ -109,9 +108,7 @@ def build_logit_dataset(
         )
         if "dev" in splits:  # which training rows were set aside, so a student can check it uses the same split
             metadata = read_metadata(built[split])
-            write_metadata(
-                built[split], replace(metadata, extra={**metadata.extra, DEV_SPLIT_KEY: dev_record(task_args)})
-            )
+            write_metadata(built[split], replace(metadata, extra={**metadata.extra, DEV_SPLIT_KEY: data.dev_split}))
     return datasets.DatasetDict(built)
 
 
@@ -211,7 +208,7 @@ def write_teacher_cache(cache_dir: str | None, index: int, key: dict, found: dic
 
 
 def extract_to_disk(
-    task_args: TaskArguments,
+    data: TaskData,
     teacher_paths: Sequence[str],
     output_dir: str,
     batch_size: int = 64,
@@ -219,7 +216,7 @@ def extract_to_disk(
     """`build_logit_dataset` with a resumable per-teacher cache beside `output_dir` (`write_with_teacher_cache`).
 
     Args:
-        task_args: The task, its data and rows, and `max_length`.
+        data: The task and its rows (`TaskArguments.task_data()`).
         teacher_paths: Teacher folders or Hub ids, in column order.
         output_dir: The logit dataset's folder: new, empty, or a logit dataset this tool wrote (replaced).
         batch_size: Inference batch size.
@@ -227,7 +224,7 @@ def extract_to_disk(
     return write_with_teacher_cache(
         output_dir,
         len(teacher_paths),
-        lambda cache_dir: build_logit_dataset(task_args, teacher_paths, batch_size, cache_dir),
+        lambda cache_dir: build_logit_dataset(data, teacher_paths, batch_size, cache_dir),
     )
 
 

@@ -8,17 +8,17 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import asdict
 
 from transformers import TrainingArguments
 
 from ..config import DistillationConfig
 from ..fusion import fusion_strategy
 from ..logits import input_fingerprint, read_metadata
-from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
+from .args import StudyArguments, with_overrides
 from .extraction import SCORE_TOLERANCE
 from .logit_data import load_logit_dataset
 from .runs import TeacherRecord
+from .task_data import TaskData
 
 logger = logging.getLogger(__name__)
 
@@ -52,11 +52,6 @@ NOT_THE_QUESTION = frozenset(
         *("eval_accumulation_steps", "torch_empty_cache_steps", "local_rank", "use_cpu", "ddp_timeout"),
     }
 )
-
-
-# The task options a student's question holds (the others reach it as the fingerprints of its rows, or cannot change
-# what it learns); the dev split's options are added where one is carved, so older runs keep their questions.
-QUESTION_TASK_OPTIONS = ("task", "max_train_rows", "max_eval_rows", "max_length")
 
 
 def run_question(config, **parts: dict) -> dict:
@@ -103,17 +98,17 @@ def check_same_question(folder: str, recorded: dict | None, asked: dict) -> bool
     return True
 
 
-def student_question(
-    task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig, logit_data
-) -> dict:
+def student_question(data: TaskData, student: dict, config: DistillationConfig, logit_data) -> dict:
     """A student run's `run_question`: its whole configuration, its task and student options, and its inputs by
     content (the logit dataset's row fingerprints per split, and those of the teachers the method learns from:
     none for `none`, one for `single`), not by path: the same logits moved to another folder are the same
     question, other rows, teachers or `--data` are not, and adding a teacher leaves the baseline's question as is.
 
     Args:
-        task_args: The task options (`data` enters through the rows' fingerprints).
-        student_args: The student options (`logit_dataset` enters through its fingerprints).
+        data: The task and its rows (`TaskData.question_options`; the data source enters through the rows'
+            fingerprints).
+        student: `student_model`, `student_layers` and `early_stopping_patience` (the logit dataset enters
+            through its fingerprints).
         config: The run's `DistillationConfig`.
         logit_data: The loaded logit `DatasetDict`.
     """
@@ -121,30 +116,35 @@ def student_question(
     single = config.fusion == "single" and not config.curriculum_fusion
     uses_fits = config.calibrate_teachers or any(fusion_strategy(name).fits_weights for name in names)
     inputs = {}
-    for split, data in logit_data.items():
-        metadata = read_metadata(data)
+    for split, rows in logit_data.items():
+        metadata = read_metadata(rows)
         if metadata is None:
-            inputs[split] = {"dataset": data._fingerprint}
+            inputs[split] = {"dataset": rows._fingerprint}
             continue
         teachers = metadata.teacher_fingerprints or []  # only the teachers the method learns from
         used = [] if not names else [teachers[config.teacher_index]] if single and teachers else teachers
         inputs[split] = {"rows": metadata.input_fingerprint, "teachers": used}
         if uses_fits:
             inputs[split]["fitted"] = metadata.fitted
-    task = {k: v for k, v in asdict(task_args).items() if k in QUESTION_TASK_OPTIONS}
-    task.update(task_args.dev_options)
-    student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
-    student["labelled_rows"] = task_args.labelled_rows  # where the option lived before the dev split needed it
-    if not student["early_stopping_patience"]:  # absent from the questions of runs from before it existed
-        del student["early_stopping_patience"]
-    return run_question(config, task=task, student=student, inputs=inputs)
+    asked = {key: student[key] for key in ("student_model", "student_layers")}
+    asked["labelled_rows"] = data.options.get("labelled_rows")  # where the option lived before the dev split
+    if student.get("early_stopping_patience"):  # absent from the questions of runs from before it existed
+        asked["early_stopping_patience"] = student["early_stopping_patience"]
+    return run_question(config, task=data.question_options, student=asked, inputs=inputs)
 
 
 def teacher_question(
-    task_args: TaskArguments, teacher: str, config: DistillationConfig, study: StudyArguments, folder: str
+    data: TaskData, teacher: str, config: DistillationConfig, study: StudyArguments, folder: str
 ) -> dict:
     """A study teacher's `run_question`: the arguments of its first attempt, the teacher and study options, and its
-    train and validation rows by fingerprint (not by `--data` path)."""
+    rows by fingerprint (not by `--data` path).
+
+    Args:
+        data: The task and its rows (train, dev where carved, validation).
+        teacher: The teacher's model name or path.
+        config: The study's configuration; `study`: its plan (teacher epochs, patience, retries).
+        folder: The teacher's folder.
+    """
     first_attempt = with_overrides(
         config,
         TrainingArguments,
@@ -152,29 +152,42 @@ def teacher_question(
         num_train_epochs=study.teacher_epochs,
         learning_rate=study.teacher_learning_rate or config.learning_rate,
     )
-    task = task_args.glue_task
-    rows = {}
-    for split in task_args.splits:
-        data = task_args.load(split)
-        rows[split] = input_fingerprint(data, task.input_columns(data))
+    task = data.task
+    rows = {
+        split: input_fingerprint(split_rows, task.input_columns(split_rows))
+        for split, split_rows in data.splits.items()
+    }
     options = {"teacher": teacher, "patience": study.teacher_patience, "retries": study.teacher_collapse_retries}
-    task_options = {"task": task.name, **{key: getattr(task_args, key) for key in ("max_train_rows", "max_length")}}
-    task_options.update(task_args.dev_options)
-    if task_args.labelled_rows is not None:  # low-resource teachers learn from the labelled rows alone
-        task_options["labelled_rows"] = task_args.labelled_rows
+    task_options = {
+        "task": task.name,
+        "max_train_rows": data.options.get("max_train_rows"),
+        "max_length": data.max_length,
+    }
+    task_options.update(data.dev_options)
+    if data.options.get("labelled_rows") is not None:  # low-resource teachers learn from the labelled rows alone
+        task_options["labelled_rows"] = data.options["labelled_rows"]
     return run_question(first_attempt, task=task_options, teacher=options, inputs=rows)
 
 
-def logits_of(logits_dir: str, records: Sequence[TeacherRecord], task_args: TaskArguments) -> bool:
+def logits_of(logits_dir: str, records: Sequence[TeacherRecord], data: TaskData) -> bool:
     """Whether the logit dataset in `logits_dir` holds exactly these teachers' logits, in this order, for the
     task's rows: their names, and the validation scores their logits reproduce (`check_teacher_reproduces`
-    made them equal to each teacher's record), and the train and validation rows' fingerprints. Otherwise
-    (a teacher added, removed, re-trained, other rows) it is extracted again, with a warning: a study must never
-    train its students on other teachers' logits than the ones its table lists."""
-    task = task_args.glue_task
-    for split, data in load_logit_dataset(logits_dir).items():
-        metadata = read_metadata(data)
-        rows = task_args.load(split)
+    made them equal to each teacher's record), and every split's rows' fingerprints. Otherwise (a teacher added,
+    removed, re-trained, other rows) it is extracted again, with a warning: a study must never train its students
+    on other teachers' logits than the ones its table lists.
+
+    Args:
+        logits_dir: The study's logit dataset folder.
+        records: The study's teachers, in column order.
+        data: The task and its rows.
+    """
+    task = data.task
+    stored = load_logit_dataset(logits_dir)
+    if set(stored) != set(data.splits):
+        return False
+    for split, logit_rows in stored.items():
+        metadata = read_metadata(logit_rows)
+        rows = data.splits[split]
         found = [(t.name, t.validation_score) for t in metadata.teachers] if metadata else []
         same = (
             metadata is not None

@@ -6,16 +6,17 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import DistillationConfig
-from .args import StudentArguments, TaskArguments
 from .runs import StudentResult, base_model_name, device_name, display_name
 
 
 def student_result(
     trainer,
     config: DistillationConfig,
-    task_args: TaskArguments,
-    student_args: StudentArguments,
     *,
+    max_length: int,
+    logit_dataset: str,
+    student_model: str,
+    student_layers: Sequence[int] | None,
     task: str,
     metric: str,
     metrics: dict,
@@ -33,14 +34,15 @@ def student_result(
         trainer: The `DistillationTrainer` that trained it (its fusion weights, fitted weights, teacher
             temperatures, model and device).
         config: Its `DistillationConfig`.
-        task_args: Its task options (`max_length`).
-        student_args: Its student options (logit dataset, student model and layers).
+        max_length: Tokens per input it was trained with.
+        logit_dataset: The logit dataset it learnt from (folder or Hub id; recorded by name).
+        student_model: The checkpoint it started from; `student_layers`: the layers it kept (None: all).
         task: The task's name; `metric`: the metric of `metrics` that is the run's score.
         teachers: The logit dataset's teachers, as `TeacherInfo` fields (None without metadata).
         train_rows: Training rows; `eval_rows`: validation rows scored; `train_runtime`: seconds.
         recorded: Further fields (`labelled_rows`, `training`, `question`).
     """
-    layers = student_args.student_layers
+    layers = student_layers
     return StudentResult(
         task=task,
         metric=metric,
@@ -61,13 +63,13 @@ def student_result(
         fitted_weights=trainer.fitted_weights,
         calibrate_teachers=config.calibrate_teachers,
         teachers=list(teachers) if teachers is not None else None,
-        logit_dataset=display_name(student_args.logit_dataset),
+        logit_dataset=display_name(logit_dataset),
         train_rows=train_rows,
-        student_model=base_model_name(student_args.student_model),
+        student_model=base_model_name(student_model),
         student_layers=",".join(map(str, layers)) if layers else None,
         num_parameters=trainer.model.num_parameters(),
         eval_rows=eval_rows,
-        max_length=task_args.max_length,
+        max_length=max_length,
         train_runtime=train_runtime,
         device=device_name(trainer.args),
         **recorded,

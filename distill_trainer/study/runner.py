@@ -12,7 +12,7 @@ from dataclasses import replace
 from transformers import TrainingArguments
 
 from ..config import DistillationConfig
-from .args import StudentArguments, StudyArguments, TaskArguments, with_overrides
+from .args import StudyArguments, with_overrides
 from .early_stopping import steps_per_epoch
 from .extraction import extract_to_disk
 from .logit_data import load_logit_dataset
@@ -26,6 +26,7 @@ from .runs import (
     settings_that_differ,
     training_settings,
 )
+from .task_data import TaskData
 from .teacher_training import train_teacher
 from .training import distill_student
 
@@ -34,20 +35,25 @@ logger = logging.getLogger(__name__)
 REUSE_KEYS = ("fusion", "curriculum_fusion", "calibrate_teachers", "teacher_index", "temperature", "alpha", "seed")
 
 
-def distill_or_reuse(
-    task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig
-) -> StudentResult:
+def distill_or_reuse(data: TaskData, student: dict, config: DistillationConfig) -> StudentResult:
     """`distill_student`, unless `config.output_dir` already holds its results (so a study can resume).
 
     A finished run is reused only for the same `student_question` (its whole configuration and inputs); a folder
     left by another question is refused, naming what differs, rather than silently reported as this one. Records
     from before questions were kept are compared on what they hold (method, T, alpha, seed, labelled rows and
-    `training_settings`)."""
+    `training_settings`).
+
+    Args:
+        data: The task and its rows.
+        student: `distill_student`'s options: `logit_dataset`, `student_model`, `student_layers`,
+            `early_stopping_patience`.
+        config: The run's configuration (`output_dir` is its folder).
+    """
     if not os.path.isfile(os.path.join(config.output_dir, StudentResult.FILE)):
-        distill_student(task_args, student_args, config)
+        distill_student(data, config=config, **student)
         return StudentResult.load(config.output_dir)
     found = StudentResult.load(config.output_dir)
-    asked = student_question(task_args, student_args, config, load_logit_dataset(student_args.logit_dataset))
+    asked = student_question(data, student, config, load_logit_dataset(student["logit_dataset"]))
     if check_same_question(config.output_dir, found.question, asked):
         return found
     logger.warning(
@@ -56,9 +62,9 @@ def distill_or_reuse(
     differ = {key: getattr(found, key) for key in REUSE_KEYS if getattr(found, key) != getattr(config, key)}
     if config.fusion != "single" and found.fusion != "single":
         differ.pop("teacher_index", None)
-    if found.labelled_rows != task_args.labelled_rows:
+    if found.labelled_rows != data.options.get("labelled_rows"):
         differ["labelled_rows"] = found.labelled_rows
-    differ.update(settings_that_differ(found.training, training_settings(config, task_args, student_args)))
+    differ.update(settings_that_differ(found.training, training_settings(config, data.options, student)))
     if differ:
         raise ValueError(
             f"{config.output_dir} holds a finished run with other settings ({differ}); it is not reused as this "
@@ -68,7 +74,7 @@ def distill_or_reuse(
 
 
 def teacher_or_reuse(
-    task_args: TaskArguments, teacher: str, folder: str, config: DistillationConfig, study: StudyArguments
+    data: TaskData, teacher: str, folder: str, config: DistillationConfig, study: StudyArguments
 ) -> TeacherRecord:
     """The teacher in `folder` if finished, else fine-tuned there (`study.teacher_epochs`, early stopping with
     `study.teacher_patience`). A transformer teacher that collapses (predicts nearly one class, see
@@ -76,8 +82,8 @@ def teacher_or_reuse(
     never deleted) and it is fine-tuned again at a third of the learning rate, up to
     `study.teacher_collapse_retries` times; if the last attempt collapses too, it is kept with a warning (its
     record says so). A finished teacher is reused only under the same `teacher_settings`."""
-    asked = teacher_settings(task_args, config, study)
-    question = teacher_question(task_args, teacher, config, study, folder)
+    asked = teacher_settings(data, config, study)
+    question = teacher_question(data, teacher, config, study, folder)
     if os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
         found = TeacherRecord.load(folder)
         if check_same_question(folder, found.question, question):
@@ -98,7 +104,7 @@ def teacher_or_reuse(
             num_train_epochs=study.teacher_epochs,
             learning_rate=learning_rate,
         )
-        info = train_teacher(task_args, teacher, teacher_args, early_stopping_patience=study.teacher_patience)
+        info = train_teacher(data, teacher, teacher_args, early_stopping_patience=study.teacher_patience)
         if not (info.collapsed and info.learning_rate) or attempt == study.teacher_collapse_retries:
             break
         logger.warning(
@@ -125,7 +131,7 @@ def teacher_or_reuse(
     return info
 
 
-def teacher_settings(task_args: TaskArguments, config: DistillationConfig, study: StudyArguments) -> dict:
+def teacher_settings(data: TaskData, config: DistillationConfig, study: StudyArguments) -> dict:
     """What a study asks of a teacher (before any collapse retry lowers the rate), recorded with it so that a
     finished teacher is not reused under other settings."""
     return {
@@ -134,12 +140,12 @@ def teacher_settings(task_args: TaskArguments, config: DistillationConfig, study
         "learning_rate": study.teacher_learning_rate or config.learning_rate,
         "per_device_train_batch_size": config.per_device_train_batch_size,
         "weight_decay": config.weight_decay,
-        "max_train_rows": task_args.max_train_rows,
-        "max_length": task_args.max_length,
+        "max_train_rows": data.options.get("max_train_rows"),
+        "max_length": data.max_length,
     }
 
 
-def run_study(task_args: TaskArguments, study: StudyArguments, config: DistillationConfig):
+def run_study(data: TaskData, study: StudyArguments, config: DistillationConfig):
     """Teachers -> logit dataset -> every student method x seed; returns the results as a DataFrame.
 
     Finished runs (an `eval_results.json` / `teacher_info.json` in their folder) are reused, so an
@@ -147,14 +153,13 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     """
     import pandas as pd
 
-    task = task_args.glue_task
-    task_args.labelled_training_rows()  # refuses --labelled_rows that leave no unlabelled row, before any teacher
+    task = data.task
     root = os.path.join(study.study_dir, task.name)
     teachers_root = os.path.join(study.teachers_from, task.name) if study.teachers_from else root
     teacher_dirs, records, rows = [], [], []
     for teacher in study.teachers:
         folder = os.path.join(teachers_root, f"teacher-{display_name(teacher)}")
-        info = teacher_or_reuse(task_args, teacher, folder, config, study)
+        info = teacher_or_reuse(data, teacher, folder, config, study)
         teacher_dirs.append(folder)
         records.append(info)
         rows.append(
@@ -167,26 +172,24 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
             }
         )
     logits_dir = os.path.join(teachers_root, "logits")
-    if not os.path.isdir(logits_dir) or not logits_of(logits_dir, records, task_args):
-        extract_to_disk(task_args, teacher_dirs, logits_dir)
+    if not os.path.isdir(logits_dir) or not logits_of(logits_dir, records, data):
+        extract_to_disk(data, teacher_dirs, logits_dir)
     if study.teachers_from:  # linked into this study's folder, so that analyze.py finds them there
         link_into(root, [*teacher_dirs, logits_dir])
     runs = method_runs(study.methods, len(teacher_dirs), method_temperatures(study.method_temperatures, study.methods))
-    student_args = StudentArguments(
-        logit_dataset=logits_dir,
-        student_model=study.student_model,
-        student_layers=study.student_layers,
-        early_stopping_patience=study.student_patience,
-    )
-    baseline_steps = matched_steps(task_args, config)
+    student = {
+        "logit_dataset": logits_dir,
+        "student_model": study.student_model,
+        "student_layers": study.student_layers,
+        "early_stopping_patience": study.student_patience,
+    }
+    baseline_steps = matched_steps(data, config)
     for seed in study.seeds:
         for name, options in runs:
             folder = os.path.join(root, f"student-{name}-seed{seed}")
             if options["fusion"] == "none" and baseline_steps:
                 options = {**options, "max_steps": baseline_steps}
-            results = distill_or_reuse(
-                task_args, student_args, with_overrides(config, output_dir=folder, seed=seed, **options)
-            )
+            results = distill_or_reuse(data, student, with_overrides(config, output_dir=folder, seed=seed, **options))
             method, kind = results.method
             rows.append(
                 {
@@ -199,7 +202,7 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
                 }
             )
     table = pd.DataFrame(rows).assign(
-        task=task.name, metric=task.metric, alpha=config.alpha, train_rows=task_args.max_train_rows
+        task=task.name, metric=task.metric, alpha=config.alpha, train_rows=data.options.get("max_train_rows")
     )
     os.makedirs(os.path.dirname(study.results_csv) or ".", exist_ok=True)
     if os.path.isfile(study.results_csv):  # keep other tasks' rows, replace this task's
@@ -209,19 +212,19 @@ def run_study(task_args: TaskArguments, study: StudyArguments, config: Distillat
     return table
 
 
-def matched_steps(task_args: TaskArguments, config: DistillationConfig) -> int | None:
+def matched_steps(data: TaskData, config: DistillationConfig) -> int | None:
     """In the low-resource regime, the optimizer steps the distilled students take over the whole transfer set,
     which the baseline (trained on the labelled rows alone) is given too, so that it is not compared after a
     fraction of their training (study v2's baseline took 63 steps to their 4,210). None outside the regime or
     where `config.max_steps` already fixes every run's steps.
 
     Args:
-        task_args: The task options (`labelled_rows`, the rows).
+        data: The task's rows (`labelled_rows`, the transfer set).
         config: The students' configuration (epochs, batch size, accumulation).
     """
-    if task_args.labelled_rows is None or config.max_steps > 0:
+    if data.labelled_rows is None or config.max_steps > 0:
         return None
-    return math.ceil(config.num_train_epochs * steps_per_epoch(len(task_args.load("train")), config))
+    return math.ceil(config.num_train_epochs * steps_per_epoch(len(data.train), config))
 
 
 def link_into(folder: str, sources: Sequence[str]) -> None:
@@ -259,8 +262,8 @@ def method_runs(methods: Sequence[str], n_teachers: int, temperatures: dict[str,
 
 
 def sweep_grid(
-    task_args: TaskArguments,
-    student_args: StudentArguments,
+    data: TaskData,
+    student: dict,
     config: DistillationConfig,
     temperatures: Sequence[float],
     alphas: Sequence[float],
@@ -285,7 +288,7 @@ def sweep_grid(
             for alpha in alphas:
                 folder = os.path.join(root, f"T{temperature:g}-alpha{alpha:g}")
                 overrides = dict(output_dir=folder, temperature=temperature, alpha=alpha, **options)
-                results = distill_or_reuse(task_args, student_args, with_overrides(config, **overrides))
+                results = distill_or_reuse(data, student, with_overrides(config, **overrides))
                 row = {key: getattr(results, key) for key in GRID_COLUMNS}
                 rows.append({"method": results.method[0], **row, "run": os.path.relpath(folder, config.output_dir)})
     grid = pd.DataFrame(rows)

@@ -109,16 +109,22 @@ TRAINING_KEYS = (
 )
 
 
-def training_settings(config, task_args, student_args) -> dict:
+def training_settings(config, task_options: dict, student: dict) -> dict:
     """The settings besides method, T, alpha and seed that make a student what it is (its data, model, schedule),
     recorded with it so that a finished run is not reused under others. Precision and device are left out:
-    a study may go on on another machine (both are recorded in `device`)."""
+    a study may go on on another machine (both are recorded in `device`).
+
+    Args:
+        config: The run's `DistillationConfig`.
+        task_options: How its rows were chosen (`TaskData.options`: `max_train_rows`, `max_length`).
+        student: Its `student_model` and `student_layers`.
+    """
     return {
         **{key: getattr(config, key) for key in TRAINING_KEYS},
-        "max_train_rows": task_args.max_train_rows,
-        "max_length": task_args.max_length,
-        "student_model": student_args.student_model,
-        "student_layers": student_args.student_layers,
+        "max_train_rows": task_options.get("max_train_rows"),
+        "max_length": task_options["max_length"],
+        "student_model": student["student_model"],
+        "student_layers": student["student_layers"],
     }
 
 

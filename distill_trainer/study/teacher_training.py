@@ -13,17 +13,17 @@ from transformers.trainer_utils import sort_checkpoints
 
 from ..labels import check_label_values
 from ..logits import input_fingerprint
-from .args import TaskArguments, for_trainer
-from .dev_split import dev_record
+from .args import for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
 from .runs import TeacherRecord, base_model_name, device_name, display_name
+from .task_data import TaskData
 from .tasks import compute_task_metrics, first_rows, metrics_for_trainer, task_texts
 from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_teacher, sharded_logits
 from .training import TaskTrainer, evaluate_task, load_for_task, tokenize_task
 
 
 def train_teacher(
-    task_args: TaskArguments,
+    data: TaskData,
     model_name_or_path: str,
     training_args: TrainingArguments,
     teacher_name: str | None = None,
@@ -33,30 +33,28 @@ def train_teacher(
 
     With `early_stopping_patience`, the teacher is evaluated after every epoch and stops once its score has not
     improved for that many epochs (`num_train_epochs` is then the most it trains); the best epoch's weights are
-    kept, and the epochs are recorded. The score is the dev split's where `task_args` carves one (the collapse
+    kept, and the epochs are recorded. The score is the dev split's where `data` has one (the collapse
     check reads it too), else the validation split's; the record holds both. In the low-resource regime
-    (`task_args.labelled_rows`) the teacher trains on the labelled rows alone.
+    (`data.labelled_rows`) the teacher trains on the labelled rows alone.
 
     Args:
-        task_args: The task, its data, rows, dev split and labelled rows.
+        data: The task and its rows (`TaskArguments.task_data()` builds it from the recipes' options).
         model_name_or_path: A sequence-classification checkpoint, or `sklearn_tfidf`.
         training_args: How to fine-tune it (`output_dir` is the teacher's folder).
         teacher_name: The name recorded (default `<model>-<task>`).
         early_stopping_patience: Epochs without improvement before stopping (None: train every epoch).
     """
-    task = task_args.glue_task
-    train, validation = task_args.load("train"), task_args.load("validation")
-    labelled = task_args.labelled_training_rows()
+    task, train, validation, dev, choosing = data.task, data.train, data.validation, data.dev, data.choosing
+    labelled = data.labelled_rows
     if labelled is not None:  # the low-resource regime: a teacher learns from the labelled rows alone
         train = first_rows(train, labelled)
-    dev = task_args.load("dev") if task_args.dev_rows is not None else None
-    choosing = validation if dev is None else dev  # what early stopping and the collapse check read
-    for split, data in (("train", train), ("dev", dev), ("validation", validation)):  # before any teacher trains
-        if data is None:
+    source = data.options.get("data", "the rows given")
+    for split, rows in (("train", train), ("dev", dev), ("validation", validation)):  # before any teacher trains
+        if rows is None:
             continue
-        where = f"{task.name} {split} split of {task_args.data}"
-        check_label_values(data, task.num_labels, where)
-        if not task.is_regression and -100 in set(data["label"][:]):
+        where = f"{task.name} {split} split of {source}"
+        check_label_values(rows, task.num_labels, where)
+        if not task.is_regression and -100 in set(rows["label"][:]):
             raise ValueError(f"The {where} has unlabelled rows (-100): a teacher trains and is scored on labels only.")
     name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
     output_dir = training_args.output_dir
@@ -70,7 +68,7 @@ def train_teacher(
         metrics = {}
     else:
         tokenizer, model = load_for_task(  # a head for another label count is replaced by a fresh one
-            model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **task_args.loading
+            model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **data.loading
         )
         args, callbacks, resume = for_trainer(training_args), [], None
         if early_stopping_patience:
@@ -82,8 +80,8 @@ def train_teacher(
             model=model,
             args=args,
             processing_class=tokenizer,
-            train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
-            eval_dataset=tokenize_task(choosing, tokenizer, task, task_args.max_length),
+            train_dataset=tokenize_task(train, tokenizer, task, data.max_length),
+            eval_dataset=tokenize_task(choosing, tokenizer, task, data.max_length),
             compute_metrics=metrics_for_trainer(task),
             callbacks=callbacks,
         )
@@ -100,11 +98,11 @@ def train_teacher(
     # The score recorded is the saved teacher's, loaded back as extraction loads it (float32, its own tokenizer
     # and batches), so its stored logits can be checked against the record (`check_teacher_reproduces`); the
     # Trainer's evaluation above may have run under bf16 autocast.
-    reloaded = load_teacher(output_dir, task.label_names, max_length=task_args.max_length, **task_args.loading)
+    reloaded = load_teacher(output_dir, task.label_names, max_length=data.max_length, **data.loading)
     predictions = {
-        split: sharded_logits(reloaded, task_texts(task, data))
-        for split, data in (("dev", dev), ("validation", validation))
-        if data is not None
+        split: sharded_logits(reloaded, task_texts(task, rows))
+        for split, rows in (("dev", dev), ("validation", validation))
+        if rows is not None
     }
     texts = task_texts(task, validation)
     if model_name_or_path == SKLEARN_TEACHER and not np.array_equal(predictions["validation"], teacher(texts)):
@@ -116,7 +114,7 @@ def train_teacher(
         dev_fields = {
             "dev_score": dev_metrics[task.metric],
             "dev_metrics": dev_metrics,
-            "dev_split": dev_record(task_args),
+            "dev_split": data.dev_split,
         }
     record = TeacherRecord(
         name=name,
@@ -130,7 +128,7 @@ def train_teacher(
         learning_rate=None if model_name_or_path == SKLEARN_TEACHER else training_args.learning_rate,
         device=device,
         validation_fingerprint=input_fingerprint(validation, task.input_columns(validation)),
-        labelled_rows=task_args.labelled_rows,
+        labelled_rows=data.options.get("labelled_rows"),
         **dev_fields,
         **epochs,
         **(

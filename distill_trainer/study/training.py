@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import asdict
 
 import datasets
@@ -18,10 +19,10 @@ from transformers import (
 from transformers.trainer_utils import sort_checkpoints
 
 from ..config import DistillationConfig
-from ..logits import check_logits_match_inputs, read_metadata
+from ..logits import input_fingerprint, read_metadata
 from ..sampling import LengthGroupedSamplingMixin
 from ..trainer import DistillationTrainer
-from .args import StudentArguments, TaskArguments, for_trainer
+from .args import for_trainer
 from .dev_split import DEV_SPLIT_KEY, check_same_dev_split
 from .early_stopping import early_stopping, evaluations_per_epoch
 from .logit_data import load_logit_dataset
@@ -38,11 +39,11 @@ from .student_model import (  # noqa: F401 (re-exported: imported from here befo
     check_bundled_layers,
     student_from_layers,
 )
+from .task_data import TaskData
 from .tasks import (
     GlueTask,
     first_rows,
     get_task,
-    load_task_split,
     metrics_for_trainer,
 )
 from .teachers import load_classifier
@@ -123,66 +124,90 @@ def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set:
     return train.remove_columns("label").add_column("label", labels.tolist(), feature=feature)
 
 
+def check_training_rows(logit_rows: datasets.Dataset, task_rows: datasets.Dataset, columns: Sequence[str]) -> None:
+    """Refuse logit training rows that are not the task's first training rows, in order: every student would
+    learn each row from another row's teachers, silently.
+
+    Args:
+        logit_rows: The logit dataset's training rows a student is about to use.
+        task_rows: The task's training rows (the dev rows taken out where carved).
+        columns: The input columns the logit metadata fingerprints.
+    """
+    first = task_rows.select(range(min(len(logit_rows), len(task_rows))))
+    if len(logit_rows) > len(task_rows) or input_fingerprint(logit_rows, columns) != input_fingerprint(first, columns):
+        raise ValueError(
+            f"This logit dataset does not belong to this data: its {len(logit_rows)} training rows are not the "
+            f"task's first {len(logit_rows)} ({len(task_rows)} given) in {list(columns)} (other rows, another order, "
+            "or other text). Re-extract the logits on this data."
+        )
+
+
 def distill_student(
-    task_args: TaskArguments, student_args: StudentArguments, config: DistillationConfig
+    data: TaskData,
+    logit_dataset: str,
+    config: DistillationConfig,
+    student_model: str,
+    student_layers: Sequence[int] | None = None,
+    early_stopping_patience: int | None = None,
+    check_against_data: bool = True,
 ) -> StudentResult:
     """Train one student from a logit dataset; save it with `eval_results.json`; return the results.
 
     Where the logit dataset has a dev split (carved from the training rows at extraction), the student is scored
-    on it too (`dev_score`: what a study chooses by) and, with `student_args.early_stopping_patience`, trains until
-    its dev score stops improving, keeping the best weights; the validation split is scored once, at the end.
+    on it too (`dev_score`: what a study chooses by) and, with `early_stopping_patience`, trains until its dev
+    score stops improving, keeping the best weights; the validation split is scored once, at the end.
 
     Args:
-        task_args: The task and its data options (the same dev and row options as the extraction's).
-        student_args: The logit dataset, the student model and layers, early stopping.
+        data: The task and its rows (`TaskArguments.task_data()`): the logit dataset's training rows must be its
+            first training rows, its dev split the same, and `data.labelled_rows` keep their labels.
+        logit_dataset: A logit dataset's folder or Hub id (from `extract_to_disk`).
         config: The distillation and training configuration (`output_dir` is the student's folder).
+        student_model: The checkpoint the student starts from (Hub id, folder, or a packaged short name).
+        student_layers: The encoder layers it keeps (None: all).
+        early_stopping_patience: Epochs without a better dev score before stopping (None: every epoch).
+        check_against_data: Refuse a logit dataset whose training rows are not `data`'s (off: trust it).
     """
-    task = task_args.glue_task
-    logit_data = load_logit_dataset(student_args.logit_dataset)
+    task = data.task
+    logit_data = load_logit_dataset(logit_dataset)
     train, validation = (
-        first_rows(logit_data[split], task_args.row_limit(split)) for split in ("train", "validation")
+        first_rows(logit_data[split], data.options.get(option))
+        for split, option in (("train", "max_train_rows"), ("validation", "max_eval_rows"))
     )
     dev = logit_data["dev"] if "dev" in logit_data else None
     metadata = read_metadata(logit_data["train"])
-    check_same_dev_split(metadata.extra.get(DEV_SPLIT_KEY) if metadata else None, task_args)
-    if student_args.early_stopping_patience and dev is None:
+    check_same_dev_split(metadata.extra.get(DEV_SPLIT_KEY) if metadata else None, data)
+    if early_stopping_patience and dev is None:
         raise ValueError(
             "--early_stopping_patience stops on the dev split, and this logit dataset has none: extract it with "
             "--dev_rows (the validation split is only reported, never chosen on)."
         )
-    if student_args.check_against_data and metadata is not None:
-        rows = (
-            load_task_split(task, "train", task_args.data, metadata.num_rows)
-            if dev is None
-            else task_args.load("train")
-        )
-        check_logits_match_inputs(metadata, rows)
-    if task_args.labelled_rows is not None:
-        with_transfer_set = config.fusion != "none"
-        train = low_resource(train, task_args.labelled_training_rows(), with_transfer_set=with_transfer_set)
-    check_bundled_layers(student_args.student_model, student_args.student_layers)
+    if check_against_data and metadata is not None:
+        check_training_rows(train, data.train, metadata.input_columns)
+    if data.labelled_rows is not None:
+        train = low_resource(train, data.labelled_rows, with_transfer_set=config.fusion != "none")
+    check_bundled_layers(student_model, student_layers)
     tokenizer, model = load_for_task(
-        student_args.student_model, task, seed=config.seed, ignore_mismatched_sizes=True, **task_args.loading
+        student_model, task, seed=config.seed, ignore_mismatched_sizes=True, **data.loading
     )
-    if student_args.student_layers:
-        model = student_from_layers(model, student_args.student_layers)
-    args, callbacks, patience = for_trainer(config), [], student_args.early_stopping_patience
+    if student_layers:
+        model = student_from_layers(model, student_layers)
+    args, callbacks, patience = for_trainer(config), [], early_stopping_patience
     if patience:
         evaluations = evaluations_per_epoch(len(train), args)
         args = early_stopping(args, task.metric, len(train), evaluations)
         callbacks = [EarlyStoppingCallback(patience * evaluations)]
     existing = set(sort_checkpoints(config.output_dir)) if os.path.isdir(config.output_dir) else set()
     tokenized = {
-        split: tokenize_task(data, tokenizer, task, task_args.max_length)
-        for split, data in (("dev", dev), ("validation", validation))
-        if data is not None
+        split: tokenize_task(rows, tokenizer, task, data.max_length)
+        for split, rows in (("dev", dev), ("validation", validation))
+        if rows is not None
     }
     trainer = DistillationTrainer(
         model=model,
         args=args,
         processing_class=tokenizer,
         compute_metrics=metrics_for_trainer(task),
-        train_dataset=tokenize_task(train, tokenizer, task, task_args.max_length),
+        train_dataset=tokenize_task(train, tokenizer, task, data.max_length),
         eval_dataset=tokenized["dev" if dev is not None else "validation"],
         callbacks=callbacks,
     )
@@ -196,11 +221,14 @@ def distill_student(
         dev_metrics = evaluate_task(trainer, tokenized["dev"])[0]
         dev_fields = {"dev_score": dev_metrics[task.metric], "dev_metrics": dev_metrics}
         dev_fields["dev_split"] = metadata.extra.get(DEV_SPLIT_KEY) if metadata else None
+    student = {"student_model": student_model, "student_layers": student_layers}
+    asked = {**student, "early_stopping_patience": early_stopping_patience}
     results = student_result(
         trainer,
         config,
-        task_args,
-        student_args,
+        max_length=data.max_length,
+        logit_dataset=logit_dataset,
+        **student,
         task=task.name,
         metric=task.metric,
         metrics=metrics,
@@ -208,9 +236,9 @@ def distill_student(
         train_rows=len(train),
         eval_rows=len(validation),
         train_runtime=train_output.metrics.get("train_runtime"),
-        labelled_rows=task_args.labelled_rows,
-        training=training_settings(config, task_args, student_args),
-        question=student_question(task_args, student_args, config, logit_data),
+        labelled_rows=data.options.get("labelled_rows"),
+        training=training_settings(config, data.options, student),
+        question=student_question(data, asked, config, logit_data),
         best_step=trainer.state.best_global_step if patience else None,
         **dev_fields,
     )

@@ -32,7 +32,7 @@ def main(argv=None, prog=None):
     if text_args.check(task_args.task):
         results = distill_causal_student(task_args, text_args, student_args, config)
     else:
-        results = distill_student(task_args, student_args, config)
+        results = distill_student(task_args.task_data(), config=config, **student_args.options)
     print(f"student ({results.fusion}): validation {results.metric} = {results.score:.4f}")
     if config.push_to_hub and config.process_index == 0:
         url = publish_student(

@@ -66,7 +66,7 @@ def main(argv=None, prog=None):
         )
     else:
         logit_dataset = extract_to_disk(
-            task_args, extract_args.teachers, extract_args.output_dir, extract_args.batch_size
+            task_args.task_data(), extract_args.teachers, extract_args.output_dir, extract_args.batch_size
         )
     print(f"logit dataset written to {extract_args.output_dir}: {logit_dataset}")
     if extract_args.push_to_hub and PartialState().is_main_process:

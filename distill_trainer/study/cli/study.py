@@ -12,7 +12,7 @@ def main(argv=None, prog=None):
     task_args, study_args, config = parse_recipe_args(
         (TaskArguments, StudyArguments, DistillationConfig), argv, prog, __doc__
     )
-    table = run_study(task_args, study_args, config)
+    table = run_study(task_args.task_data(), study_args, config)
     summary = (
         table[table.task == task_args.task]
         .groupby(["type", "method"], sort=False)["score"]

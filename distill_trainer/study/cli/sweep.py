@@ -48,8 +48,8 @@ def main(argv=None, prog=None):
         (TaskArguments, StudentArguments, GridArguments, DistillationConfig), argv, prog, __doc__
     )
     grid = sweep_grid(
-        task_args,
-        student_args,
+        task_args.task_data(),
+        student_args.options,
         config,
         grid_args.temperatures,
         grid_args.alphas,

@@ -72,7 +72,7 @@ def main(argv=None, prog=None):
             training_args.hub_model_id, exist_ok=hub_args.hub_exist_ok, token=training_args.hub_token
         )
     info = train_teacher(
-        task_args,
+        task_args.task_data(),
         teacher_args.model_name_or_path,
         training_args,
         teacher_args.teacher_name,
