@@ -3,6 +3,7 @@ only, the paired bootstrap's verdicts, Holm, the gap closed both ways, MRPC's al
 report."""
 
 import json
+import shutil
 
 import datasets
 import numpy as np
@@ -246,3 +247,20 @@ def test_the_report_rebuilds_byte_identically(v3_study, tmp_path):
         in report
     )
     assert "| study v2 (4 tasks) | `average+calibrated` | 77.00 | n/a | 86.65 | 74.56 | 20.2% |" in report
+
+
+def test_records_scored_on_other_dev_splits_are_refused(v3_study):
+    path = v3_study / "sst2" / "teacher-t0-sst2" / "teacher_info.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "dev_split": {"positions": [1, 2]}}))
+    with pytest.raises(ValueError, match="sst2: the teachers were scored on different dev splits"):
+        analyze_v3_study(str(v3_study), RESAMPLES)
+
+
+def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_path):
+    for seed in SEEDS:
+        shutil.rmtree(v3_study / "mnli" / f"student-average-seed{seed}")
+    result = write_v3_report(str(v3_study), str(tmp_path / "out"), RESAMPLES)
+    primary = result["tasks"]["mnli"]["comparisons"]["primary"]
+    assert primary["difference"] is None and primary["verdict"] == "not run: no `average` student"
+    assert result["holm_family"] == ["mnli", "mrpc", "sst2"]  # the secondary tests all ran
+    assert "| mnli | n/a | not run |" in (tmp_path / "out" / "REPORT.md").read_text()

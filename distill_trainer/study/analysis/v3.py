@@ -9,6 +9,7 @@ records and saved validation logits (`collect`): no model is run. `analyze_v3_st
 from __future__ import annotations
 
 import glob
+import json
 import os
 import zlib
 
@@ -58,6 +59,14 @@ def load_task(study_dir: str, task: str) -> dict:
         for p in sorted(glob.glob(os.path.join(root, "student-*", StudentResult.FILE)))
     }
     check_students(study_dir, students)
+    for kind, records in (("teachers", teachers), ("students", students)):  # dev scores compared within each
+        splits = {json.dumps(r.dev_split, sort_keys=True): folder for folder, r in records.items()}
+        if len(splits) > 1:
+            first, second = list(splits.values())[:2]
+            raise ValueError(
+                f"{task}: the {kind} were scored on different dev splits (e.g. {first} and {second}): their dev "
+                "scores are not comparable, so nothing can be chosen by them."
+            )
     undecided = [folder for folder, r in {**teachers, **students}.items() if r.dev_score is None]
     if undecided:
         raise ValueError(
@@ -129,7 +138,9 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
     result = {"a": a, "b": b, "paired_seeds": paired, "unpaired_seeds": {}}
     result["unpaired_seeds"] = {m: sorted(set(runs.get(m, {})) - set(paired)) for m in (a, b)}
     if not paired:
-        return {**result, "difference": None, "verdict": "not run: no seed both methods have"}
+        missing = [f"`{m}`" for m in (a, b) if m not in runs]
+        reason = f"no {' or '.join(missing)} student" if missing else "no seed both methods have"
+        return {**result, "difference": None, "verdict": f"not run: {reason}"}
     labels = data["labels"]
     predictions = {m: np.stack([student_predictions(runs[m][s], task)[: len(labels)] for s in paired]) for m in (a, b)}
     bootstrap_seed = [seed, zlib.crc32(f"{task}|{a}|{b}".encode())]
@@ -168,11 +179,11 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int) -> dict:
         "best_multi": best_multi and best_multi["method"],
         "best_student": best_student and best_student["method"],
     }
-    comparisons = {}
-    if chosen["single"] and PRIMARY_METHOD in by_name:
+    comparisons = {}  # a method not (yet) run is said so, by name, in the comparison's verdict
+    if best_teacher:
         comparisons["primary"] = compare(task, PRIMARY_METHOD, single, data, resamples, seed)
-    if chosen["single"] and best_multi:
-        comparisons["secondary"] = compare(task, best_multi["method"], single, data, resamples, seed)
+        multi = best_multi["method"] if best_multi else "a multi-teacher method"
+        comparisons["secondary"] = compare(task, multi, single, data, resamples, seed)
     baseline = by_name.get(BASELINE_METHOD)
     gap = None
     if baseline and best_teacher and best_student:
