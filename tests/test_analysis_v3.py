@@ -11,7 +11,7 @@ import pytest
 
 from distill_trainer import attach_teacher_logits
 from distill_trainer.study.analysis.v3 import all_positive_check, analyze_v3_study
-from distill_trainer.study.analysis.v3_render import write_v3_report
+from distill_trainer.study.analysis.v3_render import render_v3_report, write_v3_report
 from distill_trainer.study.analysis.v3_stats import (
     WITHIN_MARGIN,
     all_positive_f1,
@@ -239,6 +239,13 @@ def test_the_report_rebuilds_byte_identically(v3_study, tmp_path):
     for name in ("REPORT.md", "v3_results.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     report = (tmp_path / "one" / "REPORT.md").read_text()
+    assert render_v3_report(json.loads((tmp_path / "one" / "v3_results.json").read_text())) == report
+    named = json.loads((tmp_path / "one" / "v3_results.json").read_text())
+    named["tasks"]["sst2"]["teachers"][0]["method"] = "all-mpnet-base-v2"
+    assert "Teachers `all-mpnet-base-v2`: their sentence-embedding pretraining included MNLI" in render_v3_report(
+        named
+    )
+    assert "Teachers `" not in report
     assert "best teacher `t1` (column 1)" in report and "| t1 * | 90.00 | 90.00 |" in report
     assert "| secondary | `weighted` | `single: t1` | 2 (left out single: t1: 44) |" in report
     assert "mrpc is left out of the averages across tasks" in report and WITHIN_MARGIN in report

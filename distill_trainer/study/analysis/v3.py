@@ -284,6 +284,7 @@ def analyze_v3_study(study_dir: str, resamples: int = 10_000, seed: int = 0) -> 
         "bootstrap_seed": seed,
         "margin": MARGIN,
         "tasks": tasks,
+        "task_order": names,
         "holm_family": sorted(adjusted),
         "excluded_from_averages": excluded,
         "mean_gap_closed": {

@@ -13,6 +13,7 @@ from .reference import REFERENCE_AVG_GAP, V2_AVG_GAP
 from .v3 import PRIMARY_METHOD, analyze_v3_study
 
 RESULTS_FILE = "v3_results.json"
+SAW_GLUE_PAIRS = ("all-mpnet-base-v2", "all-MiniLM-L6-v2")  # the plan: the report says what they were trained on
 
 
 def pct(value: float | None) -> str:
@@ -30,6 +31,10 @@ def share(value: float | None) -> str:
 
 def p(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
+
+
+def named(method: str | None) -> str:
+    return f"`{method}`" if method else "none run yet"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -65,9 +70,9 @@ def task_section(name: str, t: dict) -> list[str]:
     chosen = t["chosen"]
     lines = [f"## {name} ({t['metric']}, {t['validation_rows']} validation rows)", ""]
     lines.append(
-        f"Chosen on dev: best teacher `{chosen['best_teacher']}` (column {chosen['teacher_index']}), its single "
-        f"student `{chosen['single']}`; best multi-teacher method `{chosen['best_multi']}`; best distilled "
-        f"student `{chosen['best_student']}`."
+        f"Chosen on dev: best teacher {named(chosen['best_teacher'])} (column {chosen['teacher_index']}), its "
+        f"single student {named(chosen['single'])}; best multi-teacher method {named(chosen['best_multi'])}; best "
+        f"distilled student {named(chosen['best_student'])}."
     )
     lines += ["", "Teachers (a `*` marks the one chosen on dev):", ""]
     lines.append(
@@ -176,7 +181,7 @@ def render_v3_report(result: dict) -> str:
     Args:
         result: The dict `analyze_v3_study` returns (or its JSON read back): nothing is recomputed here.
     """
-    tasks = result["tasks"]
+    tasks = {name: result["tasks"][name] for name in result["task_order"]}  # JSON read back sorts its keys
     lines = [
         "# Study v3: the pre-registered comparisons",
         "",
@@ -206,6 +211,13 @@ def render_v3_report(result: dict) -> str:
     for name, t in tasks.items():
         lines += task_section(name, t)
     lines += gap_lines(result)
+    teachers = sorted({t["method"] for task in tasks.values() for t in task["teachers"]} & set(SAW_GLUE_PAIRS))
+    if teachers:
+        lines += [
+            f"Teachers {', '.join(f'`{t}`' for t in teachers)}: their sentence-embedding pretraining included "
+            "MNLI, SNLI and QQP pairs (two of this study's tasks).",
+            "",
+        ]
     if result["excluded_from_averages"]:
         lines.append(f"Left out of the averages across tasks: {', '.join(result['excluded_from_averages'])}.")
         lines.append("")
