@@ -248,6 +248,7 @@ def test_the_report_rebuilds_byte_identically(v3_study, tmp_path):
     assert "Teachers `" not in report
     assert "best teacher `t1` (column 1)" in report and "| t1 * | 90.00 | 90.00 |" in report
     assert "| secondary | `weighted` | `single: t1` | 2 (left out single: t1: 44) |" in report
+    assert "Trained on: unrecorded." in report  # the fixture's records name no device
     assert "mrpc is left out of the averages across tasks" in report and WITHIN_MARGIN in report
     assert (
         "| reference (recomputed; 4 tasks) | single DeBERTa-base | 88.24 | RoBERTa-large | 90.98 | 87.16 | 28.3% |"
@@ -271,3 +272,15 @@ def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_pa
     assert primary["difference"] is None and primary["verdict"] == "not run: no `average` student"
     assert result["holm_family"] == ["mnli", "mrpc", "sst2"]  # the secondary tests all ran
     assert "| mnli | n/a | not run |" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
+def test_a_task_trained_on_several_devices_is_flagged(v3_study, tmp_path):
+    for method, device in (("none", "cpu"), ("average", "NVIDIA H200")):
+        path = v3_study / "mnli" / f"student-{method}-seed42" / "eval_results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "device": device}))
+    result = write_v3_report(str(v3_study), str(tmp_path / "out"), RESAMPLES)
+    assert result["tasks"]["mnli"]["devices"] == ["NVIDIA H200", "cpu", "unrecorded"]
+    assert (
+        "Trained on 3 devices (NVIDIA H200, cpu, unrecorded): the plan asks for one device"
+        in (tmp_path / "out" / "REPORT.md").read_text()
+    )

@@ -198,6 +198,7 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int) -> dict:
     return {
         "metric": get_task(task).metric,
         "validation_rows": int(len(data["labels"])),
+        "devices": sorted({r.device or "unrecorded" for r in [*data["teachers"], *data["students"].values()]}),
         "teachers": teachers,
         "methods": methods,
         "chosen": chosen,

@@ -74,6 +74,14 @@ def task_section(name: str, t: dict) -> list[str]:
         f"single student {named(chosen['single'])}; best multi-teacher method {named(chosen['best_multi'])}; best "
         f"distilled student {named(chosen['best_student'])}."
     )
+    devices = ", ".join(t["devices"])
+    lines += [
+        "",
+        f"Trained on: {devices}."
+        if len(t["devices"]) == 1
+        else f"Trained on {len(t['devices'])} devices ({devices}): the plan asks for one device and one precision "
+        "per task.",
+    ]
     lines += ["", "Teachers (a `*` marks the one chosen on dev):", ""]
     lines.append(
         table(
