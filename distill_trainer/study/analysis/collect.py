@@ -75,7 +75,9 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
 
 
 # What may differ between the seeds of one method (and between methods' rows) without making them other questions.
+# The dev split's outcomes (score, metrics, the step early stopping kept) differ between seeds like `score` does.
 NOT_SETTINGS = ("seed", "score", "metrics", "train_runtime", "device", "question", "training")
+NOT_SETTINGS += ("dev_score", "dev_metrics", "best_step")
 
 
 def run_settings(results: StudentResult) -> dict:

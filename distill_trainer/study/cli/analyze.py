@@ -2,12 +2,18 @@
 
     distill-trainer analyze --study_dir runs/real --output_dir results
 
-Writes <output_dir>/master_results.csv, success_metrics.json, REPORT.md and the PNG plots.
+Writes <output_dir>/master_results.csv, success_metrics.json, REPORT.md and the PNG plots. With `--plan v3`, study
+v3's pre-registered comparisons instead (results/v3/PREREGISTRATION.md: every choice on dev scores):
+
+    distill-trainer analyze --plan v3 --study_dir runs/v3 --output_dir results/v3
+
+writes <output_dir>/REPORT.md and v3_results.json.
 """
 
 from dataclasses import dataclass, field
 
 from distill_trainer.study.analysis.report import analyze_study
+from distill_trainer.study.analysis.v3_render import RESULTS_FILE, write_v3_report
 from distill_trainer.study.args import parse_recipe_args
 
 
@@ -18,10 +24,22 @@ class AnalyzeArguments:
     )
     output_dir: str = field(default="results", metadata={"help": "Where the tables, plots and REPORT.md go."})
     resamples: int = field(default=10_000, metadata={"help": "Paired-bootstrap resamples per test."})
+    plan: str = field(
+        default="v2",
+        metadata={
+            "help": "v2: the study-v2 report (tables, plots, tests). v3: study v3's pre-registered comparisons, "
+            "chosen on dev scores (results/v3/PREREGISTRATION.md).",
+            "choices": ["v2", "v3"],
+        },
+    )
 
 
 def main(argv=None, prog=None):
     (args,) = parse_recipe_args((AnalyzeArguments,), argv, prog, __doc__)
+    if args.plan == "v3":
+        result = write_v3_report(args.study_dir, args.output_dir, args.resamples)
+        print(f"wrote {args.output_dir}/REPORT.md and {RESULTS_FILE} (plan v3) for {', '.join(result['tasks'])}")
+        return result
     metrics = analyze_study(args.study_dir, args.output_dir, args.resamples)
     print(
         f"wrote {args.output_dir}/REPORT.md, master_results.csv, success_metrics.json and plots for "

@@ -1,0 +1,129 @@
+"""The statistics study v3's plan fixes (results/v3/PREREGISTRATION.md): a bootstrap over validation rows and
+seeds paired by seed number, two one-sided tests against a +-1 pp margin, the verdict that follows from the
+interval, Holm's correction, and MRPC's all-positive F1."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .stats import metric_on_resamples, seed_resampled_mean
+
+MARGIN = 0.01  # the equivalence margin, +-1 pp of a 0-1 score
+WITHIN_MARGIN = f"no difference detected within +-{100 * MARGIN:g} pp"
+
+
+def paired_seed_bootstrap(
+    predictions_a: np.ndarray,
+    predictions_b: np.ndarray,
+    labels: np.ndarray,
+    metric: str,
+    resamples: int = 10_000,
+    seed: int | list[int] = 0,
+    margin: float = MARGIN,
+    chunk: int = 500,
+) -> dict:
+    """metric(A) - metric(B), the mean over seeds, with a 95% bootstrap interval and equivalence tests.
+
+    Each resample draws the validation rows once (the same rows for both methods) and then the seeds with
+    replacement; row s of both arrays is the same seed number, so a drawn seed brings its A - B difference (seeds
+    paired, as the plan says, not drawn separately per method as `stats.paired_bootstrap` does for v2). The metric
+    is recomputed on every resample from the predictions, so F1 is F1 of the resampled rows, not a mean of rows.
+
+    p-values are read off the same bootstrap distribution (no normal approximation): `p_value`, of the difference
+    from 0, two-sided (twice the smaller tail share at or beyond 0, at most 1); the two one-sided tests of TOST,
+    H0 difference <= -margin (p = the share of resamples at or below -margin) and H0 difference >= +margin (the
+    share at or above +margin), and `tost_p` = the larger of the two: below 0.05 exactly when the 90% percentile
+    interval lies inside +-margin. With `resamples` draws a p-value resolves to 1 / resamples; 0 means none.
+
+    Args:
+        predictions_a: Class ids `[seeds, n]` of method A, one row per paired seed.
+        predictions_b: Class ids `[seeds, n]` of method B, row s the same seed number as A's row s.
+        labels: The validation labels `[n]`, the rows of the logit dataset's validation split.
+        metric: The task's metric (`metric_on_resamples`): accuracy or f1 here.
+        resamples: Bootstrap resamples; fixed with `seed`, so the same records give the same numbers.
+        seed: Seed (or seed sequence) of the generator: fixed, for a byte-identical report.
+        margin: The equivalence margin on the 0-1 scale (0.01 = 1 pp).
+        chunk: Resamples drawn at once (memory: chunk x n indices).
+    """
+    a, b, labels = np.atleast_2d(predictions_a), np.atleast_2d(predictions_b), np.asarray(labels)
+    if a.shape != b.shape or a.shape[1] != len(labels):
+        raise ValueError(f"paired predictions {a.shape} and {b.shape} must both be [seeds, {len(labels)}].")
+    every = np.arange(len(labels))[None]
+    per_seed = [
+        float(metric_on_resamples(metric, x, labels, every)[0] - metric_on_resamples(metric, y, labels, every)[0])
+        for x, y in zip(a, b, strict=True)
+    ]
+    generator = np.random.default_rng(seed)
+    differences = []
+    for start in range(0, resamples, chunk):
+        indices = generator.integers(0, len(labels), size=(min(chunk, resamples - start), len(labels)))
+        seed_differences = [
+            metric_on_resamples(metric, x, labels, indices) - metric_on_resamples(metric, y, labels, indices)
+            for x, y in zip(a, b, strict=True)
+        ]
+        differences.append(seed_resampled_mean(seed_differences, generator))
+    differences = np.concatenate(differences)
+    low, high = np.percentile(differences, [2.5, 97.5])
+    below, above = float((differences <= -margin).mean()), float((differences >= margin).mean())
+    return {
+        "difference": float(np.mean(per_seed)),
+        "per_seed": per_seed,
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "p_value": float(min(1.0, 2 * min((differences <= 0).mean(), (differences >= 0).mean()))),
+        "tost_p_lower": below,
+        "tost_p_upper": above,
+        "tost_p": max(below, above),
+        "verdict": verdict(float(low), float(high), margin),
+        "resamples": resamples,
+        "margin": margin,
+    }
+
+
+def verdict(ci_low: float, ci_high: float, margin: float = MARGIN) -> str:
+    """What a 95% interval of A - B says, in the plan's words; never "equal".
+
+    "better" / "worse" when it excludes 0 (also when it lies inside the margin: a significant difference smaller
+    than 1 pp is still a difference, and `tost_p` says it is small); "no difference detected within +-1 pp" when it
+    includes 0 and lies inside +-margin; "inconclusive" when it includes 0 and crosses a margin.
+
+    Args:
+        ci_low: The interval's lower end (0-1 scale).
+        ci_high: Its upper end.
+        margin: The equivalence margin (0.01 = 1 pp).
+    """
+    if ci_low > 0:
+        return "better"
+    if ci_high < 0:
+        return "worse"
+    if -margin <= ci_low and ci_high <= margin:
+        return WITHIN_MARGIN if margin == MARGIN else f"no difference detected within +-{100 * margin:g} pp"
+    return "inconclusive"
+
+
+def holm(p_values: dict[str, float]) -> dict[str, float]:
+    """Holm's step-down adjusted p-values (family-wise error), by name: the i-th smallest of m p-values is
+    multiplied by m - i (i from 0), capped at 1, and kept at least as large as every smaller one's. Ties are
+    taken in name order, so the result does not depend on the dict's order.
+
+    Args:
+        p_values: The raw p-values of the family (the plan: the four tasks' secondary tests), by name.
+    """
+    order = sorted(p_values, key=lambda name: (p_values[name], name))
+    adjusted, running = {}, 0.0
+    for rank, name in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p_values[name]))
+        adjusted[name] = running
+    return {name: adjusted[name] for name in sorted(adjusted)}
+
+
+def all_positive_f1(labels: np.ndarray) -> float:
+    """F1 of predicting the positive class on every row: 2P / (2P + N), P positives and N negatives. What a
+    student that learnt nothing but the majority class scores on MRPC (68% positive), so a student must beat it.
+
+    Args:
+        labels: The validation labels (0/1).
+    """
+    labels = np.asarray(labels)
+    positives = int((labels == 1).sum())
+    return 2 * positives / (2 * positives + int((labels != 1).sum())) if positives else 0.0

@@ -1,0 +1,286 @@
+"""Study v3's pre-registered analysis on synthetic run folders written with the real record classes: choices on dev
+only, the paired bootstrap's verdicts, Holm, the gap closed both ways, MRPC's all-positive check, a byte-identical
+report."""
+
+import json
+import shutil
+
+import datasets
+import numpy as np
+import pytest
+
+from distill_trainer import attach_teacher_logits
+from distill_trainer.study.analysis.v3 import all_positive_check, analyze_v3_study
+from distill_trainer.study.analysis.v3_render import render_v3_report, write_v3_report
+from distill_trainer.study.analysis.v3_stats import (
+    WITHIN_MARGIN,
+    all_positive_f1,
+    holm,
+    paired_seed_bootstrap,
+    verdict,
+)
+from distill_trainer.study.runs import StudentResult, TeacherRecord
+from distill_trainer.study.tasks import compute_task_metrics, get_task
+
+RESAMPLES = 400
+SEEDS = (42, 43, 44)
+
+
+def wrong_on(labels, rows, classes=2):
+    """The labels, wrong on `rows`."""
+    predicted = labels.copy()
+    predicted[rows] = (predicted[rows] + 1) % classes
+    return predicted
+
+
+def write_task(root, task, labels, teachers, students, classes=2):
+    """A task folder as compare.py leaves it. `teachers`: name -> (dev, validation); `students`: method (`none`,
+    `single-<i>`, a fusion) -> (dev score, {seed: predicted class ids})."""
+    folder = root / task
+    names = [f"{name}-{task}" for name in teachers]  # the runner's names: short_teacher_name drops the suffix
+    n = len(labels)
+    rows = datasets.Dataset.from_dict({"sentence": [f"s{i}" for i in range(n)], "label": labels.tolist()})
+    label_names = [f"c{i}" for i in range(classes)]
+    logits = attach_teacher_logits(
+        rows, np.zeros((n, len(names), classes)), names, label_names, ["sentence"], task=task
+    )
+    datasets.DatasetDict({"train": logits, "validation": logits}).save_to_disk(str(folder / "logits"))
+    for name, (dev, validation) in zip(names, teachers.values(), strict=True):
+        (folder / f"teacher-{name}").mkdir(parents=True)
+        metric = get_task(task).metric
+        record = TeacherRecord(name=name, base_model="b", task=task, metric=metric, validation_score=validation)
+        record.dev_score = dev
+        record.save(str(folder / f"teacher-{name}"))
+    for method, (dev, by_seed) in students.items():
+        for seed, predicted in by_seed.items():
+            run = folder / f"student-{method}-seed{seed}"
+            run.mkdir()
+            np.save(run / "validation_logits.npy", np.eye(classes)[predicted].astype(np.float32))
+            fusion, index = ("single", int(method[-1])) if method.startswith("single") else (method, None)
+            StudentResult(
+                task=task,
+                metric=get_task(task).metric,
+                score=compute_task_metrics(get_task(task), predicted, labels)[get_task(task).metric],
+                fusion=fusion,
+                teacher_index=index,
+                seed=seed,
+                temperature=6.0,
+                alpha=0.7,
+                teachers=[{"name": name} for name in names],
+                dev_score=dev + 0.001 * (seed - 43),  # seeds differ on dev too; the mean is what chooses
+            ).save(str(run))
+
+
+def mrpc_students(labels, above: bool):
+    """MRPC students near all-positive (seeds spread around it), or (`above`) `average` clearly beating it."""
+    positives, negatives = np.flatnonzero(labels == 1), np.flatnonzero(labels == 0)
+
+    def near(shift):  # shift > 0: that many negatives right; < 0: that many positives wrongly negative
+        predicted = np.ones_like(labels)
+        predicted[negatives[:shift] if shift > 0 else positives[:-shift]] = 0
+        return predicted
+
+    spread = {42: near(-3), 43: near(0), 44: near(3)}
+    students = {method: (0.8, spread) for method in ("none", "single-0", "single-1", "weighted", "confidence")}
+    students["average"] = (0.8, {seed: near(30 + seed - 43) for seed in SEEDS} if above else spread)
+    return students
+
+
+@pytest.fixture
+def v3_study(tmp_path):
+    """SST-2: dev and validation disagree about the best teacher and the best multi-teacher method; `average`
+    clearly above the chosen single, `weighted` (best multi by dev) within 1 pp of it. MNLI: both inconclusive.
+    MRPC: no student beats the all-positive F1."""
+    root = tmp_path / "study"
+    generator = np.random.default_rng(0)
+    n = 2000
+    labels = generator.integers(0, 2, n)
+    single_1 = {seed: wrong_on(labels, np.arange(250)) for seed in SEEDS}
+    weighted = {  # single-1's errors but two fixed and two made: the same accuracy, 4 rows apart
+        seed: wrong_on(labels, np.r_[np.arange(2, 250), [1000, 1001]]) for seed in (42, 43)
+    }
+    students = {
+        "none": (0.70, {seed: wrong_on(labels, np.arange(400 + 2 * (seed - 42))) for seed in SEEDS}),
+        "single-0": (0.85, {seed: wrong_on(labels, np.arange(300)) for seed in SEEDS}),
+        "single-1": (0.86, single_1),
+        "average": (0.88, {seed: wrong_on(labels, np.arange(50)) for seed in SEEDS}),
+        "weighted": (0.95, weighted),  # best by dev (seed 44 missing: 2 paired seeds)
+        "confidence": (0.70, {seed: wrong_on(labels, np.arange(20)) for seed in SEEDS}),  # best on validation
+    }
+    write_task(root, "sst2", labels, {"t0": (0.80, 0.95), "t1": (0.90, 0.90)}, students)
+    labels = generator.integers(0, 3, 120)
+    swapped = {seed: wrong_on(labels, np.arange(15, 45), 3) for seed in SEEDS}
+    students = {
+        "none": (0.50, {seed: wrong_on(labels, np.arange(60), 3) for seed in SEEDS}),
+        "single-0": (0.66, {seed: wrong_on(labels, np.arange(30), 3) for seed in SEEDS}),
+        "single-1": (0.50, {seed: wrong_on(labels, np.arange(50), 3) for seed in SEEDS}),
+        "average": (0.62, swapped),  # 30 errors, 30 rows apart from single-0's: no detectable difference
+        "weighted": (0.65, swapped),
+        "confidence": (0.60, {seed: wrong_on(labels, np.arange(40), 3) for seed in SEEDS}),
+    }
+    write_task(root, "mnli", labels, {"t0": (0.70, 0.80), "t1": (0.55, 0.85)}, students, classes=3)
+    labels = np.r_[np.ones(136, int), np.zeros(64, int)]
+    write_task(root, "mrpc", labels, {"t0": (0.9, 0.9), "t1": (0.8, 0.85)}, mrpc_students(labels, above=False))
+    return root
+
+
+def test_choices_are_made_on_dev_and_the_comparisons_verdicts(v3_study):
+    result = analyze_v3_study(str(v3_study), RESAMPLES)
+    sst2 = result["tasks"]["sst2"]
+    assert sst2["chosen"] == {  # validation would pick t0 (95%) and confidence (99%)
+        "best_teacher": "t1",
+        "teacher_index": 1,
+        "single": "single: t1",
+        "best_multi": "weighted",
+        "best_student": "weighted",
+    }
+    primary, secondary = sst2["comparisons"]["primary"], sst2["comparisons"]["secondary"]
+    assert (primary["a"], primary["b"], primary["paired_seeds"]) == ("average", "single: t1", [42, 43, 44])
+    assert primary["difference"] == pytest.approx(0.10) and primary["verdict"] == "better"
+    assert primary["ci_low"] > 0.05 and primary["p_value"] == 0.0
+    assert secondary["paired_seeds"] == [42, 43] and secondary["unpaired_seeds"] == {
+        "single: t1": [44],
+        "weighted": [],
+    }
+    assert secondary["difference"] == pytest.approx(0.0) and secondary["verdict"] == WITHIN_MARGIN
+    assert -0.01 <= secondary["ci_low"] <= 0 <= secondary["ci_high"] <= 0.01 and secondary["tost_p"] < 0.05
+    mnli = result["tasks"]["mnli"]
+    assert mnli["chosen"]["best_teacher"] == "t0" and mnli["chosen"]["best_multi"] == "weighted"
+    for test in mnli["comparisons"].values():
+        assert test["verdict"] == "inconclusive" and test["ci_low"] < -0.01 and test["ci_high"] > 0.01
+        assert test["tost_p"] > 0.05
+
+
+def test_a_teachers_validation_score_never_chooses(v3_study):
+    record = json.loads((v3_study / "sst2" / "teacher-t1-sst2" / "teacher_info.json").read_text())
+    record["validation_score"] = 0.10  # far below t0 on validation: still chosen, on its dev score
+    (v3_study / "sst2" / "teacher-t1-sst2" / "teacher_info.json").write_text(json.dumps(record))
+    assert analyze_v3_study(str(v3_study), RESAMPLES)["tasks"]["sst2"]["chosen"]["best_teacher"] == "t1"
+
+
+def test_a_record_without_a_dev_score_is_refused(v3_study):
+    path = v3_study / "mnli" / "student-average-seed42" / "eval_results.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "dev_score": None}))
+    with pytest.raises(ValueError, match="no dev_score.*never falls back to validation"):
+        analyze_v3_study(str(v3_study), RESAMPLES)
+
+
+def test_verdicts_from_the_interval():
+    assert verdict(0.001, 0.02) == "better" and verdict(-0.02, -0.001) == "worse"
+    assert verdict(-0.005, 0.008) == WITHIN_MARGIN == "no difference detected within +-1 pp"
+    assert verdict(-0.02, 0.005) == "inconclusive" and verdict(-0.005, 0.011) == "inconclusive"
+
+
+def test_tost_p_is_the_larger_one_sided_tail():
+    labels = np.zeros(400, int)
+    a, b = labels.copy(), labels.copy()
+    a[:40], b[40:80] = 1, 1  # both 90%, 80 rows apart
+    test = paired_seed_bootstrap(a, b, labels, "accuracy", resamples=2000, margin=0.01)
+    assert test["difference"] == 0 and test["verdict"] == "inconclusive"
+    assert test["tost_p"] == max(test["tost_p_lower"], test["tost_p_upper"]) > 0.05
+    wide = paired_seed_bootstrap(a, b, labels, "accuracy", resamples=2000, margin=0.10)
+    assert wide["tost_p"] < 0.05 and wide["verdict"] == "no difference detected within +-10 pp"
+
+
+def test_holm_against_a_manual_computation(v3_study):
+    raw = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005}
+    # sorted d, a, c, b: 4 x .005 = .02, 3 x .01 = .03, 2 x .03 = .06, max(.06, 1 x .04) = .06
+    assert holm(raw) == pytest.approx({"d": 0.02, "a": 0.03, "c": 0.06, "b": 0.06})
+    assert holm({"x": 0.6, "y": 0.5}) == {"x": 1.0, "y": 1.0}
+    result = analyze_v3_study(str(v3_study), RESAMPLES)
+    tests = {task: t["comparisons"]["secondary"] for task, t in result["tasks"].items()}
+    assert result["holm_family"] == ["mnli", "mrpc", "sst2"]
+    order = sorted(tests, key=lambda task: tests[task]["p_value"])
+    running = 0.0
+    for rank, task in enumerate(order):
+        running = max(running, min(1.0, (3 - rank) * tests[task]["p_value"]))
+        assert tests[task]["holm_p"] == pytest.approx(running)
+
+
+def test_gap_closed_both_ways_by_hand(v3_study):
+    result = analyze_v3_study(str(v3_study), RESAMPLES)
+    none_sst2 = np.mean([1 - 400 / 2000, 1 - 402 / 2000, 1 - 404 / 2000])
+    weighted_sst2 = 1 - 250 / 2000
+    # per task: best student (weighted) and best teacher (t1, 90%) by dev, not confidence (99%) and t0 (95%)
+    assert result["tasks"]["sst2"]["gap"]["gap_closed"] == pytest.approx(
+        (weighted_sst2 - none_sst2) / (0.90 - none_sst2)
+    )
+    assert result["tasks"]["mnli"]["gap"]["gap_closed"] == pytest.approx((0.75 - 0.5) / (0.80 - 0.5))
+    assert result["excluded_from_averages"] == ["mrpc"]
+    per_task = [result["tasks"][t]["gap"]["gap_closed"] for t in ("sst2", "mnli")]
+    assert result["mean_gap_closed"] == {"tasks": ["sst2", "mnli"], "value": pytest.approx(np.mean(per_task))}
+    # the AVG columns over SST-2 and MNLI: t0 (dev .80, .70) beats t1 (.90, .55); weighted (.95, .65) every student
+    avg = result["avg_column_gap"]
+    teacher, student, baseline = (0.95 + 0.80) / 2, (weighted_sst2 + 0.75) / 2, (none_sst2 + 0.5) / 2
+    assert (avg["best_teacher"], avg["best_student"], avg["tasks"]) == ("t0", "weighted", ["sst2", "mnli"])
+    assert avg["gap_closed"] == pytest.approx((student - baseline) / (teacher - baseline))
+    assert result["avg_column_gap_all_tasks"]["tasks"] == ["sst2", "mnli", "mrpc"]
+
+
+def test_mrpc_all_positive_check(v3_study, tmp_path):
+    labels = np.r_[np.ones(136, int), np.zeros(64, int)]
+    assert all_positive_f1(labels) == pytest.approx(2 * 136 / (2 * 136 + 64))
+    check = analyze_v3_study(str(v3_study), RESAMPLES)["tasks"]["mrpc"]["all_positive"]
+    assert check == {"all_positive_f1": pytest.approx(272 / 336), "methods_above": [], "excluded_from_averages": True}
+    root = tmp_path / "beaten"
+    write_task(root, "mrpc", labels, {"t0": (0.9, 0.9), "t1": (0.8, 0.85)}, mrpc_students(labels, above=True))
+    result = analyze_v3_study(str(root), RESAMPLES)
+    assert result["tasks"]["mrpc"]["all_positive"]["methods_above"] == ["average"]
+    assert result["excluded_from_averages"] == [] and result["mean_gap_closed"]["tasks"] == ["mrpc"]
+    one_seed = {"method": "x", "validation_ci": [float("nan"), float("nan")]}  # one seed: no interval, no claim
+    assert all_positive_check(labels, [one_seed])["excluded_from_averages"]
+
+
+def test_the_report_rebuilds_byte_identically(v3_study, tmp_path):
+    from distill_trainer.study.cli.analyze import main
+
+    write_v3_report(str(v3_study), str(tmp_path / "one"), RESAMPLES)
+    main(["--plan", "v3", "--study_dir", str(v3_study), "--output_dir", str(tmp_path / "two"), "--resamples", "400"])
+    for name in ("REPORT.md", "v3_results.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    report = (tmp_path / "one" / "REPORT.md").read_text()
+    assert render_v3_report(json.loads((tmp_path / "one" / "v3_results.json").read_text())) == report
+    named = json.loads((tmp_path / "one" / "v3_results.json").read_text())
+    named["tasks"]["sst2"]["teachers"][0]["method"] = "all-mpnet-base-v2"
+    assert "Teachers `all-mpnet-base-v2`: their sentence-embedding pretraining included MNLI" in render_v3_report(
+        named
+    )
+    assert "Teachers `" not in report
+    assert "best teacher `t1` (column 1)" in report and "| t1 * | 90.00 | 90.00 |" in report
+    assert "| secondary | `weighted` | `single: t1` | 2 (left out single: t1: 44) |" in report
+    assert "Trained on: unrecorded." in report  # the fixture's records name no device
+    assert "mrpc is left out of the averages across tasks" in report and WITHIN_MARGIN in report
+    assert (
+        "| reference (recomputed; 4 tasks) | single DeBERTa-base | 88.24 | RoBERTa-large | 90.98 | 87.16 | 28.3% |"
+        in report
+    )
+    assert "| study v2 (4 tasks) | `average+calibrated` | 77.00 | n/a | 86.65 | 74.56 | 20.2% |" in report
+
+
+def test_records_scored_on_other_dev_splits_are_refused(v3_study):
+    path = v3_study / "sst2" / "teacher-t0-sst2" / "teacher_info.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "dev_split": {"positions": [1, 2]}}))
+    with pytest.raises(ValueError, match="sst2: the teachers were scored on different dev splits"):
+        analyze_v3_study(str(v3_study), RESAMPLES)
+
+
+def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_path):
+    for seed in SEEDS:
+        shutil.rmtree(v3_study / "mnli" / f"student-average-seed{seed}")
+    result = write_v3_report(str(v3_study), str(tmp_path / "out"), RESAMPLES)
+    primary = result["tasks"]["mnli"]["comparisons"]["primary"]
+    assert primary["difference"] is None and primary["verdict"] == "not run: no `average` student"
+    assert result["holm_family"] == ["mnli", "mrpc", "sst2"]  # the secondary tests all ran
+    assert "| mnli | n/a | not run |" in (tmp_path / "out" / "REPORT.md").read_text()
+
+
+def test_a_task_trained_on_several_devices_is_flagged(v3_study, tmp_path):
+    for method, device in (("none", "cpu"), ("average", "NVIDIA H200")):
+        path = v3_study / "mnli" / f"student-{method}-seed42" / "eval_results.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), "device": device}))
+    result = write_v3_report(str(v3_study), str(tmp_path / "out"), RESAMPLES)
+    assert result["tasks"]["mnli"]["devices"] == ["NVIDIA H200", "cpu", "unrecorded"]
+    assert (
+        "Trained on 3 devices (NVIDIA H200, cpu, unrecorded): the plan asks for one device"
+        in (tmp_path / "out" / "REPORT.md").read_text()
+    )
