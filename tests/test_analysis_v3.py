@@ -167,6 +167,9 @@ def test_a_record_without_a_dev_score_is_refused(v3_study):
 
 def test_verdicts_from_the_interval():
     assert verdict(0.001, 0.02) == "better" and verdict(-0.02, -0.001) == "worse"
+    assert (
+        verdict(0.001, 0.008) == "better, by less than 1 pp" and verdict(-0.009, -0.002) == "worse, by less than 1 pp"
+    )
     assert verdict(-0.005, 0.008) == WITHIN_MARGIN == "no difference detected within +-1 pp"
     assert verdict(-0.02, 0.005) == "inconclusive" and verdict(-0.005, 0.011) == "inconclusive"
 

@@ -83,20 +83,20 @@ def paired_seed_bootstrap(
 def verdict(ci_low: float, ci_high: float, margin: float = MARGIN) -> str:
     """What a 95% interval of A - B says, in the plan's words; never "equal".
 
-    "better" / "worse" when it excludes 0 (also when it lies inside the margin: a significant difference smaller
-    than 1 pp is still a difference, and `tost_p` says it is small); "no difference detected within +-1 pp" when it
-    includes 0 and lies inside +-margin; "inconclusive" when it includes 0 and crosses a margin.
+    "better" / "worse" when it excludes 0, with ", by less than 1 pp" when it also lies inside the margin (a
+    difference, and a small one); "no difference detected within +-1 pp" when it includes 0 and lies inside
+    +-margin; "inconclusive" when it includes 0 and crosses a margin.
 
     Args:
         ci_low: The interval's lower end (0-1 scale).
         ci_high: Its upper end.
         margin: The equivalence margin (0.01 = 1 pp).
     """
-    if ci_low > 0:
-        return "better"
-    if ci_high < 0:
-        return "worse"
-    if -margin <= ci_low and ci_high <= margin:
+    inside = -margin <= ci_low and ci_high <= margin
+    if ci_low > 0 or ci_high < 0:
+        direction = "better" if ci_low > 0 else "worse"
+        return f"{direction}, by less than {100 * margin:g} pp" if inside else direction
+    if inside:
         return WITHIN_MARGIN if margin == MARGIN else f"no difference detected within +-{100 * margin:g} pp"
     return "inconclusive"
 
