@@ -12,7 +12,7 @@ from transformers import TrainingArguments
 
 from .parsing import parse_recipe_args  # noqa: F401 (re-exported: the recipes import it from here)
 from .runs import method_options, method_temperatures
-from .task_data import TaskData
+from .task_data import DEV_OPTIONS, TaskData
 from .tasks import (
     DEFAULT_GLUE,
     GlueTask,
@@ -81,8 +81,7 @@ class TaskArguments:
     @property
     def dev_options(self) -> dict:
         """The dev split's settings, recorded with every teacher, logit dataset and student (empty without one)."""
-        names = ("dev_rows", "dev_fraction", "dev_seed")
-        return {} if self.dev_rows is None else {name: getattr(self, name) for name in names}
+        return {} if self.dev_rows is None else {name: getattr(self, name) for name in DEV_OPTIONS}
 
     def dev_positions(self, train_rows: int) -> np.ndarray | None:
         """The dev split's rows among the first `train_rows` training rows (None without a dev split)."""
@@ -93,12 +92,10 @@ class TaskArguments:
     def task_data(self) -> TaskData:
         """The task's rows as the study's functions take them, loaded once: train without the dev rows, the dev
         split where `dev_rows` carves one, validation; with what a run records of them."""
-        rows = load_task_split(self.glue_task, "train", self.data, self.max_train_rows)
-        dev = self.dev_positions(len(rows))
-        splits = {"train": rows, "validation": self.load("validation")}
+        rows, dev, splits = self.carved_training_rows()
+        splits["validation"] = self.load("validation")
         dev_split = None
         if dev is not None:
-            splits.update(train=rows.select(np.setdiff1d(np.arange(len(rows)), dev)), dev=rows.select(dev))
             dev_split = {
                 **self.dev_options,
                 "labelled_rows": self.labelled_rows,
@@ -148,23 +145,24 @@ class TaskArguments:
     def row_limit(self, split: str) -> int | None:
         return self.max_train_rows if split == "train" else self.max_eval_rows
 
+    def carved_training_rows(self) -> tuple[datasets.Dataset, np.ndarray | None, dict[str, datasets.Dataset]]:
+        """The training rows as read, the dev split's positions among them (None without one), and the splits
+        they make: "train" (without the dev rows, in file order) and, where carved, "dev"."""
+        rows = load_task_split(self.glue_task, "train", self.data, self.max_train_rows)
+        dev = self.dev_positions(len(rows))
+        if dev is None:
+            return rows, None, {"train": rows}
+        return rows, dev, {"train": rows.select(np.setdiff1d(np.arange(len(rows)), dev)), "dev": rows.select(dev)}
+
     def load(self, split: str) -> datasets.Dataset:
         """One split of the task: "train" (without the dev rows, in file order), "dev" (the rows carved from
         train, see `dev_positions`) or "validation" (the task's own)."""
         if split not in ("train", "dev"):
             return load_task_split(self.glue_task, split, self.data, self.row_limit(split))
-        rows = load_task_split(self.glue_task, "train", self.data, self.max_train_rows)
-        dev = self.dev_positions(len(rows))
-        if dev is None:
-            if split == "dev":
-                raise ValueError(f"{self.task} has no dev split: give --dev_rows to carve one from the training rows.")
-            return rows
-        return rows.select(dev if split == "dev" else np.setdiff1d(np.arange(len(rows)), dev))
-
-    @property
-    def splits(self) -> tuple[str, ...]:
-        """The splits a run reads: train, the dev split where one is carved, and validation."""
-        return ("train", "dev", "validation") if self.dev_rows is not None else ("train", "validation")
+        splits = self.carved_training_rows()[2]
+        if split not in splits:
+            raise ValueError(f"{self.task} has no dev split: give --dev_rows to carve one from the training rows.")
+        return splits[split]
 
 
 @dataclass

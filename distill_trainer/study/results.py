@@ -42,7 +42,6 @@ def student_result(
         train_rows: Training rows; `eval_rows`: validation rows scored; `train_runtime`: seconds.
         recorded: Further fields (`labelled_rows`, `training`, `question`).
     """
-    layers = student_layers
     return StudentResult(
         task=task,
         metric=metric,
@@ -66,7 +65,7 @@ def student_result(
         logit_dataset=display_name(logit_dataset),
         train_rows=train_rows,
         student_model=base_model_name(student_model),
-        student_layers=",".join(map(str, layers)) if layers else None,
+        student_layers=",".join(map(str, student_layers)) if student_layers else None,
         num_parameters=trainer.model.num_parameters(),
         eval_rows=eval_rows,
         max_length=max_length,
