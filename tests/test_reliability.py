@@ -131,7 +131,7 @@ def test_two_process_extraction_equals_one_process(tmp_path):
         str(tmp_path / "teacher"),
     ]
     recipe = str(ROOT / "recipes" / "extract_logits.py")
-    for name, launcher in (("one", [sys.executable]), ("two", launch())):
+    for name, launcher, processes in (("one", [sys.executable], 1), ("two", launch(), 2)):
         finished = subprocess.run(
             launcher + [recipe, *arguments, "--output_dir", str(tmp_path / name)],
             capture_output=True,
@@ -141,6 +141,8 @@ def test_two_process_extraction_equals_one_process(tmp_path):
             cwd=ROOT,
         )
         assert finished.returncode == 0, finished.stderr[-3000:]
+        # each process alone would also give the same dataset: the rows must really have been shared
+        assert f"by {processes} process(es)" in finished.stdout
     one, two = (datasets.load_from_disk(str(tmp_path / name)) for name in ("one", "two"))
     for split, rows in (("train", 203), ("validation", 51)):
         assert len(two[split]) == rows and two[split]["idx"][:] == one[split]["idx"][:]

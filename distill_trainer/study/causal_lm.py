@@ -13,7 +13,6 @@ from dataclasses import asdict
 import datasets
 import numpy as np
 import torch
-from accelerate import PartialState
 from accelerate.utils import gather_object
 from tqdm.auto import tqdm
 
@@ -39,6 +38,7 @@ from .logit_data import load_logit_dataset
 from .questions import run_question
 from .results import student_result
 from .runs import StudentResult, display_name
+from .teachers import process_state
 from .training import student_from_layers
 
 logger = logging.getLogger(__name__)
@@ -113,7 +113,7 @@ def teacher_topk(model, rows: datasets.Dataset, k: int, batch_size: int, dtype: 
 def sharded_topk(model, rows: datasets.Dataset, **options) -> dict:
     """`teacher_topk` with the rows split between the processes of `accelerate launch` (contiguous shares);
     every process gets all of it back, rows in order."""
-    state = PartialState()
+    state = process_state()
     if state.num_processes == 1:
         return teacher_topk(model, rows, **options)
     with state.split_between_processes(list(range(len(rows)))) as share:

@@ -12,7 +12,6 @@ from dataclasses import replace
 
 import datasets
 import numpy as np
-from accelerate import PartialState
 
 from ..fitting import validation_fits
 from ..logits import TeacherInfo, attach_teacher_logits, input_fingerprint, read_metadata, write_metadata
@@ -23,7 +22,7 @@ from .logit_data import load_logit_dataset  # noqa: F401 (its old home: still im
 from .runs import TeacherRecord, display_name, is_collapsed, write_atomically
 from .task_data import TaskData
 from .tasks import GlueTask, compute_task_metrics, task_texts
-from .teachers import load_teacher, sharded_logits
+from .teachers import load_teacher, process_state, sharded_logits
 
 logger = logging.getLogger(__name__)
 
@@ -194,7 +193,7 @@ def read_teacher_cache(cache_dir: str | None, index: int, key: dict) -> dict | N
 
 def write_teacher_cache(cache_dir: str | None, index: int, key: dict, found: dict) -> None:
     """Main process only; written under a temporary name and renamed, so a cache file is always whole."""
-    state = PartialState()
+    state = process_state()
     if cache_dir is not None and state.is_main_process:
         os.makedirs(cache_dir, exist_ok=True)
         info = json.dumps({"key": key, "name": found["name"], "revision": found["revision"]})
@@ -241,7 +240,7 @@ def write_with_teacher_cache(output_dir: str, n_teachers: int, build) -> dataset
     check_replaceable(output_dir)  # before any teacher runs
     cache_dir = f"{os.path.normpath(output_dir)}.teacher-cache"
     logit_dataset = build(cache_dir)
-    state = PartialState()
+    state = process_state()
     if state.is_main_process:
         save_dataset_atomically(logit_dataset, output_dir)
         for index in range(n_teachers):  # only the files this tool wrote, then the folder if empty

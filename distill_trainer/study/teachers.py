@@ -99,9 +99,7 @@ class TransformersTeacher:
 
         self.name = name or model_name_or_path
         if device is None:  # under `accelerate launch`, each process on its own device
-            from accelerate import PartialState
-
-            device = PartialState().device
+            device = process_state().device
         self.device = device
         self.tokenizer = AutoTokenizer.from_pretrained(
             model_name_or_path, revision=revision, trust_remote_code=trust_remote_code
@@ -260,13 +258,25 @@ def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teach
     return TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)
 
 
+def process_state():
+    """The processes of `accelerate launch`, as accelerate's `PartialState`, also on a machine without an accelerator.
+
+    A bare `PartialState()` joins the launch's process group only when it finds an accelerator (accelerate 1.16);
+    on a CPU machine every process would think it is alone, do all of the work and write the same files at once.
+    Asking for CPU processes where there is no accelerator makes them share the rows as on GPUs.
+    """
+    from accelerate import PartialState
+
+    accelerator = getattr(torch, "accelerator", torch.cuda)  # torch.accelerator: torch >= 2.6
+    return PartialState(cpu=not accelerator.is_available())
+
+
 def sharded_logits(teacher: Teacher, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
     """`teacher(texts)` with the rows split between the processes of `accelerate launch` (contiguous
     shares); every process gets the whole array back, rows in input order."""
-    from accelerate import PartialState
     from accelerate.utils import gather_object
 
-    state = PartialState()
+    state = process_state()
     if state.num_processes == 1:
         return teacher(texts)
     with state.split_between_processes(list(texts)) as share:

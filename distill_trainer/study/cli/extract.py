@@ -17,13 +17,12 @@ Causal LMs: each teacher's top-k next tokens per position (teacher_topk_ids / te
 
 from dataclasses import dataclass, field
 
-from accelerate import PartialState
-
 from distill_trainer.study.args import TaskArguments, parse_recipe_args
 from distill_trainer.study.causal_data import CAUSAL_LM_TASK, CausalLMArguments
 from distill_trainer.study.causal_lm import extract_topk_to_disk
 from distill_trainer.study.extraction import extract_to_disk
 from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_logit_dataset
+from distill_trainer.study.teachers import process_state
 
 
 @dataclass
@@ -68,8 +67,11 @@ def main(argv=None, prog=None):
         logit_dataset = extract_to_disk(
             task_args.task_data(), extract_args.teachers, extract_args.output_dir, extract_args.batch_size
         )
-    print(f"logit dataset written to {extract_args.output_dir}: {logit_dataset}")
-    if extract_args.push_to_hub and PartialState().is_main_process:
+    state = process_state()
+    if state.is_main_process:
+        written = f"{extract_args.output_dir} by {state.num_processes} process(es)"
+        print(f"logit dataset written to {written}: {logit_dataset}")
+    if extract_args.push_to_hub and state.is_main_process:
         url = publish_logit_dataset(
             logit_dataset, extract_args.hub_dataset_id, **hub_args.publish_kwargs(revision=extract_args.hub_revision)
         )
