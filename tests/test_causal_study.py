@@ -12,21 +12,26 @@ import datasets
 import numpy as np
 import pytest
 import yaml
+from causal_helpers import causal_config
 from test_causal_recipes import GLUE, tiny_teacher
 from transformers import AutoTokenizer
 
 from distill_trainer import read_topk_metadata
 from distill_trainer.signals import TeacherSignals
 from distill_trainer.study import causal_study
-from distill_trainer.study.args import TaskArguments
+from distill_trainer.study.args import StudentArguments, TaskArguments
 from distill_trainer.study.causal_lm import build_topk_dataset
-from distill_trainer.study.causal_storage import fit_mixture_weights, truncate_topk
+from distill_trainer.study.causal_storage import fit_mixture_weights, top1_agreement, truncate_topk
 from distill_trainer.study.causal_tasks import prepare_causal_task
 from distill_trainer.study.cli import main as cli
 from distill_trainer.study.packaged_models import resolve_model
 from distill_trainer.study.runs import StudentResult, TeacherRecord
 
 COLUMNS = causal_study.COLUMNS
+
+
+def never(*args, **kwargs):
+    raise AssertionError("a finished step ran again")
 
 
 @pytest.fixture(scope="module")
@@ -78,11 +83,20 @@ def study_config(root: Path, base_model: str, **changes) -> dict:
     return ["causal-study", "--config", str(path)]
 
 
-def test_truncating_the_stored_topk_equals_extracting_at_that_k(base):
+@pytest.fixture(scope="module")
+def wide(base):
+    """Both tiny teachers' top-8 over the folder, written to disk."""
     root, tiny, other = base
     task_args = TaskArguments(task="causal_lm", data=str(root / "data"), max_length=64)
+    logit_data = build_topk_dataset(task_args, COLUMNS, [tiny, other], k=8)
+    logit_data.save_to_disk(str(root / "wide"))
+    return task_args, logit_data, str(root / "wide")
+
+
+def test_truncating_the_stored_topk_equals_extracting_at_that_k(base, wide):
+    root, tiny, other = base
+    task_args, wide, _ = wide
     tokenizer = AutoTokenizer.from_pretrained(tiny)
-    wide = build_topk_dataset(task_args, COLUMNS, [tiny, other], k=8)
     direct = build_topk_dataset(task_args, COLUMNS, [tiny, other], k=3)
     cut = truncate_topk(wide, 3, tokenizer)
     for split in ("train", "dev", "validation"):
@@ -93,6 +107,37 @@ def test_truncating_the_stored_topk_equals_extracting_at_that_k(base):
         truncate_topk(direct, 8, tokenizer)
     weights = fit_mixture_weights(wide["dev"])  # dev-fitted mixture weights: a point of the simplex
     assert len(weights) == 2 and sum(weights) == pytest.approx(1) and min(weights) >= 0
+    agreement = np.array(top1_agreement(wide["dev"]))
+    assert agreement.shape == (2, 2) and (np.diag(agreement) == 1).all() and agreement[0, 1] < 1
+
+
+def test_a_dense_online_student_trains_with_the_teachers_live_and_is_reused_for_that_question_only(
+    base, wide, tmp_path, monkeypatch
+):
+    root, tiny, other = base
+    task_args, _, folder = wide
+    live_batches = []
+    real_run_teachers = TeacherSignals.run_teachers
+
+    def run_teachers(self, inputs):
+        live_batches.append(len(self.teachers))
+        return real_run_teachers(self, inputs)
+
+    monkeypatch.setattr(TeacherSignals, "run_teachers", run_teachers)
+    student = StudentArguments(logit_dataset=folder, student_model=tiny, student_layers=[0])
+    config = causal_config(tmp_path, output_dir=str(tmp_path / "dense"), max_steps=2, fusion="average")
+    record = causal_study.student_or_reuse(task_args, student, config, [tiny, other])
+    assert live_batches == [2, 2]  # both training steps ran both teachers live
+    assert record.question["student"]["live_teachers"] == [tiny, other]
+    per_row = np.load(tmp_path / "dense" / "validation_nll.npy")  # per validation row: summed NLL, tokens
+    assert per_row.shape == (8, 2) and per_row[:, 1].sum() == record.metrics["eval_tokens"]
+    assert per_row[:, 0].sum() / per_row[:, 1].sum() == pytest.approx(record.metrics["eval_loss"], rel=1e-6)
+    monkeypatch.setattr(causal_study, "distill_causal_student", never)
+    assert causal_study.student_or_reuse(task_args, student, config, [tiny, other]) == record
+    with pytest.raises(ValueError, match="student.live_teachers"):  # other live teachers: another question
+        causal_study.student_or_reuse(task_args, student, config, [tiny])
+    with pytest.raises(ValueError, match="student.live_teachers"):  # the stored top-k instead: another question
+        causal_study.student_or_reuse(task_args, student, config)
 
 
 @pytest.mark.parametrize(
@@ -120,10 +165,6 @@ def test_a_data_folder_prepared_with_other_options_is_refused(base, tmp_path):
     with pytest.raises(ValueError, match="prepared with other options .*'rows'"):
         cli(study_config(tmp_path, tiny))
     assert sorted(p.name for p in (tmp_path / "study" / "mnli").iterdir()) == ["data"]
-
-
-def never(*args, **kwargs):
-    raise AssertionError("a finished step ran again")
 
 
 @pytest.mark.slow
@@ -171,6 +212,8 @@ def test_the_whole_study_runs_once_and_a_second_call_reuses_every_step(base, tmp
         assert record["question"]["k"] == k and record["bytes"] > 0 and record["wall_time_s"] > 0
         assert read_topk_metadata(datasets.load_from_disk(str(task_root / f"logits-k{k}"))["train"]).k == k
     assert (task_root / "results.csv").is_file()
+    agreement = json.loads((task_root / "teachers.json").read_text())["top1_agreement"]
+    assert set(agreement) == {"dev", "validation"} and len(agreement["dev"]) == 2
 
     for name in ("distill_causal_student", "train_causal_teacher", "extract_topk_to_disk", "cut_topk"):
         monkeypatch.setattr(causal_study, name, never)

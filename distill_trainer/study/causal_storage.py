@@ -104,6 +104,18 @@ def fit_mixture_weights(rows: datasets.Dataset, iterations: int = FIT_ITERATIONS
     return weights.tolist()
 
 
+def top1_agreement(rows: datasets.Dataset) -> list[list[float]]:
+    """`[n_teachers, n_teachers]`: how often two teachers' most probable next tokens agree, over the positions whose
+    label is learnt (how much the study's teachers differ; 1 on the diagonal)."""
+    ids, _, _ = topk_arrays(rows)
+    top1 = []
+    for row_ids, labels in zip(ids, rows["labels"][:], strict=True):
+        scored = np.flatnonzero(np.asarray(labels[1:] + [-100]) != -100)
+        top1.append(row_ids[:, scored, 0])
+    top1 = np.concatenate(top1, axis=1)
+    return (top1[:, None, :] == top1[None, :, :]).mean(-1).tolist()
+
+
 def read_record(path: str) -> dict | None:
     """A JSON record (`save_json`'s), or None where there is none."""
     if not os.path.isfile(path):

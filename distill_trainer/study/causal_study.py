@@ -18,7 +18,7 @@ from ..topk import read_topk_metadata
 from .args import StudentArguments, TaskArguments, with_overrides
 from .causal_data import CAUSAL_LM_TASK, CausalLMArguments, load_causal_tokenizer_and_config
 from .causal_lm import causal_question, distill_causal_student, extract_topk_to_disk
-from .causal_storage import fit_mixture_weights, folder_bytes, read_record, truncate_topk
+from .causal_storage import fit_mixture_weights, folder_bytes, read_record, top1_agreement, truncate_topk
 from .causal_study_args import CausalStudyArguments, data_fingerprint, prepare_or_reuse
 from .causal_teacher import train_causal_teacher
 from .extraction import save_dataset_atomically
@@ -29,7 +29,12 @@ from .runs import StudentResult, TeacherRecord, display_name, method_options, sa
 logger = logging.getLogger(__name__)
 
 COLUMNS = CausalLMArguments(prompt_column="prompt", completion_column="completion")
-RESULTS_FILE = "results.csv"
+RESULTS_FILE = "results.csv"  # one row per teacher and run
+
+
+def agreement_path(args: CausalStudyArguments) -> str:
+    """`teachers.json`: the teachers' names and pairwise top-1 agreement on dev and validation (how they differ)."""
+    return os.path.join(args.task_root, "teachers.json")
 
 
 def task_arguments(args: CausalStudyArguments, data: str, max_train_rows: int | None = None) -> TaskArguments:
@@ -175,6 +180,8 @@ def run_causal_study(args: CausalStudyArguments, config: DistillationConfig):
     dev_scores = [teacher.dev_score for teacher in metadata.teachers]
     best = max(range(len(dev_scores)), key=lambda i: dev_scores[i])
     fitted = fit_mixture_weights(stored["dev"]) if "fitted" in args.methods else None
+    agreement = {split: top1_agreement(stored[split]) for split in ("dev", "validation")}
+    save_json({"teachers": [t.name for t in metadata.teachers], "top1_agreement": agreement}, agreement_path(args))
     rows = [
         {"run": f"teacher-{i}", "type": "teacher", "teacher": t.name, "dev_score": t.dev_score, "k": None}
         | {"score": t.validation_score, "extraction_wall_s": records[largest]["wall_time_s"]}
