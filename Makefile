@@ -11,6 +11,9 @@
 #   make study-v3  the study v3 (issue 28, results/v3/PREREGISTRATION.md): a dev split carved from each task's training
 #               rows for every choice and fit, float32, 5 seeds for the primary methods and 3 for the others, the 6-layer
 #               student on MNLI and SST-2, the honest low-resource regime -> runs/v3* (resumable; about 30 CPU hours)
+#   make study-causal  the causal study (issue 31): SmolLM2-135M-Instruct and two task teachers tuned from it, an 8-layer
+#               student cut from it, MNLI and QQP pairs, every method x 3 seeds, k in {8, 32, 128}, a dense online
+#               reference -> runs/causal/<task> (finished steps reused; about 8 hours on 2 cores, see the configs)
 #   make study-v2  the study v2 (issue 17): full splits of SST-2, MRPC, QQP and MNLI, early-stopped teachers, every
 #               fusion, 3 seeds, grids, temperature per method, the low-resource regime -> results/v2 (resumable;
 #               far more than 12 hours on 2 CPU cores: see README, "Study v2")
@@ -18,7 +21,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3
+.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3 study-causal
 
 install: $(VENV)/.installed
 
@@ -103,3 +106,6 @@ study-v3: install
 	$(foreach task,mnli sst2,$(PY) recipes/compare.py --config recipes/configs/v3_$(task).yaml --student_layers 0,1,2,3,4,5 \
 		--study_dir runs/v3-6layer --teachers_from runs/v3 --results_csv runs/v3-6layer/master_results.csv &&) true
 	$(PY) recipes/compare.py --config recipes/configs/v3_sst2_low_resource.yaml
+
+study-causal: install
+	$(foreach task,mnli qqp,$(PY) recipes/causal_study.py --config recipes/configs/causal_$(task).yaml &&) true

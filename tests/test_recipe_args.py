@@ -27,6 +27,7 @@ RECIPES = {  # subcommand -> the recipe script that runs it
     "distill": "distill",
     "sweep": "sweep",
     "study": "compare",
+    "causal-study": "causal_study",
     "analyze": "analyze",
 }
 

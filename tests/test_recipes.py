@@ -400,6 +400,13 @@ def test_shipped_configs_parse_for_the_study(config, caplog):
     from distill_trainer import DistillationConfig
     from distill_trainer.study.args import StudentArguments, StudyArguments, TaskArguments, parse_recipe_args
 
+    if config.name.startswith("causal_"):  # the causal study's (issue 31): its own options
+        from distill_trainer.study.causal_study_args import CausalStudyArguments
+
+        causal, _ = parse_recipe_args((CausalStudyArguments, DistillationConfig), ["--config", str(config)])
+        assert causal.k_grid == [8, 32, 128] and len(causal.seeds) == 3 and len(causal.student_layers) == 8
+        assert "ignores these keys" not in caplog.text and (GLUE / causal.task / "train.tsv").is_file()
+        return
     if "grid" in config.name:
         grid_recipe = (TaskArguments, StudentArguments, sweep.GridArguments, DistillationConfig)
         task_args, _, grid, _ = parse_recipe_args(grid_recipe, ["--config", str(config), "--logit_dataset", "l"])

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Sequence
 from dataclasses import asdict
 
@@ -44,6 +45,7 @@ from .training import student_from_layers
 logger = logging.getLogger(__name__)
 
 SCORE_METRIC = "token_likelihood"  # exp(-mean NLL) = 1 / perplexity: higher is better, the `weighted` fusion's weight
+VALIDATION_NLL_FILE = "validation_nll.npy"  # beside eval_results.json: per validation row, [summed NLL, tokens]
 SPLITS = ("train", "validation")  # and `dev` between them where the data folder has one (`causal_split_names`)
 
 
@@ -227,13 +229,28 @@ def extract_topk_to_disk(task_args, columns, teacher_paths, output_dir: str, **o
 
 
 def distill_causal_student(
-    task_args: TaskArguments, columns: CausalLMArguments, student_args: StudentArguments, config: DistillationConfig
+    task_args: TaskArguments,
+    columns: CausalLMArguments,
+    student_args: StudentArguments,
+    config: DistillationConfig,
+    teacher_models: Sequence[str] | None = None,
 ) -> StudentResult:
     """Train one causal-LM student from a top-k logit dataset; save it and its tokenizer with `eval_results.json`
-    (per-token NLL as `eval_loss`, `perplexity`, top-1 agreement with each teacher); return the results.
+    (per-token NLL as `eval_loss`, `perplexity`, top-1 agreement with each teacher) and `validation_nll.npy`
+    (`[rows, 2]`: each validation row's summed NLL and scored tokens, for bootstraps over rows and tokens);
+    return the results.
 
     The rows are tokenized again from `--data` and must be the logit dataset's (same `input_ids`, checked by
     fingerprint) unless `--check_against_data false`; the student's vocabulary must be the teachers'.
+
+    Args:
+        task_args: `--data`, row limits, `--max_length`, loading options.
+        columns: Which columns hold the text.
+        student_args: The logit dataset, the student model and the layers kept.
+        config: The run's configuration (`output_dir` is its folder).
+        teacher_models: Live teachers (folders or names `load_causal_lm` takes) run on every batch instead of the
+            stored top-k: dense online distillation over their full distributions, the reference for what sparse
+            storage loses. The logit dataset still gives the rows, the `weighted` scores and the agreement.
     """
     logit_data = load_logit_dataset(student_args.logit_dataset)
     metadata = read_topk_metadata(logit_data["train"])
@@ -256,11 +273,13 @@ def distill_causal_student(
     if student_args.student_layers:
         model = student_from_layers(model, student_args.student_layers)
     train, validation = logit_data["train"], logit_data["validation"]
+    live = [load_causal_lm(path, columns.gguf_file, **task_args.loading)[1] for path in teacher_models or []]
     trainer = DistillationTrainer(
-        model=model, args=for_trainer(config), processing_class=tokenizer, train_dataset=train
+        model=model, args=for_trainer(config), processing_class=tokenizer, train_dataset=train, teacher_models=live
     )
     train_output = trainer.train()
-    metrics = completion_metrics(trainer.model, validation, tokenizer, config.per_device_eval_batch_size)
+    per_row = []
+    metrics = completion_metrics(trainer.model, validation, tokenizer, config.per_device_eval_batch_size, per_row)
     results = student_result(
         trainer,
         config,
@@ -275,19 +294,25 @@ def distill_causal_student(
         train_rows=len(train),
         eval_rows=len(validation),
         train_runtime=train_output.metrics.get("train_runtime"),
-        question=causal_question(task_args, columns, student_args, config, logit_data),
+        question=causal_question(task_args, columns, student_args, config, logit_data, teacher_models),
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(config.output_dir)
+        np.save(os.path.join(config.output_dir, VALIDATION_NLL_FILE), np.asarray(per_row, dtype=np.float64))
         results.save(config.output_dir)  # last: a folder with its results is a finished run
     return results
 
 
-def causal_question(task_args, columns, student_args, config: DistillationConfig, logit_data) -> dict:
+def causal_question(
+    task_args, columns, student_args, config: DistillationConfig, logit_data, teacher_models=None
+) -> dict:
     """A causal student's `run_question`: its whole configuration (the card reads its `kd_loss` there), its task,
-    text and student options, and its rows by fingerprint (`input_ids` per split)."""
+    text and student options, and its rows by fingerprint (`input_ids` per split); live teachers by path, where
+    there are any (absent otherwise, so the questions of stored-top-k runs are as before)."""
     task = {k: v for k, v in asdict(task_args).items() if k not in ("data", "trust_remote_code", "allow_pickle")}
     student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
+    if teacher_models:
+        student["live_teachers"] = list(teacher_models)
     inputs = {split: {"rows": input_fingerprint(data, ["input_ids"])} for split, data in logit_data.items()}
     return run_question(config, task=task, text=asdict(columns), student=student, inputs=inputs)

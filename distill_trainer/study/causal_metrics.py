@@ -10,9 +10,20 @@ import torch
 from ..collator import DistillationDataCollator
 
 
-def completion_metrics(model, rows: datasets.Dataset, tokenizer, batch_size: int = 8) -> dict:
+def completion_metrics(
+    model, rows: datasets.Dataset, tokenizer, batch_size: int = 8, per_row: list | None = None
+) -> dict:
     """Per-token NLL and perplexity of the tokens `rows`' labels score, and the student's top-1 agreement with
-    each stored teacher's top-1 on them (`top1_agreement`, teacher order), in one pass without gradients."""
+    each stored teacher's top-1 on them (`top1_agreement`, teacher order), in one pass without gradients.
+
+    Args:
+        model: The causal LM to score.
+        rows: Tokenized rows with `labels` (and the stored top-k, for the agreement).
+        tokenizer: Pads the batches.
+        batch_size: Rows per forward pass.
+        per_row: Where given, `[summed NLL, scored tokens]` of each row is appended to it in row order, so that a
+            report can bootstrap over rows and tokens rather than trust one mean.
+    """
     collate = DistillationDataCollator(tokenizer)
     keep = [c for c in ("input_ids", "attention_mask", "labels", "teacher_topk_ids") if c in rows.column_names]
     rows = rows.select_columns(keep)
@@ -26,8 +37,15 @@ def completion_metrics(model, rows: datasets.Dataset, tokenizer, batch_size: int
             logits = logits.logits.float()[:, :-1]
             gold = batch["labels"][:, 1:].to(device)
             scored = gold != -100
-            nll -= torch.log_softmax(logits[scored], -1).gather(-1, gold[scored][:, None]).sum().item()
+            token_nll = -torch.log_softmax(logits[scored], -1).gather(-1, gold[scored][:, None])[:, 0]
+            nll += token_nll.sum().item()
             tokens += int(scored.sum())
+            if per_row is not None:
+                row_of = torch.arange(len(gold), device=device)[:, None].expand_as(gold)[scored]
+                row_nll = torch.zeros(len(gold), dtype=torch.float64, device=device).index_add_(
+                    0, row_of, token_nll.double()
+                )
+                per_row.extend(zip(row_nll.tolist(), scored.sum(dim=1).tolist(), strict=True))
             if "teacher_topk_ids" in batch:  # [B, n_teachers, S, k]: each teacher's most probable next token
                 top1 = batch["teacher_topk_ids"][..., :-1, 0].to(device)
                 hits = (top1 == logits.argmax(-1)[:, None]) & scored[:, None]

@@ -24,6 +24,7 @@ COMMANDS = {
     "distill": ("distill", "train one student from a logit dataset with a fusion strategy"),
     "sweep": ("sweep", "a temperature x alpha grid of students on a logit dataset"),
     "study": ("study", "the whole study of a task: teachers, logits, every method x seed (recipes/compare.py)"),
+    "causal-study": ("causal_study", "the causal-LM study of MNLI or QQP pairs: teachers, top-k, every student run"),
     "analyze": ("analyze", "the study's tables, plots and REPORT.md from its run records"),
 }
 STUDY_EXTRA = "pip install 'distill-trainer[study]'"
