@@ -6,15 +6,17 @@ the packaged MiniLM's real vocabulary, real MNLI rows."""
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import datasets
 import numpy as np
 import pytest
+import torch
 import yaml
 from causal_helpers import causal_config
 from test_causal_recipes import GLUE, tiny_teacher
-from transformers import AutoTokenizer
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from distill_trainer import read_topk_metadata
 from distill_trainer.signals import TeacherSignals
@@ -132,6 +134,20 @@ def test_a_dense_online_student_trains_with_the_teachers_live_and_is_reused_for_
     per_row = np.load(tmp_path / "dense" / "validation_nll.npy")  # per validation row: summed NLL, tokens
     assert per_row.shape == (8, 2) and per_row[:, 1].sum() == record.metrics["eval_tokens"]
     assert per_row[:, 0].sum() / per_row[:, 1].sum() == pytest.approx(record.metrics["eval_loss"], rel=1e-6)
+    # its dev score (what a study chooses students by), recomputed with transformers' own loss, row by row
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "dense").eval()
+    nll = tokens = 0
+    for row in datasets.load_from_disk(folder)["dev"]:
+        labels = torch.tensor([row["labels"]])
+        scored = int((labels[0, 1:] != -100).sum())
+        if scored == 0:  # a completion cut off by max_length: nothing to score (its mean loss is nan)
+            continue
+        with torch.no_grad():
+            nll += model(input_ids=torch.tensor([row["input_ids"]]), labels=labels).loss.item() * scored
+        tokens += scored
+    assert record.dev_metrics["eval_tokens"] == tokens
+    assert record.dev_metrics["eval_loss"] == pytest.approx(nll / tokens, rel=1e-5)
+    assert record.dev_score == pytest.approx(math.exp(nll / tokens), rel=1e-5)
     monkeypatch.setattr(causal_study, "distill_causal_student", never)
     assert causal_study.student_or_reuse(task_args, student, config, [tiny, other]) == record
     with pytest.raises(ValueError, match="student.live_teachers"):  # other live teachers: another question

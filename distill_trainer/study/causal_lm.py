@@ -238,7 +238,8 @@ def distill_causal_student(
     """Train one causal-LM student from a top-k logit dataset; save it and its tokenizer with `eval_results.json`
     (per-token NLL as `eval_loss`, `perplexity`, top-1 agreement with each teacher) and `validation_nll.npy`
     (`[rows, 2]`: each validation row's summed NLL and scored tokens, for bootstraps over rows and tokens);
-    return the results.
+    return the results. Where the logit dataset has a dev split, the student is scored there too (`dev_score`:
+    its dev perplexity; `dev_metrics`), so that a study chooses among students without the reported rows.
 
     The rows are tokenized again from `--data` and must be the logit dataset's (same `input_ids`, checked by
     fingerprint) unless `--check_against_data false`; the student's vocabulary must be the teachers'.
@@ -279,7 +280,12 @@ def distill_causal_student(
     )
     train_output = trainer.train()
     per_row = []
-    metrics = completion_metrics(trainer.model, validation, tokenizer, config.per_device_eval_batch_size, per_row)
+    batch_size = config.per_device_eval_batch_size
+    metrics = completion_metrics(trainer.model, validation, tokenizer, batch_size, per_row)
+    dev_fields = {}
+    if DEV_SPLIT in logit_data:  # what a study chooses students by (the best method), never the reported rows
+        dev_metrics = completion_metrics(trainer.model, logit_data[DEV_SPLIT], tokenizer, batch_size)
+        dev_fields = {"dev_score": dev_metrics["perplexity"], "dev_metrics": dev_metrics}
     results = student_result(
         trainer,
         config,
@@ -295,6 +301,7 @@ def distill_causal_student(
         eval_rows=len(validation),
         train_runtime=train_output.metrics.get("train_runtime"),
         question=causal_question(task_args, columns, student_args, config, logit_data, teacher_models),
+        **dev_fields,
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():

@@ -6,6 +6,7 @@ interrupted study resumes; a step left by another question is refused, naming wh
 from __future__ import annotations
 
 import logging
+import math
 import os
 import time
 from dataclasses import replace
@@ -184,6 +185,7 @@ def run_causal_study(args: CausalStudyArguments, config: DistillationConfig):
     save_json({"teachers": [t.name for t in metadata.teachers], "top1_agreement": agreement}, agreement_path(args))
     rows = [
         {"run": f"teacher-{i}", "type": "teacher", "teacher": t.name, "dev_score": t.dev_score, "k": None}
+        | {"dev_loss": -math.log(t.dev_score)}  # per-token NLL, as the students' (their scores are perplexities)
         | {"score": t.validation_score, "extraction_wall_s": records[largest]["wall_time_s"]}
         for i, t in enumerate(metadata.teachers)
     ]
@@ -203,6 +205,7 @@ def run_causal_study(args: CausalStudyArguments, config: DistillationConfig):
             rows.append(
                 {"run": os.path.basename(folder), "type": "student", "method": method, "k": k, "seed": seed}
                 | {"dense": live is not None, "score": result.score, "eval_loss": result.metrics.get("eval_loss")}
+                | {"dev_score": result.dev_score, "dev_loss": (result.dev_metrics or {}).get("eval_loss")}
                 | {"train_wall_s": result.train_runtime}
                 | {"storage_bytes": None if k is None else records[k]["bytes"]}
             )
