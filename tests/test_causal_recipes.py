@@ -355,3 +355,48 @@ def test_a_hub_teacher_extracts_by_repo_id_like_its_folder(lm_study, tmp_path, h
     assert read_topk_metadata(by_id).teachers[0].name.endswith("tiny-causal-teacher")
     for hub_row, folder_row in zip(by_id["teacher_topk_ids"][:], by_folder["teacher_topk_ids"][:], strict=True):
         assert hub_row[0] == folder_row[0]
+
+
+def test_the_topk_dataset_and_a_student_publish_with_cards_and_load_back_by_repo_id(lm_study, tmp_path, hub):
+    """extract --push_to_hub publishes the top-k dataset (card: k, dtype, tokenizer, teachers); distill trains from its
+    repo id and publishes the student, which plain `AutoModelForCausalLM.from_pretrained` loads and generates from."""
+    import distill
+    import extract_logits
+    from huggingface_hub import DatasetCard, HfApi, ModelCard
+
+    from distill_trainer.study.logit_data import load_logit_dataset
+
+    root, teachers, common = lm_study
+    owner = HfApi().whoami()["name"]
+    dataset_id, student_id = f"{owner}/mnli-causal-topk", f"{owner}/mnli-causal-student"
+    argv = [*common, "--teachers", ",".join(teachers), "--topk", "8", "--logprobs_dtype", "float32"]
+    local = extract_logits.main(
+        [*argv, "--output_dir", str(tmp_path / "L"), "--push_to_hub", "--hub_dataset_id", dataset_id]
+    )
+    card = DatasetCard.load(dataset_id, repo_type="dataset")
+    for fact in (
+        "top-8",
+        "float32",
+        read_topk_metadata(local["train"]).tokenizer.fingerprint,
+        "teacher-0",
+        "teacher-1",
+    ):
+        assert fact in card.text, fact
+    assert str(tmp_path) not in card.content and str(root) not in card.content  # no local paths in a card
+    published = load_logit_dataset(dataset_id)
+    for split in ("train", "validation"):
+        assert read_topk_metadata(published[split]) == read_topk_metadata(local[split])
+        assert published[split]["teacher_topk_ids"][:] == local[split]["teacher_topk_ids"][:]
+    distill.main(
+        [*common, "--logit_dataset", dataset_id, "--student_model", teachers[0], "--student_layers", "1"]
+        + ["--max_steps", "2", "--report_to", "none", "--use_cpu", "true", "--output_dir", str(tmp_path / "s")]
+        + ["--push_to_hub", "--hub_model_id", student_id]
+    )
+    student_card = ModelCard.load(student_id)
+    assert "perplexity" in student_card.text and dataset_id.split("/")[1] in student_card.text
+    model = AutoModelForCausalLM.from_pretrained(student_id)
+    tokenizer = AutoTokenizer.from_pretrained(student_id)
+    assert model.config.num_hidden_layers == 1
+    prompt = tokenizer("A man is playing a guitar.", return_tensors="pt", return_token_type_ids=False)
+    generated = model.generate(**prompt, max_new_tokens=4, do_sample=False, pad_token_id=tokenizer.pad_token_id)
+    assert generated.shape[1] == prompt["input_ids"].shape[1] + 4

@@ -8,6 +8,7 @@ import importlib.resources
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
 from ..card import CARD_TAGS, CardFacts, format_score, hub_link, is_hub_id, student_card, task_kind
+from ..topk import TopkDatasetMetadata
 from .causal_data import CAUSAL_LM_TASK
 from .logit_data import LOGIT_METADATA_FILE
 from .runs import StudentResult, TeacherRecord
@@ -103,7 +104,17 @@ def recorded_loss(results: StudentResult) -> dict:
 
 
 def render_logit_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, license: str = "other") -> DatasetCard:
+    """The card of a published logit dataset: its teachers, column shapes and how to load it.
+
+    Args:
+        metadata: Each split's `LogitDatasetMetadata` or `TopkDatasetMetadata` (a causal LM's top-k).
+        repo_id: The dataset's Hub id (shown in the loading snippet).
+        pushed_yaml: The card YAML `push_to_hub` wrote (features, splits, configs), kept.
+        license: The dataset's license.
+    """
     first = next(iter(metadata.values()))
+    if isinstance(first, TopkDatasetMetadata):
+        return render_topk_dataset_card(metadata, repo_id, pushed_yaml, license)
     task = get_task(first.task) if first.task else task_of(first.label_names)
     data = DatasetCardData(
         **{
@@ -130,6 +141,34 @@ def render_logit_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, l
         teachers=[{"link": hub_link(t.name), "score": format_score(t.validation_score)} for t in first.teachers],
         splits=", ".join(f"{split} ({value.num_rows:,} rows)" for split, value in metadata.items()),
         input_columns=", ".join(first.input_columns),
+        metadata_file=LOGIT_METADATA_FILE,
+    )
+
+
+def render_topk_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, license: str = "other") -> DatasetCard:
+    """`render_logit_dataset_card` of a causal LM's top-k dataset: k, dtype, tokenizer and teachers."""
+    first = next(iter(metadata.values()))
+    pretty_name = f"{first.task or 'causal LM'} teacher top-{first.k} log-probabilities"
+    card_data = {"license": license, "pretty_name": pretty_name, "task_categories": ["text-generation"]}
+    data = DatasetCardData(**{**pushed_yaml, **card_data, "tags": CARD_TAGS + ["logit-dataset", "teacher-topk"]})
+    teachers = [
+        {"link": hub_link(t.name), "score": format_score(t.validation_score)}
+        | {"dev": None if t.dev_score is None else format_score(t.dev_score)}
+        for t in first.teachers
+    ]
+    return DatasetCard.from_template(
+        data,
+        template_path=template("topk_dataset.md"),
+        pretty_name=pretty_name,
+        repo_id=repo_id,
+        k=first.k,
+        dtype=first.logprobs_dtype,
+        tokenizer=hub_link(first.tokenizer.name),
+        vocab_size=f"{first.vocab_size:,}",
+        fingerprint=first.tokenizer.fingerprint,
+        num_teachers=len(first.teachers),
+        teachers=teachers,
+        splits=", ".join(f"{split} ({value.num_rows:,} rows)" for split, value in metadata.items()),
         metadata_file=LOGIT_METADATA_FILE,
     )
 

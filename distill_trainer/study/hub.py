@@ -26,6 +26,7 @@ from huggingface_hub import (
 from huggingface_hub.utils import validate_repo_id
 
 from ..logits import read_metadata
+from ..topk import read_topk_metadata
 from .cards import render_logit_dataset_card, render_student_card, render_teacher_card
 from .logit_data import LOGIT_METADATA_FILE, load_logit_dataset_from_hub  # noqa: F401 (read back there; importable here)
 from .runs import StudentResult, TeacherRecord
@@ -140,14 +141,15 @@ def publish_logit_dataset(
     license: str = "other",
     token: str | None = None,
 ) -> str:
-    """Push a logit dataset (object or `save_to_disk` folder) as Parquet, then its metadata file and card.
+    """Push a logit dataset (object or `save_to_disk` folder; class logits or a causal LM's top-k) as Parquet, then
+    its metadata file and card.
 
     The Hub keeps a dataset's features but not `info.description`, where the metadata lives locally, so
     it travels as `distill_trainer_logits.json` (per split) and `logit_data.load_logit_dataset` puts it back.
     """
     if isinstance(logit_dataset, str):
         logit_dataset = datasets.load_from_disk(logit_dataset)
-    metadata = {split: read_metadata(data) for split, data in logit_dataset.items()}
+    metadata = {split: read_metadata(data) or read_topk_metadata(data) for split, data in logit_dataset.items()}
     missing = [split for split, value in metadata.items() if value is None]
     if missing:
         raise ValueError(f"Splits {missing} carry no distill_trainer metadata: publish what extract_logits wrote.")
