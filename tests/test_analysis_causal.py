@@ -49,6 +49,7 @@ def write_study(root, task, runs=RUNS, seeds=SEEDS, seed_noise=0.01, shift=0.0):
     folder.mkdir(parents=True)
     generator = np.random.default_rng(zlib.crc32(task.encode()))
     tokens = generator.integers(3, 13, ROWS).astype(np.float64)
+    tokens[0] = 0  # a row cut at max_length before its completion: nothing scored
     row_effect = generator.normal(0, 0.3, ROWS)  # shared by every run: what pairing removes
     teachers = [
         {"name": n, "validation_score": v, "metric": "token_likelihood", "dev_score": d, "revision": None}
@@ -122,10 +123,12 @@ def test_the_primary_difference_and_interval_recomputed(study):
         [np.load(root / "mnli" / f"student-{r}-seed{s}" / VALIDATION_NLL_FILE) for s in SEEDS]
         for r in ("average-k128", "single-1-k128")
     )
+    a, b = ([x[x[:, 1] > 0] for x in runs] for runs in (a, b))  # the row without a scored token is left out
+    assert result["tasks"]["mnli"]["validation_rows"] == ROWS - 1 == len(a[0])
     per_seed = [x[:, 0].sum() / x[:, 1].sum() - y[:, 0].sum() / y[:, 1].sum() for x, y in zip(a, b, strict=True)]
     assert primary["difference"] == pytest.approx(np.mean(per_seed)) and primary["paired_seeds"] == list(SEEDS)
     generator = np.random.default_rng([0, zlib.crc32(b"mnli|average-k128|single-1-k128")])
-    indices = generator.integers(0, ROWS, size=(RESAMPLES, ROWS))
+    indices = generator.integers(0, ROWS - 1, size=(RESAMPLES, ROWS - 1))
     drawn_seeds = generator.integers(0, len(SEEDS), size=(len(SEEDS), RESAMPLES))
     differences = []
     for r in range(RESAMPLES):  # the same rows for every seed and both runs; the seeds drawn in pairs

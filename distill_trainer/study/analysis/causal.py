@@ -69,8 +69,10 @@ def load_task(root: str) -> dict:
         if not match:
             continue
         record = StudentResult.load(folder)
-        if record.seed != int(match["seed"]) or not (record.dev_metrics or {}).get("eval_loss"):
-            raise ValueError(f"{folder}: its record says seed {record.seed} and has no dev NLL, or another seed.")
+        if record.seed != int(match["seed"]):
+            raise ValueError(f"{folder}: its record says seed {record.seed}, its folder seed {match['seed']}.")
+        if (record.dev_metrics or {}).get("eval_loss") is None:
+            raise ValueError(f"{folder}: no dev NLL (dev_metrics.eval_loss); the plan chooses on dev only.")
         rows = np.load(os.path.join(folder, VALIDATION_NLL_FILE))
         nll = float(rows[:, 0].sum() / rows[:, 1].sum())
         if not math.isclose(nll, record.metrics["eval_loss"], rel_tol=1e-5):
@@ -81,6 +83,9 @@ def load_task(root: str) -> dict:
     tokens = {s["rows"][:, 1].tobytes() for s in every}
     if len(tokens) > 1:
         raise ValueError(f"{root}: the students' validation rows differ (row counts or tokens): not one split.")
+    scored = every[0]["rows"][:, 1] > 0 if every else np.zeros(0, bool)  # a row cut before its completion: no token
+    for student in every:  # it adds nothing to either sum, and a resample of only such rows would have no NLL
+        student["rows"] = student["rows"][scored]
     named = {json.dumps(s["record"].teachers, sort_keys=True) for s in every}
     if len(named) > 1:
         raise ValueError(f"{root}: the students' records name different teachers: not one study.")
@@ -92,7 +97,8 @@ def load_task(root: str) -> dict:
             topk[int(found[1])] = {"wall_time_s": record["wall_time_s"], "bytes": record["bytes"]}
     checks += csv_disagreements(root, students)
     return {
-        "tokens": every[0]["rows"][:, 1] if every else [],
+        "unscored_rows": int((~scored).sum()),
+        "scored_rows": int(scored.sum()),
         "students": students,
         "teachers": every[0]["record"].teachers if every else [],
         "topk": topk,
@@ -114,10 +120,16 @@ def csv_disagreements(root: str, students: dict) -> list[str]:
             problems.append(f"results.csv has {row.run}, whose record is missing")
             continue
         record = student["record"]
-        pairs = {"eval_loss": (row.eval_loss, record.metrics.get("eval_loss")), "train_wall_s": (row.train_wall_s,)}
-        pairs["train_wall_s"] += (record.train_runtime,)
-        pairs["dev_loss"] = (row.dev_loss, record.dev_metrics["eval_loss"])
-        problems += [f"{row.run}: results.csv {k} {a} vs {b}" for k, (a, b) in pairs.items() if not np.isclose(a, b)]
+        pairs = {
+            "eval_loss": (row.eval_loss, record.metrics.get("eval_loss")),
+            "dev_loss": (row.dev_loss, record.dev_metrics["eval_loss"]),
+            "train_wall_s": (row.train_wall_s, record.train_runtime),
+        }
+        problems += [
+            f"{row.run}: results.csv {key} {a} vs {b} in its record"
+            for key, (a, b) in pairs.items()
+            if not np.isclose(a, np.nan if b is None else b, equal_nan=True)
+        ]
     return problems
 
 
@@ -234,7 +246,8 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int) -> dict:
         if run.startswith("best_single-") and best and x["record"].teacher_index != best["index"]
     ]
     return {
-        "validation_rows": len(data["tokens"]),
+        "validation_rows": data["scored_rows"],
+        "unscored_rows": data["unscored_rows"],
         "largest_k": largest,
         "teachers": teachers,
         "agreement": data["agreement"],

@@ -130,6 +130,11 @@ def task_section(name: str, t: dict) -> list[str]:
     """One task: its dev choices, teachers, runs, comparisons, gap closed, storage, what is missing, checks."""
     chosen = t["chosen"]
     lines = [f"## {name} ({t['validation_rows']} validation rows; largest k {t['largest_k']})", ""]
+    if t["unscored_rows"]:
+        lines += [
+            f"{t['unscored_rows']} more validation row(s) have no scored token (cut at max_length): left out.",
+            "",
+        ]
     lines += [
         f"Chosen on dev: best teacher {named(chosen['best_teacher'])}, its single student {named(chosen['single'])}; "
         f"best multi-teacher method (lowest mean student dev NLL) {named(chosen['best_multi'])}.",
