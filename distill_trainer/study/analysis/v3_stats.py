@@ -4,6 +4,8 @@ interval, Holm's correction, and MRPC's all-positive F1."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .stats import metric_on_resamples, seed_resampled_mean
@@ -21,6 +23,9 @@ def paired_seed_bootstrap(
     seed: int | list[int] = 0,
     margin: float = MARGIN,
     chunk: int = 500,
+    scorer: Callable[[np.ndarray, np.ndarray], np.ndarray] | None = None,
+    unit: str = "pp",
+    higher_is_better: bool = True,
 ) -> dict:
     """metric(A) - metric(B), the mean over seeds, with a 95% bootstrap interval and equivalence tests.
 
@@ -44,23 +49,27 @@ def paired_seed_bootstrap(
         seed: Seed (or seed sequence) of the generator: fixed, for a byte-identical report.
         margin: The equivalence margin on the 0-1 scale (0.01 = 1 pp).
         chunk: Resamples drawn at once (memory: chunk x n indices).
+        scorer: Instead of `metric`: `scorer(rows, indices)` -> the score of each resample `[resamples]`, from one
+            seed's `rows` (`[n, ...]`) and the drawn row indices `[resamples, n]` (e.g. the causal study's per-token
+            NLL: summed NLL over summed tokens of the drawn rows); `labels` and `metric` are then unused.
+        unit: The verdict's unit (`verdict`): "pp" (the margin x 100) or another unit, as in "0.01 nats".
+        higher_is_better: False for a loss: a difference below 0 is then "better".
     """
-    a, b, labels = np.atleast_2d(predictions_a), np.atleast_2d(predictions_b), np.asarray(labels)
-    if a.shape != b.shape or a.shape[1] != len(labels):
-        raise ValueError(f"paired predictions {a.shape} and {b.shape} must both be [seeds, {len(labels)}].")
-    every = np.arange(len(labels))[None]
-    per_seed = [
-        float(metric_on_resamples(metric, x, labels, every)[0] - metric_on_resamples(metric, y, labels, every)[0])
-        for x, y in zip(a, b, strict=True)
-    ]
+    a, b = np.atleast_2d(predictions_a), np.atleast_2d(predictions_b)
+    n = a.shape[1] if scorer else len(labels)
+    if a.shape != b.shape or a.shape[1] != n:
+        raise ValueError(f"paired predictions {a.shape} and {b.shape} must both be [seeds, {n}, ...].")
+
+    def score(x: np.ndarray, indices: np.ndarray) -> np.ndarray:
+        return scorer(x, indices) if scorer else metric_on_resamples(metric, x, np.asarray(labels), indices)
+
+    every = np.arange(n)[None]
+    per_seed = [float(score(x, every)[0] - score(y, every)[0]) for x, y in zip(a, b, strict=True)]
     generator = np.random.default_rng(seed)
     differences = []
     for start in range(0, resamples, chunk):
-        indices = generator.integers(0, len(labels), size=(min(chunk, resamples - start), len(labels)))
-        seed_differences = [
-            metric_on_resamples(metric, x, labels, indices) - metric_on_resamples(metric, y, labels, indices)
-            for x, y in zip(a, b, strict=True)
-        ]
+        indices = generator.integers(0, n, size=(min(chunk, resamples - start), n))
+        seed_differences = [score(x, indices) - score(y, indices) for x, y in zip(a, b, strict=True)]
         differences.append(seed_resampled_mean(seed_differences, generator))
     differences = np.concatenate(differences)
     low, high = np.percentile(differences, [2.5, 97.5])
@@ -74,13 +83,15 @@ def paired_seed_bootstrap(
         "tost_p_lower": below,
         "tost_p_upper": above,
         "tost_p": max(below, above),
-        "verdict": verdict(float(low), float(high), margin),
+        "verdict": verdict(float(low), float(high), margin, unit, higher_is_better),
         "resamples": resamples,
         "margin": margin,
     }
 
 
-def verdict(ci_low: float, ci_high: float, margin: float = MARGIN) -> str:
+def verdict(
+    ci_low: float, ci_high: float, margin: float = MARGIN, unit: str = "pp", higher_is_better: bool = True
+) -> str:
     """What a 95% interval of A - B says, in the plan's words; never "equal".
 
     "better" / "worse" when it excludes 0, with ", by less than 1 pp" when it also lies inside the margin (a
@@ -91,14 +102,16 @@ def verdict(ci_low: float, ci_high: float, margin: float = MARGIN) -> str:
         ci_low: The interval's lower end (0-1 scale).
         ci_high: Its upper end.
         margin: The equivalence margin (0.01 = 1 pp).
+        unit: "pp": the margin reads as percentage points (x 100); any other unit is written after the margin as it
+            is ("0.01 nats").
+        higher_is_better: Whether a positive difference is "better" (scores) or "worse" (losses, such as NLL).
     """
     inside = -margin <= ci_low and ci_high <= margin
+    size = f"{100 * margin:g} pp" if unit == "pp" else f"{margin:g} {unit}"
     if ci_low > 0 or ci_high < 0:
-        direction = "better" if ci_low > 0 else "worse"
-        return f"{direction}, by less than {100 * margin:g} pp" if inside else direction
-    if inside:
-        return WITHIN_MARGIN if margin == MARGIN else f"no difference detected within +-{100 * margin:g} pp"
-    return "inconclusive"
+        direction = "better" if (ci_low > 0) == higher_is_better else "worse"
+        return f"{direction}, by less than {size}" if inside else direction
+    return f"no difference detected within +-{size}" if inside else "inconclusive"
 
 
 def holm(p_values: dict[str, float]) -> dict[str, float]:

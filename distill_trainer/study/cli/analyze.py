@@ -7,11 +7,18 @@ v3's pre-registered comparisons instead (results/v3/PREREGISTRATION.md: every ch
 
     distill-trainer analyze --plan v3 --study_dir runs/v3 --output_dir results/v3
 
-writes <output_dir>/REPORT.md and v3_results.json.
+writes <output_dir>/REPORT.md and v3_results.json. With `--plan causal`, the causal study's (issue 31,
+results/causal/PREREGISTRATION.md) from the records `distill-trainer causal-study` leaves:
+
+    distill-trainer analyze --plan causal --study_dir runs/causal --output_dir results/causal
+
+writes <output_dir>/REPORT.md and causal_results.json.
 """
 
 from dataclasses import dataclass, field
 
+from distill_trainer.study.analysis.causal_render import RESULTS_FILE as CAUSAL_RESULTS_FILE
+from distill_trainer.study.analysis.causal_render import write_causal_report
 from distill_trainer.study.analysis.report import analyze_study
 from distill_trainer.study.analysis.v3_render import RESULTS_FILE, write_v3_report
 from distill_trainer.study.args import parse_recipe_args
@@ -28,14 +35,20 @@ class AnalyzeArguments:
         default="v2",
         metadata={
             "help": "v2: the study-v2 report (tables, plots, tests). v3: study v3's pre-registered comparisons, "
-            "chosen on dev scores (results/v3/PREREGISTRATION.md).",
-            "choices": ["v2", "v3"],
+            "chosen on dev scores (results/v3/PREREGISTRATION.md). causal: the causal study's (issue 31, "
+            "results/causal/PREREGISTRATION.md), from `distill-trainer causal-study`'s records.",
+            "choices": ["v2", "v3", "causal"],
         },
     )
 
 
 def main(argv=None, prog=None):
     (args,) = parse_recipe_args((AnalyzeArguments,), argv, prog, __doc__)
+    if args.plan == "causal":
+        result = write_causal_report(args.study_dir, args.output_dir, args.resamples)
+        done = ", ".join(result["task_order"]) or "no task"
+        print(f"wrote {args.output_dir}/REPORT.md and {CAUSAL_RESULTS_FILE} (plan causal) for {done}")
+        return result
     if args.plan == "v3":
         result = write_v3_report(args.study_dir, args.output_dir, args.resamples)
         print(f"wrote {args.output_dir}/REPORT.md and {RESULTS_FILE} (plan v3) for {', '.join(result['tasks'])}")
