@@ -13,7 +13,8 @@
 #               student on MNLI and SST-2, the honest low-resource regime -> runs/v3* (resumable; about 30 CPU hours)
 #   make study-causal  the causal study (issue 31): SmolLM2-135M-Instruct and two task teachers tuned from it, an 8-layer
 #               student cut from it, MNLI and QQP pairs, every method x 3 seeds, k in {8, 32, 128}, a dense online
-#               reference -> runs/causal/<task> (finished steps reused; about 8 hours on 2 cores, see the configs)
+#               reference -> runs/causal/<task> (finished steps reused; about 8 hours on 2 cores, see the configs);
+#               make report-causal  its REPORT.md (results/causal) and the archive of its records (runs.tar.xz)
 #   make study-v2  the study v2 (issue 17): full splits of SST-2, MRPC, QQP and MNLI, early-stopped teachers, every
 #               fusion, 3 seeds, grids, temperature per method, the low-resource regime -> results/v2 (resumable;
 #               far more than 12 hours on 2 CPU cores: see README, "Study v2")
@@ -21,7 +22,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3 study-causal
+.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3 study-causal report-causal
 
 install: $(VENV)/.installed
 
@@ -109,3 +110,10 @@ study-v3: install
 
 study-causal: install
 	$(foreach task,mnli qqp,$(PY) recipes/causal_study.py --config recipes/configs/causal_$(task).yaml &&) true
+
+# The causal study's report and the archive of the records it comes from (no weights, no top-k datasets: the report
+# reads neither); tests/test_published_reports.py rebuilds the report from the archive.
+report-causal: install
+	$(PY) recipes/analyze.py --plan causal --study_dir runs/causal --output_dir results/causal
+	tar -cJf results/causal/runs.tar.xz -C runs --exclude='*.safetensors' --exclude='*.bin' --exclude='checkpoint-*' \
+		--exclude='logits-k*[0-9]' causal
