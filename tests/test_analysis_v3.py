@@ -11,6 +11,7 @@ import pytest
 
 from distill_trainer import attach_teacher_logits
 from distill_trainer.study.analysis.v3 import all_positive_check, analyze_v3_study
+from distill_trainer.study.analysis.v3_parts import analyze_v3_parts
 from distill_trainer.study.analysis.v3_render import render_v3_report, write_v3_report
 from distill_trainer.study.analysis.v3_stats import (
     WITHIN_MARGIN,
@@ -51,6 +52,12 @@ def write_task(root, task, labels, teachers, students, classes=2):
         record = TeacherRecord(name=name, base_model="b", task=task, metric=metric, validation_score=validation)
         record.dev_score = dev
         record.save(str(folder / f"teacher-{name}"))
+    write_students(folder, task, labels, names, students, classes)
+
+
+def write_students(folder, task, labels, names, students, classes=2):
+    """Student run folders as compare.py leaves them (`write_task`'s `students`), trained on teachers `names`."""
+    folder.mkdir(parents=True, exist_ok=True)
     for method, (dev, by_seed) in students.items():
         for seed, predicted in by_seed.items():
             run = folder / f"student-{method}-seed{seed}"
@@ -287,3 +294,185 @@ def test_a_task_trained_on_several_devices_is_flagged(v3_study, tmp_path):
         "Trained on 3 devices (NVIDIA H200, cpu, unrecorded): the plan asks for one device"
         in (tmp_path / "out" / "REPORT.md").read_text()
     )
+
+
+# The plan's two other parts (its last "Changes" entry): the low-resource regime and the 6-layer student.
+
+
+def low_resource_students(labels):
+    """SST-2 on 400 rows, seeds 42-44 (45 and 46 missing). Dev chooses t1 (validation would choose t0) and, as the
+    best student, `confidence` (validation: `average`). Errors are nested, so each method vs `none` is exact."""
+    errors = {  # method: (dev score, wrong rows)
+        "none": (0.50, np.arange(120)),
+        "single-0": (0.60, np.arange(100)),
+        "single-1": (0.70, np.arange(110)),
+        "single-2": (0.55, np.arange(5, 125)),  # as many errors as `none`, 10 rows apart: no difference
+        "average": (0.75, np.arange(60)),
+        "confidence": (0.80, np.arange(116)),  # 4 errors fewer than `none`: a small difference
+    }
+    return {m: (dev, {seed: wrong_on(labels, rows) for seed in SEEDS}) for m, (dev, rows) in errors.items()}
+
+
+@pytest.fixture
+def low_resource(tmp_path):
+    root = tmp_path / "low-resource"
+    labels = np.random.default_rng(1).integers(0, 2, 400)
+    teachers = {"t0": (0.70, 0.85), "t1": (0.80, 0.75), "t2": (0.60, 0.80)}
+    write_task(root, "sst2", labels, teachers, low_resource_students(labels))
+    return root
+
+
+def test_low_resource_primary_and_each_method_vs_none_with_holm(v3_study, low_resource):
+    part = analyze_v3_parts(str(v3_study), str(low_resource), None, RESAMPLES)["low_resource"]
+    assert part["status"] == "analyzed" and "secondary" not in part["results"]["comparisons"]
+    chosen = part["results"]["chosen"]
+    assert (chosen["best_teacher"], chosen["single"], chosen["best_student"]) == ("t1", "single: t1", "confidence")
+    # the primary, recomputed here from the saved validation logits: average - single: t1, per seed
+    labels = np.asarray(datasets.load_from_disk(str(low_resource / "sst2" / "logits"))["validation"]["label"])
+
+    def accuracy(run):
+        return float((np.load(low_resource / "sst2" / run / "validation_logits.npy").argmax(-1) == labels).mean())
+
+    per_seed = [accuracy(f"student-average-seed{s}") - accuracy(f"student-single-1-seed{s}") for s in SEEDS]
+    primary = part["results"]["comparisons"]["primary"]
+    assert (primary["a"], primary["b"], primary["paired_seeds"]) == ("average", "single: t1", list(SEEDS))
+    assert primary["per_seed"] == pytest.approx(per_seed) and primary["difference"] == pytest.approx(50 / 400)
+    assert primary["ci_low"] > 0 and primary["verdict"] == "better"
+    tests = {c["a"]: c for c in part["vs_none"]}
+    assert [c["a"] for c in part["vs_none"]] == [
+        "single: t0",
+        "single: t1",
+        "single: t2",
+        "average",
+        "confidence",
+    ]
+    assert all(c["b"] == "none" for c in part["vs_none"]) and part["holm_family"] == sorted(tests)
+    differences = {"single: t0": 20, "single: t1": 10, "single: t2": 0, "average": 60, "confidence": 4}
+    for method, rows in differences.items():
+        assert tests[method]["difference"] == pytest.approx(rows / 400)
+    raw = {m: c["p_value"] for m, c in tests.items()}
+    assert raw["average"] == raw["single: t1"] == 0.0 and raw["single: t2"] > 0.5 and 0 < raw["confidence"] < 0.2
+    order = sorted(raw, key=lambda m: (raw[m], m))  # Holm by hand: the i-th smallest times (5 - i), running max
+    expected, running = {}, 0.0
+    for rank, method in enumerate(order):
+        running = max(running, min(1.0, (5 - rank) * raw[method]))
+        expected[method] = running
+    assert {m: c["holm_p"] for m, c in tests.items()} == pytest.approx(expected)
+    assert raw["single: t0"] == 0.0  # three p-values of 0, then confidence's (x 2), then single: t2's (x 1)
+    assert tests["confidence"]["holm_p"] == pytest.approx(2 * raw["confidence"])
+    assert tests["single: t2"]["holm_p"] == pytest.approx(max(2 * raw["confidence"], raw["single: t2"]))
+    none, best = 1 - 120 / 400, 1 - 116 / 400  # the gap: confidence and t1 chosen on dev
+    assert part["results"]["gap"]["gap_closed"] == pytest.approx((best - none) / (0.75 - none))
+    assert part["missing"] == [f"`{m}` seeds 45, 46" for m in ["none", *list(tests)[:3], "average", "confidence"]]
+
+
+def link_teachers(six, main, task):
+    """The 6-layer study's task folder: its teachers and logits linked from the main study's, as compare.py's
+    --teachers_from does; returns the teachers' names."""
+    (six / task).mkdir(parents=True)
+    for source in [*sorted((main / task).glob("teacher-*")), main / task / "logits"]:
+        (six / task / source.name).symlink_to(source)
+    return [p.name.removeprefix("teacher-") for p in sorted((main / task).glob("teacher-*"))]
+
+
+@pytest.fixture
+def six_layer(v3_study, tmp_path):
+    """SST-2: every 6-layer student better than its 3-layer one; `average` without seed 44. MNLI: as the main
+    study's, so its secondary test is inconclusive. No MRPC (not in this part's plan)."""
+    root = tmp_path / "six-layer"
+    labels = np.asarray(datasets.load_from_disk(str(v3_study / "sst2" / "logits"))["validation"]["label"])
+    names = link_teachers(root, v3_study, "sst2")
+    students = {
+        "none": (0.70, {seed: wrong_on(labels, np.arange(300)) for seed in SEEDS}),
+        "single-0": (0.85, {seed: wrong_on(labels, np.arange(300)) for seed in SEEDS}),
+        "single-1": (0.86, {seed: wrong_on(labels, np.arange(200)) for seed in SEEDS}),
+        "average": (0.88, {seed: wrong_on(labels, np.arange(40)) for seed in (42, 43)}),
+        "weighted": (0.90, {seed: wrong_on(labels, np.arange(190)) for seed in SEEDS}),
+    }
+    write_students(root / "sst2", "sst2", labels, names, students)
+    labels = np.asarray(datasets.load_from_disk(str(v3_study / "mnli" / "logits"))["validation"]["label"])
+    names = link_teachers(root, v3_study, "mnli")
+    swapped = {seed: wrong_on(labels, np.arange(15, 45), 3) for seed in SEEDS}
+    students = {
+        "none": (0.50, {seed: wrong_on(labels, np.arange(50), 3) for seed in SEEDS}),
+        "single-0": (0.66, {seed: wrong_on(labels, np.arange(30), 3) for seed in SEEDS}),
+        "single-1": (0.50, {seed: wrong_on(labels, np.arange(50), 3) for seed in SEEDS}),
+        "average": (0.62, swapped),
+        "weighted": (0.65, swapped),
+    }
+    write_students(root / "mnli", "mnli", labels, names, students, classes=3)
+    return root
+
+
+def test_six_layer_is_a_family_of_its_own_and_its_differences_from_three_layers(v3_study, six_layer):
+    result = analyze_v3_parts(str(v3_study), None, str(six_layer), RESAMPLES)
+    main = analyze_v3_study(str(v3_study), RESAMPLES)
+    assert {k: result[k] for k in main} == main  # the main study's numbers and its Holm family untouched
+    part = result["six_layer"]
+    assert part["task_order"] == ["sst2", "mnli"] and part["holm_family"] == ["mnli", "sst2"]
+    tests = {task: part["tasks"][task]["comparisons"]["secondary"] for task in ("mnli", "sst2")}
+    assert (tests["sst2"]["a"], tests["sst2"]["b"]) == ("weighted", "single: t1")
+    low, high = sorted(tests, key=lambda task: (tests[task]["p_value"], task))
+    assert tests[low]["holm_p"] == pytest.approx(min(1.0, 2 * tests[low]["p_value"]))  # a family of two
+    assert tests[high]["holm_p"] == pytest.approx(max(tests[low]["holm_p"], tests[high]["p_value"]))
+    assert tests["sst2"]["holm_p"] != main["tasks"]["sst2"]["comparisons"]["secondary"]["holm_p"]
+    rows = {d["method"]: d for d in part["layer_differences"]["sst2"]["rows"]}
+    assert list(rows) == ["none", "single: t1", "average"]
+    three_none = [1 - (400 + 2 * (seed - 42)) / 2000 for seed in SEEDS]  # the main study's `none`, per seed
+    assert rows["none"]["per_seed"] == pytest.approx([1 - 300 / 2000 - a for a in three_none])
+    assert rows["none"]["difference"] == pytest.approx(np.mean([1 - 300 / 2000 - a for a in three_none]))
+    assert rows["single: t1"]["difference"] == pytest.approx(50 / 2000)
+    assert rows["average"]["paired_seeds"] == [42, 43] and rows["average"]["unpaired_seeds"] == {
+        "3-layer": [44],
+        "6-layer": [],
+    }
+    assert rows["average"]["difference"] == pytest.approx(10 / 2000) and "p_value" not in rows["average"]
+    assert rows["none"]["ci_low"] <= rows["none"]["difference"] <= rows["none"]["ci_high"]
+    assert "`confidence` seeds 42, 43, 44, 45, 46" in part["missing"]["sst2"]
+    assert "`average` seeds 44, 45, 46" in part["missing"]["sst2"]
+    assert "gap" not in part["tasks"]["sst2"] or part["tasks"]["sst2"]["gap"] is None
+
+
+def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, six_layer, tmp_path):
+    from distill_trainer.study.cli.analyze import main
+
+    write_v3_report(str(v3_study), str(tmp_path / "plain"), RESAMPLES)
+    absent = {"low_resource_dir": str(tmp_path / "no"), "six_layer_dir": str(tmp_path / "no")}
+    write_v3_report(str(v3_study), str(tmp_path / "absent"), RESAMPLES, **absent)
+    plain = (tmp_path / "plain" / "REPORT.md").read_text()
+    assert plain == (tmp_path / "absent" / "REPORT.md").read_text()
+    assert "## Low-resource regime (SST-2, 1,000 labelled rows; dev = 100 of them)\n\nNot run yet.\n" in plain
+    assert plain.endswith("## 6-layer student (MNLI and SST-2)\n\nNot run yet.\n")
+    results = json.loads((tmp_path / "plain" / "v3_results.json").read_text())
+    assert results["low_resource"] == results["six_layer"] == {"status": "not run yet"}
+    options = ["--low_resource_dir", str(low_resource), "--six_layer_dir", str(six_layer), "--resamples", "400"]
+    for out in ("one", "two"):
+        main(["--plan", "v3", "--study_dir", str(v3_study), "--output_dir", str(tmp_path / out), *options])
+    for name in ("REPORT.md", "v3_results.json"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    report = (tmp_path / "one" / "REPORT.md").read_text()
+    main_part = plain.split("## Low-resource regime")[0]
+    assert report.startswith(main_part) and report != plain  # the main study's part as without the parts
+    assert render_v3_report(json.loads((tmp_path / "one" / "v3_results.json").read_text())) == report
+    assert "| `none` | 79.90 (3 seeds) | 70.00 (3 seeds) |" in report  # full labels beside the low-resource
+    assert "| single of the best teacher by dev | `single: t1` 87.50 (3 seeds) | `single: t1` 72.50 (3 seeds) |" in (
+        report
+    )
+    assert "| vs `none` | `confidence` | `none` | 3 | +1.00 pp |" in report
+    assert "### sst2, 6-layer student (accuracy, 2000 validation rows)" in report
+    assert "| `average` | 2 (left out 3-layer: 44) | +0.50 pp |" in report
+    assert (
+        "Missing from the 6-layer student's sst2 (the plan: 3 teachers, seeds 42-46 of each method): 2 of 3" in report
+    )
+    # a partial folder: teachers and logits, no student yet; a part's folder without the plan's task
+    shutil.rmtree(low_resource / "sst2")
+    write_task(low_resource, "sst2", np.zeros(40, int), {"t0": (0.7, 0.8)}, {})
+    shutil.rmtree(six_layer / "sst2")
+    parts = {"low_resource_dir": str(low_resource), "six_layer_dir": str(six_layer)}
+    result = write_v3_report(str(v3_study), str(tmp_path / "partial"), RESAMPLES, **parts)
+    assert result["low_resource"]["status"] == "teachers only: no student run yet"
+    assert result["six_layer"]["task_order"] == ["mnli"] and result["six_layer"]["missing"]["sst2"] == [
+        "everything: 3 teachers and every student (seeds 42-46)"
+    ]
+    partial = (tmp_path / "partial" / "REPORT.md").read_text()
+    assert "Teachers only: no student run yet.\n\nMissing from the low-resource regime" in partial

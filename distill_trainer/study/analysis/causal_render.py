@@ -7,7 +7,7 @@ import json
 import os
 
 from .causal import K_GRID_METHODS, analyze_causal_study
-from .v3_render import p, share, table
+from .v3_format import p, share, table
 
 RESULTS_FILE = "causal_results.json"
 

@@ -149,9 +149,17 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
     return {**result, **test}
 
 
-def analyze_task(study_dir: str, task: str, resamples: int, seed: int) -> dict:
+def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary: bool = True) -> dict:
     """One task: teachers and methods (dev and validation), the dev choices, the primary and secondary
-    comparisons, the per-task gap closed and (MRPC) the all-positive check."""
+    comparisons, the per-task gap closed and (MRPC) the all-positive check.
+
+    Args:
+        study_dir: The study folder.
+        task: The task's folder name.
+        resamples: Bootstrap resamples per comparison.
+        seed: The bootstrap's base seed.
+        secondary: Whether to run the secondary comparison (the low-resource regime's plan defines none).
+    """
     data = load_task(study_dir, task)
     teachers = sorted(
         (
@@ -183,7 +191,8 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int) -> dict:
     if best_teacher:
         comparisons["primary"] = compare(task, PRIMARY_METHOD, single, data, resamples, seed)
         multi = best_multi["method"] if best_multi else "a multi-teacher method"
-        comparisons["secondary"] = compare(task, multi, single, data, resamples, seed)
+        if secondary:
+            comparisons["secondary"] = compare(task, multi, single, data, resamples, seed)
     baseline = by_name.get(BASELINE_METHOD)
     gap = None
     if baseline and best_teacher and best_student:
@@ -260,6 +269,20 @@ def avg_column_gap(tasks: dict, names: list[str]) -> dict | None:
     }
 
 
+def adjust_secondary(tasks: dict) -> list[str]:
+    """Holm over the tasks' secondary tests that ran (one family), each adjusted p written into its test as
+    `holm_p`; returns the family's task names, sorted.
+
+    Args:
+        tasks: The per-task results (`analyze_task`); a task without a secondary comparison is skipped.
+    """
+    secondary = {n: t["comparisons"]["secondary"] for n, t in tasks.items() if "secondary" in t.get("comparisons", {})}
+    adjusted = holm({n: c["p_value"] for n, c in secondary.items() if c.get("difference") is not None})
+    for name, value in adjusted.items():
+        secondary[name]["holm_p"] = value
+    return sorted(adjusted)
+
+
 def analyze_v3_study(study_dir: str, resamples: int = 10_000, seed: int = 0) -> dict:
     """Study v3's pre-registered comparisons for every task under `study_dir`, as a JSON-able dict.
 
@@ -272,10 +295,7 @@ def analyze_v3_study(study_dir: str, resamples: int = 10_000, seed: int = 0) -> 
     if not names:
         raise FileNotFoundError(f"No teacher_info.json or eval_results.json under {study_dir}/<task>/.")
     tasks = {name: analyze_task(study_dir, name, resamples, seed) for name in names}
-    secondary = {n: t["comparisons"]["secondary"] for n, t in tasks.items() if "secondary" in t["comparisons"]}
-    adjusted = holm({n: c["p_value"] for n, c in secondary.items() if c.get("difference") is not None})
-    for name, value in adjusted.items():
-        secondary[name]["holm_p"] = value
+    family = adjust_secondary(tasks)
     excluded = [n for n, t in tasks.items() if t["all_positive"] and t["all_positive"]["excluded_from_averages"]]
     included = [n for n in names if n not in excluded and tasks[n]["gap"]]
     gaps = [tasks[n]["gap"]["gap_closed"] for n in included]
@@ -286,7 +306,7 @@ def analyze_v3_study(study_dir: str, resamples: int = 10_000, seed: int = 0) -> 
         "margin": MARGIN,
         "tasks": tasks,
         "task_order": names,
-        "holm_family": sorted(adjusted),
+        "holm_family": family,
         "excluded_from_averages": excluded,
         "mean_gap_closed": {
             "tasks": included,

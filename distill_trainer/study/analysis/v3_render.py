@@ -10,130 +10,12 @@ import json
 import os
 
 from .reference import REFERENCE_AVG_GAP, V2_AVG_GAP
-from .v3 import PRIMARY_METHOD, analyze_v3_study
+from .v3_format import pct, share, summary_lines, table, task_section
+from .v3_parts import analyze_v3_parts
+from .v3_parts_render import parts_lines
 
 RESULTS_FILE = "v3_results.json"
 SAW_GLUE_PAIRS = ("all-mpnet-base-v2", "all-MiniLM-L6-v2")  # the plan: the report says what they were trained on
-
-
-def pct(value: float | None) -> str:
-    """A 0-1 score as a percentage with two decimals; None (not computable) as n/a."""
-    return "n/a" if value is None else f"{100 * value:.2f}"
-
-
-def pp(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:+.2f} pp"
-
-
-def share(value: float | None) -> str:
-    return "n/a" if value is None else f"{100 * value:.1f}%"
-
-
-def p(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4f}"
-
-
-def named(method: str | None) -> str:
-    return f"`{method}`" if method else "none run yet"
-
-
-def table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
-
-
-def comparison_rows(name: str, comparison: dict | None) -> list[str]:
-    """One table row of a comparison: A, B, paired seeds, difference, CI, p-values, verdict."""
-    if comparison is None:
-        return [name, "n/a", "n/a", "0", "n/a", "n/a", "n/a", "n/a", "n/a", "not run: a method is missing"]
-    c = comparison
-    unpaired = [f"{m}: {', '.join(map(str, s))}" for m, s in sorted(c["unpaired_seeds"].items()) if s]
-    seeds = f"{len(c['paired_seeds'])}" + (f" (left out {'; '.join(unpaired)})" if unpaired else "")
-    if c.get("difference") is None:
-        return [name, c["a"], c["b"], seeds, "n/a", "n/a", "n/a", "n/a", "n/a", c["verdict"]]
-    return [
-        name,
-        f"`{c['a']}`",
-        f"`{c['b']}`",
-        seeds,
-        pp(c["difference"]),
-        f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]",
-        p(c["p_value"]),
-        p(c.get("holm_p")),
-        p(c["tost_p"]),
-        c["verdict"],
-    ]
-
-
-def task_section(name: str, t: dict) -> list[str]:
-    """One task: its dev choices, teachers, methods, comparisons, gap closed and (MRPC) the all-positive check."""
-    chosen = t["chosen"]
-    lines = [f"## {name} ({t['metric']}, {t['validation_rows']} validation rows)", ""]
-    lines.append(
-        f"Chosen on dev: best teacher {named(chosen['best_teacher'])} (column {chosen['teacher_index']}), its "
-        f"single student {named(chosen['single'])}; best multi-teacher method {named(chosen['best_multi'])}; best "
-        f"distilled student {named(chosen['best_student'])}."
-    )
-    devices = ", ".join(t["devices"])
-    lines += [
-        "",
-        f"Trained on: {devices}."
-        if len(t["devices"]) == 1
-        else f"Trained on {len(t['devices'])} devices ({devices}): the plan asks for one device and one precision "
-        "per task.",
-    ]
-    lines += ["", "Teachers (a `*` marks the one chosen on dev):", ""]
-    lines.append(
-        table(
-            ["teacher", "dev", "validation"],
-            [
-                [
-                    f"{r['method']}{' *' if r['method'] == chosen['best_teacher'] else ''}",
-                    pct(r["dev_score"]),
-                    pct(r["validation_score"]),
-                ]
-                for r in t["teachers"]
-            ],
-        )
-    )
-    lines += ["", "Students, mean over seeds (validation: mean +- sd; dev: mean, what chooses):", ""]
-    rows = [
-        [
-            f"`{m['method']}`",
-            m["type"],
-            f"{len(m['seeds'])} ({', '.join(map(str, m['seeds']))})",
-            f"{pct(m['validation_mean'])} +- {pct(m['validation_sd'])}",
-            pct(m["dev_mean"]),
-        ]
-        for m in t["methods"]
-    ]
-    lines.append(table(["method", "type", "seeds", "validation", "dev"], rows))
-    lines += ["", "Comparisons (A - B on validation, seeds paired by seed number):", ""]
-    header = ["comparison", "A", "B", "paired seeds", "A - B", "95% CI (pp)", "p (A = B)", "Holm p", "TOST p"]
-    comparisons = t["comparisons"]
-    rows = [comparison_rows(k, comparisons.get(k)) for k in ("primary", "secondary")]
-    lines.append(table([*header, "verdict"], rows))
-    gap = t["gap"]
-    if gap:
-        lines += [
-            "",
-            f"Gap closed (best chosen on dev): ({pct(gap['best_student'])} - {pct(gap['baseline'])}) / "
-            f"({pct(gap['best_teacher'])} - {pct(gap['baseline'])}) = {share(gap['gap_closed'])}.",
-        ]
-    check = t["all_positive"]
-    if check:
-        above = ", ".join(f"`{m}`" for m in check["methods_above"])
-        lines += [
-            "",
-            f"All-positive F1 on the validation labels: {pct(check['all_positive_f1'])}. "
-            + (
-                f"Students whose 95% interval over seeds lies above it: {above}."
-                if check["methods_above"]
-                else "No student's validation F1 beats it by more than its method's 95% interval over seeds: "
-                f"{name} is left out of the averages across tasks."
-            ),
-        ]
-    return [*lines, ""]
 
 
 def gap_lines(result: dict) -> list[str]:
@@ -184,10 +66,11 @@ def gap_lines(result: dict) -> list[str]:
 
 
 def render_v3_report(result: dict) -> str:
-    """REPORT.md of study v3 from `analyze_v3_study`'s dict.
+    """REPORT.md of study v3 from `analyze_v3_parts`'s dict: the main study, then its two other parts (a dict
+    without them, `analyze_v3_study`'s, gives the same main part and "not run yet" for both).
 
     Args:
-        result: The dict `analyze_v3_study` returns (or its JSON read back): nothing is recomputed here.
+        result: The dict `analyze_v3_parts` returns (or its JSON read back): nothing is recomputed here.
     """
     tasks = {name: result["tasks"][name] for name in result["task_order"]}  # JSON read back sorts its keys
     lines = [
@@ -202,20 +85,9 @@ def render_v3_report(result: dict) -> str:
         "Holm p: the secondary tests corrected over the tasks "
         f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal".',
         "",
-        "| task | primary (`" + PRIMARY_METHOD + "` - best single by dev) | verdict | secondary (best multi by dev - "
-        "best single by dev) | verdict | Holm p |",
-        "|---|---|---|---|---|---|",
+        *summary_lines(tasks),
+        "",
     ]
-    for name, t in tasks.items():
-        cells = []
-        for key in ("primary", "secondary"):
-            c = t["comparisons"].get(key)
-            ran = c and c.get("difference") is not None
-            interval = f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]" if ran else ""
-            cells += [f"`{c['a']}` {pp(c['difference'])} {interval}", c["verdict"]] if ran else ["n/a", "not run"]
-        secondary = t["comparisons"].get("secondary") or {}
-        lines.append("| " + " | ".join([name, *cells, p(secondary.get("holm_p"))]) + " |")
-    lines.append("")
     for name, t in tasks.items():
         lines += task_section(name, t)
     lines += gap_lines(result)
@@ -229,19 +101,29 @@ def render_v3_report(result: dict) -> str:
     if result["excluded_from_averages"]:
         lines.append(f"Left out of the averages across tasks: {', '.join(result['excluded_from_averages'])}.")
         lines.append("")
-    return "\n".join(lines)
+    return "\n".join(lines + parts_lines(result))
 
 
-def write_v3_report(study_dir: str, output_dir: str, resamples: int = 10_000, seed: int = 0) -> dict:
-    """Analyse a v3 study folder and write `REPORT.md` and `v3_results.json` (sorted keys) to `output_dir`.
+def write_v3_report(
+    study_dir: str,
+    output_dir: str,
+    resamples: int = 10_000,
+    seed: int = 0,
+    low_resource_dir: str | None = None,
+    six_layer_dir: str | None = None,
+) -> dict:
+    """Analyse a v3 study folder and its two parts, and write `REPORT.md` and `v3_results.json` (sorted keys) to
+    `output_dir`.
 
     Args:
         study_dir: The v3 study folder.
         output_dir: Where the two files go.
         resamples: Bootstrap resamples per comparison.
         seed: The bootstrap's base seed.
+        low_resource_dir: The low-resource regime's study folder; None or absent: its section says "not run yet".
+        six_layer_dir: The 6-layer student's study folder; None or absent: likewise.
     """
-    result = analyze_v3_study(study_dir, resamples, seed)
+    result = analyze_v3_parts(study_dir, low_resource_dir, six_layer_dir, resamples, seed)
     os.makedirs(output_dir, exist_ok=True)
     with open(os.path.join(output_dir, RESULTS_FILE), "w") as handle:
         json.dump(result, handle, indent=2, sort_keys=True)

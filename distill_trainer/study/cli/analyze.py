@@ -5,10 +5,12 @@
 Writes <output_dir>/master_results.csv, success_metrics.json, REPORT.md and the PNG plots. With `--plan v3`, study
 v3's pre-registered comparisons instead (results/v3/PREREGISTRATION.md: every choice on dev scores):
 
-    distill-trainer analyze --plan v3 --study_dir runs/v3 --output_dir results/v3
+    distill-trainer analyze --plan v3 --study_dir runs/v3 --low_resource_dir runs/v3-low-resource \\
+        --six_layer_dir runs/v3-6layer --output_dir results/v3
 
-writes <output_dir>/REPORT.md and v3_results.json. With `--plan causal`, the causal study's (issue 31,
-results/causal/PREREGISTRATION.md) from the records `distill-trainer causal-study` leaves:
+writes <output_dir>/REPORT.md and v3_results.json (the low-resource regime and the 6-layer student in sections of
+their own, "not run yet" when their folder is not given or not there). With `--plan causal`, the causal study's
+(issue 31, results/causal/PREREGISTRATION.md) from the records `distill-trainer causal-study` leaves:
 
     distill-trainer analyze --plan causal --study_dir runs/causal --output_dir results/causal
 
@@ -30,6 +32,20 @@ class AnalyzeArguments:
         default="runs/study", metadata={"help": "The --study_dir of compare.py (one folder per task)."}
     )
     output_dir: str = field(default="results", metadata={"help": "Where the tables, plots and REPORT.md go."})
+    low_resource_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "--plan v3: the low-resource regime's study folder (runs/v3-low-resource, SST-2), reported beside "
+            'the full-label SST-2 numbers; not given or not there: its section says "not run yet".'
+        },
+    )
+    six_layer_dir: str | None = field(
+        default=None,
+        metadata={
+            "help": "--plan v3: the 6-layer student's study folder (runs/v3-6layer, MNLI and SST-2, teachers linked "
+            'from --study_dir), its own family of tests; not given or not there: its section says "not run yet".'
+        },
+    )
     resamples: int = field(default=10_000, metadata={"help": "Paired-bootstrap resamples per test."})
     plan: str = field(
         default="v2",
@@ -50,7 +66,13 @@ def main(argv=None, prog=None):
         print(f"wrote {args.output_dir}/REPORT.md and {CAUSAL_RESULTS_FILE} (plan causal) for {done}")
         return result
     if args.plan == "v3":
-        result = write_v3_report(args.study_dir, args.output_dir, args.resamples)
+        result = write_v3_report(
+            args.study_dir,
+            args.output_dir,
+            args.resamples,
+            low_resource_dir=args.low_resource_dir,
+            six_layer_dir=args.six_layer_dir,
+        )
         print(f"wrote {args.output_dir}/REPORT.md and {RESULTS_FILE} (plan v3) for {', '.join(result['tasks'])}")
         return result
     metrics = analyze_study(args.study_dir, args.output_dir, args.resamples)

@@ -1,0 +1,157 @@
+"""The pieces of study v3's REPORT.md: scores, differences and p-values as text, markdown tables, a task's section
+and the summary table (shared by `v3_render`, `v3_parts_render` and `causal_render`)."""
+
+from __future__ import annotations
+
+from .v3 import PRIMARY_METHOD
+
+
+def pct(value: float | None) -> str:
+    """A 0-1 score as a percentage with two decimals; None (not computable) as n/a."""
+    return "n/a" if value is None else f"{100 * value:.2f}"
+
+
+def pp(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:+.2f} pp"
+
+
+def share(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def p(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
+def named(method: str | None) -> str:
+    return f"`{method}`" if method else "none run yet"
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def comparison_rows(name: str, comparison: dict | None) -> list[str]:
+    """One table row of a comparison: A, B, paired seeds, difference, CI, p-values, verdict."""
+    if comparison is None:
+        return [name, "n/a", "n/a", "0", "n/a", "n/a", "n/a", "n/a", "n/a", "not run: a method is missing"]
+    c = comparison
+    unpaired = [f"{m}: {', '.join(map(str, s))}" for m, s in sorted(c["unpaired_seeds"].items()) if s]
+    seeds = f"{len(c['paired_seeds'])}" + (f" (left out {'; '.join(unpaired)})" if unpaired else "")
+    if c.get("difference") is None:
+        return [name, c["a"], c["b"], seeds, "n/a", "n/a", "n/a", "n/a", "n/a", c["verdict"]]
+    return [
+        name,
+        f"`{c['a']}`",
+        f"`{c['b']}`",
+        seeds,
+        pp(c["difference"]),
+        f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]",
+        p(c["p_value"]),
+        p(c.get("holm_p")),
+        p(c["tost_p"]),
+        c["verdict"],
+    ]
+
+
+def task_section(
+    name: str, t: dict, comparisons: tuple[str, ...] = ("primary", "secondary"), level: str = "##"
+) -> list[str]:
+    """One task: its dev choices, teachers, methods, comparisons, gap closed and (MRPC) the all-positive check.
+
+    Args:
+        name: The section's title (the task's name).
+        t: The task's results (`analyze_task`).
+        comparisons: The comparisons tabulated, by key (a plan that defines no secondary test leaves it out).
+        level: The heading's markdown level.
+    """
+    chosen = t["chosen"]
+    lines = [f"{level} {name} ({t['metric']}, {t['validation_rows']} validation rows)", ""]
+    lines.append(
+        f"Chosen on dev: best teacher {named(chosen['best_teacher'])} (column {chosen['teacher_index']}), its "
+        f"single student {named(chosen['single'])}; best multi-teacher method {named(chosen['best_multi'])}; best "
+        f"distilled student {named(chosen['best_student'])}."
+    )
+    devices = ", ".join(t["devices"])
+    lines += [
+        "",
+        f"Trained on: {devices}."
+        if len(t["devices"]) == 1
+        else f"Trained on {len(t['devices'])} devices ({devices}): the plan asks for one device and one precision "
+        "per task.",
+    ]
+    lines += ["", "Teachers (a `*` marks the one chosen on dev):", ""]
+    lines.append(
+        table(
+            ["teacher", "dev", "validation"],
+            [
+                [
+                    f"{r['method']}{' *' if r['method'] == chosen['best_teacher'] else ''}",
+                    pct(r["dev_score"]),
+                    pct(r["validation_score"]),
+                ]
+                for r in t["teachers"]
+            ],
+        )
+    )
+    lines += ["", "Students, mean over seeds (validation: mean +- sd; dev: mean, what chooses):", ""]
+    rows = [
+        [
+            f"`{m['method']}`",
+            m["type"],
+            f"{len(m['seeds'])} ({', '.join(map(str, m['seeds']))})",
+            f"{pct(m['validation_mean'])} +- {pct(m['validation_sd'])}",
+            pct(m["dev_mean"]),
+        ]
+        for m in t["methods"]
+    ]
+    lines.append(table(["method", "type", "seeds", "validation", "dev"], rows))
+    lines += ["", "Comparisons (A - B on validation, seeds paired by seed number):", ""]
+    header = ["comparison", "A", "B", "paired seeds", "A - B", "95% CI (pp)", "p (A = B)", "Holm p", "TOST p"]
+    rows = [comparison_rows(k, t["comparisons"].get(k)) for k in comparisons]
+    lines.append(table([*header, "verdict"], rows))
+    gap = t["gap"]
+    if gap:
+        lines += [
+            "",
+            f"Gap closed (best chosen on dev): ({pct(gap['best_student'])} - {pct(gap['baseline'])}) / "
+            f"({pct(gap['best_teacher'])} - {pct(gap['baseline'])}) = {share(gap['gap_closed'])}.",
+        ]
+    check = t["all_positive"]
+    if check:
+        above = ", ".join(f"`{m}`" for m in check["methods_above"])
+        lines += [
+            "",
+            f"All-positive F1 on the validation labels: {pct(check['all_positive_f1'])}. "
+            + (
+                f"Students whose 95% interval over seeds lies above it: {above}."
+                if check["methods_above"]
+                else "No student's validation F1 beats it by more than its method's 95% interval over seeds: "
+                f"{name} is left out of the averages across tasks."
+            ),
+        ]
+    return [*lines, ""]
+
+
+def summary_lines(tasks: dict) -> list[str]:
+    """The summary table: per task, the primary and secondary differences, their verdicts and the Holm p.
+
+    Args:
+        tasks: The per-task results (`analyze_task`), in the order shown.
+    """
+    lines = [
+        "| task | primary (`" + PRIMARY_METHOD + "` - best single by dev) | verdict | secondary (best multi by dev - "
+        "best single by dev) | verdict | Holm p |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, t in tasks.items():
+        cells = []
+        for key in ("primary", "secondary"):
+            c = t["comparisons"].get(key)
+            ran = c and c.get("difference") is not None
+            interval = f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]" if ran else ""
+            cells += [f"`{c['a']}` {pp(c['difference'])} {interval}", c["verdict"]] if ran else ["n/a", "not run"]
+        secondary = t["comparisons"].get("secondary") or {}
+        lines.append("| " + " | ".join([name, *cells, p(secondary.get("holm_p"))]) + " |")
+    return lines

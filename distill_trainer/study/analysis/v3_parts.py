@@ -1,0 +1,224 @@
+"""Study v3's two other parts, each a study folder of its own (results/v3/PREREGISTRATION.md, the last "Changes"
+entry): the low-resource regime (SST-2, teachers fine-tuned on 1,000 labelled rows) and the 6-layer student (MNLI
+and SST-2, on the main study's teachers). Both are analysed with `v3`'s functions, every choice on their own dev
+scores, and never pooled with the main study: the low-resource regime's tests are a family of their own, and so are
+the 6-layer student's secondary tests. A folder not given or not there is "not run yet"; a partial one is reported
+with what it lacks.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import zlib
+
+import numpy as np
+
+from ..runs import StudentResult
+from ..tasks import get_task
+from .collect import student_predictions
+from .render import to_plain
+from .v3 import (
+    BASELINE_METHOD,
+    PRIMARY_METHOD,
+    adjust_secondary,
+    analyze_task,
+    analyze_v3_study,
+    compare,
+    load_task,
+    task_folders,
+)
+from .v3_stats import holm, paired_seed_bootstrap
+
+NOT_RUN = "not run yet"
+PLANNED_SEEDS = (42, 43, 44, 45, 46)  # 5 seeds for every method of both parts
+PLANNED_TEACHERS = 3  # all-mpnet-base-v2, all-MiniLM-L6-v2, the TF-IDF teacher: a `single` student of each
+LOW_RESOURCE_TASK = "sst2"
+LOW_RESOURCE_MULTI = ("average", "confidence")
+SIX_LAYER_TASKS = ("mnli", "sst2")
+SIX_LAYER_MULTI = ("average", "confidence", "fitted", "weighted")
+LAYER_DIFFERENCE_KEYS = ("difference", "per_seed", "ci_low", "ci_high", "resamples")  # the interval, no test
+
+
+def not_ready(folder: str, task: str) -> str | None:
+    """Why a task of a part's folder cannot be analysed yet (no teacher record, no logit dataset, no student
+    record), or None when it can.
+
+    Args:
+        folder: The part's study folder.
+        task: The task's folder name.
+    """
+    root = os.path.join(folder, task)
+    if not glob.glob(os.path.join(root, "teacher-*", "teacher_info.json")):
+        return NOT_RUN
+    if not os.path.isdir(os.path.join(root, "logits")):
+        return "teachers only: no logit dataset yet, no student"
+    if not glob.glob(os.path.join(root, "student-*", StudentResult.FILE)):
+        return "teachers only: no student run yet"
+    return None
+
+
+def planned_missing(task: dict | None, multi: tuple[str, ...]) -> list[str]:
+    """What the plan asks of a task that its folder lacks: teachers, and each method's seeds (`none`, a `single`
+    student per teacher, the `multi` methods; seeds 42-46).
+
+    Args:
+        task: The task's results (`analyze_task`); None when nothing of it could be analysed.
+        multi: The plan's multi-teacher methods for this part.
+    """
+    if task is None:
+        return [f"everything: {PLANNED_TEACHERS} teachers and every student (seeds 42-46)"]
+    teachers = [t["method"] for t in task["teachers"]]
+    have = {m["method"]: m["seeds"] for m in task["methods"]}
+    missing = [f"{len(teachers)} of {PLANNED_TEACHERS} teachers"] if len(teachers) < PLANNED_TEACHERS else []
+    for method in (BASELINE_METHOD, *(f"single: {t}" for t in teachers), *multi):
+        lacking = sorted(set(PLANNED_SEEDS) - set(have.get(method, [])))
+        if lacking:
+            missing.append(f"`{method}` seed{'s' if len(lacking) > 1 else ''} {', '.join(map(str, lacking))}")
+    return missing
+
+
+def analyze_low_resource(folder: str | None, resamples: int, seed: int) -> dict:
+    """The low-resource regime: the primary comparison as in the main study (`average` vs the single student of
+    the teacher with the best dev score, dev = 100 of the 1,000 labelled rows), each distilled method vs `none`
+    (the baseline given the same optimizer steps) with Holm over those tests, and its gap closed.
+
+    Args:
+        folder: Its study folder (`sst2/teacher-*`, `sst2/logits`, `sst2/student-*`); None: not run yet.
+        resamples: Bootstrap resamples per comparison.
+        seed: The bootstrap's base seed.
+    """
+    task = LOW_RESOURCE_TASK
+    reason = not_ready(folder, task) if folder else NOT_RUN
+    if reason == NOT_RUN:
+        return {"status": NOT_RUN}
+    if reason:
+        return {"status": reason, "task": task, "missing": planned_missing(None, LOW_RESOURCE_MULTI)}
+    result = analyze_task(folder, task, resamples, seed, secondary=False)
+    data = load_task(folder, task)
+    distilled = {m["method"] for m in result["methods"] if m["type"] != "baseline"}
+    distilled |= {f"single: {t['method']}" for t in result["teachers"]} | set(LOW_RESOURCE_MULTI)
+    singles = sorted(m for m in distilled if m.startswith("single: "))
+    order = [*singles, *sorted(distilled - set(singles))]  # the singles, then the multi-teacher methods
+    tests = [compare(task, m, BASELINE_METHOD, data, resamples, seed) for m in order]
+    adjusted = holm({c["a"]: c["p_value"] for c in tests if c.get("difference") is not None})
+    for test in tests:
+        if test["a"] in adjusted:
+            test["holm_p"] = adjusted[test["a"]]
+    return {
+        "status": "analyzed",
+        "task": task,
+        "results": result,
+        "vs_none": tests,
+        "holm_family": sorted(adjusted),
+        "missing": planned_missing(result, LOW_RESOURCE_MULTI),
+    }
+
+
+def layer_difference(task: str, method: str, six: dict, three: dict, resamples: int, seed: int) -> dict:
+    """6-layer minus 3-layer student of one method: the mean over seeds of validation score differences, with the
+    paired bootstrap's 95% interval (rows drawn once for both, seeds paired by seed number); descriptive, no test.
+
+    Args:
+        task: The task.
+        method: The method's name (the same in both studies).
+        six: The 6-layer study's task records (`load_task`).
+        three: The main study's.
+        resamples: Bootstrap resamples.
+        seed: The bootstrap's base seed (with a checksum of the task and method, as `compare` does).
+    """
+    runs = [{s.seed: f for f, s in d["students"].items() if s.method[0] == method} for d in (six, three)]
+    paired = sorted(set(runs[0]) & set(runs[1]))
+    unpaired = {kind: sorted(set(r) - set(paired)) for kind, r in zip(("6-layer", "3-layer"), runs, strict=True)}
+    result = {"method": method, "paired_seeds": paired, "unpaired_seeds": unpaired}
+    if not paired:
+        lacking = [kind for kind, r in zip(("6-layer", "3-layer"), runs, strict=True) if not r]
+        reason = f"no {' or '.join(lacking)} `{method}` student" if lacking else "no seed both have"
+        return {**result, "difference": None, "note": f"not run: {reason}"}
+    labels = six["labels"]
+    predictions = [np.stack([student_predictions(r[s], task)[: len(labels)] for s in paired]) for r in runs]
+    bootstrap_seed = [seed, zlib.crc32(f"{task}|6-layer|3-layer|{method}".encode())]
+    test = paired_seed_bootstrap(*predictions, labels, get_task(task).metric, resamples, bootstrap_seed)
+    return {**result, **{key: test[key] for key in LAYER_DIFFERENCE_KEYS}}
+
+
+def layer_differences(folder: str, study_dir: str, task: str, six_task: dict, resamples: int, seed: int) -> dict:
+    """6-layer minus 3-layer for `none`, the chosen single (chosen on the 6-layer study's dev scores; its teachers
+    are the main study's, so the main study chooses the same one unless its records differ) and `average`.
+
+    Args:
+        folder: The 6-layer study folder.
+        study_dir: The main (3-layer) study folder.
+        task: The task.
+        six_task: The 6-layer task's results (`analyze_task`).
+        resamples: Bootstrap resamples.
+        seed: The bootstrap's base seed.
+    """
+    if not_ready(study_dir, task):
+        return {"note": "no 3-layer student of this task in the main study yet", "rows": []}
+    six, three = load_task(folder, task), load_task(study_dir, task)
+    if not np.array_equal(six["labels"], three["labels"]):
+        return {"note": "not comparable: the two studies' validation rows differ", "rows": []}
+    single = six_task["chosen"]["single"] or f"single: {six_task['chosen']['best_teacher']}"
+    methods = [BASELINE_METHOD, single, PRIMARY_METHOD]
+    return {"note": None, "rows": [layer_difference(task, m, six, three, resamples, seed) for m in methods]}
+
+
+def analyze_six_layer(folder: str | None, study_dir: str, main: dict, resamples: int, seed: int) -> dict:
+    """The 6-layer student: per task the primary and secondary comparisons as for the 3-layer student (its own
+    choices on dev), Holm over its own secondary tests, and the 6-layer minus 3-layer differences.
+
+    Args:
+        folder: Its study folder (the main study's layout; teachers and logits linked from the main study); None:
+            not run yet.
+        study_dir: The main study folder (the 3-layer students).
+        main: The main study's results (`analyze_v3_study`): the 3-layer choice of single, beside the 6-layer's.
+        resamples: Bootstrap resamples per comparison.
+        seed: The bootstrap's base seed.
+    """
+    names = task_folders(folder) if folder and os.path.isdir(folder) else []
+    if not names:
+        return {"status": NOT_RUN}
+    tasks, differences, missing = {}, {}, {}
+    for name in names:
+        reason = not_ready(folder, name)
+        if reason:
+            tasks[name] = {"status": reason}
+            continue
+        tasks[name] = {**analyze_task(folder, name, resamples, seed), "gap": None}  # the plan: comparisons only
+        differences[name] = layer_differences(folder, study_dir, name, tasks[name], resamples, seed)
+        three = main["tasks"].get(name, {}).get("chosen", {}).get("single")
+        differences[name]["three_layer_single"] = three
+    for name in sorted(set(SIX_LAYER_TASKS) | set(names)):
+        ran = tasks.get(name, {}).get("methods") is not None
+        missing[name] = planned_missing(tasks[name] if ran else None, SIX_LAYER_MULTI)
+    return {
+        "status": "analyzed",
+        "tasks": tasks,
+        "task_order": names,
+        "holm_family": adjust_secondary({n: t for n, t in tasks.items() if "comparisons" in t}),
+        "layer_differences": differences,
+        "missing": missing,
+    }
+
+
+def analyze_v3_parts(
+    study_dir: str,
+    low_resource_dir: str | None = None,
+    six_layer_dir: str | None = None,
+    resamples: int = 10_000,
+    seed: int = 0,
+) -> dict:
+    """The main study (`analyze_v3_study`) with its two parts under `low_resource` and `six_layer`.
+
+    Args:
+        study_dir: The main v3 study folder.
+        low_resource_dir: The low-resource regime's folder (runs/v3-low-resource); None or absent: not run yet.
+        six_layer_dir: The 6-layer student's folder (runs/v3-6layer); None or absent: not run yet.
+        resamples: Bootstrap resamples per comparison.
+        seed: The bootstrap's base seed.
+    """
+    result = analyze_v3_study(study_dir, resamples, seed)
+    result["low_resource"] = to_plain(analyze_low_resource(low_resource_dir, resamples, seed))
+    result["six_layer"] = to_plain(analyze_six_layer(six_layer_dir, study_dir, result, resamples, seed))
+    return result
