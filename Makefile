@@ -10,7 +10,8 @@
 #               3 seeds; T x alpha grids on SST-2; about 6 hours on 2 cores; finished runs in runs/real are reused)
 #   make study-v3  the study v3 (issue 28, results/v3/PREREGISTRATION.md): a dev split carved from each task's training
 #               rows for every choice and fit, float32, 5 seeds for the primary methods and 3 for the others, the 6-layer
-#               student on MNLI and SST-2, the honest low-resource regime -> runs/v3* (resumable; about 30 CPU hours)
+#               student on MNLI and SST-2, the honest low-resource regime -> runs/v3* (resumable; about 30 CPU hours);
+#               make report-v3  its REPORT.md (results/v3) and the archive of its records (runs.tar.xz)
 #   make study-causal  the causal study (issue 31): SmolLM2-135M-Instruct and two task teachers tuned from it, an 8-layer
 #               student cut from it, MNLI and QQP pairs, every method x 3 seeds, k in {8, 32, 128}, a dense online
 #               reference -> runs/causal/<task> (finished steps reused; about 8 hours on 2 cores, see the configs);
@@ -22,7 +23,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3 study-causal report-causal
+.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3 study-causal report-v3 report-causal
 
 install: $(VENV)/.installed
 
@@ -110,6 +111,14 @@ study-v3: install
 
 study-causal: install
 	$(foreach task,mnli qqp,$(PY) recipes/causal_study.py --config recipes/configs/causal_$(task).yaml &&) true
+
+# Study v3's report (its three folders) and the archive of the records it reads (no weights: the logit datasets stay,
+# the analysis reads their labels); tests/test_published_reports.py rebuilds the report from the archive.
+report-v3: install
+	$(PY) recipes/analyze.py --plan v3 --study_dir runs/v3 --low_resource_dir runs/v3-low-resource \
+		--six_layer_dir runs/v3-6layer --output_dir results/v3
+	tar -cJf results/v3/runs.tar.xz -C runs --exclude='*.safetensors' --exclude='*.bin' --exclude='checkpoint-*' \
+		v3 v3-low-resource v3-6layer
 
 # The causal study's report and the archive of the records it comes from (no weights, no top-k datasets: the report
 # reads neither); tests/test_published_reports.py rebuilds the report from the archive.

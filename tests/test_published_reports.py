@@ -1,6 +1,6 @@
 """Every published study report rebuilds byte for byte from the run records archived beside it, by the command the
-README gives (`tar xJf results/<study>/runs.tar.xz -C DIR` then `distill-trainer analyze --plan <plan> --study_dir
-DIR/<study>`): a number in a report is a number its records give, with nobody's code but ours in between."""
+README gives (`tar xJf results/<study>/runs.tar.xz -C DIR`, then `distill-trainer analyze` on DIR's folders, as
+`make report-<study>` ran it): a number in a report is a number its records give, with nothing in between."""
 
 from __future__ import annotations
 
@@ -13,21 +13,26 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "recipes"))
 
-PUBLISHED = [  # results folder, the analysis plan, the study folder inside its archive, the plan's JSON
-    ("causal", "causal", "causal", "causal_results.json"),
-]
+PUBLISHED = {  # results folder: the analysis' options ({runs}: where the archive is unpacked), the plan's JSON
+    "causal": (["--plan", "causal", "--study_dir", "{runs}/causal"], "causal_results.json"),
+    "v3": (
+        ["--plan", "v3", "--study_dir", "{runs}/v3", "--low_resource_dir", "{runs}/v3-low-resource"]
+        + ["--six_layer_dir", "{runs}/v3-6layer"],
+        "v3_results.json",
+    ),
+}
 
 
-@pytest.mark.parametrize("folder, plan, study, results_file", PUBLISHED)
-def test_a_published_report_rebuilds_byte_for_byte_from_its_archive(tmp_path, folder, plan, study, results_file):
+@pytest.mark.parametrize("folder", sorted(PUBLISHED))
+def test_a_published_report_rebuilds_byte_for_byte_from_its_archive(tmp_path, folder):
     import analyze
 
-    published = ROOT / "results" / folder
+    published, (options, results_file) = ROOT / "results" / folder, PUBLISHED[folder]
     if not (published / "runs.tar.xz").exists():
         pytest.skip(f"results/{folder} has no runs.tar.xz yet: its study has not reported")
     with tarfile.open(published / "runs.tar.xz") as archive:
         archive.extractall(tmp_path / "runs", filter="data")
     output = tmp_path / "out"
-    analyze.main(["--plan", plan, "--study_dir", str(tmp_path / "runs" / study), "--output_dir", str(output)])
+    analyze.main([option.format(runs=tmp_path / "runs") for option in options] + ["--output_dir", str(output)])
     for name in ("REPORT.md", results_file):
         assert (output / name).read_bytes() == (published / name).read_bytes(), name
