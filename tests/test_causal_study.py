@@ -113,19 +113,25 @@ def test_truncating_the_stored_topk_equals_extracting_at_that_k(base, wide):
     assert agreement.shape == (2, 2) and (np.diag(agreement) == 1).all() and agreement[0, 1] < 1
 
 
-def test_a_dense_online_student_trains_with_the_teachers_live_and_is_reused_for_that_question_only(
-    base, wide, tmp_path, monkeypatch
-):
-    root, tiny, other = base
-    task_args, _, folder = wide
-    live_batches = []
+@pytest.fixture
+def live_batches(monkeypatch):
+    """How many live teachers each training step ran (one entry per step that ran teachers live)."""
+    seen = []
     real_run_teachers = TeacherSignals.run_teachers
 
     def run_teachers(self, inputs):
-        live_batches.append(len(self.teachers))
+        seen.append(len(self.teachers))
         return real_run_teachers(self, inputs)
 
     monkeypatch.setattr(TeacherSignals, "run_teachers", run_teachers)
+    return seen
+
+
+def test_a_dense_online_student_trains_with_the_teachers_live_and_is_reused_for_that_question_only(
+    base, wide, tmp_path, monkeypatch, live_batches
+):
+    root, tiny, other = base
+    task_args, _, folder = wide
     student = StudentArguments(logit_dataset=folder, student_model=tiny, student_layers=[0])
     config = causal_config(tmp_path, output_dir=str(tmp_path / "dense"), max_steps=2, fusion="average")
     record = causal_study.student_or_reuse(task_args, student, config, [tiny, other])
@@ -184,16 +190,8 @@ def test_a_data_folder_prepared_with_other_options_is_refused(base, tmp_path):
 
 
 @pytest.mark.slow
-def test_the_whole_study_runs_once_and_a_second_call_reuses_every_step(base, tmp_path, monkeypatch):
+def test_the_whole_study_runs_once_and_a_second_call_reuses_every_step(base, tmp_path, monkeypatch, live_batches):
     root, tiny, _ = base
-    live_batches = []
-    real_run_teachers = TeacherSignals.run_teachers
-
-    def run_teachers(self, inputs):
-        live_batches.append(len(self.teachers))
-        return real_run_teachers(self, inputs)
-
-    monkeypatch.setattr(TeacherSignals, "run_teachers", run_teachers)
     argv = study_config(tmp_path, tiny)
     table = cli(argv)
     task_root = tmp_path / "study" / "mnli"

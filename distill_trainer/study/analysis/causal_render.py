@@ -3,11 +3,8 @@ from it. The same dict gives the same bytes (no dates, no paths, fixed order).""
 
 from __future__ import annotations
 
-import json
-import os
-
 from .causal import K_GRID_METHODS, analyze_causal_study
-from .v3_format import p, share, table
+from .v3_format import p, share, table, write_report_files
 
 RESULTS_FILE = "causal_results.json"
 
@@ -240,10 +237,5 @@ def write_causal_report(study_dir: str, output_dir: str, resamples: int = 10_000
         seed: The bootstrap's base seed.
     """
     result = analyze_causal_study(study_dir, resamples, seed)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, RESULTS_FILE), "w") as handle:
-        json.dump(result, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    with open(os.path.join(output_dir, "REPORT.md"), "w") as handle:
-        handle.write(render_causal_report(result))
+    write_report_files(output_dir, RESULTS_FILE, result, render_causal_report(result))
     return result

@@ -3,7 +3,27 @@ and the summary table (shared by `v3_render`, `v3_parts_render` and `causal_rend
 
 from __future__ import annotations
 
+import json
+import os
+
 from .v3 import PRIMARY_METHOD
+
+
+def write_report_files(output_dir: str, results_file: str, result: dict, report: str) -> None:
+    """Write a plan's result dict (sorted keys: the same dict, the same bytes) and its REPORT.md into `output_dir`.
+
+    Args:
+        output_dir: Created if missing.
+        results_file: The JSON file's name (`v3_results.json`, `causal_results.json`).
+        result: The analysis' JSON-able dict.
+        report: REPORT.md's text, rendered from `result`.
+    """
+    os.makedirs(output_dir, exist_ok=True)
+    with open(os.path.join(output_dir, results_file), "w") as handle:
+        json.dump(result, handle, indent=2, sort_keys=True)
+        handle.write("\n")
+    with open(os.path.join(output_dir, "REPORT.md"), "w") as handle:
+        handle.write(report)
 
 
 def pct(value: float | None) -> str:

@@ -6,11 +6,8 @@ records and compared byte for byte.
 
 from __future__ import annotations
 
-import json
-import os
-
 from .reference import REFERENCE_AVG_GAP, V2_AVG_GAP
-from .v3_format import pct, share, summary_lines, table, task_section
+from .v3_format import pct, share, summary_lines, table, task_section, write_report_files
 from .v3_parts import analyze_v3_parts
 from .v3_parts_render import parts_lines
 
@@ -124,10 +121,5 @@ def write_v3_report(
         six_layer_dir: The 6-layer student's study folder; None or absent: likewise.
     """
     result = analyze_v3_parts(study_dir, low_resource_dir, six_layer_dir, resamples, seed)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, RESULTS_FILE), "w") as handle:
-        json.dump(result, handle, indent=2, sort_keys=True)
-        handle.write("\n")
-    with open(os.path.join(output_dir, "REPORT.md"), "w") as handle:
-        handle.write(render_v3_report(result))
+    write_report_files(output_dir, RESULTS_FILE, result, render_v3_report(result))
     return result
