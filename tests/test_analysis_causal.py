@@ -15,9 +15,8 @@ from distill_trainer.study.analysis import causal
 from distill_trainer.study.analysis.causal import analyze_causal_study
 from distill_trainer.study.analysis.causal_render import render_causal_report
 from distill_trainer.study.analysis.v3_stats import holm, verdict
-from distill_trainer.study.causal_lm import VALIDATION_NLL_FILE
 from distill_trainer.study.cli import main as cli
-from distill_trainer.study.runs import StudentResult
+from distill_trainer.study.runs import VALIDATION_NLL_FILE, StudentResult
 
 RESAMPLES = 400  # one chunk of paired_seed_bootstrap (500): the draws below are its draws
 SEEDS = (42, 43, 44)

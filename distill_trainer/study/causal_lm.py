@@ -38,14 +38,13 @@ from .extraction import read_teacher_cache, write_teacher_cache, write_with_teac
 from .logit_data import load_logit_dataset
 from .questions import run_question
 from .results import student_result
-from .runs import StudentResult, display_name
+from .runs import VALIDATION_NLL_FILE, StudentResult, display_name
 from .teachers import process_state
 from .training import student_from_layers
 
 logger = logging.getLogger(__name__)
 
 SCORE_METRIC = "token_likelihood"  # exp(-mean NLL) = 1 / perplexity: higher is better, the `weighted` fusion's weight
-VALIDATION_NLL_FILE = "validation_nll.npy"  # beside eval_results.json: per validation row, [summed NLL, tokens]
 SPLITS = ("train", "validation")  # and `dev` between them where the data folder has one (`causal_split_names`)
 
 

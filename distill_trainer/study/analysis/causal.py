@@ -21,10 +21,10 @@ import zlib
 import numpy as np
 import pandas as pd
 
-from ..runs import StudentResult
+from ..runs import VALIDATION_NLL_FILE, StudentResult
 from .render import to_plain
 from .stats import gap_closed
-from .v3_stats import holm, paired_seed_bootstrap
+from .v3_stats import adjust_secondary, paired_seed_bootstrap
 
 PLAN = "results/causal/PREREGISTRATION.md"
 PLAN_TASKS = ("mnli", "qqp")
@@ -34,7 +34,6 @@ MULTI_METHODS = ("average", "weighted", "confidence", "fitted")  # the secondary
 K_GRID_METHODS = ("best_single", "average")
 MARGIN = 0.01  # nats per token (about 1% perplexity)
 UNIT = "nats"
-VALIDATION_NLL_FILE = "validation_nll.npy"  # causal_lm.VALIDATION_NLL_FILE (not imported: it loads the trainer)
 RUN_FOLDER = re.compile(r"^student-(?P<run>.+)-seed(?P<seed>\d+)$")
 
 
@@ -284,10 +283,7 @@ def analyze_causal_study(study_dir: str, resamples: int = 10_000, seed: int = 0)
     names = task_folders(study_dir)
     present = [n for n in names if glob.glob(os.path.join(study_dir, n, "student-*", StudentResult.FILE))]
     tasks = {name: analyze_task(study_dir, name, resamples, seed) for name in present}
-    secondary = {n: t["comparisons"]["secondary"] for n, t in tasks.items()}
-    adjusted = holm({n: c["p_value"] for n, c in secondary.items() if c.get("difference") is not None})
-    for name, value in adjusted.items():
-        secondary[name]["holm_p"] = value
+    family = adjust_secondary(tasks)
     result = {
         "plan": PLAN,
         "resamples": resamples,
@@ -297,6 +293,6 @@ def analyze_causal_study(study_dir: str, resamples: int = 10_000, seed: int = 0)
         "tasks": tasks,
         "task_order": present,
         "missing_tasks": [n for n in names if n not in present],
-        "holm_family": sorted(adjusted),
+        "holm_family": family,
     }
     return to_plain(result)

@@ -24,7 +24,7 @@ from .collect import check_students, student_predictions
 from .reference import REFERENCE_TASKS
 from .render import to_plain
 from .stats import aggregate_seeds, gap_closed
-from .v3_stats import MARGIN, all_positive_f1, holm, paired_seed_bootstrap
+from .v3_stats import MARGIN, adjust_secondary, all_positive_f1, paired_seed_bootstrap
 
 PRIMARY_METHOD = "average"
 BASELINE_METHOD = "none"
@@ -267,20 +267,6 @@ def avg_column_gap(tasks: dict, names: list[str]) -> dict | None:
         "baseline_avg": float(baseline["validation"]),
         "gap_closed": gap_closed(student["validation"], baseline["validation"], teacher["validation"]),
     }
-
-
-def adjust_secondary(tasks: dict) -> list[str]:
-    """Holm over the tasks' secondary tests that ran (one family), each adjusted p written into its test as
-    `holm_p`; returns the family's task names, sorted.
-
-    Args:
-        tasks: The per-task results (`analyze_task`); a task without a secondary comparison is skipped.
-    """
-    secondary = {n: t["comparisons"]["secondary"] for n, t in tasks.items() if "secondary" in t.get("comparisons", {})}
-    adjusted = holm({n: c["p_value"] for n, c in secondary.items() if c.get("difference") is not None})
-    for name, value in adjusted.items():
-        secondary[name]["holm_p"] = value
-    return sorted(adjusted)
 
 
 def analyze_v3_study(study_dir: str, resamples: int = 10_000, seed: int = 0) -> dict:

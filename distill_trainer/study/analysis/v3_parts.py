@@ -21,14 +21,13 @@ from .render import to_plain
 from .v3 import (
     BASELINE_METHOD,
     PRIMARY_METHOD,
-    adjust_secondary,
     analyze_task,
     analyze_v3_study,
     compare,
     load_task,
     task_folders,
 )
-from .v3_stats import holm, paired_seed_bootstrap
+from .v3_stats import adjust_secondary, holm, paired_seed_bootstrap
 
 NOT_RUN = "not run yet"
 PLANNED_SEEDS = (42, 43, 44, 45, 46)  # 5 seeds for every method of both parts

@@ -140,3 +140,17 @@ def all_positive_f1(labels: np.ndarray) -> float:
     labels = np.asarray(labels)
     positives = int((labels == 1).sum())
     return 2 * positives / (2 * positives + int((labels != 1).sum())) if positives else 0.0
+
+
+def adjust_secondary(tasks: dict) -> list[str]:
+    """Holm over the tasks' secondary tests that ran (one family), each adjusted p written into its test as
+    `holm_p`; returns the family's task names, sorted.
+
+    Args:
+        tasks: The per-task results (`analyze_task`); a task without a secondary comparison is skipped.
+    """
+    secondary = {n: t["comparisons"]["secondary"] for n, t in tasks.items() if "secondary" in t.get("comparisons", {})}
+    adjusted = holm({n: c["p_value"] for n, c in secondary.items() if c.get("difference") is not None})
+    for name, value in adjusted.items():
+        secondary[name]["holm_p"] = value
+    return sorted(adjusted)

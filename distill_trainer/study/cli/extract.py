@@ -71,11 +71,13 @@ def main(argv=None, prog=None):
     if state.is_main_process:
         written = f"{extract_args.output_dir} by {state.num_processes} process(es)"
         print(f"logit dataset written to {written}: {logit_dataset}")
-    if extract_args.push_to_hub and state.is_main_process:
-        url = publish_logit_dataset(
-            logit_dataset, extract_args.hub_dataset_id, **hub_args.publish_kwargs(revision=extract_args.hub_revision)
-        )
-        print(f"published: {url}")
+        if extract_args.push_to_hub:
+            url = publish_logit_dataset(
+                logit_dataset,
+                extract_args.hub_dataset_id,
+                **hub_args.publish_kwargs(revision=extract_args.hub_revision),
+            )
+            print(f"published: {url}")
     return logit_dataset
 
 
