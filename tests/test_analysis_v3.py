@@ -12,6 +12,7 @@ import pytest
 from distill_trainer import attach_teacher_logits
 from distill_trainer.study.analysis.v3 import all_positive_check, analyze_v3_study
 from distill_trainer.study.analysis.v3_parts import analyze_v3_parts
+from distill_trainer.study.analysis.v3_parts_render import SIX_LAYER_CUTS
 from distill_trainer.study.analysis.v3_render import render_v3_report, write_v3_report
 from distill_trainer.study.analysis.v3_stats import (
     WITHIN_MARGIN,
@@ -428,7 +429,7 @@ def test_six_layer_is_a_family_of_its_own_and_its_differences_from_three_layers(
     }
     assert rows["average"]["difference"] == pytest.approx(10 / 2000) and "p_value" not in rows["average"]
     assert rows["none"]["ci_low"] <= rows["none"]["difference"] <= rows["none"]["ci_high"]
-    assert "`confidence` seeds 42, 43, 44, 45, 46" in part["missing"]["sst2"]
+    assert "`confidence` seeds 42, 43, 44" in part["missing"]["sst2"]  # the plan's third cut: 3 seeds
     assert "`average` seeds 44, 45, 46" in part["missing"]["sst2"]
     assert "gap" not in part["tasks"]["sst2"] or part["tasks"]["sst2"]["gap"] is None
 
@@ -437,12 +438,14 @@ def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, si
     from distill_trainer.study.cli.analyze import main
 
     write_v3_report(str(v3_study), str(tmp_path / "plain"), RESAMPLES)
-    absent = {"low_resource_dir": str(tmp_path / "no"), "six_layer_dir": str(tmp_path / "no")}
-    write_v3_report(str(v3_study), str(tmp_path / "absent"), RESAMPLES, **absent)
+    empty = {"low_resource_dir": str(tmp_path / "empty"), "six_layer_dir": str(tmp_path / "empty")}
+    (tmp_path / "empty").mkdir()
+    write_v3_report(str(v3_study), str(tmp_path / "empty-parts"), RESAMPLES, **empty)
     plain = (tmp_path / "plain" / "REPORT.md").read_text()
-    assert plain == (tmp_path / "absent" / "REPORT.md").read_text()
+    assert plain == (tmp_path / "empty-parts" / "REPORT.md").read_text()
     assert "## Low-resource regime (SST-2, 1,000 labelled rows; dev = 100 of them)\n\nNot run yet.\n" in plain
-    assert plain.endswith("## 6-layer student (MNLI and SST-2)\n\nNot run yet.\n")
+    assert "\n\nCut for the compute budget, in the plan's order" in plain
+    assert plain.endswith(f"## 6-layer student (MNLI)\n\n{SIX_LAYER_CUTS}\n\nNot run yet.\n")
     results = json.loads((tmp_path / "plain" / "v3_results.json").read_text())
     assert results["low_resource"] == results["six_layer"] == {"status": "not run yet"}
     options = ["--low_resource_dir", str(low_resource), "--six_layer_dir", str(six_layer), "--resamples", "400"]
@@ -462,7 +465,8 @@ def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, si
     assert "### sst2, 6-layer student (accuracy, 2000 validation rows)" in report
     assert "| `average` | 2 (left out 3-layer: 44) | +0.50 pp |" in report
     assert (
-        "Missing from the 6-layer student's sst2 (the plan: 3 teachers, seeds 42-46 of each method): 2 of 3" in report
+        "Missing from the 6-layer student's sst2 (the plan: 3 teachers, seeds 42-46 of each method, 42-44 of "
+        "`confidence` and `fitted`): 2 of 3" in report
     )
     # a partial folder: teachers and logits, no student yet; a part's folder without the plan's task
     shutil.rmtree(low_resource / "sst2")
@@ -471,8 +475,24 @@ def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, si
     parts = {"low_resource_dir": str(low_resource), "six_layer_dir": str(six_layer)}
     result = write_v3_report(str(v3_study), str(tmp_path / "partial"), RESAMPLES, **parts)
     assert result["low_resource"]["status"] == "teachers only: no student run yet"
-    assert result["six_layer"]["task_order"] == ["mnli"] and result["six_layer"]["missing"]["sst2"] == [
-        "everything: 3 teachers and every student (seeds 42-46)"
-    ]
+    assert result["six_layer"]["task_order"] == ["mnli"] and "sst2" not in result["six_layer"]["missing"]  # cut
     partial = (tmp_path / "partial" / "REPORT.md").read_text()
     assert "Teachers only: no student run yet.\n\nMissing from the low-resource regime" in partial
+
+
+def test_analyze_refuses_a_part_folder_that_is_not_there_or_a_part_without_plan_v3(v3_study, tmp_path):
+    """A mistyped part folder must not read as "not run yet", and a part's option must not be ignored by another
+    plan: both are refused before anything is written."""
+    from distill_trainer.study.cli.analyze import main
+
+    output = tmp_path / "out"
+    for option in ("--low_resource_dir", "--six_layer_dir"):
+        typo = ["--plan", "v3", "--study_dir", str(v3_study), option, str(tmp_path / "v3-6layr")]
+        with pytest.raises(ValueError, match=f"{option.removeprefix('--')} .*v3-6layr.* is not a folder"):
+            main([*typo, "--output_dir", str(output)])
+        other_plan = ["--plan", "causal", "--study_dir", str(v3_study), option, str(v3_study)]
+        with pytest.raises(ValueError, match=f"{option} is a part of study v3's report: it needs --plan v3"):
+            main([*other_plan, "--output_dir", str(output)])
+    with pytest.raises(ValueError, match="--study_dir .*no-study.* is not a folder"):
+        main(["--plan", "v3", "--study_dir", str(tmp_path / "no-study"), "--output_dir", str(output)])
+    assert not output.exists()

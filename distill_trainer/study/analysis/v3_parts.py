@@ -30,12 +30,14 @@ from .v3 import (
 from .v3_stats import adjust_secondary, holm, paired_seed_bootstrap
 
 NOT_RUN = "not run yet"
-PLANNED_SEEDS = (42, 43, 44, 45, 46)  # 5 seeds for every method of both parts
+PLANNED_SEEDS = (42, 43, 44, 45, 46)  # 5 seeds for every method of both parts, but for the cut ones below
+CUT_SEEDS = (42, 43, 44)  # the plan's third cut (Changes, 2026-12-05): `fitted` and `confidence` of the 6-layer part
 PLANNED_TEACHERS = 3  # all-mpnet-base-v2, all-MiniLM-L6-v2, the TF-IDF teacher: a `single` student of each
 LOW_RESOURCE_TASK = "sst2"
 LOW_RESOURCE_MULTI = ("average", "confidence")
-SIX_LAYER_TASKS = ("mnli", "sst2")
+SIX_LAYER_TASKS = ("mnli",)  # SST-2's 6-layer student was the plan's first cut (Changes, 2026-12-05)
 SIX_LAYER_MULTI = ("average", "confidence", "fitted", "weighted")
+SIX_LAYER_CUT_SEEDS = ("confidence", "fitted")
 LAYER_DIFFERENCE_KEYS = ("difference", "per_seed", "ci_low", "ci_high", "resamples")  # the interval, no test
 
 
@@ -57,13 +59,14 @@ def not_ready(folder: str, task: str) -> str | None:
     return None
 
 
-def planned_missing(task: dict | None, multi: tuple[str, ...]) -> list[str]:
+def planned_missing(task: dict | None, multi: tuple[str, ...], cut: tuple[str, ...] = ()) -> list[str]:
     """What the plan asks of a task that its folder lacks: teachers, and each method's seeds (`none`, a `single`
-    student per teacher, the `multi` methods; seeds 42-46).
+    student per teacher, the `multi` methods; seeds 42-46, or 42-44 for the methods whose seeds were cut).
 
     Args:
         task: The task's results (`analyze_task`); None when nothing of it could be analysed.
         multi: The plan's multi-teacher methods for this part.
+        cut: The methods the plan's third cut left with 3 seeds in this part.
     """
     if task is None:
         return [f"everything: {PLANNED_TEACHERS} teachers and every student (seeds 42-46)"]
@@ -71,7 +74,7 @@ def planned_missing(task: dict | None, multi: tuple[str, ...]) -> list[str]:
     have = {m["method"]: m["seeds"] for m in task["methods"]}
     missing = [f"{len(teachers)} of {PLANNED_TEACHERS} teachers"] if len(teachers) < PLANNED_TEACHERS else []
     for method in (BASELINE_METHOD, *(f"single: {t}" for t in teachers), *multi):
-        lacking = sorted(set(PLANNED_SEEDS) - set(have.get(method, [])))
+        lacking = sorted(set(CUT_SEEDS if method in cut else PLANNED_SEEDS) - set(have.get(method, [])))
         if lacking:
             missing.append(f"`{method}` seed{'s' if len(lacking) > 1 else ''} {', '.join(map(str, lacking))}")
     return missing
@@ -190,7 +193,7 @@ def analyze_six_layer(folder: str | None, study_dir: str, main: dict, resamples:
         differences[name]["three_layer_single"] = three
     for name in sorted(set(SIX_LAYER_TASKS) | set(names)):
         ran = tasks.get(name, {}).get("methods") is not None
-        missing[name] = planned_missing(tasks[name] if ran else None, SIX_LAYER_MULTI)
+        missing[name] = planned_missing(tasks[name] if ran else None, SIX_LAYER_MULTI, SIX_LAYER_CUT_SEEDS)
     return {
         "status": "analyzed",
         "tasks": tasks,
@@ -212,11 +215,15 @@ def analyze_v3_parts(
 
     Args:
         study_dir: The main v3 study folder.
-        low_resource_dir: The low-resource regime's folder (runs/v3-low-resource); None or absent: not run yet.
-        six_layer_dir: The 6-layer student's folder (runs/v3-6layer); None or absent: not run yet.
+        low_resource_dir: The low-resource regime's folder (runs/v3-low-resource); None: not run yet. A path that
+            is not a folder is refused (a mistyped path must not read as "not run yet").
+        six_layer_dir: The 6-layer student's folder (runs/v3-6layer); None: not run yet; refused likewise.
         resamples: Bootstrap resamples per comparison.
         seed: The bootstrap's base seed.
     """
+    for option, folder in (("low_resource_dir", low_resource_dir), ("six_layer_dir", six_layer_dir)):
+        if folder is not None and not os.path.isdir(folder):
+            raise ValueError(f"{option} {folder!r} is not a folder; leave it out while that part has not run.")
     result = analyze_v3_study(study_dir, resamples, seed)
     result["low_resource"] = to_plain(analyze_low_resource(low_resource_dir, resamples, seed))
     result["six_layer"] = to_plain(analyze_six_layer(six_layer_dir, study_dir, result, resamples, seed))

@@ -12,6 +12,11 @@ from .v3_parts import analyze_v3_parts
 from .v3_parts_render import parts_lines
 
 RESULTS_FILE = "v3_results.json"
+BUDGET_CUTS = (
+    "Cut for the compute budget, in the plan's order and before the runs they remove (PREREGISTRATION.md, Changes, "
+    "2026-12-05): the 6-layer student on SST-2; on QQP and SST-2, every method but `none`, the singles, `average`, "
+    "`weighted`, `fitted` and `confidence`; seeds 45 and 46 of `fitted` and `confidence` (3 seeds, 42-44)."
+)
 SAW_GLUE_PAIRS = ("all-mpnet-base-v2", "all-MiniLM-L6-v2")  # the plan: the report says what they were trained on
 
 
@@ -81,6 +86,8 @@ def render_v3_report(result: dict) -> str:
         f"+-{100 * result['margin']:g} pp. "
         "Holm p: the secondary tests corrected over the tasks "
         f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal".',
+        "",
+        BUDGET_CUTS,
         "",
         *summary_lines(tasks),
         "",

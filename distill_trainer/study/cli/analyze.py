@@ -9,14 +9,16 @@ v3's pre-registered comparisons instead (results/v3/PREREGISTRATION.md: every ch
         --six_layer_dir runs/v3-6layer --output_dir results/v3
 
 writes <output_dir>/REPORT.md and v3_results.json (the low-resource regime and the 6-layer student in sections of
-their own, "not run yet" when their folder is not given or not there). With `--plan causal`, the causal study's
-(issue 31, results/causal/PREREGISTRATION.md) from the records `distill-trainer causal-study` leaves:
+their own, "not run yet" when their folder is not given; a folder given that is not there is refused). With
+`--plan causal`, the causal study's (issue 31, results/causal/PREREGISTRATION.md) from the records
+`distill-trainer causal-study` leaves:
 
     distill-trainer analyze --plan causal --study_dir runs/causal --output_dir results/causal
 
 writes <output_dir>/REPORT.md and causal_results.json.
 """
 
+import os
 from dataclasses import dataclass, field
 
 from distill_trainer.study.analysis.causal_render import RESULTS_FILE as CAUSAL_RESULTS_FILE
@@ -36,14 +38,14 @@ class AnalyzeArguments:
         default=None,
         metadata={
             "help": "--plan v3: the low-resource regime's study folder (runs/v3-low-resource, SST-2), reported beside "
-            'the full-label SST-2 numbers; not given or not there: its section says "not run yet".'
+            'the full-label SST-2 numbers; not given: its section says "not run yet" (a path not there is refused).'
         },
     )
     six_layer_dir: str | None = field(
         default=None,
         metadata={
-            "help": "--plan v3: the 6-layer student's study folder (runs/v3-6layer, MNLI and SST-2, teachers linked "
-            'from --study_dir), its own family of tests; not given or not there: its section says "not run yet".'
+            "help": "--plan v3: the 6-layer student's study folder (runs/v3-6layer, MNLI, teachers linked from "
+            '--study_dir), its own family of tests; not given: its section says "not run yet" (refused if not there).'
         },
     )
     resamples: int = field(default=10_000, metadata={"help": "Paired-bootstrap resamples per test."})
@@ -60,6 +62,11 @@ class AnalyzeArguments:
 
 def main(argv=None, prog=None):
     (args,) = parse_recipe_args((AnalyzeArguments,), argv, prog, __doc__)
+    if not os.path.isdir(args.study_dir):
+        raise ValueError(f"--study_dir {args.study_dir!r} is not a folder (it is where the study's runs are).")
+    for option in ("low_resource_dir", "six_layer_dir"):
+        if getattr(args, option) is not None and args.plan != "v3":
+            raise ValueError(f"--{option} is a part of study v3's report: it needs --plan v3, not {args.plan}.")
     if args.plan == "causal":
         result = write_causal_report(args.study_dir, args.output_dir, args.resamples)
         done = ", ".join(result["task_order"]) or "no task"
