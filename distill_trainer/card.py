@@ -31,14 +31,26 @@ KINDS = {  # a student's kind: its label term, what its teachers' `t` are, its l
 
 
 def task_kind(num_labels: int, causal: bool = False) -> str:
-    """`causal`, `regression` (one output, as transformers treats `num_labels=1`) or `classification`."""
+    """`causal`, `regression` (one output, as transformers treats `num_labels=1`) or `classification`.
+
+    Args:
+        num_labels: The student's `config.num_labels` (1: regression).
+        causal: Whether the student is a causal LM (then `num_labels` does not matter).
+    """
     return "causal" if causal else "regression" if num_labels == 1 else "classification"
 
 
 def loss_text(kd_loss: str, kind: str, fusion: str, jsd_beta: float = 0.5) -> str:
     """The loss a student of `kind` learns under these settings, as its card states it: the one formula
     `DistillationTrainer.compute_loss` computes (`kd_loss`'s registered `formula`; a regression student's soft
-    term is always the MSE to the teachers' predictions, and T does not apply; `fusion="none"`: labels only)."""
+    term is always the MSE to the teachers' predictions, and T does not apply; `fusion="none"`: labels only).
+
+    Args:
+        kd_loss: The registered KD loss's name (`DistillationConfig.kd_loss`).
+        kind: `task_kind`'s answer: `classification`, `regression` or `causal`.
+        fusion: The fusion strategy's name; `none` for the labels-only baseline.
+        jsd_beta: The mixture weight of `jsd`, written into its formula's note.
+    """
     label, teachers, _, _ = KINDS[kind]
     per_token = " per next-token position" if kind == "causal" else ""
     if fusion == "none":
@@ -56,12 +68,21 @@ def loss_text(kd_loss: str, kind: str, fusion: str, jsd_beta: float = 0.5) -> st
 
 
 def is_hub_id(name: str) -> bool:
-    """`owner/name` that is not a local path: only those get links (cards never show local paths)."""
+    """`owner/name` that is not a local path: only those get links (cards never show local paths).
+
+    Args:
+        name: A model or dataset name or a local path.
+    """
     return name.count("/") == 1 and not os.path.exists(name) and not name.startswith((".", "/"))
 
 
 def hub_link(name: str | None, prefix: str = "") -> str:
-    """A Hub id as a link, anything else by its last path component (a local folder's name, not its path)."""
+    """A Hub id as a link, anything else by its last path component (a local folder's name, not its path).
+
+    Args:
+        name: A Hub id or a local path; None or empty: "unknown".
+        prefix: Put before the id in the URL, e.g. `datasets/` for a dataset.
+    """
     if not name:
         return "unknown"
     if is_hub_id(name):
@@ -70,14 +91,26 @@ def hub_link(name: str | None, prefix: str = "") -> str:
 
 
 def format_score(score: float | None) -> str:
-    """A score as a card shows it: four decimals, or "unknown" where a run recorded none (never a made-up 0)."""
+    """A score as a card shows it: four decimals, or "unknown" where a run recorded none (never a made-up 0).
+
+    Args:
+        score: The score, or None where the run recorded none.
+    """
     return "unknown" if score is None else f"{float(score):.4f}"
 
 
 def method_text(
     fusion: str, teacher_index: int | None, num_teachers: int, curriculum: str | None = None, calibrated: bool = False
 ) -> str:
-    """How the student was taught, in words for the card (the baseline, one named teacher, or a fusion)."""
+    """How the student was taught, in words for the card (the baseline, one named teacher, or a fusion).
+
+    Args:
+        fusion: The fusion strategy's name; `none` for the baseline.
+        teacher_index: The teacher `single` uses (named when there is no curriculum).
+        num_teachers: How many teachers were fused.
+        curriculum: `curriculum_fusion`, the strategy the target moved toward, or None.
+        calibrated: Whether each teacher was calibrated by its own temperature (`calibrate_teachers`).
+    """
     if fusion == "none":
         return "the no-distillation baseline (cross-entropy on the labels only)"
     if fusion == "single" and not curriculum:
@@ -93,7 +126,31 @@ def method_text(
 class CardFacts:
     """What a student's card states about how it was trained: the same fields whether they come from a
     `DistillationTrainer` (`trainer_facts`, for `trainer.push_to_hub()`) or from a run's record (the study's
-    `StudentResult`, whose fields of these names they are: `CardFacts.of(record)`), so both cards agree."""
+    `StudentResult`, whose fields of these names they are: `CardFacts.of(record)`), so both cards agree.
+
+    Args:
+        fusion: The fusion strategy's name (`none`: the labels-only baseline).
+        temperature: T (its start value under a schedule).
+        alpha: The KD weight (its start value under a schedule).
+        seed: The run's seed.
+        score: The student's last evaluation score; None where none was recorded.
+        temperature_schedule: `constant` or the schedule T followed to `temperature_end`.
+        temperature_end: T at the end of a schedule; None when constant.
+        alpha_schedule: `constant` or the schedule alpha followed to `alpha_end`.
+        alpha_end: alpha at the end of a schedule; None when constant.
+        teacher_index: The teacher `single` fusion used.
+        teachers: One dict per teacher, with `name` and `validation_score`.
+        curriculum_fusion: The strategy the fused target moved toward, or None.
+        calibrate_teachers: Whether each teacher had its own fitted temperature.
+        kd_loss: The KD loss's registered name.
+        jsd_beta: `jsd`'s mixture weight.
+        kind: `task_kind`'s answer: `classification`, `regression` or `causal`.
+        logit_dataset: The teacher-logit dataset (a Hub id or a name), or None.
+        student_model: The student's starting checkpoint (a Hub id or a path), or None.
+        student_layers: The encoder layers kept from it, in words, or None when all were.
+        num_parameters: The student's parameter count.
+        train_rows: How many rows the student trained on, where known.
+    """
 
     fusion: str
     temperature: float
@@ -119,7 +176,12 @@ class CardFacts:
 
     @classmethod
     def of(cls, record, **overrides) -> CardFacts:
-        """The facts of any object with attributes of these names (a `StudentResult`), `overrides` on top."""
+        """The facts of any object with attributes of these names (a `StudentResult`), `overrides` on top.
+
+        Args:
+            record: Any object with attributes named like this class's fields (missing ones keep their defaults).
+            **overrides: Field values that replace the record's.
+        """
         found = {f.name: getattr(record, f.name) for f in fields(cls) if hasattr(record, f.name)}
         return cls(**{**found, **overrides})
 
@@ -138,7 +200,18 @@ def student_card(
     """The student's card, the one builder behind `trainer.create_model_card()` and the study's publishing: what
     the student is, how to load it, its score beside its teachers' (and `extra_rows`, e.g. the baseline), and how
     it was trained, with the loss it was trained with (`loss_text`). `dataset_ids` and `tags` go into the YAML
-    with `card_data` (`language`, `license`, `eval_results`, ...)."""
+    with `card_data` (`language`, `license`, `eval_results`, ...).
+
+    Args:
+        facts: How the student was trained, and its score.
+        repo_id: The student's Hub repo id (the card's title and its loading example).
+        dataset_text: The task or data, in words.
+        metric: The name of the score shown for the student and its teachers.
+        dataset_ids: Datasets for the YAML; only Hub ids are kept (None entries are skipped).
+        tags: Tags added to the library's own.
+        extra_rows: More score rows (dicts with `name` and `score`), shown before the student's.
+        **card_data: Further `ModelCardData` fields (`language`, `license`, `eval_results`, ...).
+    """
     fusion = facts.fusion
     teachers = list(facts.teachers or []) if fusion != "none" else []
     rows = [
@@ -177,7 +250,16 @@ def student_card(
 def student_card_data(
     student_model: str | None, fusion: str, dataset_ids=(), tags=(), kind: str = "classification", **extra
 ) -> ModelCardData:
-    """A student card's YAML: library, pipeline, base model and datasets when they are Hub ids, tags."""
+    """A student card's YAML: library, pipeline, base model and datasets when they are Hub ids, tags.
+
+    Args:
+        student_model: The student's starting checkpoint; the base model only when it is a Hub id.
+        fusion: The fusion strategy's name, made into a `fusion-<name>` tag.
+        dataset_ids: Dataset names; only Hub ids are listed.
+        tags: Tags added to the library's own.
+        kind: `task_kind`'s answer, which picks the pipeline tag.
+        **extra: Further `ModelCardData` fields.
+    """
     return ModelCardData(
         library_name="transformers",
         pipeline_tag=KINDS[kind][3],
@@ -189,13 +271,25 @@ def student_card_data(
 
 
 def scheduled_text(start: float, end: float | None, schedule: str) -> str:
-    """alpha or T as trained: one value, or `start -> end` with the schedule, so a card never hides a schedule."""
+    """alpha or T as trained: one value, or `start -> end` with the schedule, so a card never hides a schedule.
+
+    Args:
+        start: The value at the first step (or the only value).
+        end: The value at the last step; only shown under a schedule.
+        schedule: The schedule's name; `constant` shows `start` alone.
+    """
     return str(start) if schedule == "constant" else f"{start} -> {end} ({schedule} schedule)"
 
 
 def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None = None) -> CardFacts:
     """`CardFacts` from what a `DistillationTrainer` knows: its arguments, the teachers in its train set's logit
-    metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`)."""
+    metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`).
+
+    Args:
+        trainer: The `DistillationTrainer` (after training, for its last evaluation).
+        student: The student's name for the card (a Hub id links); None: the model's `name_or_path`.
+        logit_dataset: The teacher-logit dataset's Hub id or name, or None.
+    """
     metadata, train = train_metadata(trainer), trainer.train_dataset
     teachers = (
         [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers] if metadata else []
@@ -216,20 +310,39 @@ def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None
 
 
 def train_metadata(trainer):
-    """The logit metadata of the trainer's train set (dense or top-k), or None."""
+    """The logit metadata of the trainer's train set (dense or top-k), or None.
+
+    Args:
+        trainer: The `DistillationTrainer`; a train set that is not a `datasets.Dataset` has no metadata.
+    """
     train = trainer.train_dataset
     return (read_metadata(train) or read_topk_metadata(train)) if isinstance(train, datasets.Dataset) else None
 
 
 def trainer_metric(metadata) -> str:
-    """The teachers' metric as the logit metadata names it ("score" where it names none)."""
+    """The teachers' metric as the logit metadata names it ("score" where it names none).
+
+    Args:
+        metadata: The logit metadata (`train_metadata`), or None.
+    """
     return next((t.metric for t in metadata.teachers if t.metric), "score") if metadata else "score"
 
 
 def trainer_card(
     trainer, language="en", license=None, tags=None, model_name=None, finetuned_from=None, dataset=None, **_
 ):
-    """`student_card` of `trainer_facts`: what `DistillationTrainer.create_model_card` writes."""
+    """`student_card` of `trainer_facts`: what `DistillationTrainer.create_model_card` writes.
+
+    Args:
+        trainer: The `DistillationTrainer` whose student the card describes.
+        language: The card's language.
+        license: The student's license, or None.
+        tags: One tag or a list, added to the library's own.
+        model_name: The repo id the card names; None: `hub_model_id`, else the output folder's name.
+        finetuned_from: The student's base model for the card; None: the model's `name_or_path`.
+        dataset: The logit dataset's Hub id or name; anything but a string is ignored.
+        **_: `Trainer.create_model_card`'s other options, ignored.
+    """
     args, metadata = trainer.args, train_metadata(trainer)
     dataset = dataset if isinstance(dataset, str) else None
     return student_card(

@@ -46,6 +46,12 @@ class DistillationDataCollator:
         )
 
     def __call__(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Collate rows into a batch: padded text, `[batch, n_teachers, n_labels]` teacher logits, per-token columns
+        padded.
+
+        Args:
+            features: The rows, as the dataset gives them; the teacher column in all of them or in none.
+        """
         column = self.teacher_logits_column
         with_teachers = sum(column in feature for feature in features)
         if with_teachers not in (0, len(features)):
@@ -74,7 +80,15 @@ class DistillationDataCollator:
 def pad_along_sequence(rows: list[np.ndarray], length: int, key: str, left: bool, dtype) -> torch.Tensor:
     """Stack `[seq_i]` or `[n_teachers, seq_i, k]` rows into `[batch, (n_teachers,) length, (k)]` of `dtype`, padding
     the sequence axis with `key`'s padding value on the left or the right, as the tokenizer padded `input_ids`.
-    One allocation, each row copied in once."""
+    One allocation, each row copied in once.
+
+    Args:
+        rows: One array per row, `[seq_i]` (labels) or `[n_teachers, seq_i, k]` (top-k); none longer than `length`.
+        length: The padded `input_ids`' length.
+        key: The column's name, which picks its padding value in `TOKEN_PADDING`.
+        left: Pad on the left (the tokenizer's `padding_side` is left) rather than on the right.
+        dtype: The numpy dtype of the result.
+    """
     axis = 0 if rows[0].ndim == 1 else 1
     if any(row.shape[axis] > length for row in rows):
         raise ValueError(f"{key!r} has rows longer than their input_ids ({length} tokens after padding).")
@@ -88,7 +102,12 @@ def pad_along_sequence(rows: list[np.ndarray], length: int, key: str, left: bool
 
 
 def stack_teacher_rows(rows: list[Any], column: str = "teacher_logits") -> torch.Tensor:
-    """Stack per-row `[n_teachers, n_labels]` logits (lists, arrays or tensors) into one float32 tensor."""
+    """Stack per-row `[n_teachers, n_labels]` logits (lists, arrays or tensors) into one float32 tensor.
+
+    Args:
+        rows: One `[n_teachers, n_labels]` value per row, all of one shape.
+        column: The column's name, for the error message.
+    """
     try:
         stacked = np.stack([np.asarray(row, dtype=np.float32) for row in rows])
     except ValueError as error:
@@ -133,7 +152,11 @@ TOPK_COLUMNS = (TOPK_IDS_COLUMN, TOPK_LOGPROBS_COLUMN)
 
 
 def nested_arrays(column) -> list[np.ndarray]:
-    """`list<list<list<value>>>` rows -> one `[n_teachers, seq_len_i, k]` array per row (views of one buffer)."""
+    """`list<list<list<value>>>` rows -> one `[n_teachers, seq_len_i, k]` array per row (views of one buffer).
+
+    Args:
+        column: A pyarrow (chunked) array of a top-k column, `list<list<list<value>>>`.
+    """
     rows = column.combine_chunks()
     teachers = rows.value_lengths().to_numpy()
     per_teacher = rows.flatten()
@@ -152,5 +175,11 @@ class ArrowRowsMixin:
     teacher columns are read through `ArrowRows` (arrays from Arrow's buffers) by the training and eval loaders."""
 
     def _remove_unused_columns(self, dataset, description: str | None = None):
+        """The parent's column removal, then the dataset wrapped in `ArrowRows` when it has top-k teacher columns.
+
+        Args:
+            dataset: The split being prepared for a data loader.
+            description: The split's description, passed on to the parent.
+        """
         dataset = super()._remove_unused_columns(dataset, description)
         return ArrowRows(dataset) if TOPK_IDS_COLUMN in getattr(dataset, "column_names", ()) else dataset

@@ -34,6 +34,10 @@ class DistillationConfig(TrainingArguments):
     what depends on the data (teacher count, weights taken from metadata) when the trainer is built.
     Every field has a help text, so `HfArgumentParser(DistillationConfig)` turns them all into flags.
 
+    Args:
+        **kwargs: By keyword: the distillation fields under Attributes and every `TrainingArguments` argument
+            (`output_dir`, `learning_rate`, ...), as documented there; each is also an `HfArgumentParser` flag.
+
     Attributes:
         temperature: T of the soft term (6.0); the KL is scaled by T^2 so alpha means the same at every T.
         alpha: weight of the soft term in [0, 1] (0.7); `alpha=0` is plain fine-tuning and needs no teachers.
@@ -192,7 +196,12 @@ class DistillationConfig(TrainingArguments):
 
     @staticmethod
     def check_curriculum(fusion: str, curriculum_fusion: str | None) -> None:
-        """Refuse a curriculum between strategies that cannot be blended (or a strategy and itself)."""
+        """Refuse a curriculum between strategies that cannot be blended (or a strategy and itself).
+
+        Args:
+            fusion: The main strategy's name (`none` refuses any curriculum).
+            curriculum_fusion: The strategy the target moves toward; None: no curriculum, nothing to check.
+        """
         if curriculum_fusion is None:
             return
         if fusion == "none" or curriculum_fusion == fusion:
@@ -236,7 +245,14 @@ class DistillationConfig(TrainingArguments):
 
 
 def scheduled(schedule: str, start: float, end: float | None, progress: float) -> float:
-    """`start` moved toward `end` at `progress` in [0, 1]: linearly, or along half a cosine (slow at both ends)."""
+    """`start` moved toward `end` at `progress` in [0, 1]: linearly, or along half a cosine (slow at both ends).
+
+    Args:
+        schedule: `constant` (always `start`), `linear` or `cosine`.
+        start: The value at progress 0.
+        end: The value at progress 1; unused by `constant`.
+        progress: Global step / max steps; clipped to [0, 1].
+    """
     progress = min(max(progress, 0.0), 1.0)
     if schedule == "linear":
         return start + (end - start) * progress

@@ -101,7 +101,14 @@ def fit_on_validation(
     logits, labels, calibrate: bool, fit_weights: bool
 ) -> tuple[list[float] | None, list[float] | None]:
     """Teacher temperatures (when `calibrate`) and then fusion weights (when `fit_weights`, fitted on the
-    calibrated logits, as they will be fused), from `[n, n_teachers, n_labels]` validation logits."""
+    calibrated logits, as they will be fused), from `[n, n_teachers, n_labels]` validation logits.
+
+    Args:
+        logits: `[n, n_teachers, n_labels]` raw validation logits.
+        labels: `[n]` class ids (-100 left out) or float targets.
+        calibrate: Fit one temperature per teacher (None in the result otherwise).
+        fit_weights: Fit fusion weights (None in the result otherwise).
+    """
     logits, labels = np.asarray(logits, dtype=np.float64), np.asarray(labels)
     temperatures = fit_teacher_temperatures(logits, labels) if calibrate else None
     if temperatures is not None:
@@ -112,7 +119,12 @@ def fit_on_validation(
 def validation_fits(logits, labels) -> dict | None:
     """What extraction stores in the logit metadata (`LogitDatasetMetadata.fitted`): teacher temperatures, fusion
     weights fitted on the raw and on the calibrated logits, and the number of labelled rows (negative labels, e.g.
-    GLUE test's -1, count as unlabelled); None without any."""
+    GLUE test's -1, count as unlabelled); None without any.
+
+    Args:
+        logits: `[n, n_teachers, n_labels]` raw validation logits (`[n, n_teachers, 1]` for regression).
+        labels: `[n]` class ids (negative: unlabelled) or float targets (-100: unlabelled).
+    """
     labels, regression = np.asarray(labels), np.asarray(logits).shape[-1] == 1
     if not regression:
         labels = np.where(labels < 0, -100, labels)
@@ -134,7 +146,15 @@ def temperatures_and_weights(
 ) -> tuple[list[float] | None, list[float] | None]:
     """For `calibrate_teachers` and strategies that fit weights: the fits stored in the train set's logit metadata
     (made at extraction on the logit dataset's validation split), else fitted now on the first eval split
-    with teacher logits and labels. A `ValueError` when neither exists, before any training."""
+    with teacher logits and labels. A `ValueError` when neither exists, before any training.
+
+    Args:
+        train_dataset: The train set, whose logit metadata's fits are used when it has them.
+        eval_dataset: One split or a dict of them; the first with `column` and `label` is fitted on otherwise.
+        column: The dense teacher column's name.
+        calibrate: Return teacher temperatures (`calibrate_teachers`); the weights are then the calibrated ones.
+        fit_weights: Return fitted fusion weights (a strategy that declares `fits_weights`).
+    """
     metadata = read_metadata(train_dataset) if isinstance(train_dataset, datasets.Dataset) else None
     stored = metadata.fitted if metadata else None
     if stored:

@@ -17,7 +17,12 @@ from torch import nn
 
 def check_teacher_logits(teacher_logits: torch.Tensor, num_labels: int | None = None) -> None:
     """Raise a `ValueError` naming the problem for a teacher-logit batch that cannot be fused: a sentence instead
-    of a broadcasting error deep inside torch or, worse, a NaN loss several hundred steps later."""
+    of a broadcasting error deep inside torch or, worse, a NaN loss several hundred steps later.
+
+    Args:
+        teacher_logits: The batch's `[batch, n_teachers, n_labels]` raw teacher logits.
+        num_labels: The student's number of labels; None: the label count is not checked.
+    """
     if teacher_logits.dim() != 3:
         got = f"got a tensor of shape {tuple(teacher_logits.shape)}"
         raise ValueError(f"teacher logits must have shape [batch, n_teachers, n_labels], {got}.")
@@ -31,7 +36,13 @@ def check_teacher_logits(teacher_logits: torch.Tensor, num_labels: int | None = 
 
 
 def normalize_weights(weights: Sequence[float], n_teachers: int, fusion: str = "weighted") -> torch.Tensor:
-    """Turn one non-negative weight per teacher (e.g. validation scores) into weights summing to 1."""
+    """Turn one non-negative weight per teacher (e.g. validation scores) into weights summing to 1.
+
+    Args:
+        weights: One finite, non-negative weight per teacher, not all zero; None is refused.
+        n_teachers: The number of teachers the weights must match.
+        fusion: The strategy's name, for the error message.
+    """
     if weights is None:
         raise ValueError(f"fusion={fusion!r} needs fusion_weights: one weight per teacher.")
     if any(isinstance(w, (str, bytes, bool)) for w in weights):
@@ -45,7 +56,12 @@ def normalize_weights(weights: Sequence[float], n_teachers: int, fusion: str = "
 
 
 def check_teacher_index(teacher_index: int | None, n_teachers: int) -> int:
-    """Validate the teacher that `single` fusion uses; negative indices count from the end, as in Python."""
+    """Validate the teacher that `single` fusion uses; negative indices count from the end, as in Python.
+
+    Args:
+        teacher_index: The teacher's position in the teacher column; None is refused.
+        n_teachers: The number of teachers.
+    """
     if teacher_index is None:
         raise ValueError("fusion='single' needs teacher_index.")
     if not -n_teachers <= teacher_index < n_teachers:
@@ -54,14 +70,27 @@ def check_teacher_index(teacher_index: int | None, n_teachers: int) -> int:
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
-    """Entropy (nats) of softmax(logits) over the last dimension; exact even for very confident logits."""
+    """Entropy (nats) of softmax(logits) over the last dimension; exact even for very confident logits.
+
+    Args:
+        logits: Logits of any shape, classes on the last dimension (computed in float32).
+    """
     log_probs = torch.log_softmax(logits.float(), dim=-1)
     return -(log_probs.exp() * log_probs).sum(dim=-1)
 
 
 @dataclass(frozen=True)
 class FusionSetup:
-    """What a strategy is built from, known once the data and the student are (teachers, hidden size, options)."""
+    """What a strategy is built from, known once the data and the student are (teachers, hidden size, options).
+
+    Args:
+        n_teachers: How many teachers each example has.
+        hidden_size: The student's hidden size (`gating`'s input); None where the model has none.
+        weights: One weight per teacher, for `weighted` (`fusion_weights`).
+        teacher_index: The teacher of `single`.
+        gate_hidden_size: The width of `gating`'s MLP.
+        fitted_weights: The weights fitted on validation logits, for strategies that declare `fits_weights`.
+    """
 
     n_teachers: int
     hidden_size: int | None = None
@@ -186,7 +215,11 @@ class AverageFusion(FusionStrategy):
 
 @register_fusion("weighted")
 class WeightedFusion(FusionStrategy):
-    """Mean of the logits weighted by one non-negative weight per teacher (normalised to sum to 1)."""
+    """Mean of the logits weighted by one non-negative weight per teacher (normalised to sum to 1).
+
+    Args:
+        weights: `[n_teachers]` weights summing to 1 (`normalize_weights`), kept as a non-persistent buffer.
+    """
 
     def __init__(self, weights: torch.Tensor):
         super().__init__()
@@ -225,7 +258,11 @@ class MinEntropyFusion(FusionStrategy):
 
 @register_fusion("single")
 class SingleFusion(FusionStrategy):
-    """The logits of one teacher (`teacher_index`)."""
+    """The logits of one teacher (`teacher_index`).
+
+    Args:
+        teacher_index: The teacher's position, in [0, n_teachers) (`check_teacher_index`).
+    """
 
     def __init__(self, teacher_index: int):
         super().__init__()
@@ -252,7 +289,12 @@ class ConfidenceFusion(FusionStrategy):
 
 
 def confidence_weights(teacher_logits: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
-    """`[batch, n_teachers]` `confidence` weights: softmax of each teacher's gold log-probability; -100 rows equal."""
+    """`[batch, n_teachers]` `confidence` weights: softmax of each teacher's gold log-probability; -100 rows equal.
+
+    Args:
+        teacher_logits: `[batch, n_teachers, n_labels]` teacher logits (T = 1).
+        labels: `[batch]` gold labels, -100 where unlabelled; None is refused.
+    """
     if labels is None:
         raise ValueError("fusion='confidence' weighs teachers by the gold label: it needs labels in the batch.")
     labelled = labels != -100
@@ -270,6 +312,11 @@ class GatingNetwork(FusionStrategy):
     output layer), so early training is not driven by a random preference for one teacher. Not mixable in a
     curriculum: where it has no weight, its parameters would get no gradient. Built from the student's hidden size
     (`input_size`), `n_teachers` and the MLP's width (`hidden_size`, `gate_hidden_size` in the config).
+
+    Args:
+        input_size: The student's hidden size.
+        n_teachers: How many teachers the gate weighs (its output size).
+        hidden_size: The MLP's hidden width.
     """
 
     needs_hidden_state = True

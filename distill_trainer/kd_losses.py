@@ -24,12 +24,21 @@ from .losses import soft_target_kl
 
 def precise_dtype(device: torch.device) -> torch.dtype:
     """float64 where the device has it (not MPS): at large T the divergences are of order 1/T^2 and float32
-    log-probabilities cancel to noise (see `losses.soft_target_kl`)."""
+    log-probabilities cancel to noise (see `losses.soft_target_kl`).
+
+    Args:
+        device: The device the loss is computed on.
+    """
     return torch.float32 if device.type == "mps" else torch.float64
 
 
 def forward_kl(teacher_log_probs: torch.Tensor, student_log_probs: torch.Tensor) -> torch.Tensor:
-    """KL(teacher || student) summed over the last dimension."""
+    """KL(teacher || student) summed over the last dimension.
+
+    Args:
+        teacher_log_probs: The teacher's log-probabilities.
+        student_log_probs: The student's, of the same shape.
+    """
     return (teacher_log_probs.exp() * (teacher_log_probs - student_log_probs)).sum(-1)
 
 
@@ -44,6 +53,9 @@ class KDLoss:
     - `formula`, `formula_note`: the soft term in the student's card (`card.loss_text`), in the student's logits
       `s`, the fused teachers `t` and T, and what to add about it (`{beta}` becomes `jsd_beta`). Empty: the card
       names the loss.
+
+    Args:
+        jsd_beta: The teacher's weight in `jsd`'s mixture; kept for every loss, used by `jsd` only.
     """
 
     name: ClassVar[str] = ""
@@ -108,14 +120,22 @@ def register_kd_loss(name: str):
 
 
 def kd_loss_class(name: str) -> type[KDLoss]:
-    """The registered loss named `name`, or a `ValueError` listing the registered names."""
+    """The registered loss named `name`, or a `ValueError` listing the registered names.
+
+    Args:
+        name: A name given to `register_kd_loss` (built-in: see `KD_LOSSES`).
+    """
     if name not in KD_LOSS_REGISTRY:
         raise ValueError(f"Unknown kd_loss {name!r}; choose one of {tuple(KD_LOSS_REGISTRY)}.")
     return KD_LOSS_REGISTRY[name]
 
 
 def check_jsd_beta(beta: float) -> None:
-    """Refuse a `jsd_beta` outside (0, 1), where the generalized JSD vanishes and nothing would be learnt."""
+    """Refuse a `jsd_beta` outside (0, 1), where the generalized JSD vanishes and nothing would be learnt.
+
+    Args:
+        beta: The teacher's weight in `jsd`'s mixture.
+    """
     if not (isinstance(beta, (int, float)) and 0.0 < beta < 1.0):
         raise ValueError(
             f"jsd_beta must be in (0, 1), got {beta}; at 0 and 1 the generalized JSD vanishes, use "
@@ -124,7 +144,14 @@ def check_jsd_beta(beta: float) -> None:
 
 
 def build_kd_loss(name: str, jsd_beta: float = 0.5, tokens: bool = False, regression: bool = False) -> KDLoss:
-    """The loss `name` for a run, refused with its hint where it does not support the run's teachers or student."""
+    """The loss `name` for a run, refused with its hint where it does not support the run's teachers or student.
+
+    Args:
+        name: The registered loss's name (`DistillationConfig.kd_loss`).
+        jsd_beta: The teacher's weight in `jsd`'s mixture, checked to be in (0, 1).
+        tokens: The teachers are per-token distributions of causal LMs.
+        regression: The student has one output (`num_labels=1`).
+    """
     cls = kd_loss_class(name)
     for needed, supported, what in (
         (tokens, cls.supports_tokens, "per-token teachers of causal LMs"),

@@ -12,7 +12,14 @@ def check_label_values(
     dataset: datasets.Dataset, num_labels: int, split: str, label_names: Sequence[str] = ()
 ) -> None:
     """Labels must be class ids or -100 (unlabelled): -1 or >= num_labels would fail inside torch at the
-    first step, or worse, train on the wrong class. Regression labels (`num_labels == 1`) must be finite."""
+    first step, or worse, train on the wrong class. Regression labels (`num_labels == 1`) must be finite.
+
+    Args:
+        dataset: The split; without a `label`, `labels` or `label_names` column there is nothing to check.
+        num_labels: The student's number of labels (1: regression).
+        split: The split's name, for the error message.
+        label_names: The Trainer's `label_names`, further label columns to look for.
+    """
     columns = [name for name in ("label", "labels", *label_names) if name in dataset.column_names]
     if not columns:
         return

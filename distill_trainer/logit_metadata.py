@@ -14,7 +14,15 @@ METADATA_KEY = "distill_trainer_logits"
 
 @dataclass
 class TeacherInfo:
-    """One teacher, as recorded in a logit dataset (never a local path: these get published)."""
+    """One teacher, as recorded in a logit dataset (never a local path: these get published).
+
+    Args:
+        name: The teacher's Hub id or name (never a local path).
+        revision: The model revision the logits came from, if known.
+        validation_score: The teacher's score on the validation split, if known.
+        metric: The name of that score (e.g. `accuracy`), if known.
+        dev_score: The teacher's score on a dev split carved from the training rows, if one was.
+    """
 
     name: str
     revision: str | None = None
@@ -31,6 +39,20 @@ class LogitDatasetMetadata:
 
     `input_fingerprint` hashes the input columns row by row, in order: a logit dataset joined to other
     rows, shuffled rows or other text is detected by recomputing it (see `validate_logit_dataset`).
+
+    Args:
+        teachers: One `TeacherInfo` per teacher, in the column's teacher order.
+        label_names: The label order of the logits' last dimension.
+        input_columns: The columns `input_fingerprint` hashes (e.g. `["sentence"]`).
+        num_rows: The number of rows the logits were extracted on.
+        input_fingerprint: `logits.input_fingerprint` of those rows' input columns.
+        column: The teacher column's name.
+        task: The task's name (e.g. a GLUE task), for cards and tables; None if unknown.
+        teacher_fingerprints: One per teacher column (`logits.teacher_fingerprints`); None: the order is not checked.
+        format_version: 2: teacher fingerprints bind each row's logits to its inputs; 1: over the sorted values.
+        fitted: Fits made at extraction (`fitting.validation_fits`), or None.
+        extra: Anything else to keep with the logits (JSON-serialisable).
+        fit_split: The labelled split `fitted` was fitted on: `validation`, or `dev` where one was carved.
     """
 
     teachers: list[TeacherInfo]
@@ -65,6 +87,11 @@ class LogitDatasetMetadata:
 
     @classmethod
     def from_dict(cls, data: dict) -> LogitDatasetMetadata:
+        """The metadata from its JSON form (`asdict`'s dict, teachers as dicts).
+
+        Args:
+            data: The dict stored under `METADATA_KEY`; not changed.
+        """
         data = dict(data)
         data["teachers"] = [TeacherInfo(**teacher) for teacher in data["teachers"]]
         return cls(**data)

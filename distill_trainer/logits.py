@@ -24,7 +24,12 @@ from .logit_metadata import (  # noqa: F401 (re-exported: imported from here by 
 
 
 def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -> str:
-    """Order-sensitive SHA-256 of the given columns of every row (respects `select`/`shuffle` indices)."""
+    """Order-sensitive SHA-256 of the given columns of every row (respects `select`/`shuffle` indices).
+
+    Args:
+        dataset: The rows, in their current order.
+        input_columns: The columns to hash, in this order; a missing one is refused.
+    """
     missing = [column for column in input_columns if column not in dataset.column_names]
     if missing:
         raise ValueError(
@@ -41,7 +46,12 @@ def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -
 
 
 def row_keys(dataset: datasets.Dataset, input_columns: Sequence[str]) -> list[bytes]:
-    """A short hash of each row's input columns: what a row's logits belong to."""
+    """A short hash of each row's input columns: what a row's logits belong to.
+
+    Args:
+        dataset: The rows.
+        input_columns: The input columns that identify a row.
+    """
     table = dataset.with_format("arrow", columns=list(input_columns))[:]
     values = zip(*(table.column(column).to_pylist() for column in input_columns), strict=False)
     return [hashlib.blake2b(repr(row).encode(), digest_size=16).digest() for row in values]
@@ -51,7 +61,12 @@ def teacher_fingerprints(logits: np.ndarray, keys: Sequence[bytes] | None = None
     """One SHA-256 per teacher column. With `keys` (`row_keys`, format 2): over the sorted hashes of (row's
     inputs, that row's logits in label order), so shuffling or selecting whole rows keeps it, but logits moved
     to another row or another label, or edited, change it. Without (format 1): over the sorted values, which
-    catches swapped teacher columns and edited values but not values moved between rows or labels."""
+    catches swapped teacher columns and edited values but not values moved between rows or labels.
+
+    Args:
+        logits: `[rows, n_teachers, n_labels]` teacher logits.
+        keys: One `row_keys` key per row (format 2), or None (format 1).
+    """
     logits = np.asarray(logits, dtype=np.float32)
     if keys is None:
         return [
@@ -66,7 +81,14 @@ def teacher_fingerprints(logits: np.ndarray, keys: Sequence[bytes] | None = None
 
 
 def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, dataset: datasets.Dataset) -> None:
-    """Refuse teacher columns that are not, in order, the ones the metadata describes (full datasets only)."""
+    """Refuse teacher columns that are not, in order, the ones the metadata describes (full datasets only).
+
+    Args:
+        metadata: The dataset's logit metadata; without `teacher_fingerprints` nothing is checked.
+        logits: The dataset's `[rows, n_teachers, n_labels]` teacher logits; a row count other than the metadata's
+            (a subset) is not checked.
+        dataset: The rows, for their `row_keys` (format 2).
+    """
     if not metadata.teacher_fingerprints or len(logits) != metadata.num_rows:
         return
     keys = row_keys(dataset, metadata.input_columns) if metadata.format_version >= 2 else None
@@ -87,7 +109,12 @@ def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, da
 
 
 def teacher_logits_array(dataset: datasets.Dataset, column: str = "teacher_logits") -> np.ndarray:
-    """The whole teacher column as a float32 `[rows, n_teachers, n_labels]` array, or a clear `ValueError`."""
+    """The whole teacher column as a float32 `[rows, n_teachers, n_labels]` array, or a clear `ValueError`.
+
+    Args:
+        dataset: The logit dataset (one split).
+        column: The teacher column's name.
+    """
     if column not in dataset.column_names:
         raise ValueError(
             f"The dataset has no {column!r} column (columns: {dataset.column_names}). Attach teacher logits with "
@@ -104,7 +131,12 @@ def teacher_logits_array(dataset: datasets.Dataset, column: str = "teacher_logit
 
 
 def check_logits_array(logits: np.ndarray, column: str = "teacher_logits") -> None:
-    """Refuse NaN or infinite logits, naming the first offending rows."""
+    """Refuse NaN or infinite logits, naming the first offending rows.
+
+    Args:
+        logits: `[rows, n_teachers, n_labels]` teacher logits.
+        column: The column's name, for the error message.
+    """
     finite_rows = np.isfinite(logits).reshape(len(logits), -1).all(axis=1)
     if not finite_rows.all():
         bad = np.flatnonzero(~finite_rows)
@@ -171,11 +203,23 @@ def attach_teacher_logits(
 
 
 def _is_default_label_name(index: int, name: str) -> bool:
+    """Whether `name` is transformers' placeholder `LABEL_<index>`, which says nothing about the label.
+
+    Args:
+        index: The label's id.
+        name: Its name in `id2label`.
+    """
     return name == f"LABEL_{index}"
 
 
 def check_label_names(expected: Sequence[str], found: Sequence[str], where: str) -> None:
-    """Refuse two label spaces that differ in size or (case-insensitively) in names or order."""
+    """Refuse two label spaces that differ in size or (case-insensitively) in names or order.
+
+    Args:
+        expected: The logit dataset's label names, in order.
+        found: The other label space's names, in order.
+        where: What the other label space is, for the error message.
+    """
     if [name.lower() for name in expected] != [name.lower() for name in found]:
         raise ValueError(
             f"Label spaces differ: the logit dataset has labels {list(expected)} but {where} has {list(found)}. "
@@ -237,7 +281,12 @@ def validate_logit_dataset(
 
 
 def check_logits_match_inputs(metadata: LogitDatasetMetadata, data: datasets.Dataset) -> None:
-    """Refuse a logit dataset whose fingerprinted inputs are not exactly `data`'s rows, in order."""
+    """Refuse a logit dataset whose fingerprinted inputs are not exactly `data`'s rows, in order.
+
+    Args:
+        metadata: The logit dataset's metadata (row count, input columns and their fingerprint).
+        data: The task's rows the logits must have been computed on.
+    """
     if len(data) != metadata.num_rows:
         raise ValueError(
             f"This logit dataset was computed on {metadata.num_rows} rows but the data has {len(data)}: "

@@ -20,14 +20,24 @@ _warned: set[str] = set()
 
 
 def warn_once(key: str, message: str) -> None:
-    """Log `message` the first time `key` is seen in this process (not at every training step)."""
+    """Log `message` the first time `key` is seen in this process (not at every training step).
+
+    Args:
+        key: What the warning is about; one warning per key and process.
+        message: The warning to log.
+    """
     if key not in _warned:
         _warned.add(key)
         logger.warning(message)
 
 
 def check_kd_hyperparameters(temperature: float, alpha: float) -> None:
-    """Refuse hyperparameters that make the loss meaningless, before any work is done."""
+    """Refuse hyperparameters that make the loss meaningless, before any work is done.
+
+    Args:
+        temperature: T; must be finite and > 0.
+        alpha: The soft term's weight; must be in [0, 1].
+    """
     if not (math.isfinite(temperature) and temperature > 0):
         raise ValueError(f"temperature must be a finite number > 0, got {temperature}.")
     if not 0.0 <= alpha <= 1.0:
@@ -41,6 +51,11 @@ def soft_target_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, t
     so that alpha means the same thing at every temperature. Computed in float64 (except on MPS, which
     has none) and returned as float32: at large T both softmaxes are nearly uniform, the KL is of order
     1/T^2, and float32 log-probabilities cancel to noise (at T=1e4 it came out negative).
+
+    Args:
+        student_logits: `[batch, n_labels]` raw student logits.
+        teacher_logits: `[batch, n_labels]` fused raw teacher logits.
+        temperature: T > 0, applied to both.
     """
     precise = torch.float32 if student_logits.device.type == "mps" else torch.float64
     student_log_probs = F.log_softmax(student_logits.to(precise) / temperature, dim=-1)
@@ -65,6 +80,15 @@ def kd_loss_terms(
     autocast: the KL of two nearly equal softmaxes loses most of its digits in 8-bit mantissas.
     `soft_term(student, teacher, T)` is the soft-target loss (a registered `KDLoss`'s `dense`; default
     forward KL).
+
+    Args:
+        student_logits: `[batch, n_labels]` raw student logits (`[batch, 1]`: regression, see `regression_kd_terms`).
+        teacher_logits: `[batch, n_labels]` fused raw teacher logits; may be None only when `alpha == 0`.
+        labels: `[batch]` class ids (-100: unlabelled) or float targets; may be None only when `alpha == 1`.
+        temperature: T > 0 of the soft term.
+        alpha: The soft term's weight in [0, 1]; decides which terms are computed.
+        label_smoothing: Applied to the CE term (`TrainingArguments.label_smoothing_factor`).
+        soft_term: `soft_term(student, teacher, T)`, the soft-target loss (not used for regression).
     """
     check_kd_hyperparameters(temperature, alpha)
     if student_logits.dim() == 2 and student_logits.shape[-1] == 1:
@@ -100,6 +124,13 @@ def regression_kd_terms(
     A temperature softens class probabilities; a scalar prediction has none, so T does not apply (a
     non-default T is reported once). Rows labelled -100 or NaN are left out of the label term (0 for a batch
     without any), and still learn from the teachers.
+
+    Args:
+        student: `[batch, 1]` student predictions.
+        teacher: `[batch, 1]` fused teacher predictions; may be None only when `alpha == 0`.
+        labels: `[batch]` (or `[batch, 1]`) float targets, -100 or NaN: unlabelled; may be None only when `alpha == 1`.
+        temperature: Not applied; a value other than the default is warned about once.
+        alpha: The teacher term's weight in [0, 1]; decides which terms are computed.
     """
     if temperature != DEFAULT_TEMPERATURE:
         warn_once("regression-temperature", f"temperature={temperature} does not apply to regression (num_labels=1).")
@@ -124,7 +155,12 @@ def regression_kd_terms(
 
 
 def combine_kd_terms(terms: dict[str, torch.Tensor], alpha: float) -> torch.Tensor:
-    """`alpha * kd + (1 - alpha) * ce` (`mse` for regression) over the terms `kd_loss_terms` returned."""
+    """`alpha * kd + (1 - alpha) * ce` (`mse` for regression) over the terms `kd_loss_terms` returned.
+
+    Args:
+        terms: `kd_loss_terms`' (or `token_kd_terms`') dict: `kd`, and `ce` or `mse`, those that were computed.
+        alpha: The weight of `kd`; the label term gets 1 - alpha.
+    """
     loss = 0.0
     if "kd" in terms:
         loss = loss + alpha * terms["kd"]

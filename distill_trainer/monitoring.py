@@ -23,6 +23,10 @@ class StepMonitorMixin:
         On the CPU the check is immediate (no device to wait for). On an accelerator it adds no host-device
         synchronisation: the first bad step is kept in a device tensor and read at the next logging step, where
         the Trainer synchronises anyway (`log`), so training stops there, naming the step it went wrong.
+
+        Args:
+            fused: The step's fused teacher target, or None (no teachers, or checked elsewhere).
+            terms: The step's loss terms by name (`kd`, `ce`, `mse`).
         """
         strategy = repr(self.args.fusion) + (f" -> {self.args.curriculum_fusion!r}" if self.curriculum else "")
         checks = {f"the fused target of fusion={strategy}": fused}
@@ -48,13 +52,23 @@ class StepMonitorMixin:
                 raise ValueError(non_finite_message(what, step))
 
     def _record_loss_terms(self, terms: dict[str, torch.Tensor]) -> None:
+        """Add this step's loss terms (detached, on their device) to the sums `log` averages at the next logging step.
+
+        Args:
+            terms: The step's loss terms by name (`kd`, `ce`, `mse`).
+        """
         for name, value in terms.items():
             self._loss_term_sums[name] = self._loss_term_sums.get(name, 0.0) + value.detach()
         self._loss_term_steps += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
         """Training logs get each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) and
-        the current `alpha` and `temperature`."""
+        the current `alpha` and `temperature`.
+
+        Args:
+            logs: The Trainer's values to log; the distillation ones are added in place.
+            start_time: Passed on to `Trainer.log`.
+        """
         self._raise_on_nonfinite()
         if "loss" in logs:  # the values the last logged step trained with
             in_use = getattr(self, "_schedule_in_use", None) or (
@@ -71,7 +85,12 @@ class StepMonitorMixin:
 
 
 def non_finite_message(what: str, step: int) -> str:
-    """The error that stops training at a non-finite target or loss term, naming it and the optimizer step."""
+    """The error that stops training at a non-finite target or loss term, naming it and the optimizer step.
+
+    Args:
+        what: The target or loss term that went non-finite, in words.
+        step: The (1-based) optimizer step it happened at.
+    """
     return (
         f"{what} is NaN or infinite at optimizer step {step}: training stopped before the student's weights "
         "became NaN. Check the strategy's fuse() and the teacher logits (and lower the learning rate if the "

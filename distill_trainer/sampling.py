@@ -61,6 +61,13 @@ class LengthGroupedSamplingMixin:
     length_group_batches = 8
 
     def _get_train_sampler(self, train_dataset=None):
+        """A `ShuffledLengthGroupedSampler` over the train set's stored lengths under `group_by_length`, else the
+        parent's sampler.
+
+        Args:
+            train_dataset: The dataset the loader is built for; one whose length differs from `self.train_dataset`'s
+                (not the train set as given) gets the parent's sampler.
+        """
         dataset = self.train_dataset
         if (
             self.args.train_sampling_strategy != "group_by_length"
@@ -81,6 +88,11 @@ class LengthGroupedSamplingMixin:
         )
 
     def _get_eval_sampler(self, eval_dataset):
+        """Evaluation in row order (a `SequentialSampler`); None without a length or with several processes.
+
+        Args:
+            eval_dataset: The evaluation split, or None.
+        """
         if eval_dataset is None or not has_length(eval_dataset) or self.args.world_size > 1:
             return None  # several processes: accelerate shards in order and the gather restores it
         return SequentialSampler(eval_dataset)

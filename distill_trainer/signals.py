@@ -32,23 +32,39 @@ TOPK_COLUMNS = (TOPK_IDS_COLUMN, TOPK_LOGPROBS_COLUMN)
 
 
 def on_host(tensor: torch.Tensor) -> bool:
-    """Whether reading `tensor`'s values costs no host-device synchronisation (it lies in host memory)."""
+    """Whether reading `tensor`'s values costs no host-device synchronisation (it lies in host memory).
+
+    Args:
+        tensor: Any tensor.
+    """
     return tensor.device.type == "cpu"
 
 
 def is_causal_lm(model) -> bool:
-    """Whether `model` is a causal LM (`AutoModelForCausalLM`'s classes, PEFT-wrapped ones included)."""
+    """Whether `model` is a causal LM (`AutoModelForCausalLM`'s classes, PEFT-wrapped ones included).
+
+    Args:
+        model: A transformers model, or a PEFT model wrapping one.
+    """
     model = getattr(getattr(model, "base_model", model), "model", model) if hasattr(model, "peft_config") else model
     return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
 
 
 def model_name(model) -> str:
-    """A model's name for error messages: its Hub id or folder where known, else its class."""
+    """A model's name for error messages: its Hub id or folder where known, else its class.
+
+    Args:
+        model: A transformers model.
+    """
     return getattr(model, "name_or_path", "") or getattr(model.config, "_name_or_path", "") or type(model).__name__
 
 
 def context_length(model) -> int | None:
-    """The longest sequence `model` accepts (`max_position_embeddings`), or None where its config does not say."""
+    """The longest sequence `model` accepts (`max_position_embeddings`), or None where its config does not say.
+
+    Args:
+        model: A transformers model.
+    """
     return getattr(model.config, "max_position_embeddings", None)
 
 
@@ -69,6 +85,11 @@ class TeacherSignals:
         self.columns = [dense_column, *TOPK_COLUMNS]
 
     def from_batch(self, inputs: dict) -> torch.Tensor | TokenSignal | None:
+        """Pop the stored teacher columns off `inputs` and return the batch's teacher signal (see the class).
+
+        Args:
+            inputs: The collated batch, changed in place: the teacher columns are removed, whether used or not.
+        """
         stored = {column: inputs.pop(column, None) for column in self.columns}
         if self.teachers:
             return self.run_teachers(inputs)
@@ -81,7 +102,11 @@ class TeacherSignals:
     @torch.no_grad()
     def run_teachers(self, inputs: dict) -> torch.Tensor | TokenSignal:
         """Every live teacher on the student's inputs: `[batch, n_teachers, n_labels]` float32 logits, or a
-        full-vocabulary `TokenSignal` of float32 log-probabilities at T = 1."""
+        full-vocabulary `TokenSignal` of float32 log-probabilities at T = 1.
+
+        Args:
+            inputs: The student's batch without the teacher columns (the teachers take the same inputs).
+        """
         outputs = []
         for teacher in self.teachers:
             teacher.eval()  # the Trainer puts the student in train mode, never a teacher; kept so if a user does
@@ -93,7 +118,14 @@ class TeacherSignals:
 
 def prepare_live_teachers(teachers, student, device, token_level: bool) -> list:
     """Move live teachers to the student's device, in eval mode without gradients, after refusing teachers that
-    cannot teach this student: another vocabulary (causal LMs) or another label space (classification)."""
+    cannot teach this student: another vocabulary (causal LMs) or another label space (classification).
+
+    Args:
+        teachers: The live teacher models (`teacher_models`), or None.
+        student: The student, whose vocabulary or label count the teachers must share.
+        device: The device to move them to (the student's).
+        token_level: The student is a causal LM; the teachers must then be causal LMs too.
+    """
     teachers = list(teachers or [])
     for teacher in teachers:
         if is_causal_lm(teacher) != token_level:
@@ -120,6 +152,14 @@ def check_token_split(dataset, split: str, student, tokenizer, teachers: list, r
     Refused: no `labels`; a row longer than the student's or a live teacher's context; no position with a
     next-token label (nothing to learn from); and, for stored top-k (required unless teachers are live), what
     `topk.validate_topk_dataset` refuses, against the student's tokenizer and vocabulary.
+
+    Args:
+        dataset: The split; one that is not a `datasets.Dataset` (streamed) is not checked.
+        split: Its name, for error messages (only `train` must have a scored position).
+        student: The student causal LM.
+        tokenizer: The student's tokenizer, for the top-k format's vocabulary check; None: not compared.
+        teachers: The live teachers, whose contexts the rows must fit; with them, stored top-k is not needed.
+        required: The split must carry stored top-k teachers (without live teachers).
     """
     if not isinstance(dataset, datasets.Dataset):  # streamed: checked by the collator and the loss as it goes
         return None
@@ -160,7 +200,14 @@ def check_token_split(dataset, split: str, student, tokenizer, teachers: list, r
 
 
 def check_strategies(classes, token_level: bool, live: bool, calibrate: bool) -> None:
-    """Refuse, before any work, fusion options the run's teachers cannot serve, each with what to use instead."""
+    """Refuse, before any work, fusion options the run's teachers cannot serve, each with what to use instead.
+
+    Args:
+        classes: The `FusionStrategy` classes configured (`fusion`, and `curriculum_fusion` if set).
+        token_level: The student is a causal LM (per-token teachers).
+        live: The teachers are live models, not stored logits.
+        calibrate: `calibrate_teachers` is set.
+    """
     for cls in classes:
         if token_level and not cls.supports_tokens:
             raise ValueError(f"fusion={cls.name!r} does not fuse per-token teachers of causal LMs: {cls.tokens_hint}.")
@@ -178,7 +225,16 @@ def check_strategies(classes, token_level: bool, live: bool, calibrate: bool) ->
 
 def check_dense_split(dataset, split: str, column: str, student, label_names, required: bool) -> int | None:
     """Validate a classification split's labels and teacher column up front; return its number of teachers (None
-    if absent). `label_names`: the Trainer's label column names."""
+    if absent). `label_names`: the Trainer's label column names.
+
+    Args:
+        dataset: The split (a `datasets.Dataset`, a streamed or torch dataset), or None.
+        split: Its name, for error messages.
+        column: The dense teacher column's name.
+        student: The student, whose `num_labels` and `id2label` the labels and logits must match.
+        label_names: The Trainer's label column names.
+        required: The split must have the teacher column.
+    """
     if dataset is None:
         return None
     num_labels = student.config.num_labels
@@ -208,7 +264,12 @@ def check_dense_split(dataset, split: str, column: str, student, label_names, re
 
 
 def check_regression(classes, args) -> None:
-    """Refuse fusion options that mean nothing for one-output (regression) students."""
+    """Refuse fusion options that mean nothing for one-output (regression) students.
+
+    Args:
+        classes: The `FusionStrategy` classes configured.
+        args: The run's `DistillationConfig` (`calibrate_teachers`, `label_smoothing_factor`).
+    """
     for cls in classes:
         if not cls.supports_regression:
             raise ValueError(
@@ -226,7 +287,11 @@ def check_regression(classes, args) -> None:
 def weights_from_metadata(dataset) -> list[float]:
     """`weighted` fusion without explicit weights uses the teachers' scores from the metadata (dense or top-k): on
     the dev split where every teacher has one, else on validation. A score below 0 (MCC, Pearson: worse than
-    chance) weighs 0: such a teacher has nothing to teach."""
+    chance) weighs 0: such a teacher has nothing to teach.
+
+    Args:
+        dataset: The train set; its logit metadata (dense or top-k) must score every teacher.
+    """
     metadata = (
         (read_metadata(dataset) or read_topk_metadata(dataset)) if isinstance(dataset, datasets.Dataset) else None
     )

@@ -52,14 +52,22 @@ def mix_teachers(signal: TokenSignal, weights: torch.Tensor) -> tuple[torch.Tens
 
 
 def uniform_token_weights(signal: TokenSignal) -> torch.Tensor:
-    """Equal `[batch, n_teachers, seq]` weights: `average`'s per-token form (and the shape the others fill)."""
+    """Equal `[batch, n_teachers, seq]` weights: `average`'s per-token form (and the shape the others fill).
+
+    Args:
+        signal: The batch's per-token teachers (their shape and device are used).
+    """
     batch, n_teachers, seq = signal.logprobs.shape[:3]
     return signal.logprobs.new_full((batch, n_teachers, seq), 1.0 / n_teachers, dtype=torch.float32)
 
 
 def token_entropy(signal: TokenSignal) -> torch.Tensor:
     """`[batch, n_teachers, seq]` entropy (nats, T = 1) of each teacher's k + 1 buckets (the tail as one bucket:
-    a lower bound of the full entropy), or of its whole distribution."""
+    a lower bound of the full entropy), or of its whole distribution.
+
+    Args:
+        signal: The batch's per-token teachers: top-k (with a tail) or whole distributions.
+    """
     log_probs = signal.logprobs.float()
     if signal.ids is not None:
         log_probs = bucket_log_probs(log_probs, log_probs == float("-inf"))
@@ -68,7 +76,12 @@ def token_entropy(signal: TokenSignal) -> torch.Tensor:
 
 def gold_log_probs(signal: TokenSignal, labels: torch.Tensor) -> torch.Tensor:
     """`[batch, n_teachers, seq]` each teacher's log-probability of the gold next token: from its top-k, else its
-    tail's (the mass of the bucket the gold token is in); 0 where there is no gold token."""
+    tail's (the mass of the bucket the gold token is in); 0 where there is no gold token.
+
+    Args:
+        signal: The batch's per-token teachers.
+        labels: `[batch, seq]` token labels aligned with the input ids (-100: none); shifted to the next token here.
+    """
     gold = next_token_labels(labels)
     scored = gold != -100
     gold = gold.masked_fill(~scored, 0).long()[:, None, :, None].expand(-1, signal.n_teachers, -1, 1)
@@ -83,7 +96,11 @@ def gold_log_probs(signal: TokenSignal, labels: torch.Tensor) -> torch.Tensor:
 
 
 def _per_token(strategy_class):
-    """Give a built-in strategy its per-token form (`FusionStrategy.token_weights`), declaring it supported."""
+    """Give a built-in strategy its per-token form (`FusionStrategy.token_weights`), declaring it supported.
+
+    Args:
+        strategy_class: The `FusionStrategy` subclass whose `token_weights` the decorated function becomes.
+    """
 
     def register(weights_function):
         strategy_class.token_weights = weights_function
@@ -95,17 +112,35 @@ def _per_token(strategy_class):
 
 @_per_token(AverageFusion)
 def _average_weights(self, signal, labels=None):
+    """`average` per token: equal weights.
+
+    Args:
+        signal: The batch's per-token teachers.
+        labels: Unused.
+    """
     return uniform_token_weights(signal)
 
 
 @_per_token(WeightedFusion)
 def _fixed_weights(self, signal, labels=None):
+    """`weighted` per token: the strategy's weights at every position.
+
+    Args:
+        signal: The batch's per-token teachers.
+        labels: Unused.
+    """
     weights = self.weights.to(signal.logprobs.device)
     return weights[None, :, None].expand(signal.logprobs.shape[0], -1, signal.logprobs.shape[2])
 
 
 @_per_token(SingleFusion)
 def _single_weights(self, signal, labels=None):
+    """`single` per token: weight 1 on `teacher_index`, 0 on the others.
+
+    Args:
+        signal: The batch's per-token teachers.
+        labels: Unused.
+    """
     weights = torch.zeros_like(uniform_token_weights(signal))
     weights[:, self.teacher_index] = 1.0
     return weights
@@ -113,7 +148,12 @@ def _single_weights(self, signal, labels=None):
 
 @_per_token(MinEntropyFusion)
 def _min_entropy_weights(self, signal, labels=None):
-    """Per token, the teacher whose distribution has the lowest entropy."""
+    """Per token, the teacher whose distribution has the lowest entropy.
+
+    Args:
+        signal: The batch's per-token teachers.
+        labels: Unused.
+    """
     most_confident = token_entropy(signal).argmin(dim=1)
     weights = torch.zeros_like(uniform_token_weights(signal))  # not one_hot: on CUDA it reads its input
     return weights.scatter_(1, most_confident[:, None], 1.0)
@@ -121,7 +161,12 @@ def _min_entropy_weights(self, signal, labels=None):
 
 @_per_token(ConfidenceFusion)
 def _confidence_weights(self, signal, labels=None):
-    """Per token, teachers weighted by their probability of the gold next token; equal weights without one."""
+    """Per token, teachers weighted by their probability of the gold next token; equal weights without one.
+
+    Args:
+        signal: The batch's per-token teachers.
+        labels: `[batch, seq]` token labels aligned with the input ids; None is refused.
+    """
     if labels is None:
         raise ValueError("fusion='confidence' weighs teachers by the gold next token: it needs labels.")
     return torch.softmax(gold_log_probs(signal, labels), dim=1)

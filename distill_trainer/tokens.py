@@ -28,6 +28,10 @@ class TokenSignal:
     seq_len, k]`, or, with `ids=None`, log-probabilities over the whole vocabulary `[batch, n_teachers, seq_len,
     vocab]` (live teachers). One type for both, so fusion and the loss need no second code path.
 
+    Args:
+        logprobs: `[batch, n_teachers, seq_len, k]` (or `vocab`) log-probabilities at T = 1; -inf: an empty slot.
+        ids: `[batch, n_teachers, seq_len, k]` top-k token ids, the shape of `logprobs`; None: full vocabularies.
+
     Attributes:
         logprobs: the teachers' log-probabilities at T = 1.
         ids: the top-k token ids, or None for full-vocabulary teachers.
@@ -103,6 +107,12 @@ def token_log_probs(
     Sparse (`ids` `[batch, seq, k]`): k + 1 buckets (`bucket_log_probs`), in float64 on `[batch, seq, k]` tensors;
     of the student's `[batch, seq, vocab]` logits only a float32 log-normaliser and the k gathered logits are
     computed. Full vocabulary (`ids=None`): `log_softmax` of both at T, in float32.
+
+    Args:
+        student_logits: `[batch, seq, vocab]` raw student logits.
+        ids: `[batch, seq, k]` the teacher's token ids, or None for a full-vocabulary teacher.
+        logprobs: `[batch, seq, k]` (or `vocab`) the teacher's log-probabilities at T = 1; -inf: empty slot.
+        temperature: T > 0, applied to both.
     """
     with torch.autocast(student_logits.device.type, enabled=False):
         if ids is None:
@@ -117,7 +127,13 @@ def token_log_probs(
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None, count=None) -> torch.Tensor:
-    """Sum of `values` where `mask` over `count` (default: the mask's size, at least 1), without a host read."""
+    """Sum of `values` where `mask` over `count` (default: the mask's size, at least 1), without a host read.
+
+    Args:
+        values: Per-position values, e.g. `[batch, seq]`.
+        mask: Bool, the shape of `values`, True where a value counts; None: the plain mean.
+        count: The divisor (e.g. a tensor: `num_items_in_batch`); None: the number of True positions, at least 1.
+    """
     if mask is None:
         return values.mean()
     total = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).sum()
@@ -125,7 +141,13 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor | None, count=None) -> 
 
 
 def check_token_shapes(student_logits: torch.Tensor, ids: torch.Tensor | None, logprobs: torch.Tensor) -> None:
-    """Shapes only (a Python check, no device read): values are checked when the data is (`topk.py`)."""
+    """Shapes only (a Python check, no device read): values are checked when the data is (`topk.py`).
+
+    Args:
+        student_logits: `[batch, seq, vocab]` student logits.
+        ids: `[batch, seq, k]` teacher token ids, or None (full vocabulary).
+        logprobs: `[batch, seq, k]` (or `vocab`) teacher log-probabilities.
+    """
     if student_logits.dim() != 3 or logprobs.shape[:2] != student_logits.shape[:2]:
         raise ValueError(
             f"student logits [batch, seq, vocab] {tuple(student_logits.shape)} and teachers [batch, seq, k] "

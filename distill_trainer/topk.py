@@ -31,7 +31,13 @@ LOGPROB_DTYPES = {"float16": np.float16, "float32": np.float32}
 
 @dataclass
 class TokenizerInfo:
-    """The tokenizer top-k ids refer to: ids mean tokens only under the vocabulary they were taken from."""
+    """The tokenizer top-k ids refer to: ids mean tokens only under the vocabulary they were taken from.
+
+    Args:
+        name: The tokenizer's Hub id or name (its class name where it has none).
+        vocab_size: `len(tokenizer)`, added tokens included.
+        fingerprint: SHA-256 of its sorted `(token, id)` pairs (`tokenizer_info`).
+    """
 
     name: str
     vocab_size: int
@@ -39,7 +45,11 @@ class TokenizerInfo:
 
 
 def tokenizer_info(tokenizer) -> TokenizerInfo:
-    """Name, size and vocabulary fingerprint (SHA-256 of its sorted `(token, id)` pairs, added tokens included)."""
+    """Name, size and vocabulary fingerprint (SHA-256 of its sorted `(token, id)` pairs, added tokens included).
+
+    Args:
+        tokenizer: A transformers tokenizer (it needs `get_vocab`).
+    """
     vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
     digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
     name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
@@ -47,7 +57,13 @@ def tokenizer_info(tokenizer) -> TokenizerInfo:
 
 
 def check_same_vocabulary(expected: TokenizerInfo, found: TokenizerInfo, what: str) -> None:
-    """Refuse two tokenizers whose vocabularies differ, naming both (cross-tokenizer distillation is not supported)."""
+    """Refuse two tokenizers whose vocabularies differ, naming both (cross-tokenizer distillation is not supported).
+
+    Args:
+        expected: The tokenizer the top-k teachers used (from the metadata).
+        found: The other tokenizer.
+        what: Whose the other tokenizer is, for the error message (e.g. "the student's tokenizer").
+    """
     if expected.fingerprint != found.fingerprint:
         raise ValueError(
             f"The top-k teachers used tokenizer {expected.name!r} ({expected.vocab_size} tokens) but {what} uses "
@@ -58,7 +74,23 @@ def check_same_vocabulary(expected: TokenizerInfo, found: TokenizerInfo, what: s
 
 @dataclass
 class TopkDatasetMetadata:
-    """What must travel with top-k teachers so that they are never used on the wrong tokens (see `logits.py`)."""
+    """What must travel with top-k teachers so that they are never used on the wrong tokens (see `logits.py`).
+
+    Args:
+        teachers: One `TeacherInfo` per teacher, in the columns' teacher order.
+        k: How many tokens each position keeps.
+        logprobs_dtype: The log-probability column's dtype, `float16` or `float32`.
+        tokenizer: The teachers' tokenizer, whose vocabulary the ids refer to.
+        vocab_size: Ids are in [0, vocab_size).
+        num_rows: The number of rows extracted.
+        input_fingerprint: `logits.input_fingerprint` over `input_ids`, row by row, in order.
+        teacher_fingerprints: One per teacher (`TopkColumns.fingerprints` with `row_keys` of `input_ids`).
+        ids_column: The top-k ids column's name.
+        logprobs_column: The top-k log-probabilities column's name.
+        task: The task's name, for cards and tables; None if unknown.
+        format_version: The top-k format's version.
+        extra: Anything else to keep with the columns (JSON-serialisable).
+    """
 
     teachers: list[TeacherInfo]
     k: int
@@ -81,6 +113,11 @@ class TopkDatasetMetadata:
 
     @classmethod
     def from_dict(cls, data: dict) -> TopkDatasetMetadata:
+        """The metadata from its JSON form (`asdict`'s dict, teachers and tokenizer as dicts).
+
+        Args:
+            data: The dict stored under `TOPK_METADATA_KEY`; not changed.
+        """
         data = dict(data)
         data["teachers"] = [TeacherInfo(**teacher) for teacher in data["teachers"]]
         data["tokenizer"] = TokenizerInfo(**data["tokenizer"])
@@ -122,7 +159,13 @@ def topk_from_logits(logits: torch.Tensor, k: int, dtype=torch.float16) -> tuple
 
 
 def _rows(values, name: str, dtype) -> list[np.ndarray]:
-    """Per-row `[n_teachers, seq_len, k]` arrays from a 4-D array or a sequence of 3-D ones."""
+    """Per-row `[n_teachers, seq_len, k]` arrays from a 4-D array or a sequence of 3-D ones.
+
+    Args:
+        values: `[rows, n_teachers, seq_len, k]`, or one `[n_teachers, seq_len_i, k]` array (or nested list) per row.
+        name: The argument's name, for the error message.
+        dtype: The numpy dtype to cast each row to (no copy where it already has it).
+    """
     rows = [np.asarray(row).astype(dtype, copy=False) for row in values]
     if any(row.ndim != 3 for row in rows):
         raise ValueError(f"{name} must hold one [n_teachers, seq_len, k] array per row.")
@@ -130,7 +173,12 @@ def _rows(values, name: str, dtype) -> list[np.ndarray]:
 
 
 def _nested(rows: list[np.ndarray], pa_type: pa.DataType) -> pa.Array:
-    """list<list<list<pa_type>>> from per-row `[n, L_i, k]` arrays, built from offsets (no Python lists)."""
+    """list<list<list<pa_type>>> from per-row `[n, L_i, k]` arrays, built from offsets (no Python lists).
+
+    Args:
+        rows: One `[n_teachers, seq_len_i, k]` array per row, `n_teachers` and `k` the same in all.
+        pa_type: The Arrow type of the values.
+    """
     n, k = rows[0].shape[0], rows[0].shape[2]
     values = pa.array(np.concatenate([row.reshape(-1) for row in rows]), type=pa_type)
     if len(values) >= 2**31:
@@ -210,7 +258,15 @@ def attach_teacher_topk(
 
 @dataclass
 class TopkColumns:
-    """Both top-k columns of a dataset, read flat: `[rows * n_teachers * seq_len_i * k]` values each."""
+    """Both top-k columns of a dataset, read flat: `[rows * n_teachers * seq_len_i * k]` values each.
+
+    Args:
+        ids: The ids column's values, flat, row after row (`[n_teachers, seq_len_i, k]` each).
+        logprobs: The log-probabilities column's values, flat, in the same order.
+        n_teachers: The number of teachers per row.
+        k: The number of tokens per position.
+        lengths: `[rows]` each row's seq_len (its `input_ids`' length).
+    """
 
     ids: np.ndarray
     logprobs: np.ndarray
@@ -219,7 +275,11 @@ class TopkColumns:
     lengths: np.ndarray  # per row: its seq_len
 
     def fingerprints(self, keys: Sequence[bytes]) -> list[str]:
-        """One SHA-256 per teacher over the sorted hashes of (row key, that row's ids and log-probabilities)."""
+        """One SHA-256 per teacher over the sorted hashes of (row key, that row's ids and log-probabilities).
+
+        Args:
+            keys: One `logits.row_keys` key per row, over `input_ids`, in the columns' row order.
+        """
         starts = np.cumsum(self.lengths * self.n_teachers * self.k) - self.lengths * self.n_teachers * self.k
         hashes = [[] for _ in range(self.n_teachers)]
         for key, start, size in zip(keys, starts, self.lengths * self.k, strict=False):
@@ -231,7 +291,13 @@ class TopkColumns:
 
 
 def _read_nested(dataset: datasets.Dataset, column: str, lengths: np.ndarray):
-    """Flat values and (n_teachers, k) of a `[n_teachers, seq_len, k]` column, its shapes checked row by row."""
+    """Flat values and (n_teachers, k) of a `[n_teachers, seq_len, k]` column, its shapes checked row by row.
+
+    Args:
+        dataset: The dataset holding the column.
+        column: The top-k column's name.
+        lengths: `[rows]` each row's `input_ids` length, which its seq_len must equal.
+    """
     depth, level = 0, (array := dataset.with_format("arrow", columns=[column])[:].column(column).combine_chunks())
     while pa.types.is_list(level.type) or pa.types.is_large_list(level.type):
         level, depth = level.flatten(), depth + 1
@@ -261,7 +327,14 @@ def check_topk_columns(
     ids_column: str = TOPK_IDS_COLUMN,
     logprobs_column: str = TOPK_LOGPROBS_COLUMN,
 ) -> TopkColumns:
-    """Read both top-k columns and refuse what cannot be distilled from, naming the first offending rows."""
+    """Read both top-k columns and refuse what cannot be distilled from, naming the first offending rows.
+
+    Args:
+        dataset: Rows with `input_ids` and both top-k columns.
+        vocab_size: Ids must be in [0, vocab_size).
+        ids_column: The top-k ids column's name.
+        logprobs_column: The top-k log-probabilities column's name.
+    """
     for column in ("input_ids", ids_column, logprobs_column):
         if column not in dataset.column_names:
             raise ValueError(f"The dataset has no {column!r} column (columns: {dataset.column_names}).")

@@ -35,7 +35,11 @@ class TrainableFusionMixin:
     # ---- the learned gate's parameters ----------------------------------------------------------
 
     def create_optimizer(self, model=None):
-        """The parent's optimizer over the student, plus a parameter group for the gate."""
+        """The parent's optimizer over the student, plus a parameter group for the gate.
+
+        Args:
+            model: Passed on to the parent (the model whose parameters it optimises; None: the trainer's).
+        """
         optimizer = super().create_optimizer(model)
         if self.gate is not None:
             gate_params = list(self.gate.parameters())
@@ -58,6 +62,11 @@ class TrainableFusionMixin:
         """After the micro-batch that ends an accumulation, average the gate's gradients across processes.
 
         DDP all-reduces only the parameters of the module it wraps; the gate lives outside the student.
+
+        Args:
+            model: The student, as the parent's training loop passes it.
+            inputs: The collated micro-batch.
+            num_items_in_batch: The Trainer's count of labelled items over the accumulated batch, passed on.
         """
         loss = super().training_step(model, inputs, num_items_in_batch)
         if self.gate is not None and self.accelerator.sync_gradients and self.accelerator.num_processes > 1:
@@ -72,7 +81,13 @@ class TrainableFusionMixin:
     # ---- checkpoints --------------------------------------------------------------------------------
 
     def _save_checkpoint(self, model, trial):
-        """Write the gate into the checkpoint folder first, so a checkpoint never lacks it."""
+        """Write the gate into the checkpoint folder first, so a checkpoint never lacks it.
+
+        Args:
+            model: The student, passed on to the parent.
+            trial: The hyperparameter-search trial (None outside a search); it picks the output folder, as in the
+                parent.
+        """
         if self.gate is not None and self.args.should_save:
             checkpoint_dir = os.path.join(
                 self._get_output_dir(trial), f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
@@ -86,7 +101,11 @@ class TrainableFusionMixin:
         super()._save_checkpoint(model, trial)
 
     def _clip_grad_norm(self, model):
-        """Clip the student's and the gate's gradients together by `max_grad_norm`, as one model's would be."""
+        """Clip the student's and the gate's gradients together by `max_grad_norm`, as one model's would be.
+
+        Args:
+            model: The student (as wrapped for training), whose parameters are clipped with the gate's.
+        """
         if self.gate is None:
             return super()._clip_grad_norm(model)
         parameters = [*model.parameters(), *self.gate.parameters()]
@@ -95,7 +114,14 @@ class TrainableFusionMixin:
     def train(self, resume_from_checkpoint=None, trial=None, **kwargs):
         """The parent's `train`, with the fusion's weights restored from the checkpoint it resumes (the parent
         restores the model, optimizer and scheduler; the gate is none of them). Resuming with another fusion
-        than the checkpoint's is refused before any work."""
+        than the checkpoint's is refused before any work.
+
+        Args:
+            resume_from_checkpoint: A checkpoint folder, True for the last one in `output_dir`, or None / False: a
+                fresh start.
+            trial: The hyperparameter-search trial, passed on to the parent.
+            **kwargs: Passed on to `Trainer.train`.
+        """
         checkpoint = resume_from_checkpoint
         if isinstance(checkpoint, bool) and checkpoint:  # as the parent resolves it; None: the parent refuses
             checkpoint = get_last_checkpoint(self.args.output_dir)
@@ -104,7 +130,11 @@ class TrainableFusionMixin:
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
     def load_fusion_weights(self, checkpoint: str) -> None:
-        """Load the gate of a checkpoint folder; refuse a folder that does not match this run's fusion."""
+        """Load the gate of a checkpoint folder; refuse a folder that does not match this run's fusion.
+
+        Args:
+            checkpoint: The checkpoint folder (with `distill_gate.safetensors` when the run's fusion has parameters).
+        """
         path = os.path.join(checkpoint, GATE_WEIGHTS_NAME)
         if self.gate is None and os.path.isfile(path):  # else torch's optimizer refuses with a param-group error
             raise ValueError(
@@ -120,6 +150,10 @@ class TrainableFusionMixin:
 
 
 def saved_fusion(path: str) -> str:
-    """The fusion that wrote a checkpoint's fusion weights (checkpoints from before it was recorded: the gate)."""
+    """The fusion that wrote a checkpoint's fusion weights (checkpoints from before it was recorded: the gate).
+
+    Args:
+        path: The checkpoint's `distill_gate.safetensors` file.
+    """
     with safe_open(path, framework="pt") as handle:
         return (handle.metadata() or {}).get("fusion", "gating")

@@ -128,7 +128,13 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
     # ---- data ---------------------------------------------------------------------------------
 
     def _check_split(self, dataset, split: str, required: bool) -> int | None:
-        """A split's labels and teachers, checked up front (`signals.py`); its number of stored teachers or None."""
+        """A split's labels and teachers, checked up front (`signals.py`); its number of stored teachers or None.
+
+        Args:
+            dataset: The split (a `datasets.Dataset`, a streamed one, or None).
+            split: Its name (`train`, `eval`, or the eval dict's key), for error messages.
+            required: The split must carry stored teachers (the train set when alpha > 0 and no teachers are live).
+        """
         if self.token_level:
             tokenizer = self.processing_class if hasattr(self.processing_class, "get_vocab") else None
             return check_token_split(dataset, split, self.model, tokenizer, self.signals.teachers, required)
@@ -136,7 +142,13 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
 
     def _build_fusion(self, n_teachers: int, train_dataset, eval_dataset) -> None:
         """Serve what the configured strategies declare they need, then build them. The weights and temperatures
-        in use live on the trainer: the user's config is never written to (it may serve another run)."""
+        in use live on the trainer: the user's config is never written to (it may serve another run).
+
+        Args:
+            n_teachers: The number of teachers (stored or live).
+            train_dataset: The train set, whose metadata gives `weighted`'s default weights and stored fits.
+            eval_dataset: One split or a dict, fitted on when the train set's metadata has no fits.
+        """
         args = self.args
         names = [name for name in (args.fusion, args.curriculum_fusion) if name]
         classes = [fusion_strategy(name) for name in names]
