@@ -84,7 +84,12 @@ class TaskArguments:
         return {} if self.dev_rows is None else {name: getattr(self, name) for name in DEV_OPTIONS}
 
     def dev_positions(self, train_rows: int) -> np.ndarray | None:
-        """The dev split's rows among the first `train_rows` training rows (None without a dev split)."""
+        """The dev split's rows among the first `train_rows` training rows (None without a dev split).
+
+        Args:
+            train_rows: How many training rows were read (after `max_train_rows`); the dev rows are drawn from the
+                first `labelled_rows` of them where that is given.
+        """
         if self.dev_rows is None:
             return None
         return dev_positions(self.labelled_rows or train_rows, self.dev_fraction, self.dev_rows, self.dev_seed)
@@ -143,6 +148,11 @@ class TaskArguments:
         return get_task(self.task)
 
     def row_limit(self, split: str) -> int | None:
+        """The row limit of a split: `max_train_rows` for "train", `max_eval_rows` for the others (None: every row).
+
+        Args:
+            split: The split's name ("train", "validation", ...).
+        """
         return self.max_train_rows if split == "train" else self.max_eval_rows
 
     def carved_training_rows(self) -> tuple[datasets.Dataset, np.ndarray | None, dict[str, datasets.Dataset]]:
@@ -156,7 +166,11 @@ class TaskArguments:
 
     def load(self, split: str) -> datasets.Dataset:
         """One split of the task: "train" (without the dev rows, in file order), "dev" (the rows carved from
-        train, see `dev_positions`) or "validation" (the task's own)."""
+        train, see `dev_positions`) or "validation" (the task's own).
+
+        Args:
+            split: "train", "dev" or one of the task's own splits ("validation").
+        """
         if split not in ("train", "dev"):
             return load_task_split(self.glue_task, split, self.data, self.row_limit(split))
         splits = self.carved_training_rows()[2]
@@ -278,7 +292,14 @@ class StudyArguments:
 
 
 def with_overrides(args: TrainingArguments, cls: type = None, **overrides) -> TrainingArguments:
-    """A copy of `args` (as `cls`, default its own class) with some fields changed, validated again."""
+    """A copy of `args` (as `cls`, default its own class) with some fields changed, validated again.
+
+    Args:
+        args: The training arguments to copy.
+        cls: The class of the copy (e.g. plain `TrainingArguments` for a teacher, from the students'
+            `DistillationConfig`): it takes the fields of `args` that it has; None: the class of `args`.
+        **overrides: The fields to change, by name.
+    """
 
     if cls is None or cls is type(args):
         return replace(args, **overrides)
@@ -290,5 +311,9 @@ def with_overrides(args: TrainingArguments, cls: type = None, **overrides) -> Tr
 def for_trainer(args: TrainingArguments) -> TrainingArguments:
     """`args` without Hub pushing or token: the Trainer would push at every save, without our cards (the
     recipes publish once, after training, through `distill_trainer.study.hub`), and it pickles its arguments
-    into `training_args.bin`, which must never hold a token."""
+    into `training_args.bin`, which must never hold a token.
+
+    Args:
+        args: The recipe's training arguments (left unchanged).
+    """
     return with_overrides(args, push_to_hub=False, hub_token=None) if args.push_to_hub or args.hub_token else args

@@ -22,6 +22,14 @@ BASE_TAGS = CARD_TAGS + ["glue"]
 
 
 def render_teacher_card(info: TeacherRecord, repo_id: str, license: str = "apache-2.0") -> ModelCard:
+    """The model card of a fine-tuned teacher: its base model, task, validation score and how to load it (a
+    transformers checkpoint or the scikit-learn pipeline).
+
+    Args:
+        info: The teacher's record (`teacher_info.json`).
+        repo_id: The teacher's Hub id (the card's title and loading snippet).
+        license: The model's license.
+    """
     task = get_task(info.task)
     is_sklearn = info.base_model == SKLEARN_TEACHER
     data = ModelCardData(
@@ -72,7 +80,14 @@ def render_student_card(
     results: StudentResult, repo_id: str, baseline: StudentResult | None = None, license: str = "apache-2.0"
 ) -> ModelCard:
     """The core's student card (`distill_trainer.card.student_card`, the one `trainer.push_to_hub()` writes) of the
-    run's record, with GLUE's model-index and the baseline's score."""
+    run's record, with GLUE's model-index and the baseline's score.
+
+    Args:
+        results: The student run's record.
+        repo_id: The student's Hub id.
+        baseline: The no-distillation student's record, whose score the card lists beside it; None: not listed.
+        license: The model's license.
+    """
     causal = results.task == CAUSAL_LM_TASK
     task = None if causal else get_task(results.task)
     kind = task_kind(1 if task is not None and task.is_regression else 2, causal)
@@ -98,7 +113,11 @@ def render_student_card(
 
 def recorded_loss(results: StudentResult) -> dict:
     """`kd_loss` and `jsd_beta` as the run's record holds them (its question's config); records from before
-    `kd_loss` existed were trained with the forward KL."""
+    `kd_loss` existed were trained with the forward KL.
+
+    Args:
+        results: The student run's record.
+    """
     config = (results.question or {}).get("config", {})
     return {"kd_loss": config.get("kd_loss", "forward_kl"), "jsd_beta": config.get("jsd_beta", 0.5)}
 
@@ -146,7 +165,14 @@ def render_logit_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, l
 
 
 def render_topk_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, license: str = "other") -> DatasetCard:
-    """`render_logit_dataset_card` of a causal LM's top-k dataset: k, dtype, tokenizer and teachers."""
+    """`render_logit_dataset_card` of a causal LM's top-k dataset: k, dtype, tokenizer and teachers.
+
+    Args:
+        metadata: Each split's `TopkDatasetMetadata`.
+        repo_id: The dataset's Hub id (shown in the loading snippet).
+        pushed_yaml: The card YAML `push_to_hub` wrote (features, splits, configs), kept.
+        license: The dataset's license.
+    """
     first = next(iter(metadata.values()))
     pretty_name = f"{first.task or 'causal LM'} teacher top-{first.k} log-probabilities"
     card_data = {"license": license, "pretty_name": pretty_name, "task_categories": ["text-generation"]}
@@ -177,10 +203,21 @@ def render_topk_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, li
 
 
 def template(name: str) -> str:
+    """The path of a card template in `distill_trainer/model_cards/`.
+
+    Args:
+        name: The template's file name, e.g. "teacher.md".
+    """
     return str(importlib.resources.files("distill_trainer.model_cards") / name)
 
 
 def eval_result(task: GlueTask, score: float) -> EvalResult:
+    """The model-index entry of a validation score on a GLUE task.
+
+    Args:
+        task: The GLUE task (its name, title, validation split and metric).
+        score: The score in the task's metric (rounded to 4 digits).
+    """
     return EvalResult(
         task_type="text-classification",
         dataset_type=DEFAULT_GLUE,
@@ -193,6 +230,10 @@ def eval_result(task: GlueTask, score: float) -> EvalResult:
 
 
 def task_of(label_names: list[str]) -> GlueTask:
-    """The GLUE task a logit dataset belongs to, from its label names (metadata does not name the task)."""
+    """The GLUE task a logit dataset belongs to, from its label names (metadata does not name the task).
+
+    Args:
+        label_names: The logit dataset's label names, in label order.
+    """
     matches = [task for task in TASKS.values() if list(task.label_names) == list(label_names)]
     return matches[0] if len(matches) == 1 else GlueTask("glue", (), tuple(label_names), "validation", "score", "GLUE")

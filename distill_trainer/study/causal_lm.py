@@ -50,7 +50,13 @@ SPLITS = ("train", "validation")  # and `dev` between them where the data folder
 
 def causal_splits(task_args: TaskArguments, columns: CausalLMArguments, tokenizer) -> dict[str, datasets.Dataset]:
     """The task's train, dev (where there is one) and validation rows, tokenized as every teacher and the student
-    see them."""
+    see them.
+
+    Args:
+        task_args: `--data`, row limits and `--max_length`.
+        columns: Which columns hold the text.
+        tokenizer: The first teacher's tokenizer (every model shares its vocabulary).
+    """
     return {
         split: tokenize_causal(
             load_text_split(task_args.data, split, task_args.row_limit(split)),
@@ -64,7 +70,12 @@ def causal_splits(task_args: TaskArguments, columns: CausalLMArguments, tokenize
 
 
 def length_batches(lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
-    """Row indices in batches of similar length (longest first), so padding costs little."""
+    """Row indices in batches of similar length (longest first), so padding costs little.
+
+    Args:
+        lengths: Each row's length in tokens.
+        batch_size: Rows per batch (the last batch may hold fewer).
+    """
     order = np.argsort(-np.asarray(lengths), kind="stable")
     return [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
 
@@ -113,7 +124,13 @@ def teacher_topk(model, rows: datasets.Dataset, k: int, batch_size: int, dtype: 
 
 def sharded_topk(model, rows: datasets.Dataset, **options) -> dict:
     """`teacher_topk` with the rows split between the processes of `accelerate launch` (contiguous shares);
-    every process gets all of it back, rows in order."""
+    every process gets all of it back, rows in order.
+
+    Args:
+        model: A causal LM in eval mode, on this process's device.
+        rows: With `input_ids` and `labels`.
+        **options: `teacher_topk`'s `k`, `batch_size` and `dtype`.
+    """
     state = process_state()
     if state.num_processes == 1:
         return teacher_topk(model, rows, **options)
@@ -212,14 +229,27 @@ def build_topk_dataset(
 
 
 def per_row(stacked: np.ndarray, rows: datasets.Dataset) -> list[np.ndarray]:
-    """`[n_teachers, sum(len), k]` -> one `[n_teachers, len(input_ids), k]` array per row."""
+    """`[n_teachers, sum(len), k]` -> one `[n_teachers, len(input_ids), k]` array per row.
+
+    Args:
+        stacked: Every teacher's top-k of one split, `[n_teachers, sum(len), k]`, rows concatenated in order.
+        rows: The split's tokenized rows (`input_ids` give each row's length).
+    """
     ends = np.cumsum([len(row) for row in rows["input_ids"][:]])
     return np.split(stacked, ends[:-1], axis=1)
 
 
 def extract_topk_to_disk(task_args, columns, teacher_paths, output_dir: str, **options) -> datasets.DatasetDict:
     """`build_topk_dataset` with a resumable per-teacher cache beside `output_dir` (`write_with_teacher_cache`);
-    `options` are its k, batch size and dtype."""
+    `options` are its k, batch size and dtype.
+
+    Args:
+        task_args: `--data`, row limits, `--max_length` and loading options.
+        columns: Which columns hold the text.
+        teacher_paths: Teacher folders, Hub ids or GGUF folders, in column order.
+        output_dir: Where the dataset is written (atomically).
+        **options: `build_topk_dataset`'s `k`, `batch_size` and `logprobs_dtype`.
+    """
     return write_with_teacher_cache(
         output_dir,
         len(teacher_paths),
@@ -315,7 +345,16 @@ def causal_question(
 ) -> dict:
     """A causal student's `run_question`: its whole configuration (the card reads its `kd_loss` there), its task,
     text and student options, and its rows by fingerprint (`input_ids` per split); live teachers by path, where
-    there are any (absent otherwise, so the questions of stored-top-k runs are as before)."""
+    there are any (absent otherwise, so the questions of stored-top-k runs are as before).
+
+    Args:
+        task_args: The task options (the data source and loading options are left out).
+        columns: Which columns hold the text.
+        student_args: The student options (the logit dataset's path and `check_against_data` are left out).
+        config: The run's whole configuration.
+        logit_data: The logit dataset's splits, whose `input_ids` are fingerprinted.
+        teacher_models: The live teachers' paths (None or empty: the stored top-k).
+    """
     task = {k: v for k, v in asdict(task_args).items() if k not in ("data", "trust_remote_code", "allow_pickle")}
     student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
     if teacher_models:

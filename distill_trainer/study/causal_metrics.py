@@ -59,7 +59,15 @@ def completion_metrics(
 
 def split_metrics(model, rows: datasets.Dataset, tokenizer, split: str, batch_size: int) -> dict:
     """`<split>_nll` (per completion token), `_perplexity`, `_token_likelihood` (exp(-NLL), the `weighted`
-    fusion's weight), `_tokens` and `_rows` of `model` on one split's tokenized rows (`completion_metrics`)."""
+    fusion's weight), `_tokens` and `_rows` of `model` on one split's tokenized rows (`completion_metrics`).
+
+    Args:
+        model: The causal LM to score.
+        rows: One split's tokenized rows with `labels`.
+        tokenizer: Pads the batches.
+        split: The split's name, the keys' prefix.
+        batch_size: Rows per forward pass.
+    """
     found = completion_metrics(model, rows, tokenizer, batch_size)
     nll = found["eval_loss"]
     return {

@@ -21,7 +21,11 @@ FIT_ITERATIONS = 200  # EM steps for the mixture weights: the dev likelihood cha
 
 
 def topk_arrays(rows: datasets.Dataset) -> tuple[list[np.ndarray], list[np.ndarray], int]:
-    """One split's stored top-k as one `[n_teachers, len(row), k]` ids and log-probabilities array per row, and k."""
+    """One split's stored top-k as one `[n_teachers, len(row), k]` ids and log-probabilities array per row, and k.
+
+    Args:
+        rows: One split of a top-k logit dataset (its top-k columns and metadata).
+    """
     metadata = read_topk_metadata(rows)
     read = check_topk_columns(rows, metadata.vocab_size)
     sizes = read.lengths * read.n_teachers * read.k
@@ -66,14 +70,22 @@ def truncate_topk(logit_data: datasets.DatasetDict, k: int, tokenizer) -> datase
 
 
 def folder_bytes(folder: str) -> int:
-    """The bytes of the files under `folder` (what a stored top-k costs on disk)."""
+    """The bytes of the files under `folder` (what a stored top-k costs on disk).
+
+    Args:
+        folder: The folder to measure (every file below it counts).
+    """
     return sum(os.path.getsize(os.path.join(root, name)) for root, _, names in os.walk(folder) for name in names)
 
 
 def gold_probabilities(rows: datasets.Dataset) -> np.ndarray:
     """`[scored positions, n_teachers]`: each teacher's probability of the next token at every position whose label
     is learnt, from its stored top-k; a token outside the top-k gets the tail's mass spread evenly over the
-    `vocab - k` tokens outside it (the assumption the sparse loss makes, `tokens.bucket_log_probs`)."""
+    `vocab - k` tokens outside it (the assumption the sparse loss makes, `tokens.bucket_log_probs`).
+
+    Args:
+        rows: One split of a top-k logit dataset, with `labels`.
+    """
     metadata = read_topk_metadata(rows)
     ids, logprobs, k = topk_arrays(rows)
     found = []
@@ -106,7 +118,11 @@ def fit_mixture_weights(rows: datasets.Dataset, iterations: int = FIT_ITERATIONS
 
 def top1_agreement(rows: datasets.Dataset) -> list[list[float]]:
     """`[n_teachers, n_teachers]`: how often two teachers' most probable next tokens agree, over the positions whose
-    label is learnt (how much the study's teachers differ; 1 on the diagonal)."""
+    label is learnt (how much the study's teachers differ; 1 on the diagonal).
+
+    Args:
+        rows: One split of a top-k logit dataset, with `labels`.
+    """
     ids, _, _ = topk_arrays(rows)
     top1 = []
     for row_ids, labels in zip(ids, rows["labels"][:], strict=True):
@@ -117,7 +133,11 @@ def top1_agreement(rows: datasets.Dataset) -> list[list[float]]:
 
 
 def read_record(path: str) -> dict | None:
-    """A JSON record (`save_json`'s), or None where there is none."""
+    """A JSON record (`save_json`'s), or None where there is none.
+
+    Args:
+        path: The JSON file.
+    """
     if not os.path.isfile(path):
         return None
     with open(path) as handle:

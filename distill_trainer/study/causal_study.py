@@ -34,18 +34,36 @@ RESULTS_FILE = "results.csv"  # one row per teacher and run
 
 
 def agreement_path(args: CausalStudyArguments) -> str:
-    """`teachers.json`: the teachers' names and pairwise top-1 agreement on dev and validation (how they differ)."""
+    """`teachers.json`: the teachers' names and pairwise top-1 agreement on dev and validation (how they differ).
+
+    Args:
+        args: The study's arguments (`task_root` is the task's folder).
+    """
     return os.path.join(args.task_root, "teachers.json")
 
 
 def task_arguments(args: CausalStudyArguments, data: str, max_train_rows: int | None = None) -> TaskArguments:
-    """The `--task causal_lm` options every step reads the data folder with."""
+    """The `--task causal_lm` options every step reads the data folder with.
+
+    Args:
+        args: The study's arguments (`max_length`).
+        data: The task's data folder (`prepare_or_reuse`'s).
+        max_train_rows: Keep only the first training rows (None: all).
+    """
     return TaskArguments(task=CAUSAL_LM_TASK, data=data, max_length=args.max_length, max_train_rows=max_train_rows)
 
 
 def teacher_or_reuse(args, data: str, index: int, config: DistillationConfig) -> tuple[str, TeacherRecord]:
     """Task teacher `index` (its learning rate and share of the training pairs), fine-tuned from the base model in
-    its own folder and early-stopped on dev, or the finished one there when it answers the same question."""
+    its own folder and early-stopped on dev, or the finished one there when it answers the same question.
+
+    Args:
+        args: The study's arguments (`CausalStudyArguments`: base model, the teachers' learning rates, shares of the
+            training rows, epochs and patience).
+        data: The task's data folder (holding `train.jsonl`).
+        index: Which teacher, counted from 0 (its place in `teacher_learning_rates`).
+        config: The students' configuration, whose batch sizes and schedule the teacher shares.
+    """
     rate, share = args.teacher_learning_rates[index], args.teacher_train_fractions[index]
     folder = os.path.join(args.task_root, f"teacher-{index + 1}-lr{rate:g}" + (f"-rows{share:g}" if share < 1 else ""))
     with open(os.path.join(data, "train.jsonl")) as handle:
@@ -82,7 +100,13 @@ def teacher_or_reuse(args, data: str, index: int, config: DistillationConfig) ->
 def topk_or_reuse(folder: str, question: dict, build) -> dict:
     """The top-k dataset in `folder` with its record `<folder>.json` (`question`, `wall_time_s`, `bytes`): reused
     when that record asks the same question; else `build()` writes it there (replacing a top-k dataset the tool
-    wrote for another question, with a warning) and the record is written last."""
+    wrote for another question, with a warning) and the record is written last.
+
+    Args:
+        folder: Where the top-k dataset is (or goes).
+        question: What the dataset answers: teachers, data fingerprint, max length, dtype, k.
+        build: Writes the dataset to `folder` when called with no arguments.
+    """
     record_path = f"{folder}.json"
     found = read_record(record_path)
     if found is not None and os.path.isdir(folder):
@@ -98,12 +122,26 @@ def topk_or_reuse(folder: str, question: dict, build) -> dict:
 
 
 def cut_topk(source: str, target: str, k: int, tokenizer) -> None:
-    """Write the top-k dataset at `k` cut from the one in `source` (`truncate_topk`) to `target`, atomically."""
+    """Write the top-k dataset at `k` cut from the one in `source` (`truncate_topk`) to `target`, atomically.
+
+    Args:
+        source: The folder of the top-k dataset at the larger k.
+        target: The folder to write.
+        k: Tokens kept per position, at most the source's k.
+        tokenizer: The teachers' tokenizer.
+    """
     save_dataset_atomically(truncate_topk(load_logit_dataset(source), k, tokenizer), target)
 
 
 def student_or_reuse(task_args, student: StudentArguments, config: DistillationConfig, live=None) -> StudentResult:
-    """`distill_causal_student`, unless `config.output_dir` already holds a run of the same question."""
+    """`distill_causal_student`, unless `config.output_dir` already holds a run of the same question.
+
+    Args:
+        task_args: `--data`, row limits and `--max_length` (`task_arguments`).
+        student: The logit dataset, the student model and the layers kept.
+        config: The run's configuration (`output_dir` is its folder).
+        live: Live teachers' folders for a dense online run (None: the stored top-k).
+    """
     if not os.path.isfile(os.path.join(config.output_dir, StudentResult.FILE)):
         return distill_causal_student(task_args, COLUMNS, student, config, teacher_models=live)
     found = StudentResult.load(config.output_dir)
@@ -117,7 +155,14 @@ def student_or_reuse(task_args, student: StudentArguments, config: DistillationC
 def student_runs(args: CausalStudyArguments, n_teachers: int, best: int, largest: int) -> list[tuple[str, str, int]]:
     """(run name, method, k) of every student per seed: the methods at the largest k (`single` once per teacher),
     the k grid for `k_grid_methods` (`best_single`: the teacher with the best dev likelihood), and the dense online
-    references (k None: the teachers live)."""
+    references (k None: the teachers live).
+
+    Args:
+        args: The study's arguments (`methods`, `k_grid`, `k_grid_methods`, `dense_methods`).
+        n_teachers: How many teachers the top-k dataset holds (`single` runs once per teacher).
+        best: The index of the teacher with the best dev likelihood (`best_single`).
+        largest: The largest k of the grid, at which every method runs.
+    """
     runs = []
     for method in args.methods:
         if method == "none":

@@ -101,7 +101,11 @@ class CausalStudyArguments:
 def prepare_or_reuse(args: CausalStudyArguments) -> str:
     """The study's data folder, `<study_dir>/<task>/data`: written by `prepare_causal_task` where absent; reused
     where its `causal_task.json` says it was made from the same task, GLUE data, dev seed and row limits; refused
-    otherwise (another study's rows, or a folder the tool did not write), before any other work."""
+    otherwise (another study's rows, or a folder the tool did not write), before any other work.
+
+    Args:
+        args: The study's arguments (task, GLUE data, `study_dir`, row limits).
+    """
     folder = os.path.join(args.task_root, "data")
     if not os.path.exists(folder):
         prepare_causal_task(args.task, args.glue_data, folder, args.row_limits, DEV_SEED)
@@ -123,7 +127,11 @@ def prepare_or_reuse(args: CausalStudyArguments) -> str:
 
 
 def data_fingerprint(folder: str) -> str:
-    """SHA-256 over the data folder's split files: the rows every teacher and student question names."""
+    """SHA-256 over the data folder's split files: the rows every teacher and student question names.
+
+    Args:
+        folder: The data folder, holding `train.jsonl`, `dev.jsonl` and `validation.jsonl`.
+    """
     digest = hashlib.sha256()
     for split in CAUSAL_SPLITS:
         with open(os.path.join(folder, f"{split}.jsonl"), "rb") as handle:

@@ -22,7 +22,13 @@ CAUSAL_SPLITS = ("train", "dev", "validation")
 @dataclass(frozen=True)
 class PairTask:
     """A GLUE pair task as prompt -> completion: the rows of one label, the first text in a prompt template, the
-    second text the completion (with a leading space, so it tokenizes as the words that follow the prompt)."""
+    second text the completion (with a leading space, so it tokenizes as the words that follow the prompt).
+
+    Args:
+        name: The GLUE task's name ("mnli", "qqp").
+        label: The label whose rows are kept (MNLI's entailment, QQP's duplicate).
+        template: The prompt, with `{}` where the first text goes.
+    """
 
     name: str
     label: int
@@ -36,7 +42,11 @@ PAIR_TASKS = {
 
 
 def dev_size(pairs: int) -> int:
-    """How many training pairs the dev split takes: `DEV_SHARE` of them (rounded down) or `DEV_MOST`."""
+    """How many training pairs the dev split takes: `DEV_SHARE` of them (rounded down) or `DEV_MOST`.
+
+    Args:
+        pairs: How many training pairs there are.
+    """
     return min(DEV_MOST, int(pairs * DEV_SHARE))
 
 
@@ -65,7 +75,12 @@ def causal_pairs(task: PairTask, rows: datasets.Dataset) -> pd.DataFrame:
 
 def carve_dev(train: pd.DataFrame, seed: int = DEV_SEED) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`(train, dev)`: `dev_size` pairs drawn by `seed` from the training pairs, the rest train; both keep file
-    order. The same pairs and seed give the same split on every run and machine (NumPy's PCG64)."""
+    order. The same pairs and seed give the same split on every run and machine (NumPy's PCG64).
+
+    Args:
+        train: The training pairs (`causal_pairs`), in file order.
+        seed: Draws the dev pairs.
+    """
     size = dev_size(len(train))
     if size == 0:
         raise ValueError(f"{len(train)} training pairs are too few to carve a dev split from (10 at least).")

@@ -169,12 +169,25 @@ def check_teacher_reproduces(
 
 
 def teacher_cache_path(cache_dir: str, index: int) -> str:
+    """The cache file of teacher `index`: `<cache_dir>/teacher-<index>.npz`.
+
+    Args:
+        cache_dir: The per-teacher cache folder.
+        index: The teacher's column, counted from 0.
+    """
     return os.path.join(cache_dir, f"teacher-{index}.npz")
 
 
 def read_teacher_cache(cache_dir: str | None, index: int, key: dict) -> dict | None:
     """A finished teacher's arrays (`found["logits"]`, by name), if cached for exactly this `key` (teacher, settings
-    and input rows)."""
+    and input rows).
+
+    Args:
+        cache_dir: The per-teacher cache folder (None: no cache, nothing read).
+        index: The teacher's column, counted from 0.
+        key: What the cached arrays answer: the teacher, its settings and the input rows' fingerprints
+            (JSON-serializable).
+    """
     if cache_dir is None or not os.path.isfile(teacher_cache_path(cache_dir, index)):
         return None
     with np.load(teacher_cache_path(cache_dir, index)) as cached:
@@ -192,7 +205,15 @@ def read_teacher_cache(cache_dir: str | None, index: int, key: dict) -> dict | N
 
 
 def write_teacher_cache(cache_dir: str | None, index: int, key: dict, found: dict) -> None:
-    """Main process only; written under a temporary name and renamed, so a cache file is always whole."""
+    """Main process only; written under a temporary name and renamed, so a cache file is always whole.
+
+    Args:
+        cache_dir: The per-teacher cache folder (None: nothing is written).
+        index: The teacher's column, counted from 0.
+        key: What the cached arrays answer: the teacher, its settings and the input rows' fingerprints
+            (JSON-serializable).
+        found: The teacher's `name`, `revision` and `logits` (arrays by name).
+    """
     state = process_state()
     if cache_dir is not None and state.is_main_process:
         os.makedirs(cache_dir, exist_ok=True)
@@ -254,7 +275,11 @@ def write_with_teacher_cache(output_dir: str, n_teachers: int, build) -> dataset
 
 def check_replaceable(output_dir: str) -> None:
     """Refuse an `output_dir` that holds anything but a logit dataset this tool wrote (a project folder,
-    `.`, a teacher): replacing the dataset deletes the folder, and nothing the tool did not create may go."""
+    `.`, a teacher): replacing the dataset deletes the folder, and nothing the tool did not create may go.
+
+    Args:
+        output_dir: The folder a logit dataset is about to be written to.
+    """
     if not os.path.exists(output_dir) or (os.path.isdir(output_dir) and not os.listdir(output_dir)):
         return
     try:
@@ -272,7 +297,12 @@ def check_replaceable(output_dir: str) -> None:
 
 
 def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> None:
-    """Write next to `output_dir`, then rename: a crash never leaves a half-written dataset in its place."""
+    """Write next to `output_dir`, then rename: a crash never leaves a half-written dataset in its place.
+
+    Args:
+        dataset: The logit dataset.
+        output_dir: Its folder: new, empty, or a logit dataset this tool wrote (replaced).
+    """
 
     check_replaceable(output_dir)
 

@@ -68,6 +68,13 @@ class HubArguments:
     )
 
     def publish_kwargs(self, private_default: bool = False, revision: str | None = None) -> dict:
+        """The keyword arguments of `publish_teacher`, `publish_student` and `publish_logit_dataset` these options give
+        (`license` only where `--hub_license` is set).
+
+        Args:
+            private_default: `TrainingArguments.hub_private_repo`, where the recipe has it: private if either asks.
+            revision: The branch to publish to (None: main).
+        """
         return {
             "private": True if self.hub_private or private_default else None,
             "revision": revision,
@@ -79,7 +86,13 @@ class HubArguments:
 
 def check_publishing(push_to_hub: bool, repo_id: str | None, flag: str) -> None:
     """Refuse, before any work is done, to publish without a valid `owner/name` repo id (`flag` names the
-    option the user should set): training for an hour and then failing to push loses the run."""
+    option the user should set): training for an hour and then failing to push loses the run.
+
+    Args:
+        push_to_hub: Whether the user asked to publish (nothing is checked otherwise).
+        repo_id: The repo id given (`owner/name`), or None.
+        flag: The option that sets `repo_id`, as the error names it (e.g. "--hub_model_id").
+    """
     if push_to_hub:
         if not repo_id:
             raise ValueError(f"--push_to_hub needs {flag} (owner/name).")
@@ -88,7 +101,14 @@ def check_publishing(push_to_hub: bool, repo_id: str | None, flag: str) -> None:
 
 def check_hub_before_work(repo_id: str, *, repo_type: str = "model", exist_ok: bool = True, token=None) -> None:
     """Ask the Hub, before any training or extraction, whether `repo_id` can be published to: an unreachable
-    Hub or an existing repo with `--hub_exist_ok false` would otherwise fail only after the work is done."""
+    Hub or an existing repo with `--hub_exist_ok false` would otherwise fail only after the work is done.
+
+    Args:
+        repo_id: The repo to publish to (`owner/name`).
+        repo_type: "model" or "dataset".
+        exist_ok: Whether an existing repo may be updated (False: refused).
+        token: The Hub token (None: `HF_TOKEN` or the logged-in one).
+    """
     api = HfApi(token=token)
     try:
         exists = api.repo_exists(repo_id, repo_type=repo_type)
@@ -105,7 +125,14 @@ def check_hub_before_work(repo_id: str, *, repo_type: str = "model", exist_ok: b
 
 
 def publish_teacher(folder: str, repo_id: str, *, license: str = "apache-2.0", **hub_kwargs) -> str:
-    """Upload a teacher folder written by `train_teacher` (model or scikit-learn pipeline) with its card."""
+    """Upload a teacher folder written by `train_teacher` (model or scikit-learn pipeline) with its card.
+
+    Args:
+        folder: The teacher's folder (with `teacher_info.json`).
+        repo_id: The model repo to publish to (`owner/name`).
+        license: The license on the card.
+        **hub_kwargs: `publish_folder`'s `private`, `revision`, `commit_message`, `exist_ok` and `token`.
+    """
     info = TeacherRecord.load(folder)
     card = render_teacher_card(info, repo_id, license)
     return publish_folder(folder, repo_id, card, message=f"Upload teacher {info.name}", **hub_kwargs)
@@ -122,6 +149,14 @@ def publish_student(
     """Upload a student folder written by `distill_student` with its card (no gate weights: never saved there).
 
     `baseline`: the no-distillation student's results (its folder or `eval_results.json`), shown on the card.
+
+    Args:
+        folder: The student's folder (with `eval_results.json`).
+        repo_id: The model repo to publish to (`owner/name`).
+        baseline: The no-distillation student's results: its folder or `eval_results.json` path, or its
+            `StudentResult`; None: none shown.
+        license: The license on the card.
+        **hub_kwargs: `publish_folder`'s `private`, `revision`, `commit_message`, `exist_ok` and `token`.
     """
     results = StudentResult.load(folder)
     if isinstance(baseline, str):
@@ -146,6 +181,16 @@ def publish_logit_dataset(
 
     The Hub keeps a dataset's features but not `info.description`, where the metadata lives locally, so
     it travels as `distill_trainer_logits.json` (per split) and `logit_data.load_logit_dataset` puts it back.
+
+    Args:
+        logit_dataset: The logit dataset, or the folder `save_to_disk` wrote it to.
+        repo_id: The dataset repo to publish to (`owner/name`).
+        private: Create the repo private (None: the namespace's default; an existing repo keeps its visibility).
+        revision: The branch to upload to, created from main if missing (None: main).
+        commit_message: The commit's message (None: "Upload logit dataset").
+        exist_ok: Update an existing repo (False: an existing repo is an error).
+        license: The license on the card.
+        token: The Hub token (None: `HF_TOKEN` or the logged-in one); only ever handed to the client.
     """
     if isinstance(logit_dataset, str):
         logit_dataset = datasets.load_from_disk(logit_dataset)
@@ -188,7 +233,20 @@ def publish_folder(
     exist_ok: bool = True,
     token: str | None = None,
 ) -> str:
-    """Create (or reuse) a model repo and upload `folder` with `card` as README.md in one commit; the commit URL."""
+    """Create (or reuse) a model repo and upload `folder` with `card` as README.md in one commit; the commit URL.
+
+    Args:
+        folder: The model folder to upload (training leftovers in `IGNORE_PATTERNS` are left out); the card is saved
+            into it as README.md too.
+        repo_id: The model repo (`owner/name`).
+        card: The model card.
+        message: The default commit message.
+        private: Create the repo private (None: the namespace's default; an existing repo keeps its visibility).
+        revision: The branch to upload to, created from main if missing (None: main).
+        commit_message: The commit's message (None: `message`).
+        exist_ok: Update an existing repo (False: an existing repo is an error).
+        token: The Hub token (None: `HF_TOKEN` or the logged-in one); only ever handed to the client.
+    """
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=exist_ok)
     make_branch(api, repo_id, "model", revision)
@@ -204,6 +262,13 @@ def publish_folder(
 
 
 def make_branch(api: HfApi, repo_id: str, repo_type: str, revision: str | None) -> None:
-    """Uploading to a branch needs the branch: create it from main when it does not exist yet."""
+    """Uploading to a branch needs the branch: create it from main when it does not exist yet.
+
+    Args:
+        api: The Hub client (with the token).
+        repo_id: The repo (`owner/name`).
+        repo_type: "model" or "dataset".
+        revision: The branch (None or "main": nothing to create).
+    """
     if revision and revision != "main":
         api.create_branch(repo_id, branch=revision, repo_type=repo_type, exist_ok=True)

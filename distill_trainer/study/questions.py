@@ -68,7 +68,12 @@ def run_question(config, **parts: dict) -> dict:
 
 
 def question_differences(recorded: dict, asked: dict) -> dict:
-    """`{"section.field": (recorded, asked)}` for each setting that differs between two `run_question`s."""
+    """`{"section.field": (recorded, asked)}` for each setting that differs between two `run_question`s.
+
+    Args:
+        recorded: The question a finished run's record holds (JSON values).
+        asked: The question of the run about to be made (JSON values).
+    """
     differ = {}
     for section in sorted(set(recorded) | set(asked)):
         old, new = recorded.get(section), asked.get(section)
@@ -84,7 +89,13 @@ def question_differences(recorded: dict, asked: dict) -> dict:
 def check_same_question(folder: str, recorded: dict | None, asked: dict) -> bool:
     """Whether the finished run in `folder` answers `asked`: True if its record's question is the same, False for
     a record from before questions were kept (the caller falls back to what such records hold); a `ValueError`
-    naming every setting that differs otherwise, so that it is never reported as this run."""
+    naming every setting that differs otherwise, so that it is never reported as this run.
+
+    Args:
+        folder: The finished run's folder, as the error names it.
+        recorded: The question its record holds (None: a record from before questions were kept).
+        asked: The question of the run about to be made (`run_question`).
+    """
     if recorded is None:
         return False
     differ = question_differences(recorded, json.loads(json.dumps(asked)))

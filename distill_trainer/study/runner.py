@@ -81,7 +81,16 @@ def teacher_or_reuse(
     `TeacherRecord.collapsed`) is not a teacher: its folder is set aside as `collapsed-<folder>-lr<lr>` (kept,
     never deleted) and it is fine-tuned again at a third of the learning rate, up to
     `study.teacher_collapse_retries` times; if the last attempt collapses too, it is kept with a warning (its
-    record says so). A finished teacher is reused only under the same `teacher_settings`."""
+    record says so). A finished teacher is reused only under the same `teacher_settings`.
+
+    Args:
+        data: The task and its rows.
+        teacher: The base model to fine-tune: a Hub id, a folder, a packaged short name or `sklearn_tfidf`.
+        folder: The teacher's folder.
+        config: The students' configuration, whose batch size, schedule and (without `--teacher_learning_rate`)
+            learning rate the teacher shares.
+        study: The study's options (teacher epochs, patience, learning rate and collapse retries).
+    """
     asked = teacher_settings(data, config, study)
     question = teacher_question(data, teacher, config, study, folder)
     if os.path.isfile(os.path.join(folder, TeacherRecord.FILE)):
@@ -133,7 +142,13 @@ def teacher_or_reuse(
 
 def teacher_settings(data: TaskData, config: DistillationConfig, study: StudyArguments) -> dict:
     """What a study asks of a teacher (before any collapse retry lowers the rate), recorded with it so that a
-    finished teacher is not reused under other settings."""
+    finished teacher is not reused under other settings.
+
+    Args:
+        data: The task and its rows (`max_train_rows`, `max_length`).
+        config: The students' configuration (learning rate, batch size, weight decay).
+        study: The study's options (teacher epochs, patience and learning rate).
+    """
     return {
         "teacher_epochs": study.teacher_epochs,
         "teacher_patience": study.teacher_patience,
@@ -150,6 +165,12 @@ def run_study(data: TaskData, study: StudyArguments, config: DistillationConfig)
 
     Finished runs (an `eval_results.json` / `teacher_info.json` in their folder) are reused, so an
     interrupted study picks up where it stopped.
+
+    Args:
+        data: The task and its rows (`TaskArguments.task_data()`).
+        study: What the study runs: teachers, student model and layers, methods, seeds, folders (`StudyArguments`).
+        config: The students' `DistillationConfig` (each run overrides its folder, seed and method options); the
+            teachers share its batch size and schedule.
     """
     import pandas as pd
 
@@ -228,7 +249,12 @@ def matched_steps(data: TaskData, config: DistillationConfig) -> int | None:
 
 
 def link_into(folder: str, sources: Sequence[str]) -> None:
-    """Symbolic links in `folder` to each of `sources` (by name); an existing entry must be that link already."""
+    """Symbolic links in `folder` to each of `sources` (by name); an existing entry must be that link already.
+
+    Args:
+        folder: The folder the links go in (created if missing).
+        sources: The files or folders to link to; each link is named by its source's last component.
+    """
     os.makedirs(folder, exist_ok=True)
     for source in sources:
         link = os.path.join(folder, os.path.basename(source))
@@ -244,7 +270,13 @@ def link_into(folder: str, sources: Sequence[str]) -> None:
 def method_runs(methods: Sequence[str], n_teachers: int, temperatures: dict[str, float]) -> list[tuple[str, dict]]:
     """(run name, `DistillationConfig` options) per study method: 'single' methods once per teacher ('single-<i>'
     for teacher i alone); a method with its own temperature gets it, and a `-T<t>` in its name so that its folder
-    differs."""
+    differs.
+
+    Args:
+        methods: The study's method names (`method_options`).
+        n_teachers: How many teachers the logit dataset holds.
+        temperatures: A temperature per method that has its own (`method_temperatures`); others use the config's.
+    """
     runs = []
     for method in methods:
         options = method_options(method)
@@ -276,6 +308,17 @@ def sweep_grid(
     `methods` (study method names, see `method_options`; default: `config`'s own fusion) are swept in turn; a
     method in `temperature_per_method` sweeps alpha at its own T only. Each cell is a run folder under
     `config.output_dir` (`<method>/` when methods are given); finished cells are reused.
+
+    Args:
+        data: The task and its rows.
+        student: `distill_student`'s options: `logit_dataset`, `student_model`, `student_layers`,
+            `early_stopping_patience`.
+        config: The students' configuration; `output_dir` is the grid's root folder.
+        temperatures: The temperatures of the grid.
+        alphas: The alphas of the grid.
+        grid_csv: Where the grid's table is written (None: `<output_dir>/grid.csv`).
+        methods: Study method names to sweep in turn (None: `config`'s own fusion).
+        temperature_per_method: Methods swept at this T only, alpha alone (None: none).
     """
     import pandas as pd
 

@@ -28,13 +28,25 @@ RECORD_FORMAT_VERSION = 1
 
 def write_atomically(path: str, write: Callable[[str], None]) -> None:
     """`write(partial_path)`, then rename into `path`: a crash or a kill never leaves a half-written file (or
-    folder) under the final name, and readers see the old version or the new one, never a mix."""
+    folder) under the final name, and readers see the old version or the new one, never a mix.
+
+    Args:
+        path: The final file or folder name.
+        write: Writes the file or folder at the temporary path it is given.
+    """
     partial = f"{os.path.normpath(path)}.partial-{os.getpid()}"
     write(partial)
     os.replace(partial, path)
 
 
 def save_json(data: dict, path: str) -> None:
+    """Write `data` as indented JSON with sorted keys to `path`, atomically (`write_atomically`).
+
+    Args:
+        data: JSON-serializable values.
+        path: The file to write.
+    """
+
     def write(partial: str) -> None:
         with open(partial, "w") as handle:
             json.dump(data, handle, indent=2, sort_keys=True)
@@ -49,12 +61,23 @@ class RunRecord:
     FILE: ClassVar[str]
 
     def save(self, folder: str) -> str:
+        """Write the record (with `format_version`) as `<folder>/<FILE>`, atomically; returns its path.
+
+        Args:
+            folder: The run's folder (it must exist).
+        """
         path = os.path.join(folder, self.FILE)
         save_json({"format_version": RECORD_FORMAT_VERSION, **asdict(self)}, path)
         return path
 
     @classmethod
     def load(cls, folder_or_file: str):
+        """The record in a run folder (or the JSON file itself); a `FileNotFoundError` or `ValueError` naming the file
+        where it is missing, from a newer version, or has unknown or missing fields.
+
+        Args:
+            folder_or_file: The run's folder (its `FILE` is read) or the record's file.
+        """
         path = folder_or_file if os.path.isfile(folder_or_file) else os.path.join(folder_or_file, cls.FILE)
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} not found: not a folder written by the recipes (they write {cls.FILE}).")
@@ -91,7 +114,11 @@ class RunRecord:
 def device_name(args) -> str:
     """What trained a run, from its `TrainingArguments`: 'cpu' or the accelerator's name (e.g. 'NVIDIA H200'),
     with ' with bf16 autocast' (or fp16) where training ran under it: the machine and precision behind a run's
-    training time, and behind its numbers."""
+    training time, and behind its numbers.
+
+    Args:
+        args: The run's `TrainingArguments` (`device`, `bf16`, `fp16`).
+    """
     import torch
 
     name = torch.cuda.get_device_name(args.device) if args.device.type == "cuda" else args.device.type
@@ -131,30 +158,53 @@ def training_settings(config, task_options: dict, student: dict) -> dict:
 
 def settings_that_differ(recorded: dict | None, asked: dict) -> dict:
     """The recorded settings (as the JSON record holds them) that differ from `asked`: why a finished run or
-    teacher is not reused. A record from before settings were kept has none to compare."""
+    teacher is not reused. A record from before settings were kept has none to compare.
+
+    Args:
+        recorded: The settings a record holds (None: a record from before settings were kept).
+        asked: The settings of the run about to be made (`training_settings`, `runner.teacher_settings`).
+    """
     asked = json.loads(json.dumps(asked))
     return {key: value for key, value in (recorded or {}).items() if key in asked and asked[key] != value}
 
 
 def is_collapsed(majority_prediction_share: float, majority_label_share: float) -> bool:
     """Predicts nearly one class (>= 95% of validation rows) although the labels are not that skewed (the
-    commonest label under 80%): a fine-tuning failure (e.g. too high a learning rate), not a teacher."""
+    commonest label under 80%): a fine-tuning failure (e.g. too high a learning rate), not a teacher.
+
+    Args:
+        majority_prediction_share: Share of validation rows predicted as the commonest predicted class, 0 to 1.
+        majority_label_share: Share of validation rows whose label is the commonest label, 0 to 1.
+    """
     return majority_prediction_share >= 0.95 and majority_label_share < 0.8
 
 
 def display_name(path_or_id: str) -> str:
-    """A name for cards and metadata: a Hub id as is, a local folder by its last component (no local paths)."""
+    """A name for cards and metadata: a Hub id as is, a local folder by its last component (no local paths).
+
+    Args:
+        path_or_id: A local folder or file, or a Hub id.
+    """
     return os.path.basename(os.path.normpath(path_or_id)) if os.path.exists(path_or_id) else path_or_id
 
 
 def base_model_name(name: str) -> str:
-    """What a card's `base_model` should say: the Hub id behind a packaged short name, else `display_name`."""
+    """What a card's `base_model` should say: the Hub id behind a packaged short name, else `display_name`.
+
+    Args:
+        name: The model as the study names it: a short name, a Hub id or a folder.
+    """
     return HUB_IDS.get(name) or display_name(name)
 
 
 def short_teacher_name(name: str, task: str) -> str:
     """A teacher's name without the `-<task>` suffix `train_teacher` gives it, so that the study's methods
-    ("single: all-mpnet-base-v2") line up across tasks in tables and plots."""
+    ("single: all-mpnet-base-v2") line up across tasks in tables and plots.
+
+    Args:
+        name: The teacher's recorded name, e.g. "all-mpnet-base-v2-sst2".
+        task: The task whose suffix is removed.
+    """
     return name.removesuffix(f"-{task}")
 
 
@@ -257,7 +307,13 @@ CURRICULUM_SEPARATOR, CALIBRATED_SUFFIX = "_to_", "+calibrated"
 
 
 def method_name(fusion: str, curriculum_fusion: str | None = None, calibrate_teachers: bool = False) -> str:
-    """How the study names a method: the fusion, `_to_<curriculum_fusion>`, `+calibrated`."""
+    """How the study names a method: the fusion, `_to_<curriculum_fusion>`, `+calibrated`.
+
+    Args:
+        fusion: The fusion strategy ("none" for the baseline).
+        curriculum_fusion: The fusion a curriculum moves to (None: no curriculum).
+        calibrate_teachers: Whether the teachers are calibrated.
+    """
     name = fusion + (f"{CURRICULUM_SEPARATOR}{curriculum_fusion}" if curriculum_fusion else "")
     return name + (CALIBRATED_SUFFIX if calibrate_teachers else "")
 
@@ -265,7 +321,11 @@ def method_name(fusion: str, curriculum_fusion: str | None = None, calibrate_tea
 def method_options(method: str) -> dict:
     """The `DistillationConfig` options of a study method named as `method_name` names them, e.g.
     'average_to_confidence+calibrated', or 'single-<i>' for one teacher's single run (the name of its folder; plain
-    'single' runs once per teacher); a `ValueError` naming the method when its fusions are unknown."""
+    'single' runs once per teacher); a `ValueError` naming the method when its fusions are unknown.
+
+    Args:
+        method: The study method's name, e.g. "gating", "average_to_confidence", "weighted+calibrated" or "single-1".
+    """
     one_teacher = re.fullmatch(r"single-(\d+)", method)
     if one_teacher:
         return {**method_options("single"), "teacher_index": int(one_teacher[1])}
@@ -289,7 +349,12 @@ def method_options(method: str) -> dict:
 def method_temperatures(pairs: list[str], methods: list[str]) -> dict[str, float]:
     """`['gating=3', 'average=9']` -> `{'gating': 3.0, 'average': 9.0}`: a temperature per study method, refused
     unless each names one of `methods` with a temperature > 0. Every method of `methods` is checked too
-    (`method_options`), so one call validates a study's methods before any work."""
+    (`method_options`), so one call validates a study's methods before any work.
+
+    Args:
+        pairs: `--method_temperatures` values, `METHOD=T` each.
+        methods: The study's methods (`--methods`).
+    """
     for method in methods:
         method_options(method)
     found = {}

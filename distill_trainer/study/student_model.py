@@ -39,7 +39,12 @@ def check_bundled_layers(student_model: str, student_layers: Sequence[int] | Non
 
 def student_from_layers(model: PreTrainedModel, layers: Sequence[int]) -> PreTrainedModel:
     """Keep only `layers` of the encoder, or of a causal LM's decoder (DistilBERT's initialisation: a student cut
-    from a teacher). A kept decoder layer is renumbered, so its key/value cache slot is its new position."""
+    from a teacher). A kept decoder layer is renumbered, so its key/value cache slot is its new position.
+
+    Args:
+        model: The teacher (or pretrained model) to cut, changed in place and returned.
+        layers: Indices of the layers to keep, in the order they are kept; distinct, each in `[0, n_layers)`.
+    """
     encoder = getattr(model.base_model, "encoder", None)
     holder, attribute = (encoder, "layer") if hasattr(encoder, "layer") else (model.base_model, "layers")
     blocks = getattr(holder, attribute, None)

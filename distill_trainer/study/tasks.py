@@ -18,7 +18,16 @@ LOCAL_FORMATS = ("tsv", "csv", "parquet", "jsonl")
 
 @dataclass(frozen=True)
 class GlueTask:
-    """What distinguishes one GLUE task from another, as far as training and scoring go."""
+    """What distinguishes one GLUE task from another, as far as training and scoring go.
+
+    Args:
+        name: The task's name in GLUE (the Hub config and the local folder), e.g. "sst2".
+        text_columns: The input text columns, in the order a model reads them (one, or a pair).
+        label_names: The labels in id order; one name ("score") for a regression task.
+        validation_split: The split `validation` means (e.g. `validation_matched` for MNLI).
+        metric: The study's headline metric: accuracy, f1, matthews_correlation or pearson.
+        title: The task's name as the GLUE paper writes it (SST-2), for cards and tables.
+    """
 
     name: str
     text_columns: tuple[str, ...]
@@ -29,7 +38,11 @@ class GlueTask:
 
     def input_columns(self, data: datasets.Dataset) -> list[str]:
         """The columns that identify a row's inputs (`idx` and the texts): what a logit dataset's and a teacher
-        record's fingerprints are computed over, so both name the same rows the same way."""
+        record's fingerprints are computed over, so both name the same rows the same way.
+
+        Args:
+            data: One split's rows.
+        """
         return [column for column in ("idx", *self.text_columns) if column in data.column_names]
 
     @property
@@ -79,13 +92,23 @@ TASKS = {
 
 
 def get_task(name: str) -> GlueTask:
+    """The task registered under `name` in `TASKS`; a `ValueError` naming the known ones otherwise.
+
+    Args:
+        name: A GLUE task's name, e.g. "sst2".
+    """
     if name not in TASKS:
         raise ValueError(f"Unknown task {name!r}; known GLUE tasks: {sorted(TASKS)}.")
     return TASKS[name]
 
 
 def resolve_split(task: GlueTask, split: str) -> str:
-    """`validation` means the task's own validation split (e.g. `validation_matched` for MNLI)."""
+    """`validation` means the task's own validation split (e.g. `validation_matched` for MNLI).
+
+    Args:
+        task: The GLUE task.
+        split: A split name; "validation" is mapped, any other kept.
+    """
     return task.validation_split if split == "validation" else split
 
 
@@ -96,6 +119,12 @@ def load_task_split(
 
     Local TSV/CSV files are read with NA parsing off: GLUE text such as MNLI's hypothesis `n/a` must stay text.
     `max_rows` keeps the first rows (file order), so subsets are reproducible.
+
+    Args:
+        task: The GLUE task.
+        split: The split's name ("validation" means the task's own, `resolve_split`).
+        data: A Hub dataset id or a folder holding `<task>/<split>.tsv|csv|parquet|jsonl`.
+        max_rows: Keep only the first rows (None: all).
     """
     split = resolve_split(task, split)
     if os.path.isdir(data):
@@ -111,7 +140,12 @@ def load_task_split(
 
 
 def first_rows(dataset: datasets.Dataset, max_rows: int | None) -> datasets.Dataset:
-    """The first `max_rows` rows (all of them for `None`): subsets that are the same on every run."""
+    """The first `max_rows` rows (all of them for `None`): subsets that are the same on every run.
+
+    Args:
+        dataset: The rows.
+        max_rows: How many leading rows to keep (None: all).
+    """
     if max_rows is not None and max_rows < len(dataset):
         return dataset.select(range(max_rows))
     return dataset
@@ -140,6 +174,13 @@ def dev_positions(pool: int, fraction: float, max_rows: int, seed: int) -> np.nd
 
 
 def _load_local(folder: str, split: str) -> datasets.Dataset:
+    """One split's table from a local folder: the first of `<split>.tsv|csv|parquet|jsonl` that exists, TSV/CSV read
+    without NA parsing; a `ValueError` naming the file where it cannot be read or has no rows.
+
+    Args:
+        folder: The task's folder, `<data>/<task>`.
+        split: The split's file name without extension (e.g. `validation_matched`).
+    """
     for extension in LOCAL_FORMATS:
         path = os.path.join(folder, f"{split}.{extension}")
         if not os.path.isfile(path):
@@ -163,7 +204,12 @@ def _load_local(folder: str, split: str) -> datasets.Dataset:
 
 
 def task_texts(task: GlueTask, dataset: datasets.Dataset) -> list[tuple[str, ...]]:
-    """Each row's text fields in the task's order (one for single-sentence tasks, two for pairs)."""
+    """Each row's text fields in the task's order (one for single-sentence tasks, two for pairs).
+
+    Args:
+        task: The GLUE task.
+        dataset: Rows with the task's text columns.
+    """
     columns = dataset.select_columns(list(task.text_columns))[:]
     return list(zip(*(columns[column] for column in task.text_columns), strict=False))
 
@@ -172,6 +218,11 @@ def compute_task_metrics(task: GlueTask, predictions: np.ndarray, labels: np.nda
     """Accuracy plus the task's headline metric (F1 of the positive class, MCC, or Pearson/Spearman).
 
     `predictions` may be logits `[n, n_labels]` or class ids `[n]`.
+
+    Args:
+        task: The GLUE task.
+        predictions: Logits `[n, n_labels]` or class ids `[n]`; for a regression task, scores `[n]` or `[n, 1]`.
+        labels: The gold labels `[n]`, in row order.
     """
     from scipy.stats import pearsonr, spearmanr
     from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -195,5 +246,9 @@ def compute_task_metrics(task: GlueTask, predictions: np.ndarray, labels: np.nda
 
 
 def metrics_for_trainer(task: GlueTask):
-    """A `compute_metrics` callable for `Trainer` that scores with `compute_task_metrics`."""
+    """A `compute_metrics` callable for `Trainer` that scores with `compute_task_metrics`.
+
+    Args:
+        task: The GLUE task.
+    """
     return lambda prediction: compute_task_metrics(task, prediction.predictions, prediction.label_ids)

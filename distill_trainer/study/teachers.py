@@ -29,13 +29,22 @@ class Teacher(Protocol):
     name: str
 
     def __call__(self, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
-        """`texts[i]` is one example's text fields; returns float32 logits `[len(texts), n_labels]`."""
+        """`texts[i]` is one example's text fields; returns float32 logits `[len(texts), n_labels]`.
+
+        Args:
+            texts: One tuple of text fields per example (one field, or a pair), in the task's column order.
+        """
 
 
 def label_permutation(teacher_labels: Sequence[str], task_labels: Sequence[str], teacher: str) -> list[int]:
     """Indices into the teacher's outputs that give the task's label order; refuse unknown names.
 
     Default names (`LABEL_0`, ...) carry no information, so such a teacher is taken to be in task order.
+
+    Args:
+        teacher_labels: The teacher's label names, in its output order (`config.id2label`).
+        task_labels: The task's label names, in task order.
+        teacher: The teacher's name, as the errors give it.
     """
     if len(teacher_labels) != len(task_labels):
         raise ValueError(
@@ -57,6 +66,12 @@ def label_permutation(teacher_labels: Sequence[str], task_labels: Sequence[str],
 def load_classifier(model_name_or_path: str, allow_pickle: bool = False, trust_remote_code: bool = False, **kwargs):
     """`AutoModelForSequenceClassification.from_pretrained`, safely by default: safetensors weights only and
     no remote code. Pickle weights (`pytorch_model.bin`) can run code when loaded, so they need `allow_pickle`.
+
+    Args:
+        model_name_or_path: A Hub id or a checkpoint folder.
+        allow_pickle: Accept checkpoints with pickle weights only (only ones you trust).
+        trust_remote_code: Run model code from the checkpoint's repo (only ones you trust).
+        **kwargs: Passed to `from_pretrained` (e.g. `revision`).
     """
     from transformers import AutoModelForSequenceClassification
 
@@ -81,6 +96,17 @@ class TransformersTeacher:
 
     Batches are grouped by length (longest first) so padding is wasted only within similar lengths;
     outputs are put back in input order.
+
+    Args:
+        model_name_or_path: A Hub id or a checkpoint folder.
+        task_labels: The task's label names, in task order: the outputs are re-mapped to it by name.
+        name: The teacher's name in metadata (None: `model_name_or_path`).
+        batch_size: Rows per forward pass.
+        max_length: Tokens kept per input.
+        device: Where the model runs (None: this process's device under `accelerate`).
+        revision: The Hub revision to load (None: the default branch).
+        trust_remote_code: Run model and tokenizer code from the checkpoint's repo.
+        allow_pickle: Accept checkpoints with pickle weights only.
     """
 
     def __init__(
@@ -118,6 +144,12 @@ class TransformersTeacher:
 
     @torch.inference_mode()
     def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
+        """The task-ordered float32 logits `[len(texts), n_labels]` of `texts`, in input order.
+
+        Args:
+            texts: One tuple of text fields per example (one field, or a pair), in the task's column order.
+            progress: Show a progress bar.
+        """
         encoded = self.tokenizer(
             *[list(column) for column in zip(*texts, strict=False)], truncation=True, max_length=self.max_length
         )
@@ -140,6 +172,10 @@ class SklearnTeacher:
 
     Log-probabilities are valid logits: softmax(log p) = p, so fusion and the KD loss treat this teacher
     exactly like a transformer.
+
+    Args:
+        pipeline: A fitted scikit-learn `Pipeline`: a `TfidfVectorizer`, then a `LogisticRegression` or `Ridge`.
+        name: The teacher's name in metadata.
     """
 
     def __init__(self, pipeline, name: str = "tfidf-logreg"):
@@ -147,6 +183,11 @@ class SklearnTeacher:
 
     @staticmethod
     def join(texts: Sequence[tuple[str, ...]]) -> list[str]:
+        """Each example's text fields joined with " [SEP] ": one string per example, what the TF-IDF pipeline reads.
+
+        Args:
+            texts: One tuple of text fields per example (one field, or a pair), in the task's column order.
+        """
         return [" [SEP] ".join(fields) for fields in texts]
 
     @property
@@ -162,6 +203,16 @@ class SklearnTeacher:
         C: float = 4.0,
         regression: bool = False,
     ):
+        """A TF-IDF (word 1-2 grams) + logistic-regression teacher (ridge regression for a regression task), fitted on
+        `texts` and `labels`.
+
+        Args:
+            texts: One tuple of text fields per example (one field, or a pair), in the task's column order.
+            labels: Class ids (or scores for a regression task), one per example.
+            name: The teacher's name in metadata.
+            C: The logistic regression's inverse regularization strength (unused for ridge).
+            regression: Fit a ridge regression on scores instead of a classifier.
+        """
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression, Ridge
         from sklearn.pipeline import make_pipeline
@@ -171,6 +222,13 @@ class SklearnTeacher:
         return cls(pipeline.fit(cls.join(texts), np.asarray(labels)), name)
 
     def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
+        """Float32 logits `[len(texts), n_labels]`: the classifier's clipped log-probabilities, or the regression's
+        `[len(texts), 1]` predictions.
+
+        Args:
+            texts: One tuple of text fields per example (one field, or a pair), in the task's column order.
+            progress: Unused (the pipeline runs in one call); accepted for `sharded_logits`.
+        """
         if self.is_regression:
             return self.pipeline.predict(self.join(texts)).reshape(-1, 1).astype(np.float32)
         probabilities = self.pipeline.predict_proba(self.join(texts))
@@ -178,7 +236,11 @@ class SklearnTeacher:
 
     def save(self, folder: str) -> None:
         """Vocabulary as JSON, IDF and classifier weights as safetensors: no pickle, so a published TF-IDF
-        teacher is as safe to load as a transformers one."""
+        teacher is as safe to load as a transformers one.
+
+        Args:
+            folder: Where `sklearn_teacher.json` and `sklearn_teacher.safetensors` go (created if missing).
+        """
         from safetensors.numpy import save_file
 
         vectorizer, classifier = self.pipeline.steps[0][1], self.pipeline.steps[-1][1]
@@ -203,7 +265,12 @@ class SklearnTeacher:
 
     @classmethod
     def load(cls, folder: str, name: str | None = None) -> SklearnTeacher:
-        """Rebuild the pipeline written by `save` (same predictions, bit for bit)."""
+        """Rebuild the pipeline written by `save` (same predictions, bit for bit).
+
+        Args:
+            folder: A folder `save` wrote.
+            name: The teacher's name (None: the folder's name).
+        """
         from safetensors.numpy import load_file
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression, Ridge
@@ -234,6 +301,12 @@ def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teach
 
     A Hub teacher (a published TF-IDF teacher too) is pinned to the commit it resolves to now, and that sha
     is its recorded `revision` (transformers 5 no longer records it in `config._commit_hash`).
+
+    Args:
+        path_or_id: A teacher folder or a Hub id.
+        task_labels: The task's label names, in task order.
+        **kwargs: `TransformersTeacher`'s options (`batch_size`, `max_length`, `revision`, `allow_pickle`,
+            `trust_remote_code`, ...); a TF-IDF teacher takes none of them.
     """
     if not os.path.isdir(path_or_id) and is_hub_id(path_or_id):
         from huggingface_hub import HfApi, snapshot_download
@@ -273,7 +346,12 @@ def process_state():
 
 def sharded_logits(teacher: Teacher, texts: Sequence[tuple[str, ...]]) -> np.ndarray:
     """`teacher(texts)` with the rows split between the processes of `accelerate launch` (contiguous
-    shares); every process gets the whole array back, rows in input order."""
+    shares); every process gets the whole array back, rows in input order.
+
+    Args:
+        teacher: Any `Teacher`.
+        texts: One tuple of text fields per example (one field, or a pair), in the task's column order.
+    """
     from accelerate.utils import gather_object
 
     state = process_state()

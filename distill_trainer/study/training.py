@@ -55,7 +55,14 @@ class TaskTrainer(LengthGroupedSamplingMixin, Trainer):
 
 def tokenize_task(dataset: datasets.Dataset, tokenizer, task: GlueTask, max_length: int) -> datasets.Dataset:
     """Tokenize the task's text column(s) (pairs as pairs); the other columns stay. A `length` column (tokens
-    per row) lets length-grouped sampling read the lengths instead of measuring every row."""
+    per row) lets length-grouped sampling read the lengths instead of measuring every row.
+
+    Args:
+        dataset: Rows with the task's text columns.
+        tokenizer: The model's tokenizer.
+        task: The GLUE task (its text columns).
+        max_length: Tokens kept per row (longer inputs are truncated).
+    """
     return dataset.map(
         lambda batch: tokenizer(
             *[batch[c] for c in task.text_columns], truncation=True, max_length=max_length, return_length=True
@@ -77,6 +84,14 @@ def load_for_task(
 
     With `seed`, every RNG is seeded first: a fresh head is drawn when the model is built, before the Trainer
     seeds anything, so without it two runs with the same `--seed` started from different heads.
+
+    Args:
+        model_name_or_path: A Hub id, a folder or a packaged short name (`resolve_model`).
+        task: The GLUE task, whose labels the head gets.
+        allow_pickle: Accept checkpoints with pickle weights only.
+        trust_remote_code: Run model and tokenizer code from the checkpoint's repo.
+        seed: Seed every RNG before the model is built (None: not seeded).
+        **kwargs: Passed to `from_pretrained`.
     """
     if seed is not None:
         set_seed(seed)
@@ -87,14 +102,25 @@ def load_for_task(
 
 def evaluate_task(trainer: Trainer, dataset: datasets.Dataset | None = None) -> tuple[dict, np.ndarray]:
     """Metrics (keys as `compute_task_metrics` names them) and logits on `dataset` (default: the trainer's eval
-    split), in one pass."""
+    split), in one pass.
+
+    Args:
+        trainer: A trainer whose `compute_metrics` is the task's (`metrics_for_trainer`).
+        dataset: Tokenized rows with labels (None: `trainer.eval_dataset`).
+    """
     output = trainer.predict(trainer.eval_dataset if dataset is None else dataset, metric_key_prefix="eval")
     return {key.removeprefix("eval_"): value for key, value in output.metrics.items()}, output.predictions
 
 
 def save_validation_logits(run_dir: str, validation: datasets.Dataset, task_name: str) -> np.ndarray:
     """For a student folder from before students saved their validation logits: predict the first `eval_rows`
-    `validation` rows with the saved student once, into `validation_logits.npy` (what the analysis reads)."""
+    `validation` rows with the saved student once, into `validation_logits.npy` (what the analysis reads).
+
+    Args:
+        run_dir: The student's folder (its `eval_results.json` and saved model).
+        validation: The task's validation rows, untokenized.
+        task_name: The GLUE task's name.
+    """
     results, task = StudentResult.load(run_dir), get_task(task_name)
     tokenizer, model = load_for_task(run_dir, task)
     args = TrainingArguments(
@@ -109,7 +135,13 @@ def save_validation_logits(run_dir: str, validation: datasets.Dataset, task_name
 
 def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set: bool) -> datasets.Dataset:
     """The first `labelled_rows` rows keep their labels; with a transfer set the other rows stay, labelled -100
-    (the student learns there from the teachers only), without one they are dropped (the baseline)."""
+    (the student learns there from the teachers only), without one they are dropped (the baseline).
+
+    Args:
+        train: The training rows, with `label`.
+        labelled_rows: How many leading rows keep their labels; fewer than `len(train)`.
+        with_transfer_set: Keep the other rows, unlabelled (the students), or drop them (the baseline).
+    """
     if labelled_rows >= len(train):
         raise ValueError(
             f"--labelled_rows {labelled_rows} leaves no unlabelled rows of the {len(train)} training rows."

@@ -48,6 +48,11 @@ def per_token_nll(rows: np.ndarray, indices: np.ndarray) -> np.ndarray:
 
 
 def read_json(path: str) -> dict | None:
+    """The JSON object in a file, or None where the file does not exist (a study still running).
+
+    Args:
+        path: The JSON file's path.
+    """
     if not os.path.isfile(path):
         return None
     with open(path) as handle:
@@ -107,7 +112,12 @@ def load_task(root: str) -> dict:
 
 
 def csv_disagreements(root: str, students: dict) -> list[str]:
-    """`results.csv` (written when a task's study finishes) against the records: validation and dev NLL, wall time."""
+    """`results.csv` (written when a task's study finishes) against the records: validation and dev NLL, wall time.
+
+    Args:
+        root: `<study_dir>/<task>`; without a `results.csv` there, nothing is checked.
+        students: The task's students by run and seed (`load_task`'s `students`).
+    """
     path = os.path.join(root, "results.csv")
     if not os.path.isfile(path):
         return []
@@ -133,13 +143,22 @@ def csv_disagreements(root: str, students: dict) -> list[str]:
 
 
 def run_k(run: str) -> int | str | None:
-    """The k a run name says (`-k128`), "dense" for the live teachers, None for `none`."""
+    """The k a run name says (`-k128`), "dense" for the live teachers, None for `none`.
+
+    Args:
+        run: The run's name, its folder name without `student-` and `-seed<s>` (`average-k128`).
+    """
     found = re.search(r"-k(\d+)$", run)
     return int(found[1]) if found else ("dense" if run.endswith("-dense") else None)
 
 
 def planned_runs(n_teachers: int, ks: list[int]) -> list[str]:
-    """The plan's runs, in the runner's order (`causal_study.student_runs` with the plan's config)."""
+    """The plan's runs, in the runner's order (`causal_study.student_runs` with the plan's config).
+
+    Args:
+        n_teachers: How many teachers (one `single-<i>` run each).
+        ks: The top-k grid; the largest k is the one the single and multi-teacher runs use.
+    """
     largest = max(ks)
     runs = ["none", *(f"single-{i}-k{largest}" for i in range(n_teachers))]
     runs += [f"{m}-k{largest}" for m in MULTI_METHODS]
@@ -149,7 +168,14 @@ def planned_runs(n_teachers: int, ks: list[int]) -> list[str]:
 
 def run_table(data: dict, order: list[str], best: int | None) -> list[dict]:
     """Every run found: its seeds, validation NLL and perplexity (mean and sd over seeds, sd with n - 1), mean dev
-    NLL (what chooses), mean training wall time, mean top-1 agreement with the best teacher, k and bytes on disk."""
+    NLL (what chooses), mean training wall time, mean top-1 agreement with the best teacher, k and bytes on disk.
+
+    Args:
+        data: The task's records (`load_task`).
+        order: Run names in the order the table lists them (`planned_runs`); runs not in it come last, by name.
+        best: The best teacher's index (the column of each record's `top1_agreement`); None where there is no
+            teacher record yet, and then no agreement is given.
+    """
     table = []
     for run in sorted(data["students"], key=lambda r: (order.index(r) if r in order else len(order), r)):
         seeds = data["students"][run]
@@ -204,7 +230,14 @@ def compare(task: str, a: str, b: str | None, data: dict, resamples: int, seed: 
 
 def analyze_task(study_dir: str, task: str, resamples: int, seed: int) -> dict:
     """One task: teachers, runs, the dev choices, the primary, secondary and storage comparisons, the gap closed
-    and what the plan asks that is not there yet."""
+    and what the plan asks that is not there yet.
+
+    Args:
+        study_dir: The study folder.
+        task: The task's folder name.
+        resamples: Bootstrap resamples per comparison.
+        seed: The bootstrap's base seed.
+    """
     data = load_task(os.path.join(study_dir, task))
     ks = sorted(set(data["topk"]) | {k for r in data["students"] if isinstance(k := run_k(r), int)}) or list(PLAN_K)
     largest = max(ks)
@@ -264,7 +297,11 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int) -> dict:
 
 
 def task_folders(study_dir: str) -> list[str]:
-    """The plan's tasks, then any other folder holding a student or top-k record, by name."""
+    """The plan's tasks, then any other folder holding a student or top-k record, by name.
+
+    Args:
+        study_dir: The study folder (`<task>/student-*`, `<task>/logits-k<k>.json`).
+    """
     found = {os.path.basename(os.path.dirname(p)) for p in glob.glob(os.path.join(study_dir, "*", "logits-k*.json"))}
     students = glob.glob(os.path.join(study_dir, "*", "student-*", StudentResult.FILE))
     found |= {os.path.basename(os.path.dirname(os.path.dirname(p))) for p in students}

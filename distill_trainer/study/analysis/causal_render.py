@@ -10,21 +10,42 @@ RESULTS_FILE = "causal_results.json"
 
 
 def nats(value: float | None, sign: bool = False) -> str:
-    """A per-token NLL in nats with four decimals (signed for a difference); None as n/a."""
+    """A per-token NLL in nats with four decimals (signed for a difference); None as n/a.
+
+    Args:
+        value: The NLL, or a difference of two, in nats per token; None where there is none.
+        sign: Whether to always write the sign (`+0.0123`), as for a difference.
+    """
     return "n/a" if value is None else (f"{value:+.4f}" if sign else f"{value:.4f}")
 
 
 def spread(mean: float | None, sd: float | None, digits: int = 4) -> str:
-    """mean +- sd (sd n/a with one seed)."""
+    """mean +- sd (sd n/a with one seed).
+
+    Args:
+        mean: The mean over seeds; None gives n/a for the whole cell.
+        sd: The standard deviation over seeds; None (one seed) gives n/a for it alone.
+        digits: Decimals of both.
+    """
     return "n/a" if mean is None else f"{mean:.{digits}f} +- " + ("n/a" if sd is None else f"{sd:.{digits}f}")
 
 
 def named(run: str | None) -> str:
+    """A run's name in backticks, or "none run yet".
+
+    Args:
+        run: The run's (or teacher's) name; None where it cannot be named yet.
+    """
     return f"`{run}`" if run else "none run yet"
 
 
 def comparison_row(name: str, c: dict) -> list[str]:
-    """One table row of a comparison: A, B, paired seeds, difference, CI, p-values, verdict."""
+    """One table row of a comparison: A, B, paired seeds, difference, CI, p-values, verdict.
+
+    Args:
+        name: The row's label (`primary`, `dense`, `average-k8`).
+        c: The comparison (`causal.compare`); one that was not run gives n/a cells and its verdict.
+    """
     unpaired = [f"{m}: {', '.join(map(str, s))}" for m, s in sorted(c["unpaired_seeds"].items()) if s]
     seeds = f"{len(c['paired_seeds'])}" + (f" (left out {'; '.join(unpaired)})" if unpaired else "")
     if c.get("difference") is None:
@@ -38,7 +59,11 @@ COMPARISON_HEADER = ["comparison", "A", "B", "paired seeds", "A - B (nats)", "95
 
 
 def teacher_lines(t: dict) -> list[str]:
-    """The teachers' dev and validation NLL and perplexity, and their pairwise top-1 agreement."""
+    """The teachers' dev and validation NLL and perplexity, and their pairwise top-1 agreement.
+
+    Args:
+        t: One task's results (`causal.analyze_task`); without a `teachers.json` the agreement table is left out.
+    """
     best = t["chosen"]["best_teacher"]
     rows = [
         [f"{r['index']}: `{r['name']}`{' *' if r['name'] == best else ''}", nats(r["dev_nll"])]
@@ -60,7 +85,11 @@ def teacher_lines(t: dict) -> list[str]:
 
 
 def run_lines(t: dict) -> list[str]:
-    """Every run: seeds, validation NLL and perplexity (mean +- sd over seeds), mean dev NLL, agreement, wall time."""
+    """Every run: seeds, validation NLL and perplexity (mean +- sd over seeds), mean dev NLL, agreement, wall time.
+
+    Args:
+        t: One task's results (`causal.analyze_task`).
+    """
     rows = [
         [
             f"`{r['run']}`",
@@ -81,7 +110,11 @@ def run_lines(t: dict) -> list[str]:
 
 
 def storage_lines(t: dict) -> list[str]:
-    """Quality against k for the best single and `average` (with bytes on disk and extraction time), dense vs k."""
+    """Quality against k for the best single and `average` (with bytes on disk and extraction time), dense vs k.
+
+    Args:
+        t: One task's results (`causal.analyze_task`).
+    """
     runs, largest = {r["run"]: r for r in t["runs"]}, t["largest_k"]
     single = t["chosen"]["single"]
     rows = []
@@ -124,7 +157,12 @@ def storage_lines(t: dict) -> list[str]:
 
 
 def task_section(name: str, t: dict) -> list[str]:
-    """One task: its dev choices, teachers, runs, comparisons, gap closed, storage, what is missing, checks."""
+    """One task: its dev choices, teachers, runs, comparisons, gap closed, storage, what is missing, checks.
+
+    Args:
+        name: The task's name (the section's heading).
+        t: The task's results (`causal.analyze_task`).
+    """
     chosen = t["chosen"]
     lines = [f"## {name} ({t['validation_rows']} validation rows; largest k {t['largest_k']})", ""]
     if t["unscored_rows"]:

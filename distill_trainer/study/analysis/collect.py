@@ -22,7 +22,12 @@ from ..tasks import compute_task_metrics, get_task
 
 
 def collect_runs(study_dir: str) -> pd.DataFrame:
-    """One row per teacher and per student run found under `study_dir` (the master results table)."""
+    """One row per teacher and per student run found under `study_dir` (the master results table).
+
+    Args:
+        study_dir: The study folder (`<task>/teacher-*/teacher_info.json`, `<task>/student-*/eval_results.json`);
+            the students found are checked by `check_students`.
+    """
     rows = []
     for info_path in sorted(glob.glob(os.path.join(study_dir, "*", "teacher-*", TeacherRecord.FILE))):
         info = TeacherRecord.load(info_path)
@@ -82,7 +87,11 @@ NOT_SETTINGS += ("dev_score", "dev_metrics", "best_step")
 
 def run_settings(results: StudentResult) -> dict:
     """Everything a student run was trained and scored with but its seed: its `question` where the record has one
-    (the whole configuration and inputs), else the record's own fields (records from before questions were kept)."""
+    (the whole configuration and inputs), else the record's own fields (records from before questions were kept).
+
+    Args:
+        results: The student run's record (`eval_results.json`).
+    """
     if results.question:
         settings = json.loads(json.dumps(results.question))
         settings["config"].pop("seed", None)
@@ -134,7 +143,15 @@ def check_students(study_dir: str, students: dict[str, StudentResult]) -> None:
 
 
 def check_recorded_score(study_dir: str, folder: str, results: StudentResult, tolerance: float = 1e-6) -> None:
-    """A run's recorded score must be what its saved validation logits score on the validation labels."""
+    """A run's recorded score must be what its saved validation logits score on the validation labels; nothing is
+    checked where the run saved no validation logits or the task has no logit dataset.
+
+    Args:
+        study_dir: The study folder (`<task>/logits` there gives the validation labels).
+        folder: The student run's folder (its `validation_logits.npy`).
+        results: The run's record, whose `score` is checked.
+        tolerance: The largest absolute difference allowed between the recorded and the rescored metric.
+    """
     path = os.path.join(folder, VALIDATION_LOGITS_FILE)
     logits_dir = os.path.join(study_dir, results.task, "logits")
     if not os.path.isfile(path) or not os.path.isdir(logits_dir):
@@ -152,7 +169,11 @@ def check_recorded_score(study_dir: str, folder: str, results: StudentResult, to
 
 def collect_grids(study_dir: str) -> pd.DataFrame:
     """Every T x alpha grid (`grid.csv` of recipes/sweep.py) under `study_dir`, named by its sweep's folder; a
-    sweep over several methods (`--methods`) gives one grid per method, named `<folder>: <method>`."""
+    sweep over several methods (`--methods`) gives one grid per method, named `<folder>: <method>`.
+
+    Args:
+        study_dir: The study folder, searched at any depth; no grid gives an empty frame.
+    """
     frames = []
     for path in sorted(glob.glob(os.path.join(study_dir, "**", "grid.csv"), recursive=True)):
         frame, folder = pd.read_csv(path), os.path.dirname(path)
@@ -166,7 +187,12 @@ def student_predictions(run_dir: str, task_name: str) -> np.ndarray:
     """A student's predictions on the validation rows (class ids; scores `[n]` for regression), from the logits
     its run saved (`validation_logits.npy`, written by `distill_student` before its record): the analysis reads
     run records only and never runs a model. A folder from before students saved them is refused, naming
-    `training.save_validation_logits`, which predicts them once from the saved student."""
+    `training.save_validation_logits`, which predicts them once from the saved student.
+
+    Args:
+        run_dir: The student run's folder.
+        task_name: The task (whether it is a regression decides argmax or the one score column).
+    """
     path = os.path.join(run_dir, VALIDATION_LOGITS_FILE)
     if not os.path.isfile(path):
         raise FileNotFoundError(

@@ -42,7 +42,16 @@ def analyze_task(
     study_dir: str, task_name: str, task_runs: pd.DataFrame, aggregated: pd.DataFrame, resamples: int
 ) -> dict:
     """One task's per-example analyses (on the validation rows every student scored) and its two paired tests:
-    best distilled student vs the baseline, best multi-teacher vs best single-teacher student."""
+    best distilled student vs the baseline, best multi-teacher vs best single-teacher student.
+
+    Args:
+        study_dir: The study folder (`<task>/logits` gives the teachers' validation logits and the labels).
+        task_name: The task's folder name.
+        task_runs: The task's rows of the results table (`collect.collect_runs`), teachers and students.
+        aggregated: The task's rows of `stats.aggregate_seeds` (mean over seeds per method): what picks the best
+            student of each type.
+        resamples: Bootstrap resamples per paired test.
+    """
     task = get_task(task_name)
     logit_dataset = datasets.load_from_disk(os.path.join(study_dir, task_name, "logits"))
     validation = logit_dataset["validation"]
@@ -159,13 +168,26 @@ def defective_teachers(task_runs: pd.DataFrame, validation: datasets.Dataset, na
 
 def learned_from(method: str, kind: str, defective: list[dict]) -> bool:
     """Whether a student method learned from one of the `defective` teachers' logits: the single student of one
-    of them, or any multi-teacher method (they fuse every teacher)."""
+    of them, or any multi-teacher method (they fuse every teacher).
+
+    Args:
+        method: The student method's name (`single: <teacher>` for a single-teacher student).
+        kind: The method's type (baseline / single / multi).
+        defective: The task's defective teachers (`defective_teachers`); with none, no method learned from one.
+    """
     return bool(defective) and (kind == "multi" or any(method == f"single: {d['teacher']}" for d in defective))
 
 
 def classification_analyses(teacher_logits, per_seed: list[dict], labels, teacher_names) -> tuple[dict, dict]:
     """Teacher confidence, student accuracy by teacher agreement region, student errors by cause (mean over
-    seeds): the numbers for the report, and its tables."""
+    seeds): the numbers for the report, and its tables.
+
+    Args:
+        teacher_logits: `[n, teachers, labels]` teacher logits on the validation rows.
+        per_seed: One dict per seed: method name -> its student's class ids `[n]` on those rows.
+        labels: `[n]` validation labels.
+        teacher_names: The teachers' short names, in column order.
+    """
     regions = agreement_regions(teacher_logits)
     region_table = sum(accuracy_by_region(regions, predicted, labels) for predicted in per_seed) / len(per_seed)
     empty_regions = [region for region in region_table.columns if region_table.loc["examples", region] == 0]
@@ -187,7 +209,15 @@ def classification_analyses(teacher_logits, per_seed: list[dict], labels, teache
 
 def regression_analyses(teacher_logits, per_seed: list[dict], labels, teacher_names) -> tuple[dict, dict]:
     """The regression analogues: how far the teachers' predictions spread per row, and each student's mean
-    absolute error in the rows of low, middle and high spread (terciles; mean over seeds)."""
+    absolute error in the rows of low, middle and high spread (terciles; mean over seeds).
+
+    Args:
+        teacher_logits: `[n, teachers, 1]` teacher predictions (scores) on the validation rows.
+        per_seed: One dict per seed: method name -> its student's scores `[n]` on those rows; the correlation of
+            spread and error is given for the first seed's.
+        labels: `[n]` validation scores.
+        teacher_names: The teachers' short names, in column order.
+    """
     spread, buckets = spread_buckets(teacher_logits)
     errors = sum(error_by_spread(buckets, predicted, labels) for predicted in per_seed) / len(per_seed)
     truth = np.asarray(labels, dtype=np.float64)
@@ -208,6 +238,12 @@ def grid_analysis(grids: pd.DataFrame, aggregated: pd.DataFrame, output_dir: str
 
     Each cell is one seed, so the spread between temperatures is set beside the task's seed-to-seed standard
     deviation (median over the student methods with several seeds): a spread below two of those is noise.
+
+    Args:
+        grids: Every grid's cells (`collect.collect_grids`); empty gives no findings.
+        aggregated: The results table aggregated over seeds (`stats.aggregate_seeds`), for the seed-to-seed
+            standard deviation.
+        output_dir: Where the heatmaps are written.
     """
     findings = []
     if grids.empty:
@@ -253,6 +289,10 @@ def predictions_changed_by_temperature(grid: pd.DataFrame) -> dict[float, int] |
 
     0 says the temperature changed nothing the metric can see: expected once T is past the teachers' logit
     margins, where KL * T^2 tends to plain logit matching (Hinton et al., 2015).
+
+    Args:
+        grid: One grid's cells (rows of `collect.collect_grids`); its `run` and `grid_dir` columns locate each
+            cell's saved validation logits.
     """
     if "run" not in grid:
         return None

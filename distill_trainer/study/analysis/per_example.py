@@ -17,11 +17,21 @@ FAILURE_CATEGORIES = ("all_teachers_wrong", "error_on_disagreement", "teachers_r
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
+    """Probabilities over the last axis, computed stably (the max subtracted first).
+
+    Args:
+        logits: Logits of any shape; the labels are the last axis.
+    """
     shifted = np.exp(logits - logits.max(-1, keepdims=True))
     return shifted / shifted.sum(-1, keepdims=True)
 
 
 def as_class_ids(predictions: np.ndarray) -> np.ndarray:
+    """Class ids `[n]`: the argmax of logits `[n, labels]`, or the ids themselves.
+
+    Args:
+        predictions: Class ids `[n]` or logits `[n, labels]`.
+    """
     predictions = np.asarray(predictions)
     return predictions.argmax(-1) if predictions.ndim == 2 else predictions
 
@@ -32,6 +42,11 @@ def teacher_confidence(
     """Per teacher: mean max probability, mean entropy (nats) and % of examples with max probability > threshold.
 
     Near-one-hot teachers (the reference study: > 96% mean max probability) leave little dark knowledge.
+
+    Args:
+        teacher_logits: `[n, teachers, labels]` teacher logits.
+        teacher_names: The teachers' names, in column order (one table row each).
+        threshold: The max probability above which an example counts as high-confidence (0-1).
     """
     probs = softmax(np.asarray(teacher_logits, dtype=np.float64))
     max_prob = probs.max(-1)
@@ -48,7 +63,11 @@ def teacher_confidence(
 
 def agreement_regions(teacher_logits: np.ndarray) -> np.ndarray:
     """Each example's region: all teachers predict the same class; all predict different classes
-    (with two teachers, any disagreement); or some agree and some do not."""
+    (with two teachers, any disagreement); or some agree and some do not.
+
+    Args:
+        teacher_logits: `[n, teachers, labels]` teacher logits (each teacher's vote is its argmax).
+    """
     votes = np.asarray(teacher_logits).argmax(-1)  # [n, teachers]
     distinct = np.array([len(set(row)) for row in votes])
     teachers = votes.shape[1]
@@ -56,7 +75,15 @@ def agreement_regions(teacher_logits: np.ndarray) -> np.ndarray:
 
 
 def accuracy_by_region(regions: np.ndarray, predictions: Mapping[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
-    """Accuracy of each method (rows) in each agreement region (columns), plus each region's size."""
+    """Accuracy of each method (rows) in each agreement region (columns), plus each region's size.
+
+    A region no example falls in has NaN accuracies and an `examples` count of 0.
+
+    Args:
+        regions: `[n]` each example's region (`agreement_regions`).
+        predictions: Method name -> its class ids `[n]` or logits `[n, labels]`.
+        labels: `[n]` class ids.
+    """
     labels = np.asarray(labels)
     table = {}
     for method, predicted in predictions.items():
@@ -71,7 +98,13 @@ def accuracy_by_region(regions: np.ndarray, predictions: Mapping[str, np.ndarray
 
 
 def failure_categories(teacher_logits: np.ndarray, predictions: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Each example's failure category, or "" where the student is right (see FAILURE_CATEGORIES)."""
+    """Each example's failure category, or "" where the student is right (see FAILURE_CATEGORIES).
+
+    Args:
+        teacher_logits: `[n, teachers, labels]` teacher logits.
+        predictions: One student's class ids `[n]` or logits `[n, labels]`.
+        labels: `[n]` class ids.
+    """
     labels = np.asarray(labels)
     votes = np.asarray(teacher_logits).argmax(-1)
     teacher_right = votes == labels[:, None]
@@ -85,7 +118,13 @@ def failure_categories(teacher_logits: np.ndarray, predictions: np.ndarray, labe
 def failure_table(
     teacher_logits: np.ndarray, predictions: Mapping[str, np.ndarray], labels: np.ndarray
 ) -> pd.DataFrame:
-    """Number of errors of each method (rows) in each failure category (columns), plus the total."""
+    """Number of errors of each method (rows) in each failure category (columns), plus the total.
+
+    Args:
+        teacher_logits: `[n, teachers, labels]` teacher logits.
+        predictions: Method name -> its class ids `[n]` or logits `[n, labels]`.
+        labels: `[n]` class ids.
+    """
     rows = {}
     for method, predicted in predictions.items():
         categories = failure_categories(teacher_logits, predicted, labels)
@@ -101,14 +140,24 @@ SPREAD_BUCKETS = ("low_spread", "mid_spread", "high_spread")
 
 
 def spread_buckets(teacher_predictions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's standard deviation of the teachers' predictions (`[n, teachers, 1]`) and its tercile bucket."""
+    """Each row's standard deviation of the teachers' predictions (`[n, teachers, 1]`) and its tercile bucket.
+
+    Args:
+        teacher_predictions: `[n, teachers, 1]` the teachers' regression scores.
+    """
     spread = np.asarray(teacher_predictions, dtype=np.float64)[..., 0].std(axis=1)
     cuts = np.quantile(spread, [1 / 3, 2 / 3])
     return spread, np.array(SPREAD_BUCKETS)[np.searchsorted(cuts, spread, side="right")]
 
 
 def error_by_spread(buckets: np.ndarray, predictions: Mapping[str, np.ndarray], labels: np.ndarray) -> pd.DataFrame:
-    """Mean absolute error of each method (rows) in each teacher-spread bucket (columns), plus bucket sizes."""
+    """Mean absolute error of each method (rows) in each teacher-spread bucket (columns), plus bucket sizes.
+
+    Args:
+        buckets: `[n]` each row's spread bucket (`spread_buckets`).
+        predictions: Method name -> its scores (`[n]`, or any shape holding n scores).
+        labels: `[n]` gold scores.
+    """
     labels = np.asarray(labels, dtype=np.float64)
     table = {
         method: {

@@ -12,6 +12,12 @@ import pandas as pd  # noqa: E402
 
 
 def save(figure, path: str) -> str:
+    """Lay out a figure, write it as a PNG (120 dpi), close it and return the path.
+
+    Args:
+        figure: The matplotlib figure; it is closed, so it cannot be drawn on afterwards.
+        path: The PNG file to write.
+    """
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
@@ -19,7 +25,12 @@ def save(figure, path: str) -> str:
 
 
 def gap_bars(gaps: pd.DataFrame, path: str) -> str:
-    """Share of the teacher-baseline gap each student closes, one group of bars per task."""
+    """Share of the teacher-baseline gap each student closes, one group of bars per task.
+
+    Args:
+        gaps: `stats.gap_table`'s rows (task, method, gap_closed as a fraction; plotted in %).
+        path: The PNG file to write.
+    """
     tasks, methods = list(dict.fromkeys(gaps.task)), list(dict.fromkeys(gaps.method))
     figure, axis = plt.subplots(figsize=(3 + 0.5 * len(methods) * len(tasks), 4))
     width = 0.8 / max(len(methods), 1)
@@ -34,7 +45,14 @@ def gap_bars(gaps: pd.DataFrame, path: str) -> str:
 
 
 def grouped_bars(table: pd.DataFrame, path: str, ylabel: str, title: str) -> str:
-    """Rows of `table` as groups, columns as bars (accuracy by agreement region, errors by category)."""
+    """Rows of `table` as groups, columns as bars (accuracy by agreement region, errors by category).
+
+    Args:
+        table: The values to plot: one group per row (its index labels the groups), one bar per column.
+        path: The PNG file to write.
+        ylabel: The y axis's label.
+        title: The figure's title.
+    """
     figure, axis = plt.subplots(figsize=(max(5, 1.1 * len(table)), 4))
     width = 0.8 / max(len(table.columns), 1)
     for i, column in enumerate(table.columns):
@@ -57,7 +75,17 @@ def heatmap(
     xlabel: str = "",
     ylabel: str = "",
 ) -> str:
-    """A labelled heatmap with the values written in the cells (ranking of methods x tasks, T x alpha grids)."""
+    """A labelled heatmap with the values written in the cells (ranking of methods x tasks, T x alpha grids).
+
+    Args:
+        matrix: The values; its index labels the rows, its columns the columns. A NaN cell is left unwritten.
+        path: The PNG file to write.
+        title: The figure's title.
+        fmt: The format of each cell's value.
+        cmap: The matplotlib colormap's name.
+        xlabel: The x axis's label.
+        ylabel: The y axis's label.
+    """
     figure, axis = plt.subplots(figsize=(max(4.5, 1.5 + 1.2 * matrix.shape[1]), 1 + 0.45 * matrix.shape[0]))
     values = matrix.to_numpy(dtype=float)
     image = axis.imshow(values, cmap=cmap, aspect="auto")

@@ -35,7 +35,12 @@ V2_AVG_GAP = {"best_student_avg": 77.00, "baseline_avg": 74.56, "best_teacher_av
 
 
 def our_roles(aggregated: pd.DataFrame, task: str) -> dict[str, tuple[float, float, int]]:
-    """(mean, sd, seeds) in percent for each role of one task's aggregated results (absent roles left out)."""
+    """(mean, sd, seeds) in percent for each role of one task's aggregated results (absent roles left out).
+
+    Args:
+        aggregated: The results table aggregated over seeds (`stats.aggregate_seeds`), scores 0-1.
+        task: The task whose rows are used.
+    """
     rows = aggregated[aggregated.task == task]
 
     def best(kind: str):
@@ -60,7 +65,12 @@ def our_roles(aggregated: pd.DataFrame, task: str) -> dict[str, tuple[float, flo
 
 def reference_comparison(aggregated: pd.DataFrame) -> pd.DataFrame | None:
     """One row per role, and for each reference task this study ran: the reference's number, ours (mean ± sd
-    over seeds) and the difference; then the average over those tasks of both, and the derived rows."""
+    over seeds) and the difference; then the average over those tasks of both, and the derived rows.
+
+    Args:
+        aggregated: The results table aggregated over seeds (`stats.aggregate_seeds`); None is returned when it
+            has none of the reference's tasks.
+    """
     tasks = [task for task in REFERENCE_TASKS if (aggregated.task == task).any()]
     if not tasks:
         return None
@@ -87,15 +97,31 @@ def reference_comparison(aggregated: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def percent(value: float) -> str:
+    """A fraction as a whole percentage (`0.283` -> `28%`).
+
+    Args:
+        value: The fraction (0-1).
+    """
     return f"{100 * value:.0f}%"
 
 
 def advantage(roles: dict) -> float:
+    """Best multi-teacher minus best single-teacher student, in percentage points; NaN where either is missing.
+
+    Args:
+        roles: One task's roles (`our_roles`, or the reference's in the same form).
+    """
     multi, single = roles.get("best multi-teacher student"), roles.get("best single-teacher student")
     return multi[0] - single[0] if multi and single else np.nan
 
 
 def gap_closed(roles: dict) -> float:
+    """The share (0-1) of the teacher-baseline gap the best distilled student closes, the best of the single and
+    multi-teacher students; NaN where a role is missing or the best teacher is not above the baseline.
+
+    Args:
+        roles: One task's roles (`our_roles`, or the reference's in the same form).
+    """
     teacher, baseline = roles.get("best teacher"), roles.get("baseline (no distillation)")
     students = [roles[r][0] for r in ("best single-teacher student", "best multi-teacher student") if r in roles]
     if not (teacher and baseline and students) or teacher[0] <= baseline[0]:
@@ -104,7 +130,18 @@ def gap_closed(roles: dict) -> float:
 
 
 def derived_row(name: str, tasks, ours: dict, reference: dict, compute, fmt) -> dict:
-    """A row computed from the roles, for the reference's table and ours alike, per task and on average."""
+    """A row computed from the roles, for the reference's table and ours alike, per task and on average.
+
+    The average is the mean of the per-task numbers (n/a if any is NaN).
+
+    Args:
+        name: The row's `role` cell.
+        tasks: The reference tasks this study ran, in column order.
+        ours: Per task, our roles (`our_roles`).
+        reference: Per task, the reference's roles in the same form.
+        compute: Roles -> the derived number (`advantage`, `gap_closed`); NaN is written n/a.
+        fmt: The derived number -> its cell.
+    """
     row = {"role": name}
     both = {"reference": [compute(reference[t]) for t in tasks], "ours": [compute(ours[t]) for t in tasks]}
     for study, values in both.items():

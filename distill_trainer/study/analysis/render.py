@@ -15,15 +15,31 @@ REFERENCE_TEACHER_MAX_PROB = 0.92
 
 
 def percent(value: float) -> str:
-    """A 0-1 score as a percentage with two decimals, as the study's tables print them."""
+    """A 0-1 score as a percentage with two decimals, as the study's tables print them.
+
+    Args:
+        value: The score (0-1); NaN or inf gives n/a.
+    """
     return f"{100 * value:.2f}" if np.isfinite(value) else "n/a"
 
 
 def pp(value: float) -> str:
+    """A difference of two 0-1 scores in signed percentage points (`+1.15 pp`).
+
+    Args:
+        value: The difference, as a fraction (0.0115 is +1.15 pp).
+    """
     return f"{100 * value:+.2f} pp"
 
 
 def verdict(test: dict, better: str, worse: str) -> str:
+    """A paired test's verdict: which side its 95% interval of A - B is on, with its p-value.
+
+    Args:
+        test: The test (`stats.paired_bootstrap`: `ci_low`, `ci_high`, `p_value`).
+        better: What to say when A is better (the interval above 0).
+        worse: What to say when A is worse (the interval below 0).
+    """
     if test["ci_low"] > 0:
         return f"{better} (95% CI excludes 0, p = {test['p_value']:.3f})"
     if test["ci_high"] < 0:
@@ -32,7 +48,13 @@ def verdict(test: dict, better: str, worse: str) -> str:
 
 
 def training_time(kind: str, t: dict) -> str:
-    """'students 4.5 minutes on NVIDIA H200 (36 of 36 runs recorded it)', split by device where several."""
+    """'students 4.5 minutes on NVIDIA H200 (36 of 36 runs recorded it)', split by device where several.
+
+    Args:
+        kind: What was trained (`teachers`, `students`), the sentence's first word.
+        t: Its training time (an entry of `compute.analyze_task`'s `train_minutes`: minutes, runs_timed, runs,
+            by_device in minutes).
+    """
     counted = f"{t['runs_timed']} of {t['runs']} runs recorded it"
     if len(t["by_device"]) == 1:
         return f"{kind} {t['minutes']:.1f} minutes on {next(iter(t['by_device']))} ({counted})"
@@ -41,7 +63,16 @@ def training_time(kind: str, t: dict) -> str:
 
 
 def render_report(gaps, advantage, sections, grid_findings, figures, comparison=None) -> str:
-    """REPORT.md from `templates/report.md.j2`: the tables are formatted here, the sentences are the template's."""
+    """REPORT.md from `templates/report.md.j2`: the tables are formatted here, the sentences are the template's.
+
+    Args:
+        gaps: `stats.gap_table`'s table (empty: no gap table).
+        advantage: `stats.multi_teacher_advantage`'s table (empty: no advantage table).
+        sections: Each reported task's `compute.analyze_task` result, in report order.
+        grid_findings: `compute.grid_analysis`'s findings.
+        figures: Figure paths by task name, and under `all` those across tasks; only the file names are written.
+        comparison: `reference.reference_comparison`'s table; None leaves the reference comparison out.
+    """
     env = jinja2.Environment(
         loader=jinja2.PackageLoader("distill_trainer.study.analysis", "templates"),
         trim_blocks=True,
@@ -76,7 +107,12 @@ def render_report(gaps, advantage, sections, grid_findings, figures, comparison=
 
 
 def section_context(section: dict, figures: list[str]) -> dict:
-    """One task's tables, formatted; its numbers go to the template as they are."""
+    """One task's tables, formatted; its numbers go to the template as they are.
+
+    Args:
+        section: The task's `compute.analyze_task` result.
+        figures: The task's figure paths (only their file names are written).
+    """
     m = section["metrics"]
     defective = m.get("defective_teachers") or []
     marked = [learned_from(row.method, row.type, defective) for row in section["aggregated"].itertuples()]
@@ -114,7 +150,12 @@ def section_context(section: dict, figures: list[str]) -> dict:
 def teachers_table(teachers: list[dict]) -> str:
     """How far each teacher was fine-tuned and how its training ended. Early stopping ends a run only after an
     epoch without improvement, so a teacher whose best epoch is its last one was still improving when the epoch
-    cap ended it: the table says so rather than leaving the reader to compare two columns."""
+    cap ended it: the table says so rather than leaving the reader to compare two columns.
+
+    Args:
+        teachers: The teachers' records (`compute.analyze_task`'s `teachers`: the `TEACHER_FACTS` of each); a
+            missing number is NaN or None and is written n/a.
+    """
 
     def known(value) -> bool:
         return value is not None and np.isfinite(value)
@@ -150,6 +191,12 @@ def teachers_table(teachers: list[dict]) -> str:
 
 
 def classification_tables(section: dict) -> dict:
+    """A classification task's per-example tables, formatted: teacher confidence, accuracy by agreement region
+    (with each region's size) and errors by cause.
+
+    Args:
+        section: The task's `compute.analyze_task` result (`confidence`, `regions`, `empty_regions`, `failures`).
+    """
     confidence = section["confidence"].assign(
         mean_max_prob=lambda f: [f"{v:.3f}" for v in f.mean_max_prob],
         mean_entropy=lambda f: [f"{v:.3f}" for v in f.mean_entropy],
@@ -168,6 +215,11 @@ def classification_tables(section: dict) -> dict:
 
 
 def regression_tables(section: dict) -> dict:
+    """A regression task's per-example table, formatted: mean absolute error by teacher-spread bucket.
+
+    Args:
+        section: The task's `compute.analyze_task` result (`spread`).
+    """
     spread = section["spread"]
     shown = pd.concat(
         [spread.drop(index="examples").map(lambda v: f"{v:.3f}"), spread.loc[["examples"]].astype(int).astype(str)]
@@ -176,13 +228,24 @@ def regression_tables(section: dict) -> dict:
 
 
 def grid_context(finding: dict) -> dict:
-    """A T x alpha grid's finding with its table formatted."""
+    """A T x alpha grid's finding with its table formatted.
+
+    Args:
+        finding: One of `compute.grid_analysis`'s findings (its `matrix` of 0-1 scores and `figure` path).
+    """
     matrix = finding["matrix"].map(percent).rename(columns=lambda a: f"alpha={a:g}")
     table = markdown_table(matrix.reset_index().assign(temperature=lambda m: [f"T={t:g}" for t in m.temperature]))
     return {**finding, "table": table, "figure_name": os.path.basename(finding["figure"])}
 
 
 def markdown_table(frame: pd.DataFrame) -> str:
+    """A Markdown table of a frame's columns and rows (not its index); a float is written with four decimals below
+    1 and two from 1, NaN as n/a.
+
+    Args:
+        frame: The table; cells already formatted as strings are written as they are.
+    """
+
     def cell(value):
         if isinstance(value, (float, np.floating)):
             return "n/a" if not np.isfinite(value) else f"{value:.4f}" if abs(value) < 1 else f"{value:.2f}"
@@ -195,7 +258,12 @@ def markdown_table(frame: pd.DataFrame) -> str:
 
 
 def to_plain(value):
-    """JSON-safe copy: numpy scalars to Python, NaN to None."""
+    """JSON-safe copy: numpy scalars to Python, NaN to None.
+
+    Args:
+        value: A scalar, or nested dicts, lists and tuples of them; dict keys become strings, tuples lists, and
+            any other value is kept as it is.
+    """
     if isinstance(value, dict):
         return {str(k): to_plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):

@@ -22,6 +22,12 @@ logger = logging.getLogger(__name__)
 def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 10_000) -> dict:
     """Everything the study reports, for every task under `study_dir`; writes files to `output_dir`.
 
+    Args:
+        study_dir: The study folder written by `recipes/compare.py` (and `recipes/sweep.py`).
+        output_dir: Where master_results.csv, success_metrics.json, the figures and REPORT.md are written
+            (created if needed).
+        resamples: Bootstrap resamples per paired test.
+
     Returns the success metrics (also written as success_metrics.json).
     """
     os.makedirs(output_dir, exist_ok=True)
@@ -85,7 +91,13 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
 
 
 def classification_figures(per_task: dict, task_name: str, output_dir: str) -> list[str]:
-    """Student accuracy by teacher agreement region, and student errors by cause."""
+    """Student accuracy by teacher agreement region, and student errors by cause.
+
+    Args:
+        per_task: The task's `compute.analyze_task` result (its `regions` and `failures` tables).
+        task_name: The task's name (in the file names and titles).
+        output_dir: Where the PNGs are written.
+    """
     return [
         plots.grouped_bars(
             per_task["regions"].drop(index="examples"),

@@ -18,6 +18,10 @@ def aggregate_seeds(results: pd.DataFrame, confidence: float = 0.95) -> pd.DataF
     """Per task and method: number of seeds, mean, standard deviation and a t-interval for the mean.
 
     With one seed the deviation and interval are NaN: there is nothing to estimate them from.
+
+    Args:
+        results: One row per run (`task`, `method`, `type`, `score`; see the module's docstring).
+        confidence: The interval's confidence level (0-1).
     """
     rows = []
     for (task, method, kind), group in results.groupby(["task", "method", "type"], sort=False):
@@ -44,13 +48,22 @@ def gap_closed(student: float, baseline: float, best_teacher: float) -> float:
     """(student - baseline) / (best teacher - baseline): the share of the teacher-student gap closed.
 
     NaN when the best teacher is not above the baseline (there is no gap to close).
+
+    Args:
+        student: The student's score.
+        baseline: The baseline's (the student trained without distillation) score.
+        best_teacher: The best teacher's score, on the same scale as the other two.
     """
     gap = best_teacher - baseline
     return (student - baseline) / gap if gap > 0 else float("nan")
 
 
 def gap_table(aggregated: pd.DataFrame) -> pd.DataFrame:
-    """For every distilled student of every task: its mean score and the gap it closes (mean scores)."""
+    """For every distilled student of every task: its mean score and the gap it closes (mean scores).
+
+    Args:
+        aggregated: `aggregate_seeds`'s table; a task without a baseline or a teacher row is left out.
+    """
     rows = []
     for task, group in aggregated.groupby("task", sort=False):
         baseline = group.loc[group.type == "baseline", "mean"]
@@ -73,7 +86,11 @@ def gap_table(aggregated: pd.DataFrame) -> pd.DataFrame:
 
 
 def multi_teacher_advantage(aggregated: pd.DataFrame) -> pd.DataFrame:
-    """Per task: the best multi-teacher and best single-teacher students (by mean) and their difference."""
+    """Per task: the best multi-teacher and best single-teacher students (by mean) and their difference.
+
+    Args:
+        aggregated: `aggregate_seeds`'s table; a task without both kinds of student is left out.
+    """
     rows = []
     for task, group in aggregated.groupby("task", sort=False):
         multi, single = group[group.type == "multi"], group[group.type == "single"]
@@ -95,7 +112,14 @@ def multi_teacher_advantage(aggregated: pd.DataFrame) -> pd.DataFrame:
 
 def metric_on_resamples(metric: str, predictions: np.ndarray, labels: np.ndarray, indices: np.ndarray) -> np.ndarray:
     """The metric on each bootstrap resample (`indices` is `[resamples, n]`), vectorised: accuracy, f1, mcc,
-    and Pearson's r for regression scores."""
+    and Pearson's r for regression scores.
+
+    Args:
+        metric: The task's metric: `accuracy`, `f1`, `matthews_correlation` (binary labels 0/1) or `pearson`.
+        predictions: `[n]` one run's class ids (or regression scores).
+        labels: `[n]` the labels (or gold scores).
+        indices: `[resamples, n]` drawn row indices.
+    """
     predicted, truth = predictions[indices], labels[indices]
     if metric == "pearson":
         x, y = predicted - predicted.mean(1, keepdims=True), truth - truth.mean(1, keepdims=True)
@@ -116,7 +140,12 @@ def metric_on_resamples(metric: str, predictions: np.ndarray, labels: np.ndarray
 
 
 def seed_resampled_mean(per_seed: list[np.ndarray], generator: np.random.Generator) -> np.ndarray:
-    """`per_seed[s][r]` is seed s's metric on resample r: per resample, the mean over seeds drawn with replacement."""
+    """`per_seed[s][r]` is seed s's metric on resample r: per resample, the mean over seeds drawn with replacement.
+
+    Args:
+        per_seed: One `[resamples]` array per seed.
+        generator: Draws the seeds (its state advances).
+    """
     scores = np.stack(per_seed)  # [seeds, resamples]
     drawn = generator.integers(0, len(scores), size=scores.shape)
     return np.take_along_axis(scores, drawn, axis=0).mean(0)
@@ -139,6 +168,16 @@ def paired_bootstrap(
     example noise (averaging over fixed seeds would call a difference far inside the seed spread
     significant). Returns the observed difference (of the means over the seeds), a 95% percentile interval and
     a two-sided p-value (twice the share of resamples on the far side of zero, at most 1).
+
+    Args:
+        predictions_a: Method A's predictions, `[n]` or `[seeds, n]`.
+        predictions_b: Method B's, the same rows in the same order (its seeds need not match A's in number).
+        labels: `[n]` the labels (or gold scores).
+        metric: The task's metric (`metric_on_resamples`).
+        resamples: Bootstrap resamples.
+        seed: The generator's seed: the same inputs and seed give the same interval and p-value.
+        chunk: Resamples drawn at a time (memory grows with `chunk x n`); another chunk draws other resamples, so
+            it is fixed as the seed is.
     """
     a, b = np.atleast_2d(predictions_a), np.atleast_2d(predictions_b)
     labels = np.asarray(labels, dtype=np.float64) if metric == "pearson" else np.asarray(labels)

@@ -32,7 +32,11 @@ ALL_POSITIVE_TASKS = ("mrpc",)  # the plan's check: does any student beat predic
 
 
 def task_folders(study_dir: str) -> list[str]:
-    """The study's tasks with any run record, the reference's four first in its order, then the rest by name."""
+    """The study's tasks with any run record, the reference's four first in its order, then the rest by name.
+
+    Args:
+        study_dir: The v3 study folder (`<task>/teacher-*`, `<task>/student-*`).
+    """
     found = {
         os.path.basename(os.path.dirname(os.path.dirname(path)))
         for pattern in (f"teacher-*/{TeacherRecord.FILE}", f"student-*/{StudentResult.FILE}")
@@ -86,7 +90,12 @@ def load_task(study_dir: str, task: str) -> dict:
 
 def method_table(task: str, students: dict[str, StudentResult]) -> list[dict]:
     """Every student method: its seeds, validation mean, sd and t-interval over seeds (`aggregate_seeds`), and
-    its mean dev score (what chooses), sorted by type then name."""
+    its mean dev score (what chooses), sorted by type then name.
+
+    Args:
+        task: The task's name (the rows' `task`).
+        students: Each student run folder's record (`load_task`'s `students`).
+    """
     rows = pd.DataFrame(
         [
             {"task": task, "method": s.method[0], "type": s.method[1], "seed": s.seed, "score": s.score}
@@ -115,7 +124,12 @@ def method_table(task: str, students: dict[str, StudentResult]) -> list[dict]:
 
 
 def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
-    """The row with the highest dev score; a tie goes to the first name in sort order (deterministic)."""
+    """The row with the highest dev score; a tie goes to the first name in sort order (deterministic).
+
+    Args:
+        rows: Rows with a `method` name and a dev score; empty gives None.
+        key: The dev score's key (`dev_mean` for method rows, `dev_score` for teacher rows).
+    """
     return min(rows, key=lambda r: (-r[key], r["method"])) if rows else None
 
 

@@ -27,33 +27,69 @@ def write_report_files(output_dir: str, results_file: str, result: dict, report:
 
 
 def pct(value: float | None) -> str:
-    """A 0-1 score as a percentage with two decimals; None (not computable) as n/a."""
+    """A 0-1 score as a percentage with two decimals; None (not computable) as n/a.
+
+    Args:
+        value: The score (0-1), or None.
+    """
     return "n/a" if value is None else f"{100 * value:.2f}"
 
 
 def pp(value: float | None) -> str:
+    """A difference of two 0-1 scores in signed percentage points (`+1.15 pp`); None as n/a.
+
+    Args:
+        value: The difference, as a fraction (0.0115 is +1.15 pp), or None.
+    """
     return "n/a" if value is None else f"{100 * value:+.2f} pp"
 
 
 def share(value: float | None) -> str:
+    """A share (the gap closed) as a percentage with one decimal; None as n/a.
+
+    Args:
+        value: The share as a fraction (0.283 is 28.3%), or None (not computable).
+    """
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
 def p(value: float | None) -> str:
+    """A p-value with four decimals; None as n/a.
+
+    Args:
+        value: The p-value, or None (the test was not run, or a Holm p outside the family).
+    """
     return "n/a" if value is None else f"{value:.4f}"
 
 
 def named(method: str | None) -> str:
+    """A method's name in backticks, or "none run yet".
+
+    Args:
+        method: The method's (or teacher's) name; None where none was chosen yet.
+    """
     return f"`{method}`" if method else "none run yet"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
+    """A markdown table.
+
+    Args:
+        header: The column names.
+        rows: The cells, one list per row, as many as the header; each is written with `str`.
+    """
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     return "\n".join(lines + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
 
 
 def comparison_rows(name: str, comparison: dict | None) -> list[str]:
-    """One table row of a comparison: A, B, paired seeds, difference, CI, p-values, verdict."""
+    """One table row of a comparison: A, B, paired seeds, difference, CI, p-values, verdict.
+
+    Args:
+        name: The row's label (`primary`, `secondary`).
+        comparison: The comparison (`v3.compare`; differences in 0-1 score units, shown in pp); None where the
+            task has no such comparison, shown as not run.
+    """
     if comparison is None:
         return [name, "n/a", "n/a", "0", "n/a", "n/a", "n/a", "n/a", "n/a", "not run: a method is missing"]
     c = comparison

@@ -21,7 +21,12 @@ SAW_GLUE_PAIRS = ("all-mpnet-base-v2", "all-MiniLM-L6-v2")  # the plan: the repo
 
 
 def gap_lines(result: dict) -> list[str]:
-    """The gap closed both ways, beside the reference's and v2's same-definition figures."""
+    """The gap closed both ways, beside the reference's and v2's same-definition figures.
+
+    Args:
+        result: The dict `analyze_v3_study` returns (its `mean_gap_closed`, `avg_column_gap` and
+            `avg_column_gap_all_tasks`, `excluded_from_averages`).
+    """
     mean = result["mean_gap_closed"]
     lines = [
         "## Gap closed",

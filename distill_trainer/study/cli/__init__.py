@@ -48,7 +48,11 @@ def command_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None):
-    """Run `distill-trainer COMMAND [options]`; returns what the command's `main` returns."""
+    """Run `distill-trainer COMMAND [options]`; returns what the command's `main` returns.
+
+    Args:
+        argv: The subcommand and its options, without the program name (None: `sys.argv[1:]`).
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in COMMANDS:
         command_parser().parse_args(argv[:1])  # --help, --version, or the error naming the commands; exits

@@ -61,6 +61,13 @@ class AnalyzeArguments:
 
 
 def main(argv=None, prog=None):
+    """Run `distill-trainer analyze`: the report of `--plan` (v2, v3 or causal) over the study's run records; returns
+    its results (v2: the success metrics per task).
+
+    Args:
+        argv: The command-line options, without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` shows (None: the script's name; the `distill-trainer` command passes its own).
+    """
     (args,) = parse_recipe_args((AnalyzeArguments,), argv, prog, __doc__)
     if not os.path.isdir(args.study_dir):
         raise ValueError(f"--study_dir {args.study_dir!r} is not a folder (it is where the study's runs are).")

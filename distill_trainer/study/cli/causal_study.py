@@ -13,6 +13,13 @@ from distill_trainer.study.causal_study_args import CausalStudyArguments
 
 
 def main(argv=None, prog=None):
+    """Run `distill-trainer causal-study` and print each student run's mean validation per-token NLL; returns the
+    study's table.
+
+    Args:
+        argv: The command-line options, without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` shows (None: the script's name; the `distill-trainer` command passes its own).
+    """
     args, config = parse_recipe_args((CausalStudyArguments, DistillationConfig), argv, prog, __doc__)
     table = run_causal_study(args, config)
     students = table[table.type == "student"].groupby("run", sort=False)["eval_loss"].agg(["mean", "count"])

@@ -23,6 +23,13 @@ from distill_trainer.study.training import distill_student
 
 
 def main(argv=None, prog=None):
+    """Run `distill-trainer distill`: train one student (GLUE or causal LM) and publish it where `--push_to_hub` asks;
+    returns its `StudentResult`.
+
+    Args:
+        argv: The command-line options, without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` shows (None: the script's name; the `distill-trainer` command passes its own).
+    """
     task_args, text_args, student_args, hub_args, config = parse_recipe_args(
         (TaskArguments, CausalLMArguments, StudentArguments, HubArguments, DistillationConfig), argv, prog, __doc__
     )

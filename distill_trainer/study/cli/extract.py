@@ -45,6 +45,13 @@ class ExtractArguments:
 
 
 def main(argv=None, prog=None):
+    """Run `distill-trainer extract`: write the teachers' logit dataset (top-k for `--task causal_lm`) and publish it
+    where `--push_to_hub` asks; returns the dataset.
+
+    Args:
+        argv: The command-line options, without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` shows (None: the script's name; the `distill-trainer` command passes its own).
+    """
     task_args, text_args, extract_args, hub_args = parse_recipe_args(
         (TaskArguments, CausalLMArguments, ExtractArguments, HubArguments), argv, prog, __doc__
     )

@@ -35,6 +35,12 @@ class PrepareArguments:
 
 
 def main(argv=None, prog=None):
+    """Run `distill-trainer prepare-causal`: write the causal-LM data folder; returns its record (`causal_task.json`).
+
+    Args:
+        argv: The command-line options, without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` shows (None: the script's name; the `distill-trainer` command passes its own).
+    """
     (args,) = parse_recipe_args((PrepareArguments,), argv, prog, __doc__)
     limits = {"train": args.max_train_rows, "dev": args.max_dev_rows, "validation": args.max_validation_rows}
     record = prepare_causal_task(args.task, args.data, args.output_dir, limits, args.seed)

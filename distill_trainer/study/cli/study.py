@@ -9,6 +9,12 @@ from distill_trainer.study.runner import run_study
 
 
 def main(argv=None, prog=None):
+    """Run `distill-trainer study` for one task and print the mean score per method; returns the results table.
+
+    Args:
+        argv: The command-line options, without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` shows (None: the script's name; the `distill-trainer` command passes its own).
+    """
     task_args, study_args, config = parse_recipe_args(
         (TaskArguments, StudyArguments, DistillationConfig), argv, prog, __doc__
     )

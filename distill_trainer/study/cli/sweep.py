@@ -44,6 +44,12 @@ class GridArguments:
 
 
 def main(argv=None, prog=None):
+    """Run `distill-trainer sweep` and print the grid and the best T per method; returns the grid's table.
+
+    Args:
+        argv: The command-line options, without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` shows (None: the script's name; the `distill-trainer` command passes its own).
+    """
     task_args, student_args, grid_args, config = parse_recipe_args(
         (TaskArguments, StudentArguments, GridArguments, DistillationConfig), argv, prog, __doc__
     )

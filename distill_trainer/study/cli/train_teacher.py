@@ -49,6 +49,13 @@ class TeacherArguments:
 
 
 def main(argv=None, prog=None):
+    """Run `distill-trainer train-teacher`: fine-tune one teacher (GLUE or causal LM) and publish it where
+    `--push_to_hub` asks; returns its `TeacherRecord`.
+
+    Args:
+        argv: The command-line options, without the program name (None: `sys.argv[1:]`).
+        prog: The program name `--help` shows (None: the script's name; the `distill-trainer` command passes its own).
+    """
     task_args, text_args, teacher_args, hub_args, training_args = parse_recipe_args(
         (TaskArguments, CausalLMArguments, TeacherArguments, HubArguments, TrainingArguments), argv, prog, __doc__
     )
