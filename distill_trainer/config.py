@@ -34,10 +34,6 @@ class DistillationConfig(TrainingArguments):
     what depends on the data (teacher count, weights taken from metadata) when the trainer is built.
     Every field has a help text, so `HfArgumentParser(DistillationConfig)` turns them all into flags.
 
-    Args:
-        **kwargs: By keyword: the distillation fields under Attributes and every `TrainingArguments` argument
-            (`output_dir`, `learning_rate`, ...), as documented there; each is also an `HfArgumentParser` flag.
-
     Attributes:
         temperature: T of the soft term (6.0); the KL is scaled by T^2 so alpha means the same at every T.
         alpha: weight of the soft term in [0, 1] (0.7); `alpha=0` is plain fine-tuning and needs no teachers.

@@ -213,3 +213,48 @@ def test_reading_a_logit_dataset_is_not_owned_by_publishing():
         imported = imported_modules(study / name)
         assert "distill_trainer.logit_data" in imported or name == "extraction.py", name
         assert not any(m.endswith(".hub") or ".hub." in m for m in imported), name
+
+
+def undocumented_arguments() -> list[str]:
+    """Every function and method of the package that takes arguments but whose docstring has no `Args:` section.
+
+    An `__init__` is documented by its class docstring (`Args:` or `Attributes:`), a dataclass's generated one by its
+    fields (help texts, comments), an override by its base's method of the same name (`inspect.getdoc` inherits it);
+    a function that is not the package's own (a `typing.Protocol`'s) is not ours to document.
+    """
+    import importlib
+    import inspect
+    import pkgutil
+
+    import distill_trainer
+
+    found = set()
+    for info in pkgutil.walk_packages(distill_trainer.__path__, "distill_trainer."):
+        module = importlib.import_module(info.name)
+        for owner in [None, *(o for o in vars(module).values() if inspect.isclass(o))]:
+            if getattr(owner or module, "__module__", module.__name__) != module.__name__:
+                continue  # imported, checked where it is defined
+            members = vars(owner or module).values()
+            for function in (getattr(m, "__func__", m) for m in members):
+                if not inspect.isfunction(function) or not function.__module__.startswith("distill_trainer"):
+                    continue
+                name = function.__name__
+                if owner is None and function.__module__ != module.__name__:
+                    continue
+                if name.startswith("__") and name not in ("__init__", "__call__"):
+                    continue
+                if function.__code__.co_filename == "<string>":  # generated (a dataclass's __init__)
+                    continue
+                if not [p for p in inspect.signature(function).parameters if p not in ("self", "cls")]:
+                    continue
+                doc = inspect.getdoc(owner if name == "__init__" else function) or ""
+                if owner is not None and name != "__init__":
+                    bases = [b for b in owner.__mro__[1:] if name in vars(b)]
+                    doc += "".join(inspect.getdoc(getattr(b, name)) or "" for b in bases)
+                if not re.search(r"^\s*(Args|Attributes):", doc, re.MULTILINE):
+                    found.add(f"{function.__module__}.{function.__qualname__}")
+    return sorted(found)
+
+
+def test_every_function_documents_its_arguments():
+    assert undocumented_arguments() == []

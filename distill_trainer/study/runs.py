@@ -235,7 +235,7 @@ class TeacherRecord(RunRecord):
     labelled_rows: int | None = None  # low-resource regime: it learnt from these leading training rows alone
     dev_score: float | None = None  # on the dev split carved from training rows: what chooses among teachers
     dev_metrics: dict | None = None
-    dev_split: dict | None = None  # its options and rows (`extraction.dev_record`)
+    dev_split: dict | None = None  # its options and rows (`TaskArguments.task_data`)
 
     @property
     def collapsed(self) -> bool:
@@ -288,7 +288,7 @@ class StudentResult(RunRecord):
     question: dict | None = None  # `run_question`: a finished run is reused only for the same question
     dev_score: float | None = None  # on the logit dataset's dev split (carved from training rows): for choosing
     dev_metrics: dict | None = None
-    dev_split: dict | None = None  # its options and rows (`extraction.dev_record`)
+    dev_split: dict | None = None  # its options and rows (`TaskArguments.task_data`)
     best_step: int | None = None  # with early stopping on dev: the step whose weights were kept
 
     @property

@@ -26,7 +26,7 @@ class TaskData:
         max_length: Tokens kept per input.
         labelled_rows: In the low-resource regime, how many leading rows of `splits["train"]` keep their labels
             (the dev rows already taken out); None: every row.
-        dev_split: What a run records of the dev split (`dev_split.dev_record`: the options that carved it and its
+        dev_split: What a run records of the dev split (`TaskArguments.task_data`: the options that carved it and its
             rows' positions in the training file); None without one.
         options: How the rows were chosen (data source, row limits, dev options, `labelled_rows`): recorded with the
             runs and part of their questions, so a finished run is reused only for the same rows.
