@@ -35,3 +35,22 @@ def test_a_published_report_rebuilds_byte_for_byte_from_its_archive(tmp_path, fo
     analyze.main([*options, "--output_dir", str(output)])
     for name in ("REPORT.md", results_file):
         assert (output / name).read_bytes() == (published / name).read_bytes(), name
+
+
+def first_table(markdown: str) -> str:
+    """The first markdown table of a text: its consecutive lines that start with `|`."""
+    lines = markdown.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("|")), len(lines))
+    return "\n".join(lines[start:end])
+
+
+@pytest.mark.parametrize("folder", sorted(PUBLISHED))
+def test_the_readme_gives_a_published_reports_summary_table_as_it_is(folder):
+    """The README's results for a study are its report's summary table, copied as it is: the README gives no number
+    that the archive does not rebuild."""
+    published = ROOT / "results" / folder
+    if not (published / "runs.tar.xz").exists():
+        pytest.skip(f"results/{folder} has no runs.tar.xz yet: its study has not reported")
+    summary = first_table((published / "REPORT.md").read_text())
+    assert summary in (ROOT / "README.md").read_text(), f"README.md lacks results/{folder}/REPORT.md's summary table"
