@@ -360,8 +360,11 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         T, alpha, seed, the logit dataset (`dataset=`, a Hub id or name), and its last evaluation score.
 
         `trainer.push_to_hub()` calls this, so a user's own script publishes the card the recipes publish
-        (the study adds GLUE's model-index and the baseline). Options: `language` ("en"), `license`, `tags`,
-        `model_name`, `finetuned_from`, `dataset`; `Trainer.create_model_card`'s others are ignored.
+        (the study adds GLUE's model-index and the baseline).
+
+        Args:
+            **card_options: `language` ("en"), `license`, `tags`, `model_name`, `finetuned_from`, `dataset`;
+                `Trainer.create_model_card`'s others are ignored.
         """
         if not self.is_world_process_zero():
             return
