@@ -144,7 +144,7 @@ def test_choices_are_made_on_dev_and_the_comparisons_verdicts(v3_study):
     }
     primary, secondary = sst2["comparisons"]["primary"], sst2["comparisons"]["secondary"]
     assert (primary["a"], primary["b"], primary["paired_seeds"]) == ("average", "single: t1", [42, 43, 44])
-    assert primary["difference"] == pytest.approx(0.10) and primary["verdict"] == "better"
+    assert primary["difference"] == pytest.approx(0.10) and primary["verdict"] == "better, by more than 1 pp"
     assert primary["ci_low"] > 0.05 and primary["p_value"] == 0.0
     assert secondary["paired_seeds"] == [42, 43] and secondary["unpaired_seeds"] == {
         "single: t1": [44],
@@ -174,7 +174,8 @@ def test_a_record_without_a_dev_score_is_refused(v3_study):
 
 
 def test_verdicts_from_the_interval():
-    assert verdict(0.001, 0.02) == "better" and verdict(-0.02, -0.001) == "worse"
+    assert verdict(0.001, 0.02) == "better" and verdict(-0.02, -0.001) == "worse"  # crossing the margin: no size
+    assert verdict(0.015, 0.03) == "better, by more than 1 pp" and verdict(-0.03, -0.02) == "worse, by more than 1 pp"
     assert (
         verdict(0.001, 0.008) == "better, by less than 1 pp" and verdict(-0.009, -0.002) == "worse, by less than 1 pp"
     )
@@ -338,7 +339,7 @@ def test_low_resource_primary_and_each_method_vs_none_with_holm(v3_study, low_re
     primary = part["results"]["comparisons"]["primary"]
     assert (primary["a"], primary["b"], primary["paired_seeds"]) == ("average", "single: t1", list(SEEDS))
     assert primary["per_seed"] == pytest.approx(per_seed) and primary["difference"] == pytest.approx(50 / 400)
-    assert primary["ci_low"] > 0 and primary["verdict"] == "better"
+    assert primary["ci_low"] > 0 and primary["verdict"] == "better, by more than 1 pp"
     tests = {c["a"]: c for c in part["vs_none"]}
     assert [c["a"] for c in part["vs_none"]] == [
         "single: t0",
@@ -410,6 +411,10 @@ def test_six_layer_is_a_family_of_its_own_and_its_differences_from_three_layers(
     main = analyze_v3_study(str(v3_study), RESAMPLES)
     assert {k: result[k] for k in main} == main  # the main study's numbers and its Holm family untouched
     part = result["six_layer"]
+    assert part["tasks"]["mnli"]["identical_predictions"] == [  # two names, one set of predictions: said
+        {"methods": ["average", "weighted"], "seeds": list(SEEDS)},
+        {"methods": ["none", "single: t1"], "seeds": list(SEEDS)},
+    ]
     assert part["task_order"] == ["sst2", "mnli"] and part["holm_family"] == ["mnli", "sst2"]
     tests = {task: part["tasks"][task]["comparisons"]["secondary"] for task in ("mnli", "sst2")}
     assert (tests["sst2"]["a"], tests["sst2"]["b"]) == ("weighted", "single: t1")
@@ -463,6 +468,9 @@ def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, si
     )
     assert "| vs `none` | `confidence` | `none` | 3 | +1.00 pp |" in report
     assert "### sst2, 6-layer student (accuracy, 2000 validation rows)" in report
+    assert "`average` and `weighted` predicted the same validation labels on every seed both have (42, 43, 44)." in (
+        report
+    )
     assert "| `average` | 2 (left out 3-layer: 44) | +0.50 pp |" in report
     assert (
         "Missing from the 6-layer student's sst2 (the plan: 3 teachers, seeds 42-46 of each method, 42-44 of "

@@ -9,6 +9,7 @@ records and saved validation logits (`collect`): no model is run. `analyze_v3_st
 from __future__ import annotations
 
 import glob
+import itertools
 import json
 import os
 import zlib
@@ -228,7 +229,27 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
         "comparisons": comparisons,
         "gap": gap,
         "all_positive": all_positive_check(data["labels"], methods) if task in ALL_POSITIVE_TASKS else None,
+        "identical_predictions": identical_predictions(task, data),
     }
+
+
+def identical_predictions(task: str, data: dict) -> list[dict]:
+    """Pairs of methods whose students predicted the same validation labels on every seed both have: two names, one
+    set of predictions (v2 counted MRPC's `average` and `weighted` as two methods that way), said beside the table.
+
+    Args:
+        task: The task (how a student's logits become predictions).
+        data: The task's records (`load_task`).
+    """
+    runs = {}
+    for folder, s in sorted(data["students"].items()):
+        runs.setdefault(s.method[0], {})[s.seed] = student_predictions(folder, task)[: len(data["labels"])]
+    pairs = []
+    for a, b in itertools.combinations(runs, 2):
+        seeds = sorted(set(runs[a]) & set(runs[b]))
+        if seeds and all(np.array_equal(runs[a][s], runs[b][s]) for s in seeds):
+            pairs.append({"methods": [a, b], "seeds": seeds})
+    return pairs
 
 
 def all_positive_check(labels: np.ndarray, methods: list[dict]) -> dict:

@@ -163,6 +163,10 @@ def task_section(
         for m in t["methods"]
     ]
     lines.append(table(["method", "type", "seeds", "validation", "dev"], rows))
+    for pair in t.get("identical_predictions", []):
+        a, b = pair["methods"]
+        seeds = ", ".join(map(str, pair["seeds"]))
+        lines += ["", f"`{a}` and `{b}` predicted the same validation labels on every seed both have ({seeds})."]
     lines += ["", "Comparisons (A - B on validation, seeds paired by seed number):", ""]
     header = ["comparison", "A", "B", "paired seeds", "A - B", "95% CI (pp)", "p (A = B)", "Holm p", "TOST p"]
     rows = [comparison_rows(k, t["comparisons"].get(k)) for k in comparisons]

@@ -10,6 +10,7 @@ from .reference import REFERENCE_AVG_GAP, V2_AVG_GAP
 from .v3_format import pct, share, summary_lines, table, task_section, write_report_files
 from .v3_parts import analyze_v3_parts
 from .v3_parts_render import parts_lines
+from .v3_stats import VERDICT_RULE
 
 RESULTS_FILE = "v3_results.json"
 BUDGET_CUTS = (
@@ -88,7 +89,10 @@ def render_v3_report(result: dict) -> str:
         f"95% bootstrap interval ({result['resamples']} resamples, seed {result['bootstrap_seed']}) over validation "
         "rows (drawn once per resample for both methods, the metric recomputed on them) and seeds (paired by seed "
         "number). TOST p: the larger of the two one-sided bootstrap p-values against "
-        f"+-{100 * result['margin']:g} pp. "
+        f"+-{100 * result['margin']:g} pp; a verdict of no difference needs the 95% interval inside the margin, "
+        "which is TOST at 2.5% a side (TOST p below 0.025), stricter than a 5% TOST's 90% interval: a TOST p "
+        "between 0.025 and 0.05 still reads inconclusive. "
+        f"{VERDICT_RULE} "
         "Holm p: the secondary tests corrected over the tasks "
         f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal".',
         "",

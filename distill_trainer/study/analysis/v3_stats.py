@@ -11,6 +11,11 @@ import numpy as np
 from .stats import metric_on_resamples, seed_resampled_mean
 
 MARGIN = 0.01  # the equivalence margin, +-1 pp of a 0-1 score
+VERDICT_RULE = (  # what `verdict` says, as the reports say it
+    "Verdicts: better or worse when the interval excludes 0 (by less than the margin when it also lies inside it, by "
+    "more when it lies wholly beyond it); no difference detected when it includes 0 and lies inside the margin; "
+    "inconclusive when it includes 0 and crosses a margin."
+)
 WITHIN_MARGIN = f"no difference detected within +-{100 * MARGIN:g} pp"
 
 
@@ -94,9 +99,10 @@ def verdict(
 ) -> str:
     """What a 95% interval of A - B says, in the plan's words; never "equal".
 
-    "better" / "worse" when it excludes 0, with ", by less than 1 pp" when it also lies inside the margin (a
-    difference, and a small one); "no difference detected within +-1 pp" when it includes 0 and lies inside
-    +-margin; "inconclusive" when it includes 0 and crosses a margin.
+    "better" / "worse" when it excludes 0: with ", by less than 1 pp" when it also lies inside the margin (a
+    difference, and a small one), ", by more than 1 pp" when it lies wholly beyond it, and nothing more when it
+    crosses the margin (a difference whose size against the margin is not settled); "no difference detected within
+    +-1 pp" when it includes 0 and lies inside +-margin; "inconclusive" when it includes 0 and crosses a margin.
 
     Args:
         ci_low: The interval's lower end (0-1 scale).
@@ -110,7 +116,9 @@ def verdict(
     size = f"{100 * margin:g} pp" if unit == "pp" else f"{margin:g} {unit}"
     if ci_low > 0 or ci_high < 0:
         direction = "better" if (ci_low > 0) == higher_is_better else "worse"
-        return f"{direction}, by less than {size}" if inside else direction
+        if inside:
+            return f"{direction}, by less than {size}"
+        return f"{direction}, by more than {size}" if ci_low > margin or ci_high < -margin else direction
     return f"no difference detected within +-{size}" if inside else "inconclusive"
 
 
