@@ -134,6 +134,18 @@ def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
     return min(rows, key=lambda r: (-r[key], r["method"])) if rows else None
 
 
+def folders_by_method(data: dict) -> dict[str, dict[int, str]]:
+    """Each method's student folders by seed, methods in the order of their folders' names.
+
+    Args:
+        data: The task's records (`load_task`).
+    """
+    runs = {}
+    for folder, s in sorted(data["students"].items()):
+        runs.setdefault(s.method[0], {})[s.seed] = folder
+    return runs
+
+
 def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) -> dict:
     """A vs B on the validation rows, seeds paired by seed number (only the seeds both have; how many is said).
 
@@ -146,9 +158,7 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
         seed: The bootstrap's base seed; each comparison's generator is seeded with it and a checksum of its
             names, so one comparison's numbers do not depend on which others ran.
     """
-    runs = {}
-    for folder, s in data["students"].items():
-        runs.setdefault(s.method[0], {})[s.seed] = folder
+    runs = folders_by_method(data)
     paired = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
     result = {"a": a, "b": b, "paired_seeds": paired, "unpaired_seeds": {}}
     result["unpaired_seeds"] = {m: sorted(set(runs.get(m, {})) - set(paired)) for m in (a, b)}
@@ -241,9 +251,10 @@ def identical_predictions(task: str, data: dict) -> list[dict]:
         task: The task (how a student's logits become predictions).
         data: The task's records (`load_task`).
     """
-    runs = {}
-    for folder, s in sorted(data["students"].items()):
-        runs.setdefault(s.method[0], {})[s.seed] = student_predictions(folder, task)[: len(data["labels"])]
+    runs = {
+        method: {seed: student_predictions(folder, task)[: len(data["labels"])] for seed, folder in seeds.items()}
+        for method, seeds in folders_by_method(data).items()
+    }
     pairs = []
     for a, b in itertools.combinations(runs, 2):
         seeds = sorted(set(runs[a]) & set(runs[b]))
