@@ -233,14 +233,20 @@ def test_mrpc_all_positive_check(v3_study, tmp_path):
     labels = np.r_[np.ones(136, int), np.zeros(64, int)]
     assert all_positive_f1(labels) == pytest.approx(2 * 136 / (2 * 136 + 64))
     check = analyze_v3_study(str(v3_study), RESAMPLES)["tasks"]["mrpc"]["all_positive"]
-    assert check == {"all_positive_f1": pytest.approx(272 / 336), "methods_above": [], "excluded_from_averages": True}
+    assert check == {
+        "all_positive_f1": pytest.approx(272 / 336),
+        "methods_above": [],
+        "excluded_from_averages": True,
+        "label_positive_share": 0.68,
+        "predicted_positive_share": [197 / 200, 1.0],  # three rows predicted negative; none
+    }
     root = tmp_path / "beaten"
     write_task(root, "mrpc", labels, {"t0": (0.9, 0.9), "t1": (0.8, 0.85)}, mrpc_students(labels, above=True))
     result = analyze_v3_study(str(root), RESAMPLES)
     assert result["tasks"]["mrpc"]["all_positive"]["methods_above"] == ["average"]
     assert result["excluded_from_averages"] == [] and result["mean_gap_closed"]["tasks"] == ["mrpc"]
     one_seed = {"method": "x", "validation_ci": [float("nan"), float("nan")]}  # one seed: no interval, no claim
-    assert all_positive_check(labels, [one_seed])["excluded_from_averages"]
+    assert all_positive_check(labels, [one_seed], {})["excluded_from_averages"]
 
 
 def test_the_report_rebuilds_byte_identically(v3_study, tmp_path):

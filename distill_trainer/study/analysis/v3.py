@@ -47,8 +47,9 @@ def task_folders(study_dir: str) -> list[str]:
 
 
 def load_task(study_dir: str, task: str) -> dict:
-    """One task's records: teachers, students (checked by `collect.check_students`), validation labels and the
-    teachers' column names in the logit dataset; refuses a record without the dev score v3 chooses by.
+    """One task's records: teachers, students (checked by `collect.check_students`), validation labels, the
+    teachers' column names in the logit dataset and each student's validation predictions by method and seed (read
+    once here, for every comparison and check); refuses a record without the dev score v3 chooses by.
 
     Args:
         study_dir: The v3 study folder (`--study_dir` of compare.py).
@@ -81,11 +82,16 @@ def load_task(study_dir: str, task: str) -> dict:
     validation = datasets.load_from_disk(os.path.join(root, "logits"))["validation"]
     metadata = read_metadata(validation)
     columns = [short_teacher_name(t.name, task) for t in metadata.teachers] if metadata else []
+    labels = np.asarray(validation["label"][:])
+    predictions = {}
+    for folder, s in sorted(students.items()):
+        predictions.setdefault(s.method[0], {})[s.seed] = student_predictions(folder, task)[: len(labels)]
     return {
         "teachers": list(teachers.values()),
         "students": students,
-        "labels": np.asarray(validation["label"][:]),
+        "labels": labels,
         "columns": columns,
+        "predictions": predictions,
     }
 
 
@@ -134,18 +140,6 @@ def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
     return min(rows, key=lambda r: (-r[key], r["method"])) if rows else None
 
 
-def folders_by_method(data: dict) -> dict[str, dict[int, str]]:
-    """Each method's student folders by seed, methods in the order of their folders' names.
-
-    Args:
-        data: The task's records (`load_task`).
-    """
-    runs = {}
-    for folder, s in sorted(data["students"].items()):
-        runs.setdefault(s.method[0], {})[s.seed] = folder
-    return runs
-
-
 def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) -> dict:
     """A vs B on the validation rows, seeds paired by seed number (only the seeds both have; how many is said).
 
@@ -158,7 +152,7 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
         seed: The bootstrap's base seed; each comparison's generator is seeded with it and a checksum of its
             names, so one comparison's numbers do not depend on which others ran.
     """
-    runs = folders_by_method(data)
+    runs = data["predictions"]
     paired = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
     result = {"a": a, "b": b, "paired_seeds": paired, "unpaired_seeds": {}}
     result["unpaired_seeds"] = {m: sorted(set(runs.get(m, {})) - set(paired)) for m in (a, b)}
@@ -167,7 +161,7 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
         reason = f"no {' or '.join(missing)} student" if missing else "no seed both methods have"
         return {**result, "difference": None, "verdict": f"not run: {reason}"}
     labels = data["labels"]
-    predictions = {m: np.stack([student_predictions(runs[m][s], task)[: len(labels)] for s in paired]) for m in (a, b)}
+    predictions = {m: np.stack([runs[m][s] for s in paired]) for m in (a, b)}
     bootstrap_seed = [seed, zlib.crc32(f"{task}|{a}|{b}".encode())]
     metric = get_task(task).metric
     test = paired_seed_bootstrap(predictions[a], predictions[b], labels, metric, resamples, bootstrap_seed)
@@ -238,23 +232,20 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
         "chosen": chosen,
         "comparisons": comparisons,
         "gap": gap,
-        "all_positive": all_positive_check(data["labels"], methods) if task in ALL_POSITIVE_TASKS else None,
-        "identical_predictions": identical_predictions(task, data),
+        "all_positive": all_positive_check(data["labels"], methods, data["predictions"])
+        if task in ALL_POSITIVE_TASKS
+        else None,
+        "identical_predictions": identical_predictions(data["predictions"]),
     }
 
 
-def identical_predictions(task: str, data: dict) -> list[dict]:
+def identical_predictions(runs: dict[str, dict[int, np.ndarray]]) -> list[dict]:
     """Pairs of methods whose students predicted the same validation labels on every seed both have: two names, one
     set of predictions (v2 counted MRPC's `average` and `weighted` as two methods that way), said beside the table.
 
     Args:
-        task: The task (how a student's logits become predictions).
-        data: The task's records (`load_task`).
+        runs: Each method's validation predictions by seed (`load_task`'s `predictions`).
     """
-    runs = {
-        method: {seed: student_predictions(folder, task)[: len(data["labels"])] for seed, folder in seeds.items()}
-        for method, seeds in folders_by_method(data).items()
-    }
     pairs = []
     for a, b in itertools.combinations(runs, 2):
         seeds = sorted(set(runs[a]) & set(runs[b]))
@@ -263,17 +254,26 @@ def identical_predictions(task: str, data: dict) -> list[dict]:
     return pairs
 
 
-def all_positive_check(labels: np.ndarray, methods: list[dict]) -> dict:
+def all_positive_check(labels: np.ndarray, methods: list[dict], runs: dict[str, dict[int, np.ndarray]]) -> dict:
     """Does any student's validation F1 beat the all-positive F1 by more than its method's 95% t-interval over
-    seeds (its lower end above it)? If none does, the task is left out of the averages across tasks.
+    seeds (its lower end above it)? If none does, the task is left out of the averages across tasks. Also how
+    often the students predict the positive class, beside the labels' own share: how near "all positive" they are.
 
     Args:
         labels: The validation labels.
         methods: The task's method rows (`method_table`); a one-seed method has no interval and cannot count.
+        runs: Each method's validation predictions by seed (`load_task`'s `predictions`).
     """
     f1 = all_positive_f1(labels)
     beating = sorted(m["method"] for m in methods if np.isfinite(m["validation_ci"][0]) and m["validation_ci"][0] > f1)
-    return {"all_positive_f1": f1, "methods_above": beating, "excluded_from_averages": not beating}
+    shares = [float(np.mean(p == 1)) for seeds in runs.values() for p in seeds.values()]
+    return {
+        "all_positive_f1": f1,
+        "methods_above": beating,
+        "excluded_from_averages": not beating,
+        "label_positive_share": float(np.mean(np.asarray(labels) == 1)),
+        "predicted_positive_share": [min(shares), max(shares)] if shares else None,
+    }
 
 
 def avg_column_gap(tasks: dict, names: list[str]) -> dict | None:

@@ -191,6 +191,12 @@ def task_section(
                 f"{name} is left out of the averages across tasks."
             ),
         ]
+        if check["predicted_positive_share"]:
+            low, high = check["predicted_positive_share"]
+            lines[-1] += (
+                f" The students predict the positive class on {share(low)} to {share(high)} of the validation rows "
+                f"(the labels: {share(check['label_positive_share'])})."
+            )
     return [*lines, ""]
 
 

@@ -16,7 +16,6 @@ import numpy as np
 
 from ..runs import StudentResult
 from ..tasks import get_task
-from .collect import student_predictions
 from .render import to_plain
 from .v3 import (
     BASELINE_METHOD,
@@ -129,7 +128,7 @@ def layer_difference(task: str, method: str, six: dict, three: dict, resamples: 
         resamples: Bootstrap resamples.
         seed: The bootstrap's base seed (with a checksum of the task and method, as `compare` does).
     """
-    runs = [{s.seed: f for f, s in d["students"].items() if s.method[0] == method} for d in (six, three)]
+    runs = [d["predictions"].get(method, {}) for d in (six, three)]
     paired = sorted(set(runs[0]) & set(runs[1]))
     unpaired = {kind: sorted(set(r) - set(paired)) for kind, r in zip(("6-layer", "3-layer"), runs, strict=True)}
     result = {"method": method, "paired_seeds": paired, "unpaired_seeds": unpaired}
@@ -138,7 +137,7 @@ def layer_difference(task: str, method: str, six: dict, three: dict, resamples: 
         reason = f"no {' or '.join(lacking)} `{method}` student" if lacking else "no seed both have"
         return {**result, "difference": None, "note": f"not run: {reason}"}
     labels = six["labels"]
-    predictions = [np.stack([student_predictions(r[s], task)[: len(labels)] for s in paired]) for r in runs]
+    predictions = [np.stack([r[s] for s in paired]) for r in runs]
     bootstrap_seed = [seed, zlib.crc32(f"{task}|6-layer|3-layer|{method}".encode())]
     test = paired_seed_bootstrap(*predictions, labels, get_task(task).metric, resamples, bootstrap_seed)
     return {**result, **{key: test[key] for key in LAYER_DIFFERENCE_KEYS}}
