@@ -1,9 +1,9 @@
 # Two entry points for a fresh machine (Python 3.11 + pip, ../shared beside this repo):
 #   make demo   set up .venv and run the main job: a small real study on SST-2, printing its results table
 #   make test   set up .venv and run the test suite
-#   make test-fast  the tests not marked slow or multiprocess (382): 65 s on 2 free cores when they were 329 (a clean-clone
+#   make test-fast  the tests not marked slow or multiprocess (389): 65 s on 2 free cores when they were 329 (a clean-clone
 #               .ci/run, 2026-12-04); make lint  ruff, as CI runs it
-#   (make test, the whole suite: 488 tests; 8.5 minutes on free cores when they were 424, 39 minutes beside a study run)
+#   (make test, the whole suite: 495 tests; 8.5 minutes on free cores when they were 424, 39 minutes beside a study run)
 #   make test-lowest  the same tests against the lowest transformers setup.cfg declares (own venv, .venv-lowest)
 #   make docs   build the documentation site (mkdocs, strict: broken links fail) into site/
 #   make real   the README's real run and results/ (MPNet + MiniLM + TF-IDF teachers; SST-2, MRPC and a QQP sample,
@@ -13,6 +13,9 @@
 #               student on MNLI, the honest low-resource regime -> runs/v3* (resumable; about 45 CPU hours after the
 #               plan's cuts, docs/study-v3.md);
 #               make report-v3  its REPORT.md (results/v3) and the archive of its records (runs.tar.xz)
+#   make study-bf16  issue 28's bf16 settlement: SST-2 full, the 3-layer student, `none` and `average` from study v2's
+#               SST-2 logits, seeds 42-44, bf16 autocast vs float32 -> runs/v3-bf16 (12 runs; finished runs skipped);
+#               make report-bf16  its REPORT.md (results/v3-bf16) and the archive of its records
 #   make study-causal  the causal study (issue 31): SmolLM2-135M-Instruct and two task teachers tuned from it, an 8-layer
 #               student cut from it, MNLI and QQP pairs, every method x 3 seeds, k in {8, 32, 128}, a dense online
 #               reference -> runs/causal/<task> (finished steps reused; about 8 hours on 2 cores, see the configs);
@@ -24,7 +27,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3 study-causal report-v3 report-causal
+.PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3 study-causal report-v3 \
+	report-causal study-bf16 report-bf16
 
 install: $(VENV)/.installed
 
@@ -114,6 +118,24 @@ study-v3: install
 		$(if $(filter mrpc mnli,$(task)),$(V3)_$(task).yaml $(V3_OTHERS) &&)) true
 	$(V3)_sst2_low_resource.yaml
 	$(V3)_mnli.yaml $(V3_SIX_LAYER) && $(V3)_mnli.yaml $(V3_THREE) $(V3_SIX_LAYER)
+
+# The bf16 settlement (results/v3/PREREGISTRATION.md): pairs that differ only in --bf16, alternated; the teachers'
+# logits are study v2's for SST-2, from its archive. No dev split: nothing is chosen, the pairs are only compared.
+BF16_DISTILL := $(PY) recipes/distill.py --task sst2 --data ../shared/data/glue --max_length 64 \
+	--logit_dataset runs/v2-archive/v2/sst2/logits --student_model all-MiniLM-L6-v2 --student_layers 0,2,4 \
+	--temperature 6 --alpha 0.7 --per_device_train_batch_size 32 --per_device_eval_batch_size 64 \
+	--learning_rate 1e-4 --num_train_epochs 2 --report_to none --save_strategy no --disable_tqdm true
+study-bf16: install
+	test -d runs/v2-archive/v2/sst2/logits || \
+		(mkdir -p runs/v2-archive && tar -xJf results/v2/runs.tar.xz -C runs/v2-archive v2/sst2/logits)
+	for seed in 42 43 44; do for fusion in none average; do for bf16 in true false; do \
+		out=runs/v3-bf16/sst2/student-$$fusion-bf16_$$bf16-seed$$seed; test -f $$out/eval_results.json || \
+		$(BF16_DISTILL) --fusion $$fusion --seed $$seed --bf16 $$bf16 --output_dir $$out || exit 1; \
+	done; done; done
+
+report-bf16: install
+	$(PY) recipes/analyze.py --plan precision --study_dir runs/v3-bf16 --output_dir results/v3-bf16
+	tar -cJf results/v3-bf16/runs.tar.xz -C runs --exclude='*.safetensors' --exclude='*.bin' v3-bf16
 
 study-causal: install
 	$(foreach task,mnli qqp,$(PY) recipes/causal_study.py --config recipes/configs/causal_$(task).yaml &&) true

@@ -15,7 +15,12 @@ their own, "not run yet" when their folder is not given; a folder given that is 
 
     distill-trainer analyze --plan causal --study_dir runs/causal --output_dir results/causal
 
-writes <output_dir>/REPORT.md and causal_results.json.
+writes <output_dir>/REPORT.md and causal_results.json. With `--plan precision`, the bf16 settlement (issue 28):
+student runs that differ only in bf16 autocast vs float32, paired by method and seed (`make study-bf16`):
+
+    distill-trainer analyze --plan precision --study_dir runs/bf16-settlement --output_dir results/bf16-settlement
+
+writes <output_dir>/REPORT.md and precision_results.json.
 """
 
 import os
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 
 from distill_trainer.study.analysis.causal_render import RESULTS_FILE as CAUSAL_RESULTS_FILE
 from distill_trainer.study.analysis.causal_render import write_causal_report
+from distill_trainer.study.analysis.precision import write_precision_report
 from distill_trainer.study.analysis.report import analyze_study
 from distill_trainer.study.analysis.v3_render import RESULTS_FILE, write_v3_report
 from distill_trainer.study.args import parse_recipe_args
@@ -54,14 +60,15 @@ class AnalyzeArguments:
         metadata={
             "help": "v2: the study-v2 report (tables, plots, tests). v3: study v3's pre-registered comparisons, "
             "chosen on dev scores (results/v3/PREREGISTRATION.md). causal: the causal study's (issue 31, "
-            "results/causal/PREREGISTRATION.md), from `distill-trainer causal-study`'s records.",
-            "choices": ["v2", "v3", "causal"],
+            "results/causal/PREREGISTRATION.md), from `distill-trainer causal-study`'s records. precision: the "
+            "bf16 settlement, students paired by method and seed in bf16 autocast and float32.",
+            "choices": ["v2", "v3", "causal", "precision"],
         },
     )
 
 
 def main(argv=None, prog=None):
-    """Run `distill-trainer analyze`: the report of `--plan` (v2, v3 or causal) over the study's run records; returns
+    """Run `distill-trainer analyze`: the report of `--plan` (v2, v3, causal, precision) over the run records; returns
     its results (v2: the success metrics per task).
 
     Args:
@@ -74,6 +81,10 @@ def main(argv=None, prog=None):
     for option in ("low_resource_dir", "six_layer_dir"):
         if getattr(args, option) is not None and args.plan != "v3":
             raise ValueError(f"--{option} is a part of study v3's report: it needs --plan v3, not {args.plan}.")
+    if args.plan == "precision":
+        result = write_precision_report(args.study_dir, args.output_dir)
+        print(f"wrote {args.output_dir}/REPORT.md (plan precision): {len(result['pairs'])} pair(s), {result['task']}")
+        return result
     if args.plan == "causal":
         result = write_causal_report(args.study_dir, args.output_dir, args.resamples)
         done = ", ".join(result["task_order"]) or "no task"
