@@ -289,7 +289,14 @@ def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_pa
     primary = result["tasks"]["mnli"]["comparisons"]["primary"]
     assert primary["difference"] is None and primary["verdict"] == "not run: no `average` student"
     assert result["holm_family"] == ["mnli", "mrpc", "sst2"]  # the secondary tests all ran
-    assert "| mnli | n/a | not run |" in (tmp_path / "out" / "REPORT.md").read_text()
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "| mnli | n/a | not run |" in report
+    # and what the plan asks that no record has yet is said before any number, task by task
+    missing = dict(result["main_missing"])
+    assert missing["qqp"] == ["every run"] and "`average` seeds 42, 43, 44, 45, 46" in missing["mnli"]
+    assert "2 of 3 teachers" in missing["sst2"] and "`fitted` seeds 42, 43, 44" in missing["sst2"]
+    assert "`gating` seeds 42, 43, 44" in missing["mrpc"] and not any("gating" in m for m in missing["sst2"])
+    assert report.index("**This study is not finished.**") < report.index("| task | primary")
 
 
 def test_a_task_trained_on_several_devices_is_flagged(v3_study, tmp_path):

@@ -37,6 +37,10 @@ LOW_RESOURCE_MULTI = ("average", "confidence")
 SIX_LAYER_TASKS = ("mnli",)  # SST-2's 6-layer student was the plan's first cut (Changes, 2026-12-05)
 SIX_LAYER_MULTI = ("average", "confidence", "fitted", "weighted")
 SIX_LAYER_CUT_SEEDS = ("confidence", "fitted")
+MAIN_TASKS = ("mrpc", "mnli", "qqp", "sst2")  # the main study's tasks, in the order `make study-v3` runs them
+MAIN_MULTI = ("average", "weighted", "fitted", "confidence")  # every task; the others on MRPC and MNLI only (cut 2)
+OTHER_MULTI = ("min_entropy", "gating", "average+calibrated", "average_to_confidence")
+MAIN_THREE_SEEDS = ("fitted", "confidence", *OTHER_MULTI)  # 3 seeds (42-44): the plan's cut 3, and its own plan
 LAYER_DIFFERENCE_KEYS = ("difference", "per_seed", "ci_low", "ci_high", "resamples")  # the interval, no test
 
 
@@ -203,6 +207,25 @@ def analyze_six_layer(folder: str | None, study_dir: str, main: dict, resamples:
     }
 
 
+def main_missing(result: dict) -> list[list]:
+    """What the plan asks of the main study that its folder lacks: [task, [what it lacks]] pairs in the order the
+    study runs its tasks (a list, so that its JSON keeps that order); empty when the main study is complete.
+
+    Args:
+        result: `analyze_v3_study`'s dict.
+    """
+    missing = []
+    for task in MAIN_TASKS:
+        if task not in result["tasks"]:
+            missing.append([task, ["every run"]])
+            continue
+        multi = (*MAIN_MULTI, *OTHER_MULTI) if task in ("mrpc", "mnli") else MAIN_MULTI
+        lacking = planned_missing(result["tasks"][task], multi, MAIN_THREE_SEEDS)
+        if lacking:
+            missing.append([task, lacking])
+    return missing
+
+
 def analyze_v3_parts(
     study_dir: str,
     low_resource_dir: str | None = None,
@@ -224,6 +247,7 @@ def analyze_v3_parts(
         if folder is not None and not os.path.isdir(folder):
             raise ValueError(f"{option} {folder!r} is not a folder; leave it out while that part has not run.")
     result = analyze_v3_study(study_dir, resamples, seed)
+    result["main_missing"] = main_missing(result)
     result["low_resource"] = to_plain(analyze_low_resource(low_resource_dir, resamples, seed))
     result["six_layer"] = to_plain(analyze_six_layer(six_layer_dir, study_dir, result, resamples, seed))
     return result

@@ -73,6 +73,19 @@ def gap_lines(result: dict) -> list[str]:
     return [*lines, ""]
 
 
+def unfinished_lines(missing: list | None) -> list[str]:
+    """The main study's unfinished tasks, said before any number (nothing when it is complete, or from a dict
+    analysed without the plan's parts).
+
+    Args:
+        missing: `v3_parts.main_missing`'s [task, what it lacks] pairs.
+    """
+    if not missing:
+        return []
+    said = "; ".join(f"{task}: {', '.join(lacking)}" for task, lacking in missing)
+    return [f"**This study is not finished.** The main study's runs that have no record yet: {said}.", ""]
+
+
 def render_v3_report(result: dict) -> str:
     """REPORT.md of study v3 from `analyze_v3_parts`'s dict: the main study, then its two other parts (a dict
     without them, `analyze_v3_study`'s, gives the same main part and "not run yet" for both).
@@ -98,6 +111,7 @@ def render_v3_report(result: dict) -> str:
         "",
         BUDGET_CUTS,
         "",
+        *unfinished_lines(result.get("main_missing")),
         *summary_lines(tasks),
         "",
     ]
