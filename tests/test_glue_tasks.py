@@ -412,3 +412,24 @@ def test_an_interrupted_early_stopped_teacher_resumes_from_its_last_checkpoint(t
         load_file(str(tmp_path / "resumed" / "model.safetensors")),
     )
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_a_study_run_in_parts_keeps_every_parts_rows_in_the_results_table():
+    """`make study-v3` runs a task's methods in several calls: each call's rows join the table, a rerun replaces its
+    own (v3's MRPC table had kept only the last call's 15 rows)."""
+    import pandas as pd
+
+    from distill_trainer.study.runner import merge_results
+
+    def rows(task, runs):
+        return pd.DataFrame([{"task": task, "method": m, "seed": seed, "score": score} for m, seed, score in runs])
+
+    teachers = [("t0", None, 0.9), ("t1", None, 0.8)]
+    first = pd.concat([rows("sst2", [("none", 42, 0.5)]), rows("mrpc", [*teachers, ("none", 42, 0.7)])])
+    second = rows("mrpc", [*teachers, ("gating", 42, 0.71), ("none", 42, 0.72)])
+    merged = merge_results(first, second)
+    keys = sorted(zip(merged.task, merged.method, merged.seed.fillna(-1), strict=True))
+    assert keys == sorted(
+        [("sst2", "none", 42), ("mrpc", "t0", -1), ("mrpc", "t1", -1), ("mrpc", "gating", 42), ("mrpc", "none", 42)]
+    )
+    assert merged[(merged.task == "mrpc") & (merged.method == "none")].score.tolist() == [0.72]  # the rerun's

@@ -161,7 +161,8 @@ def teacher_settings(data: TaskData, config: DistillationConfig, study: StudyArg
 
 
 def run_study(data: TaskData, study: StudyArguments, config: DistillationConfig):
-    """Teachers -> logit dataset -> every student method x seed; returns the results as a DataFrame.
+    """Teachers -> logit dataset -> every student method x seed; returns the results table as a DataFrame (the
+    `results_csv` rows after this run: earlier runs' rows kept, this run's replacing their own).
 
     Finished runs (an `eval_results.json` / `teacher_info.json` in their folder) are reused, so an
     interrupted study picks up where it stopped.
@@ -226,11 +227,27 @@ def run_study(data: TaskData, study: StudyArguments, config: DistillationConfig)
         task=task.name, metric=task.metric, alpha=config.alpha, train_rows=data.options.get("max_train_rows")
     )
     os.makedirs(os.path.dirname(study.results_csv) or ".", exist_ok=True)
-    if os.path.isfile(study.results_csv):  # keep other tasks' rows, replace this task's
-        previous = pd.read_csv(study.results_csv)
-        table = pd.concat([previous[previous.task != task.name], table], ignore_index=True)
-    table.to_csv(study.results_csv, index=False)
-    return table
+    merged = merge_results(pd.read_csv(study.results_csv), table) if os.path.isfile(study.results_csv) else table
+    merged.to_csv(study.results_csv, index=False)
+    return merged
+
+
+def merge_results(previous, table):
+    """The results table after a run: `previous` rows (read from the CSV) that `table` does not run again, then
+    `table`'s rows. A row is one task's method and seed (a teacher's seed is empty), so a study run in parts (a
+    task's methods in several calls, as `make study-v3` does) keeps every part's rows, and a rerun replaces its own.
+
+    Args:
+        previous: The CSV's rows as a DataFrame.
+        table: This call's rows (`task`, `method`, `seed`, ...).
+    """
+    import pandas as pd
+
+    def keys(frame):
+        return list(zip(frame.task, frame.method, frame.seed.fillna(-1).astype(int), strict=True))
+
+    kept = previous[[key not in set(keys(table)) for key in keys(previous)]]
+    return pd.concat([kept, table], ignore_index=True)
 
 
 def matched_steps(data: TaskData, config: DistillationConfig) -> int | None:
