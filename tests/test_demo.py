@@ -1,7 +1,7 @@
 """`make demo`'s table in the docs (`docs/study.md`) is what the command printed: `results/demo/master_results.csv`
 is its output, committed with the run records it came from (`results/demo/runs.tar.xz`), and a demo student
-retrained from the archived logits scores what its record, and the docs, say. The README's results table quotes the
-same run: every score in its demo row is one of that file's."""
+retrained from the archived logits scores what its record, and the docs, say. The README's results quote the
+same run: every score in its demo sentence is one of that file's."""
 
 from __future__ import annotations
 
