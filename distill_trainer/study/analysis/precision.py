@@ -3,7 +3,7 @@ accuracy? Pairs of student runs that differ only in precision (the same method a
 autocast and one in float32), read from their records; the plan's rule: if the paired differences have one sign,
 the cost is systematic and bf16 is no longer a default.
 
-    distill-trainer analyze --plan precision --study_dir runs/bf16-settlement --output_dir results/bf16-settlement
+    distill-trainer analyze --plan precision --study_dir runs/v3-bf16 --output_dir results/v3-bf16
 
 Scores are the records' validation scores; the predictions (`validation_logits.npy`) give how often the two
 precisions' students agree. No model is run, and nothing here needs the task's labels.

@@ -18,7 +18,7 @@ their own, "not run yet" when their folder is not given; a folder given that is 
 writes <output_dir>/REPORT.md and causal_results.json. With `--plan precision`, the bf16 settlement (issue 28):
 student runs that differ only in bf16 autocast vs float32, paired by method and seed (`make study-bf16`):
 
-    distill-trainer analyze --plan precision --study_dir runs/bf16-settlement --output_dir results/bf16-settlement
+    distill-trainer analyze --plan precision --study_dir runs/v3-bf16 --output_dir results/v3-bf16
 
 writes <output_dir>/REPORT.md and precision_results.json.
 """
