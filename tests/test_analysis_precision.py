@@ -1,6 +1,8 @@
 """The bf16 settlement's analysis (`--plan precision`): pairs by method and seed, signs, the plan's verdict, and
 refusals of records it cannot pair."""
 
+import re
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -84,7 +86,7 @@ def test_records_it_cannot_pair_are_refused(tmp_path, runs, message):
     (tmp_path / "runs").mkdir()
     for i, (fusion, seed, bf16, wrong, task, device) in enumerate(runs):
         write_run(tmp_path / "runs" / str(i), fusion, seed, bf16, wrong, task, device)
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(ValueError, match=re.escape(message)):
         analyze_precision(str(tmp_path / "runs"))
 
 

@@ -246,7 +246,8 @@ def merge_results(previous, table):
     def keys(frame):
         return list(zip(frame.task, frame.method, frame.seed.fillna(-1).astype(int), strict=True))
 
-    kept = previous[[key not in set(keys(table)) for key in keys(previous)]]
+    rerun = set(keys(table))
+    kept = previous[[key not in rerun for key in keys(previous)]]
     return pd.concat([kept, table], ignore_index=True)
 
 

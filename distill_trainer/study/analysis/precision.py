@@ -17,12 +17,12 @@ import os
 import numpy as np
 from scipy import stats
 
-from ..runs import StudentResult, save_json
+from ..runs import StudentResult
 from .collect import student_predictions
 from .render import to_plain
-from .v3_format import table
+from .v3_format import table, write_report_files
 
-REPORT_FILE, RESULTS_FILE = "REPORT.md", "precision_results.json"
+RESULTS_FILE = "precision_results.json"
 PRECISIONS = ("bf16", "float32")
 
 
@@ -172,9 +172,6 @@ def write_precision_report(study_dir: str, output_dir: str) -> dict:
         study_dir: The settlement's folder of student runs.
         output_dir: Where the report goes (created).
     """
-    result = analyze_precision(study_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    with open(os.path.join(output_dir, REPORT_FILE), "w") as handle:
-        handle.write(render(result))
-    save_json(to_plain(result), os.path.join(output_dir, RESULTS_FILE))
+    result = to_plain(analyze_precision(study_dir))
+    write_report_files(output_dir, RESULTS_FILE, result, render(result))
     return result
