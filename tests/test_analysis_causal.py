@@ -4,6 +4,7 @@ the verdicts in nats, a partial study, a byte-identical report."""
 
 import json
 import math
+import os
 import shutil
 import zlib
 
@@ -14,6 +15,7 @@ import pytest
 from distill_trainer.study.analysis import causal
 from distill_trainer.study.analysis.causal import analyze_causal_study
 from distill_trainer.study.analysis.causal_render import render_causal_report
+from distill_trainer.study.analysis.figures import write_causal_figures
 from distill_trainer.study.analysis.v3_stats import holm, verdict
 from distill_trainer.study.cli import main as cli
 from distill_trainer.study.runs import VALIDATION_NLL_FILE, StudentResult
@@ -207,6 +209,8 @@ def test_the_report_rebuilds_byte_identically(study, tmp_path):
     assert outputs[0] == outputs[1]
     report = outputs[0]["REPORT.md"].decode()
     assert "| mnli | `average-k128` -0.1" in report and 'never "equal"' in report and "not finished" not in report
+    for figure in ("comparisons.png", "nll_by_k_mnli.png"):  # drawn beside the report, and linked from it
+        assert f"]({figure})" in report and (tmp_path / "one" / figure).read_bytes().startswith(b"\x89PNG")
     assert " equal" not in report.replace('never "equal"', "")
 
 
@@ -238,7 +242,11 @@ def test_a_partial_study_says_what_is_missing(study, tmp_path):
     shutil.rmtree(partial / "mnli" / "student-average-k128-seed43")
     result = causal.analyze_causal_study(str(partial), RESAMPLES)
     assert result["tasks"]["mnli"]["comparisons"]["primary"]["verdict"] == "not run: no `average-k128` student"
-    render_causal_report(result)  # still a report
+    render_causal_report(result)  # still a report, with its figures
+    assert sorted(os.path.basename(f) for f in write_causal_figures(result, str(tmp_path / "figures"))) == [
+        "comparisons.png",
+        "nll_by_k_mnli.png",
+    ]
 
 
 def test_results_csv_disagreeing_with_the_records_is_flagged(study, tmp_path):

@@ -258,6 +258,8 @@ def test_the_report_rebuilds_byte_identically(v3_study, tmp_path):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     report = (tmp_path / "one" / "REPORT.md").read_text()
     assert render_v3_report(json.loads((tmp_path / "one" / "v3_results.json").read_text())) == report
+    for figure in ("comparisons.png", "scores_mnli.png", "scores_mrpc.png", "scores_sst2.png"):  # linked, drawn
+        assert f"]({figure})" in report and (tmp_path / "one" / figure).read_bytes().startswith(b"\x89PNG")
     named = json.loads((tmp_path / "one" / "v3_results.json").read_text())
     named["tasks"]["sst2"]["teachers"][0]["method"] = "all-mpnet-base-v2"
     assert "Teachers `all-mpnet-base-v2`: their sentence-embedding pretraining included MNLI" in render_v3_report(
@@ -291,6 +293,7 @@ def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_pa
     assert result["holm_family"] == ["mnli", "mrpc", "sst2"]  # the secondary tests all ran
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "| mnli | n/a | not run |" in report
+    assert not (tmp_path / "out" / "scores_qqp.png").exists()  # a task without a record has no figure
     # and what the plan asks that no record has yet is said before any number, task by task
     missing = dict(result["main_missing"])
     assert missing["qqp"] == ["every run"] and "`average` seeds 42, 43, 44, 45, 46" in missing["mnli"]

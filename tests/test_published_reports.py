@@ -4,6 +4,7 @@ README gives (`tar xJf results/<study>/runs.tar.xz -C DIR`, then `distill-traine
 
 from __future__ import annotations
 
+import re
 import sys
 import tarfile
 from pathlib import Path
@@ -37,6 +38,9 @@ def test_a_published_report_rebuilds_byte_for_byte_from_its_archive(tmp_path, fo
     analyze.main([*options, "--output_dir", str(output)])
     for name in ("REPORT.md", results_file):
         assert (output / name).read_bytes() == (published / name).read_bytes(), name
+    figures = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", (published / "REPORT.md").read_text())
+    for figure in figures:  # drawn from the same dict; PNG bytes vary with matplotlib's version, so only present
+        assert (output / figure).is_file() and (published / figure).is_file(), figure
 
 
 def first_table(markdown: str) -> str:

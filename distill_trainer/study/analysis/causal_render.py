@@ -4,6 +4,7 @@ from it. The same dict gives the same bytes (no dates, no paths, fixed order).""
 from __future__ import annotations
 
 from .causal import K_GRID_METHODS, analyze_causal_study
+from .figures import COMPARISONS_FIGURE, compared, k_curves, nll_by_k_figure, write_causal_figures
 from .v3_format import p, share, table, write_report_files
 from .v3_stats import VERDICT_RULE
 
@@ -263,20 +264,26 @@ def render_causal_report(result: dict) -> str:
             )
         lines.append("| " + " | ".join([name, *cells, p(t["comparisons"]["secondary"].get("holm_p"))]) + " |")
     lines.append("")
+    if compared(tasks):
+        lines += [f"![Each task's primary and secondary differences against the margin]({COMPARISONS_FIGURE})", ""]
     for name, t in tasks.items():
         lines += task_section(name, t)
+        if k_curves(t):
+            lines += [f"![{name}: validation NLL and storage against k]({nll_by_k_figure(name)})", ""]
     return "\n".join(lines)
 
 
 def write_causal_report(study_dir: str, output_dir: str, resamples: int = 10_000, seed: int = 0) -> dict:
-    """Analyse a causal study folder and write `REPORT.md` and `causal_results.json` (sorted keys) to `output_dir`.
+    """Analyse a causal study folder and write `REPORT.md`, `causal_results.json` (sorted keys) and the report's
+    figures (`figures.write_causal_figures`) to `output_dir`.
 
     Args:
         study_dir: The causal study folder (`runs/causal`).
-        output_dir: Where the two files go.
+        output_dir: Where the files go.
         resamples: Bootstrap resamples per comparison.
         seed: The bootstrap's base seed.
     """
     result = analyze_causal_study(study_dir, resamples, seed)
     write_report_files(output_dir, RESULTS_FILE, result, render_causal_report(result))
+    write_causal_figures(result, output_dir)
     return result

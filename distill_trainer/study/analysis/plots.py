@@ -3,12 +3,26 @@
 
 from __future__ import annotations
 
+import textwrap
+
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+
+REFERENCE_STYLES = [("tab:red", "--"), ("tab:green", ":"), ("tab:purple", "-."), ("tab:brown", "--"), ("black", ":")]
+
+
+def reference_style(index: int) -> dict:
+    """The colour and dash of the index-th reference line, cycling, so lines at nearly one value stay apart.
+
+    Args:
+        index: The line's position among the figure's reference lines.
+    """
+    color, linestyle = REFERENCE_STYLES[index % len(REFERENCE_STYLES)]
+    return {"color": color, "linestyle": linestyle, "linewidth": 1.1}
 
 
 def save(figure, path: str) -> str:
@@ -108,4 +122,77 @@ def heatmap(
     axis.set_xlabel(xlabel)
     axis.set_ylabel(ylabel)
     figure.colorbar(image, ax=axis)
+    return save(figure, path)
+
+
+def intervals(
+    rows: list[tuple[str, float, float, float]],
+    path: str,
+    xlabel: str,
+    title: str,
+    lines: list[tuple[str, float]] = (),
+    band: tuple[float, float] | None = None,
+) -> str:
+    """Estimates with their intervals, one labelled row each, top to bottom (methods' scores, paired differences).
+
+    Args:
+        rows: (label, estimate, low, high) per row, drawn in this order from the top.
+        path: The PNG file to write.
+        xlabel: The x axis's label (the rows' unit).
+        title: The figure's title.
+        lines: (label, x) reference values drawn as labelled vertical lines (a teacher's score, zero).
+        band: (low, high) shaded behind the rows: the margin within which a difference counts as none.
+    """
+    figure, axis = plt.subplots(figsize=(8, 1.8 + 0.32 * len(rows)))
+    positions = -np.arange(len(rows))
+    estimates = np.array([row[1] for row in rows], dtype=float)
+    errors = np.array([[row[1] - row[2] for row in rows], [row[3] - row[1] for row in rows]], dtype=float)
+    if band is not None:
+        axis.axvspan(*band, color="0.9", label="margin")
+    for index, (label, x) in enumerate(lines):
+        axis.axvline(x, label=label, **reference_style(index))
+    axis.errorbar(estimates, positions, xerr=errors, fmt="o", color="tab:blue", capsize=3, markersize=4)
+    axis.set_yticks(positions, [row[0] for row in rows], fontsize=8)
+    axis.set_xlabel(xlabel)
+    axis.set_title(textwrap.fill(title, 70), fontsize=10)
+    if lines or band is not None:
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1))
+    return save(figure, path)
+
+
+def by_k(
+    curves: dict[str, list[tuple[int, float, float]]],
+    storage: list[tuple[int, float]],
+    path: str,
+    ylabel: str,
+    title: str,
+    lines: list[tuple[str, float]] = (),
+) -> str:
+    """Quality and storage against the number of stored logits per position (k), side by side.
+
+    Args:
+        curves: Per method, (k, mean, sd over seeds) points, drawn as a line with error bars on a log2 k axis.
+        storage: (k, megabytes) of the stored logit dataset at each k.
+        path: The PNG file to write.
+        ylabel: The quality axis' label (its unit).
+        title: The left panel's title.
+        lines: (label, y) references without a k (no distillation, dense teachers), as horizontal lines.
+    """
+    figure, (quality, size) = plt.subplots(1, 2, figsize=(10, 3.8))
+    for shift, (name, points) in zip(np.linspace(0.96, 1.04, len(curves)), curves.items(), strict=True):
+        ks, means, sds = (np.array(column, dtype=float) for column in zip(*sorted(points), strict=True))
+        quality.errorbar(ks * shift, means, yerr=sds, marker="o", capsize=3, label=name)  # shifted apart to read
+    for index, (label, y) in enumerate(lines):
+        quality.axhline(y, label=label, **reference_style(index))
+    ks, megabytes = zip(*sorted(storage), strict=True)
+    size.plot(ks, megabytes, marker="o", color="tab:gray")
+    for axis in (quality, size):
+        axis.set_xscale("log", base=2)
+        axis.set_xticks(ks, [str(k) for k in ks])
+        axis.set_xlabel("k (stored logits per position)")
+    quality.set_ylabel(ylabel)
+    quality.set_title(title, fontsize=10)
+    quality.legend(fontsize=7)
+    size.set_ylabel("logit dataset size (MB)")
+    size.set_title("storage", fontsize=10)
     return save(figure, path)

@@ -6,6 +6,7 @@ records and compared byte for byte.
 
 from __future__ import annotations
 
+from .figures import COMPARISONS_FIGURE, compared, scores_figure, write_v3_figures
 from .reference import REFERENCE_AVG_GAP, V2_AVG_GAP
 from .v3_format import pct, share, summary_lines, table, task_section, write_report_files
 from .v3_parts import analyze_v3_parts
@@ -115,8 +116,12 @@ def render_v3_report(result: dict) -> str:
         *summary_lines(tasks),
         "",
     ]
+    if compared(tasks):
+        lines += [f"![Each task's primary and secondary differences against the margin]({COMPARISONS_FIGURE})", ""]
     for name, t in tasks.items():
         lines += task_section(name, t)
+        if t["methods"]:
+            lines += [f"![{name}: students' validation scores against the teachers']({scores_figure(name)})", ""]
     lines += gap_lines(result)
     teachers = sorted({t["method"] for task in tasks.values() for t in task["teachers"]} & set(SAW_GLUE_PAIRS))
     if teachers:
@@ -139,12 +144,12 @@ def write_v3_report(
     low_resource_dir: str | None = None,
     six_layer_dir: str | None = None,
 ) -> dict:
-    """Analyse a v3 study folder and its two parts, and write `REPORT.md` and `v3_results.json` (sorted keys) to
-    `output_dir`.
+    """Analyse a v3 study folder and its two parts, and write `REPORT.md`, `v3_results.json` (sorted keys) and the
+    report's figures (`figures.write_v3_figures`) to `output_dir`.
 
     Args:
         study_dir: The v3 study folder.
-        output_dir: Where the two files go.
+        output_dir: Where the files go.
         resamples: Bootstrap resamples per comparison.
         seed: The bootstrap's base seed.
         low_resource_dir: The low-resource regime's study folder; None or absent: its section says "not run yet".
@@ -152,4 +157,5 @@ def write_v3_report(
     """
     result = analyze_v3_parts(study_dir, low_resource_dir, six_layer_dir, resamples, seed)
     write_report_files(output_dir, RESULTS_FILE, result, render_v3_report(result))
+    write_v3_figures(result, output_dir)
     return result

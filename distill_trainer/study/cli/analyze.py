@@ -8,15 +8,15 @@ v3's pre-registered comparisons instead (results/v3/PREREGISTRATION.md: every ch
     distill-trainer analyze --plan v3 --study_dir runs/v3 --low_resource_dir runs/v3-low-resource \\
         --six_layer_dir runs/v3-6layer --output_dir results/v3
 
-writes <output_dir>/REPORT.md and v3_results.json (the low-resource regime and the 6-layer student in sections of
-their own, "not run yet" when their folder is not given; a folder given that is not there is refused). With
-`--plan causal`, the causal study's (issue 31, results/causal/PREREGISTRATION.md) from the records
+writes <output_dir>/REPORT.md, v3_results.json and the figures it links (the low-resource regime and the 6-layer
+student in sections of their own, "not run yet" when their folder is not given; a folder given that is not there is
+refused). With `--plan causal`, the causal study's (issue 31, results/causal/PREREGISTRATION.md) from the records
 `distill-trainer causal-study` leaves:
 
     distill-trainer analyze --plan causal --study_dir runs/causal --output_dir results/causal
 
-writes <output_dir>/REPORT.md and causal_results.json. With `--plan precision`, the bf16 settlement (issue 28):
-student runs that differ only in bf16 autocast vs float32, paired by method and seed (`make study-bf16`):
+writes <output_dir>/REPORT.md, causal_results.json and its figures. With `--plan precision`, the bf16 settlement
+(issue 28): student runs that differ only in bf16 autocast vs float32, paired by method and seed (`make study-bf16`):
 
     distill-trainer analyze --plan precision --study_dir runs/v3-bf16 --output_dir results/v3-bf16
 
@@ -88,7 +88,7 @@ def main(argv=None, prog=None):
     if args.plan == "causal":
         result = write_causal_report(args.study_dir, args.output_dir, args.resamples)
         done = ", ".join(result["task_order"]) or "no task"
-        print(f"wrote {args.output_dir}/REPORT.md and {CAUSAL_RESULTS_FILE} (plan causal) for {done}")
+        print(f"wrote {args.output_dir}/REPORT.md, {CAUSAL_RESULTS_FILE} and its figures (plan causal) for {done}")
         return result
     if args.plan == "v3":
         result = write_v3_report(
@@ -98,7 +98,8 @@ def main(argv=None, prog=None):
             low_resource_dir=args.low_resource_dir,
             six_layer_dir=args.six_layer_dir,
         )
-        print(f"wrote {args.output_dir}/REPORT.md and {RESULTS_FILE} (plan v3) for {', '.join(result['tasks'])}")
+        done = ", ".join(result["tasks"])
+        print(f"wrote {args.output_dir}/REPORT.md, {RESULTS_FILE} and its figures (plan v3) for {done}")
         return result
     metrics = analyze_study(args.study_dir, args.output_dir, args.resamples)
     print(
