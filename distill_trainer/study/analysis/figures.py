@@ -47,6 +47,26 @@ def compared(tasks: dict) -> list[tuple[str, dict]]:
     return rows
 
 
+def write_comparisons(tasks: dict, output_dir: str, margin: float, scale: float, unit: str, title: str) -> list[str]:
+    """Every task's primary and secondary differences with their intervals against the margin, as one figure
+    (`COMPARISONS_FIGURE`); none where no comparison has a difference.
+
+    Args:
+        tasks: The result's tasks by name, in report order.
+        output_dir: Where the PNG file goes.
+        margin: The plan's equivalence margin, in the results' unit.
+        scale: What the values are multiplied by for the axis (100: a 0-1 score difference in pp).
+        unit: The axis' unit after scaling.
+        title: The figure's title.
+    """
+    rows = [(label, *(scale * c[k] for k in ("difference", "ci_low", "ci_high"))) for label, c in compared(tasks)]
+    if not rows:
+        return []
+    path = os.path.join(output_dir, COMPARISONS_FIGURE)
+    band = (-scale * margin, scale * margin)
+    return [plots.intervals(rows, path, f"difference ({unit})", title, [("zero", 0.0)], band)]
+
+
 def interval(mean: float, bounds: list | None) -> tuple[float, float]:
     """An interval's ends, or the mean twice where it has none (one seed: no t-interval).
 
@@ -108,13 +128,8 @@ def write_v3_figures(result: dict, output_dir: str) -> list[str]:
         title = f"{name}: students' validation {t['metric']}, mean and 95% interval over seeds"
         path = os.path.join(output_dir, scores_figure(name))
         written.append(plots.intervals(rows, path, f"validation {t['metric']} (%)", title, lines))
-    rows = [(label, *(100 * c[k] for k in ("difference", "ci_low", "ci_high"))) for label, c in compared(tasks)]
-    if rows:
-        margin = 100 * result["margin"]
-        path = os.path.join(output_dir, COMPARISONS_FIGURE)
-        title = "A - B on validation, mean over seeds and paired 95% bootstrap interval"
-        written.append(plots.intervals(rows, path, "difference (pp)", title, [("zero", 0.0)], (-margin, margin)))
-    return written
+    title = "A - B on validation, mean over seeds and paired 95% bootstrap interval"
+    return written + write_comparisons(tasks, output_dir, result["margin"], 100, "pp", title)
 
 
 def write_causal_figures(result: dict, output_dir: str) -> list[str]:
@@ -142,12 +157,5 @@ def write_causal_figures(result: dict, output_dir: str) -> list[str]:
         title = f"{name}: students' validation NLL (mean +- sd over seeds)"
         path = os.path.join(output_dir, nll_by_k_figure(name))
         written.append(plots.by_k(curves, storage, path, f"validation NLL ({result['unit']})", title, lines))
-    rows = [(label, c["difference"], c["ci_low"], c["ci_high"]) for label, c in compared(tasks)]
-    if rows:
-        margin = result["margin"]
-        path = os.path.join(output_dir, COMPARISONS_FIGURE)
-        title = "A - B validation NLL (negative: A better), mean over seeds and paired 95% bootstrap interval"
-        written.append(
-            plots.intervals(rows, path, f"difference ({result['unit']})", title, [("zero", 0.0)], (-margin, margin))
-        )
-    return written
+    title = "A - B validation NLL (negative: A better), mean over seeds and paired 95% bootstrap interval"
+    return written + write_comparisons(tasks, output_dir, result["margin"], 1, result["unit"], title)
