@@ -19,6 +19,7 @@ from transformers import AutoModelForSequenceClassification, BertModel
 
 from distill_trainer import read_metadata
 from distill_trainer.config import bf16_available
+from distill_trainer.study.runs import processor_name
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
 from distill_trainer.study.teachers import TransformersTeacher
 from distill_trainer.study.training import student_from_layers
@@ -495,6 +496,7 @@ def test_a_device_bundle_trains_the_students_that_the_full_weights_train(tmp_pat
         f"cpu{' with bf16 autocast' if bf16_available() else ''}",
         "cpu",
     ]
+    assert [r["processor"] for r in records.values()] == [processor_name()] * 2  # the machine's CPU model
     out = tmp_path / "bundle"
     argv = ["--study_dir", str(tmp_path / "study"), "--tasks", "sst2", "--data", str(GLUE)]
     argv += ["--student_model", base, "--student_layers", "0", "--output", str(out)]
@@ -621,3 +623,12 @@ def test_compare_extracts_the_logits_again_when_its_teachers_change(tmp_path):
     assert [teacher["name"] for teacher in average["teachers"]] == ["sklearn_tfidf-sst2", "base-sst2"]
     reused = {"none", "single: sklearn_tfidf"}  # their teachers' logits did not change: the same question
     assert second[second.method.isin(reused)].score.tolist() == first[first.method.isin(reused)].score.tolist()
+
+
+def test_run_records_name_the_cpu_model_and_its_bf16_instructions(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2\n" * 2)
+    assert processor_name(str(cpuinfo)) == "AMD EPYC"
+    cpuinfo.write_text("model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx512f avx512_bf16 amx_bf16\n")
+    assert processor_name(str(cpuinfo)) == "Intel(R) Xeon(R) Platinum 8480+ (avx512_bf16)"
+    assert processor_name(str(tmp_path / "missing")) is None

@@ -31,7 +31,7 @@ from .causal_data import (
 from .causal_lm import SCORE_METRIC
 from .causal_metrics import completion_metrics, split_metrics
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, resumable_checkpoint
-from .runs import TeacherRecord, base_model_name, device_name, display_name
+from .runs import TeacherRecord, base_model_name, device_name, display_name, processor_name
 from .training import TaskTrainer
 
 logger = logging.getLogger(__name__)
@@ -152,6 +152,7 @@ def train_causal_teacher(
         train_runtime=time.perf_counter() - started,
         learning_rate=training_args.learning_rate,
         device=device_name(trainer.args),
+        processor=processor_name(),
         validation_fingerprint=input_fingerprint(splits["validation"], ["input_ids"]),
         dev_score=metrics.get("dev_token_likelihood"),
         **epochs,

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from ..config import DistillationConfig
-from .runs import StudentResult, base_model_name, device_name, display_name
+from .runs import StudentResult, base_model_name, device_name, display_name, processor_name
 
 
 def student_result(
@@ -71,5 +71,6 @@ def student_result(
         max_length=max_length,
         train_runtime=train_runtime,
         device=device_name(trainer.args),
+        processor=processor_name(),
         **recorded,
     )

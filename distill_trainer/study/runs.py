@@ -126,6 +126,25 @@ def device_name(args) -> str:
     return f"{name} with {precision} autocast" if precision else name
 
 
+def processor_name(cpuinfo: str = "/proc/cpuinfo") -> str | None:
+    """The CPU's model name, with ' (avx512_bf16)' where it has those instructions: sessions may land on
+    different machines, and a run's record says which one trained it, so that an audit can check that the runs
+    of one comparison shared a machine type (float32 results move at rounding level between CPUs, bf16 speed a
+    lot). None where `/proc/cpuinfo` cannot be read.
+
+    Args:
+        cpuinfo: The file to read (the tests pass their own).
+    """
+    try:
+        with open(cpuinfo) as handle:
+            text = handle.read()
+    except OSError:
+        return None
+    model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
+    name = model.group(1).strip() if model else "unknown CPU"
+    return f"{name} (avx512_bf16)" if re.search(r"\bavx512_bf16\b", text) else name
+
+
 TRAINING_KEYS = (
     "num_train_epochs",
     "max_steps",
@@ -228,6 +247,7 @@ class TeacherRecord(RunRecord):
     majority_label_share: float | None = None  # share of validation rows whose label is the commonest label
     collapsed_learning_rates: list[float] | None = None  # earlier attempts that collapsed (see `run_study`)
     device: str | None = None  # what trained it (`device_name`): train_runtime means little without it
+    processor: str | None = None  # the CPU of the machine that trained it (`processor_name`)
     training: dict | None = None  # what the study asked (`runner.teacher_settings`); reused only where it matches
     question: dict | None = None  # `run_question`: the whole configuration and inputs; reused only for the same
 
@@ -284,6 +304,7 @@ class StudentResult(RunRecord):
     max_length: int | None = None
     train_runtime: float | None = None
     device: str | None = None  # what trained it (`device_name`)
+    processor: str | None = None  # the CPU of the machine that trained it (`processor_name`)
     training: dict | None = None  # `training_settings` (records from before `question` was kept)
     question: dict | None = None  # `run_question`: a finished run is reused only for the same question
     dev_score: float | None = None  # on the logit dataset's dev split (carved from training rows): for choosing

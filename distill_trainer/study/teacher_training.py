@@ -15,7 +15,7 @@ from ..labels import check_label_values
 from ..logits import input_fingerprint
 from .args import for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
-from .runs import TeacherRecord, base_model_name, device_name, display_name
+from .runs import TeacherRecord, base_model_name, device_name, display_name, processor_name
 from .task_data import TaskData
 from .tasks import compute_task_metrics, first_rows, metrics_for_trainer, task_texts
 from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_teacher, sharded_logits
@@ -127,6 +127,7 @@ def train_teacher(
         train_runtime=time.perf_counter() - started,
         learning_rate=None if model_name_or_path == SKLEARN_TEACHER else training_args.learning_rate,
         device=device,
+        processor=processor_name(),
         validation_fingerprint=input_fingerprint(validation, task.input_columns(validation)),
         labelled_rows=data.options.get("labelled_rows"),
         **dev_fields,

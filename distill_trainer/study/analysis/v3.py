@@ -13,6 +13,7 @@ import itertools
 import json
 import os
 import zlib
+from collections import Counter
 
 import datasets
 import numpy as np
@@ -223,10 +224,13 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
                 best_student["validation_mean"], baseline["validation_mean"], best_teacher["validation_score"]
             ),
         }
+    records = [*data["teachers"], *data["students"].values()]
     return {
         "metric": get_task(task).metric,
         "validation_rows": int(len(data["labels"])),
-        "devices": sorted({r.device or "unrecorded" for r in [*data["teachers"], *data["students"].values()]}),
+        "devices": sorted({r.device or "unrecorded" for r in records}),
+        # which CPU model ran how many of the task's runs (records keep it since 2026-12-05)
+        "processors": dict(sorted(Counter(r.processor or "unrecorded" for r in records).items())),
         "teachers": teachers,
         "methods": methods,
         "chosen": chosen,

@@ -136,6 +136,12 @@ def task_section(
         if len(t["devices"]) == 1
         else f"Trained on {len(t['devices'])} devices ({devices}): the plan asks for one device and one precision "
         "per task.",
+        "",
+        "Processors (runs): "
+        + ", ".join(f"{name} ({count})" for name, count in t.get("processors", {}).items())
+        + ". Run records name their machine's CPU model from session 14 (2026-12-05) on: sessions may land on "
+        "different machines. In float32 a CPU model changes only the order of floating-point sums, as the thread "
+        "count does.",
     ]
     lines += ["", "Teachers (a `*` marks the one chosen on dev):", ""]
     lines.append(
