@@ -14,7 +14,8 @@
 #               plan's cuts, docs/study-v3.md);
 #               make report-v3  its REPORT.md (results/v3) and the archive of its records (runs.tar.xz)
 #   make study-bf16  issue 28's bf16 settlement: SST-2 full, the 3-layer student, `none` and `average` from study v2's
-#               SST-2 logits, seeds 42-44, bf16 autocast vs float32 -> runs/v3-bf16 (12 runs; finished runs skipped);
+#               SST-2 logits, seeds 42-44, bf16 autocast vs float32 -> runs/v3-bf16 (12 runs; finished runs skipped;
+#               refuses on a CPU without avx512_bf16 or amx_bf16, where the toolkit never turns bf16 on);
 #               make report-bf16  its REPORT.md (results/v3-bf16) and the archive of its records
 #   make study-causal  the causal study (issue 31): SmolLM2-135M-Instruct and two task teachers tuned from it, an 8-layer
 #               student cut from it, MNLI and QQP pairs, every method x 3 seeds, k in {8, 32, 128}, a dense online
@@ -126,6 +127,9 @@ BF16_DISTILL := $(PY) recipes/distill.py --task sst2 --data ../shared/data/glue 
 	--temperature 6 --alpha 0.7 --per_device_train_batch_size 32 --per_device_eval_batch_size 64 \
 	--learning_rate 1e-4 --num_train_epochs 2 --report_to none --save_strategy no --disable_tqdm true
 study-bf16: install
+	@$(PY) -c "from distill_trainer.config import bf16_available as a; a() or exit('study-bf16: this CPU has no \
+	avx512_bf16 or amx_bf16, so the toolkit never turns bf16 on here and autocast would be emulated; run the \
+	settlement on a machine that has them (docs/study-v3.md)')"
 	test -d runs/v2-archive/v2/sst2/logits || \
 		(mkdir -p runs/v2-archive && tar -xJf results/v2/runs.tar.xz -C runs/v2-archive v2/sst2/logits)
 	for seed in 42 43 44; do for fusion in none average; do for bf16 in true false; do \
