@@ -292,7 +292,8 @@ def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_pa
     assert primary["difference"] is None and primary["verdict"] == "not run: no `average` student"
     assert result["holm_family"] == ["mnli", "mrpc", "sst2"]  # the secondary tests all ran
     report = (tmp_path / "out" / "REPORT.md").read_text()
-    assert "| mnli | n/a | not run |" in report
+    assert "| mnli (interim) | n/a | not run |" in report  # a task with planned runs missing is marked interim
+    assert "Interim: a task whose planned runs are not all recorded yet" in report
     assert not (tmp_path / "out" / "scores_qqp.png").exists()  # a task without a record has no figure
     # and what the plan asks that no record has yet is said before any number, task by task
     missing = dict(result["main_missing"])

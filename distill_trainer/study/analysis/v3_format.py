@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Collection
 
 from .v3 import PRIMARY_METHOD
 
@@ -206,11 +207,13 @@ def task_section(
     return [*lines, ""]
 
 
-def summary_lines(tasks: dict) -> list[str]:
-    """The summary table: per task, the primary and secondary differences, their verdicts and the Holm p.
+def summary_lines(tasks: dict, incomplete: Collection[str] = ()) -> list[str]:
+    """The summary table: per task, the primary and secondary differences, their verdicts and the Holm p. A task
+    whose planned runs are not all recorded is marked interim: its numbers are not the study's answer yet.
 
     Args:
         tasks: The per-task results (`analyze_task`), in the order shown.
+        incomplete: The tasks with planned runs still missing (`v3_parts.main_missing`).
     """
     lines = [
         "| task | primary (`" + PRIMARY_METHOD + "` - best single by dev) | verdict | secondary (best multi by dev - "
@@ -225,5 +228,8 @@ def summary_lines(tasks: dict) -> list[str]:
             interval = f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]" if ran else ""
             cells += [f"`{c['a']}` {pp(c['difference'])} {interval}", c["verdict"]] if ran else ["n/a", "not run"]
         secondary = t["comparisons"].get("secondary") or {}
-        lines.append("| " + " | ".join([name, *cells, p(secondary.get("holm_p"))]) + " |")
+        label = f"{name} (interim)" if name in incomplete else name
+        lines.append("| " + " | ".join([label, *cells, p(secondary.get("holm_p"))]) + " |")
+    if any(name in incomplete for name in tasks):
+        lines += ["", "Interim: a task whose planned runs are not all recorded yet; its numbers will change."]
     return lines

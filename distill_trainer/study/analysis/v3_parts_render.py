@@ -141,7 +141,7 @@ def six_layer_lines(result: dict) -> list[str]:
         "are its own, on dev; its secondary tests are a family of their own: Holm p over "
         f"{', '.join(part['holm_family']) or 'none'}, not over the main study's.",
         "",
-        *(summary_lines(ready) if ready else []),
+        *(summary_lines(ready, {n for n, lacking in part["missing"].items() if lacking}) if ready else []),
         "",
     ]
     for name, t in tasks.items():

@@ -113,7 +113,7 @@ def render_v3_report(result: dict) -> str:
         BUDGET_CUTS,
         "",
         *unfinished_lines(result.get("main_missing")),
-        *summary_lines(tasks),
+        *summary_lines(tasks, {task for task, _ in result.get("main_missing") or []}),
         "",
     ]
     if compared(tasks):
