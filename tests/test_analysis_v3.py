@@ -480,6 +480,7 @@ def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, si
     assert report.startswith(main_part) and report != plain  # the main study's part as without the parts
     assert render_v3_report(json.loads((tmp_path / "one" / "v3_results.json").read_text())) == report
     assert "| `none` | 79.90 (3 seeds) | 70.00 (3 seeds) |" in report  # full labels beside the low-resource
+    assert "(SST-2, 1,000 labelled rows; dev = 100 of them)\n\n**Interim**: not every run the plan asks" in report
     assert "| single of the best teacher by dev | `single: t1` 87.50 (3 seeds) | `single: t1` 72.50 (3 seeds) |" in (
         report
     )

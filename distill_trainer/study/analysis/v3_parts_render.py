@@ -78,6 +78,12 @@ def low_resource_lines(result: dict) -> list[str]:
         lines += [sentence(part["status"]), ""]
         return lines + (missing_lines(part["missing"], "the low-resource regime") if "missing" in part else [])
     low, full = part["results"], result["tasks"].get("sst2")
+    if part["missing"]:
+        lines += [
+            "**Interim**: not every run the plan asks of this regime is recorded yet (listed at the end of this "
+            "section); its numbers will change.",
+            "",
+        ]
     lines += [
         "Its own teachers, fine-tuned on the 1,000 labelled rows; the other training rows are unlabelled for everyone "
         "and `none` gets as many optimizer steps as the distilled students. Beside the main study's full-label SST-2 "
