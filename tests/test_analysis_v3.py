@@ -494,6 +494,12 @@ def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, si
         "Missing from the 6-layer student's sst2 (the plan: 3 teachers, seeds 42-46 of each method, 42-44 of "
         "`confidence` and `fitted`): 2 of 3" in report
     )
+    # students, but not yet the chosen teacher's single student
+    for seed in SEEDS:
+        shutil.rmtree(low_resource / "sst2" / f"student-single-1-seed{seed}")
+    result = write_v3_report(str(v3_study), str(tmp_path / "no-single"), RESAMPLES, low_resource_dir=str(low_resource))
+    no_single = (tmp_path / "no-single" / "REPORT.md").read_text()
+    assert "| single of the best teacher by dev | `single: t1` 87.50 (3 seeds) | not run yet |" in no_single
     # a partial folder: teachers and logits, no student yet; a part's folder without the plan's task
     shutil.rmtree(low_resource / "sst2")
     write_task(low_resource, "sst2", np.zeros(40, int), {"t0": (0.7, 0.8)}, {})

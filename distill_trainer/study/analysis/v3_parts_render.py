@@ -91,7 +91,9 @@ def low_resource_lines(result: dict) -> list[str]:
         "",
     ]
     chosen = [
-        f"{named(t['chosen']['single'])} {seeds_of(t, t['chosen']['single'])}" if t else "not run yet"
+        f"{named(t['chosen']['single'])} {seeds_of(t, t['chosen']['single'])}"
+        if t and t["chosen"]["single"]
+        else "not run yet"
         for t in (full, low)
     ]
     rows = [["`none`", seeds_of(full, "none"), seeds_of(low, "none")], ["single of the best teacher by dev", *chosen]]
