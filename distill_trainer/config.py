@@ -274,9 +274,25 @@ def bf16_available() -> bool:
         return False
     try:
         with open(CPUINFO) as handle:
-            return re.search(r"\b(avx512_bf16|amx_bf16)\b", handle.read()) is not None
+            return native_bf16_instructions(handle.read()) is not None
     except OSError:
         return False
+
+
+def native_bf16_instructions(cpuinfo_text: str) -> str | None:
+    """The bf16 instruction set a CPU names in its `/proc/cpuinfo` flags, the one reading of those flags that
+    both `bf16_available` (whether bf16 may be turned on) and the run records' processor name use, so the two
+    never disagree about a machine.
+
+    Args:
+        cpuinfo_text: The text of `/proc/cpuinfo` (or of a test's stand-in).
+
+    Returns:
+        "avx512_bf16" or "amx_bf16" (the first one listed), or None where the CPU has neither and bf16 would be
+        emulated.
+    """
+    match = re.search(r"\b(avx512_bf16|amx_bf16)\b", cpuinfo_text)
+    return match.group(1) if match else None
 
 
 def fast_training_defaults() -> dict:

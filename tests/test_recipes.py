@@ -631,4 +631,6 @@ def test_run_records_name_the_cpu_model_and_its_bf16_instructions(tmp_path):
     assert processor_name(str(cpuinfo)) == "AMD EPYC"
     cpuinfo.write_text("model name\t: Intel(R) Xeon(R) Platinum 8480+\nflags\t\t: avx512f avx512_bf16 amx_bf16\n")
     assert processor_name(str(cpuinfo)) == "Intel(R) Xeon(R) Platinum 8480+ (avx512_bf16)"
+    cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: avx512f amx_bf16\n")  # what also turns bf16 on
+    assert processor_name(str(cpuinfo)) == "Some CPU (amx_bf16)"
     assert processor_name(str(tmp_path / "missing")) is None

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import ClassVar
 
-from ..config import DistillationConfig
+from ..config import DistillationConfig, native_bf16_instructions
 from ..fusion import FUSION_REGISTRY
 from .packaged_models import HUB_IDS
 
@@ -127,10 +127,11 @@ def device_name(args) -> str:
 
 
 def processor_name(cpuinfo: str = "/proc/cpuinfo") -> str | None:
-    """The CPU's model name, with ' (avx512_bf16)' where it has those instructions: sessions may land on
-    different machines, and a run's record says which one trained it, so that an audit can check that the runs
-    of one comparison shared a machine type (float32 results move at rounding level between CPUs, bf16 speed a
-    lot). None where `/proc/cpuinfo` cannot be read.
+    """The CPU's model name, with its native bf16 instructions (' (avx512_bf16)' or ' (amx_bf16)', as
+    `config.native_bf16_instructions` reads them) where it has them: sessions may land on different machines,
+    and a run's record says which one trained it, so that an audit can check that the runs of one comparison
+    shared a machine type (float32 results move at rounding level between CPUs, bf16 speed a lot). None where
+    `/proc/cpuinfo` cannot be read.
 
     Args:
         cpuinfo: The file to read (the tests pass their own).
@@ -142,7 +143,8 @@ def processor_name(cpuinfo: str = "/proc/cpuinfo") -> str | None:
         return None
     model = re.search(r"^model name\s*:\s*(.+)$", text, re.MULTILINE)
     name = model.group(1).strip() if model else "unknown CPU"
-    return f"{name} (avx512_bf16)" if re.search(r"\bavx512_bf16\b", text) else name
+    instructions = native_bf16_instructions(text)
+    return f"{name} ({instructions})" if instructions else name
 
 
 TRAINING_KEYS = (
