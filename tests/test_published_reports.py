@@ -1,6 +1,7 @@
 """Every published study report rebuilds byte for byte from the run records archived beside it, by the command the
-README gives (`tar xJf results/<study>/runs.tar.xz -C DIR`, then `distill-trainer analyze` on DIR's folders, as
-`make report-<study>` ran it): a number in a report is a number its records give, with nothing in between."""
+README gives (`tar xJf results/<study>/runs.tar.xz -C DIR`, and the same for the study's `logits.tar.xz` where it
+keeps its logit datasets apart, then `distill-trainer analyze` on DIR's folders, as `make report-<study>` ran it): a
+number in a report is a number its records give, with nothing in between."""
 
 from __future__ import annotations
 
@@ -30,8 +31,9 @@ def test_a_published_report_rebuilds_byte_for_byte_from_its_archive(tmp_path, fo
     published, (options, results_file) = ROOT / "results" / folder, PUBLISHED[folder]
     if not (published / "runs.tar.xz").exists():
         pytest.skip(f"results/{folder} has no runs.tar.xz yet: its study has not reported")
-    with tarfile.open(published / "runs.tar.xz") as archive:
-        archive.extractall(tmp_path / "runs", filter="data")
+    for path in sorted(published.glob("*.tar.xz")):  # runs.tar.xz, and logits.tar.xz where the study has one
+        with tarfile.open(path) as archive:
+            archive.extractall(tmp_path / "runs", filter="data")
     runs, output = tmp_path / "runs", tmp_path / "out"
     parts = [[option, str(runs / part)] for option, part in PARTS.get(folder, {}).items() if (runs / part).is_dir()]
     options = [option.format(runs=runs) for option in options] + sum(parts, [])  # as make report-<study> passes them
