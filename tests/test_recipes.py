@@ -634,3 +634,32 @@ def test_run_records_name_the_cpu_model_and_its_bf16_instructions(tmp_path):
     cpuinfo.write_text("model name\t: Some CPU\nflags\t\t: avx512f amx_bf16\n")  # what also turns bf16 on
     assert processor_name(str(cpuinfo)) == "Some CPU (amx_bf16)"
     assert processor_name(str(tmp_path / "missing")) is None
+
+
+def test_the_v3_device_script_plans_the_runs_make_study_v3_makes():
+    """recipes/device/run_v3.sh runs a task whole on a lent GPU: its queue must be `make study-v3`'s runs of that task
+    (the config's methods x 5 seeds, `fitted` and `confidence` x 3, the four others x 3 on MRPC and MNLI, MNLI's
+    6-layer student), or a GPU session would leave a task short of planned runs."""
+    script = ROOT / "recipes" / "device" / "run_v3.sh"
+    functions = re.findall(r"^(?:config_list|plan)\(\) \{.*?^\}", script.read_text(), re.MULTILINE | re.DOTALL)
+    planned = {}
+    for task in ("mrpc", "mnli", "qqp", "sst2"):
+        lines = subprocess.run(
+            ["bash", "-c", "\n".join(functions) + f"\nplan {task}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split("\n")
+        planned[task] = {}
+        for study, method, seed in (line.split() for line in lines if line):
+            planned[task].setdefault((study, method), []).append(int(seed))
+    five, three = [42, 43, 44, 45, 46], [42, 43, 44]
+    main = {m: five for m in ("single", "none", "average", "weighted")} | {"fitted": three, "confidence": three}
+    others = {m: three for m in ("min_entropy", "gating", "average+calibrated", "average_to_confidence")}
+    for task in ("qqp", "sst2"):
+        assert planned[task] == {("v3", m): s for m, s in main.items()}, task
+    assert planned["mrpc"] == {("v3", m): s for m, s in (main | others).items()}
+    six_layer = {("v3-6layer", m): s for m, s in main.items()}
+    assert planned["mnli"] == {("v3", m): s for m, s in (main | others).items()} | six_layer
+    assert list(planned["mnli"])[0] == ("v3", "single")  # one run per teacher: first, so a deadline cuts the least
