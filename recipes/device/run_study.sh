@@ -13,33 +13,10 @@
 # minute for the tars within the call's limit); finished runs are reused, also those whose records the bundle
 # carries. OUT gets summary.txt and study.tgz: the records, logits and validation logits (no weights: too large to
 # bring back) and the logs.
-set -uo pipefail
-BUNDLE=$1 OUT=$2 END=$(($(date +%s) + $3))
+source "$(dirname "$0")/setup_run.sh"
 shift 3
-PYTHON=${PYTHON:-python3}
-read -ra EXTRA <<<"${EXTRA_ARGS:-}"
-if [ -d "$BUNDLE/wheels" ] && [ -z "${SKIP_INSTALL:-}" ]; then
-    $PYTHON -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$BUNDLE"/wheels/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$BUNDLE/site:$PWD DISTILL_TRAINER_CACHE=$BUNDLE/cache
-export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-$PYTHON recipes/device/bundle_study.py --unpack "$BUNDLE" || exit 1
-$PYTHON -c "import torch, transformers, datasets, distill_trainer; print('torch', torch.__version__, 'cuda',
-torch.cuda.is_available(), 'transformers', transformers.__version__, 'datasets', datasets.__version__)" || exit 1
-STUDY=$BUNDLE/runs/v2 LOGS=$BUNDLE/logs
-mkdir -p "$LOGS"
+STUDY=$BUNDLE/runs/v2
 METHODS=(single none average weighted min_entropy gating confidence fitted average+calibrated average_to_confidence)
-
-run() {  # run NAME COMMAND...: timed, logged to LOGS/NAME.log, stopped at the deadline
-    local name=$1 left=$((END - $(date +%s))) start=$(date +%s)
-    shift
-    if [ "$left" -le "${MIN_LEFT:-0}" ]; then  # and never at 0 left: `timeout 0` would mean no limit at all
-        echo "$name: not started (deadline)" | tee -a "$OUT/summary.txt"
-        return
-    fi
-    timeout "$left" "$@" "${EXTRA[@]}" >"$LOGS/$name.log" 2>&1
-    echo "$name: exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/summary.txt"
-}
 
 queue() {  # queue NAME CSV_PREFIX "METHOD..." COMMAND...: each method x seed one run of COMMAND, WORKERS at a time
     local name=$1 csv=$2 methods
@@ -94,14 +71,4 @@ task_runs() {
     wait
 }
 
-START=$(date +%s)
-for task in "$@"; do
-    task_runs "$task" &
-done
-wait
-echo "all runs: $(($(date +%s) - START)) s" | tee -a "$OUT/summary.txt"
-nvidia-smi --query-gpu=name,memory.used --format=csv >>"$OUT/summary.txt" 2>&1
-# not the low-resource study's links to the teachers (they point into this machine's bundle)
-tar czf "$OUT/study.tgz" -C "$BUNDLE/runs" --exclude model.safetensors --exclude "*.bin" --exclude "checkpoint-*" \
-    --exclude "tokenizer*" --exclude "cache-*" --exclude "v2-low-resource/*/teacher-*" \
-    --exclude "v2-low-resource/*/logits" $(cd "$BUNDLE/runs" && ls -d v2 v2-low-resource 2>/dev/null) -C .. logs
+pack_after_tasks "$*" v2-low-resource v2 v2-low-resource

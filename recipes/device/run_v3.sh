@@ -10,35 +10,12 @@
 # starts (leave a minute for the tar within the call's limit); finished runs are reused, also those whose records
 # the bundle carries. OUT gets summary.txt and study.tgz: the records, logit datasets and validation logits (no
 # weights: too large to bring back) and the logs; unpack it into the study's runs/ folder (`tar xzf -C runs`).
-# Environment: WORKERS (runs at a time, default 8: a 3-layer student leaves a GPU mostly idle), MIN_LEFT (start no
-# run with fewer seconds left, default 0), EXTRA_ARGS (more arguments for every run), PYTHON.
-set -uo pipefail
-BUNDLE=$1 OUT=$2 END=$(($(date +%s) + $3))
+# Environment: WORKERS (runs at a time, default 8: a 3-layer student leaves a GPU mostly idle), and those of
+# setup_run.sh (PYTHON, EXTRA_ARGS, MIN_LEFT).
+source "$(dirname "$0")/setup_run.sh"
 shift 3
-PYTHON=${PYTHON:-python3}
-read -ra EXTRA <<<"${EXTRA_ARGS:-}"
-if [ -d "$BUNDLE/wheels" ] && [ -z "${SKIP_INSTALL:-}" ]; then
-    $PYTHON -m pip install -q --no-index --no-deps --no-compile --target /tmp/site "$BUNDLE"/wheels/*.whl || exit 1
-fi
-export PYTHONPATH=/tmp/site:$BUNDLE/site:$PWD DISTILL_TRAINER_CACHE=$BUNDLE/cache
-export OMP_NUM_THREADS=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
-$PYTHON recipes/device/bundle_study.py --unpack "$BUNDLE" || exit 1
-$PYTHON -c "import torch, transformers, datasets, distill_trainer; print('torch', torch.__version__, 'cuda',
-torch.cuda.is_available(), 'transformers', transformers.__version__, 'datasets', datasets.__version__)" || exit 1
-RUNS=$BUNDLE/runs LOGS=$BUNDLE/logs
-mkdir -p "$LOGS" "$OUT"
+RUNS=$BUNDLE/runs
 SIX_LAYER=(--student_layers 0,1,2,3,4,5 --study_dir "$RUNS/v3-6layer" --teachers_from "$RUNS/v3")
-
-run() {  # run NAME COMMAND...: timed, logged to LOGS/NAME.log, stopped at the deadline
-    local name=$1 left=$((END - $(date +%s))) start=$(date +%s)
-    shift
-    if [ "$left" -le "${MIN_LEFT:-0}" ]; then  # and never at 0 left: `timeout 0` would mean no limit at all
-        echo "$name: not started (deadline)" | tee -a "$OUT/summary.txt"
-        return
-    fi
-    timeout "$left" "$@" "${EXTRA[@]}" >"$LOGS/$name.log" 2>&1
-    echo "$name: exit $? after $(($(date +%s) - start)) s" | tee -a "$OUT/summary.txt"
-}
 
 config_list() {  # config_list FILE KEY: a config's comma-separated list, space-separated
     sed -n "s/^$2: *\"\{0,1\}\([^\" #]*\).*/\1/p" "$1" | tr , ' '
@@ -82,14 +59,4 @@ task_runs() {  # task_runs TASK: its teachers, then its queue
     wait
 }
 
-START=$(date +%s)
-for task in "$@"; do
-    task_runs "$task" &
-done
-wait
-echo "all runs: $(($(date +%s) - START)) s" | tee -a "$OUT/summary.txt"
-nvidia-smi --query-gpu=name,memory.used --format=csv >>"$OUT/summary.txt" 2>&1
-# not the 6-layer study's link to the teachers (it points into this machine's bundle)
-tar czf "$OUT/study.tgz" -C "$RUNS" --exclude model.safetensors --exclude "*.bin" --exclude "checkpoint-*" \
-    --exclude "tokenizer*" --exclude "cache-*" --exclude "v3-6layer/*/teacher-*" --exclude "v3-6layer/*/logits" \
-    $(cd "$RUNS" && ls -d v3 v3-6layer 2>/dev/null) -C .. logs
+pack_after_tasks "$*" v3-6layer v3 v3-6layer
