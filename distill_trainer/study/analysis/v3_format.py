@@ -97,7 +97,7 @@ def comparison_rows(name: str, comparison: dict | None) -> list[str]:
     unpaired = [f"{m}: {', '.join(map(str, s))}" for m, s in sorted(c["unpaired_seeds"].items()) if s]
     seeds = f"{len(c['paired_seeds'])}" + (f" (left out {'; '.join(unpaired)})" if unpaired else "")
     if c.get("difference") is None:
-        return [name, c["a"], c["b"], seeds, "n/a", "n/a", "n/a", "n/a", "n/a", c["verdict"]]
+        return [name, f"`{c['a']}`", f"`{c['b']}`", seeds, "n/a", "n/a", "n/a", "n/a", "n/a", c["verdict"]]
     return [
         name,
         f"`{c['a']}`",
