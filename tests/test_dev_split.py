@@ -7,12 +7,14 @@ models; each number the records state is recomputed here independently."""
 import sys
 from pathlib import Path
 
+import datasets
 import numpy as np
 import pytest
 from helpers import tiny_student, tiny_tokenizer
 
 from distill_trainer.fitting import validation_fits
 from distill_trainer.logits import read_metadata
+from distill_trainer.study.analysis.collect import check_recorded_score
 from distill_trainer.study.args import TaskArguments
 from distill_trainer.study.runs import StudentResult, TeacherRecord
 from distill_trainer.study.tasks import TASKS, compute_task_metrics, dev_positions, load_task_split, task_texts
@@ -117,6 +119,17 @@ def test_teachers_fits_weights_and_students_choose_on_dev_and_report_validation(
         compute_task_metrics(TASKS["sst2"], predictions, validation["label"][:])["accuracy"]
     )
     assert 0 <= saved.dev_score <= 1 and saved.dev_metrics["accuracy"] == saved.dev_score
+    # its dev logits are kept too, so the dev score every choice rests on can be checked from them, as the analysis
+    # does (an edited dev score is refused)
+    dev_predictions = np.load(tmp_path / "s" / "dev_logits.npy")
+    dev_labels = datasets.load_from_disk(str(tmp_path / "logits"))["dev"]["label"][:]
+    assert saved.dev_score == compute_task_metrics(TASKS["sst2"], dev_predictions, dev_labels)["accuracy"]
+    (tmp_path / "study" / "sst2").mkdir(parents=True)
+    (tmp_path / "study" / "sst2" / "logits").symlink_to(tmp_path / "logits")
+    check_recorded_score(str(tmp_path / "study"), str(tmp_path / "s"), saved)
+    saved.dev_score += 0.05
+    with pytest.raises(ValueError, match=r"records dev_score .* its own dev_logits.npy scores .* on the dev labels"):
+        check_recorded_score(str(tmp_path / "study"), str(tmp_path / "s"), saved)
 
     for options, message in (
         ([], "dev split was carved with"),  # the student must give the extraction's dev options

@@ -30,6 +30,7 @@ from .packaged_models import resolve_model
 from .questions import student_question
 from .results import student_result
 from .runs import (
+    DEV_LOGITS_FILE,
     VALIDATION_LOGITS_FILE,
     StudentResult,
     training_settings,
@@ -248,9 +249,9 @@ def distill_student(
         for folder in set(sort_checkpoints(config.output_dir)) - existing:  # only the ones this training wrote
             shutil.rmtree(folder)
     metrics, validation_logits = evaluate_task(trainer, tokenized["validation"])
-    dev_fields = {}
+    dev_fields, dev_logits = {}, None
     if dev is not None:
-        dev_metrics = evaluate_task(trainer, tokenized["dev"])[0]
+        dev_metrics, dev_logits = evaluate_task(trainer, tokenized["dev"])
         dev_fields = {"dev_score": dev_metrics[task.metric], "dev_metrics": dev_metrics}
         dev_fields["dev_split"] = metadata.extra.get(DEV_SPLIT_KEY) if metadata else None
     student = {"student_model": student_model, "student_layers": student_layers}
@@ -277,5 +278,7 @@ def distill_student(
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
         np.save(os.path.join(config.output_dir, VALIDATION_LOGITS_FILE), validation_logits.astype(np.float32))
+        if dev_logits is not None:  # what the record's dev score (and every choice made by it) can be checked with
+            np.save(os.path.join(config.output_dir, DEV_LOGITS_FILE), dev_logits.astype(np.float32))
         results.save(config.output_dir)  # last: a folder with its results is a finished run
     return results

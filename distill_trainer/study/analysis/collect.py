@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..questions import question_differences
-from ..runs import VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord
+from ..runs import DEV_LOGITS_FILE, VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord
 from ..tasks import compute_task_metrics, get_task
 
 
@@ -143,28 +143,41 @@ def check_students(study_dir: str, students: dict[str, StudentResult]) -> None:
 
 
 def check_recorded_score(study_dir: str, folder: str, results: StudentResult, tolerance: float = 1e-6) -> None:
-    """A run's recorded score must be what its saved validation logits score on the validation labels; nothing is
-    checked where the run saved no validation logits or the task has no logit dataset.
+    """A run's recorded scores must be what its saved logits score: its validation score on the validation labels
+    and, where it saved dev logits (students from 2026-12-05 on), its dev score, which study v3 chooses by, on the
+    dev labels. Nothing is checked where the run saved no such logits or the task has no logit dataset.
 
     Args:
-        study_dir: The study folder (`<task>/logits` there gives the validation labels).
-        folder: The student run's folder (its `validation_logits.npy`).
-        results: The run's record, whose `score` is checked.
+        study_dir: The study folder (`<task>/logits` there gives the labels of its splits).
+        folder: The student run's folder (its `validation_logits.npy` and `dev_logits.npy`).
+        results: The run's record, whose `score` and `dev_score` are checked.
         tolerance: The largest absolute difference allowed between the recorded and the rescored metric.
     """
-    path = os.path.join(folder, VALIDATION_LOGITS_FILE)
     logits_dir = os.path.join(study_dir, results.task, "logits")
-    if not os.path.isfile(path) or not os.path.isdir(logits_dir):
-        return
-    logits = np.load(path)
-    labels = np.asarray(datasets.load_from_disk(logits_dir)["validation"]["label"][: len(logits)])
-    rescored = compute_task_metrics(get_task(results.task), logits, labels)[results.metric]
-    if not abs(rescored - results.score) <= tolerance:
-        raise ValueError(
-            f"{folder}: its {StudentResult.FILE} records {results.metric} {results.score:.6f}, but its own "
-            f"{VALIDATION_LOGITS_FILE} scores {rescored:.6f} on the validation labels: the record was changed or "
-            "belongs to another run; it is not reported."
+    saved = [
+        (file, split, recorded)
+        for file, split, recorded in (
+            (VALIDATION_LOGITS_FILE, "validation", results.score),
+            (DEV_LOGITS_FILE, "dev", results.dev_score),
         )
+        if recorded is not None and os.path.isfile(os.path.join(folder, file))
+    ]
+    if not saved or not os.path.isdir(logits_dir):
+        return
+    labelled = datasets.load_from_disk(logits_dir)
+    for file, split, recorded in saved:
+        logits = np.load(os.path.join(folder, file))
+        if split not in labelled:
+            raise ValueError(f"{folder} has {file}, but {logits_dir} has no {split} split to score it on.")
+        labels = np.asarray(labelled[split]["label"][: len(logits)])
+        rescored = compute_task_metrics(get_task(results.task), logits, labels)[results.metric]
+        if not abs(rescored - recorded) <= tolerance:
+            name = "dev_score" if split == "dev" else results.metric
+            raise ValueError(
+                f"{folder}: its {StudentResult.FILE} records {name} {recorded:.6f}, but its own {file} scores "
+                f"{rescored:.6f} on the {split} labels: the record was changed or belongs to another run; it is "
+                "not reported."
+            )
 
 
 def collect_grids(study_dir: str) -> pd.DataFrame:
