@@ -141,6 +141,7 @@ def test_choices_are_made_on_dev_and_the_comparisons_verdicts(v3_study):
         "single": "single: t1",
         "best_multi": "weighted",
         "best_student": "weighted",
+        "ties": {},
     }
     primary, secondary = sst2["comparisons"]["primary"], sst2["comparisons"]["secondary"]
     assert (primary["a"], primary["b"], primary["paired_seeds"]) == ("average", "single: t1", [42, 43, 44])
@@ -164,6 +165,21 @@ def test_a_teachers_validation_score_never_chooses(v3_study):
     record["validation_score"] = 0.10  # far below t0 on validation: still chosen, on its dev score
     (v3_study / "sst2" / "teacher-t1-sst2" / "teacher_info.json").write_text(json.dumps(record))
     assert analyze_v3_study(str(v3_study), RESAMPLES)["tasks"]["sst2"]["chosen"]["best_teacher"] == "t1"
+
+
+def test_a_tie_on_dev_is_broken_by_sort_order_and_named_in_the_report(v3_study, tmp_path):
+    for method in ("confidence", "weighted"):  # the same dev score for every seed of both: a tie on the mean
+        for path in (v3_study / "sst2").glob(f"student-{method}-seed*/eval_results.json"):
+            path.write_text(json.dumps({**json.loads(path.read_text()), "dev_score": 0.97}))
+    chosen = analyze_v3_study(str(v3_study), RESAMPLES)["tasks"]["sst2"]["chosen"]
+    assert (chosen["best_multi"], chosen["best_student"]) == ("confidence", "confidence")
+    assert chosen["ties"] == {"best_multi": ["weighted"], "best_student": ["weighted"]}
+    write_v3_report(str(v3_study), str(tmp_path / "out"), RESAMPLES)
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert (
+        "The best multi-teacher method `confidence` ties on dev with `weighted`; a tie goes to the first name in "
+        "sort order." in report
+    )
 
 
 def test_a_record_without_a_dev_score_is_refused(v3_study):

@@ -132,13 +132,27 @@ def method_table(task: str, students: dict[str, StudentResult]) -> list[dict]:
 
 
 def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
-    """The row with the highest dev score; a tie goes to the first name in sort order (deterministic).
+    """The row with the highest dev score; a tie goes to the first name in sort order (deterministic). Scores are
+    compared to 12 decimals: means over seeds of the same dev scores can differ in their last bit with the order
+    they were summed in, and a choice must not rest on that.
 
     Args:
         rows: Rows with a `method` name and a dev score; empty gives None.
         key: The dev score's key (`dev_mean` for method rows, `dev_score` for teacher rows).
     """
-    return min(rows, key=lambda r: (-r[key], r["method"])) if rows else None
+    return min(rows, key=lambda r: (-round(r[key], 12), r["method"])) if rows else None
+
+
+def tied_with(rows: list[dict], best: dict | None, key: str = "dev_mean") -> list[str]:
+    """The other rows whose dev score equals the chosen one's: the report names them, since sort order, not the
+    dev split, made that choice.
+
+    Args:
+        rows: The rows `best_by_dev` chose from.
+        best: Its choice (None: no ties).
+        key: The dev score's key, as for `best_by_dev`.
+    """
+    return [r["method"] for r in rows if best and r is not best and round(r[key], 12) == round(best[key], 12)]
 
 
 def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) -> dict:
@@ -194,10 +208,21 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
     )
     methods = method_table(task, data["students"])
     by_name = {m["method"]: m for m in methods}
-    best_teacher = best_by_dev(teachers, "dev_score")
+    multis, distilled = (
+        [m for m in methods if m["type"] == "multi"],
+        [m for m in methods if m["type"] in ("single", "multi")],
+    )
+    best_teacher, best_multi, best_student = (
+        best_by_dev(teachers, "dev_score"),
+        best_by_dev(multis),
+        best_by_dev(distilled),
+    )
     single = f"single: {best_teacher['method']}" if best_teacher else None
-    best_multi = best_by_dev([m for m in methods if m["type"] == "multi"])
-    best_student = best_by_dev([m for m in methods if m["type"] in ("single", "multi")])
+    ties = {
+        "best_teacher": tied_with(teachers, best_teacher, "dev_score"),
+        "best_multi": tied_with(multis, best_multi),
+        "best_student": tied_with(distilled, best_student),
+    }
     chosen = {
         "best_teacher": best_teacher and best_teacher["method"],
         "teacher_index": data["columns"].index(best_teacher["method"])
@@ -206,6 +231,7 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
         "single": single if single in by_name else None,
         "best_multi": best_multi and best_multi["method"],
         "best_student": best_student and best_student["method"],
+        "ties": {role: names for role, names in ties.items() if names},  # broken by sort order (`best_by_dev`)
     }
     comparisons = {}  # a method not (yet) run is said so, by name, in the comparison's verdict
     if best_teacher:

@@ -63,6 +63,9 @@ def p(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
+ROLES = {"best_teacher": "best teacher", "best_multi": "best multi-teacher method", "best_student": "best student"}
+
+
 def named(method: str | None) -> str:
     """A method's name in backticks, or "none run yet".
 
@@ -129,6 +132,11 @@ def task_section(
         f"Chosen on dev: best teacher {named(chosen['best_teacher'])} (column {chosen['teacher_index']}), its "
         f"single student {named(chosen['single'])}; best multi-teacher method {named(chosen['best_multi'])}; best "
         f"distilled student {named(chosen['best_student'])}."
+        + "".join(
+            f" The {ROLES[role]} {named(chosen[role])} ties on dev with {', '.join(map(named, names))}; a tie goes to "
+            "the first name in sort order."
+            for role, names in chosen.get("ties", {}).items()
+        )
     )
     devices = ", ".join(t["devices"])
     lines += [
