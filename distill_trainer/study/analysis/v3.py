@@ -26,7 +26,7 @@ from .collect import check_students, student_predictions
 from .reference import REFERENCE_TASKS
 from .render import to_plain
 from .stats import aggregate_seeds, gap_closed
-from .v3_stats import MARGIN, adjust_secondary, all_positive_f1, paired_seed_bootstrap
+from .v3_stats import MARGIN, adjust_secondary, all_positive_f1, best_by_dev, paired_seed_bootstrap, tied_with
 
 PRIMARY_METHOD = "average"
 BASELINE_METHOD = "none"
@@ -131,30 +131,6 @@ def method_table(task: str, students: dict[str, StudentResult]) -> list[dict]:
     return sorted(table, key=lambda r: (order[r["type"]], r["method"]))
 
 
-def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
-    """The row with the highest dev score; a tie goes to the first name in sort order (deterministic). Scores are
-    compared to 12 decimals: means over seeds of the same dev scores can differ in their last bit with the order
-    they were summed in, and a choice must not rest on that.
-
-    Args:
-        rows: Rows with a `method` name and a dev score; empty gives None.
-        key: The dev score's key (`dev_mean` for method rows, `dev_score` for teacher rows).
-    """
-    return min(rows, key=lambda r: (-round(r[key], 12), r["method"])) if rows else None
-
-
-def tied_with(rows: list[dict], best: dict | None, key: str = "dev_mean") -> list[str]:
-    """The other rows whose dev score equals the chosen one's: the report names them, since sort order, not the
-    dev split, made that choice.
-
-    Args:
-        rows: The rows `best_by_dev` chose from.
-        best: Its choice (None: no ties).
-        key: The dev score's key, as for `best_by_dev`.
-    """
-    return [r["method"] for r in rows if best and r is not best and round(r[key], 12) == round(best[key], 12)]
-
-
 def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) -> dict:
     """A vs B on the validation rows, seeds paired by seed number (only the seeds both have; how many is said).
 
@@ -208,21 +184,15 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
     )
     methods = method_table(task, data["students"])
     by_name = {m["method"]: m for m in methods}
-    multis, distilled = (
-        [m for m in methods if m["type"] == "multi"],
-        [m for m in methods if m["type"] in ("single", "multi")],
-    )
-    best_teacher, best_multi, best_student = (
-        best_by_dev(teachers, "dev_score"),
-        best_by_dev(multis),
-        best_by_dev(distilled),
-    )
-    single = f"single: {best_teacher['method']}" if best_teacher else None
-    ties = {
-        "best_teacher": tied_with(teachers, best_teacher, "dev_score"),
-        "best_multi": tied_with(multis, best_multi),
-        "best_student": tied_with(distilled, best_student),
+    candidates = {  # each choice: (its rows, the dev score's key)
+        "best_teacher": (teachers, "dev_score"),
+        "best_multi": ([m for m in methods if m["type"] == "multi"], "dev_mean"),
+        "best_student": ([m for m in methods if m["type"] in ("single", "multi")], "dev_mean"),
     }
+    best = {role: best_by_dev(rows, key) for role, (rows, key) in candidates.items()}
+    ties = {role: tied_with(rows, best[role], key) for role, (rows, key) in candidates.items()}
+    best_teacher, best_multi, best_student = best["best_teacher"], best["best_multi"], best["best_student"]
+    single = f"single: {best_teacher['method']}" if best_teacher else None
     chosen = {
         "best_teacher": best_teacher and best_teacher["method"],
         "teacher_index": data["columns"].index(best_teacher["method"])

@@ -162,3 +162,27 @@ def adjust_secondary(tasks: dict) -> list[str]:
     for name, value in adjusted.items():
         secondary[name]["holm_p"] = value
     return sorted(adjusted)
+
+
+def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
+    """The row with the highest dev score; a tie goes to the first name in sort order (deterministic). Scores are
+    compared to 12 decimals: means over seeds of the same dev scores can differ in their last bit with the order
+    they were summed in, and a choice must not rest on that.
+
+    Args:
+        rows: Rows with a `method` name and a dev score; empty gives None.
+        key: The dev score's key (`dev_mean` for method rows, `dev_score` for teacher rows).
+    """
+    return min(rows, key=lambda r: (-round(r[key], 12), r["method"])) if rows else None
+
+
+def tied_with(rows: list[dict], best: dict | None, key: str = "dev_mean") -> list[str]:
+    """The other rows whose dev score equals the chosen one's: the report names them, since sort order, not the
+    dev split, made that choice.
+
+    Args:
+        rows: The rows `best_by_dev` chose from.
+        best: Its choice (None: no ties).
+        key: The dev score's key, as for `best_by_dev`.
+    """
+    return [r["method"] for r in rows if best and r is not best and round(r[key], 12) == round(best[key], 12)]
