@@ -63,7 +63,11 @@ def p(value: float | None) -> str:
     return "n/a" if value is None else f"{value:.4f}"
 
 
-ROLES = {"best_teacher": "best teacher", "best_multi": "best multi-teacher method", "best_student": "best student"}
+ROLES = {
+    "best_teacher": "best teacher",
+    "best_multi": "best multi-teacher method",
+    "best_student": "best distilled student",
+}
 
 
 def named(method: str | None) -> str:
