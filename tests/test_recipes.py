@@ -657,6 +657,9 @@ def test_the_v3_device_script_plans_the_runs_make_study_v3_makes():
     five, three = [42, 43, 44, 45, 46], [42, 43, 44]
     main = {m: five for m in ("single", "none", "average", "weighted")} | {"fitted": three, "confidence": three}
     others = {m: three for m in ("min_entropy", "gating", "average+calibrated", "average_to_confidence")}
+    makefile = (ROOT / "Makefile").read_text()  # the 3-seed lists above are the Makefile's own
+    assert f"V3_THREE := --methods fitted,confidence --seeds {','.join(map(str, three))}" in makefile
+    assert f"V3_OTHERS := --methods {','.join(others)} --seeds {','.join(map(str, three))}" in makefile
     for task in ("qqp", "sst2"):
         assert planned[task] == {("v3", m): s for m, s in main.items()}, task
     assert planned["mrpc"] == {("v3", m): s for m, s in (main | others).items()}
