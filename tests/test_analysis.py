@@ -407,3 +407,8 @@ def test_save_validation_logits_writes_what_the_analysis_reads(tmp_path):
     logits = save_validation_logits(str(tmp_path), validation, "sst2")
     assert logits.shape == (3, 2)
     np.testing.assert_array_equal(student_predictions(str(tmp_path), "sst2"), logits.argmax(-1))
+    dev_logits = save_validation_logits(str(tmp_path), validation, "sst2", split="dev")  # every dev row: no eval_rows
+    np.testing.assert_array_equal(np.load(tmp_path / "dev_logits.npy"), dev_logits)
+    assert dev_logits.shape == (4, 2) and not (tmp_path / "predict-tmp").exists()
+    with pytest.raises(ValueError, match="split must be 'validation' or 'dev'"):
+        save_validation_logits(str(tmp_path), validation, "sst2", split="test")

@@ -113,24 +113,34 @@ def evaluate_task(trainer: Trainer, dataset: datasets.Dataset | None = None) -> 
     return {key.removeprefix("eval_"): value for key, value in output.metrics.items()}, output.predictions
 
 
-def save_validation_logits(run_dir: str, validation: datasets.Dataset, task_name: str) -> np.ndarray:
-    """For a student folder from before students saved their validation logits: predict the first `eval_rows`
-    `validation` rows with the saved student once, into `validation_logits.npy` (what the analysis reads).
+def save_validation_logits(
+    run_dir: str, validation: datasets.Dataset, task_name: str, split: str = "validation"
+) -> np.ndarray:
+    """For a student folder from before students saved their logits: predict its rows with the saved student once,
+    into the file the analysis reads and checks the record's score against (`validation_logits.npy`: the first
+    `eval_rows` validation rows; `dev_logits.npy`: every dev row, which the record's `dev_score` was measured on).
 
     Args:
         run_dir: The student's folder (its `eval_results.json` and saved model).
-        validation: The task's validation rows, untokenized.
+        validation: The task's rows of `split`, untokenized.
         task_name: The GLUE task's name.
+        split: "validation" or "dev": which split `validation` is, and so which file is written.
     """
+    if split not in ("validation", "dev"):
+        raise ValueError(f"split must be 'validation' or 'dev', not {split!r}.")
     results, task = StudentResult.load(run_dir), get_task(task_name)
     tokenizer, model = load_for_task(run_dir, task)
     args = TrainingArguments(
         os.path.join(run_dir, "predict-tmp"), report_to="none", per_device_eval_batch_size=64, use_cpu=True
     )
-    rows = validation.select(range(results.eval_rows or len(validation)))
+    rows = validation.select(range(results.eval_rows or len(validation))) if split == "validation" else validation
     tokenized = tokenize_task(rows, tokenizer, task, results.max_length or 128)
+    scratch_existed = os.path.exists(args.output_dir)
     logits = Trainer(model=model, processing_class=tokenizer, args=args).predict(tokenized).predictions
-    np.save(os.path.join(run_dir, VALIDATION_LOGITS_FILE), logits.astype(np.float32))
+    if not scratch_existed:  # the Trainer's output folder, never used by predict: not left in the run's folder
+        shutil.rmtree(args.output_dir, ignore_errors=True)
+    file = VALIDATION_LOGITS_FILE if split == "validation" else DEV_LOGITS_FILE
+    np.save(os.path.join(run_dir, file), logits.astype(np.float32))
     return logits
 
 

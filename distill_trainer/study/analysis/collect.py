@@ -144,7 +144,8 @@ def check_students(study_dir: str, students: dict[str, StudentResult]) -> None:
 
 def check_recorded_score(study_dir: str, folder: str, results: StudentResult, tolerance: float = 1e-6) -> None:
     """A run's recorded scores must be what its saved logits score: its validation score on the validation labels
-    and, where it saved dev logits (students from 2026-12-05 on), its dev score, which study v3 chooses by, on the
+    and, where it has dev logits (students from 2026-12-05 on, and earlier ones given them from their saved weights by
+    `training.save_validation_logits(..., split="dev")`), its dev score, which study v3 chooses by, on the
     dev labels. Nothing is checked where the run saved no such logits or the task has no logit dataset.
 
     Args:
