@@ -105,7 +105,9 @@ def render_v3_report(result: dict) -> str:
         "number). TOST p: the larger of the two one-sided bootstrap p-values against "
         f"+-{100 * result['margin']:g} pp; a verdict of no difference needs the 95% interval inside the margin, "
         "which is TOST at 2.5% a side (TOST p below 0.025), stricter than a 5% TOST's 90% interval: a TOST p "
-        "between 0.025 and 0.05 still reads inconclusive. "
+        "between 0.025 and 0.05 still reads inconclusive. A p-value printed as 0.0000 means no resample crossed "
+        f"zero or the margin: p below {2 / result['resamples']:g} (two-sided), TOST p below "
+        f"{1 / result['resamples']:g}. "
         f"{VERDICT_RULE} "
         "Holm p: the secondary tests corrected over the tasks "
         f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal".',
