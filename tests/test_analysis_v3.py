@@ -210,6 +210,15 @@ def test_tost_p_is_the_larger_one_sided_tail():
     assert wide["tost_p"] < 0.05 and wide["verdict"] == "no difference detected within +-10 pp"
 
 
+def test_float_noise_decides_no_verdict():
+    """Scores equal but for float rounding (0.1 + 0.2 against 0.3, 5.6e-17 apart) are equal: an interval of
+    exactly [0, 0], not "better" (the low-resource regime once printed a lower end of -2.8e-17)."""
+    a, b = np.full((2, 20), 0.1 + 0.2), np.full((2, 20), 0.3)
+    test = paired_seed_bootstrap(a, b, None, "accuracy", resamples=200, scorer=lambda rows, drawn: rows[drawn].mean(1))
+    assert (test["ci_low"], test["ci_high"], test["p_value"]) == (0.0, 0.0, 1.0)
+    assert test["verdict"] == WITHIN_MARGIN and str(test["ci_low"]) == "0.0"
+
+
 def test_holm_against_a_manual_computation(v3_study):
     raw = {"a": 0.01, "b": 0.04, "c": 0.03, "d": 0.005}
     # sorted d, a, c, b: 4 x .005 = .02, 3 x .01 = .03, 2 x .03 = .06, max(.06, 1 x .04) = .06

@@ -11,6 +11,8 @@ import numpy as np
 from .stats import metric_on_resamples, seed_resampled_mean
 
 MARGIN = 0.01  # the equivalence margin, +-1 pp of a 0-1 score
+# Scores and differences are compared (and bootstrapped) at this precision: float noise decides nothing.
+SCORE_DECIMALS = 12
 VERDICT_RULE = (  # what `verdict` says, as the reports say it
     "Verdicts: better or worse when the interval excludes 0 (by less than the margin when it also lies inside it, by "
     "more when it lies wholly beyond it); no difference detected when it includes 0 and lies inside the margin; "
@@ -43,7 +45,9 @@ def paired_seed_bootstrap(
     from 0, two-sided (twice the smaller tail share at or beyond 0, at most 1); the two one-sided tests of TOST,
     H0 difference <= -margin (p = the share of resamples at or below -margin) and H0 difference >= +margin (the
     share at or above +margin), and `tost_p` = the larger of the two: below 0.05 exactly when the 90% percentile
-    interval lies inside +-margin. With `resamples` draws a p-value resolves to 1 / resamples; 0 means none.
+    interval lies inside +-margin. With `resamples` draws a p-value resolves to 1 / resamples; 0 means none. The
+    resampled differences are read at `SCORE_DECIMALS` decimals, so two scores equal but for float rounding differ by
+    exactly 0 and never decide a verdict.
 
     Args:
         predictions_a: Class ids `[seeds, n]` of method A, one row per paired seed.
@@ -76,8 +80,10 @@ def paired_seed_bootstrap(
         indices = generator.integers(0, n, size=(min(chunk, resamples - start), n))
         seed_differences = [score(x, indices) - score(y, indices) for x, y in zip(a, b, strict=True)]
         differences.append(seed_resampled_mean(seed_differences, generator))
-    differences = np.concatenate(differences)
-    low, high = np.percentile(differences, [2.5, 97.5])
+    # Float noise off: a resample where A and B score the same is 0, not +-1e-17, which would decide "excludes 0"
+    # (+ 0.0 turns -0.0 into 0.0).
+    differences = np.round(np.concatenate(differences), SCORE_DECIMALS) + 0.0
+    low, high = np.round(np.percentile(differences, [2.5, 97.5]), SCORE_DECIMALS) + 0.0
     below, above = float((differences <= -margin).mean()), float((differences >= margin).mean())
     return {
         "difference": float(np.mean(per_seed)),
@@ -173,7 +179,7 @@ def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
         rows: Rows with a `method` name and a dev score; empty gives None.
         key: The dev score's key (`dev_mean` for method rows, `dev_score` for teacher rows).
     """
-    return min(rows, key=lambda r: (-round(r[key], 12), r["method"])) if rows else None
+    return min(rows, key=lambda r: (-round(r[key], SCORE_DECIMALS), r["method"])) if rows else None
 
 
 def tied_with(rows: list[dict], best: dict | None, key: str = "dev_mean") -> list[str]:
@@ -185,4 +191,8 @@ def tied_with(rows: list[dict], best: dict | None, key: str = "dev_mean") -> lis
         best: Its choice (None: no ties).
         key: The dev score's key, as for `best_by_dev`.
     """
-    return [r["method"] for r in rows if best and r is not best and round(r[key], 12) == round(best[key], 12)]
+    return [
+        r["method"]
+        for r in rows
+        if best and r is not best and round(r[key], SCORE_DECIMALS) == round(best[key], SCORE_DECIMALS)
+    ]
