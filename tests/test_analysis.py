@@ -410,5 +410,5 @@ def test_save_validation_logits_writes_what_the_analysis_reads(tmp_path):
     dev_logits = save_validation_logits(str(tmp_path), validation, "sst2", split="dev")  # every dev row: no eval_rows
     np.testing.assert_array_equal(np.load(tmp_path / "dev_logits.npy"), dev_logits)
     assert dev_logits.shape == (4, 2) and not (tmp_path / "predict-tmp").exists()
-    with pytest.raises(ValueError, match="split must be 'validation' or 'dev'"):
+    with pytest.raises(ValueError, match="split must be one of \\['dev', 'validation'\\]"):
         save_validation_logits(str(tmp_path), validation, "sst2", split="test")

@@ -21,6 +21,7 @@ from .packaged_models import HUB_IDS
 
 VALIDATION_LOGITS_FILE = "validation_logits.npy"  # a student's logits on the validation rows, for the analyses
 DEV_LOGITS_FILE = "dev_logits.npy"  # and on the dev rows: the dev score that choices rest on, checkable from them
+LOGITS_FILE_BY_SPLIT = {"validation": VALIDATION_LOGITS_FILE, "dev": DEV_LOGITS_FILE}  # written and checked alike
 VALIDATION_NLL_FILE = "validation_nll.npy"  # a causal student's [summed NLL, tokens] per validation row
 TEACHER_INFO_FILE = "teacher_info.json"
 EVAL_RESULTS_FILE = "eval_results.json"

@@ -29,12 +29,7 @@ from .logit_data import load_logit_dataset
 from .packaged_models import resolve_model
 from .questions import student_question
 from .results import student_result
-from .runs import (
-    DEV_LOGITS_FILE,
-    VALIDATION_LOGITS_FILE,
-    StudentResult,
-    training_settings,
-)
+from .runs import LOGITS_FILE_BY_SPLIT, StudentResult, training_settings
 from .student_model import (  # noqa: F401 (re-exported: imported from here before they had their own module)
     BUNDLED_LAYERS_FILE,
     check_bundled_layers,
@@ -126,8 +121,8 @@ def save_validation_logits(
         task_name: The GLUE task's name.
         split: "validation" or "dev": which split `validation` is, and so which file is written.
     """
-    if split not in ("validation", "dev"):
-        raise ValueError(f"split must be 'validation' or 'dev', not {split!r}.")
+    if split not in LOGITS_FILE_BY_SPLIT:
+        raise ValueError(f"split must be one of {sorted(LOGITS_FILE_BY_SPLIT)}, not {split!r}.")
     results, task = StudentResult.load(run_dir), get_task(task_name)
     tokenizer, model = load_for_task(run_dir, task)
     args = TrainingArguments(
@@ -139,8 +134,7 @@ def save_validation_logits(
     logits = Trainer(model=model, processing_class=tokenizer, args=args).predict(tokenized).predictions
     if not scratch_existed:  # the Trainer's output folder, never used by predict: not left in the run's folder
         shutil.rmtree(args.output_dir, ignore_errors=True)
-    file = VALIDATION_LOGITS_FILE if split == "validation" else DEV_LOGITS_FILE
-    np.save(os.path.join(run_dir, file), logits.astype(np.float32))
+    np.save(os.path.join(run_dir, LOGITS_FILE_BY_SPLIT[split]), logits.astype(np.float32))
     return logits
 
 
@@ -287,8 +281,9 @@ def distill_student(
     )
     trainer.save_model(config.output_dir)
     if trainer.is_world_process_zero():
-        np.save(os.path.join(config.output_dir, VALIDATION_LOGITS_FILE), validation_logits.astype(np.float32))
-        if dev_logits is not None:  # what the record's dev score (and every choice made by it) can be checked with
-            np.save(os.path.join(config.output_dir, DEV_LOGITS_FILE), dev_logits.astype(np.float32))
+        # the dev logits are what the record's dev score (and every choice made by it) can be checked with
+        for split, logits in (("validation", validation_logits), ("dev", dev_logits)):
+            if logits is not None:
+                np.save(os.path.join(config.output_dir, LOGITS_FILE_BY_SPLIT[split]), logits.astype(np.float32))
         results.save(config.output_dir)  # last: a folder with its results is a finished run
     return results

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from ..questions import question_differences
-from ..runs import DEV_LOGITS_FILE, VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord
+from ..runs import LOGITS_FILE_BY_SPLIT, VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord
 from ..tasks import compute_task_metrics, get_task
 
 
@@ -156,12 +156,9 @@ def check_recorded_score(study_dir: str, folder: str, results: StudentResult, to
     """
     logits_dir = os.path.join(study_dir, results.task, "logits")
     saved = [
-        (file, split, recorded)
-        for file, split, recorded in (
-            (VALIDATION_LOGITS_FILE, "validation", results.score),
-            (DEV_LOGITS_FILE, "dev", results.dev_score),
-        )
-        if recorded is not None and os.path.isfile(os.path.join(folder, file))
+        (LOGITS_FILE_BY_SPLIT[split], split, recorded)
+        for split, recorded in (("validation", results.score), ("dev", results.dev_score))
+        if recorded is not None and os.path.isfile(os.path.join(folder, LOGITS_FILE_BY_SPLIT[split]))
     ]
     if not saved or not os.path.isdir(logits_dir):
         return

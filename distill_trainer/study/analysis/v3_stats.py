@@ -179,7 +179,7 @@ def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
         rows: Rows with a `method` name and a dev score; empty gives None.
         key: The dev score's key (`dev_mean` for method rows, `dev_score` for teacher rows).
     """
-    return min(rows, key=lambda r: (-round(r[key], SCORE_DECIMALS), r["method"])) if rows else None
+    return min(rows, key=lambda r: (-_dev_score(r, key), r["method"])) if rows else None
 
 
 def tied_with(rows: list[dict], best: dict | None, key: str = "dev_mean") -> list[str]:
@@ -191,8 +191,14 @@ def tied_with(rows: list[dict], best: dict | None, key: str = "dev_mean") -> lis
         best: Its choice (None: no ties).
         key: The dev score's key, as for `best_by_dev`.
     """
-    return [
-        r["method"]
-        for r in rows
-        if best and r is not best and round(r[key], SCORE_DECIMALS) == round(best[key], SCORE_DECIMALS)
-    ]
+    return [r["method"] for r in rows if best and r is not best and _dev_score(r, key) == _dev_score(best, key)]
+
+
+def _dev_score(row: dict, key: str) -> float:
+    """A row's dev score at `SCORE_DECIMALS` decimals: what choices and ties are decided on.
+
+    Args:
+        row: A method or teacher row.
+        key: Its dev score's key (`dev_mean` or `dev_score`).
+    """
+    return round(row[key], SCORE_DECIMALS)
