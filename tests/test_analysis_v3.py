@@ -314,7 +314,7 @@ def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_pa
         shutil.rmtree(v3_study / "mnli" / f"student-average-seed{seed}")
     result = write_v3_report(str(v3_study), str(tmp_path / "out"), RESAMPLES)
     primary = result["tasks"]["mnli"]["comparisons"]["primary"]
-    assert primary["difference"] is None and primary["verdict"] == "not run: no `average` student"
+    assert primary["difference"] is None and primary["verdict"] == "not run: no student yet of `average`"
     assert result["holm_family"] == ["mnli", "mrpc", "sst2"]  # the secondary tests all ran
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert "| mnli (interim) | n/a | not run |" in report  # a task with planned runs missing is marked interim
@@ -326,6 +326,22 @@ def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_pa
     assert "2 of 3 teachers" in missing["sst2"] and "`fitted` seeds 42, 43, 44" in missing["sst2"]
     assert "`gating` seeds 42, 43, 44" in missing["mrpc"] and not any("gating" in m for m in missing["sst2"])
     assert report.index("**This study is not finished.**") < report.index("| task | primary")
+
+
+def test_a_task_with_its_teachers_and_no_student_yet_is_reported(v3_study, tmp_path):
+    for run in (v3_study / "mnli").glob("student-*"):  # teachers and logits recorded, the students still to run
+        shutil.rmtree(run)
+    result = write_v3_report(str(v3_study), str(tmp_path / "out"), RESAMPLES)
+    mnli = result["tasks"]["mnli"]
+    assert mnli["methods"] == [] and mnli["chosen"]["best_teacher"] == "t0" and mnli["gap"] is None
+    secondary = mnli["comparisons"]["secondary"]
+    assert secondary["a"] is None and secondary["difference"] is None
+    assert secondary["verdict"] == "not run: no student yet of a multi-teacher method or `single: t0`"
+    assert result["holm_family"] == ["mrpc", "sst2"]
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    section = report[report.index("## mnli") : report.index("## mrpc")]
+    assert "its single student not run yet; best multi-teacher method not run yet" in section
+    assert "No student recorded yet." in section and "| t0 * | 70.00 | 80.00 |" in section
 
 
 def test_a_task_trained_on_several_devices_is_flagged(v3_study, tmp_path):

@@ -102,8 +102,11 @@ def method_table(task: str, students: dict[str, StudentResult]) -> list[dict]:
 
     Args:
         task: The task's name (the rows' `task`).
-        students: Each student run folder's record (`load_task`'s `students`).
+        students: Each student run folder's record (`load_task`'s `students`); none yet (a task whose teachers and
+            logits are recorded, its students still to run) gives no rows.
     """
+    if not students:
+        return []
     rows = pd.DataFrame(
         [
             {"task": task, "method": s.method[0], "type": s.method[1], "seed": s.seed, "score": s.score}
@@ -136,7 +139,8 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
 
     Args:
         task: The task (its metric, and part of the bootstrap seed).
-        a: Method A's name (the study's method names).
+        a: Method A's name (the study's method names); None where none could be chosen yet (no multi-teacher
+            student recorded), which the verdict says.
         b: Method B's name.
         data: The task's records (`load_task`).
         resamples: Bootstrap resamples.
@@ -148,8 +152,8 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
     result = {"a": a, "b": b, "paired_seeds": paired, "unpaired_seeds": {}}
     result["unpaired_seeds"] = {m: sorted(set(runs.get(m, {})) - set(paired)) for m in (a, b)}
     if not paired:
-        missing = [f"`{m}`" for m in (a, b) if m not in runs]
-        reason = f"no {' or '.join(missing)} student" if missing else "no seed both methods have"
+        missing = [f"`{m}`" if m else "a multi-teacher method" for m in (a, b) if m not in runs]
+        reason = f"no student yet of {' or '.join(missing)}" if missing else "no seed both methods have"
         return {**result, "difference": None, "verdict": f"not run: {reason}"}
     labels = data["labels"]
     predictions = {m: np.stack([runs[m][s] for s in paired]) for m in (a, b)}
@@ -206,7 +210,7 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
     comparisons = {}  # a method not (yet) run is said so, by name, in the comparison's verdict
     if best_teacher:
         comparisons["primary"] = compare(task, PRIMARY_METHOD, single, data, resamples, seed)
-        multi = best_multi["method"] if best_multi else "a multi-teacher method"
+        multi = best_multi["method"] if best_multi else None
         if secondary:
             comparisons["secondary"] = compare(task, multi, single, data, resamples, seed)
     baseline = by_name.get(BASELINE_METHOD)

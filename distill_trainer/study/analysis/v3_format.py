@@ -71,12 +71,12 @@ ROLES = {
 
 
 def named(method: str | None) -> str:
-    """A method's name in backticks, or "none run yet".
+    """A method's name in backticks, or "not run yet".
 
     Args:
         method: The method's (or teacher's) name; None where none was chosen yet.
     """
-    return f"`{method}`" if method else "none run yet"
+    return f"`{method}`" if method else "not run yet"
 
 
 def table(header: list[str], rows: list[list[str]]) -> str:
@@ -104,7 +104,7 @@ def comparison_rows(name: str, comparison: dict | None) -> list[str]:
     unpaired = [f"{m}: {', '.join(map(str, s))}" for m, s in sorted(c["unpaired_seeds"].items()) if s]
     seeds = f"{len(c['paired_seeds'])}" + (f" (left out {'; '.join(unpaired)})" if unpaired else "")
     if c.get("difference") is None:
-        return [name, f"`{c['a']}`", f"`{c['b']}`", seeds, "n/a", "n/a", "n/a", "n/a", "n/a", c["verdict"]]
+        return [name, named(c["a"]), named(c["b"]), seeds, "n/a", "n/a", "n/a", "n/a", "n/a", c["verdict"]]
     return [
         name,
         f"`{c['a']}`",
@@ -181,7 +181,7 @@ def task_section(
         ]
         for m in t["methods"]
     ]
-    lines.append(table(["method", "type", "seeds", "validation", "dev"], rows))
+    lines.append(table(["method", "type", "seeds", "validation", "dev"], rows) if rows else "No student recorded yet.")
     for pair in t.get("identical_predictions", []):
         a, b = pair["methods"]
         seeds = ", ".join(map(str, pair["seeds"]))
