@@ -150,7 +150,7 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
     runs = data["predictions"]
     paired = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
     result = {"a": a, "b": b, "paired_seeds": paired, "unpaired_seeds": {}}
-    result["unpaired_seeds"] = {m: sorted(set(runs.get(m, {})) - set(paired)) for m in (a, b)}
+    result["unpaired_seeds"] = {m: sorted(set(runs.get(m, {})) - set(paired)) for m in (a, b) if m}
     if not paired:
         missing = [f"`{m}`" if m else "a multi-teacher method" for m in (a, b) if m not in runs]
         reason = f"no student yet of {' or '.join(missing)}" if missing else "no seed both methods have"
