@@ -247,8 +247,8 @@ def render_causal_report(result: dict) -> str:
             "",
         ]
     lines += [
-        "| task | primary (`average` - best single by dev) | verdict | secondary (best multi by dev - best single "
-        "by dev) | verdict | Holm p |",
+        "| task | primary (`average` - single of the best teacher by dev) | verdict | secondary (best multi by dev - "
+        "that single) | verdict | Holm p |",
         "|---|---|---|---|---|---|",
     ]
     for name, t in tasks.items():

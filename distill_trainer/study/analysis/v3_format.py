@@ -228,8 +228,8 @@ def summary_lines(tasks: dict, incomplete: Collection[str] = ()) -> list[str]:
         incomplete: The tasks with planned runs still missing (`v3_parts.main_missing`).
     """
     lines = [
-        "| task | primary (`" + PRIMARY_METHOD + "` - best single by dev) | verdict | secondary (best multi by dev - "
-        "best single by dev) | verdict | Holm p |",
+        "| task | primary (`" + PRIMARY_METHOD + "` - single of the best teacher by dev) | verdict | secondary (best "
+        "multi by dev - that single) | verdict | Holm p |",
         "|---|---|---|---|---|---|",
     ]
     for name, t in tasks.items():
