@@ -4,10 +4,10 @@ carry one task's measured teacher time over to another (docs/study-v3.md, "Where
 A step's cost depends on the batch's shape, not on its words: 32 rows padded to the batch's longest. So the script
 (1) lays out one epoch of each task's training rows (all of train.tsv: the study's dev rows, a tenth or fewer, are
 included) as the study's teachers batch them (`ShuffledLengthGroupedSampler`, groups of 8 batches, the study's
-`max_length` per task) and records each batch's padded length; (2) times a
-training step (forward, backward, `AdamW`) of the teacher at a grid of padded lengths, alternated, medians of
-`--repetitions` after one warm-up each; (3) prices each task's epoch as the sum of its batches' step times
-(interpolated on the grid) and prints it beside the reference task's.
+`max_length` per task) and records each batch's padded length; (2) times a training step (forward, backward,
+`AdamW`) of the teacher at a grid of padded lengths, alternated, medians of `--repetitions` after one warm-up each;
+(3) prices each task's epoch as the sum of its batches' step times (interpolated on the grid) and prints it beside
+the reference task's.
 
     python benchmarks/teacher_step_by_task.py --model all-mpnet-base-v2 --repetitions 5
 """
