@@ -18,13 +18,20 @@ import argparse
 
 import numpy as np
 import torch
-from common import GLUE, alternate, header, timed
+import yaml
+from common import GLUE, ROOT, alternate, header, timed
 
 from distill_trainer.sampling import ShuffledLengthGroupedSampler
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
 from distill_trainer.study.training import load_for_task, tokenize_task
 
-MAX_LENGTH = {"mnli": 128, "qqp": 128, "sst2": 64}  # recipes/configs/v3_*.yaml
+
+def study_max_length(task_name: str) -> int:
+    """The study's `max_length` for the task, from its config (recipes/configs/v3_<task>.yaml)."""
+    with open(ROOT / "recipes" / "configs" / f"v3_{task_name}.yaml") as handle:
+        return yaml.safe_load(handle)["max_length"]
+
+
 BATCH = 32
 GRID = (8, 16, 32, 64, 96, 128)
 
@@ -32,7 +39,7 @@ GRID = (8, 16, 32, 64, 96, 128)
 def padded_lengths(tokenizer, task_name: str) -> np.ndarray:
     """Each batch's padded length over one epoch of the task's training split, batched as the study's teachers are."""
     task = get_task(task_name)
-    data = tokenize_task(load_task_split(task, "train", GLUE), tokenizer, task, MAX_LENGTH[task_name])
+    data = tokenize_task(load_task_split(task, "train", GLUE), tokenizer, task, study_max_length(task_name))
     lengths = np.asarray(data["length"])
     order = list(ShuffledLengthGroupedSampler(BATCH, lengths.tolist(), generator=torch.Generator().manual_seed(0)))
     return np.array([lengths[order[start : start + BATCH]].max() for start in range(0, len(order), BATCH)])
@@ -77,7 +84,7 @@ def main() -> None:
         lengths = padded_lengths(tokenizer, task)
         epochs[task] = float(np.interp(lengths, GRID, [seconds[length] for length in GRID]).sum())
         print(
-            f"| {task} | {MAX_LENGTH[task]} | {len(lengths)} | {lengths.mean():.1f} | {epochs[task]:.0f} | "
+            f"| {task} | {study_max_length(task)} | {len(lengths)} | {lengths.mean():.1f} | {epochs[task]:.0f} | "
             f"{epochs[task] / epochs[tasks[0]]:.2f}x |"
         )
 
