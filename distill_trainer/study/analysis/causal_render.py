@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .causal import K_GRID_METHODS, analyze_causal_study
 from .figures import COMPARISONS_FIGURE, compared, k_curves, nll_by_k_figure, write_causal_figures
-from .v3_format import p, share, table, write_report_files
+from .v3_format import SUMMARY_HEADER, p, share, table, write_report_files, zero_p_sentence
 from .v3_stats import VERDICT_RULE
 
 RESULTS_FILE = "causal_results.json"
@@ -222,10 +222,11 @@ def render_causal_report(result: dict) -> str:
         f"({result['resamples']} resamples, seed {result['bootstrap_seed']}): validation rows drawn once per "
         "resample for every seed and both runs, the per-token NLL recomputed on them (summed NLL over summed "
         "tokens), and seeds drawn in pairs (by seed number). TOST p: the larger of the two one-sided bootstrap "
-        f"p-values against {margin} (a p-value of 0: below 1 / resamples); a verdict of no difference needs the "
+        f"p-values against {margin}; a verdict of no difference needs the "
         "95% interval inside the margin, which is TOST at 2.5% a side (TOST p below 0.025), stricter than a 5% "
         "TOST's 90% interval: a TOST p between 0.025 and 0.05 still reads inconclusive. "
-        f"{VERDICT_RULE} Holm p: the secondary tests corrected over the tasks "
+        f"{zero_p_sentence(result['resamples'], len(result['holm_family']))} {VERDICT_RULE} "
+        "Holm p: the secondary tests corrected over the tasks "
         f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal". Wall times were measured on a '
         "CPU shared with other work. What SmolLM2's pretraining and instruction data contain of MNLI or QQP is "
         "not known to us.",
@@ -246,11 +247,7 @@ def render_causal_report(result: dict) -> str:
             + " (each task's section lists them). What is there is reported below.",
             "",
         ]
-    lines += [
-        "| task | primary (`average` - single of the best teacher by dev) | verdict | secondary (best multi by dev - "
-        "that single) | verdict | Holm p |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines += SUMMARY_HEADER
     for name, t in tasks.items():
         cells = []
         for key in ("primary", "secondary"):

@@ -54,6 +54,30 @@ def share(value: float | None) -> str:
     return "n/a" if value is None else f"{100 * value:.1f}%"
 
 
+SUMMARY_HEADER = (  # the v3 and causal reports' summary tables: one wording, as both plans define the comparisons
+    "| task | primary (`"
+    + PRIMARY_METHOD
+    + "` - single of the best teacher by dev) | verdict | secondary (best multi "
+    "by dev - that single) | verdict | Holm p |",
+    "|---|---|---|---|---|---|",
+)
+
+
+def zero_p_sentence(resamples: int, family_size: int) -> str:
+    """What a p-value printed as 0.0000 means: no resample crossed zero or the margin, so the p-value is below the
+    bootstrap's resolution, which differs per kind of p (a reader cannot otherwise tell "zero" from "small").
+
+    Args:
+        resamples: The bootstrap's number of resamples.
+        family_size: How many tests Holm corrects over (it multiplies the raw bound by up to this).
+    """
+    return (
+        "A p-value printed as 0.0000 means no resample crossed zero or the margin: p below "
+        f"{2 / resamples:g} (two-sided), TOST p below {1 / resamples:g}, Holm p below "
+        f"{2 * max(family_size, 1) / resamples:g} (the raw bound times the family's size)."
+    )
+
+
 def p(value: float | None) -> str:
     """A p-value with four decimals; None as n/a.
 
@@ -227,11 +251,7 @@ def summary_lines(tasks: dict, incomplete: Collection[str] = ()) -> list[str]:
         tasks: The per-task results (`analyze_task`), in the order shown.
         incomplete: The tasks with planned runs still missing (`v3_parts.main_missing`).
     """
-    lines = [
-        "| task | primary (`" + PRIMARY_METHOD + "` - single of the best teacher by dev) | verdict | secondary (best "
-        "multi by dev - that single) | verdict | Holm p |",
-        "|---|---|---|---|---|---|",
-    ]
+    lines = list(SUMMARY_HEADER)
     for name, t in tasks.items():
         cells = []
         for key in ("primary", "secondary"):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .figures import COMPARISONS_FIGURE, compared, scores_figure, write_v3_figures
 from .reference import REFERENCE_AVG_GAP, V2_AVG_GAP
-from .v3_format import pct, share, summary_lines, table, task_section, write_report_files
+from .v3_format import pct, share, summary_lines, table, task_section, write_report_files, zero_p_sentence
 from .v3_parts import analyze_v3_parts
 from .v3_parts_render import parts_lines
 from .v3_stats import VERDICT_RULE
@@ -106,10 +106,8 @@ def render_v3_report(result: dict) -> str:
         "larger of the two one-sided bootstrap p-values against "
         f"+-{100 * result['margin']:g} pp; a verdict of no difference needs the 95% interval inside the margin, "
         "which is TOST at 2.5% a side (TOST p below 0.025), stricter than a 5% TOST's 90% interval: a TOST p "
-        "between 0.025 and 0.05 still reads inconclusive. A p-value printed as 0.0000 means no resample crossed "
-        f"zero or the margin: p below {2 / result['resamples']:g} (two-sided), TOST p below "
-        f"{1 / result['resamples']:g}. "
-        f"{VERDICT_RULE} "
+        "between 0.025 and 0.05 still reads inconclusive. "
+        f"{zero_p_sentence(result['resamples'], len(result['holm_family']))} {VERDICT_RULE} "
         "Holm p: the secondary tests corrected over the tasks "
         f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal".',
         "",
