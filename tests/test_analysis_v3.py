@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from distill_trainer import attach_teacher_logits
-from distill_trainer.study.analysis.v3 import all_positive_check, analyze_v3_study
+from distill_trainer.study.analysis.v3 import PRIMARY_ON_SECONDARY_SEEDS, analyze_v3_study
 from distill_trainer.study.analysis.v3_parts import analyze_v3_parts
 from distill_trainer.study.analysis.v3_parts_render import SIX_LAYER_CUTS
 from distill_trainer.study.analysis.v3_render import render_v3_report, write_v3_report
 from distill_trainer.study.analysis.v3_stats import (
     WITHIN_MARGIN,
+    all_positive_check,
     all_positive_f1,
     holm,
     paired_seed_bootstrap,
@@ -158,6 +159,22 @@ def test_choices_are_made_on_dev_and_the_comparisons_verdicts(v3_study):
     for test in mnli["comparisons"].values():
         assert test["verdict"] == "inconclusive" and test["ci_low"] < -0.01 and test["ci_high"] > 0.01
         assert test["tost_p"] > 0.05
+
+
+def test_the_primary_is_repeated_on_the_secondarys_seeds_outside_the_plans_tests(v3_study, tmp_path):
+    """sst2's secondary pairs seeds 42-43 (its single has 44 too): the primary repeated on 42-43 shows how much of
+    the two comparisons' difference is the seeds; a task whose two comparisons pair the same seeds has no such row."""
+    write_v3_report(str(v3_study), str(tmp_path / "out"), RESAMPLES)
+    result = json.loads((tmp_path / "out" / "v3_results.json").read_text())
+    comparisons = result["tasks"]["sst2"]["comparisons"]
+    repeated, primary = comparisons[PRIMARY_ON_SECONDARY_SEEDS], comparisons["primary"]
+    assert (repeated["a"], repeated["b"], repeated["paired_seeds"]) == ("average", "single: t1", [42, 43])
+    assert "holm_p" not in repeated and result["holm_family"] == ["mnli", "mrpc", "sst2"]
+    assert repeated["difference"] == pytest.approx(0.10) and primary["paired_seeds"] == [42, 43, 44]
+    assert PRIMARY_ON_SECONDARY_SEEDS not in result["tasks"]["mnli"]["comparisons"]
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert report.count(f"| {PRIMARY_ON_SECONDARY_SEEDS} | `average` | `single: t1` | 2 (left out average: 44;") == 1
+    assert f"Holm p below {2 * 3 / RESAMPLES:g} (the raw bound times the family's size)" in report
 
 
 def test_a_teachers_validation_score_never_chooses(v3_study):

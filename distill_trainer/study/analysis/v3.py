@@ -9,11 +9,11 @@ records and saved validation logits (`collect`): no model is run. `analyze_v3_st
 from __future__ import annotations
 
 import glob
-import itertools
 import json
 import os
 import zlib
 from collections import Counter
+from collections.abc import Collection
 
 import datasets
 import numpy as np
@@ -26,9 +26,18 @@ from .collect import check_students, student_predictions
 from .reference import REFERENCE_TASKS
 from .render import to_plain
 from .stats import aggregate_seeds, gap_closed
-from .v3_stats import MARGIN, adjust_secondary, all_positive_f1, best_by_dev, paired_seed_bootstrap, tied_with
+from .v3_stats import (
+    MARGIN,
+    adjust_secondary,
+    all_positive_check,
+    best_by_dev,
+    identical_predictions,
+    paired_seed_bootstrap,
+    tied_with,
+)
 
 PRIMARY_METHOD = "average"
+PRIMARY_ON_SECONDARY_SEEDS = "primary on the secondary's seeds"  # a comparison's key and its row's label
 BASELINE_METHOD = "none"
 ALL_POSITIVE_TASKS = ("mrpc",)  # the plan's check: does any student beat predicting "equivalent" everywhere?
 
@@ -134,7 +143,9 @@ def method_table(task: str, students: dict[str, StudentResult]) -> list[dict]:
     return sorted(table, key=lambda r: (order[r["type"]], r["method"]))
 
 
-def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) -> dict:
+def compare(
+    task: str, a: str, b: str, data: dict, resamples: int, seed: int, seeds: Collection[int] | None = None
+) -> dict:
     """A vs B on the validation rows, seeds paired by seed number (only the seeds both have; how many is said).
 
     Args:
@@ -146,9 +157,12 @@ def compare(task: str, a: str, b: str, data: dict, resamples: int, seed: int) ->
         resamples: Bootstrap resamples.
         seed: The bootstrap's base seed; each comparison's generator is seeded with it and a checksum of its
             names, so one comparison's numbers do not depend on which others ran.
+        seeds: Only these seeds (of those both have); None: every seed both have. The primary is repeated on the
+            secondary's seeds this way, so a reader can tell a method's lead from its seeds'.
     """
     runs = data["predictions"]
-    paired = sorted(set(runs.get(a, {})) & set(runs.get(b, {})))
+    paired = set(runs.get(a, {})) & set(runs.get(b, {}))
+    paired = sorted(paired if seeds is None else paired & set(seeds))
     result = {"a": a, "b": b, "paired_seeds": paired, "unpaired_seeds": {}}
     result["unpaired_seeds"] = {m: sorted(set(runs.get(m, {})) - set(paired)) for m in (a, b) if m}
     if not paired:
@@ -213,6 +227,11 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
         multi = best_multi["method"] if best_multi else None
         if secondary:
             comparisons["secondary"] = compare(task, multi, single, data, resamples, seed)
+            seeds = comparisons["secondary"]["paired_seeds"]
+            if seeds and seeds != comparisons["primary"]["paired_seeds"]:  # outside the plan's tests: descriptive
+                comparisons[PRIMARY_ON_SECONDARY_SEEDS] = compare(
+                    task, PRIMARY_METHOD, single, data, resamples, seed, seeds
+                )
     baseline = by_name.get(BASELINE_METHOD)
     gap = None
     if baseline and best_teacher and best_student:
@@ -240,43 +259,6 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
         if task in ALL_POSITIVE_TASKS
         else None,
         "identical_predictions": identical_predictions(data["predictions"]),
-    }
-
-
-def identical_predictions(runs: dict[str, dict[int, np.ndarray]]) -> list[dict]:
-    """Pairs of methods whose students predicted the same validation labels on every seed both have: two names, one
-    set of predictions (v2 counted MRPC's `average` and `weighted` as two methods that way), said beside the table.
-
-    Args:
-        runs: Each method's validation predictions by seed (`load_task`'s `predictions`).
-    """
-    pairs = []
-    for a, b in itertools.combinations(runs, 2):
-        seeds = sorted(set(runs[a]) & set(runs[b]))
-        if seeds and all(np.array_equal(runs[a][s], runs[b][s]) for s in seeds):
-            pairs.append({"methods": [a, b], "seeds": seeds})
-    return pairs
-
-
-def all_positive_check(labels: np.ndarray, methods: list[dict], runs: dict[str, dict[int, np.ndarray]]) -> dict:
-    """Does any student's validation F1 beat the all-positive F1 by more than its method's 95% t-interval over
-    seeds (its lower end above it)? If none does, the task is left out of the averages across tasks. Also how
-    often the students predict the positive class, beside the labels' own share: how near "all positive" they are.
-
-    Args:
-        labels: The validation labels.
-        methods: The task's method rows (`method_table`); a one-seed method has no interval and cannot count.
-        runs: Each method's validation predictions by seed (`load_task`'s `predictions`).
-    """
-    f1 = all_positive_f1(labels)
-    beating = sorted(m["method"] for m in methods if np.isfinite(m["validation_ci"][0]) and m["validation_ci"][0] > f1)
-    shares = [float(np.mean(p == 1)) for seeds in runs.values() for p in seeds.values()]
-    return {
-        "all_positive_f1": f1,
-        "methods_above": beating,
-        "excluded_from_averages": not beating,
-        "label_positive_share": float(np.mean(np.asarray(labels) == 1)),
-        "predicted_positive_share": [min(shares), max(shares)] if shares else None,
     }
 
 

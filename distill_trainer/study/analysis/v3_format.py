@@ -7,7 +7,7 @@ import json
 import os
 from collections.abc import Collection
 
-from .v3 import PRIMARY_METHOD
+from .v3 import PRIMARY_METHOD, PRIMARY_ON_SECONDARY_SEEDS
 
 
 def write_report_files(output_dir: str, results_file: str, result: dict, report: str) -> None:
@@ -212,8 +212,20 @@ def task_section(
         lines += ["", f"`{a}` and `{b}` predicted the same validation labels on every seed both have ({seeds})."]
     lines += ["", "Comparisons (A - B on validation, seeds paired by seed number):", ""]
     header = ["comparison", "A", "B", "paired seeds", "A - B", "95% CI (pp)", "p (A = B)", "Holm p", "TOST p"]
-    rows = [comparison_rows(k, t["comparisons"].get(k)) for k in comparisons]
+    extra = (
+        [PRIMARY_ON_SECONDARY_SEEDS]
+        if "secondary" in comparisons and PRIMARY_ON_SECONDARY_SEEDS in t["comparisons"]
+        else []
+    )
+    rows = [comparison_rows(k, t["comparisons"].get(k)) for k in [*comparisons, *extra]]
     lines.append(table([*header, "verdict"], rows))
+    if extra:
+        lines += [
+            "",
+            f"The secondary pairs only the seeds both its methods have, so the row `{extra[0]}` repeats the primary "
+            "on those seeds: not one of the plan's tests, it shows how much of the two comparisons' difference comes "
+            "from the seeds rather than the method.",
+        ]
     gap = t["gap"]
     if gap:
         lines += [

@@ -1,9 +1,10 @@
 """The statistics study v3's plan fixes (results/v3/PREREGISTRATION.md): a bootstrap over validation rows and
 seeds paired by seed number, two one-sided tests against a +-1 pp margin, the verdict that follows from the
-interval, Holm's correction, and MRPC's all-positive F1."""
+interval, Holm's correction, MRPC's all-positive check, and which methods predicted the same labels."""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
 import numpy as np
@@ -202,3 +203,40 @@ def _dev_score(row: dict, key: str) -> float:
         key: Its dev score's key (`dev_mean` or `dev_score`).
     """
     return round(row[key], SCORE_DECIMALS)
+
+
+def identical_predictions(runs: dict[str, dict[int, np.ndarray]]) -> list[dict]:
+    """Pairs of methods whose students predicted the same validation labels on every seed both have: two names, one
+    set of predictions (v2 counted MRPC's `average` and `weighted` as two methods that way), said beside the table.
+
+    Args:
+        runs: Each method's validation predictions by seed (`load_task`'s `predictions`).
+    """
+    pairs = []
+    for a, b in itertools.combinations(runs, 2):
+        seeds = sorted(set(runs[a]) & set(runs[b]))
+        if seeds and all(np.array_equal(runs[a][s], runs[b][s]) for s in seeds):
+            pairs.append({"methods": [a, b], "seeds": seeds})
+    return pairs
+
+
+def all_positive_check(labels: np.ndarray, methods: list[dict], runs: dict[str, dict[int, np.ndarray]]) -> dict:
+    """Does any student's validation F1 beat the all-positive F1 by more than its method's 95% t-interval over
+    seeds (its lower end above it)? If none does, the task is left out of the averages across tasks. Also how
+    often the students predict the positive class, beside the labels' own share: how near "all positive" they are.
+
+    Args:
+        labels: The validation labels.
+        methods: The task's method rows (`method_table`); a one-seed method has no interval and cannot count.
+        runs: Each method's validation predictions by seed (`load_task`'s `predictions`).
+    """
+    f1 = all_positive_f1(labels)
+    beating = sorted(m["method"] for m in methods if np.isfinite(m["validation_ci"][0]) and m["validation_ci"][0] > f1)
+    shares = [float(np.mean(p == 1)) for seeds in runs.values() for p in seeds.values()]
+    return {
+        "all_positive_f1": f1,
+        "methods_above": beating,
+        "excluded_from_averages": not beating,
+        "label_positive_share": float(np.mean(np.asarray(labels) == 1)),
+        "predicted_positive_share": [min(shares), max(shares)] if shares else None,
+    }
