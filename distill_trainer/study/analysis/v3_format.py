@@ -55,9 +55,7 @@ def share(value: float | None) -> str:
 
 
 SUMMARY_HEADER = (  # the v3 and causal reports' summary tables: one wording, as both plans define the comparisons
-    "| task | primary (`"
-    + PRIMARY_METHOD
-    + "` - single of the best teacher by dev) | verdict | secondary (best multi "
+    f"| task | primary (`{PRIMARY_METHOD}` - single of the best teacher by dev) | verdict | secondary (best multi "
     "by dev - that single) | verdict | Holm p |",
     "|---|---|---|---|---|---|",
 )
