@@ -14,7 +14,7 @@ from distill_trainer.study.runs import StudentResult
 LABELS = np.r_[np.ones(50, int), np.zeros(50, int)]
 
 
-def write_run(root, fusion, seed, bf16, wrong, task="sst2", device=True):
+def write_run(root, fusion, seed, bf16, wrong, task="sst2", device=True, processor="Xeon (avx512_bf16)"):
     """A student folder as distill.py leaves it, wrong on the first `wrong` rows (its score follows)."""
     folder = root / f"student-{fusion}-bf16_{str(bf16).lower()}-seed{seed}"
     folder.mkdir(parents=True)
@@ -31,6 +31,7 @@ def write_run(root, fusion, seed, bf16, wrong, task="sst2", device=True):
         seed=seed,
         device=("cpu with bf16 autocast" if bf16 else "cpu") if device else None,
         train_runtime=100.0,
+        processor=processor,
     ).save(str(folder))
 
 
@@ -49,6 +50,7 @@ def test_one_sign_is_systematic_with_the_sign_test_and_interval_by_hand(tmp_path
     half = stats.t.ppf(0.975, 2) * np.std(differences, ddof=1) / np.sqrt(3)
     assert summary["ci"] == pytest.approx([np.mean(differences) - half, np.mean(differences) + half])
     assert "scored lower in every pair: a systematic difference" in render(result)
+    assert "Processors (runs): Xeon (avx512_bf16) (6); both runs of a pair share one." in render(result)
 
 
 def test_mixed_signs_are_not_systematic_and_a_run_without_partner_is_listed(tmp_path):
@@ -94,4 +96,11 @@ def test_two_runs_of_one_precision_are_refused(tmp_path):
     write_run(tmp_path / "a", "none", 42, True, 1)
     write_run(tmp_path / "b", "none", 42, True, 2)
     with pytest.raises(ValueError, match="two bf16 runs of none, seed 42"):
+        analyze_precision(str(tmp_path))
+
+
+def test_a_pair_whose_runs_name_different_processors_is_refused(tmp_path):
+    write_run(tmp_path, "none", 42, True, 1)
+    write_run(tmp_path, "none", 42, False, 1, processor="AMD EPYC")
+    with pytest.raises(ValueError, match="ran on Xeon .avx512_bf16. and .* on AMD EPYC: a pair must share its CPU"):
         analyze_precision(str(tmp_path))

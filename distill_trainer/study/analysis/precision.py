@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+from collections import Counter
 
 import numpy as np
 from scipy import stats
@@ -67,7 +68,8 @@ def load_pairs(study_dir: str) -> tuple[dict, str, str]:
 
 def analyze_precision(study_dir: str) -> dict:
     """The paired differences (bf16 minus float32 validation score), their signs, an exact sign test, the mean with
-    its t-interval over pairs, and the plan's verdict (one sign: systematic); runs without a partner are listed.
+    its t-interval over pairs, and the plan's verdict (one sign: systematic); runs without a partner are listed, and
+    the processors the runs name (a pair whose runs name different CPUs is refused: it would not isolate precision).
 
     Args:
         study_dir: The settlement's folder of student runs.
@@ -79,6 +81,10 @@ def analyze_precision(study_dir: str) -> dict:
             unpaired.append({"method": method, "seed": seed, "precision": next(iter(by_precision))})
             continue
         (bf16_dir, bf16), (fp32_dir, fp32) = by_precision["bf16"], by_precision["float32"]
+        if bf16.processor != fp32.processor:  # the pair would differ in its machine as well as its precision
+            raise ValueError(
+                f"{bf16_dir} ran on {bf16.processor} and {fp32_dir} on {fp32.processor}: a pair must share its CPU."
+            )
         agreement = np.mean(student_predictions(bf16_dir, task) == student_predictions(fp32_dir, task))
         pairs.append(
             {
@@ -101,7 +107,16 @@ def analyze_precision(study_dir: str) -> dict:
         half = float(stats.t.ppf(0.975, len(pairs) - 1) * sem)
         summary.update(mean_difference=mean, ci=[mean - half, mean + half])
     summary["one_sign"] = len(pairs) >= 2 and (higher == len(pairs) or lower == len(pairs))
-    return {"task": task, "metric": metric, "pairs": pairs, "unpaired": unpaired, "summary": summary}
+    records = [record for by_precision in runs.values() for _, record in by_precision.values()]
+    processors = dict(sorted(Counter(r.processor or "unrecorded" for r in records).items()))
+    return {
+        "task": task,
+        "metric": metric,
+        "pairs": pairs,
+        "unpaired": unpaired,
+        "summary": summary,
+        "processors": processors,
+    }
 
 
 def verdict(summary: dict) -> str:
@@ -159,6 +174,8 @@ def render(result: dict) -> str:
             + (f"; exact sign test p = {s['sign_test_p']:.3f}." if "sign_test_p" in s else ".")
         )
     lines.append(f"Verdict: {verdict(s)}")
+    processors = ", ".join(f"{name} ({count})" for name, count in result["processors"].items())
+    lines.append(f"Processors (runs): {processors}; both runs of a pair share one.")
     if result["unpaired"]:
         missing = ", ".join(f"`{u['method']}` seed {u['seed']} ({u['precision']} only)" for u in result["unpaired"])
         lines.append(f"Not finished (no partner yet): {missing}.")
