@@ -144,7 +144,7 @@ study-bf16: install
 
 report-bf16: install
 	$(PY) recipes/analyze.py --plan precision --study_dir runs/v3-bf16 --output_dir results/v3-bf16
-	tar -cJf results/v3-bf16/runs.tar.xz -C runs --exclude='*.safetensors' --exclude='*.bin' v3-bf16
+	tar -cJf results/v3-bf16/runs.tar.xz -C runs --exclude='*.safetensors' --exclude='*.bin' --exclude='tokenizer*' v3-bf16
 
 study-causal: install
 	$(foreach task,mnli qqp,$(PY) recipes/causal_study.py --config recipes/configs/causal_$(task).yaml &&) true
