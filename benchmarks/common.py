@@ -18,6 +18,8 @@ from transformers import PrinterCallback, TrainerCallback
 
 ROOT = Path(__file__).resolve().parents[1]
 GLUE = os.environ.get("GLUE_DIR", str(ROOT.parent / "shared" / "data" / "glue"))
+# TrainingArguments for a timed run: no logging, saving, reporting or progress bar inside the measured time.
+QUIET = dict(report_to="none", save_strategy="no", logging_strategy="no", disable_tqdm=True)
 sys.path.insert(0, str(ROOT))
 
 from distill_trainer import attach_teacher_logits  # noqa: E402

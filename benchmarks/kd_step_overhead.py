@@ -7,7 +7,7 @@ of the same student on the same batches. Prints steps/second and the overhead of
 import argparse
 import copy
 
-from common import alternate, header, logit_dataset, measured, print_sync_sites, student
+from common import QUIET, alternate, header, logit_dataset, measured, print_sync_sites, student
 from transformers import Trainer, TrainingArguments
 
 from distill_trainer import DistillationConfig, DistillationTrainer
@@ -36,10 +36,7 @@ def main():
         per_device_train_batch_size=options.batch_size,
         max_steps=options.steps,
         learning_rate=5e-5,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
+        **QUIET,
         seed=0,
         dataloader_pin_memory=False,
     )

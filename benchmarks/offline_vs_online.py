@@ -13,7 +13,7 @@ import statistics
 from functools import partial
 
 import torch
-from common import SST2, alternate, header, logit_dataset, student, timed
+from common import QUIET, SST2, alternate, header, logit_dataset, student, timed
 from transformers import AutoModelForSequenceClassification, AutoTokenizer, PrinterCallback
 
 from distill_trainer import DistillationConfig, DistillationTrainer
@@ -55,6 +55,11 @@ class OnlineDistillationTrainer(DistillationTrainer):
         super().__init__(**kwargs)
         self.teachers, self.sentences = teachers, sentences
 
+    def _set_signature_columns_if_needed(self):
+        """Keep `idx` in the batches: it names each row's sentence for the teachers."""
+        super()._set_signature_columns_if_needed()
+        self._signature_columns.append("idx")
+
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         rows = inputs.pop("idx").tolist()
         inputs[self.args.teacher_logits_column] = self.teachers([self.sentences[i] for i in rows]).clone()
@@ -77,25 +82,14 @@ def main():
         per_device_train_batch_size=options.batch_size,
         max_steps=options.steps,
         learning_rate=5e-5,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
+        **QUIET,
         seed=0,
         fusion="average",
-        remove_unused_columns=False,
         dataloader_pin_memory=False,
     )
-    columns = ["input_ids", "token_type_ids", "attention_mask", "label", "teacher_logits", "idx"]
-    data = data.select_columns(columns)
 
-    def train(online: bool) -> float:
-        kwargs = dict(
-            model=copy.deepcopy(base),
-            args=config,
-            processing_class=tokenizer,
-            train_dataset=data if online else data.remove_columns("idx"),
-        )
+    def train(online: bool) -> float:  # the text columns stay in the dataset (they bind the stored logits to rows)
+        kwargs = dict(model=copy.deepcopy(base), args=config, processing_class=tokenizer, train_dataset=data)
         trainer = OnlineDistillationTrainer(teachers, sentences, **kwargs) if online else DistillationTrainer(**kwargs)
         trainer.remove_callback(PrinterCallback)
         return timed(trainer.train)

@@ -27,7 +27,7 @@ import datasets
 import numpy as np
 import pyarrow as pa
 import torch
-from common import GLUE, alternate, header, measured, print_sync_sites, timed
+from common import GLUE, QUIET, alternate, header, measured, print_sync_sites, timed
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -145,10 +145,7 @@ def training_steps(teacher, data, tokenizer, options) -> None:
         per_device_train_batch_size=options.batch_size,
         max_steps=options.steps,
         learning_rate=5e-5,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
+        **QUIET,
         seed=0,
         use_cpu=options.device == "cpu",
         bf16=False,

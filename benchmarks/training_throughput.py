@@ -11,7 +11,7 @@ real tokens, i.e. the distance to the padding-free limit.
 import argparse
 import copy
 
-from common import SST2, alternate, header, logit_dataset, sst2_rows, student, timed
+from common import QUIET, SST2, alternate, header, logit_dataset, sst2_rows, student, timed
 from transformers import DataCollatorWithPadding, PrinterCallback, Trainer, TrainingArguments
 
 from distill_trainer import DistillationConfig, DistillationDataCollator, DistillationTrainer
@@ -55,10 +55,7 @@ def args_for(cls, sampling: str, bf16: bool, batch_size: int, **extra):
         per_device_train_batch_size=batch_size,
         num_train_epochs=1,
         learning_rate=1e-4,
-        report_to="none",
-        save_strategy="no",
-        logging_strategy="no",
-        disable_tqdm=True,
+        **QUIET,
         seed=0,
         train_sampling_strategy=sampling,
         bf16=bf16,

@@ -91,6 +91,13 @@ def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, da
     """
     if not metadata.teacher_fingerprints or len(logits) != metadata.num_rows:
         return
+    missing = [column for column in metadata.input_columns if column not in dataset.column_names]
+    if metadata.format_version >= 2 and missing:  # the keys bind each row's logits to these inputs
+        raise ValueError(
+            f"The dataset lacks the input columns {missing} that its teacher logits are bound to (the metadata's "
+            f"input_columns: {metadata.input_columns}), so which row each logit belongs to cannot be checked. Keep "
+            "them: the Trainer leaves columns the model does not take out of its batches (remove_unused_columns)."
+        )
     keys = row_keys(dataset, metadata.input_columns) if metadata.format_version >= 2 else None
     found = teacher_fingerprints(logits, keys)
     if found == metadata.teacher_fingerprints:

@@ -200,6 +200,13 @@ def test_teacher_columns_in_another_order_or_edited_are_refused(logit_dataset):
     assert feature.shape == (3, 2)
 
 
+def test_a_dataset_without_the_inputs_its_logits_are_bound_to_is_refused_by_name(tmp_path, logit_dataset, tokenizer):
+    """Dropping the text after tokenizing used to fail inside `datasets` ("Columns [...] not in the dataset")."""
+    without_text = logit_dataset.remove_columns("sentence")
+    with pytest.raises(ValueError, match=r"lacks the input columns \['sentence'\] that its teacher logits"):
+        build(tmp_path, without_text, tokenizer)
+
+
 def test_attach_refuses_inconsistent_input(sentiment_data):
     data = sentiment_data.remove_columns("teacher_logits")
     logits = teacher_logits_for(data["label"][:])
