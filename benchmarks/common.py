@@ -23,6 +23,7 @@ QUIET = dict(report_to="none", save_strategy="no", logging_strategy="no", disabl
 sys.path.insert(0, str(ROOT))
 
 from distill_trainer import attach_teacher_logits  # noqa: E402
+from distill_trainer.study.runs import processor_name  # noqa: E402
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts  # noqa: E402
 from distill_trainer.study.teachers import SklearnTeacher  # noqa: E402
 from distill_trainer.study.training import load_for_task, student_from_layers, tokenize_task  # noqa: E402
@@ -90,10 +91,8 @@ def timed(function: Callable[[], object]) -> float:
 
 def header(title: str) -> None:
     print(f"\n## {title}\n")
-    print(
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads, device "
-        f"{torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'CPU'}\n"
-    )
+    device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU: {processor_name()}"
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}\n")  # bf16 flags named
 
 
 class StepClock(TrainerCallback):
