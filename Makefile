@@ -15,7 +15,7 @@
 #               make report-v3  its REPORT.md (results/v3) and the archive of its records (runs.tar.xz)
 #   make study-bf16  issue 28's bf16 settlement: SST-2 full, the 3-layer student, `none` and `average` from study v2's
 #               SST-2 logits, seeds 42-44, bf16 autocast vs float32 -> runs/v3-bf16 (12 runs; finished runs skipped;
-#               refuses on a CPU without avx512_bf16 or amx_bf16, where the toolkit never turns bf16 on);
+#               refuses on a CPU without avx512_bf16 or amx_bf16, where bf16 would be emulated);
 #               make report-bf16  its REPORT.md (results/v3-bf16) and the archive of its records
 #   make study-causal  the causal study (issue 31): SmolLM2-135M-Instruct and two task teachers tuned from it, an 8-layer
 #               student cut from it, MNLI and QQP pairs, every method x 3 seeds, k in {8, 32, 128}, a dense online
@@ -133,7 +133,7 @@ BF16_DISTILL := $(PY) recipes/distill.py --task sst2 --data ../shared/data/glue 
 	--learning_rate 1e-4 --num_train_epochs 2 --report_to none --save_strategy no --disable_tqdm true
 study-bf16: install
 	@$(PY) -c "from distill_trainer.config import bf16_available as a; a() or exit('study-bf16: this CPU has no \
-	avx512_bf16 or amx_bf16, so the toolkit never turns bf16 on here and autocast would be emulated; run the \
+	avx512_bf16 or amx_bf16, so bf16 autocast would be emulated here; run the \
 	settlement on a machine that has them (docs/study-v3.md)')"
 	test -d runs/v2-archive/v2/sst2/logits || \
 		(mkdir -p runs/v2-archive && tar -xJf results/v2/runs.tar.xz -C runs/v2-archive v2/sst2/logits)

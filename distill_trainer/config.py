@@ -18,10 +18,12 @@ from .kd_losses import check_jsd_beta, kd_loss_class
 from .losses import DEFAULT_TEMPERATURE, check_kd_hyperparameters
 
 SCHEDULES = ("constant", "linear", "cosine")
-# Whether `fast_training_defaults` turns bf16 on where the hardware has it: on the demo's setting (3 seeds,
-# single-teacher and gating students; README, "Fast training") bf16 students scored within one seed
-# standard deviation of float32 ones.
-BF16_BY_DEFAULT = True
+# Whether `fast_training_defaults` turns bf16 on where the hardware has it. Off since 2026-12-06: bf16 costs no
+# accuracy (study v3's settlement, results/v3-bf16: mixed signs, each pair one validation row apart), but its speed
+# depends on the CPU in a way its flags do not tell: 1.45x faster on the machine of 2026-11-26 (flags unrecorded),
+# 0.74x (slower) on an Intel Xeon with avx512_bf16 and no amx_bf16 (docs/performance.md). Pass `--bf16 true`
+# where benchmarks/training_throughput.py shows it pays.
+BF16_BY_DEFAULT = False
 CPUINFO = "/proc/cpuinfo"
 
 
@@ -301,10 +303,10 @@ def fast_training_defaults() -> dict:
     - `train_sampling_strategy="group_by_length"`: batches of similar length, so less compute goes to
       padding (tokenize with `return_length=True` so the lengths are read from the `length` column; see
       `ShuffledLengthGroupedSampler` for how much grouping keeps the accuracy of random batches).
-    - `bf16=True` on a machine without accelerator where `bf16_available()` (with `use_cpu=True`, which
-      transformers requires for bf16 on a CPU): 1.45x faster on 2 cores. Not on a GPU: on an H200 the demo's
-      small models at batch 32 are bound by kernel launches, and autocast's casts made an epoch 10% slower;
-      pass `bf16=True` for larger models or batches, where the GPU's bf16 matrix units pay.
+    - No bf16 (`BF16_BY_DEFAULT`): on CPUs with native bf16 it was 1.45x faster on one machine and 0.74x on
+      another (an avx512_bf16 Xeon without amx_bf16), at no accuracy cost, so it is yours to turn on (`bf16=True`,
+      and `use_cpu=True` on a CPU) where it pays. On an H200 the demo's small models at batch 32 are bound by
+      kernel launches, and autocast's casts made an epoch 10% slower; larger models or batches may differ.
     - `per_device_eval_batch_size=64` instead of 8: evaluation keeps row order, and bigger batches were
       1.1x faster on 2 CPU cores and 7x on an H200 (benchmarks/training_throughput.py).
     - `dataloader_pin_memory=False` without an accelerator, where pinning does nothing but warn.
