@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from transformers import AutoModelForSequenceClassification, BertModel
 
 from distill_trainer import read_metadata
-from distill_trainer.config import bf16_available
+from distill_trainer.config import fast_training_defaults
 from distill_trainer.study.runs import processor_name
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
 from distill_trainer.study.teachers import TransformersTeacher
@@ -493,7 +493,7 @@ def test_a_device_bundle_trains_the_students_that_the_full_weights_train(tmp_pat
         for r in ("student-none-seed1/eval_results.json", "teacher-sklearn_tfidf/teacher_info.json")
     }
     assert [r["device"] for r in records.values()] == [
-        f"cpu{' with bf16 autocast' if bf16_available() else ''}",
+        f"cpu{' with bf16 autocast' if fast_training_defaults().get('bf16') else ''}",
         "cpu",
     ]
     assert [r["processor"] for r in records.values()] == [processor_name()] * 2  # the machine's CPU model
