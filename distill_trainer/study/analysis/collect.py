@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+from collections import Counter
 from dataclasses import asdict
 
 import datasets
@@ -213,3 +214,13 @@ def student_predictions(run_dir: str, task_name: str) -> np.ndarray:
         )
     logits = np.load(path)
     return logits[:, 0] if get_task(task_name).is_regression else logits.argmax(-1)
+
+
+def processor_counts(records) -> dict[str, int]:
+    """How many runs each CPU model trained, by name (records keep their `processor` since 2026-12-05): a report
+    lists them so that an audit sees which machines its comparisons ran on.
+
+    Args:
+        records: Teacher and student records (anything with a `processor` attribute).
+    """
+    return dict(sorted(Counter(record.processor or "unrecorded" for record in records).items()))

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 import glob
 import os
-from collections import Counter
 
 import numpy as np
 from scipy import stats
 
 from ..runs import StudentResult
-from .collect import student_predictions
+from .collect import processor_counts, student_predictions
 from .render import to_plain
 from .v3_format import table, write_report_files
 
@@ -108,14 +107,13 @@ def analyze_precision(study_dir: str) -> dict:
         summary.update(mean_difference=mean, ci=[mean - half, mean + half])
     summary["one_sign"] = len(pairs) >= 2 and (higher == len(pairs) or lower == len(pairs))
     records = [record for by_precision in runs.values() for _, record in by_precision.values()]
-    processors = dict(sorted(Counter(r.processor or "unrecorded" for r in records).items()))
     return {
         "task": task,
         "metric": metric,
         "pairs": pairs,
         "unpaired": unpaired,
         "summary": summary,
-        "processors": processors,
+        "processors": processor_counts(records),
     }
 
 

@@ -12,7 +12,6 @@ import glob
 import json
 import os
 import zlib
-from collections import Counter
 from collections.abc import Collection
 
 import datasets
@@ -22,7 +21,7 @@ import pandas as pd
 from ...logits import read_metadata
 from ..runs import StudentResult, TeacherRecord, short_teacher_name
 from ..tasks import get_task
-from .collect import check_students, student_predictions
+from .collect import check_students, processor_counts, student_predictions
 from .reference import REFERENCE_TASKS
 from .render import to_plain
 from .stats import aggregate_seeds, gap_closed
@@ -248,8 +247,7 @@ def analyze_task(study_dir: str, task: str, resamples: int, seed: int, secondary
         "metric": get_task(task).metric,
         "validation_rows": int(len(data["labels"])),
         "devices": sorted({r.device or "unrecorded" for r in records}),
-        # which CPU model ran how many of the task's runs (records keep it since 2026-12-05)
-        "processors": dict(sorted(Counter(r.processor or "unrecorded" for r in records).items())),
+        "processors": processor_counts(records),
         "teachers": teachers,
         "methods": methods,
         "chosen": chosen,
