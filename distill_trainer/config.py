@@ -19,10 +19,10 @@ from .losses import DEFAULT_TEMPERATURE, check_kd_hyperparameters
 
 SCHEDULES = ("constant", "linear", "cosine")
 # Whether `fast_training_defaults` turns bf16 on where the hardware has it. Off since 2026-12-06: bf16 costs no
-# accuracy (study v3's settlement, results/v3-bf16: mixed signs, each pair one validation row apart), but its speed
-# depends on the CPU in a way its flags do not tell: 1.45x faster on the machine of 2026-11-26 (flags unrecorded),
-# 0.74x (slower) on an Intel Xeon with avx512_bf16 and no amx_bf16 (docs/performance.md). Pass `--bf16 true`
-# where benchmarks/training_throughput.py shows it pays.
+# accuracy (study v3's settlement, results/v3-bf16: mixed signs over 6 pairs, none more than one validation row
+# apart), but its speed depends on the CPU in a way its flags do not tell: 1.45x faster on the machine of 2026-11-26
+# (flags unrecorded), 0.74x (slower) on an Intel Xeon with avx512_bf16 and no amx_bf16 (docs/performance.md). Pass
+# `--bf16 true` where benchmarks/training_throughput.py shows it pays.
 BF16_BY_DEFAULT = False
 CPUINFO = "/proc/cpuinfo"
 
