@@ -41,7 +41,7 @@ class DistillationConfig(TrainingArguments):
         alpha: weight of the soft term in [0, 1] (0.7); `alpha=0` is plain fine-tuning and needs no teachers.
         fusion: a registered strategy (`average`; `none`: no teachers), see `FUSION_REGISTRY`.
         curriculum_fusion: a second strategy the fused target moves to, linearly, by the last step.
-        fusion_weights: for `weighted`, one per teacher (default: their validation scores from the metadata).
+        fusion_weights: for `weighted`, one per teacher (default: the metadata's dev scores, else validation scores).
         kd_loss: the soft-target loss (`forward_kl`, `reverse_kl`, `jsd`, `mse` or yours), see `KD_LOSS_REGISTRY`.
         jsd_beta: the teacher's weight in `jsd`'s mixture (0.5: symmetric).
         teacher_index: for `single`, the teacher column to distil from.
@@ -77,9 +77,9 @@ class DistillationConfig(TrainingArguments):
             "help": "How the teachers' logits are fused per example: 'average' (mean of logits), 'weighted' (mean "
             "weighted by fusion_weights), 'min_entropy' (the most confident teacher per example), 'confidence' "
             "(per example, teachers weighted by their probability of the gold label; needs labels), 'fitted' (one "
-            "weight per teacher fitted on the validation split by NLL), 'gating' (an MLP "
-            "over the student's [CLS] state learns per-example teacher weights), 'single' (teacher_index only), "
-            "a strategy you registered with distill_trainer.register_fusion, or "
+            "weight per teacher fitted by NLL on the logit dataset's dev split, else its validation split), "
+            "'gating' (an MLP over the student's [CLS] state learns per-example teacher weights), 'single' "
+            "(teacher_index only), a strategy you registered with distill_trainer.register_fusion, or "
             "'none' (no distillation: plain cross-entropy fine-tuning, the baseline; sets alpha to 0)."
         },
     )
@@ -95,7 +95,8 @@ class DistillationConfig(TrainingArguments):
         default=None,
         metadata={
             "help": "For fusion='weighted': one non-negative weight per teacher, in the teacher column's order "
-            "(normalised to sum to 1). Default: the teachers' validation scores from the logit dataset's metadata."
+            "(normalised to sum to 1). Default: the teachers' scores from the logit dataset's metadata: on its dev "
+            "split (carved from the training rows) where every teacher has one, else on the validation split."
         },
     )
     kd_loss: str = field(

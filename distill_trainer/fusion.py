@@ -235,7 +235,8 @@ class WeightedFusion(FusionStrategy):
 
 @register_fusion("fitted")
 class FittedFusion(WeightedFusion):
-    """Task-adaptive: `weighted` with weights fitted on the validation split (NLL; least squares for regression)."""
+    """Task-adaptive: `weighted` with weights fitted on labelled held-out rows (the logit dataset's dev split where
+    one was carved, else validation; NLL, least squares for regression)."""
 
     fits_weights = True
 

@@ -6,9 +6,9 @@ import pytest
 from causal_helpers import causal_config, causal_dataset, tiny_llama, with_topk
 from helpers import tiny_config, tiny_student
 
-from distill_trainer import DistillationTrainer
+from distill_trainer import DistillationTrainer, LogitDatasetMetadata, TeacherInfo
 from distill_trainer.card import loss_text
-from distill_trainer.study.cards import render_student_card
+from distill_trainer.study.cards import render_logit_dataset_card, render_student_card
 from distill_trainer.study.runs import StudentResult
 
 KL_CE = "`alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + (1 - alpha) * CE(s, y)`"
@@ -134,3 +134,19 @@ def test_push_to_hub_and_the_recipes_give_the_same_training_section(tmp_path, se
         and "| alpha | 0.3 -> 0.9 (linear schedule) |" in own
     )
     assert any("[alice/teacher-2](" in line for line in own)
+
+
+@pytest.mark.parametrize("fit_split", ["dev", "validation"])
+def test_a_logit_datasets_card_says_which_split_weighs_and_fits_the_teachers(fit_split):
+    dev = 0.91 if fit_split == "dev" else None
+    teachers = [TeacherInfo("alice/teacher-sst2", validation_score=0.9, metric="accuracy", dev_score=dev)]
+    metadata = {
+        split: LogitDatasetMetadata(teachers, ["negative", "positive"], ["sentence"], rows, "0" * 64, task="sst2")
+        for split, rows in (("train", 100), (fit_split, 10))
+    }
+    metadata[fit_split].fit_split = metadata["train"].fit_split = fit_split
+    text = render_logit_dataset_card(metadata, "alice/sst2-logits", {}).text
+    assert "[alice/teacher-sst2](" in text and "validation accuracy 0.9000" in text
+    assert ("dev 0.9100" in text) == (fit_split == "dev") and f"`fit_split`: {fit_split}" in text
+    weights = "dev scores are the weights" if fit_split == "dev" else "validation scores are the weights"
+    assert weights in text

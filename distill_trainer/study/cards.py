@@ -157,7 +157,15 @@ def render_logit_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, l
         num_teachers=len(first.teachers),
         num_labels=len(first.label_names),
         label_names=", ".join(f"{i}: {n}" for i, n in enumerate(first.label_names)),
-        teachers=[{"link": hub_link(t.name), "score": format_score(t.validation_score)} for t in first.teachers],
+        teachers=[
+            {
+                "link": hub_link(t.name),
+                "score": format_score(t.validation_score),
+                "dev_score": None if t.dev_score is None else format_score(t.dev_score),
+            }
+            for t in first.teachers
+        ],
+        fit_split=first.fit_split,
         splits=", ".join(f"{split} ({value.num_rows:,} rows)" for split, value in metadata.items()),
         input_columns=", ".join(first.input_columns),
         metadata_file=LOGIT_METADATA_FILE,
