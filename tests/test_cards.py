@@ -141,10 +141,11 @@ def test_a_logit_datasets_card_says_which_split_weighs_and_fits_the_teachers(fit
     dev = 0.91 if fit_split == "dev" else None
     teachers = [TeacherInfo("alice/teacher-sst2", validation_score=0.9, metric="accuracy", dev_score=dev)]
     metadata = {
-        split: LogitDatasetMetadata(teachers, ["negative", "positive"], ["sentence"], rows, "0" * 64, task="sst2")
+        split: LogitDatasetMetadata(
+            teachers, ["negative", "positive"], ["sentence"], rows, "0" * 64, task="sst2", fit_split=fit_split
+        )
         for split, rows in (("train", 100), (fit_split, 10))
     }
-    metadata[fit_split].fit_split = metadata["train"].fit_split = fit_split
     text = render_logit_dataset_card(metadata, "alice/sst2-logits", {}).text
     assert "[alice/teacher-sst2](" in text and "validation accuracy 0.9000" in text
     assert ("dev 0.9100" in text) == (fit_split == "dev") and f"`fit_split`: {fit_split}" in text
