@@ -76,11 +76,18 @@ class LogitDatasetMetadata:
         return [teacher.validation_score for teacher in self.teachers]
 
     @property
-    def weighting_scores(self) -> list[float | None]:
-        """The scores `weighted` fusion weighs the teachers by, in column order: their dev scores where every
-        teacher has one, else their validation scores."""
+    def weighting_split(self) -> str:
+        """The split whose teacher scores `weighted` fusion weighs by: "dev" where every teacher has a dev score,
+        else "validation" (a card says which, so it cannot disagree with the weights the trainer uses)."""
         dev = [teacher.dev_score for teacher in self.teachers]
-        return dev if dev and all(score is not None for score in dev) else self.validation_scores
+        return "dev" if dev and all(score is not None for score in dev) else "validation"
+
+    @property
+    def weighting_scores(self) -> list[float | None]:
+        """The scores `weighted` fusion weighs the teachers by, in column order (see `weighting_split`)."""
+        if self.weighting_split == "dev":
+            return [teacher.dev_score for teacher in self.teachers]
+        return self.validation_scores
 
     def to_json(self) -> str:
         return json.dumps({METADATA_KEY: asdict(self)}, sort_keys=True)

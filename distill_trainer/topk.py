@@ -106,7 +106,8 @@ class TopkDatasetMetadata:
     format_version: int = 1
     extra: dict = field(default_factory=dict)
 
-    validation_scores, weighting_scores = LogitDatasetMetadata.validation_scores, LogitDatasetMetadata.weighting_scores
+    validation_scores = LogitDatasetMetadata.validation_scores
+    weighting_split, weighting_scores = LogitDatasetMetadata.weighting_split, LogitDatasetMetadata.weighting_scores
 
     def to_json(self) -> str:
         return json.dumps({TOPK_METADATA_KEY: asdict(self)}, sort_keys=True)

@@ -136,9 +136,8 @@ def test_push_to_hub_and_the_recipes_give_the_same_training_section(tmp_path, se
     assert any("[alice/teacher-2](" in line for line in own)
 
 
-@pytest.mark.parametrize("fit_split", ["dev", "validation"])
-def test_a_logit_datasets_card_says_which_split_weighs_and_fits_the_teachers(fit_split):
-    dev = 0.91 if fit_split == "dev" else None
+@pytest.mark.parametrize(("fit_split", "dev"), [("dev", 0.91), ("validation", None), ("dev", None)])
+def test_a_logit_datasets_card_says_which_split_weighs_and_fits_the_teachers(fit_split, dev):
     teachers = [TeacherInfo("alice/teacher-sst2", validation_score=0.9, metric="accuracy", dev_score=dev)]
     metadata = {
         split: LogitDatasetMetadata(
@@ -146,8 +145,11 @@ def test_a_logit_datasets_card_says_which_split_weighs_and_fits_the_teachers(fit
         )
         for split, rows in (("train", 100), (fit_split, 10))
     }
-    text = render_logit_dataset_card(metadata, "alice/sst2-logits", {}).text
+    text = " ".join(render_logit_dataset_card(metadata, "alice/sst2-logits", {}).text.split())
     assert "[alice/teacher-sst2](" in text and "validation accuracy 0.9000" in text
-    assert ("dev 0.9100" in text) == (fit_split == "dev") and f"`fit_split`: {fit_split}" in text
-    weights = "dev scores are the weights" if fit_split == "dev" else "validation scores are the weights"
-    assert weights in text
+    assert ("dev 0.9100" in text) == (dev is not None) and f"`fit_split`: {fit_split}" in text
+    # The weights are what the trainer uses (`weighting_scores`), whatever split the fits came from.
+    weights_split = "dev" if dev is not None else "validation"
+    assert metadata["train"].weighting_split == weights_split
+    assert f"{weights_split} scores are the weights" in text and f"fitted on the {fit_split} split" in text
+    assert ("nothing is chosen or fitted on the validation rows" in text) == (dev is not None)

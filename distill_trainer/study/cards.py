@@ -166,6 +166,7 @@ def render_logit_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, l
             for t in first.teachers
         ],
         fit_split=first.fit_split,
+        weighting_split=first.weighting_split,
         splits=", ".join(f"{split} ({value.num_rows:,} rows)" for split, value in metadata.items()),
         input_columns=", ".join(first.input_columns),
         metadata_file=LOGIT_METADATA_FILE,
@@ -202,6 +203,7 @@ def render_topk_dataset_card(metadata: dict, repo_id: str, pushed_yaml: dict, li
         fingerprint=first.tokenizer.fingerprint,
         num_teachers=len(first.teachers),
         teachers=teachers,
+        weighting_split=first.weighting_split,
         splits=", ".join(f"{split} ({value.num_rows:,} rows)" for split, value in metadata.items()),
         metadata_file=LOGIT_METADATA_FILE,
     )
