@@ -18,6 +18,7 @@ from distill_trainer.study.analysis.v3_stats import (
     WITHIN_MARGIN,
     all_positive_check,
     all_positive_f1,
+    apply_holm,
     holm,
     paired_seed_bootstrap,
     verdict,
@@ -214,6 +215,32 @@ def test_verdicts_from_the_interval():
     )
     assert verdict(-0.005, 0.008) == WITHIN_MARGIN == "no difference detected within +-1 pp"
     assert verdict(-0.02, 0.005) == "inconclusive" and verdict(-0.005, 0.011) == "inconclusive"
+
+
+def test_a_difference_holm_does_not_pass_is_not_called_better():
+    """A secondary test whose interval excludes 0 (raw p 0.03) but whose Holm p does not pass (3 x 0.03 = 0.09) reads
+    as if its interval included 0, "after Holm": inside the margin, no difference detected; across it, inconclusive.
+    The test that passes keeps its verdict, as does one whose interval includes 0; the margin's unit is kept."""
+    test = {"ci_low": 0.0001, "ci_high": 0.0095, "margin": 0.01, "verdict": "better, by less than 1 pp"}
+    tests = {
+        "a": test | {"difference": 0.005, "p_value": 0.03},
+        "b": test | {"difference": 0.005, "p_value": 0.001},
+        "c": test | {"difference": 0.02, "p_value": 0.04, "ci_high": 0.04, "verdict": "better"},
+        "d": {"difference": None, "verdict": "not run"},
+    }
+    assert apply_holm(tests) == ["a", "b", "c"] and "holm_p" not in tests["d"]
+    assert tests["b"]["holm_p"] == pytest.approx(0.003) and tests["b"]["verdict"] == "better, by less than 1 pp"
+    assert tests["a"]["holm_p"] == pytest.approx(0.06) and tests["a"]["verdict"] == f"{WITHIN_MARGIN} after Holm"
+    assert tests["c"]["verdict"] == "inconclusive after Holm" and tests["d"]["verdict"] == "not run"
+    within_nats = "no difference detected within +-0.01 nats"
+    nats = {
+        "x": test | {"difference": 0.005, "p_value": 0.2},
+        "y": test | {"difference": 0.004, "p_value": 0.3, "ci_low": -0.001, "verdict": within_nats},
+    }
+    assert apply_holm(nats, unit="nats") == ["x", "y"]
+    assert nats["x"]["verdict"] == f"{within_nats} after Holm" and nats["y"]["verdict"] == within_nats
+    assert verdict(0.001, 0.008, detected=False) == WITHIN_MARGIN
+    assert verdict(-0.02, -0.015, detected=True) == "worse, by more than 1 pp"
 
 
 def test_tost_p_is_the_larger_one_sided_tail():

@@ -320,7 +320,7 @@ def analyze_causal_study(study_dir: str, resamples: int = 10_000, seed: int = 0)
     names = task_folders(study_dir)
     present = [n for n in names if glob.glob(os.path.join(study_dir, n, "student-*", StudentResult.FILE))]
     tasks = {name: analyze_task(study_dir, name, resamples, seed) for name in present}
-    family = adjust_secondary(tasks)
+    family = adjust_secondary(tasks, UNIT)
     result = {
         "plan": PLAN,
         "resamples": resamples,

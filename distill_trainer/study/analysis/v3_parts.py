@@ -26,7 +26,7 @@ from .v3 import (
     load_task,
     task_folders,
 )
-from .v3_stats import adjust_secondary, holm, paired_seed_bootstrap
+from .v3_stats import adjust_secondary, apply_holm, paired_seed_bootstrap
 
 NOT_RUN = "not run yet"
 PLANNED_SEEDS = (42, 43, 44, 45, 46)  # 5 seeds for every method of both parts, but for the cut ones below
@@ -106,16 +106,13 @@ def analyze_low_resource(folder: str | None, resamples: int, seed: int) -> dict:
     singles = sorted(m for m in distilled if m.startswith("single: "))
     order = [*singles, *sorted(distilled - set(singles))]  # the singles, then the multi-teacher methods
     tests = [compare(task, m, BASELINE_METHOD, data, resamples, seed) for m in order]
-    adjusted = holm({c["a"]: c["p_value"] for c in tests if c.get("difference") is not None})
-    for test in tests:
-        if test["a"] in adjusted:
-            test["holm_p"] = adjusted[test["a"]]
+    family = apply_holm({c["a"]: c for c in tests})
     return {
         "status": "analyzed",
         "task": task,
         "results": result,
         "vs_none": tests,
-        "holm_family": sorted(adjusted),
+        "holm_family": family,
         "missing": planned_missing(result, LOW_RESOURCE_MULTI),
     }
 

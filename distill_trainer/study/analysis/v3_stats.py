@@ -12,12 +12,14 @@ import numpy as np
 from .stats import metric_on_resamples, seed_resampled_mean
 
 MARGIN = 0.01  # the equivalence margin, +-1 pp of a 0-1 score
+ALPHA = 0.05  # a corrected test detects a difference when its Holm p is below this
 # Scores and differences are compared (and bootstrapped) at this precision: float noise decides nothing.
 SCORE_DECIMALS = 12
 VERDICT_RULE = (  # what `verdict` says, as the reports say it
     "Verdicts: better or worse when the interval excludes 0 (by less than the margin when it also lies inside it, by "
     "more when it lies wholly beyond it); no difference detected when it includes 0 and lies inside the margin; "
-    "inconclusive when it includes 0 and crosses a margin."
+    "inconclusive when it includes 0 and crosses a margin. A test corrected with Holm is better or worse only when "
+    f'its Holm p is also below {ALPHA:g}; otherwise it reads as if its interval included 0, with "after Holm".'
 )
 WITHIN_MARGIN = f"no difference detected within +-{100 * MARGIN:g} pp"
 
@@ -102,7 +104,12 @@ def paired_seed_bootstrap(
 
 
 def verdict(
-    ci_low: float, ci_high: float, margin: float = MARGIN, unit: str = "pp", higher_is_better: bool = True
+    ci_low: float,
+    ci_high: float,
+    margin: float = MARGIN,
+    unit: str = "pp",
+    higher_is_better: bool = True,
+    detected: bool | None = None,
 ) -> str:
     """What a 95% interval of A - B says, in the plan's words; never "equal".
 
@@ -118,10 +125,14 @@ def verdict(
         unit: "pp": the margin reads as percentage points (x 100); any other unit is written after the margin as it
             is ("0.01 nats").
         higher_is_better: Whether a positive difference is "better" (scores) or "worse" (losses, such as NLL).
+        detected: Whether the test detects a difference; None reads it from the interval (it excludes 0). False
+            for a test whose interval excludes 0 but whose Holm p does not pass (`apply_holm`).
     """
     inside = -margin <= ci_low and ci_high <= margin
     size = f"{100 * margin:g} pp" if unit == "pp" else f"{margin:g} {unit}"
-    if ci_low > 0 or ci_high < 0:
+    if detected is None:
+        detected = ci_low > 0 or ci_high < 0
+    if detected:
         direction = "better" if (ci_low > 0) == higher_is_better else "worse"
         if inside:
             return f"{direction}, by less than {size}"
@@ -157,18 +168,35 @@ def all_positive_f1(labels: np.ndarray) -> float:
     return 2 * positives / (2 * positives + int((labels != 1).sum())) if positives else 0.0
 
 
-def adjust_secondary(tasks: dict) -> list[str]:
-    """Holm over the tasks' secondary tests that ran (one family), each adjusted p written into its test as
-    `holm_p`; returns the family's task names, sorted.
+def apply_holm(tests: dict[str, dict], unit: str = "pp") -> list[str]:
+    """Holm over `tests` (one family, by name): each adjusted p written into its test as `holm_p`, and a test whose
+    interval excludes 0 but whose Holm p is not below `ALPHA` re-read as detecting no difference ("... after Holm"),
+    so no verdict says "better" where the correction the plan asks for does not; returns the family's names, sorted.
+    Tests that did not run are left out.
+
+    Args:
+        tests: The family's comparisons (`paired_seed_bootstrap`'s dicts, with `a` and `b`), by name; changed in place.
+        unit: The unit their margin reads in (`verdict`).
+    """
+    adjusted = holm({name: c["p_value"] for name, c in tests.items() if c.get("difference") is not None})
+    for name, value in adjusted.items():
+        test = tests[name]
+        test["holm_p"] = value
+        if value >= ALPHA and (test["ci_low"] > 0 or test["ci_high"] < 0):  # a difference the correction undoes
+            test["verdict"] = verdict(test["ci_low"], test["ci_high"], test["margin"], unit, detected=False)
+            test["verdict"] += " after Holm"
+    return sorted(adjusted)
+
+
+def adjust_secondary(tasks: dict, unit: str = "pp") -> list[str]:
+    """`apply_holm` over the tasks' secondary tests that ran (one family); returns the family's task names, sorted.
 
     Args:
         tasks: The per-task results (`analyze_task`); a task without a secondary comparison is skipped.
+        unit: The unit their margin reads in (`verdict`).
     """
     secondary = {n: t["comparisons"]["secondary"] for n, t in tasks.items() if "secondary" in t.get("comparisons", {})}
-    adjusted = holm({n: c["p_value"] for n, c in secondary.items() if c.get("difference") is not None})
-    for name, value in adjusted.items():
-        secondary[name]["holm_p"] = value
-    return sorted(adjusted)
+    return apply_holm(secondary, unit)
 
 
 def best_by_dev(rows: list[dict], key: str = "dev_mean") -> dict | None:
