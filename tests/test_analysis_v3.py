@@ -239,8 +239,9 @@ def test_a_difference_holm_does_not_pass_is_not_called_better():
     }
     assert apply_holm(nats, unit="nats") == ["x", "y"]
     assert nats["x"]["verdict"] == f"{within_nats} after Holm" and nats["y"]["verdict"] == within_nats
-    assert verdict(0.001, 0.008, detected=False) == WITHIN_MARGIN
-    assert verdict(-0.02, -0.015, detected=True) == "worse, by more than 1 pp"
+    assert verdict(0.001, 0.008, holm_p=0.06) == f"{WITHIN_MARGIN} after Holm"
+    assert verdict(-0.02, -0.015, holm_p=0.01) == "worse, by more than 1 pp"
+    assert verdict(-0.005, 0.008, holm_p=0.9) == WITHIN_MARGIN  # includes 0: Holm changes nothing
 
 
 def test_tost_p_is_the_larger_one_sided_tail():

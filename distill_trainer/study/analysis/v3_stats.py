@@ -109,7 +109,7 @@ def verdict(
     margin: float = MARGIN,
     unit: str = "pp",
     higher_is_better: bool = True,
-    detected: bool | None = None,
+    holm_p: float | None = None,
 ) -> str:
     """What a 95% interval of A - B says, in the plan's words; never "equal".
 
@@ -125,19 +125,20 @@ def verdict(
         unit: "pp": the margin reads as percentage points (x 100); any other unit is written after the margin as it
             is ("0.01 nats").
         higher_is_better: Whether a positive difference is "better" (scores) or "worse" (losses, such as NLL).
-        detected: Whether the test detects a difference; None reads it from the interval (it excludes 0). False
-            for a test whose interval excludes 0 but whose Holm p does not pass (`apply_holm`).
+        holm_p: The test's Holm-adjusted p, for a test corrected with Holm: an interval that excludes 0 reads as
+            detecting no difference ("... after Holm") when this is not below `ALPHA`. None: not corrected.
     """
     inside = -margin <= ci_low and ci_high <= margin
     size = f"{100 * margin:g} pp" if unit == "pp" else f"{margin:g} {unit}"
-    if detected is None:
-        detected = ci_low > 0 or ci_high < 0
-    if detected:
+    excludes_zero = ci_low > 0 or ci_high < 0
+    undone = excludes_zero and holm_p is not None and holm_p >= ALPHA  # a difference the correction undoes
+    if excludes_zero and not undone:
         direction = "better" if (ci_low > 0) == higher_is_better else "worse"
         if inside:
             return f"{direction}, by less than {size}"
         return f"{direction}, by more than {size}" if ci_low > margin or ci_high < -margin else direction
-    return f"no difference detected within +-{size}" if inside else "inconclusive"
+    reading = f"no difference detected within +-{size}" if inside else "inconclusive"
+    return f"{reading} after Holm" if undone else reading
 
 
 def holm(p_values: dict[str, float]) -> dict[str, float]:
@@ -182,9 +183,8 @@ def apply_holm(tests: dict[str, dict], unit: str = "pp") -> list[str]:
     for name, value in adjusted.items():
         test = tests[name]
         test["holm_p"] = value
-        if value >= ALPHA and (test["ci_low"] > 0 or test["ci_high"] < 0):  # a difference the correction undoes
-            test["verdict"] = verdict(test["ci_low"], test["ci_high"], test["margin"], unit, detected=False)
-            test["verdict"] += " after Holm"
+        if value >= ALPHA:  # only a verdict the correction changes is read again (its direction is not needed)
+            test["verdict"] = verdict(test["ci_low"], test["ci_high"], test["margin"], unit, holm_p=value)
     return sorted(adjusted)
 
 
