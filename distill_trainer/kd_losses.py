@@ -182,7 +182,8 @@ class ForwardKL(KDLoss):
 @register_kd_loss("reverse_kl")
 class ReverseKL(KDLoss):
     """KL(student || teacher) * T^2 (mode-seeking: the student may drop low-probability teacher modes). Where the
-    teacher's probability is 0 (a top-k's empty tail), it counts as the smallest positive float, not as infinity."""
+    teacher's probability is 0 (a token a live teacher rules out), it counts as the smallest positive float, not as
+    infinity; a top-k's tail is never read below what rounding can hide (`tokens.ROUNDING_TAIL`)."""
 
     hint = "a scalar prediction has no distribution; use kd_loss='mse'"
     formula = "KL(softmax(s/T) || softmax(t/T)) * T^2"

@@ -23,7 +23,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 from .fusion import check_teacher_logits
 from .labels import check_label_values
 from .logits import read_metadata, validate_logit_dataset
-from .tokens import TokenSignal
+from .tokens import TokenSignal, live_log_probs
 from .topk import TOPK_IDS_COLUMN, TOPK_LOGPROBS_COLUMN, read_topk_metadata, validate_topk_dataset
 
 logger = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class TeacherSignals:
         for teacher in self.teachers:
             teacher.eval()  # the Trainer puts the student in train mode, never a teacher; kept so if a user does
             logits = teacher(**inputs).logits.float()
-            outputs.append(torch.log_softmax(logits, dim=-1) if self.token_level else logits)
+            outputs.append(live_log_probs(logits) if self.token_level else logits)
         stacked = torch.stack(outputs, dim=1)
         return TokenSignal(stacked) if self.token_level else stacked
 

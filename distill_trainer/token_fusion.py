@@ -23,7 +23,7 @@ from .fusion import (
     WeightedFusion,
     fusion_strategy,
 )
-from .tokens import EMPTY, TokenSignal, bucket_log_probs, next_token_labels
+from .tokens import EMPTY, TokenSignal, next_token_labels
 
 
 def mix_teachers(signal: TokenSignal, weights: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
@@ -62,36 +62,38 @@ def uniform_token_weights(signal: TokenSignal) -> torch.Tensor:
 
 
 def token_entropy(signal: TokenSignal) -> torch.Tensor:
-    """`[batch, n_teachers, seq]` entropy (nats, T = 1) of each teacher's k + 1 buckets (the tail as one bucket:
-    a lower bound of the full entropy), or of its whole distribution.
+    """`[batch, n_teachers, seq]` entropy (nats, T = 1) of each teacher's whole distribution, a top-k's tail spread
+    evenly over the tokens outside it (as the loss assumes): a diffuse teacher whose top-k holds little is not
+    taken for a confident one.
 
     Args:
-        signal: The batch's per-token teachers: top-k (with a tail) or whole distributions.
+        signal: The batch's per-token teachers: top-k (with a tail, and `vocab_size`) or whole distributions.
     """
-    log_probs = signal.logprobs.float()
-    if signal.ids is not None:
-        log_probs = bucket_log_probs(log_probs, log_probs == float("-inf"))
-    return -(log_probs.exp() * log_probs).sum(-1)
+    if signal.ids is None:
+        log_probs = signal.logprobs.float()
+        return -(log_probs.exp() * log_probs).sum(-1)
+    buckets, log_outside = signal.tail_buckets("fusion='min_entropy'")
+    return -(buckets.exp() * buckets).sum(-1) + buckets[..., -1].exp() * log_outside
 
 
 def gold_log_probs(signal: TokenSignal, labels: torch.Tensor) -> torch.Tensor:
     """`[batch, n_teachers, seq]` each teacher's log-probability of the gold next token: from its top-k, else its
-    tail's (the mass of the bucket the gold token is in); 0 where there is no gold token.
+    tail's spread evenly over the tokens outside the top-k (as the loss assumes); 0 where there is no gold token.
 
     Args:
-        signal: The batch's per-token teachers.
+        signal: The batch's per-token teachers (top-k ones with `vocab_size`).
         labels: `[batch, seq]` token labels aligned with the input ids (-100: none); shifted to the next token here.
     """
     gold = next_token_labels(labels)
     scored = gold != -100
     gold = gold.masked_fill(~scored, 0).long()[:, None, :, None].expand(-1, signal.n_teachers, -1, 1)
-    log_probs = signal.logprobs.float()
     if signal.ids is None:
-        found = log_probs.gather(-1, gold).squeeze(-1)
+        found = signal.logprobs.float().gather(-1, gold).squeeze(-1)
     else:
-        buckets = bucket_log_probs(log_probs, log_probs == float("-inf"))
-        hit = signal.ids.long() == gold
-        found = torch.where(hit.any(-1), buckets[..., :-1].masked_fill(~hit, EMPTY).logsumexp(-1), buckets[..., -1])
+        buckets, log_outside = signal.tail_buckets("fusion='confidence'")
+        hit = (signal.ids.long() == gold) & (signal.logprobs != float("-inf"))  # an empty slot's id is no token
+        in_top = buckets[..., :-1].masked_fill(~hit, EMPTY).logsumexp(-1)
+        found = torch.where(hit.any(-1), in_top, buckets[..., -1] - log_outside)
     return found.masked_fill(~scored[:, None], 0.0)
 
 
@@ -184,15 +186,17 @@ def fuse_topk(
     weights=None,
     teacher_index: int | None = None,
     labels: torch.Tensor | None = None,
+    vocab_size: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Fuse per-token top-k teachers `[batch, n_teachers, seq, k]` into one distribution per position: `(ids,
     log-probabilities)` `[batch, seq, m]` over the union of their ids (empty slots: -inf), the tail implied.
 
     `average` / `weighted` (`weights`, one per teacher): `p(v) = sum_j w_j p_j(v)`, `p_j(v) = 0` outside teacher
-    j's top-k, the fused tail `sum_j w_j tail_j`. `min_entropy`: per token, the teacher of lowest entropy over its
-    k + 1 buckets. `confidence` (`labels`, aligned with the input ids as a causal LM's are): per token, teachers
-    weighted by their probability of the gold next token (from the top-k, else the tail's). `single`:
-    `teacher_index`. A strategy that cannot fuse per-token teachers says why.
+    j's top-k, the fused tail `sum_j w_j tail_j`. `min_entropy`: per token, the teacher of lowest entropy.
+    `confidence` (`labels`, aligned with the input ids as a causal LM's are): per token, teachers weighted by their
+    probability of the gold next token. Both read a tail as spread evenly over the `vocab_size - k` tokens outside
+    the top-k, as the loss does, so they need `vocab_size`. `single`: `teacher_index`. A strategy that cannot fuse
+    per-token teachers says why.
 
     Args:
         topk_ids: `[batch, n_teachers, seq, k]` token ids.
@@ -201,6 +205,7 @@ def fuse_topk(
         weights: one per teacher, for `weighted`.
         teacher_index: the teacher of `single`.
         labels: `[batch, seq]` token labels aligned with the input ids, for `confidence`.
+        vocab_size: The vocabulary's size, for `min_entropy` and `confidence`.
 
     Returns:
         `(ids, log-probabilities)`, each `[batch, seq, m]`: what `sparse_kd_loss` takes as one teacher.
@@ -208,7 +213,7 @@ def fuse_topk(
     Raises:
         ValueError: a strategy without a per-token form (`gating`, `fitted`), with a hint.
     """
-    signal = TokenSignal(topk_logprobs, topk_ids)
+    signal = TokenSignal(topk_logprobs, topk_ids, vocab_size)
     cls = fusion_strategy(fusion)
     if not cls.supports_tokens:
         raise ValueError(f"fusion={fusion!r} does not fuse per-token teachers: {cls.tokens_hint}.")

@@ -12,6 +12,7 @@ on the host, so a training step waits for nothing but the Trainer's own synchron
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -20,6 +21,10 @@ import torch.nn.functional as F
 from .kd_losses import forward_kl, precise_dtype
 
 EMPTY = -1e30  # log(0) kept finite, so that 0 * (log 0 - log 0) is 0 and gradients stay free of NaN
+# The smallest teacher tail bucket read: a float32 log-softmax of logits up to +-32 resolves each log-probability to
+# about 2^-19, so a top-k's total (and with it a tail below this) is known no better. Float16 storage adds up to
+# 2^-11 of each log-probability: a tail below that reads low, but no lower than this.
+ROUNDING_TAIL = 2.0**-19
 
 
 @dataclass
@@ -31,14 +36,18 @@ class TokenSignal:
     Args:
         logprobs: `[batch, n_teachers, seq_len, k]` (or `vocab`) log-probabilities at T = 1; -inf: an empty slot.
         ids: `[batch, n_teachers, seq_len, k]` top-k token ids, the shape of `logprobs`; None: full vocabularies.
+        vocab_size: The vocabulary's size V. `min_entropy` and `confidence` need it for top-k teachers: a tail's mass
+            is spread over the V - k tokens outside the top-k, as the loss assumes (the trainer sets it).
 
     Attributes:
         logprobs: the teachers' log-probabilities at T = 1.
         ids: the top-k token ids, or None for full-vocabulary teachers.
+        vocab_size: V, or None where it was not given.
     """
 
     logprobs: torch.Tensor
     ids: torch.Tensor | None = None
+    vocab_size: int | None = None
 
     def __post_init__(self):
         if self.logprobs.dim() != 4 or (self.ids is not None and self.ids.shape != self.logprobs.shape):
@@ -53,6 +62,33 @@ class TokenSignal:
         """How many teachers the signal holds (its second dimension)."""
         return self.logprobs.shape[1]
 
+    def tail_buckets(self, what: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Top-k teachers' `teacher_buckets` at T = 1 `[batch, n_teachers, seq, k + 1]` and the log of how many
+        tokens each tail spreads over `[batch, n_teachers, seq]` (for a token of the tail: its log-probability is
+        the tail's minus that).
+
+        Args:
+            what: What needs it, named in the error where `vocab_size` is missing.
+        """
+        if self.vocab_size is None:
+            raise ValueError(
+                f"{what} of top-k teachers needs the vocabulary size (TokenSignal.vocab_size, fuse_topk's "
+                "vocab_size): a tail's mass is spread over the tokens outside the top-k."
+            )
+        log_probs = self.logprobs.float()
+        empty = log_probs == float("-inf")
+        return teacher_buckets(log_probs, 1.0, self.vocab_size), log_outside(empty, self.vocab_size).squeeze(-1)
+
+
+def live_log_probs(logits: torch.Tensor) -> torch.Tensor:
+    """A live teacher's log-probabilities over its whole vocabulary, float32: a token its logits rule out (-inf)
+    reads as the smallest positive float (as `reverse_kl` documents), not as a NaN in the loss and in fusion.
+
+    Args:
+        logits: `[..., vocab]` the teacher's raw logits.
+    """
+    return torch.log_softmax(logits.float(), dim=-1).clamp(min=math.log(torch.finfo(torch.float32).tiny))
+
 
 def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
     """`[batch, seq]` labels -> the token each position predicts: `labels[:, t + 1]`, -100 at the last position.
@@ -66,37 +102,119 @@ def next_token_labels(labels: torch.Tensor) -> torch.Tensor:
     return F.pad(labels[:, 1:], (0, 1), value=-100)
 
 
+def log_outside(empty: torch.Tensor, vocab_size: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """`[..., 1]` the log of how many tokens lie outside a top-k (`vocab_size` minus its non-empty slots; 0 where
+    none do, and the tail is then empty).
+
+    Args:
+        empty: `[..., k]` True at empty slots.
+        vocab_size: V.
+        dtype: The result's (float64 where the loss is computed in it).
+    """
+    outside = vocab_size - (~empty).sum(dim=-1, keepdim=True)
+    return outside.clamp(min=1).to(dtype).log()
+
+
 def bucket_log_probs(
-    log_probs: torch.Tensor, empty: torch.Tensor, temperature: float = 1.0, vocab_size: int | None = None
+    log_probs: torch.Tensor,
+    empty: torch.Tensor,
+    temperature: float = 1.0,
+    vocab_size: int | None = None,
+    min_tail: float = 0.0,
+    log_tail: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-probabilities `[..., k]` at T = 1 -> `[..., k + 1]` over the k ids and the tail bucket, at T.
 
     The tail's mass is `1 - sum(p)` (0 where rounding sums the top-k above 1, which is then renormalised). At
-    T != 1 every token is tempered as a softmax tempers it, `p^(1/T)`, and the k + 1 buckets renormalised; how
-    the tail's mass r is spread over its tokens is unknown, so it is tempered as if spread evenly over the
-    `vocab_size - k` tokens outside the top-k: `(V - k) (r / (V - k))^(1/T)`, the most a tail of mass r can
-    weigh at T (empty slots do not count in k). Teacher and student are treated alike, so the loss is smallest
-    where the student's k + 1 buckets at T = 1 are the teacher's. With k = V the tail is empty and this is exactly
-    `softmax(z / T)` at every T; at T = 1 it is exact for every k, and bounded as T grows, as the dense loss is.
+    T != 1 every token is tempered as a softmax tempers it, `p^(1/T)`, and the k + 1 buckets renormalised; how the
+    tail's mass r is spread over its tokens is unknown, so it is tempered as if spread evenly over the `vocab_size -
+    k` tokens outside the top-k: `(V - k) (r / (V - k))^(1/T)`, the most a tail of mass r can weigh at T > 1 and
+    the least at T < 1 (empty slots do not count in k). Teacher and student are treated alike, so the loss is
+    smallest where the student's k + 1 buckets at T = 1 are the teacher's. With k = V the tail is empty and this is
+    exactly `softmax(z / T)` at every T; at T = 1 it is exact for every k (for tails above `min_tail`), and bounded
+    as T grows, as the dense loss is.
 
     Args:
         log_probs: under the full softmax at T = 1.
         empty: True at empty slots (probability 0, whatever `log_probs` holds there).
         temperature: T > 0.
         vocab_size: V; needed at T != 1 (how many tokens the tail spreads over).
+        min_tail: The smallest tail bucket to read, at T, before renormalising (`ROUNDING_TAIL` for a teacher's
+            top-k); 0: any.
+        log_tail: `[..., 1]` the tail's log-mass at T = 1 where it is known better than as `1 - sum(p)` (a
+            student's, from its logits: `StudentNormalisers`); None: `1 - sum(p)`.
     """
     log_probs = log_probs.masked_fill(empty, EMPTY)
-    log_top = torch.logsumexp(log_probs, dim=-1, keepdim=True).clamp(max=0.0)
-    log_tail = torch.log((-torch.expm1(log_top)).clamp(min=torch.finfo(log_top.dtype).tiny))
+    if log_tail is None:
+        log_top = torch.logsumexp(log_probs, dim=-1, keepdim=True).clamp(max=0.0)
+        log_tail = torch.log((-torch.expm1(log_top)).clamp(min=torch.finfo(log_top.dtype).tiny))
     if vocab_size is not None:
-        outside = vocab_size - (~empty).sum(dim=-1, keepdim=True)
-        log_outside = outside.clamp(min=1).to(log_tail.dtype).log()
-        tempered_tail = log_outside + (log_tail - log_outside) / temperature
-        log_tail = torch.where(outside > 0, tempered_tail, torch.full_like(tempered_tail, EMPTY))
+        outside = log_outside(empty, vocab_size, log_tail.dtype)
+        log_tail = outside + (log_tail - outside) / temperature
     elif temperature != 1.0:
         raise ValueError("bucket_log_probs needs vocab_size at T != 1 (the tail is tempered over its tokens).")
+    if min_tail > 0:
+        log_tail = log_tail.clamp(min=math.log(min_tail))
+    if vocab_size is not None:  # k = V: no token outside, no tail
+        log_tail = torch.where((~empty).sum(-1, keepdim=True) < vocab_size, log_tail, EMPTY)
     buckets = torch.cat([(log_probs / temperature).masked_fill(empty, EMPTY), log_tail], dim=-1)
     return torch.log_softmax(buckets, dim=-1)
+
+
+def teacher_buckets(log_probs: torch.Tensor, temperature: float, vocab_size: int) -> torch.Tensor:
+    """A stored (or fused) top-k teacher's k + 1 buckets at T (`bucket_log_probs`), its tail never read below what
+    rounding can hide (`ROUNDING_TAIL`): a confident teacher whose top-k sums to 1 in floating point is not taken
+    for one that rules out every other token, which `reverse_kl` would charge the student 708 nats a unit of tail
+    for.
+
+    Args:
+        log_probs: `[..., k]` at T = 1; -inf: empty slot.
+        temperature: T > 0.
+        vocab_size: V.
+    """
+    return bucket_log_probs(log_probs, log_probs == float("-inf"), temperature, vocab_size, ROUNDING_TAIL)
+
+
+class StudentNormalisers(torch.autograd.Function):
+    """`(log Z, log Z_outside)` `[batch, seq, 1]` of a student's `[batch, seq, vocab]` float32 logits: over the whole
+    vocabulary, and over the tokens outside the teacher's `ids`. The outside sum is the whole sum less the top-k's,
+    both added in `dtype` (float64) from the same float32 terms, so a confident student's tail keeps its digits
+    (as `1 - sum(p)` over a float32 log-normaliser it is lost below about 1e-6, and its gradient with it). Like
+    `logsumexp`, only the logits are kept for the backward pass, which recomputes the terms.
+    """
+
+    @staticmethod
+    def forward(ctx, logits, ids, empty, dtype):
+        """The two log-normalisers in `dtype`.
+
+        Args:
+            logits: `[batch, seq, vocab]` float32 student logits.
+            ids: `[batch, seq, k]` int64 teacher ids; `empty`: True at empty slots (not tokens of the top-k).
+            dtype: The precision of the sums and results.
+        """
+        shift = logits.amax(-1, keepdim=True)
+        terms = (logits - shift).exp()
+        total = terms.sum(-1, keepdim=True, dtype=dtype)
+        inside = terms.gather(-1, ids).masked_fill(empty, 0.0).sum(-1, keepdim=True, dtype=dtype)
+        log_norm = shift.to(dtype) + total.log()
+        log_outside = shift.to(dtype) + (total - inside).clamp(min=torch.finfo(dtype).tiny).log()
+        ctx.save_for_backward(logits, ids, empty, log_norm, log_outside)
+        return log_norm, log_outside
+
+    @staticmethod
+    def backward(ctx, grad_norm, grad_outside):
+        """`softmax(z) * grad_norm`, plus, outside the top-k, the softmax over those tokens times `grad_outside`.
+
+        Args:
+            grad_norm: `[batch, seq, 1]` the loss's gradient with respect to log Z; `grad_outside`: to log Z_outside.
+        """
+        logits, ids, empty, log_norm, log_outside = ctx.saved_tensors
+        grad = (logits - log_norm.float()).exp_().mul_(grad_norm.float())
+        grad += (logits - log_outside.float()).clamp_(max=0.0).exp_().mul_(grad_outside.float())
+        real = ids.gather(-1, (~empty).long().argmax(-1, keepdim=True))  # empty slots rewrite a real slot's token
+        inside = torch.where(empty, real, ids)
+        inside_grad = (logits.gather(-1, inside) - log_norm.float()).exp_().mul_(grad_norm.float())
+        return grad.scatter_(-1, inside, inside_grad), None, None, None
 
 
 def token_log_probs(
@@ -105,8 +223,8 @@ def token_log_probs(
     """(teacher, student) log-probabilities at T per position, over the buckets the teacher defines.
 
     Sparse (`ids` `[batch, seq, k]`): k + 1 buckets (`bucket_log_probs`), in float64 on `[batch, seq, k]` tensors;
-    of the student's `[batch, seq, vocab]` logits only a float32 log-normaliser and the k gathered logits are
-    computed. Full vocabulary (`ids=None`): `log_softmax` of both at T, in float32.
+    of the student's `[batch, seq, vocab]` logits only two log-normalisers (`StudentNormalisers`) and the k gathered
+    logits are computed. Full vocabulary (`ids=None`): `log_softmax` of both at T, in float32.
 
     Args:
         student_logits: `[batch, seq, vocab]` raw student logits.
@@ -118,12 +236,12 @@ def token_log_probs(
         if ids is None:
             student = F.log_softmax(student_logits.float() / temperature, dim=-1)
             return F.log_softmax(logprobs.float() / temperature, dim=-1), student
-        precise = precise_dtype(student_logits.device)
-        log_norm = torch.logsumexp(student_logits.float(), dim=-1, keepdim=True).to(precise)
-        student = student_logits.gather(-1, ids.long()).to(precise) - log_norm
+        precise, ids = precise_dtype(student_logits.device), ids.long()
         empty, vocab_size = logprobs == float("-inf"), student_logits.shape[-1]
-        teacher = bucket_log_probs(logprobs.to(precise), empty, temperature, vocab_size)
-        return teacher, bucket_log_probs(student, empty, temperature, vocab_size)
+        log_norm, log_outside = StudentNormalisers.apply(student_logits.float(), ids, empty, precise)
+        student = student_logits.gather(-1, ids).to(precise) - log_norm
+        teacher = teacher_buckets(logprobs.to(precise), temperature, vocab_size)
+        return teacher, bucket_log_probs(student, empty, temperature, vocab_size, log_tail=log_outside - log_norm)
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor | None, count=None) -> torch.Tensor:
@@ -165,10 +283,11 @@ def sparse_kd_loss(
     mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """T^2 times the mean over masked positions of KL(teacher || student) over k + 1 buckets: the teacher's k ids
-    and one tail bucket (teacher: 1 - the sum of its top-k probabilities; student: 1 - the sum of its probabilities
-    on the same ids). With k = vocab it equals the dense `kd_loss` KL term at every T; at T != 1 every bucket is
-    tempered as a token is, the tail as if spread evenly over the tokens outside the top-k (`bucket_log_probs`
-    says why). A tail of 0 contributes 0. Computed in float64 on `[batch, seq, k]` tensors; float32 result.
+    and one tail bucket (teacher: 1 - the sum of its top-k probabilities, at least `ROUNDING_TAIL`; student: its
+    probability outside those ids, `StudentNormalisers`). With k = vocab it equals the dense `kd_loss` KL term at
+    every T; at T != 1 every bucket is tempered as a token is, the tail as if spread evenly over the tokens outside
+    the top-k (`bucket_log_probs` says why). A tail of 0 contributes 0. Computed in float64 on `[batch, seq, k]`
+    tensors; float32 result.
 
     Args:
         student_logits: `[batch, seq, vocab]` raw logits at the positions the teachers' top-k are for.

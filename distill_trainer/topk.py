@@ -27,6 +27,7 @@ TOPK_IDS_COLUMN = "teacher_topk_ids"
 TOPK_LOGPROBS_COLUMN = "teacher_topk_logprobs"
 TOPK_METADATA_KEY = "distill_trainer_topk"
 LOGPROB_DTYPES = {"float16": np.float16, "float32": np.float32}
+MASS_ROUNDING = 0.01  # float16 storage moves a top-k's total by at most 2^-11 times its entropy (< 0.004 at k=1024)
 
 
 @dataclass
@@ -205,8 +206,9 @@ def attach_teacher_topk(
     Args:
         dataset: tokenized rows; the top-k of row i must be aligned with its `input_ids`.
         topk_ids: `[rows, n_teachers, seq_len, k]`, or one `[n_teachers, len(input_ids), k]` array per row.
-        topk_logprobs: the same shape: log-probabilities under each teacher's full softmax at T = 1 (`<= 0`;
-            -inf marks an empty slot). `topk_from_logits` makes both from a batch of logits.
+        topk_logprobs: the same shape: log-probabilities under each teacher's full softmax at T = 1 (`<= 0`,
+            a position's summing to at most 1; -inf marks an empty slot). `topk_from_logits` makes both from a
+            batch of logits.
         teacher_names: one name (or `TeacherInfo`, with its validation score for `weighted` fusion) per teacher.
         tokenizer: the teachers' tokenizer; its vocabulary is fingerprinted, so a student of another is refused.
         logprobs_dtype: "float16" (half the storage) or "float32".
@@ -322,6 +324,19 @@ def _read_nested(dataset: datasets.Dataset, column: str, lengths: np.ndarray):
     return level.to_numpy(zero_copy_only=False), n, k
 
 
+def topk_mass(logprobs: np.ndarray, k: int) -> np.ndarray:
+    """Each position's total top-k probability `sum(exp(logprobs))`, from the flat values (in float32, by chunks: a
+    dataset's values can be far more than fit twice in memory).
+
+    Args:
+        logprobs: The flat stored log-probabilities, k per position.
+        k: Slots per position.
+    """
+    positions, step = logprobs.reshape(-1, k), max(1, 2**22 // k)
+    parts = [np.exp(positions[i : i + step], dtype=np.float32).sum(1) for i in range(0, len(positions), step)]
+    return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
 def check_topk_columns(
     dataset: datasets.Dataset,
     vocab_size: int,
@@ -348,12 +363,19 @@ def check_topk_columns(
     if k > vocab_size:
         raise ValueError(f"k={k} is larger than the vocabulary ({vocab_size} tokens).")
     row_of = np.repeat(np.arange(len(lengths)), lengths * n * k)
-    for what, bad in (
-        (f"ids outside [0, {vocab_size})", (ids < 0) | (ids >= vocab_size)),
-        ("log-probabilities above 0 or NaN", ~(logprobs <= 0)),
+    mass = topk_mass(logprobs, k)
+    for what, bad, row_of_bad in (
+        (f"ids outside [0, {vocab_size})", (ids < 0) | (ids >= vocab_size), row_of),
+        ("log-probabilities above 0 or NaN", ~(logprobs <= 0), row_of),
+        (
+            f"positions whose k probabilities sum above 1 by more than rounding (up to {mass.max(initial=0):.4f}; "
+            "they must be log-probabilities under the teacher's full softmax)",
+            mass > 1 + MASS_ROUNDING,
+            row_of[::k],
+        ),
     ):
         if bad.any():
-            rows = np.unique(row_of[bad])
+            rows = np.unique(row_of_bad[bad])
             raise ValueError(f"The top-k columns have {what} in {len(rows)} rows (first rows: {rows[:5].tolist()}).")
     return TopkColumns(ids=ids, logprobs=logprobs, n_teachers=n, k=k, lengths=lengths)
 
@@ -361,10 +383,11 @@ def check_topk_columns(
 def validate_topk_dataset(dataset: datasets.Dataset, tokenizer=None, vocab_size: int | None = None):
     """Check a top-k dataset before any step is spent on it; returns `(metadata or None, TopkColumns)`.
 
-    Checks the columns' shapes against `input_ids`, ids in range, log-probabilities `<= 0` and not NaN, and, with
-    metadata: teacher count, k, the tokenizer's vocabulary against `tokenizer`'s, and (when all rows are there) that
-    the columns are the extracted ones in the metadata's order, each row's on the tokens it was computed on
-    (`metadata.input_fingerprint` also checks the row order, against a reference, like `check_logits_match_inputs`).
+    Checks the columns' shapes against `input_ids`, ids in range, log-probabilities `<= 0` and not NaN, each
+    position's probabilities summing to at most 1 (give or take `MASS_ROUNDING`), and, with metadata: teacher count,
+    k, the tokenizer's vocabulary against `tokenizer`'s, and (when all rows are there) that the columns are the
+    extracted ones in the metadata's order, each row's on the tokens it was computed on (`metadata.input_fingerprint`
+    also checks the row order, against a reference, like `check_logits_match_inputs`).
 
     Args:
         dataset: with `input_ids` and the two top-k columns.

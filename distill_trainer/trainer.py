@@ -7,6 +7,7 @@ else (evaluation, logging, saving the student, `accelerate launch`) is the paren
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from typing import Any
@@ -266,7 +267,9 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         outputs = model(**inputs)
         self.loss_is_scaled_for_ga = count is not None
         scale = self.accelerator.num_processes if count is not None and self.args.average_tokens_across_devices else 1
-        fused = self.fuse_token_teachers(signal, labels) if alpha > 0 else None
+        fused = None
+        if alpha > 0:  # a top-k's tail spreads over the student's vocabulary (min_entropy, confidence)
+            fused = self.fuse_token_teachers(dataclasses.replace(signal, vocab_size=outputs.logits.shape[-1]), labels)
         args = (temperature, alpha, self.args.label_smoothing_factor, self.kd.divergence, count)
         terms = {name: value * scale for name, value in token_kd_terms(outputs.logits, fused, labels, *args).items()}
         if model.training:  # logged as per-token means (`count` spans the accumulated micro-batches)

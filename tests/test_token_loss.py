@@ -14,8 +14,9 @@ from distill_trainer import (
     sparse_kd_loss,
     topk_from_logits,
 )
-from distill_trainer.kd_losses import build_kd_loss
-from distill_trainer.tokens import next_token_labels, token_kd_terms
+from distill_trainer.kd_losses import build_kd_loss, forward_kl
+from distill_trainer.token_fusion import token_entropy
+from distill_trainer.tokens import TokenSignal, live_log_probs, next_token_labels, token_kd_terms, token_log_probs
 
 V = 16
 
@@ -169,7 +170,7 @@ def numpy_buckets_t1(ids, logprobs):
     return np.append(p, max(1 - p.sum(), 0.0))
 
 
-def test_min_entropy_and_confidence_work_per_token(four_teachers):
+def test_min_entropy_and_confidence_read_a_tail_as_spread_over_the_tokens_outside_the_top_k(four_teachers):
     ids, logprobs = four_teachers
     teachers = dense_teacher(ids.numpy(), logprobs.numpy().astype(np.float64))
     labels = torch.tensor(np.random.default_rng(1).integers(V, size=(2, 5)))
@@ -179,21 +180,57 @@ def test_min_entropy_and_confidence_work_per_token(four_teachers):
     confidence = np.zeros((2, 5, V))
     for b, s in np.ndindex(2, 5):
         buckets = [numpy_buckets_t1(ids[b, t, s].numpy(), logprobs[b, t, s].double().numpy()) for t in range(3)]
-        entropies = [-(q * np.log(q)).sum() for q in buckets]
+        spread = [np.append(q[:-1], np.full(V - 4, q[-1] / (V - 4))) for q in buckets]  # the tail over V - k tokens
+        entropies = [-(q * np.log(q)).sum() for q in spread]
         min_entropy[b, s] = teachers[b, int(np.argmin(entropies)), s]
         if gold[b, s] == -100:
             w = np.ones(3) / 3
         else:
             hits = [ids[b, t, s].numpy() == gold[b, s] for t in range(3)]
             p_gold = np.array(
-                [q[:-1][hit].sum() if hit.any() else q[-1] for q, hit in zip(buckets, hits, strict=False)]
+                [q[:-1][hit].sum() if hit.any() else q[-1] / (V - 4) for q, hit in zip(buckets, hits, strict=False)]
             )
             w = p_gold / p_gold.sum()
         confidence[b, s] = np.einsum("t,tv->v", w, teachers[b, :, s])
-    np.testing.assert_allclose(fused_dense(*fuse_topk(ids, logprobs, "min_entropy")), min_entropy, atol=1e-6)
     np.testing.assert_allclose(
-        fused_dense(*fuse_topk(ids, logprobs, "confidence", labels=labels)), confidence, atol=1e-6
+        fused_dense(*fuse_topk(ids, logprobs, "min_entropy", vocab_size=V)), min_entropy, atol=1e-6
     )
+    fused = fuse_topk(ids, logprobs, "confidence", labels=labels, vocab_size=V)
+    np.testing.assert_allclose(fused_dense(*fused), confidence, atol=1e-6)
+    for fusion in ("min_entropy", "confidence"):  # without V a tail's spread is unknown: refused, not guessed
+        with pytest.raises(ValueError, match=f"fusion='{fusion}' of top-k teachers needs the vocabulary size"):
+            fuse_topk(ids, logprobs, fusion, labels=labels)
+
+
+def test_confidence_does_not_take_an_empty_slot_for_the_gold_token():
+    """A teacher with fewer tokens than k (empty slots, whatever id fills them): the gold token outside its tokens
+    gets its tail's share, whichever id the empty slots hold (id 0 here is the gold token)."""
+    ids = torch.tensor([[5, 0, 7, 8], [5, 6, 0, 0]])[None, :, None].expand(1, 2, 2, 4)
+    logprobs = torch.tensor([[0.5, 0.3, 0.1, 0.05], [0.6, 0.3, 0.0, 0.0]]).log()[None, :, None].expand(1, 2, 2, 4)
+    labels = torch.tensor([[9, 0]])  # position 0 predicts token 0: teacher 0 holds it at 0.3, teacher 1 does not
+    other_fill = ids.clone()
+    other_fill[0, 1, :, 2:] = 3
+    fused = [fuse_topk(i, logprobs, "confidence", labels=labels, vocab_size=V) for i in (ids, other_fill)]
+    weights = np.array([0.3, 0.1 / (V - 2)]) / (0.3 + 0.1 / (V - 2))
+    expected = weights[0] * 0.3  # teacher 1 has no probability on token 0
+    for fused_ids, fused_logprobs in fused:
+        assert fused_dense(fused_ids, fused_logprobs)[0, 0, 0] == pytest.approx(expected, rel=1e-5)
+
+
+def test_reverse_kl_does_not_charge_a_tail_lost_to_rounding_as_a_teacher_that_rules_every_other_token_out():
+    """A confident teacher's true tail (1e-9) is below float32 resolution: its stored top-k sums to 1. Read as 0,
+    reverse KL would charge the student's tail log(1 / 2.2e-308) = 708 nats a unit; read at the rounding bound, the
+    bucketed loss stays below the dense one (the bucketed KL can never exceed it)."""
+    teacher = torch.full((1, 1, V), -30.0)
+    teacher[..., :3] = torch.tensor([12.0, 2.0, 1.0])
+    student = torch.zeros(1, 1, V)
+    student[..., 0] = 3.0
+    ids, logprobs = topk_from_logits(teacher, 3, torch.float16)
+    dense_teacher_log_probs = torch.log_softmax(teacher.double(), -1)
+    dense_student_log_probs = torch.log_softmax(student.double(), -1)
+    reverse_dense = (dense_student_log_probs.exp() * (dense_student_log_probs - dense_teacher_log_probs)).sum()
+    sparse = build_kd_loss("reverse_kl", tokens=True).divergence(*token_log_probs(student, ids, logprobs, 1.0))
+    assert 0 < sparse.item() < reverse_dense.item()
 
 
 def test_fused_targets_feed_the_sparse_loss_and_equal_the_dense_mixture_at_k_equal_to_the_vocabulary():
@@ -277,3 +314,48 @@ def test_losses_are_refused_where_they_do_not_apply(tmp_path, sentiment_data, to
     expected = 0.7 * numpy_divergence("reverse_kl", logits.double().numpy(), fused, 2.0)
     expected += 0.3 * -log_softmax(logits.double().numpy())[np.arange(16), batch["labels"].numpy()].mean()
     assert loss.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_live_teacher_that_rules_a_token_out_gives_a_finite_loss_and_entropy():
+    """A live teacher's -inf logit (a masked token) reads as the smallest positive float, not as a NaN."""
+    teacher_logits, student = torch.randn(1, 3, V), torch.randn(1, 3, V)
+    teacher_logits[..., -1] = float("-inf")
+    teacher = live_log_probs(teacher_logits)
+    labels = torch.tensor([[1, 2, 3]])
+    for kd in ("forward_kl", "reverse_kl", "jsd"):
+        divergence = build_kd_loss(kd, tokens=True).divergence
+        assert torch.isfinite(token_kd_terms(student, (None, teacher), labels, 2.0, 0.5, divergence=divergence)["kd"])
+    assert torch.isfinite(token_entropy(TokenSignal(teacher[:, None]))).all()
+
+
+@pytest.mark.parametrize("shift", [2.0, 14.0, 22.0])
+def test_a_confident_students_tail_and_its_gradient_are_exact(shift):
+    """The student's tail is summed apart from its top-k share (`StudentNormalisers`): as 1 - that share over a
+    float32 normaliser, a tail of 3e-8 read as 1.6e-6 and its logits' gradient came out 55 times too small. Checked
+    against float64 autograd over the full vocabulary, with an empty slot (its filler id a tail token) in the top-k."""
+    vocab, k = 1000, 8
+    generator = torch.Generator().manual_seed(0)
+    teacher = torch.randn(1, 2, vocab, generator=generator)
+    teacher[..., :k] += 6.0  # a teacher tail of about 0.4
+    logprobs, ids = torch.log_softmax(teacher, -1).topk(k, -1)
+    logprobs[0, 1, -1], ids[0, 1, -1] = float("-inf"), 500  # an empty slot whose filler id is a tail token
+    student = torch.randn(1, 2, vocab, generator=generator) * 0.5 + 10.0
+    student.scatter_add_(-1, ids, torch.full(ids.shape, shift))
+    student = student.requires_grad_(True)
+    loss = forward_kl(*token_log_probs(student, ids, logprobs, 1.0)).sum()
+    (grad,) = torch.autograd.grad(loss, student)
+
+    reference = student.detach().double().requires_grad_(True)
+    log_probs = torch.log_softmax(reference, -1)
+    empty = logprobs == float("-inf")
+    inside = torch.zeros_like(log_probs).scatter_add_(-1, ids, (~empty).double()) > 0  # the top-k's real tokens
+    student_buckets = torch.cat(
+        [log_probs.gather(-1, ids), log_probs.masked_fill(inside, -torch.inf).logsumexp(-1)[..., None]], -1
+    )
+    student_buckets[..., :-1] = student_buckets[..., :-1].masked_fill(empty, -1e30)
+    teacher_top = logprobs.double().masked_fill(empty, -1e30)
+    teacher_buckets = torch.cat([teacher_top, torch.log1p(-teacher_top.exp().sum(-1, keepdim=True))], -1)
+    expected = forward_kl(teacher_buckets, student_buckets).sum()
+    (expected_grad,) = torch.autograd.grad(expected, reference)
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+    torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-9)

@@ -91,6 +91,11 @@ def set_at(value, index=2):
         ("teacher_topk_ids", set_at(-1), r"ids outside \[0, 64\)"),
         ("teacher_topk_logprobs", set_at(0.5), r"log-probabilities above 0 or NaN in 1 rows \(first rows: \[2\]\)"),
         ("teacher_topk_logprobs", set_at(float("nan")), "log-probabilities above 0 or NaN"),
+        (
+            "teacher_topk_logprobs",
+            lambda i, row: np.full_like(row, np.log(0.9)) if i == 3 else row,
+            r"sum above 1 by more than rounding \(up to 3.6000; .* in 1 rows \(first rows: \[3\]\)",
+        ),
         ("both", lambda i, row: row[:, :-1] if i == 5 else row, r"another length than input_ids in 1 rows .*\[5\]"),
     ],
 )
