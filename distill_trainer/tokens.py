@@ -145,9 +145,12 @@ def bucket_log_probs(
             student's, from its logits: `StudentNormalisers`); None: `1 - sum(p)`.
     """
     log_probs = log_probs.masked_fill(empty, EMPTY)
+    tiny = torch.finfo(log_probs.dtype).tiny
     if log_tail is None:
         log_top = torch.logsumexp(log_probs, dim=-1, keepdim=True).clamp(max=0.0)
-        log_tail = torch.log((-torch.expm1(log_top)).clamp(min=torch.finfo(log_top.dtype).tiny))
+        log_tail = torch.log((-torch.expm1(log_top)).clamp(min=tiny))
+    else:
+        log_tail = log_tail.clamp(min=math.log(tiny))
     if vocab_size is not None:
         outside = log_outside(empty, vocab_size, log_tail.dtype)
         log_tail = outside + (log_tail - outside) / temperature
@@ -177,44 +180,42 @@ def teacher_buckets(log_probs: torch.Tensor, temperature: float, vocab_size: int
 
 class StudentNormalisers(torch.autograd.Function):
     """`(log Z, log Z_outside)` `[batch, seq, 1]` of a student's `[batch, seq, vocab]` float32 logits: over the whole
-    vocabulary, and over the tokens outside the teacher's `ids`. The outside sum is the whole sum less the top-k's,
-    both added in `dtype` (float64) from the same float32 terms, so a confident student's tail keeps its digits
-    (as `1 - sum(p)` over a float32 log-normaliser it is lost below about 1e-6, and its gradient with it). Like
-    `logsumexp`, only the logits are kept for the backward pass, which recomputes the terms.
+    vocabulary, and over the tokens outside the teacher's `ids`, each summed on its own, so a confident student's
+    tail keeps float32's relative precision (as `1 - sum(p)` over the whole normaliser it was lost below about
+    1e-6, and its gradient with it). Like `logsumexp`, only the logits are kept for the backward pass.
     """
 
     @staticmethod
-    def forward(ctx, logits, ids, empty, dtype):
-        """The two log-normalisers in `dtype`.
+    def forward(ctx, logits, ids, empty):
+        """The two log-normalisers, float32.
 
         Args:
             logits: `[batch, seq, vocab]` float32 student logits.
             ids: `[batch, seq, k]` int64 teacher ids; `empty`: True at empty slots (not tokens of the top-k).
-            dtype: The precision of the sums and results.
         """
+        first_real = ids.gather(-1, (~empty).long().argmax(-1, keepdim=True))
+        inside = torch.where(empty, first_real, ids)  # an empty slot's filler id is no token of the top-k
         shift = logits.amax(-1, keepdim=True)
-        terms = (logits - shift).exp()
-        total = terms.sum(-1, keepdim=True, dtype=dtype)
-        inside = terms.gather(-1, ids).masked_fill(empty, 0.0).sum(-1, keepdim=True, dtype=dtype)
-        log_norm = shift.to(dtype) + total.log()
-        log_outside = shift.to(dtype) + (total - inside).clamp(min=torch.finfo(dtype).tiny).log()
-        ctx.save_for_backward(logits, ids, empty, log_norm, log_outside)
+        terms = (logits - shift).exp_()
+        log_norm = shift + terms.sum(-1, keepdim=True).log()
+        log_outside = shift + terms.scatter_(-1, inside, 0.0).sum(-1, keepdim=True).log()
+        ctx.save_for_backward(logits, inside, log_norm, log_outside)
         return log_norm, log_outside
 
     @staticmethod
     def backward(ctx, grad_norm, grad_outside):
-        """`softmax(z) * grad_norm`, plus, outside the top-k, the softmax over those tokens times `grad_outside`.
+        """`softmax(z) * grad_norm`, plus, outside the top-k, the softmax over those tokens times `grad_outside`:
+        one exponential, `exp(z - log Z_outside) * (grad_norm * Z_outside / Z + grad_outside)` outside, the top-k's
+        written over it.
 
         Args:
             grad_norm: `[batch, seq, 1]` the loss's gradient with respect to log Z; `grad_outside`: to log Z_outside.
         """
-        logits, ids, empty, log_norm, log_outside = ctx.saved_tensors
-        grad = (logits - log_norm.float()).exp_().mul_(grad_norm.float())
-        grad += (logits - log_outside.float()).clamp_(max=0.0).exp_().mul_(grad_outside.float())
-        real = ids.gather(-1, (~empty).long().argmax(-1, keepdim=True))  # empty slots rewrite a real slot's token
-        inside = torch.where(empty, real, ids)
-        inside_grad = (logits.gather(-1, inside) - log_norm.float()).exp_().mul_(grad_norm.float())
-        return grad.scatter_(-1, inside, inside_grad), None, None, None
+        logits, inside, log_norm, log_outside = ctx.saved_tensors
+        outside_share = (log_outside - log_norm).exp()
+        grad = (logits - log_outside).clamp_(max=0.0).exp_().mul_(grad_norm * outside_share + grad_outside)
+        inside_grad = (logits.gather(-1, inside) - log_norm).exp_().mul_(grad_norm)
+        return grad.scatter_(-1, inside, inside_grad), None, None
 
 
 def token_log_probs(
@@ -238,7 +239,7 @@ def token_log_probs(
             return F.log_softmax(logprobs.float() / temperature, dim=-1), student
         precise, ids = precise_dtype(student_logits.device), ids.long()
         empty, vocab_size = logprobs == float("-inf"), student_logits.shape[-1]
-        log_norm, log_outside = StudentNormalisers.apply(student_logits.float(), ids, empty, precise)
+        log_norm, log_outside = (x.to(precise) for x in StudentNormalisers.apply(student_logits.float(), ids, empty))
         student = student_logits.gather(-1, ids).to(precise) - log_norm
         teacher = teacher_buckets(logprobs.to(precise), temperature, vocab_size)
         return teacher, bucket_log_probs(student, empty, temperature, vocab_size, log_tail=log_outside - log_norm)

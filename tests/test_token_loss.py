@@ -359,3 +359,6 @@ def test_a_confident_students_tail_and_its_gradient_are_exact(shift):
     (expected_grad,) = torch.autograd.grad(expected, reference)
     assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
     torch.testing.assert_close(grad.double(), expected_grad, rtol=1e-4, atol=1e-9)
+    beyond_float32 = student.detach().scatter_add(-1, ids, torch.full(ids.shape, 1e3)).requires_grad_(True)
+    loss = forward_kl(*token_log_probs(beyond_float32, ids, logprobs, 2.0)).sum()  # its tail underflows to 0
+    assert torch.isfinite(loss) and torch.isfinite(torch.autograd.grad(loss, beyond_float32)[0]).all()
