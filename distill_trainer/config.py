@@ -128,9 +128,10 @@ class DistillationConfig(TrainingArguments):
     calibrate_teachers: bool = field(
         default=False,
         metadata={
-            "help": "Divide each teacher's logits by its own temperature before fusing (temperature scaling fitted "
-            "by NLL on the eval split when the trainer is built): teachers of different confidence then weigh "
-            "alike. Composes with every fusion."
+            "help": "Divide each teacher's logits by its own temperature before fusing (temperature scaling by NLL: "
+            "the temperatures fitted at extraction on the dev split, else the validation split, from the logit "
+            "metadata; without them, fitted on the eval split when the trainer is built): teachers of different "
+            "confidence then weigh alike. Composes with every fusion."
         },
     )
     alpha_schedule: str = field(

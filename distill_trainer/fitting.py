@@ -14,6 +14,7 @@ import numpy as np
 from .logits import read_metadata, teacher_logits_array
 
 logger = logging.getLogger(__name__)
+TEMPERATURE_BOUNDS = (1e-2, 1e2)  # where temperature scaling searches; a fit at either end is reported
 
 
 def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[float]:
@@ -55,8 +56,21 @@ def fit_teacher_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[flo
             scaled = z / np.exp(log_temperature)
             return float(np.mean(logsumexp(scaled, axis=1) - scaled[np.arange(len(gold)), gold]))
 
-        fit = minimize_scalar(nll, bounds=(np.log(1e-2), np.log(1e2)), method="bounded", options={"xatol": 1e-6})
+        bounds = (np.log(TEMPERATURE_BOUNDS[0]), np.log(TEMPERATURE_BOUNDS[1]))
+        fit = minimize_scalar(nll, bounds=bounds, method="bounded", options={"xatol": 1e-6})
         temperatures.append(float(np.exp(fit.x)))
+        always_right = bool((rows[:, teacher].argmax(-1) == gold).all())  # its likelihood is best as T -> 0
+        if always_right or min(fit.x - bounds[0], bounds[1] - fit.x) < 0.05:
+            logger.warning(
+                "The calibration temperature of teacher column %d, %.3g, does not calibrate it: %s, so its logits "
+                "are scaled by %.3g. Fit on more or harder rows, or leave calibrate_teachers off.",
+                teacher,
+                temperatures[-1],
+                f"it is right on every one of the {len(gold)} fit rows"
+                if always_right
+                else f"the fit on {len(gold)} rows ends at the search's bound {TEMPERATURE_BOUNDS}",
+                1 / temperatures[-1],
+            )
     return temperatures
 
 
@@ -160,7 +174,7 @@ def temperatures_and_weights(
     if stored:
         temperatures = stored["teacher_temperatures"] if calibrate else None
         weights = stored["fusion_weights_calibrated" if calibrate else "fusion_weights"]
-        source = f"the logit metadata (fitted at extraction on {stored['num_rows']} validation rows)"
+        source = f"the logit metadata (fitted at extraction on {stored['num_rows']} {metadata.fit_split} rows)"
     else:
         candidates = eval_dataset.values() if isinstance(eval_dataset, dict) else [eval_dataset]
         split = next(

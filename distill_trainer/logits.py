@@ -9,6 +9,7 @@ so a logit dataset can always say which teachers made it, in what order, with wh
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Sequence
 
 import datasets
@@ -21,6 +22,8 @@ from .logit_metadata import (  # noqa: F401 (re-exported: imported from here by 
     read_metadata,
     write_metadata,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def input_fingerprint(dataset: datasets.Dataset, input_columns: Sequence[str]) -> str:
@@ -81,7 +84,8 @@ def teacher_fingerprints(logits: np.ndarray, keys: Sequence[bytes] | None = None
 
 
 def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, dataset: datasets.Dataset) -> None:
-    """Refuse teacher columns that are not, in order, the ones the metadata describes (full datasets only).
+    """Refuse teacher columns that are not, in order, the ones the metadata describes (full datasets only; a
+    subset is logged as unchecked).
 
     Args:
         metadata: The dataset's logit metadata; without `teacher_fingerprints` nothing is checked.
@@ -89,7 +93,16 @@ def check_teacher_columns(metadata: LogitDatasetMetadata, logits: np.ndarray, da
             (a subset) is not checked.
         dataset: The rows, for their `row_keys` (format 2).
     """
-    if not metadata.teacher_fingerprints or len(logits) != metadata.num_rows:
+    if not metadata.teacher_fingerprints:
+        return
+    if len(logits) != metadata.num_rows:
+        logger.warning(
+            "%d of the %d rows the teacher logits were extracted for: a subset's teacher columns cannot be checked "
+            "against the metadata's fingerprints (swapped or edited columns); validate the whole dataset before "
+            "selecting from it (validate_logit_dataset).",
+            len(logits),
+            metadata.num_rows,
+        )
         return
     missing = [column for column in metadata.input_columns if column not in dataset.column_names]
     if metadata.format_version >= 2 and missing:  # the keys bind each row's logits to these inputs

@@ -18,7 +18,7 @@ import math
 import datasets
 import pyarrow.compute as pc
 import torch
-from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from .fusion import check_teacher_logits
 from .labels import check_label_values
@@ -38,6 +38,17 @@ def on_host(tensor: torch.Tensor) -> bool:
         tensor: Any tensor.
     """
     return tensor.device.type == "cpu"
+
+
+def pools_last_token(model) -> bool:
+    """Whether a sequence classifier is decoder-only (its architecture has a causal LM and no masked LM): it scores
+    the last token, and its first token's state has seen only that token (no [CLS] summary of the input).
+
+    Args:
+        model: A transformers sequence classifier.
+    """
+    model_type = getattr(model.config, "model_type", None)
+    return model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 
 def is_causal_lm(model) -> bool:
@@ -131,19 +142,37 @@ def prepare_live_teachers(teachers, student, device, token_level: bool) -> list:
         if is_causal_lm(teacher) != token_level:
             kind = "causal LMs" if token_level else "sequence classifiers"
             raise ValueError(f"Live teacher {model_name(teacher)!r} does not match the student: both must be {kind}.")
-        if token_level and teacher.config.vocab_size != student.config.vocab_size:
+        vocabularies = [getattr(m.config.get_text_config(), "vocab_size", None) for m in (teacher, student)]
+        if None not in vocabularies and vocabularies[0] != vocabularies[1]:
             raise ValueError(
-                f"Live teacher {model_name(teacher)!r} has a vocabulary of {teacher.config.vocab_size} tokens but "
-                f"the student {model_name(student)!r} has {student.config.vocab_size}: teachers and student must "
-                "share one tokenizer (cross-tokenizer distillation is not supported)."
+                f"Live teacher {model_name(teacher)!r} has a vocabulary of {vocabularies[0]} tokens but the student "
+                f"{model_name(student)!r} has {vocabularies[1]}: a live teacher reads the student's input ids, so "
+                "they must share one tokenizer (cross-tokenizer distillation is not supported)."
             )
         if not token_level and teacher.config.num_labels != student.config.num_labels:
             raise ValueError(
                 f"Live teacher {model_name(teacher)!r} has {teacher.config.num_labels} labels but the student has "
                 f"{student.config.num_labels}."
             )
+        names = [named_labels(m) for m in (teacher, student)]
+        if not token_level and None not in names and [n.lower() for n in names[0]] != [n.lower() for n in names[1]]:
+            raise ValueError(
+                f"Live teacher {model_name(teacher)!r} has labels {names[0]} but the student's id2label has "
+                f"{names[1]}: its logits would be read in the student's label order. Fix either model's id2label."
+            )
         teacher.to(device).eval().requires_grad_(False)
     return teachers
+
+
+def named_labels(model) -> list[str] | None:
+    """A classifier's label names in id order, or None where they are all transformers' placeholders `LABEL_i`
+    (which say nothing about the classes, so no order can be checked).
+
+    Args:
+        model: A sequence classifier.
+    """
+    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
+    return None if all(name == f"LABEL_{i}" for i, name in enumerate(names)) else names
 
 
 def check_token_split(dataset, split: str, student, tokenizer, teachers: list, required: bool) -> int | None:

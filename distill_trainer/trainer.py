@@ -34,6 +34,7 @@ from .signals import (
     check_token_split,
     is_causal_lm,
     on_host,
+    pools_last_token,
     prepare_live_teachers,
     weights_from_metadata,
 )
@@ -154,6 +155,14 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         names = [name for name in (args.fusion, args.curriculum_fusion) if name]
         classes = [fusion_strategy(name) for name in names]
         check_strategies(classes, self.token_level, bool(self.signals.teachers), args.calibrate_teachers)
+        readers = [cls.name for cls in classes if cls.needs_hidden_state]
+        if readers and not self.token_level and pools_last_token(self.model):
+            raise ValueError(
+                f"fusion {readers[0]!r} reads the student's first-token hidden state ([CLS] in an encoder), but "
+                f"{type(self.model).__name__} is decoder-only: its first token has seen only itself, so every "
+                "example would get the same teacher weights. Use a strategy that reads no hidden state, or an "
+                "encoder student."
+            )
         if "weighted" in names and self.fusion_weights is None:
             self.fusion_weights = weights_from_metadata(train_dataset)
         if self.num_labels == 1:  # regression: only what means something for scalar predictions
@@ -329,7 +338,10 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         and the curriculum follow, so the first step trains with the start values and the last with exactly the
         end values (`alpha_end`, `temperature_end`, the curriculum's target); a one-step run uses the start values.
         Derived from the global step alone (not from state a resume could lose), so a resumed run continues where
-        the interrupted one was. All micro-batches of an accumulated step share it."""
+        the interrupted one was. All micro-batches of an accumulated step share it. Evaluation uses the end values:
+        its loss then compares across steps (`load_best_model_at_end` and early stopping on `eval_loss`)."""
+        if not self.model.training:
+            return 1.0
         last = self.state.max_steps - 1
         return min(self.state.global_step / last, 1.0) if last > 0 else 0.0
 

@@ -1,5 +1,7 @@
 """Bad input gets a ValueError that names the problem, raised before any training step runs."""
 
+import logging
+
 import datasets
 import numpy as np
 import pytest
@@ -180,7 +182,7 @@ def test_metadata_that_contradicts_the_column(logit_dataset):
         validate_logit_dataset(truncated)
 
 
-def test_teacher_columns_in_another_order_or_edited_are_refused(logit_dataset):
+def test_teacher_columns_in_another_order_or_edited_are_refused(logit_dataset, caplog):
     validate_logit_dataset(logit_dataset.shuffle(seed=3))  # rows move with their inputs: fine
     feature = logit_dataset.features["teacher_logits"]
     swapped = logit_dataset.map(
@@ -198,6 +200,9 @@ def test_teacher_columns_in_another_order_or_edited_are_refused(logit_dataset):
     with pytest.raises(ValueError, match="edited after extraction"):
         validate_logit_dataset(edited)
     assert feature.shape == (3, 2)
+    with caplog.at_level(logging.WARNING, logger="distill_trainer.logits"):  # a subset cannot be checked: said so
+        validate_logit_dataset(swapped.select(range(10)))
+    assert "10 of the 128 rows the teacher logits were extracted for" in caplog.text
 
 
 def test_a_dataset_without_the_inputs_its_logits_are_bound_to_is_refused_by_name(tmp_path, logit_dataset, tokenizer):
@@ -228,3 +233,35 @@ def test_collator_pads_text_and_stacks_teachers(tokenizer, sentiment_data):
     assert batch["input_ids"].shape[0] == 4 and "labels" in batch
     with pytest.raises(ValueError, match="Only 3 of 4 rows"):
         collator(rows[:3] + [{k: v for k, v in rows[3].items() if k != "teacher_logits"}])
+
+
+def test_a_live_teacher_of_another_label_order_or_vocabulary_is_refused(tmp_path):
+    """Live teachers read the student's input ids and are read in its label order: both are checked, as stored
+    logits are (a reversed id2label, or a teacher of another vocabulary, had trained silently)."""
+    rows = datasets.Dataset.from_dict({"input_ids": [[1, 2, 3]] * 4, "label": [0, 1, 0, 1]})
+    named = {"id2label": {0: "negative", 1: "positive"}, "label2id": {"negative": 0, "positive": 1}}
+    reversed_names = {"id2label": {0: "positive", 1: "negative"}, "label2id": {"positive": 0, "negative": 1}}
+    other_vocabulary = tiny_student(**named)
+    other_vocabulary.resize_token_embeddings(50)
+    for teacher, message in (
+        (tiny_student(**reversed_names), r"labels \['positive', 'negative'\] but the student's id2label has"),
+        (other_vocabulary, "vocabulary of 50 tokens but the student .* has"),
+    ):
+        with pytest.raises(ValueError, match=message):
+            DistillationTrainer(
+                model=tiny_student(**named), args=args(tmp_path), train_dataset=rows, teacher_models=[teacher]
+            )
+
+
+def test_gating_with_a_decoder_only_classifier_is_refused(tmp_path):
+    """The gate reads the first token's state; a decoder-only student's has seen only that token."""
+    from transformers import GPT2Config, GPT2ForSequenceClassification
+
+    student = GPT2ForSequenceClassification(
+        GPT2Config(vocab_size=50, n_embd=16, n_layer=1, n_head=2, n_positions=32, num_labels=2, pad_token_id=0)
+    )
+    rows = datasets.Dataset.from_dict(
+        {"input_ids": [[1, 2, 3]] * 4, "label": [0, 1, 0, 1], "teacher_logits": [[[0.0, 1.0], [1.0, 0.0]]] * 4}
+    )
+    with pytest.raises(ValueError, match="fusion 'gating' reads the student's first-token .* GPT2ForSequence"):
+        DistillationTrainer(model=student, args=args(tmp_path, fusion="gating"), train_dataset=rows)

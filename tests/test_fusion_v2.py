@@ -146,6 +146,34 @@ def test_scheduled_alpha_and_temperature_are_logged_and_resume_exactly(tmp_path,
         assert torch.equal(value, resumed.model.state_dict()[name]), name
 
 
+def test_evaluation_uses_the_schedules_end_values_so_eval_losses_compare(tmp_path, tokenizer, sentiment_data):
+    """With the weights frozen (learning rate 0), every evaluation scores the same loss: a schedule does not move
+    `eval_loss`, which `load_best_model_at_end` would otherwise pick a checkpoint by."""
+    args = tiny_config(
+        tmp_path,
+        max_steps=4,
+        learning_rate=0.0,
+        eval_strategy="steps",
+        eval_steps=1,
+        alpha=0.9,
+        alpha_schedule="linear",
+        alpha_end=0.1,
+        temperature=4.0,
+        temperature_schedule="linear",
+        temperature_end=1.0,
+    )
+    trainer = DistillationTrainer(
+        model=tiny_student(),
+        args=args,
+        train_dataset=sentiment_data,
+        eval_dataset=sentiment_data,
+        processing_class=tokenizer,
+    )
+    trainer.train()
+    losses = [log["eval_loss"] for log in trainer.state.log_history if "eval_loss" in log]
+    assert len(losses) == 4 and max(losses) - min(losses) < 1e-6
+
+
 def test_fitted_weights_minimise_the_nll_on_the_simplex():
     rng = np.random.default_rng(1)
     labels = rng.integers(0, 2, 600)
@@ -203,3 +231,15 @@ def test_the_recipes_card_states_the_schedule_and_needs_no_baseline():
     card = render_student_card(results, "alice/scheduled")  # no baseline: published alone
     assert "| alpha | 0.2 -> 0.9 (linear schedule) |" in card.text and "| temperature T | 4.0 |" in card.text
     assert "no-distillation" not in card.text and "fusion-average" in card.data.tags
+
+
+def test_a_teacher_right_on_every_fit_row_is_reported_as_uncalibrated(caplog):
+    """Its likelihood is best as T -> 0, so temperature scaling only multiplies its logits: said, not hidden."""
+    labels = np.random.default_rng(0).integers(0, 2, 50)
+    always_right = np.stack([-(2 * labels - 1), 2 * labels - 1], 1) * 2.0
+    noisy = always_right * 0.5 + np.random.default_rng(1).normal(0, 1, (50, 2))
+    with caplog.at_level("WARNING", logger="distill_trainer.fitting"):
+        fit_teacher_temperatures(np.stack([always_right, noisy], 1), labels)
+    assert "temperature of teacher column 0" in caplog.text
+    assert "right on every one of the 50 fit rows" in caplog.text
+    assert "teacher column 1" not in caplog.text
