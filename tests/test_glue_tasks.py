@@ -319,6 +319,16 @@ def test_low_resource_students_learn_unlabelled_rows_from_the_teachers_only(tmp_
     assert runs["none"]["train_rows"] == 40 and runs["confidence"]["train_rows"] == 96  # baseline: labelled rows only
     assert all(run["labelled_rows"] == 40 for run in runs.values())
     assert (tmp_path / "main" / "sst2" / "logits").is_dir() and (tmp_path / "low" / "sst2" / "logits").is_symlink()
+    before = sorted(p.name for p in (tmp_path / "main" / "sst2" / "logits" / "train").iterdir())
+    with pytest.raises(ValueError, match="holds other teachers or rows than this study's"):  # never replaced
+        compare.main(
+            common("sst2")
+            + ["--teachers", "sklearn_tfidf", "--teacher_epochs", "0.3", "--labelled_rows", "40", "--methods", "none"]
+            + ["--study_dir", str(tmp_path / "other")]
+            + ["--teachers_from", str(tmp_path / "main"), "--results_csv", str(tmp_path / "other.csv")]
+            + ["--output_dir", str(tmp_path / "unused"), "--max_steps", "3"]
+        )
+    assert sorted(p.name for p in (tmp_path / "main" / "sst2" / "logits" / "train").iterdir()) == before
     assert os.readlink(tmp_path / "low" / "sst2" / "logits") == os.path.join("..", "..", "main", "sst2", "logits")
     metrics = analyze.main(
         ["--study_dir", str(tmp_path / "low"), "--output_dir", str(tmp_path / "r"), "--resamples", "50"]

@@ -436,10 +436,35 @@ def test_extraction_never_replaces_a_folder_it_did_not_write(study, tmp_path):
         assert not Path(f"{target}.teacher-cache").exists()  # refused before any teacher ran
     previous = tmp_path / "previous-logits"  # a logit dataset it wrote is replaced
     shutil.copytree(root / "logits", previous)
+    notes, student = previous / "NOTES.md", previous / "train" / "student-avg"  # but never what was put inside it
+    notes.write_text("mine")
+    student.mkdir()
+    with pytest.raises(ValueError, match=r"did not write \(NOTES.md, train/student-avg\)"):
+        extract_logits.main(extract + ["--output_dir", str(previous)])
+    assert notes.read_text() == "mine" and student.is_dir()
+    notes.unlink()
+    student.rmdir()
     extract_logits.main(extract + ["--output_dir", str(previous)])
     assert [t.name for t in read_metadata(datasets.load_from_disk(str(previous))["train"]).teachers] == [
         "sklearn_tfidf-sst2"
     ]
+
+
+def test_training_never_overwrites_a_folder_another_run_or_the_user_wrote(study, tmp_path):
+    root, *_ = study
+    teacher = tmp_path / "teacher-copy"  # a teacher given as a student's folder
+    shutil.copytree(root / "t-tiny", teacher)
+    project = tmp_path / "project"  # a user's folder given as a teacher's
+    project.mkdir()
+    (project / "notes.txt").write_text("mine")
+    before = {path.name: path.read_bytes() for path in teacher.iterdir() if path.is_file()}
+    student = ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"), "--max_steps", "1"]
+    with pytest.raises(ValueError, match=r"already holds .*teacher_info.json, .*and no eval_results.json"):
+        distill.main(COMMON + student + ["--fusion", "average", "--output_dir", str(teacher)])
+    with pytest.raises(ValueError, match=r"already holds notes.txt, and no teacher_info.json"):
+        train_teacher.main(COMMON + ["--model_name_or_path", "sklearn_tfidf", "--output_dir", str(project)])
+    assert {path.name: path.read_bytes() for path in teacher.iterdir() if path.is_file()} == before
+    assert sorted(path.name for path in project.iterdir()) == ["notes.txt"]
 
 
 def test_the_same_seed_gives_the_same_student(study, tmp_path):

@@ -277,8 +277,9 @@ class StudyArguments:
     teachers_from: str | None = field(
         default=None,
         metadata={
-            "help": "Take the teachers and logit dataset from this other study folder (trained there if missing) "
-            "and link them into --study_dir: e.g. a low-resource study on the main study's teachers."
+            "help": "Take the teachers and logit dataset from this other study folder (trained there if missing; "
+            "a logit dataset of other teachers or rows there is refused, never replaced) and link them into "
+            "--study_dir: e.g. a low-resource study on the main study's teachers."
         },
     )
     study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 from collections.abc import Sequence
 from dataclasses import replace
@@ -294,6 +295,30 @@ def check_replaceable(output_dir: str) -> None:
             f"--output_dir {output_dir} exists and is not a logit dataset written by extract_logits; it would be "
             "replaced (deleted). Choose a new folder, or remove it yourself if you mean to."
         )
+    foreign = not_written_by_save_to_disk(output_dir)
+    if foreign:
+        raise ValueError(
+            f"--output_dir {output_dir} is a logit dataset, but it also holds what extract_logits did not write "
+            f"({', '.join(foreign[:5])}{' ...' if len(foreign) > 5 else ''}), which replacing it would delete. Move "
+            "that out, or choose a new folder."
+        )
+
+
+def not_written_by_save_to_disk(folder: str) -> list[str]:
+    """The entries of a saved `DatasetDict` folder that neither `save_to_disk` nor `datasets` caches nor the card
+    wrote (e.g. a user's notes or a student folder put inside it).
+
+    Args:
+        folder: A folder `datasets.load_from_disk` reads as a `DatasetDict`.
+    """
+    with open(os.path.join(folder, "dataset_dict.json")) as handle:
+        splits = json.load(handle)["splits"]
+    found = sorted(set(os.listdir(folder)) - {"dataset_dict.json", "README.md", *splits})
+    for split in splits:
+        for entry in sorted(os.listdir(os.path.join(folder, split))):
+            if not re.fullmatch(r"(data|cache)-.*\.arrow|dataset_info\.json|state\.json", entry):
+                found.append(f"{split}/{entry}")
+    return found
 
 
 def save_dataset_atomically(dataset: datasets.DatasetDict, output_dir: str) -> None:

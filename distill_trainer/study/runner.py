@@ -195,6 +195,12 @@ def run_study(data: TaskData, study: StudyArguments, config: DistillationConfig)
         )
     logits_dir = os.path.join(teachers_root, "logits")
     if not os.path.isdir(logits_dir) or not logits_of(logits_dir, records, data):
+        if study.teachers_from and os.path.isdir(logits_dir):
+            raise ValueError(
+                f"--teachers_from {study.teachers_from}: its logit dataset {logits_dir} holds other teachers or rows "
+                f"than this study's ({[r.name for r in records]}); extracting these would replace it, and that "
+                "study's students were trained on it. Ask for its teachers and rows, or drop --teachers_from."
+            )
         extract_to_disk(data, teacher_dirs, logits_dir)
     if study.teachers_from:  # linked into this study's folder, so that analyze.py finds them there
         link_into(root, [*teacher_dirs, logits_dir])

@@ -15,7 +15,7 @@ from ..labels import check_label_values
 from ..logits import input_fingerprint
 from .args import for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
-from .runs import TeacherRecord, base_model_name, device_name, display_name, processor_name
+from .runs import TeacherRecord, base_model_name, check_output_dir, device_name, display_name, processor_name
 from .task_data import TaskData
 from .tasks import compute_task_metrics, first_rows, metrics_for_trainer, task_texts
 from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_teacher, sharded_logits
@@ -58,6 +58,7 @@ def train_teacher(
             raise ValueError(f"The {where} has unlabelled rows (-100): a teacher trains and is scored on labels only.")
     name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
     output_dir = training_args.output_dir
+    check_output_dir(output_dir, TeacherRecord.FILE)
     started = time.perf_counter()
     epochs, device = {}, "cpu"
     if model_name_or_path == SKLEARN_TEACHER:

@@ -29,7 +29,7 @@ from .logit_data import load_logit_dataset
 from .packaged_models import resolve_model
 from .questions import student_question
 from .results import student_result
-from .runs import LOGITS_FILE_BY_SPLIT, StudentResult, training_settings
+from .runs import LOGITS_FILE_BY_SPLIT, StudentResult, check_output_dir, training_settings
 from .student_model import (  # noqa: F401 (re-exported: imported from here before they had their own module)
     BUNDLED_LAYERS_FILE,
     check_bundled_layers,
@@ -205,6 +205,7 @@ def distill_student(
         check_against_data: Refuse a logit dataset whose training rows are not `data`'s (off: trust it).
     """
     task = data.task
+    check_output_dir(config.output_dir, StudentResult.FILE)
     logit_data = load_logit_dataset(logit_dataset)
     train, validation = (
         first_rows(logit_data[split], data.options.get(option))
