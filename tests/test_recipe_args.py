@@ -112,6 +112,20 @@ def test_bad_study_methods_are_refused_before_any_work(options, message):
             )
 
 
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--alphas", "0.5,1.5"], r"--alphas must be one or more values in \[0, 1\], got \[0.5, 1.5\]"),
+        (["--temperatures", "3,0"], r"--temperatures must be one or more values finite numbers > 0"),
+    ],
+)
+def test_a_sweep_refuses_a_bad_grid_value_before_the_first_cell_trains(options, message):
+    with pytest.raises(ValueError, match=message):
+        importlib.import_module("sweep").main(
+            ["--output_dir", "out", "--logit_dataset", "l", "--student_model", "s", *options]
+        )
+
+
 def test_config_keys_this_command_has_no_option_for_are_named_with_the_file(tmp_path, caplog):
     """One task config serves every recipe (train_teacher has no --temperature): such keys are ignored, and the
     warning names them and the file; a file that is not a mapping is refused."""

@@ -8,6 +8,7 @@ With `--methods average,gating` each method gets the grid and the best T per met
 compare.py's --method_temperatures takes); `--method_temperatures gating=3` sweeps alpha only, at T=3.
 """
 
+import math
 from dataclasses import dataclass, field
 
 from distill_trainer import DistillationConfig
@@ -39,8 +40,15 @@ class GridArguments:
         metadata={"help": "METHOD=T: sweep that method's alpha at this T only (e.g. gating=3)."},
     )
 
-    def __post_init__(self):  # every method refused before any student trains
+    def __post_init__(self):  # every method and value refused before any student trains, naming its option
         method_temperatures(self.method_temperatures, self.methods or [])
+        for option, values, valid, rule in (
+            ("--temperatures", self.temperatures, lambda t: math.isfinite(t) and t > 0, "finite numbers > 0"),
+            ("--alphas", self.alphas, lambda a: 0.0 <= a <= 1.0, "in [0, 1]"),
+        ):
+            bad = [value for value in values if not valid(value)]
+            if bad or not values:
+                raise ValueError(f"{option} must be one or more values {rule}, got {values}.")
 
 
 def main(argv=None, prog=None):
