@@ -429,10 +429,10 @@ def test_a_study_run_in_parts_keeps_every_parts_rows_in_the_results_table():
     own (v3's MRPC table had kept only the last call's 15 rows)."""
     import pandas as pd
 
-    from distill_trainer.study.runner import merge_results
+    from distill_trainer.study.results_table import merge_results
 
-    def rows(task, runs):
-        return pd.DataFrame([{"task": task, "method": m, "seed": seed, "score": score} for m, seed, score in runs])
+    def rows(task, runs, study="runs/v3"):
+        return pd.DataFrame([dict(study_dir=study, task=task, method=m, seed=s, score=v) for m, s, v in runs])
 
     teachers = [("t0", None, 0.9), ("t1", None, 0.8)]
     first = pd.concat([rows("sst2", [("none", 42, 0.5)]), rows("mrpc", [*teachers, ("none", 42, 0.7)])])
@@ -443,3 +443,11 @@ def test_a_study_run_in_parts_keeps_every_parts_rows_in_the_results_table():
         [("sst2", "none", 42), ("mrpc", "t0", -1), ("mrpc", "t1", -1), ("mrpc", "gating", 42), ("mrpc", "none", 42)]
     )
     assert merged[(merged.task == "mrpc") & (merged.method == "none")].score.tolist() == [0.72]  # the rerun's
+
+    # another study (other settings) in the same CSV keeps its rows apart instead of replacing the first's
+    other = merge_results(merged, rows("mrpc", [("none", 42, 0.6)], study="runs/other"))
+    assert sorted(other[(other.task == "mrpc") & (other.method == "none")].score) == [0.6, 0.72]
+    # rows from before the study_dir column are taken as the writing study's, so its rerun still replaces them
+    legacy = merge_results(first.drop(columns="study_dir"), second)
+    assert legacy[(legacy.task == "mrpc") & (legacy.method == "none")].score.tolist() == [0.72]
+    assert set(legacy.study_dir) == {"runs/v3"}

@@ -211,9 +211,12 @@ def test_publishing_again_updates_and_exist_ok_false_refuses(published):
     api = HfApi()
     before = api.model_info("alice/tiny-teacher-sst2").sha
     (root / "teacher" / "notes.txt").write_text("second upload")
+    (root / "teacher" / "README.md").write_text("my own notes")  # was replaced by the card, locally too
     publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", commit_message="Add notes")
     assert api.model_info("alice/tiny-teacher-sst2").sha != before
     assert "notes.txt" in api.list_repo_files("alice/tiny-teacher-sst2")
+    assert (root / "teacher" / "README.md").read_text() == "my own notes"
+    assert "teacher" in ModelCard.load(hf_hub_download("alice/tiny-teacher-sst2", "README.md")).data.tags
     with pytest.raises(HfHubHTTPError) as error:
         publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", exist_ok=False)
     assert error.value.response.status_code == 409

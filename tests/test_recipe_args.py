@@ -115,8 +115,34 @@ def test_bad_study_methods_are_refused_before_any_work(options, message):
 @pytest.mark.parametrize(
     "options, message",
     [
+        (["--seeds", "42,-1"], r"--seeds must be one or more integers in \[0, 2\*\*32\), got \[42, -1\]"),
+        (["--max_train_rows", "0"], "--max_train_rows must be at least 1, got 0"),
+        (["--max_eval_rows", "-5"], "--max_eval_rows must be at least 1, got -5"),
+    ],
+)
+def test_bad_seeds_and_row_limits_are_refused_before_any_teacher_trains(options, message):
+    """They failed late: a negative seed after the teachers trained, a row limit of 0 half-way through writing."""
+    with pytest.raises(ValueError, match=message):
+        parse_recipe_args(STUDY, ["--output_dir", "out", *options])
+
+
+def test_a_results_csv_that_is_not_a_results_table_is_refused_before_any_work(tmp_path):
+    """It failed with an AttributeError after every run had trained; the file is left as it was."""
+    foreign = tmp_path / "scores.csv"
+    foreign.write_text("name,score\nmine,0.9\n")
+    with pytest.raises(ValueError, match=r"--results_csv .*scores.csv exists and is not a results table"):
+        parse_recipe_args(STUDY, ["--output_dir", "out", "--results_csv", str(foreign)])
+    assert foreign.read_text() == "name,score\nmine,0.9\n"
+    table = tmp_path / "master.csv"
+    table.write_text("method,type,seed,score,task\nnone,student,42,0.8,sst2\n")
+    parse_recipe_args(STUDY, ["--output_dir", "out", "--results_csv", str(table)])
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
         (["--alphas", "0.5,1.5"], r"--alphas must be one or more values in \[0, 1\], got \[0.5, 1.5\]"),
-        (["--temperatures", "3,0"], r"--temperatures must be one or more values finite numbers > 0"),
+        (["--temperatures", "3,0"], r"--temperatures must be one or more values finite and > 0"),
     ],
 )
 def test_a_sweep_refuses_a_bad_grid_value_before_the_first_cell_trains(options, message):

@@ -247,6 +247,31 @@ def test_logits_for_other_rows_are_refused(study, tmp_path):
         )
 
 
+def test_row_limits_beyond_the_logit_dataset_other_validation_rows_and_another_task_are_refused(study, tmp_path):
+    """The logits cover 300 training and 100 validation rows: asking for more trained and scored a student on
+    fewer, silently, with the asked number in its question; validation rows of other data were never checked."""
+    root, _, _ = study
+    student = ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny"), "--max_steps", "1"]
+    for rows, option in ((["400", "100"], "--max_train_rows 400"), (["300", "150"], "--max_eval_rows 150")):
+        limits = ["--max_train_rows", rows[0], "--max_eval_rows", rows[1]]
+        with pytest.raises(ValueError, match=f"{option} asks for .* this logit dataset has"):
+            distill.main(COMMON + limits + student + ["--output_dir", str(tmp_path / "s")])
+    other = tmp_path / "glue" / "sst2"
+    other.mkdir(parents=True)
+    shutil.copy(GLUE / "sst2" / "train.tsv", other / "train.tsv")
+    frame = pd.read_csv(GLUE / "sst2" / "validation.tsv", sep="\t", keep_default_na=False)
+    frame.iloc[::-1].to_csv(other / "validation.tsv", sep="\t", index=False)
+    argv = COMMON + ["--max_train_rows", "300", "--max_eval_rows", "100"] + student
+    argv[argv.index("--data") + 1] = str(tmp_path / "glue")
+    with pytest.raises(ValueError, match="its 100 validation rows are not the task's first 100"):
+        distill.main(argv + ["--output_dir", str(tmp_path / "s")])
+    mrpc = COMMON + ["--max_train_rows", "300", "--max_eval_rows", "100"] + student
+    mrpc[mrpc.index("--task") + 1] = "mrpc"  # failed on a missing column instead of naming the task
+    with pytest.raises(ValueError, match="--task mrpc: this logit dataset holds sst2's teachers and rows"):
+        distill.main(mrpc + ["--output_dir", str(tmp_path / "s")])
+    assert not (tmp_path / "s").exists()
+
+
 def test_student_from_layers_keeps_the_chosen_layers():
     teacher = tiny_student()
     second_layer = teacher.bert.encoder.layer[1].attention.self.query.weight.clone()
@@ -549,6 +574,7 @@ def test_a_device_bundle_trains_the_students_that_the_full_weights_train(tmp_pat
         + ["--data", str(out / "data" / "glue"), "--student_model", str(model)]
         + ["--study_dir", str(study)]
     )
+    bundled = bundled[bundled.study_dir == str(study)]  # the CSV holds both studies' rows, apart
     assert bundled.score.tolist() == full.score.tolist()  # teachers reused, students identical
     for student in ("student-none-seed1", "student-single-0-seed1"):
         logits = [np.load(root / "sst2" / student / "validation_logits.npy") for root in (tmp_path / "study", study)]

@@ -11,6 +11,7 @@ import numpy as np
 from transformers import TrainingArguments
 
 from .parsing import parse_recipe_args  # noqa: F401 (re-exported: the recipes import it from here)
+from .results_table import check_results_csv
 from .runs import method_options, method_temperatures
 from .task_data import DEV_OPTIONS, TaskData
 from .tasks import (
@@ -71,8 +72,9 @@ class TaskArguments:
     dev_seed: int = field(default=0, metadata={"help": "The seed that draws the dev split's rows."})
 
     def __post_init__(self):
-        if self.labelled_rows is not None and self.labelled_rows < 1:
-            raise ValueError(f"--labelled_rows must be at least 1, got {self.labelled_rows}.")
+        for option in ("labelled_rows", "max_train_rows", "max_eval_rows"):
+            if getattr(self, option) is not None and getattr(self, option) < 1:
+                raise ValueError(f"--{option} must be at least 1, got {getattr(self, option)}.")
         if self.dev_rows is not None and not (self.dev_rows >= 1 and 0 < self.dev_fraction < 1):
             raise ValueError(
                 f"--dev_rows must be >= 1 and --dev_fraction in (0, 1), got {self.dev_rows}, {self.dev_fraction}."
@@ -285,8 +287,12 @@ class StudyArguments:
     study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})
     results_csv: str = field(default="results/master_results.csv", metadata={"help": "The results table."})
 
-    def __post_init__(self):  # every method checked before any teacher trains
+    def __post_init__(self):  # every method, seed and the results table checked before any teacher trains
         method_temperatures(self.method_temperatures, self.methods)
+        bad_seeds = [seed for seed in self.seeds if not 0 <= seed < 2**32]
+        if bad_seeds or not self.seeds:
+            raise ValueError(f"--seeds must be one or more integers in [0, 2**32), got {self.seeds}.")
+        check_results_csv(self.results_csv)
         for method in self.methods:
             if method_options(method).get("teacher_index", -1) >= len(self.teachers):  # 'single-<i>' names one
                 raise ValueError(f"--methods {method}: there are {len(self.teachers)} --teachers (counted from 0).")

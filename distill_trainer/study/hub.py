@@ -12,7 +12,6 @@ Cards are rendered from the Jinja templates in `model_cards/` with `ModelCard.fr
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass, field
 
 import datasets
@@ -233,11 +232,14 @@ def publish_folder(
     exist_ok: bool = True,
     token: str | None = None,
 ) -> str:
-    """Create (or reuse) a model repo and upload `folder` with `card` as README.md in one commit; the commit URL.
+    """Create (or reuse) a model repo, upload `folder`, then `card` as its README.md; the card commit's URL.
+
+    The card is committed from memory, never written into `folder`: a README.md there may be the user's own (it is
+    not uploaded; the repo's README is the card).
 
     Args:
-        folder: The model folder to upload (training leftovers in `IGNORE_PATTERNS` are left out); the card is saved
-            into it as README.md too.
+        folder: The model folder to upload (training leftovers in `IGNORE_PATTERNS` and its README.md are left
+            out); nothing in it is changed.
         repo_id: The model repo (`owner/name`).
         card: The model card.
         message: The default commit message.
@@ -250,13 +252,19 @@ def publish_folder(
     api = HfApi(token=token)
     api.create_repo(repo_id, private=private, exist_ok=exist_ok)
     make_branch(api, repo_id, "model", revision)
-    card.save(os.path.join(folder, "README.md"))  # the local folder gets the same card
-    commit = api.upload_folder(
+    api.upload_folder(
         repo_id=repo_id,
         folder_path=folder,
         revision=revision,
         commit_message=commit_message or message,
-        ignore_patterns=IGNORE_PATTERNS,
+        ignore_patterns=[*IGNORE_PATTERNS, "README.md"],
+    )
+    commit = api.upload_file(
+        path_or_fileobj=str(card).encode(),
+        path_in_repo="README.md",
+        repo_id=repo_id,
+        revision=revision,
+        commit_message=commit_message or message,
     )
     return commit.commit_url
 

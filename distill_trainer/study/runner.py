@@ -17,6 +17,7 @@ from .early_stopping import steps_per_epoch
 from .extraction import extract_to_disk
 from .logit_data import load_logit_dataset
 from .questions import check_same_question, logits_of, student_question, teacher_question
+from .results_table import write_results
 from .runs import (
     StudentResult,
     TeacherRecord,
@@ -229,32 +230,9 @@ def run_study(data: TaskData, study: StudyArguments, config: DistillationConfig)
                     "temperature": results.temperature,
                 }
             )
-    table = pd.DataFrame(rows).assign(
-        task=task.name, metric=task.metric, alpha=config.alpha, train_rows=data.options.get("max_train_rows")
-    )
-    os.makedirs(os.path.dirname(study.results_csv) or ".", exist_ok=True)
-    merged = merge_results(pd.read_csv(study.results_csv), table) if os.path.isfile(study.results_csv) else table
-    merged.to_csv(study.results_csv, index=False)
-    return merged
-
-
-def merge_results(previous, table):
-    """The results table after a run: `previous` rows (read from the CSV) that `table` does not run again, then
-    `table`'s rows. A row is one task's method and seed (a teacher's seed is empty), so a study run in parts (a
-    task's methods in several calls, as `make study-v3` does) keeps every part's rows, and a rerun replaces its own.
-
-    Args:
-        previous: The CSV's rows as a DataFrame.
-        table: This call's rows (`task`, `method`, `seed`, ...).
-    """
-    import pandas as pd
-
-    def keys(frame):
-        return list(zip(frame.task, frame.method, frame.seed.fillna(-1).astype(int), strict=True))
-
-    rerun = set(keys(table))
-    kept = previous[[key not in rerun for key in keys(previous)]]
-    return pd.concat([kept, table], ignore_index=True)
+    table = pd.DataFrame(rows).assign(task=task.name, metric=task.metric, alpha=config.alpha)
+    table = table.assign(train_rows=data.options.get("max_train_rows"), study_dir=os.path.normpath(study.study_dir))
+    return write_results(study.results_csv, table)
 
 
 def matched_steps(data: TaskData, config: DistillationConfig) -> int | None:

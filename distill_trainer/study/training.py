@@ -161,19 +161,33 @@ def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set:
     return train.remove_columns("label").add_column("label", labels.tolist(), feature=feature)
 
 
-def check_training_rows(logit_rows: datasets.Dataset, task_rows: datasets.Dataset, columns: Sequence[str]) -> None:
-    """Refuse logit training rows that are not the task's first training rows, in order: every student would
-    learn each row from another row's teachers, silently.
+ROW_LIMIT_OPTIONS = {"train": "max_train_rows", "validation": "max_eval_rows"}
+
+
+def check_split_rows(
+    split: str, logit_rows: datasets.Dataset, task_rows: datasets.Dataset, columns: Sequence[str], asked: int | None
+) -> None:
+    """Refuse logit rows that are not the task's first rows of `split`, in order (every student would learn each
+    row from another row's teachers, or be scored on other rows than the data's, silently), and fewer rows than
+    a row limit asked for (the student would train or be scored on fewer, with the asked number in its question).
 
     Args:
-        logit_rows: The logit dataset's training rows a student is about to use.
-        task_rows: The task's training rows (the dev rows taken out where carved).
+        split: "train" or "validation", for the error.
+        logit_rows: The logit dataset's rows of that split a student is about to use.
+        task_rows: The task's rows of that split (the dev rows taken out of train where carved).
         columns: The input columns the logit metadata fingerprints.
+        asked: The row limit given for the split (`--max_train_rows`/`--max_eval_rows`; None: none given).
     """
+    option = f"--{ROW_LIMIT_OPTIONS[split]}"
+    if asked is not None and len(logit_rows) < len(task_rows):
+        raise ValueError(
+            f"{option} {asked} asks for {len(task_rows)} {split} rows, and this logit dataset has {len(logit_rows)}: "
+            f"give a smaller {option}, or re-extract the logits on these rows."
+        )
     first = task_rows.select(range(min(len(logit_rows), len(task_rows))))
     if len(logit_rows) > len(task_rows) or input_fingerprint(logit_rows, columns) != input_fingerprint(first, columns):
         raise ValueError(
-            f"This logit dataset does not belong to this data: its {len(logit_rows)} training rows are not the "
+            f"This logit dataset does not belong to this data: its {len(logit_rows)} {split} rows are not the "
             f"task's first {len(logit_rows)} ({len(task_rows)} given) in {list(columns)} (other rows, another order, "
             "or other text). Re-extract the logits on this data."
         )
@@ -207,10 +221,8 @@ def distill_student(
     task = data.task
     check_output_dir(config.output_dir, StudentResult.FILE)
     logit_data = load_logit_dataset(logit_dataset)
-    train, validation = (
-        first_rows(logit_data[split], data.options.get(option))
-        for split, option in (("train", "max_train_rows"), ("validation", "max_eval_rows"))
-    )
+    limits = {split: data.options.get(option) for split, option in ROW_LIMIT_OPTIONS.items()}
+    train, validation = (first_rows(logit_data[split], limits[split]) for split in ("train", "validation"))
     dev = logit_data["dev"] if "dev" in logit_data else None
     metadata = read_metadata(logit_data["train"])
     check_same_dev_split(metadata.extra.get(DEV_SPLIT_KEY) if metadata else None, data)
@@ -220,7 +232,10 @@ def distill_student(
             "--dev_rows (the validation split is only reported, never chosen on)."
         )
     if check_against_data and metadata is not None:
-        check_training_rows(train, data.train, metadata.input_columns)
+        if metadata.task not in (None, task.name):
+            raise ValueError(f"--task {task.name}: this logit dataset holds {metadata.task}'s teachers and rows.")
+        for split, rows, task_rows in (("train", train, data.train), ("validation", validation, data.validation)):
+            check_split_rows(split, rows, task_rows, metadata.input_columns, limits[split])
     if data.labelled_rows is not None:
         train = low_resource(train, data.labelled_rows, with_transfer_set=config.fusion != "none")
     check_bundled_layers(student_model, student_layers)

@@ -3,13 +3,16 @@
 distill-trainer study --config recipes/configs/sst2.yaml --max_train_rows 2000 --seeds 42,43,44
 """
 
+import os
+
 from distill_trainer import DistillationConfig
 from distill_trainer.study.args import StudyArguments, TaskArguments, parse_recipe_args
 from distill_trainer.study.runner import run_study
 
 
 def main(argv=None, prog=None):
-    """Run `distill-trainer study` for one task and print the mean score per method; returns the results table.
+    """Run `distill-trainer study` for one task and print this study's mean score per method; returns the results
+    table (every study's rows in `--results_csv`, marked by `study_dir`).
 
     Args:
         argv: The command-line options, without the program name (None: `sys.argv[1:]`).
@@ -19,11 +22,8 @@ def main(argv=None, prog=None):
         (TaskArguments, StudyArguments, DistillationConfig), argv, prog, __doc__
     )
     table = run_study(task_args.task_data(), study_args, config)
-    summary = (
-        table[table.task == task_args.task]
-        .groupby(["type", "method"], sort=False)["score"]
-        .agg(["mean", "std", "count"])
-    )
+    this_study = (table.task == task_args.task) & (table.study_dir == os.path.normpath(study_args.study_dir))
+    summary = table[this_study].groupby(["type", "method"], sort=False)["score"].agg(["mean", "std", "count"])
     print(
         f"\n{task_args.task} validation {table.metric.iloc[-1]} ({study_args.results_csv}):\n"
         f"{summary.round(4).to_string()}"

@@ -43,7 +43,7 @@ class GridArguments:
     def __post_init__(self):  # every method and value refused before any student trains, naming its option
         method_temperatures(self.method_temperatures, self.methods or [])
         for option, values, valid, rule in (
-            ("--temperatures", self.temperatures, lambda t: math.isfinite(t) and t > 0, "finite numbers > 0"),
+            ("--temperatures", self.temperatures, lambda t: math.isfinite(t) and t > 0, "finite and > 0"),
             ("--alphas", self.alphas, lambda a: 0.0 <= a <= 1.0, "in [0, 1]"),
         ):
             bad = [value for value in values if not valid(value)]
