@@ -175,3 +175,11 @@ def test_the_low_resource_regime_keeps_every_unlabelled_label_from_everyone(tmp_
     none, average = (StudentResult.load(root / f"student-{m}-seed42") for m in ("none", "average"))
     assert none.train_rows == 54 and average.train_rows == 194  # 200 rows less the 6 dev rows
     assert none.question["config"]["max_steps"] == 7 == -(-194 // 32)  # the distilled students' steps
+
+
+def test_labelled_rows_beyond_the_training_rows_are_refused_with_or_without_a_dev_split():
+    """With a dev split, the dev rows were drawn from rows that do not exist first (an IndexError)."""
+    for dev_rows in (None, 10):
+        task_args = TaskArguments(data=str(GLUE), max_train_rows=100, labelled_rows=500, dev_rows=dev_rows)
+        with pytest.raises(ValueError, match="--labelled_rows 500 leaves no unlabelled rows of the 100 training rows"):
+            task_args.task_data()

@@ -121,3 +121,65 @@ def test_a_multi_class_tfidf_teacher_loads_back_bit_for_bit(tmp_path):
     teacher = SklearnTeacher.fit(task_texts(args.glue_task, train), train["label"][:])
     teacher.save(str(tmp_path / "t"))
     np.testing.assert_array_equal(SklearnTeacher.load(str(tmp_path / "t"))(texts), teacher(texts))
+
+
+def test_a_teacher_trained_on_rows_it_would_be_chosen_on_or_for_another_task_is_refused(tmp_path, sst2_teacher):
+    """Found by a review, each reproduced first: extraction compared a teacher's validation score only, so a teacher
+    trained without the dev split (or on every label of the low-resource regime's hidden rows, or for another task)
+    had its dev score, `weighted`'s weights and the fits measured on rows it had learnt."""
+    args, folder, _ = sst2_teacher
+    for other, problem in (
+        (replace(args, dev_rows=100), "trained without this dev split"),
+        (replace(args, labelled_rows=500), "learnt from all the labelled training rows, and --labelled_rows 500"),
+        (replace(args, task="rte", max_length=32), "it was trained on sst2, and this is rte"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            extract_to_disk(other.task_data(), [str(folder)], str(tmp_path / "logits"))
+        assert not (tmp_path / "logits").exists() and not (tmp_path / "logits.teacher-cache").exists()
+    low = replace(args, dev_rows=100, labelled_rows=500)  # a teacher of that regime and split is extracted
+    train_teacher(low.task_data(), SKLEARN_TEACHER, teacher_args(tmp_path / "low"))
+    extract_to_disk(low.task_data(), [str(tmp_path / "low")], str(tmp_path / "logits"))
+
+
+def test_tfidf_teachers_keep_their_labels_and_refuse_a_missing_class(tmp_path):
+    """A TF-IDF teacher fitted for RTE (0 = entailment) read by WNLI (0 = not_entailment) had its columns stored
+    under the swapped names; one whose rows lacked a class recorded a score over too few columns."""
+    from distill_trainer.study.teachers import SklearnTeacher, load_teacher
+
+    rte = TaskArguments(task="rte", data=str(GLUE), max_train_rows=300, max_eval_rows=50).task_data()
+    train_teacher(rte, SKLEARN_TEACHER, teacher_args(tmp_path / "rte"))
+    assert load_teacher(str(tmp_path / "rte"), rte.task.label_names).label_names == list(rte.task.label_names)
+    with pytest.raises(ValueError, match=r"fitted on the labels \['entailment', 'not_entailment'\]"):
+        load_teacher(str(tmp_path / "rte"), ["not_entailment", "entailment"])
+    mnli = TaskArguments(task="mnli", data=str(GLUE), max_train_rows=300).task_data()
+    rows = mnli.train.filter(lambda row: row["label"] != 1)
+    with pytest.raises(ValueError, match=r"have no \['neutral'\] row"):
+        SklearnTeacher.fit(
+            [(a, b) for a, b in zip(rows["premise"], rows["hypothesis"], strict=True)],
+            rows["label"],
+            label_names=mnli.task.label_names,
+        )
+
+
+def test_a_teacher_retrained_in_its_folder_is_not_matched_to_its_old_logits(tmp_path, sst2_teacher):
+    """Its name stays and its score may move by less than the tolerance: the revision (a hash of its files) tells
+    them apart, for the extraction cache and for a study's logit dataset."""
+    from distill_trainer.study.questions import logits_of
+    from distill_trainer.study.teachers import folder_revision
+
+    args, folder, record = sst2_teacher
+    extract_to_disk(args.task_data(), [str(folder)], str(tmp_path / "logits"))
+    before = folder_revision(str(folder))
+    assert read_metadata(load_logits(tmp_path / "logits")).teachers[0].revision == before
+    assert logits_of(str(tmp_path / "logits"), [record], args.task_data(), [before])
+    weights = load_file(str(folder / SKLEARN_WEIGHTS_FILE))
+    weights["coef"][0, 0] += 1e-3  # "retrained": the same score, other weights
+    save_file(weights, str(folder / SKLEARN_WEIGHTS_FILE))
+    assert folder_revision(str(folder)) != before
+    assert not logits_of(str(tmp_path / "logits"), [record], args.task_data(), [folder_revision(str(folder))])
+
+
+def load_logits(folder):
+    from distill_trainer.study.logit_data import load_logit_dataset
+
+    return load_logit_dataset(str(folder))["validation"]

@@ -86,12 +86,18 @@ class TaskArguments:
         return {} if self.dev_rows is None else {name: getattr(self, name) for name in DEV_OPTIONS}
 
     def dev_positions(self, train_rows: int) -> np.ndarray | None:
-        """The dev split's rows among the first `train_rows` training rows (None without a dev split).
+        """The dev split's rows among the first `train_rows` training rows (None without a dev split); refuses
+        `labelled_rows` that leave no unlabelled row (the dev rows are drawn from the labelled ones).
 
         Args:
             train_rows: How many training rows were read (after `max_train_rows`); the dev rows are drawn from the
                 first `labelled_rows` of them where that is given.
         """
+        if self.labelled_rows is not None and self.labelled_rows >= train_rows:
+            raise ValueError(
+                f"--labelled_rows {self.labelled_rows} leaves no unlabelled rows of the {train_rows} training rows "
+                f"of {self.task} (--max_train_rows {self.max_train_rows}); give fewer than {train_rows}."
+            )
         if self.dev_rows is None:
             return None
         return dev_positions(self.labelled_rows or train_rows, self.dev_fraction, self.dev_rows, self.dev_seed)
@@ -123,7 +129,7 @@ class TaskArguments:
     def labelled_training_rows(self, train_rows: int | None = None) -> int | None:
         """How many of the training rows `load("train")` returns keep their labels (the leading ones): the
         `labelled_rows` less the dev rows carved from them; None outside the low-resource regime. Refuses
-        `labelled_rows` that leave no unlabelled row.
+        `labelled_rows` that leave no unlabelled row (`dev_positions` does).
 
         Args:
             train_rows: The training rows before the dev split is carved (None: counted from the data).
@@ -132,11 +138,6 @@ class TaskArguments:
             return None
         if train_rows is None:
             train_rows = len(load_task_split(self.glue_task, "train", self.data, self.max_train_rows))
-        if self.labelled_rows >= train_rows:
-            raise ValueError(
-                f"--labelled_rows {self.labelled_rows} leaves no unlabelled rows of the {train_rows} training rows "
-                f"of {self.task} (--max_train_rows {self.max_train_rows}); give fewer than {train_rows}."
-            )
         dev = self.dev_positions(train_rows)
         return self.labelled_rows - (0 if dev is None else len(dev))
 
@@ -281,7 +282,7 @@ class StudyArguments:
         metadata={
             "help": "Take the teachers and logit dataset from this other study folder (trained there if missing; "
             "a logit dataset of other teachers or rows there is refused, never replaced) and link them into "
-            "--study_dir: e.g. a low-resource study on the main study's teachers."
+            "--study_dir: e.g. a student of another size on the same teachers and logits."
         },
     )
     study_dir: str = field(default="runs/study", metadata={"help": "Teachers, logits and students go here."})

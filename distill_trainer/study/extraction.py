@@ -23,7 +23,7 @@ from .logit_data import load_logit_dataset  # noqa: F401 (its old home: still im
 from .runs import TeacherRecord, display_name, is_collapsed, write_atomically
 from .task_data import TaskData
 from .tasks import GlueTask, compute_task_metrics, task_texts
-from .teachers import load_teacher, process_state, sharded_logits
+from .teachers import folder_revision, load_teacher, process_state, sharded_logits
 
 logger = logging.getLogger(__name__)
 
@@ -55,13 +55,16 @@ def build_logit_dataset(
         cache_dir: Where finished teachers' logits are kept until the dataset is written (None: not kept).
     """
     task, splits = data.task, dict(data.splits)
+    for path in teacher_paths:  # every teacher's rows checked before any teacher runs
+        check_teacher_rows(path, data)
     input_columns = task.input_columns(splits["train"])
     fingerprints = {split: input_fingerprint(rows, input_columns) for split, rows in splits.items()}
     labels = {split: splits[split]["label"][:] for split in splits if split != "train"}
     fit_split = "dev" if "dev" in splits else "validation"  # what chooses and fits: never the reported rows if it can
     logits, infos = {split: [] for split in splits}, []
     for index, path in enumerate(teacher_paths):
-        key = {"teacher": path, "max_length": data.max_length, "inputs": fingerprints}
+        revision = folder_revision(path) if os.path.isdir(path) else None  # a teacher retrained since: not reused
+        key = {"teacher": path, "revision": revision, "max_length": data.max_length, "inputs": fingerprints}
         found = read_teacher_cache(cache_dir, index, key)
         if found is None:
             teacher = load_teacher(
@@ -110,6 +113,37 @@ def build_logit_dataset(
             metadata = read_metadata(built[split])
             write_metadata(built[split], replace(metadata, extra={**metadata.extra, DEV_SPLIT_KEY: data.dev_split}))
     return datasets.DatasetDict(built)
+
+
+def check_teacher_rows(path: str, data: TaskData) -> None:
+    """Refuse a teacher whose record says it learnt from rows this extraction scores it on or hides: trained for
+    another task, without this dev split (its dev score, `weighted`'s weights and the fits would be measured on rows
+    it trained on), or, in the low-resource regime, on more labelled rows than `data` keeps (the students would
+    receive the hidden labels through it). A teacher without a record (a Hub id) is not checked.
+
+    Args:
+        path: The teacher's folder or Hub id.
+        data: The task and rows being extracted (its `dev_split` and `labelled_rows` options).
+    """
+    if not os.path.isfile(os.path.join(path, TeacherRecord.FILE)):
+        return
+    record, task = TeacherRecord.load(path), data.task
+    labelled = data.options.get("labelled_rows")
+    problem = None
+    if record.task != task.name:
+        problem = f"it was trained on {record.task}, and this is {task.name}"
+    elif data.dev_split is not None and (record.dev_split or {}).get("positions") != data.dev_split["positions"]:
+        problem = "it was trained without this dev split, so it may have learnt the dev rows it would be chosen on"
+    elif labelled is not None and (record.labelled_rows is None or record.labelled_rows > labelled):
+        problem = (
+            f"it learnt from {record.labelled_rows or 'all the'} labelled training rows, and --labelled_rows "
+            f"{labelled} hides the others' labels from the students"
+        )
+    if problem:
+        raise ValueError(
+            f"Teacher {record.name} ({path}): {problem}. Train it again with this task's options "
+            "(--dev_rows/--labelled_rows as here); nothing was extracted."
+        )
 
 
 def check_teacher_reproduces(

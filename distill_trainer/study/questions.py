@@ -180,17 +180,22 @@ def teacher_question(
     return run_question(first_attempt, task=task_options, teacher=options, inputs=rows)
 
 
-def logits_of(logits_dir: str, records: Sequence[TeacherRecord], data: TaskData) -> bool:
+def logits_of(
+    logits_dir: str, records: Sequence[TeacherRecord], data: TaskData, revisions: Sequence[str | None] | None = None
+) -> bool:
     """Whether the logit dataset in `logits_dir` holds exactly these teachers' logits, in this order, for the
-    task's rows: their names, and the validation scores their logits reproduce (`check_teacher_reproduces`
-    made them equal to each teacher's record), and every split's rows' fingerprints. Otherwise (a teacher added,
-    removed, re-trained, other rows) it is extracted again, with a warning: a study must never train its students
-    on other teachers' logits than the ones its table lists.
+    task's rows: their names, the validation scores their logits reproduce (`check_teacher_reproduces`
+    made them equal to each teacher's record), their revisions where both are known (a teacher retrained in its
+    folder to a score within the tolerance has another), and every split's rows' fingerprints. Otherwise (a teacher
+    added, removed, re-trained, other rows) it is extracted again, with a warning: a study must never train its
+    students on other teachers' logits than the ones its table lists.
 
     Args:
         logits_dir: The study's logit dataset folder.
         records: The study's teachers, in column order.
         data: The task and its rows.
+        revisions: The teachers' revisions now (`teachers.folder_revision` of their folders), in column order;
+            None, or a logit dataset from before local teachers had one: not compared.
     """
     task = data.task
     stored = load_logit_dataset(logits_dir)
@@ -207,6 +212,10 @@ def logits_of(logits_dir: str, records: Sequence[TeacherRecord], data: TaskData)
             and all(
                 score is not None and abs(score - record.validation_score) <= SCORE_TOLERANCE
                 for (_, score), record in zip(found, records, strict=False)
+            )
+            and all(
+                None in (stored.revision, now) or stored.revision == now
+                for stored, now in zip(metadata.teachers, revisions or [None] * len(records), strict=False)
             )
         )
         if not same:

@@ -29,6 +29,7 @@ from .runs import (
 )
 from .task_data import TaskData
 from .teacher_training import train_teacher
+from .teachers import folder_revision
 from .training import distill_student
 
 logger = logging.getLogger(__name__)
@@ -195,7 +196,8 @@ def run_study(data: TaskData, study: StudyArguments, config: DistillationConfig)
             }
         )
     logits_dir = os.path.join(teachers_root, "logits")
-    if not os.path.isdir(logits_dir) or not logits_of(logits_dir, records, data):
+    revisions = [folder_revision(folder) for folder in teacher_dirs]
+    if not os.path.isdir(logits_dir) or not logits_of(logits_dir, records, data, revisions):
         if study.teachers_from and os.path.isdir(logits_dir):
             raise ValueError(
                 f"--teachers_from {study.teachers_from}: its logit dataset {logits_dir} holds other teachers or rows "

@@ -63,7 +63,11 @@ def train_teacher(
     epochs, device = {}, "cpu"
     if model_name_or_path == SKLEARN_TEACHER:
         teacher = SklearnTeacher.fit(
-            task_texts(task, train), train["label"][:], name=name, regression=task.is_regression
+            task_texts(task, train),
+            train["label"][:],
+            name=name,
+            regression=task.is_regression,
+            label_names=None if task.is_regression else task.label_names,
         )
         teacher.save(output_dir)
         metrics = {}

@@ -8,8 +8,10 @@ reference study proposes as its first idea for making multi-teacher distillation
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import re
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -178,8 +180,9 @@ class SklearnTeacher:
         name: The teacher's name in metadata.
     """
 
-    def __init__(self, pipeline, name: str = "tfidf-logreg"):
+    def __init__(self, pipeline, name: str = "tfidf-logreg", label_names: Sequence[str] | None = None):
         self.pipeline, self.name, self.revision = pipeline, name, None
+        self.label_names = None if label_names is None else list(label_names)
 
     @staticmethod
     def join(texts: Sequence[tuple[str, ...]]) -> list[str]:
@@ -202,6 +205,7 @@ class SklearnTeacher:
         name: str = "tfidf-logreg",
         C: float = 4.0,
         regression: bool = False,
+        label_names: Sequence[str] | None = None,
     ):
         """A TF-IDF (word 1-2 grams) + logistic-regression teacher (ridge regression for a regression task), fitted on
         `texts` and `labels`.
@@ -212,14 +216,24 @@ class SklearnTeacher:
             name: The teacher's name in metadata.
             C: The logistic regression's inverse regularization strength (unused for ridge).
             regression: Fit a ridge regression on scores instead of a classifier.
+            label_names: The task's labels, in class-id order: saved with the teacher (so that another task's
+                labels are refused where it is loaded), and every one must occur in `labels` (a logistic
+                regression has a column only for the classes it saw: its logits would have too few columns).
         """
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression, Ridge
         from sklearn.pipeline import make_pipeline
 
+        if label_names is not None and not regression:
+            missing = [name for index, name in enumerate(label_names) if index not in set(np.asarray(labels).tolist())]
+            if missing:
+                raise ValueError(
+                    f"The TF-IDF teacher's training rows have no {missing} row: it would have no column for "
+                    f"{'them' if len(missing) > 1 else 'it'}. Give more training (or --labelled_rows) rows."
+                )
         model = Ridge(alpha=1.0) if regression else LogisticRegression(C=C, max_iter=2000)
         pipeline = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True), model)
-        return cls(pipeline.fit(cls.join(texts), np.asarray(labels)), name)
+        return cls(pipeline.fit(cls.join(texts), np.asarray(labels)), name, label_names)
 
     def __call__(self, texts: Sequence[tuple[str, ...]], progress: bool = True) -> np.ndarray:
         """Float32 logits `[len(texts), n_labels]`: the classifier's clipped log-probabilities, or the regression's
@@ -251,6 +265,7 @@ class SklearnTeacher:
             "sublinear_tf": vectorizer.sublinear_tf,
             "lowercase": vectorizer.lowercase,
             "classes": None if self.is_regression else classifier.classes_.tolist(),
+            "label_names": self.label_names,
             "vocabulary": {term: int(index) for term, index in vectorizer.vocabulary_.items()},
         }
         with open(os.path.join(folder, SKLEARN_TEACHER_FILE), "w") as handle:
@@ -293,7 +308,21 @@ class SklearnTeacher:
             classifier = LogisticRegression()
             classifier.classes_ = np.asarray(settings["classes"])
             classifier.coef_, classifier.intercept_ = weights["coef"], weights["intercept"]
-        return cls(make_pipeline(vectorizer, classifier), name or os.path.basename(folder.rstrip("/")))
+        name = name or os.path.basename(folder.rstrip("/"))
+        return cls(make_pipeline(vectorizer, classifier), name, settings.get("label_names"))
+
+    def check_labels(self, task_labels: Sequence[str]) -> None:
+        """Refuse a task whose labels are not the ones this teacher was fitted on, in the same order (files from
+        before they were saved are not checked): its columns would be read as the task's classes.
+
+        Args:
+            task_labels: The task's label names, in class-id order.
+        """
+        if self.label_names is not None and self.label_names != list(task_labels):
+            raise ValueError(
+                f"TF-IDF teacher {self.name} was fitted on the labels {self.label_names}, and the task's are "
+                f"{list(task_labels)}: its columns would be read as other classes."
+            )
 
 
 def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teacher:
@@ -317,6 +346,7 @@ def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teach
                 path_or_id, revision=info.sha, allow_patterns=[SKLEARN_TEACHER_FILE, SKLEARN_WEIGHTS_FILE]
             )
             teacher = SklearnTeacher.load(folder, path_or_id)
+            teacher.check_labels(task_labels)
         else:
             teacher = TransformersTeacher(path_or_id, task_labels, name=path_or_id, revision=info.sha, **kwargs)
         teacher.revision = info.sha
@@ -327,8 +357,36 @@ def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teach
         else path_or_id
     )
     if os.path.isfile(os.path.join(path_or_id, SKLEARN_TEACHER_FILE)):
-        return SklearnTeacher.load(path_or_id, name)
-    return TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)
+        teacher = SklearnTeacher.load(path_or_id, name)
+        teacher.check_labels(task_labels)
+    else:
+        teacher = TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)
+    if teacher.revision is None and os.path.isdir(path_or_id):
+        teacher.revision = folder_revision(path_or_id)
+    return teacher
+
+
+def folder_revision(folder: str) -> str | None:
+    """A local teacher's revision: `sha256:` and the first 16 hex digits of the hash of its config, weights and
+    TF-IDF files, which change whenever it is trained again (a Hub teacher's revision is its commit). It lets a
+    logit dataset, or a cached teacher's logits, be matched to the teacher that wrote them rather than to a
+    retrained one in the same folder. None for a folder without them (a record alone, as a device bundle carries).
+
+    Args:
+        folder: The teacher's folder.
+    """
+    digest, files = hashlib.sha256(), 0
+    for file in sorted(os.listdir(folder)):
+        if (
+            file in ("config.json", SKLEARN_TEACHER_FILE)
+            or file.endswith(".safetensors")
+            or re.fullmatch(r"pytorch_model.*\.bin", file)
+        ):
+            digest.update(file.encode())
+            with open(os.path.join(folder, file), "rb") as handle:
+                digest.update(hashlib.file_digest(handle, "sha256").digest())
+            files += 1
+    return f"sha256:{digest.hexdigest()[:16]}" if files else None
 
 
 def process_state():
