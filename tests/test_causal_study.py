@@ -236,3 +236,89 @@ def test_the_whole_study_runs_once_and_a_second_call_reuses_every_step(base, tmp
 
     with pytest.raises(ValueError, match="config.alpha: 0.5 there, 0.7 asked"):  # another question: refused
         cli(study_config(tmp_path, tiny, alpha=0.7))
+
+
+def test_a_stored_topk_student_is_reused_only_for_the_same_teachers(base, wide, tmp_path, caplog):
+    """Found by a review: the question held the rows only, so a student of other teachers' top-k (a teacher added
+    or retrained, another dtype) was reused as this one. Records from before keep being reused, with a warning."""
+    root, tiny, other = base
+    task_args, _, folder = wide
+    alone = str(tmp_path / "alone")
+    build_topk_dataset(task_args, COLUMNS, [other], k=8).save_to_disk(alone)
+    config = causal_config(tmp_path, output_dir=str(tmp_path / "s"), max_steps=1, fusion="average")
+    student = StudentArguments(logit_dataset=folder, student_model=tiny, student_layers=[0])
+    record = causal_study.student_or_reuse(task_args, student, config)
+    assert len(record.question["inputs"]["train"]["teachers"]) == 2
+    with pytest.raises(ValueError, match="inputs.train"):
+        causal_study.student_or_reuse(task_args, StudentArguments(alone, tiny, [0]), config)
+    for split in record.question["inputs"].values():  # as recorded before the teachers were part of it
+        del split["teachers"]
+    record.save(str(tmp_path / "s"))
+    with caplog.at_level("WARNING"):
+        assert causal_study.student_or_reuse(task_args, StudentArguments(alone, tiny, [0]), config) == record
+    assert "recorded before its teachers were in its question" in caplog.text
+
+
+def test_a_resumed_extraction_does_not_reuse_a_teacher_retrained_since(base, tmp_path, monkeypatch):
+    from distill_trainer.study import causal_lm
+
+    root, tiny, other = base
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    teacher = tiny_teacher(tmp_path / "t0", 5, tokenizer)
+    task_args = TaskArguments(task="causal_lm", data=str(root / "data"), max_length=64)
+    calls, run = [], causal_lm.sharded_topk
+
+    def interrupted(model, rows, **options):
+        calls.append(1)
+        if len(calls) > 3:  # the second teacher's first split: the first teacher is cached by then
+            raise KeyboardInterrupt
+        return run(model, rows, **options)
+
+    monkeypatch.setattr(causal_lm, "sharded_topk", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        causal_lm.extract_topk_to_disk(task_args, COLUMNS, [teacher, other], str(tmp_path / "L"), k=4)
+    monkeypatch.setattr(causal_lm, "sharded_topk", run)
+    tiny_teacher(tmp_path / "t0", 6, tokenizer)  # retrained in its folder
+    resumed = causal_lm.extract_topk_to_disk(task_args, COLUMNS, [teacher, other], str(tmp_path / "L"), k=4)
+    fresh = build_topk_dataset(task_args, COLUMNS, [teacher, other], k=4)
+    assert resumed["train"]["teacher_topk_ids"] == fresh["train"]["teacher_topk_ids"]
+    assert read_topk_metadata(resumed["train"]).teachers[0].revision.startswith("sha256:")
+
+
+def test_padded_embeddings_extract_with_the_models_vocabulary_and_a_mismatch_is_refused_first(base, tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    root, tiny, _ = base
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    padded = tmp_path / "padded"
+    config = LlamaConfig.from_pretrained(tiny, vocab_size=len(tokenizer) + 64)
+    LlamaForCausalLM(config).save_pretrained(padded)
+    tokenizer.save_pretrained(padded)
+    task_args = TaskArguments(task="causal_lm", data=str(root / "data"), max_length=64)
+    logit_data = build_topk_dataset(task_args, COLUMNS, [str(padded)], k=4)
+    assert read_topk_metadata(logit_data["train"]).vocab_size == len(tokenizer) + 64
+    with pytest.raises(ValueError, match="other embedding padding"):  # before either teacher runs
+        build_topk_dataset(task_args, COLUMNS, [tiny, str(padded)], k=4)
+
+
+def test_gguf_files_of_the_same_name_get_their_own_cache_folder(tmp_path, monkeypatch):
+    from distill_trainer.study.causal_data import gguf_cache_folder
+
+    monkeypatch.setenv("DISTILL_TRAINER_CACHE", str(tmp_path / "cache"))
+    for name in ("a", "b"):
+        (tmp_path / name / "gguf").mkdir(parents=True)
+        (tmp_path / name / "gguf" / "model.gguf").write_bytes(name.encode())
+    first, second = (gguf_cache_folder(str(tmp_path / name / "gguf"), "model.gguf") for name in ("a", "b"))
+    assert first != second and Path(first).name.startswith("gguf--model-")
+    (tmp_path / "a" / "gguf" / "model.gguf").write_bytes(b"replaced in place")
+    assert gguf_cache_folder(str(tmp_path / "a" / "gguf"), "model.gguf") != first
+    assert gguf_cache_folder("org1/X-GGUF", "q8.gguf") != gguf_cache_folder("org2/X-GGUF", "q8.gguf")
+
+
+def test_a_process_with_no_rows_returns_empty_topk(base):
+    from distill_trainer.study.causal_lm import teacher_topk
+
+    root, tiny, _ = base
+    rows = datasets.Dataset.from_dict({"input_ids": [[2, 3]], "labels": [[-100, 3]]}).select([])
+    found = teacher_topk(AutoModelForCausalLM.from_pretrained(tiny), rows, k=4, batch_size=2, dtype="float16")
+    assert found["ids"].shape == (0, 4) and found["logprobs"].dtype == np.float16 and found["nll"].tolist() == [0, 0]

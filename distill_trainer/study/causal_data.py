@@ -4,6 +4,7 @@ a Hub id or a GGUF file (dequantized once into a safetensors folder)."""
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import os
@@ -193,6 +194,24 @@ def resolve_causal_model(name_or_path: str, gguf_file: str | None = None) -> str
     return name_or_path
 
 
+def gguf_cache_folder(path_or_id: str, gguf_file: str) -> str:
+    """Where `dequantized_folder` keeps a GGUF model: named after the file and a hash of its path, size and
+    modification time (a Hub file: of its repo id), so that two models with the same file name, or a file replaced
+    in place, never share one (the folder's name alone had mapped them to one, and the second loaded the first's).
+
+    Args:
+        path_or_id: The folder or Hub repo holding the GGUF file.
+        gguf_file: The GGUF file's name inside `path_or_id`.
+    """
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{os.path.basename(os.path.normpath(path_or_id))}--{gguf_file}")
+    local = os.path.join(path_or_id, gguf_file)
+    found = os.stat(local) if os.path.isfile(local) else None
+    identity = f"{path_or_id}/{gguf_file}" if found is None else f"{os.path.abspath(local)}:{found.st_size}"
+    identity += f":{found.st_mtime_ns}" if found else ""
+    stem = f"{stem.removesuffix('.gguf')}-{hashlib.sha256(identity.encode()).hexdigest()[:12]}"
+    return os.path.join(cache_dir(), "gguf", stem)
+
+
 def dequantized_folder(path_or_id: str, gguf_file: str) -> str:
     """A safetensors folder (float32 weights and the tokenizer) of the GGUF model `path_or_id/gguf_file`, made on
     first use under `$DISTILL_TRAINER_CACHE/gguf` (dequantizing takes about a minute on a CPU) and written
@@ -203,8 +222,7 @@ def dequantized_folder(path_or_id: str, gguf_file: str) -> str:
         path_or_id: The folder or Hub repo holding the GGUF file.
         gguf_file: The GGUF file's name inside `path_or_id`.
     """
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{os.path.basename(os.path.normpath(path_or_id))}--{gguf_file}")
-    target = os.path.join(cache_dir(), "gguf", stem.removesuffix(".gguf"))
+    target = gguf_cache_folder(path_or_id, gguf_file)
     if os.path.isfile(os.path.join(target, "config.json")):
         return target
     logger.warning("Dequantizing %s from %s into %s (once).", gguf_file, path_or_id, target)
@@ -255,7 +273,10 @@ def load_causal_tokenizer_and_config(
 ):
     """`(tokenizer, config)` of a causal LM without its weights: what the checks before any work need (and all a
     resumed extraction needs of a teacher whose top-k are cached). The tokenizer pads (with its end-of-sequence
-    token where it has no padding token). `allow_pickle` is accepted for `**loading` and concerns weights only.
+    token where it has no padding token) on the right, as extraction does: a left-padding tokenizer shifted every
+    position of a model with absolute positions (GPT-2's) by its row's padding in training and evaluation, so the
+    NLL depended on the batch and the student learnt the stored top-k at other positions. `allow_pickle` is
+    accepted for `**loading` and concerns weights only.
 
     Args:
         name_or_path: A folder, a Hub id, `SmolLM2-135M-Instruct`, or a folder/repo holding `gguf_file`.
@@ -267,6 +288,7 @@ def load_causal_tokenizer_and_config(
     tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=trust_remote_code)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    tokenizer.padding_side = "right"
     return tokenizer, AutoConfig.from_pretrained(folder, trust_remote_code=trust_remote_code)
 
 

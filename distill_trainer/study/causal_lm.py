@@ -9,7 +9,6 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import asdict
 
 import datasets
 import numpy as np
@@ -36,10 +35,10 @@ from .causal_data import (
 from .causal_metrics import completion_metrics
 from .extraction import read_teacher_cache, write_teacher_cache, write_with_teacher_cache
 from .logit_data import load_logit_dataset
-from .questions import run_question
+from .questions import causal_question
 from .results import student_result
 from .runs import VALIDATION_NLL_FILE, StudentResult, display_name
-from .teachers import process_state
+from .teachers import folder_revision, process_state
 from .training import student_from_layers
 
 logger = logging.getLogger(__name__)
@@ -119,6 +118,8 @@ def teacher_topk(model, rows: datasets.Dataset, k: int, batch_size: int, dtype: 
             for row, i in enumerate(batch):
                 ids_out[i], logprobs_out[i] = top_ids[row, : lengths[i]], top_logprobs[row, : lengths[i]]
     totals = np.array([nll.item(), tokens.item()])
+    if not len(rows):  # a process of `accelerate launch` whose share of a small split is empty
+        return {"ids": np.zeros((0, k), np.int32), "logprobs": np.zeros((0, k), dtype), "nll": totals}
     return {"ids": np.concatenate(ids_out), "logprobs": np.concatenate(logprobs_out), "nll": totals}
 
 
@@ -154,9 +155,8 @@ def build_topk_dataset(
     cache_dir: str | None = None,
 ) -> datasets.DatasetDict:
     """Every teacher's top-k over train, dev (where `--data` has a dev file) and validation: one `DatasetDict` with
-    `teacher_topk_ids` and `teacher_topk_logprobs` per split, and each teacher's score in the metadata: its token
-    likelihood (exp(-NLL)) on dev where there is one, else on validation (`extra["score_split"]` says which;
-    `extra["token_likelihood"]` holds both per split, so the validation one is still recorded).
+    `teacher_topk_ids` and `teacher_topk_logprobs` per split, and each teacher's token likelihood (exp(-NLL)) in
+    the metadata: `validation_score` on validation, `dev_score` on dev where `--data` has a dev file.
 
     Teachers run one at a time; all must share the first teacher's vocabulary (refused naming both otherwise).
     With `cache_dir`, each finished teacher is kept there (written atomically), so an interrupted extraction
@@ -173,19 +173,25 @@ def build_topk_dataset(
     """
     if logprobs_dtype not in LOGPROB_DTYPES:
         raise ValueError(f"--logprobs_dtype must be one of {tuple(LOGPROB_DTYPES)}, got {logprobs_dtype!r}.")
-    tokenizer, splits, infos, likelihoods = None, None, [], []
-    for index, path in enumerate(teacher_paths):
-        teacher_tokenizer, config = load_causal_tokenizer_and_config(path, columns.gguf_file, **task_args.loading)
-        if tokenizer is None:
-            tokenizer = teacher_tokenizer
-            splits = causal_splits(task_args, columns, tokenizer)
-            inputs = {split: input_fingerprint(data, ["input_ids"]) for split, data in splits.items()}
-            found = {split: {"ids": [], "logprobs": []} for split in splits}
+    loaded = [load_causal_tokenizer_and_config(path, columns.gguf_file, **task_args.loading) for path in teacher_paths]
+    tokenizer, first = loaded[0]
+    for path, (teacher_tokenizer, config) in zip(teacher_paths, loaded, strict=True):  # all before any teacher runs
         check_same_vocabulary(tokenizer_info(tokenizer), tokenizer_info(teacher_tokenizer), f"teacher {path}")
         check_context(config, task_args.max_length, f"teacher {path}")
         if not 1 <= k <= config.vocab_size:
             raise ValueError(f"--topk {k} must be between 1 and teacher {path}'s vocabulary ({config.vocab_size}).")
-        key = {"teacher": path, "gguf_file": columns.gguf_file, "k": k, "dtype": logprobs_dtype, "inputs": inputs}
+        if config.vocab_size != first.vocab_size:  # padded embeddings: ids up to the model's size, not the tokenizer's
+            raise ValueError(
+                f"Teacher {path} scores {config.vocab_size} tokens and {teacher_paths[0]} {first.vocab_size} (the "
+                "same tokenizer, other embedding padding): their top-k ids would not share one range."
+            )
+    splits = causal_splits(task_args, columns, tokenizer)
+    inputs = {split: input_fingerprint(data, ["input_ids"]) for split, data in splits.items()}
+    found, infos, likelihoods = {split: {"ids": [], "logprobs": []} for split in splits}, [], []
+    for index, path in enumerate(teacher_paths):
+        revision = folder_revision(path) if os.path.isdir(path) else None  # a teacher retrained since: not reused
+        key = {"teacher": path, "revision": revision, "gguf_file": columns.gguf_file, "k": k, "dtype": logprobs_dtype}
+        key["inputs"] = inputs
         cached = read_teacher_cache(cache_dir, index, key)
         if cached is None:  # the weights are loaded only for a teacher whose top-k are not cached
             _, model = load_causal_lm(path, columns.gguf_file, **task_args.loading)
@@ -194,7 +200,7 @@ def build_topk_dataset(
             for split, rows in splits.items():
                 for name, array in sharded_topk(model, rows, **options).items():
                     arrays[f"{split}_{name}"] = array
-            cached = {"name": display_name(path), "revision": None, "logits": arrays}
+            cached = {"name": display_name(path), "revision": revision, "logits": arrays}
             write_teacher_cache(cache_dir, index, key, cached)
             del model
         else:
@@ -204,6 +210,7 @@ def build_topk_dataset(
         infos.append(
             TeacherInfo(
                 name=cached["name"],
+                revision=cached["revision"],
                 metric=SCORE_METRIC,
                 validation_score=likelihoods[-1]["validation"],
                 dev_score=likelihoods[-1].get(DEV_SPLIT),
@@ -221,6 +228,7 @@ def build_topk_dataset(
                 tokenizer,
                 logprobs_dtype=logprobs_dtype,
                 task=CAUSAL_LM_TASK,
+                vocab_size=first.vocab_size,
             )
             for split, rows in splits.items()
         }
@@ -338,26 +346,3 @@ def distill_causal_student(
         np.save(os.path.join(config.output_dir, VALIDATION_NLL_FILE), np.asarray(per_row, dtype=np.float64))
         results.save(config.output_dir)  # last: a folder with its results is a finished run
     return results
-
-
-def causal_question(
-    task_args, columns, student_args, config: DistillationConfig, logit_data, teacher_models=None
-) -> dict:
-    """A causal student's `run_question`: its whole configuration (the card reads its `kd_loss` there), its task,
-    text and student options, and its rows by fingerprint (`input_ids` per split); live teachers by path, where
-    there are any (absent otherwise, so the questions of stored-top-k runs are as before).
-
-    Args:
-        task_args: The task options (the data source and loading options are left out).
-        columns: Which columns hold the text.
-        student_args: The student options (the logit dataset's path and `check_against_data` are left out).
-        config: The run's whole configuration.
-        logit_data: The logit dataset's splits, whose `input_ids` are fingerprinted.
-        teacher_models: The live teachers' paths (None or empty: the stored top-k).
-    """
-    task = {k: v for k, v in asdict(task_args).items() if k not in ("data", "trust_remote_code", "allow_pickle")}
-    student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
-    if teacher_models:
-        student["live_teachers"] = list(teacher_models)
-    inputs = {split: {"rows": input_fingerprint(data, ["input_ids"])} for split, data in logit_data.items()}
-    return run_question(config, task=task, text=asdict(columns), student=student, inputs=inputs)

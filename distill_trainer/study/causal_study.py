@@ -18,13 +18,13 @@ from ..config import DistillationConfig
 from ..topk import read_topk_metadata
 from .args import StudentArguments, TaskArguments, with_overrides
 from .causal_data import CAUSAL_LM_TASK, CausalLMArguments, load_causal_tokenizer_and_config
-from .causal_lm import causal_question, distill_causal_student, extract_topk_to_disk
+from .causal_lm import distill_causal_student, extract_topk_to_disk
 from .causal_storage import fit_mixture_weights, folder_bytes, read_record, top1_agreement, truncate_topk
 from .causal_study_args import CausalStudyArguments, data_fingerprint, prepare_or_reuse
 from .causal_teacher import train_causal_teacher
 from .extraction import save_dataset_atomically
 from .logit_data import load_logit_dataset
-from .questions import check_same_question, question_differences, run_question
+from .questions import causal_question, check_same_question, question_differences, run_question
 from .runs import StudentResult, TeacherRecord, display_name, method_options, save_json
 
 logger = logging.getLogger(__name__)
@@ -147,6 +147,11 @@ def student_or_reuse(task_args, student: StudentArguments, config: DistillationC
     found = StudentResult.load(config.output_dir)
     logit_data = load_logit_dataset(student.logit_dataset)
     asked = causal_question(task_args, COLUMNS, student, config, logit_data, live)
+    recorded_inputs = (found.question or {}).get("inputs") or {}
+    if recorded_inputs and not any("teachers" in split for split in recorded_inputs.values()):
+        logger.warning("%s was recorded before its teachers were in its question: not compared.", config.output_dir)
+        for split in asked["inputs"].values():
+            split.pop("teachers", None)
     if not check_same_question(config.output_dir, found.question, asked):
         raise ValueError(f"{config.output_dir} holds a run recorded without its question: remove it to train again.")
     return found

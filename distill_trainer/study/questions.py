@@ -8,12 +8,14 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
+from dataclasses import asdict
 
 from transformers import TrainingArguments
 
 from ..config import DistillationConfig
 from ..fusion import fusion_strategy
 from ..logits import input_fingerprint, read_metadata
+from ..topk import read_topk_metadata
 from .args import StudyArguments, with_overrides
 from .extraction import SCORE_TOLERANCE
 from .logit_data import load_logit_dataset
@@ -227,3 +229,33 @@ def logits_of(
             )
             return False
     return True
+
+
+def causal_question(
+    task_args, columns, student_args, config: DistillationConfig, logit_data, teacher_models=None
+) -> dict:
+    """A causal student's `run_question`: its whole configuration (the card reads its `kd_loss` there), its task,
+    text and student options, its rows by fingerprint (`input_ids` per split) and the stored teachers it learns
+    from (their top-k fingerprints: none for `none`, one for `single`), so that a student of other teachers'
+    top-k is never reused as this one; live teachers by path, where there are any.
+
+    Args:
+        task_args: The task options (the data source and loading options are left out).
+        columns: Which columns hold the text.
+        student_args: The student options (the logit dataset's path and `check_against_data` are left out).
+        config: The run's whole configuration.
+        logit_data: The logit dataset's splits, whose `input_ids` are fingerprinted.
+        teacher_models: The live teachers' paths (None or empty: the stored top-k).
+    """
+    task = {k: v for k, v in asdict(task_args).items() if k not in ("data", "trust_remote_code", "allow_pickle")}
+    student = {k: v for k, v in asdict(student_args).items() if k not in ("logit_dataset", "check_against_data")}
+    if teacher_models:
+        student["live_teachers"] = list(teacher_models)
+    inputs = {}
+    for split, data in logit_data.items():
+        teachers = [] if config.fusion == "none" or teacher_models else read_topk_metadata(data).teacher_fingerprints
+        single = config.fusion == "single" and not config.curriculum_fusion and teachers
+        inputs[split] = {"rows": input_fingerprint(data, ["input_ids"]), "teachers": teachers}
+        if single:
+            inputs[split]["teachers"] = [teachers[config.teacher_index]]
+    return run_question(config, task=task, text=asdict(columns), student=student, inputs=inputs)

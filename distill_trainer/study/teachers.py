@@ -368,7 +368,7 @@ def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teach
 
 def folder_revision(folder: str) -> str | None:
     """A local teacher's revision: `sha256:` and the first 16 hex digits of the hash of its config, weights and
-    TF-IDF files, which change whenever it is trained again (a Hub teacher's revision is its commit). It lets a
+    TF-IDF or GGUF files, which change whenever it is trained again (a Hub teacher's revision is its commit). It lets a
     logit dataset, or a cached teacher's logits, be matched to the teacher that wrote them rather than to a
     retrained one in the same folder. None for a folder without them (a record alone, as a device bundle carries).
 
@@ -379,7 +379,7 @@ def folder_revision(folder: str) -> str | None:
     for file in sorted(os.listdir(folder)):
         if (
             file in ("config.json", SKLEARN_TEACHER_FILE)
-            or file.endswith(".safetensors")
+            or file.endswith((".safetensors", ".gguf"))
             or re.fullmatch(r"pytorch_model.*\.bin", file)
         ):
             digest.update(file.encode())
