@@ -189,7 +189,7 @@ def build_topk_dataset(
     inputs = {split: input_fingerprint(data, ["input_ids"]) for split, data in splits.items()}
     found, infos, likelihoods = {split: {"ids": [], "logprobs": []} for split in splits}, [], []
     for index, path in enumerate(teacher_paths):
-        revision = folder_revision(path) if os.path.isdir(path) else None  # a teacher retrained since: not reused
+        revision = folder_revision(path)  # a teacher retrained in its folder since is not reused
         key = {"teacher": path, "revision": revision, "gguf_file": columns.gguf_file, "k": k, "dtype": logprobs_dtype}
         key["inputs"] = inputs
         cached = read_teacher_cache(cache_dir, index, key)

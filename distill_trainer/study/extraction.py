@@ -63,7 +63,7 @@ def build_logit_dataset(
     fit_split = "dev" if "dev" in splits else "validation"  # what chooses and fits: never the reported rows if it can
     logits, infos = {split: [] for split in splits}, []
     for index, path in enumerate(teacher_paths):
-        revision = folder_revision(path) if os.path.isdir(path) else None  # a teacher retrained since: not reused
+        revision = folder_revision(path)  # a teacher retrained in its folder since is not reused
         key = {"teacher": path, "revision": revision, "max_length": data.max_length, "inputs": fingerprints}
         found = read_teacher_cache(cache_dir, index, key)
         if found is None:
@@ -72,7 +72,7 @@ def build_logit_dataset(
             )
             found = {
                 "name": display_name(teacher.name),
-                "revision": teacher.revision,
+                "revision": teacher.revision or revision,  # a Hub teacher's commit, else the folder's hash
                 "logits": {split: sharded_logits(teacher, task_texts(task, rows)) for split, rows in splits.items()},
             }
             score = check_teacher_reproduces(task, path, found, labels["validation"], fingerprints["validation"])

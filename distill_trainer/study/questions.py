@@ -126,7 +126,6 @@ def student_question(data: TaskData, student: dict, config: DistillationConfig, 
         logit_data: The loaded logit `DatasetDict`.
     """
     names = [name for name in (config.fusion, config.curriculum_fusion) if name and name != "none"]
-    single = config.fusion == "single" and not config.curriculum_fusion
     uses_fits = config.calibrate_teachers or any(fusion_strategy(name).fits_weights for name in names)
     inputs = {}
     for split, rows in logit_data.items():
@@ -134,8 +133,7 @@ def student_question(data: TaskData, student: dict, config: DistillationConfig, 
         if metadata is None:
             inputs[split] = {"dataset": rows._fingerprint}
             continue
-        teachers = metadata.teacher_fingerprints or []  # only the teachers the method learns from
-        used = [] if not names else [teachers[config.teacher_index]] if single and teachers else teachers
+        used = teachers_learnt_from(config, metadata.teacher_fingerprints or [])
         inputs[split] = {"rows": metadata.input_fingerprint, "teachers": used}
         if uses_fits:
             inputs[split]["fitted"] = metadata.fitted
@@ -144,6 +142,22 @@ def student_question(data: TaskData, student: dict, config: DistillationConfig, 
     if student.get("early_stopping_patience"):  # absent from the questions of runs from before it existed
         asked["early_stopping_patience"] = student["early_stopping_patience"]
     return run_question(config, task=data.question_options, student=asked, inputs=inputs)
+
+
+def teachers_learnt_from(config: DistillationConfig, fingerprints: Sequence[str]) -> list[str]:
+    """The teacher fingerprints a student's question holds: the teachers its method learns from (none for `none`,
+    the one `teacher_index` names for `single`, all of them otherwise), so that adding a teacher leaves the
+    baseline's and a single teacher's questions as they are.
+
+    Args:
+        config: The student's configuration (`fusion`, `curriculum_fusion`, `teacher_index`).
+        fingerprints: Every teacher's fingerprint, in column order.
+    """
+    if all(name in (None, "", "none") for name in (config.fusion, config.curriculum_fusion)):
+        return []
+    if config.fusion == "single" and not config.curriculum_fusion and fingerprints:
+        return [fingerprints[config.teacher_index]]
+    return list(fingerprints)
 
 
 def teacher_question(
@@ -253,9 +267,7 @@ def causal_question(
         student["live_teachers"] = list(teacher_models)
     inputs = {}
     for split, data in logit_data.items():
-        teachers = [] if config.fusion == "none" or teacher_models else read_topk_metadata(data).teacher_fingerprints
-        single = config.fusion == "single" and not config.curriculum_fusion and teachers
-        inputs[split] = {"rows": input_fingerprint(data, ["input_ids"]), "teachers": teachers}
-        if single:
-            inputs[split]["teachers"] = [teachers[config.teacher_index]]
+        stored = [] if teacher_models else read_topk_metadata(data).teacher_fingerprints  # live ones: by path
+        rows = input_fingerprint(data, ["input_ids"])
+        inputs[split] = {"rows": rows, "teachers": teachers_learnt_from(config, stored)}
     return run_question(config, task=task, text=asdict(columns), student=student, inputs=inputs)

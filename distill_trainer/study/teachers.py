@@ -359,22 +359,22 @@ def load_teacher(path_or_id: str, task_labels: Sequence[str], **kwargs) -> Teach
     if os.path.isfile(os.path.join(path_or_id, SKLEARN_TEACHER_FILE)):
         teacher = SklearnTeacher.load(path_or_id, name)
         teacher.check_labels(task_labels)
-    else:
-        teacher = TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)
-    if teacher.revision is None and os.path.isdir(path_or_id):
-        teacher.revision = folder_revision(path_or_id)
-    return teacher
+        return teacher
+    return TransformersTeacher(path_or_id, task_labels, name=name, **kwargs)
 
 
 def folder_revision(folder: str) -> str | None:
     """A local teacher's revision: `sha256:` and the first 16 hex digits of the hash of its config, weights and
     TF-IDF or GGUF files, which change whenever it is trained again (a Hub teacher's revision is its commit). It lets a
     logit dataset, or a cached teacher's logits, be matched to the teacher that wrote them rather than to a
-    retrained one in the same folder. None for a folder without them (a record alone, as a device bundle carries).
+    retrained one in the same folder. None for a folder without them (a record alone, as a device bundle carries)
+    and for anything that is not a folder (a Hub id).
 
     Args:
-        folder: The teacher's folder.
+        folder: The teacher's folder (or Hub id).
     """
+    if not os.path.isdir(folder):
+        return None
     digest, files = hashlib.sha256(), 0
     for file in sorted(os.listdir(folder)):
         if (
