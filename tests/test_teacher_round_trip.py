@@ -111,6 +111,19 @@ def test_a_collapsed_teacher_is_named_in_a_warning(tmp_path, sst2_teacher, caplo
     assert "tfidf) predicts one class on 100% of the validation rows" in caplog.text
 
 
+def test_a_constant_regression_teacher_is_refused_naming_its_undefined_score(tmp_path):
+    """Its Pearson correlation is NaN, which used to read as a mismatch with its record ("nan vs nan")."""
+    args = TaskArguments(task="stsb", data=str(GLUE), max_train_rows=400, max_eval_rows=120, max_length=32)
+    folder = tmp_path / "tfidf"
+    train_teacher(args.task_data(), SKLEARN_TEACHER, teacher_args(folder))
+    weights = load_file(str(folder / SKLEARN_WEIGHTS_FILE))
+    weights["coef"] = np.zeros_like(weights["coef"])  # the same value, whatever the text says
+    save_file(weights, str(folder / SKLEARN_WEIGHTS_FILE))
+    with pytest.raises(ValueError, match=r"tfidf.*score pearson nan .*predicts one value for every row"):
+        extract_to_disk(args.task_data(), [str(folder)], str(tmp_path / "logits"))
+    assert not (tmp_path / "logits").exists()
+
+
 def test_a_multi_class_tfidf_teacher_loads_back_bit_for_bit(tmp_path):
     from distill_trainer.study.tasks import task_texts
     from distill_trainer.study.teachers import SklearnTeacher

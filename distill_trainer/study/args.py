@@ -13,7 +13,7 @@ from transformers import TrainingArguments
 from .parsing import parse_recipe_args  # noqa: F401 (re-exported: the recipes import it from here)
 from .results_table import check_results_csv
 from .runs import method_options, method_temperatures
-from .task_data import DEV_OPTIONS, TaskData
+from .task_data import DEV_OPTIONS, TaskData, row_limit_option
 from .tasks import (
     DEFAULT_GLUE,
     GlueTask,
@@ -156,7 +156,7 @@ class TaskArguments:
         Args:
             split: The split's name ("train", "validation", ...).
         """
-        return self.max_train_rows if split == "train" else self.max_eval_rows
+        return getattr(self, row_limit_option(split))
 
     def carved_training_rows(self) -> tuple[datasets.Dataset, np.ndarray | None, dict[str, datasets.Dataset]]:
         """The training rows as read, the dev split's positions among them (None without one), and the splits

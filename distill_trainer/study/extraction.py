@@ -155,8 +155,9 @@ def check_teacher_reproduces(
 ) -> float:
     """The teacher's validation score, recomputed from the logits about to be stored; refused (a `ValueError`
     naming the teacher and both scores) where it differs from the score its record (`teacher_info.json`)
-    states for the same validation rows by more than `SCORE_TOLERANCE`; a warning where the logits predict one
-    class on >= 95% of the rows (a collapsed teacher). Logits that are not the teacher's own (a broken
+    states for the same validation rows by more than `SCORE_TOLERANCE`, or where it is not a number (a
+    regression teacher predicting one value has no correlation); a warning where the logits predict one class on
+    >= 95% of the rows (a collapsed teacher). Logits that are not the teacher's own (a broken
     save/load, a wrong label order, the wrong `max_length`) would otherwise train every student silently wrong.
 
     Args:
@@ -169,6 +170,12 @@ def check_teacher_reproduces(
     """
     validation = found["logits"]["validation"]
     score = compute_task_metrics(task, validation, labels)[task.metric]
+    if not np.isfinite(score):
+        raise ValueError(
+            f"Teacher {found['name']} ({path}): the logits extracted from it score {task.metric} {score} on the "
+            "validation rows (a regression teacher that predicts one value for every row has no correlation): it "
+            "gives students nothing to learn and no score to weigh or choose it by. Retrain it; nothing was written."
+        )
     record = TeacherRecord.load(path) if os.path.isfile(os.path.join(path, TeacherRecord.FILE)) else None
     if record is None:
         logger.warning(

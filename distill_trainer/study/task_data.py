@@ -16,6 +16,15 @@ QUESTION_TASK_OPTIONS = ("task", "max_train_rows", "max_eval_rows", "max_length"
 DEV_OPTIONS = ("dev_rows", "dev_fraction", "dev_seed")
 
 
+def row_limit_option(split: str) -> str:
+    """The option that limits a split's rows, for the rows a run reads and the errors that name it.
+
+    Args:
+        split: The split's name: "train" is limited by `max_train_rows`, every other split by `max_eval_rows`.
+    """
+    return "max_train_rows" if split == "train" else "max_eval_rows"
+
+
 @dataclass(frozen=True)
 class TaskData:
     """A task and its rows: train (without the dev rows), the dev split where one is carved from train, validation.

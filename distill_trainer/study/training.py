@@ -35,7 +35,7 @@ from .student_model import (  # noqa: F401 (re-exported: imported from here befo
     check_bundled_layers,
     student_from_layers,
 )
-from .task_data import TaskData
+from .task_data import TaskData, row_limit_option
 from .tasks import (
     GlueTask,
     first_rows,
@@ -161,9 +161,6 @@ def low_resource(train: datasets.Dataset, labelled_rows: int, with_transfer_set:
     return train.remove_columns("label").add_column("label", labels.tolist(), feature=feature)
 
 
-ROW_LIMIT_OPTIONS = {"train": "max_train_rows", "validation": "max_eval_rows"}
-
-
 def check_split_rows(
     split: str, logit_rows: datasets.Dataset, task_rows: datasets.Dataset, columns: Sequence[str], asked: int | None
 ) -> None:
@@ -178,7 +175,7 @@ def check_split_rows(
         columns: The input columns the logit metadata fingerprints.
         asked: The row limit given for the split (`--max_train_rows`/`--max_eval_rows`; None: none given).
     """
-    option = f"--{ROW_LIMIT_OPTIONS[split]}"
+    option = f"--{row_limit_option(split)}"
     if asked is not None and len(logit_rows) < len(task_rows):
         raise ValueError(
             f"{option} {asked} asks for {len(task_rows)} {split} rows, and this logit dataset has {len(logit_rows)}: "
@@ -221,7 +218,7 @@ def distill_student(
     task = data.task
     check_output_dir(config.output_dir, StudentResult.FILE)
     logit_data = load_logit_dataset(logit_dataset)
-    limits = {split: data.options.get(option) for split, option in ROW_LIMIT_OPTIONS.items()}
+    limits = {split: data.options.get(row_limit_option(split)) for split in ("train", "validation")}
     train, validation = (first_rows(logit_data[split], limits[split]) for split in ("train", "validation"))
     dev = logit_data["dev"] if "dev" in logit_data else None
     metadata = read_metadata(logit_data["train"])
