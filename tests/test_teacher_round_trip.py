@@ -59,6 +59,7 @@ def test_extracted_logits_score_what_each_teacher_recorded_on_every_task(tmp_pat
         assert rescored == pytest.approx(record.validation_score, abs=tolerance), record.name
         assert info.validation_score == pytest.approx(rescored, abs=1e-6)
         assert record.validation_fingerprint is not None
+        assert record.max_length == (None if column == 0 else 32)  # TF-IDF reads whole texts
 
 
 @pytest.mark.slow
@@ -152,6 +153,15 @@ def test_a_teacher_trained_on_rows_it_would_be_chosen_on_or_for_another_task_is_
     low = replace(args, dev_rows=100, labelled_rows=500)  # a teacher of that regime and split is extracted
     train_teacher(low.task_data(), SKLEARN_TEACHER, teacher_args(tmp_path / "low"))
     extract_to_disk(low.task_data(), [str(tmp_path / "low")], str(tmp_path / "logits"))
+
+
+def test_a_teacher_trained_at_another_max_length_is_refused(tmp_path, sst2_teacher):
+    """Its logits would not be the ones its record scored; the score check misses a change within 0.5 pp."""
+    args, folder, record = sst2_teacher
+    replace(record, max_length=64).save(str(folder))  # what a transformer teacher trained at 64 tokens records
+    with pytest.raises(ValueError, match="trained and scored at --max_length 64, and this extraction would read 32"):
+        extract_to_disk(args.task_data(), [str(folder)], str(tmp_path / "logits"))
+    assert not (tmp_path / "logits").exists()
 
 
 def test_tfidf_teachers_keep_their_labels_and_refuse_a_missing_class(tmp_path):

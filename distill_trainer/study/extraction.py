@@ -118,8 +118,10 @@ def build_logit_dataset(
 def check_teacher_rows(path: str, data: TaskData) -> None:
     """Refuse a teacher whose record says it learnt from rows this extraction scores it on or hides: trained for
     another task, without this dev split (its dev score, `weighted`'s weights and the fits would be measured on rows
-    it trained on), or, in the low-resource regime, on more labelled rows than `data` keeps (the students would
-    receive the hidden labels through it). A teacher without a record (a Hub id) is not checked.
+    it trained on), at another `max_length` than `data`'s (its logits would not be those its record scored), or,
+    in the low-resource regime, on more labelled rows than `data` keeps (the students would receive the hidden
+    labels through it). A teacher without a record (a Hub id) is not checked, nor one recorded before its
+    `max_length` was.
 
     Args:
         path: The teacher's folder or Hub id.
@@ -134,6 +136,11 @@ def check_teacher_rows(path: str, data: TaskData) -> None:
         problem = f"it was trained on {record.task}, and this is {task.name}"
     elif data.dev_split is not None and (record.dev_split or {}).get("positions") != data.dev_split["positions"]:
         problem = "it was trained without this dev split, so it may have learnt the dev rows it would be chosen on"
+    elif record.max_length is not None and record.max_length != data.max_length:
+        problem = (
+            f"it was trained and scored at --max_length {record.max_length}, and this extraction would read "
+            f"{data.max_length} tokens per input, so its logits would not be the ones its record scored"
+        )
     elif labelled is not None and (record.labelled_rows is None or record.labelled_rows > labelled):
         problem = (
             f"it learnt from {record.labelled_rows or 'all the'} labelled training rows, and --labelled_rows "

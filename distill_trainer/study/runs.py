@@ -280,6 +280,7 @@ class TeacherRecord(RunRecord):
 
     validation_fingerprint: str | None = None  # the validation rows `validation_score` was measured on
     labelled_rows: int | None = None  # low-resource regime: it learnt from these leading training rows alone
+    max_length: int | None = None  # the tokens per input it was trained and scored at (None: TF-IDF, or unrecorded)
     dev_score: float | None = None  # on the dev split carved from training rows: what chooses among teachers
     dev_metrics: dict | None = None
     dev_split: dict | None = None  # its options and rows (`TaskArguments.task_data`)
