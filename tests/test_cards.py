@@ -91,6 +91,19 @@ def test_the_recipes_card_states_the_recorded_loss():
     assert causal.data.pipeline_tag == "text-generation" and "glue" not in causal.data.tags
 
 
+def test_a_causal_students_card_shows_its_teachers_in_perplexity_too():
+    """Found by a review: the teachers record their token likelihood, exp(-NLL), and the card's column is the
+    student's perplexity, exp(NLL): a teacher at likelihood 0.25 read as perplexity 0.2500 beside the student's 30."""
+    teachers = [{"name": "t0", "metric": "token_likelihood", "validation_score": 0.25}]
+    record = StudentResult(
+        task="causal_lm", fusion="average", metric="perplexity", score=30.0, temperature=1.0, alpha=0.5, seed=0,
+        teachers=teachers,
+    )  # fmt: skip
+    text = render_student_card(record, "alice/lm").text
+    assert "| teacher 0: t0 | 4.0000 |" in text and "validation perplexity 4.0000" in text
+    assert "0.2500" not in text
+
+
 def training_sections(text: str) -> list[str]:
     """The loss line, the fusion, T, alpha and seed rows, and the teachers: what both card paths must agree on."""
     lines = text.splitlines()

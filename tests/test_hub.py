@@ -15,11 +15,11 @@ import torch
 from helpers import tiny_config, tiny_student, tiny_tokenizer
 from hub_server import TEST_TOKEN
 from huggingface_hub import DatasetCard, HfApi, ModelCard, hf_hub_download
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError
+from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill_trainer import DistillationTrainer, TeacherInfo, attach_teacher_logits, read_metadata
-from distill_trainer.study.hub import publish_teacher
+from distill_trainer.study.hub import publish_logit_dataset, publish_student, publish_teacher
 from distill_trainer.study.logit_data import LOGIT_METADATA_FILE, load_logit_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -217,9 +217,68 @@ def test_publishing_again_updates_and_exist_ok_false_refuses(published):
     assert "notes.txt" in api.list_repo_files("alice/tiny-teacher-sst2")
     assert (root / "teacher" / "README.md").read_text() == "my own notes"
     assert "teacher" in ModelCard.load(hf_hub_download("alice/tiny-teacher-sst2", "README.md")).data.tags
-    with pytest.raises(HfHubHTTPError) as error:
+    with pytest.raises(ValueError, match="already exists and --hub_exist_ok is false"):
         publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", exist_ok=False)
-    assert error.value.response.status_code == 409
+
+
+def test_what_distill_trainer_did_not_publish_is_never_replaced(published, tmp_path):
+    """Found by a review, each reproduced first: publishing into someone else's repo replaced its README (a
+    dataset's data files were deleted by push_to_hub); a student published over a teacher mixed their records;
+    --hub_private left an existing public repo public; a subset of a logit dataset went out under its metadata."""
+    root, _, _, _ = published
+    api = HfApi()
+    api.create_repo("alice/someone-elses", exist_ok=True)
+    api.upload_file(path_or_fileobj=b"theirs", path_in_repo="README.md", repo_id="alice/someone-elses")
+    api.create_repo("alice/their-data", repo_type="dataset", exist_ok=True)
+    api.upload_file(
+        path_or_fileobj=b"x", path_in_repo="data/test.parquet", repo_id="alice/their-data", repo_type="dataset"
+    )
+    before = api.model_info("alice/someone-elses").sha, api.dataset_info("alice/their-data").sha
+    with pytest.raises(ValueError, match="did not publish as a teacher \\(no teacher_info.json; it has README.md\\)"):
+        publish_teacher(str(root / "teacher"), "alice/someone-elses")
+    with pytest.raises(ValueError, match="did not publish as a student \\(no eval_results.json"):
+        publish_student(str(root / "student"), "alice/tiny-teacher-sst2")
+    with pytest.raises(ValueError, match="did not publish as a logit dataset \\(no distill_trainer_logits.json"):
+        publish_logit_dataset(str(root / "logits"), "alice/their-data")
+    with pytest.raises(ValueError, match="exists and is public, and --hub_private does not change"):
+        publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", private=True)
+    subset = datasets.load_from_disk(str(root / "logits"))
+    subset["train"] = subset["train"].select(range(100))
+    with pytest.raises(ValueError, match="The train split holds 100 rows, and its metadata describes the 200"):
+        publish_logit_dataset(subset, "alice/sst2-logits")
+    assert (api.model_info("alice/someone-elses").sha, api.dataset_info("alice/their-data").sha) == before
+    assert "teacher_info.json" not in api.list_repo_files("alice/tiny-student-sst2")
+
+
+def test_a_baseline_the_card_would_misstate_and_bad_publishing_options_are_refused_before_training(
+    published, tmp_path, monkeypatch
+):
+    """Found by a review, each reproduced first: any record was shown as the no-distillation baseline (another
+    fusion, another task), and a missing --baseline_results or no token at all failed only after training."""
+    root, _, _, _ = published
+    with pytest.raises(ValueError, match="its fusion is 'gating', not 'none'"):
+        publish_student(str(root / "student"), "alice/tiny-student-sst2", baseline=str(root / "student"))
+    argv = COMMON + TRAIN + ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "base")]
+    argv += ["--max_steps", "1", "--output_dir", str(tmp_path / "run"), "--push_to_hub", "--hub_model_id"]
+    for options, problem in (
+        (["alice/new-student", "--baseline_results", str(tmp_path / "none")], "--baseline_results .*not found"),
+        (["alice/new-student", "--baseline_results", str(root / "student")], "its fusion is 'gating'"),
+        (["alice/my student"], "--hub_model_id 'alice/my student' is not a Hub repo id"),
+    ):
+        with pytest.raises(ValueError, match=problem):
+            distill.main(argv + options)
+    monkeypatch.delenv("HF_TOKEN")
+    with pytest.raises(ValueError, match="Publishing alice/new-student needs a Hub token with write access"):
+        distill.main(argv + ["alice/new-student"])
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_dataset_without_logit_metadata_is_named_as_such(published):
+    api = HfApi()
+    api.create_repo("alice/plain-data", repo_type="dataset", exist_ok=True)
+    datasets.Dataset.from_dict({"text": ["a", "b"]}).push_to_hub("alice/plain-data")
+    with pytest.raises(ValueError, match="not a distill-trainer logit dataset: it has no distill_trainer_logits.json"):
+        load_logit_dataset("alice/plain-data")
 
 
 def test_publishing_to_a_branch_leaves_main_alone(published):

@@ -4,6 +4,7 @@ the templates in `model_cards/` with their Hub metadata (base model, datasets, t
 from __future__ import annotations
 
 import importlib.resources
+from dataclasses import replace
 
 from huggingface_hub import DatasetCard, DatasetCardData, EvalResult, ModelCard, ModelCardData
 
@@ -96,8 +97,11 @@ def render_student_card(
         if baseline is not None
         else []
     )
+    facts = CardFacts.of(results, kind=kind, **recorded_loss(results))
+    if causal:  # teachers record their token likelihood, exp(-NLL); the card's column is perplexity, exp(NLL)
+        facts = replace(facts, teachers=[as_perplexity(teacher) for teacher in facts.teachers or []])
     return student_card(
-        CardFacts.of(results, kind=kind, **recorded_loss(results)),
+        facts,
         repo_id=repo_id,
         dataset_text="prompt/completion text (causal LM)" if causal else f"GLUE {task.title} (`{task.name}`)",
         metric=results.metric,
@@ -109,6 +113,17 @@ def render_student_card(
         language=["en"],
         eval_results=None if causal else [eval_result(task, results.score)],
     )
+
+
+def as_perplexity(teacher: dict) -> dict:
+    """A causal teacher's record (`TeacherInfo` fields) with its validation score as perplexity, the student's metric.
+
+    Args:
+        teacher: The teacher's fields; a score in another metric than token likelihood is kept as it is.
+    """
+    if teacher.get("metric") != "token_likelihood" or not teacher.get("validation_score"):
+        return teacher
+    return {**teacher, "metric": "perplexity", "validation_score": 1 / teacher["validation_score"]}
 
 
 def recorded_loss(results: StudentResult) -> dict:

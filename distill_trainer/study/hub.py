@@ -22,9 +22,15 @@ from huggingface_hub import (
     ModelCard,
     hf_hub_download,
 )
+from huggingface_hub.errors import (
+    HFValidationError,
+    LocalTokenNotFoundError,
+    RepositoryNotFoundError,
+    RevisionNotFoundError,
+)
 from huggingface_hub.utils import validate_repo_id
 
-from ..logits import read_metadata
+from ..logits import input_fingerprint, read_metadata
 from ..topk import read_topk_metadata
 from .cards import render_logit_dataset_card, render_student_card, render_teacher_card
 from .logit_data import LOGIT_METADATA_FILE, load_logit_dataset_from_hub  # noqa: F401 (read back there; importable here)
@@ -33,6 +39,9 @@ from .runs import StudentResult, TeacherRecord
 # Training leftovers that do not belong in a published model: checkpoints (optimizer state, gate),
 # the pickled TrainingArguments (it may hold a hub_token), half-written folders, logs.
 IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "training_args.bin", "*.partial-*", "runs/**"]
+# The file each kind of publication leaves in its repo: an existing repo with files but not this one was not
+# published by distill-trainer as that kind, and publishing would replace (a dataset's data files: delete) them.
+RECORD_FILES = {"teacher": TeacherRecord.FILE, "student": StudentResult.FILE, "logit dataset": LOGIT_METADATA_FILE}
 
 
 @dataclass
@@ -95,29 +104,83 @@ def check_publishing(push_to_hub: bool, repo_id: str | None, flag: str) -> None:
     if push_to_hub:
         if not repo_id:
             raise ValueError(f"--push_to_hub needs {flag} (owner/name).")
-        validate_repo_id(repo_id)
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as error:
+            raise ValueError(f"{flag} {repo_id!r} is not a Hub repo id: {error}") from error
 
 
-def check_hub_before_work(repo_id: str, *, repo_type: str = "model", exist_ok: bool = True, token=None) -> None:
-    """Ask the Hub, before any training or extraction, whether `repo_id` can be published to: an unreachable
-    Hub or an existing repo with `--hub_exist_ok false` would otherwise fail only after the work is done.
+def check_hub_before_work(
+    repo_id: str,
+    *,
+    kind: str = "student",
+    exist_ok: bool = True,
+    private: bool | None = None,
+    revision: str | None = None,
+    token=None,
+) -> None:
+    """Ask the Hub, before any training, extraction or upload, whether `repo_id` can be published to; each
+    problem would otherwise fail (or do harm) only after the work: an unreachable Hub, no token, an existing repo
+    with `--hub_exist_ok false`, an existing repo that distill-trainer did not publish as this `kind` (its files
+    would be replaced, a dataset's data files deleted), and `--hub_private` for an existing public repo (it
+    would stay public).
 
     Args:
         repo_id: The repo to publish to (`owner/name`).
-        repo_type: "model" or "dataset".
+        kind: "teacher", "student" or "logit dataset" (a dataset repo); see `RECORD_FILES`.
         exist_ok: Whether an existing repo may be updated (False: refused).
+        private: Whether the user asked for a private repo (None/False: not asked).
+        revision: The branch to publish to (None: main); a new branch starts from main, whose files are checked.
         token: The Hub token (None: `HF_TOKEN` or the logged-in one).
     """
-    api = HfApi(token=token)
+    api, repo_type = HfApi(token=token), "dataset" if kind == "logit dataset" else "model"
     try:
-        exists = api.repo_exists(repo_id, repo_type=repo_type)
-    except Exception as error:  # connection refused, DNS, proxy, 5xx: all mean the push would fail later
+        api.whoami()
+        info = existing_repo(api, repo_id, repo_type, revision)
+    except Exception as error:  # no token; connection refused, DNS, proxy, 5xx: the push would fail after the work
+        status = getattr(getattr(error, "response", None), "status_code", None)
+        if isinstance(error, LocalTokenNotFoundError) or status in (401, 403):
+            raise ValueError(
+                f"Publishing {repo_id} needs a Hub token with write access: set HF_TOKEN, run `hf auth login`, or "
+                "give --hub_token. Nothing was done."
+            ) from error
         raise ValueError(
             f"Cannot reach the Hub at {api.endpoint} to publish {repo_id} ({type(error).__name__}): fix the "
-            "connection or HF_ENDPOINT, or drop --push_to_hub. Nothing was trained or extracted."
+            "connection or HF_ENDPOINT, or drop --push_to_hub. Nothing was done."
         ) from error
-    if exists and not exist_ok:
+    if info is None:
+        return
+    if not exist_ok:
         raise ValueError(f"{repo_id} already exists and --hub_exist_ok is false: choose another repo id.")
+    files = sorted({sibling.rfilename for sibling in info.siblings or []} - {".gitattributes"})
+    if files and RECORD_FILES[kind] not in files:
+        raise ValueError(
+            f"{repo_id} exists and holds files that distill-trainer did not publish as a {kind} (no "
+            f"{RECORD_FILES[kind]}; it has {', '.join(files[:4])}{', ...' if len(files) > 4 else ''}): publishing "
+            "would replace them. Choose another repo id, or empty that repo yourself. Nothing was done."
+        )
+    if private and not info.private:
+        raise ValueError(
+            f"{repo_id} exists and is public, and --hub_private does not change an existing repo's visibility: make "
+            "it private on the Hub first, or choose another repo id. Nothing was done."
+        )
+
+
+def existing_repo(api: HfApi, repo_id: str, repo_type: str, revision: str | None):
+    """The repo's info at `revision` (at main where that branch does not exist yet), or None where there is no repo.
+
+    Args:
+        api: The Hub client (with the token).
+        repo_id: The repo (`owner/name`).
+        repo_type: "model" or "dataset".
+        revision: The branch (None: main).
+    """
+    try:
+        return api.repo_info(repo_id, repo_type=repo_type, revision=revision)
+    except RevisionNotFoundError:
+        return api.repo_info(repo_id, repo_type=repo_type)
+    except RepositoryNotFoundError:
+        return None
 
 
 # ---- publishing -----------------------------------------------------------------------------------
@@ -134,7 +197,7 @@ def publish_teacher(folder: str, repo_id: str, *, license: str = "apache-2.0", *
     """
     info = TeacherRecord.load(folder)
     card = render_teacher_card(info, repo_id, license)
-    return publish_folder(folder, repo_id, card, message=f"Upload teacher {info.name}", **hub_kwargs)
+    return publish_folder(folder, repo_id, card, kind="teacher", message=f"Upload teacher {info.name}", **hub_kwargs)
 
 
 def publish_student(
@@ -159,9 +222,13 @@ def publish_student(
     """
     results = StudentResult.load(folder)
     if isinstance(baseline, str):
-        baseline = StudentResult.load(baseline)
+        baseline = load_baseline(baseline)
+    if baseline is not None:
+        check_baseline(baseline, results)
     card = render_student_card(results, repo_id, baseline, license)
-    return publish_folder(folder, repo_id, card, message=f"Upload {results.fusion} student", **hub_kwargs)
+    return publish_folder(
+        folder, repo_id, card, kind="student", message=f"Upload {results.fusion} student", **hub_kwargs
+    )
 
 
 def publish_logit_dataset(
@@ -197,8 +264,20 @@ def publish_logit_dataset(
     missing = [split for split, value in metadata.items() if value is None]
     if missing:
         raise ValueError(f"Splits {missing} carry no distill_trainer metadata: publish what extract_logits wrote.")
+    for split, value in metadata.items():
+        rows = logit_dataset[split]
+        columns = getattr(value, "input_columns", ["input_ids"])  # a top-k dataset fingerprints its token ids
+        if len(rows) != value.num_rows or input_fingerprint(rows, columns) != value.input_fingerprint:
+            raise ValueError(
+                f"The {split} split holds {len(rows)} rows, and its metadata describes the {value.num_rows} rows the "
+                "teachers were extracted on (a `select`/`filter` subset, or edited inputs, would be published under "
+                "their records): publish the dataset extract_logits wrote."
+            )
+    check_hub_before_work(
+        repo_id, kind="logit dataset", exist_ok=exist_ok, private=private, revision=revision, token=token
+    )
     api = HfApi(token=token)
-    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=exist_ok)
+    api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
     make_branch(api, repo_id, "dataset", revision)
     message = commit_message or "Upload logit dataset"
     logit_dataset.push_to_hub(repo_id, private=private, revision=revision, commit_message=message, token=token)
@@ -225,6 +304,7 @@ def publish_folder(
     repo_id: str,
     card: ModelCard,
     *,
+    kind: str,
     message: str,
     private: bool | None = None,
     revision: str | None = None,
@@ -242,6 +322,7 @@ def publish_folder(
             out); nothing in it is changed.
         repo_id: The model repo (`owner/name`).
         card: The model card.
+        kind: "teacher" or "student": an existing repo must hold that kind's record (`check_hub_before_work`).
         message: The default commit message.
         private: Create the repo private (None: the namespace's default; an existing repo keeps its visibility).
         revision: The branch to upload to, created from main if missing (None: main).
@@ -249,8 +330,9 @@ def publish_folder(
         exist_ok: Update an existing repo (False: an existing repo is an error).
         token: The Hub token (None: `HF_TOKEN` or the logged-in one); only ever handed to the client.
     """
+    check_hub_before_work(repo_id, kind=kind, exist_ok=exist_ok, private=private, revision=revision, token=token)
     api = HfApi(token=token)
-    api.create_repo(repo_id, private=private, exist_ok=exist_ok)
+    api.create_repo(repo_id, private=private, exist_ok=True)
     make_branch(api, repo_id, "model", revision)
     api.upload_folder(
         repo_id=repo_id,
@@ -267,6 +349,40 @@ def publish_folder(
         commit_message=commit_message or message,
     )
     return commit.commit_url
+
+
+def load_baseline(path: str) -> StudentResult:
+    """The no-distillation student's record `--baseline_results` names, refused clearly where it is not one.
+
+    Args:
+        path: Its folder or `eval_results.json`.
+    """
+    try:
+        return StudentResult.load(path)
+    except FileNotFoundError as error:
+        raise ValueError(f"--baseline_results {path}: {error}") from error
+
+
+def check_baseline(baseline: StudentResult, student: StudentResult | None = None, task: str | None = None) -> None:
+    """Refuse a baseline the card would misstate: the card lists it as the same student trained with CE only,
+    scored on the same rows in the same metric.
+
+    Args:
+        baseline: The no-distillation student's record.
+        student: The published student's record (None: before it trains, only `task` and the fusion are checked).
+        task: The student's task, where `student` is not there yet.
+    """
+    task = student.task if student is not None else task
+    differ = [] if baseline.fusion == "none" else [f"its fusion is {baseline.fusion!r}, not 'none'"]
+    differ += [f"it is a {baseline.task} student, and this one is {task}"] if baseline.task != task else []
+    for name in ("metric", "eval_rows", "student_model", "student_layers") if student is not None else ():
+        if getattr(baseline, name) != getattr(student, name):
+            differ.append(f"its {name} is {getattr(baseline, name)!r}, this student's {getattr(student, name)!r}")
+    if differ:
+        raise ValueError(
+            f"--baseline_results is shown on the card as this student trained without distillation, and "
+            f"{'; '.join(differ)}: give the `--fusion none` run of the same student and rows. Nothing was published."
+        )
 
 
 def make_branch(api: HfApi, repo_id: str, repo_type: str, revision: str | None) -> None:

@@ -9,6 +9,7 @@ import os
 
 import datasets
 from huggingface_hub import hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError
 
 LOGIT_METADATA_FILE = "distill_trainer_logits.json"  # beside a published logit dataset: its metadata per split
 
@@ -37,7 +38,15 @@ def load_logit_dataset_from_hub(
         token: Passed to the clients only.
     """
     logit_dataset = datasets.load_dataset(repo_id, revision=revision, token=token)
-    metadata_path = hf_hub_download(repo_id, LOGIT_METADATA_FILE, repo_type="dataset", revision=revision, token=token)
+    try:
+        metadata_path = hf_hub_download(
+            repo_id, LOGIT_METADATA_FILE, repo_type="dataset", revision=revision, token=token
+        )
+    except EntryNotFoundError as error:
+        raise ValueError(
+            f"{repo_id} is a dataset but not a distill-trainer logit dataset: it has no {LOGIT_METADATA_FILE} "
+            "(the teachers' metadata that `publish_logit_dataset` pushes beside the rows)."
+        ) from error
     with open(metadata_path) as handle:
         metadata = json.load(handle)
     for split, data in logit_dataset.items():

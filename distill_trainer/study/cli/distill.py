@@ -18,7 +18,14 @@ from distill_trainer import DistillationConfig
 from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
 from distill_trainer.study.causal_data import CausalLMArguments
 from distill_trainer.study.causal_lm import distill_causal_student
-from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_student
+from distill_trainer.study.hub import (
+    HubArguments,
+    check_baseline,
+    check_hub_before_work,
+    check_publishing,
+    load_baseline,
+    publish_student,
+)
 from distill_trainer.study.training import distill_student
 
 
@@ -35,7 +42,16 @@ def main(argv=None, prog=None):
     )
     check_publishing(config.push_to_hub, config.hub_model_id, "--hub_model_id")
     if config.push_to_hub:
-        check_hub_before_work(config.hub_model_id, exist_ok=hub_args.hub_exist_ok, token=config.hub_token)
+        private, revision = hub_args.hub_private or config.hub_private_repo, config.hub_revision
+        check_hub_before_work(
+            config.hub_model_id,
+            exist_ok=hub_args.hub_exist_ok,
+            private=private,
+            revision=revision,
+            token=config.hub_token,
+        )
+        if hub_args.baseline_results:
+            check_baseline(load_baseline(hub_args.baseline_results), task=task_args.task)
     if text_args.check(task_args.task):
         results = distill_causal_student(task_args, text_args, student_args, config)
     else:

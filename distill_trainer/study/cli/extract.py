@@ -59,7 +59,13 @@ def main(argv=None, prog=None):
     if causal != (extract_args.topk is not None):
         raise ValueError(f"--topk is {'required' if causal else 'only'} for --task {CAUSAL_LM_TASK}.")
     if extract_args.push_to_hub:
-        check_hub_before_work(extract_args.hub_dataset_id, repo_type="dataset", exist_ok=hub_args.hub_exist_ok)
+        check_hub_before_work(
+            extract_args.hub_dataset_id,
+            kind="logit dataset",
+            exist_ok=hub_args.hub_exist_ok,
+            private=hub_args.hub_private,
+            revision=extract_args.hub_revision,
+        )
     if causal:
         logit_dataset = extract_topk_to_disk(
             task_args,

@@ -76,7 +76,12 @@ def main(argv=None, prog=None):
     check_publishing(training_args.push_to_hub, training_args.hub_model_id, "--hub_model_id")
     if training_args.push_to_hub:
         check_hub_before_work(
-            training_args.hub_model_id, exist_ok=hub_args.hub_exist_ok, token=training_args.hub_token
+            training_args.hub_model_id,
+            kind="teacher",
+            exist_ok=hub_args.hub_exist_ok,
+            private=hub_args.hub_private or training_args.hub_private_repo,
+            revision=training_args.hub_revision,
+            token=training_args.hub_token,
         )
     info = train_teacher(
         task_args.task_data(),
