@@ -7,9 +7,9 @@ from causal_helpers import causal_config, causal_dataset, tiny_llama, with_topk
 from helpers import tiny_config, tiny_student
 
 from distill_trainer import DistillationTrainer, LogitDatasetMetadata, TeacherInfo
-from distill_trainer.card import loss_text
+from distill_trainer.card import hub_link, loss_text
 from distill_trainer.study.cards import render_logit_dataset_card, render_student_card
-from distill_trainer.study.runs import StudentResult
+from distill_trainer.study.runs import StudentResult, default_teacher_name
 
 KL_CE = "`alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + (1 - alpha) * CE(s, y)`"
 MSE_MSE = "`alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)`"
@@ -102,6 +102,13 @@ def test_a_causal_students_card_shows_its_teachers_in_perplexity_too():
     text = render_student_card(record, "alice/lm").text
     assert "| teacher 0: t0 | 4.0000 |" in text and "validation perplexity 4.0000" in text
     assert "0.2500" not in text
+
+
+def test_a_teacher_trained_from_a_hub_id_is_not_named_like_a_repo_that_does_not_exist():
+    """Found by a review: `acme/tiny-bert` fine-tuned on SST-2 was named `acme/tiny-bert-sst2`, which cards linked."""
+    assert default_teacher_name("acme/tiny-bert", "sst2") == "tiny-bert-sst2"
+    assert hub_link(default_teacher_name("acme/tiny-bert", "sst2")) == "`tiny-bert-sst2`"
+    assert default_teacher_name("all-MiniLM-L6-v2", "causal_lm") == "all-MiniLM-L6-v2-causal_lm"
 
 
 def training_sections(text: str) -> list[str]:

@@ -31,7 +31,7 @@ from .causal_data import (
 from .causal_lm import SCORE_METRIC
 from .causal_metrics import completion_metrics, split_metrics
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, resumable_checkpoint
-from .runs import TeacherRecord, base_model_name, device_name, display_name, processor_name
+from .runs import TeacherRecord, base_model_name, default_teacher_name, device_name, processor_name
 from .training import TaskTrainer
 
 logger = logging.getLogger(__name__)
@@ -142,7 +142,7 @@ def train_causal_teacher(
     for split in names[1:]:
         metrics.update(split_metrics(saved, splits[split], tokenizer, split, args.per_device_eval_batch_size))
     record = TeacherRecord(
-        name=teacher_name or f"{display_name(model_name_or_path)}-{CAUSAL_LM_TASK}",
+        name=teacher_name or default_teacher_name(model_name_or_path, CAUSAL_LM_TASK),
         base_model=SMOLLM2_HUB_ID if model_name_or_path == SMOLLM2 else base_model_name(model_name_or_path),
         task=CAUSAL_LM_TASK,
         metric=SCORE_METRIC,

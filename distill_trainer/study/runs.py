@@ -234,6 +234,17 @@ def display_name(path_or_id: str) -> str:
     return os.path.basename(os.path.normpath(path_or_id)) if os.path.exists(path_or_id) else path_or_id
 
 
+def default_teacher_name(model_name_or_path: str, task: str) -> str:
+    """A trained teacher's name where none is given: `<model>-<task>`, without a Hub id's owner (cards link a name
+    shaped like a Hub id, and `owner/model-task` is no repo).
+
+    Args:
+        model_name_or_path: What the teacher was fine-tuned from (Hub id, folder or short name).
+        task: The task's name.
+    """
+    return f"{display_name(model_name_or_path).split('/')[-1]}-{task}"
+
+
 def base_model_name(name: str) -> str:
     """What a card's `base_model` should say: the Hub id behind a packaged short name, else `display_name`.
 

@@ -15,7 +15,7 @@ from ..labels import check_label_values
 from ..logits import input_fingerprint
 from .args import for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
-from .runs import TeacherRecord, base_model_name, check_output_dir, device_name, display_name, processor_name
+from .runs import TeacherRecord, base_model_name, check_output_dir, default_teacher_name, device_name, processor_name
 from .task_data import TaskData
 from .tasks import compute_task_metrics, first_rows, metrics_for_trainer, task_texts
 from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_teacher, sharded_logits
@@ -41,7 +41,7 @@ def train_teacher(
         data: The task and its rows (`TaskArguments.task_data()` builds it from the recipes' options).
         model_name_or_path: A sequence-classification checkpoint, or `sklearn_tfidf`.
         training_args: How to fine-tune it (`output_dir` is the teacher's folder).
-        teacher_name: The name recorded (default `<model>-<task>`).
+        teacher_name: The name recorded (default `<model>-<task>`, without a Hub id's owner).
         early_stopping_patience: Epochs without improvement before stopping (None: train every epoch).
     """
     task, train, validation, dev, choosing = data.task, data.train, data.validation, data.dev, data.choosing
@@ -56,7 +56,7 @@ def train_teacher(
         check_label_values(rows, task.num_labels, where)
         if not task.is_regression and -100 in set(rows["label"][:]):
             raise ValueError(f"The {where} has unlabelled rows (-100): a teacher trains and is scored on labels only.")
-    name = teacher_name or f"{display_name(model_name_or_path)}-{task.name}"
+    name = teacher_name or default_teacher_name(model_name_or_path, task.name)
     output_dir = training_args.output_dir
     check_output_dir(output_dir, TeacherRecord.FILE)
     started = time.perf_counter()

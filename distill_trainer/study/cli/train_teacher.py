@@ -36,7 +36,8 @@ class TeacherArguments:
         },
     )
     teacher_name: str | None = field(
-        default=None, metadata={"help": "Name recorded in metadata (default: <model>-<task>)."}
+        default=None,
+        metadata={"help": "Name recorded in metadata (default: <model>-<task>, without a Hub id's owner)."},
     )
     early_stopping_patience: int | None = field(
         default=None,
