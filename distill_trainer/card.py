@@ -150,6 +150,7 @@ class CardFacts:
         student_layers: The encoder layers kept from it, in words, or None when all were.
         num_parameters: The student's parameter count.
         train_rows: How many rows the student trained on, where known.
+        eval_rows: How many validation rows its score was measured on, where known.
     """
 
     fusion: str
@@ -173,6 +174,7 @@ class CardFacts:
     student_layers: str | None = None
     num_parameters: int | None = None
     train_rows: int | None = None
+    eval_rows: int | None = None
 
     @classmethod
     def of(cls, record, **overrides) -> CardFacts:
@@ -243,6 +245,7 @@ def student_card(
         seed=facts.seed,
         logit_dataset_text=hub_link(logit_dataset, "datasets/" if is_hub_dataset else "") if logit_dataset else "none",
         train_rows=facts.train_rows,
+        eval_rows=facts.eval_rows,
         teachers=[{"link": hub_link(t["name"]), "score": format_score(t.get("validation_score"))} for t in teachers],
     )
 
@@ -306,6 +309,7 @@ def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None
         student_layers=None,
         num_parameters=trainer.model.num_parameters(),
         train_rows=len(train) if hasattr(train, "__len__") else None,
+        eval_rows=len(trainer.eval_dataset) if isinstance(trainer.eval_dataset, datasets.Dataset) else None,
     )
 
 

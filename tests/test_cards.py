@@ -8,8 +8,8 @@ from helpers import tiny_config, tiny_student
 
 from distill_trainer import DistillationTrainer, LogitDatasetMetadata, TeacherInfo
 from distill_trainer.card import hub_link, loss_text
-from distill_trainer.study.cards import render_logit_dataset_card, render_student_card
-from distill_trainer.study.runs import StudentResult, default_teacher_name
+from distill_trainer.study.cards import render_logit_dataset_card, render_student_card, render_teacher_card
+from distill_trainer.study.runs import StudentResult, TeacherRecord, default_teacher_name
 
 KL_CE = "`alpha * KL(softmax(t/T) || softmax(s/T)) * T^2 + (1 - alpha) * CE(s, y)`"
 MSE_MSE = "`alpha * MSE(s, t) + (1 - alpha) * MSE(s, y)`"
@@ -109,6 +109,19 @@ def test_a_teacher_trained_from_a_hub_id_is_not_named_like_a_repo_that_does_not_
     assert default_teacher_name("acme/tiny-bert", "sst2") == "tiny-bert-sst2"
     assert hub_link(default_teacher_name("acme/tiny-bert", "sst2")) == "`tiny-bert-sst2`"
     assert default_teacher_name("all-MiniLM-L6-v2", "causal_lm") == "all-MiniLM-L6-v2-causal_lm"
+
+
+def test_only_a_score_on_glues_whole_validation_split_enters_the_model_index():
+    """Found by a review: a score on 64 of SST-2's 872 validation rows was listed as GLUE SST-2's validation score;
+    so would the QQP and MNLI stand-ins cut from train (../shared/data/glue)."""
+    common = dict(task="sst2", metric="accuracy", score=0.9, fusion="none", temperature=1.0, alpha=0.0, seed=0)
+    whole = render_student_card(StudentResult(eval_rows=872, **common), "a/s").data.eval_results
+    assert [(r.dataset_config, r.dataset_split, r.metric_value) for r in whole] == [("sst2", "validation", 0.9)]
+    cut = render_student_card(StudentResult(eval_rows=64, **common), "a/s")
+    assert cut.data.eval_results is None and "| validation rows | 64 |" in cut.text
+    teacher = dict(name="t", base_model="t", task="qqp", metric="f1", validation_score=0.8)
+    assert render_teacher_card(TeacherRecord(validation_rows=9999, **teacher), "a/t").data.eval_results is None
+    assert render_teacher_card(TeacherRecord(validation_rows=40430, **teacher), "a/t").data.eval_results
 
 
 def training_sections(text: str) -> list[str]:

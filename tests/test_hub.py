@@ -146,9 +146,8 @@ def test_teacher_loads_back_with_plain_from_pretrained(published):
     assert remote.config.id2label == {0: "negative", 1: "positive"}
     assert AutoTokenizer.from_pretrained("alice/tiny-teacher-sst2").tokenize("good film") == ["good", "film"]
     card = ModelCard.load("alice/tiny-teacher-sst2")
-    (result,) = card.data.eval_results
-    assert (result.dataset_config, result.metric_type) == ("sst2", "accuracy")
-    assert result.metric_value == pytest.approx(teacher.validation_score, abs=1e-4)
+    assert card.data.eval_results is None  # 64 of SST-2's 872 validation rows: not GLUE's score (test_cards)
+    assert f"| validation accuracy | {teacher.validation_score:.4f} |\n| validation rows | 64 |" in card.text
     assert {"distillation", "knowledge-distillation", "teacher"} <= set(card.data.tags)
     assert card.data.license == "apache-2.0" and card.data.datasets == ["nyu-mll/glue"]
     files = HfApi().list_repo_files("alice/tiny-teacher-sst2")
@@ -185,8 +184,7 @@ def test_student_trained_from_hub_logits_is_published_with_its_card(published):
     files = HfApi().list_repo_files("alice/tiny-student-sst2")
     assert "distill_gate.safetensors" not in files and "eval_results.json" in files
     card = ModelCard.load("alice/tiny-student-sst2")
-    (result,) = card.data.eval_results
-    assert result.metric_value == pytest.approx(student.score, abs=1e-4)
+    assert card.data.eval_results is None and "| validation rows | 64 |" in card.text  # a subset's score
     assert "fusion-gating" in card.data.tags and "alice/sst2-logits" in card.data.datasets
     for expected in (
         "[alice/tiny-teacher-sst2](",

@@ -17,6 +17,12 @@ from .tasks import DEFAULT_GLUE, TASKS, GlueTask, get_task
 from .teachers import SKLEARN_TEACHER
 
 BASE_TAGS = CARD_TAGS + ["glue"]
+# GLUE's own validation splits, in rows: a score on other rows (a `--max_eval_rows` cut; the QQP and MNLI
+# stand-ins cut from train in ../shared/data/glue) is shown on the card with its rows, never in the model-index.
+GLUE_VALIDATION_ROWS = {
+    "cola": 1043, "sst2": 872, "mrpc": 408, "qqp": 40430, "stsb": 1500,
+    "mnli": 9815, "qnli": 5463, "rte": 277, "wnli": 71,
+}  # fmt: skip
 
 
 # ---- cards ----------------------------------------------------------------------------------------
@@ -41,7 +47,7 @@ def render_teacher_card(info: TeacherRecord, repo_id: str, license: str = "apach
         tags=BASE_TAGS + ["teacher", "scikit-learn" if is_sklearn else "text-classification"],
         base_model=info.base_model if is_hub_id(info.base_model) else None,
         library_name="sklearn" if is_sklearn else "transformers",
-        eval_results=[eval_result(task, info.validation_score)],
+        eval_results=glue_eval_results(task, info.validation_score, info.validation_rows),
     )
     if is_sklearn:
         description = (
@@ -71,6 +77,7 @@ def render_teacher_card(info: TeacherRecord, repo_id: str, license: str = "apach
         task_title=task.title,
         base_model_text=hub_link(info.base_model),
         train_rows=info.train_rows,
+        validation_rows=info.validation_rows,
         metric=task.metric,
         score=format_score(info.validation_score),
         label_names=", ".join(task.label_names),
@@ -111,7 +118,7 @@ def render_student_card(
         model_name=repo_id.split("/")[-1],
         license=license,
         language=["en"],
-        eval_results=None if causal else [eval_result(task, results.score)],
+        eval_results=None if causal else glue_eval_results(task, results.score, results.eval_rows),
     )
 
 
@@ -236,22 +243,28 @@ def template(name: str) -> str:
     return str(importlib.resources.files("distill_trainer.model_cards") / name)
 
 
-def eval_result(task: GlueTask, score: float) -> EvalResult:
-    """The model-index entry of a validation score on a GLUE task.
+def glue_eval_results(task: GlueTask, score: float, rows: int | None) -> list[EvalResult] | None:
+    """The model-index entry of a validation score on a GLUE task, where it was measured on GLUE's whole
+    validation split (by its row count); None otherwise, so the Hub never lists a subset's score as GLUE's.
 
     Args:
         task: The GLUE task (its name, title, validation split and metric).
         score: The score in the task's metric (rounded to 4 digits).
+        rows: How many validation rows it was measured on (None: unrecorded, so not entered).
     """
-    return EvalResult(
-        task_type="text-classification",
-        dataset_type=DEFAULT_GLUE,
-        dataset_name=f"GLUE {task.title}",
-        dataset_config=task.name,
-        dataset_split=task.validation_split,
-        metric_type=task.metric,
-        metric_value=round(float(score), 4),
-    )
+    if rows is None or rows != GLUE_VALIDATION_ROWS.get(task.name):
+        return None
+    return [
+        EvalResult(
+            task_type="text-classification",
+            dataset_type=DEFAULT_GLUE,
+            dataset_name=f"GLUE {task.title}",
+            dataset_config=task.name,
+            dataset_split=task.validation_split,
+            metric_type=task.metric,
+            metric_value=round(float(score), 4),
+        )
+    ]
 
 
 def task_of(label_names: list[str]) -> GlueTask:

@@ -290,6 +290,7 @@ class TeacherRecord(RunRecord):
     question: dict | None = None  # `run_question`: the whole configuration and inputs; reused only for the same
 
     validation_fingerprint: str | None = None  # the validation rows `validation_score` was measured on
+    validation_rows: int | None = None  # how many (a card enters GLUE's model-index only for its whole split)
     labelled_rows: int | None = None  # low-resource regime: it learnt from these leading training rows alone
     max_length: int | None = None  # the tokens per input it was trained and scored at (None: TF-IDF, or unrecorded)
     dev_score: float | None = None  # on the dev split carved from training rows: what chooses among teachers

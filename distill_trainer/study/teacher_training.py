@@ -134,6 +134,7 @@ def train_teacher(
         device=device,
         processor=processor_name(),
         validation_fingerprint=input_fingerprint(validation, task.input_columns(validation)),
+        validation_rows=len(validation),
         labelled_rows=data.options.get("labelled_rows"),
         max_length=None if model_name_or_path == SKLEARN_TEACHER else data.max_length,
         **dev_fields,
