@@ -286,7 +286,8 @@ def scheduled_text(start: float, end: float | None, schedule: str) -> str:
 
 def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None = None) -> CardFacts:
     """`CardFacts` from what a `DistillationTrainer` knows: its arguments, the teachers in its train set's logit
-    metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`).
+    metadata, its model, and its last evaluation of the teachers' metric (`eval_<metric>`; with
+    `load_best_model_at_end`, the best checkpoint's, whose weights it holds and pushes).
 
     Args:
         trainer: The `DistillationTrainer` (after training, for its last evaluation).
@@ -297,8 +298,10 @@ def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None
     teachers = (
         [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers] if metadata else []
     )
-    key = f"eval_{trainer_metric(metadata)}"
-    evaluated = [log[key] for log in trainer.state.log_history if key in log]
+    key, state = f"eval_{trainer_metric(metadata)}", trainer.state
+    evaluated = [log[key] for log in state.log_history if key in log]
+    if trainer.args.load_best_model_at_end and state.best_global_step is not None:  # the weights it holds now
+        evaluated = [log[key] for log in state.log_history if key in log and log["step"] == state.best_global_step]
     return CardFacts.of(
         trainer.args,  # fusion, T, alpha, their schedules, seed, teacher_index, curriculum, calibration, kd_loss
         score=evaluated[-1] if evaluated else None,

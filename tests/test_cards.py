@@ -1,13 +1,16 @@
 """A student's card states the loss it was trained with: classification, regression (num_labels=1) and causal LMs,
 whether written by `trainer.create_model_card()` or by the recipes' publishing."""
 
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 from causal_helpers import causal_config, causal_dataset, tiny_llama, with_topk
 from helpers import tiny_config, tiny_student
+from transformers import TrainerState
 
 from distill_trainer import DistillationTrainer, LogitDatasetMetadata, TeacherInfo
-from distill_trainer.card import hub_link, loss_text
+from distill_trainer.card import hub_link, loss_text, trainer_facts
 from distill_trainer.study.cards import render_logit_dataset_card, render_student_card, render_teacher_card
 from distill_trainer.study.runs import StudentResult, TeacherRecord, default_teacher_name
 
@@ -122,6 +125,19 @@ def test_only_a_score_on_glues_whole_validation_split_enters_the_model_index():
     teacher = dict(name="t", base_model="t", task="qqp", metric="f1", validation_score=0.8)
     assert render_teacher_card(TeacherRecord(validation_rows=9999, **teacher), "a/t").data.eval_results is None
     assert render_teacher_card(TeacherRecord(validation_rows=40430, **teacher), "a/t").data.eval_results
+
+
+def test_with_load_best_model_at_end_the_trainers_card_states_the_best_checkpoints_score(tmp_path):
+    """Found by a review: the card stated the last evaluation, while the weights pushed were the best checkpoint's."""
+    args = tiny_config(tmp_path, load_best_model_at_end=True, eval_strategy="steps", save_strategy="steps")
+    history = [{"eval_score": 0.54, "step": 10}, {"eval_score": 0.46, "step": 20}]
+    trainer = SimpleNamespace(
+        args=args, state=TrainerState(log_history=history, best_global_step=10), train_dataset=None,
+        eval_dataset=None, num_labels=2, token_level=False, model=tiny_student(),
+    )  # fmt: skip
+    assert trainer_facts(trainer).score == 0.54
+    trainer.args = tiny_config(tmp_path)
+    assert trainer_facts(trainer).score == 0.46  # without it, the last evaluation is the model's
 
 
 def training_sections(text: str) -> list[str]:
