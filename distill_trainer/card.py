@@ -80,13 +80,15 @@ def hub_link(name: str | None, prefix: str = "") -> str:
     """A Hub id as a link, anything else by its last path component (a local folder's name, not its path).
 
     Args:
-        name: A Hub id or a local path; None or empty: "unknown".
+        name: A Hub id (`owner/name`, or `owner/name@revision`: linked at that revision) or a local path; None or
+            empty: "unknown".
         prefix: Put before the id in the URL, e.g. `datasets/` for a dataset.
     """
     if not name:
         return "unknown"
     if is_hub_id(name):
-        return f"[{name}]({constants.ENDPOINT}/{prefix}{name})"
+        repo_id, _, revision = name.partition("@")
+        return f"[{name}]({constants.ENDPOINT}/{prefix}{repo_id}{f'/tree/{revision}' if revision else ''})"
     return f"`{os.path.basename(os.path.normpath(name))}`"
 
 
@@ -267,7 +269,7 @@ def student_card_data(
         library_name="transformers",
         pipeline_tag=KINDS[kind][3],
         base_model=student_model if is_hub_id(student_model or "") else None,
-        datasets=[name for name in dataset_ids if name and is_hub_id(name)] or None,
+        datasets=[name.partition("@")[0] for name in dataset_ids if name and is_hub_id(name)] or None,
         tags=CARD_TAGS + ["student", f"fusion-{fusion.replace('_', '-')}", *tags],
         **extra,
     )

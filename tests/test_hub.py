@@ -19,6 +19,7 @@ from huggingface_hub.errors import RepositoryNotFoundError
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from distill_trainer import DistillationTrainer, TeacherInfo, attach_teacher_logits, read_metadata
+from distill_trainer.card import hub_link
 from distill_trainer.study.hub import publish_logit_dataset, publish_student, publish_teacher
 from distill_trainer.study.logit_data import LOGIT_METADATA_FILE, load_logit_dataset
 
@@ -287,6 +288,15 @@ def test_publishing_to_a_branch_leaves_main_alone(published):
     assert "branch-only.txt" in api.list_repo_files("alice/tfidf-sst2", revision="dev")
     assert "branch-only.txt" not in api.list_repo_files("alice/tfidf-sst2")
     assert "scikit-learn" in ModelCard.load(hf_hub_download("alice/tfidf-sst2", "README.md", revision="dev")).data.tags
+
+
+def test_a_logit_dataset_published_to_a_branch_is_read_as_owner_name_at_revision(published):
+    """Found by a review: --hub_revision published it, and --logit_dataset could only read main."""
+    root = published[0]
+    publish_logit_dataset(str(root / "logits"), "alice/sst2-logits", revision="v2")
+    restored = load_logit_dataset("alice/sst2-logits@v2")
+    assert read_metadata(restored["train"]) == read_metadata(datasets.load_from_disk(str(root / "logits"))["train"])
+    assert hub_link("alice/sst2-logits@v2", "datasets/").endswith("/datasets/alice/sst2-logits/tree/v2)")
 
 
 def test_missing_repos_give_the_clients_clear_errors(published, tmp_path):

@@ -185,7 +185,7 @@ class TaskArguments:
 @dataclass
 class StudentArguments:
     logit_dataset: str = field(
-        default=None, metadata={"help": "Logit dataset: a folder from extract_logits.py or a Hub dataset id."}
+        default=None, metadata={"help": "Logit dataset: an extract_logits.py folder, or a Hub id (owner/name[@rev])."}
     )
     student_model: str = field(
         default=None, metadata={"help": "Student checkpoint (Hub id or folder), or the teacher to cut layers from."}

@@ -18,11 +18,13 @@ def load_logit_dataset(path_or_id: str) -> datasets.DatasetDict:
     """A logit dataset from `save_to_disk` (folder) or published by `publish_logit_dataset` (Hub dataset id).
 
     Args:
-        path_or_id: A folder written by `extract` (or `DatasetDict.save_to_disk`), else a Hub dataset id.
+        path_or_id: A folder written by `extract` (or `DatasetDict.save_to_disk`), else a Hub dataset id, with
+            `@<branch, tag or commit>` for another revision than main (as `--hub_revision` published it).
     """
     if os.path.isdir(path_or_id):
         return datasets.load_from_disk(path_or_id)
-    return load_logit_dataset_from_hub(path_or_id)
+    repo_id, _, revision = path_or_id.partition("@")
+    return load_logit_dataset_from_hub(repo_id, revision=revision or None)
 
 
 def load_logit_dataset_from_hub(
