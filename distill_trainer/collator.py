@@ -25,6 +25,9 @@ class DistillationDataCollator:
     on the tokenizer's padding side: labels with -100, top-k ids with 0 and log-probabilities with -inf, so padded
     positions are never learnt from. Each row's first label becomes -100: no position predicts the first token,
     and so the Trainer's count of learnt positions (`num_items_in_batch`) is the same on either padding side.
+    Left-padded causal rows also get `position_ids` counting from each row's first real token (as `generate`
+    does): a model with absolute positions (GPT-2) would otherwise read a row at positions shifted by its padding,
+    learning and scoring it differently in every batch.
 
     Args:
         tokenizer: pads the text features (the trainer's `processing_class`).
@@ -74,6 +77,8 @@ class DistillationDataCollator:
                 starts = [(i, padded.shape[1] - len(row) if left else 0) for i, row in enumerate(rows) if len(row)]
                 padded[[i for i, _ in starts], [start for _, start in starts]] = -100
             batch[key] = padded
+        if left and held and "attention_mask" in batch:
+            batch["position_ids"] = (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
         return batch
 
 

@@ -197,6 +197,24 @@ def test_collator_pads_topk_and_labels_like_input_ids(topk_data, side, reader):
         np.testing.assert_array_equal(batch["teacher_topk_logprobs"][i, :, real].numpy(), row["teacher_topk_logprobs"])
 
 
+def test_left_padded_causal_rows_keep_their_positions(topk_data):
+    """A model with absolute positions (GPT-2) read a left-padded row at positions shifted by its padding, so its
+    logits depended on the batch; `position_ids` count from each row's first real token."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=32, n_embd=16, n_layer=1, n_head=2)).eval()
+    rows = [topk_data[i] for i in range(4)]
+    batch = DistillationDataCollator(causal_tokenizer(padding_side="left"))(rows)
+    assert "position_ids" not in DistillationDataCollator(causal_tokenizer())(rows)  # right padding needs none
+    inputs = {key: batch[key] for key in ("input_ids", "attention_mask", "position_ids")}
+    with torch.no_grad():
+        logits = model(**inputs).logits
+        for i, row in enumerate(rows):
+            alone = model(input_ids=torch.tensor([row["input_ids"]])).logits[0]
+            torch.testing.assert_close(logits[i, logits.shape[1] - len(row["input_ids"]) :], alone, atol=1e-5, rtol=0)
+
+
 def test_oracle_teachers_are_what_they_claim():
     row = [5, 9, 13]
     assert oracle_logits(row, 0.0, 0).argmax(-1)[:2].tolist() == [9, 13]
