@@ -1,4 +1,5 @@
-"""Fitting on validation logits: per-teacher temperatures (calibration) and task-adaptive fusion weights.
+"""Fitting on held-out teacher logits (a dev split carved from training rows where there is one, else validation):
+per-teacher temperatures (calibration) and task-adaptive fusion weights.
 
 The fits are numpy/scipy on `[n, n_teachers, n_labels]` arrays, so the same ones run at extraction (stored in
 the logit metadata) and when the trainer is built (`temperatures_and_weights`: stored fits first).
@@ -159,7 +160,8 @@ def temperatures_and_weights(
     train_dataset, eval_dataset, column: str, calibrate: bool, fit_weights: bool
 ) -> tuple[list[float] | None, list[float] | None]:
     """For `calibrate_teachers` and strategies that fit weights: the fits stored in the train set's logit metadata
-    (made at extraction on the logit dataset's validation split), else fitted now on the first eval split
+    (made at extraction on the logit dataset's dev split, or its validation split where none was carved: the
+    metadata's `fit_split`), else fitted now on the first eval split
     with teacher logits and labels. A `ValueError` when neither exists, before any training.
 
     Args:
@@ -183,8 +185,8 @@ def temperatures_and_weights(
         )
         if split is None:
             raise ValueError(
-                "fusion='fitted' and calibrate_teachers fit on the validation split: the train set's logit metadata "
-                f"has no fits, so pass an eval_dataset with {column!r} and 'label' columns."
+                "fusion='fitted' and calibrate_teachers fit on held-out rows (dev or validation): the train set's "
+                f"logit metadata has no fits, so pass an eval_dataset with {column!r} and 'label' columns."
             )
         temperatures, weights = fit_on_validation(
             teacher_logits_array(split, column), split["label"][:], calibrate, fit_weights

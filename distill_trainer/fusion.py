@@ -89,7 +89,8 @@ class FusionSetup:
         weights: One weight per teacher, for `weighted` (`fusion_weights`).
         teacher_index: The teacher of `single`.
         gate_hidden_size: The width of `gating`'s MLP.
-        fitted_weights: The weights fitted on validation logits, for strategies that declare `fits_weights`.
+        fitted_weights: The weights fitted on held-out teacher logits (the logit dataset's dev split where one was
+            carved, else validation), for strategies that declare `fits_weights`.
     """
 
     n_teachers: int
@@ -107,7 +108,8 @@ class FusionStrategy(nn.Module):
     Attributes:
         needs_labels: `fuse` gets the gold labels (`[batch]`, -100 = unlabelled); a train set without labels: refused.
         needs_hidden_state: `fuse` gets the student's first-token hidden state, detached (no push to ease fusion).
-        fits_weights: the trainer fits one weight per teacher on validation logits (`FusionSetup.fitted_weights`).
+        fits_weights: one weight per teacher is fitted on held-out logits, dev or validation
+            (`FusionSetup.fitted_weights`).
         mixable: whether `curriculum_fusion` may blend it with another strategy.
         supports_regression: meaningful for one-output students (`regression_hint` says what to use if not).
         supports_tokens: fuses causal LMs' per-token teachers by `token_weights` (else `tokens_hint` says why).

@@ -209,7 +209,7 @@ def test_fitted_fusion_and_calibrated_teachers_fit_on_the_eval_split_before_trai
         fit_fusion_weights(logits / np.asarray(temperatures)[None, :, None], labels)
     )
     trainer.train()
-    with pytest.raises(ValueError, match="fit on the validation split: .* pass an eval_dataset"):
+    with pytest.raises(ValueError, match="fit on held-out rows .* pass an eval_dataset"):
         DistillationTrainer(
             model=tiny_student(), args=config, train_dataset=sentiment_data, processing_class=tokenizer
         )

@@ -41,6 +41,8 @@ def test_list_options_take_spaces_commas_and_both():
         ["--output_dir", "out", "--logit_dataset", "l", "--student_model", "s"],
     )
     assert student.student_layers is None
+    _, study, _ = parse_recipe_args(STUDY, ["--student-layers", "0,2", "--seeds=1,2", "--output_dir", "out"])
+    assert study.student_layers == [0, 2] and study.seeds == [1, 2]  # argparse's dash spelling too
 
 
 @pytest.mark.parametrize("seeds", ['"42,43"', "[42, 43]", "42"])

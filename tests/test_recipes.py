@@ -247,6 +247,31 @@ def test_logits_for_other_rows_are_refused(study, tmp_path):
         )
 
 
+def test_resume_from_checkpoint_reaches_the_trainer(study, tmp_path, monkeypatch):
+    """Found by a review: distill.py and train_teacher.py took --resume_from_checkpoint (it is in their --help) and
+    trained from step 0."""
+    import transformers
+
+    root, _, _ = study
+    asked, original = [], transformers.Trainer.train
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        asked.append(resume_from_checkpoint)
+        return original(self, **kwargs)  # from scratch: the path is made up; what reaches the Trainer is checked
+
+    monkeypatch.setattr(transformers.Trainer, "train", train)
+    resume = ["--resume_from_checkpoint", "some/checkpoint-2", "--max_steps", "1"]
+    distill.main(
+        COMMON + resume + ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny")]
+        + ["--max_train_rows", "300", "--max_eval_rows", "100", "--output_dir", str(tmp_path / "s")]
+    )  # fmt: skip
+    train_teacher.main(
+        COMMON + resume + ["--model_name_or_path", str(root / "base"), "--output_dir", str(tmp_path / "t")]
+        + ["--max_train_rows", "300", "--max_eval_rows", "100"]
+    )  # fmt: skip
+    assert asked == ["some/checkpoint-2", "some/checkpoint-2"]
+
+
 def test_row_limits_beyond_the_logit_dataset_other_validation_rows_and_another_task_are_refused(study, tmp_path):
     """The logits cover 300 training and 100 validation rows: asking for more trained and scored a student on
     fewer, silently, with the asked number in its question; validation rows of other data were never checked."""

@@ -231,8 +231,8 @@ class StudyArguments:
     teacher_patience: int | None = field(
         default=None,
         metadata={
-            "help": "Early stopping: evaluate each teacher after every epoch and stop once its validation score "
-            "has not improved for this many epochs, keeping the best epoch (recorded in teacher_info.json)."
+            "help": "Early stopping: evaluate each teacher after every epoch and stop once its dev score (validation "
+            "without a dev split) has not improved for this many epochs, keeping the best (in teacher_info.json)."
         },
     )
     teacher_collapse_retries: int = field(

@@ -315,7 +315,7 @@ def distill_causal_student(
     trainer = DistillationTrainer(
         model=model, args=for_trainer(config), processing_class=tokenizer, train_dataset=train, teacher_models=live
     )
-    train_output = trainer.train()
+    train_output = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     per_row = []
     batch_size = config.per_device_eval_batch_size
     metrics = completion_metrics(trainer.model, validation, tokenizer, batch_size, per_row)

@@ -110,12 +110,12 @@ def train_causal_teacher(
     output_dir, started = training_args.output_dir, time.perf_counter()
     set_seed(training_args.seed)
     _, model = load_causal_lm(model_name_or_path, columns.gguf_file, **task_args.loading)
-    args, callbacks, resume = for_trainer(training_args), [], None
+    args, callbacks, resume = for_trainer(training_args), [], training_args.resume_from_checkpoint
     if with_dev:
         evaluations = evaluations_per_epoch(len(splits["train"]), args)
         args = early_stopping(args, "loss", len(splits["train"]), evaluations, greater_is_better=False)
         callbacks = [EarlyStoppingCallback((early_stopping_patience or 1) * evaluations)]
-        resume = resumable_checkpoint(output_dir, args)
+        resume = resume or resumable_checkpoint(output_dir, args)
     trainer = CausalTeacherTrainer(
         model=model,
         args=args,

@@ -27,10 +27,10 @@ def parse_recipe_args(
 ) -> tuple:
     """`HfArgumentParser` over `dataclass_types`, with `--config FILE.yaml` giving defaults that flags override.
 
-    Training options start from `fast_training_defaults()` (length-grouped batches, bf16 where the hardware
-    has it), below the config file and the command line: `--train_sampling_strategy random` or
-    `--bf16 false` turns them off. The file's keys are the options' names (without --); one task config serves
-    every recipe, so a key that this command has no option for is ignored with a warning naming it and the file.
+    Training options start from `fast_training_defaults()` (length-grouped batches; float32 unless `--bf16 true`),
+    below the config file and the command line: `--train_sampling_strategy random` turns the grouping off. The
+    file's keys are the options' names (without --); one task config serves every recipe, so a key that this
+    command has no option for is ignored with a warning naming it and the file.
     `prog` and `description` are what `--help` shows (default: the script's name, nothing).
 
     Args:
@@ -128,7 +128,7 @@ def split_list_values(argv: list[str], lists: Container[str]) -> list[str]:
     for token in argv:
         if token.startswith("--"):
             name, _, value = token[2:].partition("=")
-            in_list = name in lists
+            in_list = name.replace("-", "_") in lists  # `--student-layers` is argparse's alias
             out += [f"--{name}", *value.split(",")] if in_list and value else [token]
         else:
             out += token.split(",") if in_list else [token]

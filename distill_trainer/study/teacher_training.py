@@ -75,12 +75,12 @@ def train_teacher(
         tokenizer, model = load_for_task(  # a head for another label count is replaced by a fresh one
             model_name_or_path, task, seed=training_args.seed, ignore_mismatched_sizes=True, **data.loading
         )
-        args, callbacks, resume = for_trainer(training_args), [], None
+        args, callbacks, resume = for_trainer(training_args), [], training_args.resume_from_checkpoint
         if early_stopping_patience:
             evaluations = evaluations_per_epoch(len(train), args)
             args = early_stopping(args, task.metric, len(train), evaluations)
             callbacks = [EarlyStoppingCallback(early_stopping_patience * evaluations)]
-            resume = resumable_checkpoint(output_dir, args)
+            resume = resume or resumable_checkpoint(output_dir, args)
         trainer = TaskTrainer(
             model=model,
             args=args,

@@ -261,7 +261,7 @@ def distill_student(
         eval_dataset=tokenized["dev" if dev is not None else "validation"],
         callbacks=callbacks,
     )
-    train_output = trainer.train()
+    train_output = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     if patience and trainer.is_world_process_zero():
         for folder in set(sort_checkpoints(config.output_dir)) - existing:  # only the ones this training wrote
             shutil.rmtree(folder)

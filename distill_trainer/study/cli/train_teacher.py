@@ -42,7 +42,8 @@ class TeacherArguments:
     early_stopping_patience: int | None = field(
         default=None,
         metadata={
-            "help": "Evaluate after every epoch and stop once the validation score has not improved for this many "
+            "help": "Evaluate after every epoch and stop once the dev score (validation without --dev_rows) has not "
+            "improved for this many "
             "epochs (--num_train_epochs is then the most); the best epoch is kept and recorded. --task causal_lm: "
             "on the dev split's NLL, always with a dev file (default 1), refused without one."
         },
