@@ -1,9 +1,9 @@
 # Two entry points for a fresh machine (Python 3.11 + pip, ../shared beside this repo):
 #   make demo   set up .venv and run the main job: a small real study on SST-2, printing its results table
 #   make test   set up .venv and run the test suite
-#   make test-fast  the tests not marked slow or multiprocess (401): about 2.5 minutes on 2 free cores (2026-12-06);
+#   make test-fast  the tests not marked slow or multiprocess (counts in the README): a few minutes on 2 free cores;
 #               make lint  ruff, as CI runs it
-#   (make test, the whole suite: 509 tests; 12 minutes in a clean-clone .ci/run on 2 free cores, 2026-12-06)
+#   (make test, the whole suite: about 12-17 minutes in a clean-clone .ci/run on 2 free cores, 2026-12-06/07)
 #   make test-lowest  the same tests against the lowest transformers setup.cfg declares (own venv, .venv-lowest)
 #   make docs   build the documentation site (mkdocs, strict: broken links fail) into site/
 #   make real   the README's real run and results/ (MPNet + MiniLM + TF-IDF teachers; SST-2, MRPC and a QQP sample,
