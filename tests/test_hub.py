@@ -302,8 +302,9 @@ def test_a_logit_dataset_published_to_a_branch_is_read_as_owner_name_at_revision
 def test_missing_repos_give_the_clients_clear_errors(published, tmp_path):
     with pytest.raises(OSError, match="not a valid model identifier"):
         AutoModelForSequenceClassification.from_pretrained("alice/no-such-student")
-    with pytest.raises(datasets.exceptions.DatasetNotFoundError):
-        load_logit_dataset("alice/no-such-logits")
+    for missing in ("alice/no-such-logits", "alice/sst2-logits@no-such-branch"):
+        with pytest.raises(datasets.exceptions.DatasetNotFoundError, match="neither a folder here nor a Hub dataset"):
+            load_logit_dataset(missing)
 
 
 def test_the_token_is_sent_but_never_written(published, hub):

@@ -8,8 +8,8 @@ import json
 import os
 
 import datasets
-from huggingface_hub import hf_hub_download
-from huggingface_hub.errors import EntryNotFoundError
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
 LOGIT_METADATA_FILE = "distill_trainer_logits.json"  # beside a published logit dataset: its metadata per split
 
@@ -39,6 +39,14 @@ def load_logit_dataset_from_hub(
         revision: A branch, tag or commit (default: main).
         token: Passed to the clients only.
     """
+    # Both reads at one commit: a push between them would otherwise pair one commit's rows with another's metadata.
+    try:
+        revision = HfApi(token=token).dataset_info(repo_id, revision=revision).sha
+    except (RepositoryNotFoundError, RevisionNotFoundError) as error:
+        raise datasets.exceptions.DatasetNotFoundError(
+            f"{repo_id}{'@' + revision if revision else ''} is neither a folder here nor a Hub dataset (revision) "
+            "you can read: a private one needs a token (HF_TOKEN or `hf auth login`)."
+        ) from error
     logit_dataset = datasets.load_dataset(repo_id, revision=revision, token=token)
     try:
         metadata_path = hf_hub_download(
