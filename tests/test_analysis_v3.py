@@ -45,9 +45,8 @@ def write_task(root, task, labels, teachers, students, classes=2):
     n = len(labels)
     rows = datasets.Dataset.from_dict({"sentence": [f"s{i}" for i in range(n)], "label": labels.tolist()})
     label_names = [f"c{i}" for i in range(classes)]
-    logits = attach_teacher_logits(
-        rows, np.zeros((n, len(names), classes)), names, label_names, ["sentence"], task=task
-    )
+    stored = np.stack([teacher_logits(task, labels, validation, classes) for _, validation in teachers.values()], 1)
+    logits = attach_teacher_logits(rows, stored, names, label_names, ["sentence"], task=task)
     datasets.DatasetDict({"train": logits, "validation": logits}).save_to_disk(str(folder / "logits"))
     for name, (dev, validation) in zip(names, teachers.values(), strict=True):
         (folder / f"teacher-{name}").mkdir(parents=True)
@@ -56,6 +55,14 @@ def write_task(root, task, labels, teachers, students, classes=2):
         record.dev_score = dev
         record.save(str(folder / f"teacher-{name}"))
     write_students(folder, task, labels, names, students, classes)
+
+
+def teacher_logits(task, labels, score, classes):
+    """One-hot logits scoring `score` on `labels` (within the analysis' 0.005 tolerance): wrong on the first rows."""
+    metric = get_task(task).metric
+    wrong = range(len(labels) + 1) if metric != "accuracy" else [round((1 - score) * len(labels))]
+    candidates = [np.eye(classes)[wrong_on(labels, np.arange(k), classes)] for k in wrong]
+    return min(candidates, key=lambda x: abs(compute_task_metrics(get_task(task), x, labels)[metric] - score))
 
 
 def write_students(folder, task, labels, names, students, classes=2):
@@ -178,11 +185,12 @@ def test_the_primary_is_repeated_on_the_secondarys_seeds_outside_the_plans_tests
     assert f"Holm p below {2 * 3 / RESAMPLES:g} (the raw bound times the family's size)" in report
 
 
-def test_a_teachers_validation_score_never_chooses(v3_study):
-    record = json.loads((v3_study / "sst2" / "teacher-t1-sst2" / "teacher_info.json").read_text())
-    record["validation_score"] = 0.10  # far below t0 on validation: still chosen, on its dev score
-    (v3_study / "sst2" / "teacher-t1-sst2" / "teacher_info.json").write_text(json.dumps(record))
-    assert analyze_v3_study(str(v3_study), RESAMPLES)["tasks"]["sst2"]["chosen"]["best_teacher"] == "t1"
+def test_a_teachers_validation_score_never_chooses(tmp_path):
+    labels = np.random.default_rng(0).integers(0, 2, 200)
+    students = {method: (0.5, {42: labels}) for method in ("none", "single-0", "single-1", "average")}
+    teachers = {"t0": (0.80, 0.95), "t1": (0.90, 0.10)}  # t1 far below t0 on validation: still chosen, on dev
+    write_task(tmp_path / "study", "sst2", labels, teachers, students)
+    assert analyze_v3_study(str(tmp_path / "study"), RESAMPLES)["tasks"]["sst2"]["chosen"]["best_teacher"] == "t1"
 
 
 def test_a_tie_on_dev_is_broken_by_sort_order_and_named_in_the_report(v3_study, tmp_path):
@@ -215,6 +223,8 @@ def test_verdicts_from_the_interval():
     )
     assert verdict(-0.005, 0.008) == WITHIN_MARGIN == "no difference detected within +-1 pp"
     assert verdict(-0.02, 0.005) == "inconclusive" and verdict(-0.005, 0.011) == "inconclusive"
+    # an end on the margin is not inside it (TOST at 2.5% a side: p >= 0.025 there; found by a review)
+    assert verdict(-0.009, 0.01) == "inconclusive" and verdict(0.001, 0.01) == "better"
 
 
 def test_a_difference_holm_does_not_pass_is_not_called_better():
@@ -351,6 +361,32 @@ def test_records_scored_on_other_dev_splits_are_refused(v3_study):
     path = v3_study / "sst2" / "teacher-t0-sst2" / "teacher_info.json"
     path.write_text(json.dumps({**json.loads(path.read_text()), "dev_split": {"positions": [1, 2]}}))
     with pytest.raises(ValueError, match="sst2: the teachers were scored on different dev splits"):
+        analyze_v3_study(str(v3_study), RESAMPLES)
+
+
+def test_runs_a_report_would_mix_are_refused_naming_them(v3_study):
+    """Found by a review, each reproduced first: a second run of one seed was pooled (and replaced the other in the
+    comparisons), a student of another task or size was compared, and a teacher's record edited after extraction
+    (its stored logits score otherwise) was chosen and reported."""
+    sst2 = v3_study / "sst2"
+    shutil.copytree(sst2 / "student-average-seed42", sst2 / "student-average-seed42-backup")
+    with pytest.raises(ValueError, match="'average' seed 42: .* are two runs of one seed"):
+        analyze_v3_study(str(v3_study), RESAMPLES)
+    shutil.rmtree(sst2 / "student-average-seed42-backup")
+    shutil.copytree(v3_study / "mnli" / "student-none-seed42", sst2 / "student-none-seed99")
+    with pytest.raises(ValueError, match="holds a mnli student in another task's folder"):
+        analyze_v3_study(str(v3_study), RESAMPLES)
+    shutil.rmtree(sst2 / "student-none-seed99")
+    records = {path: path.read_text() for path in sst2.glob("student-average-seed*/eval_results.json")}
+    for path, text in records.items():  # every seed of `average` is a 6-layer student, the other methods 3-layer
+        path.write_text(json.dumps({**json.loads(text), "student_layers": "0,1,2,3,4,5"}))
+    with pytest.raises(ValueError, match="sst2: .* are other students .*student_layers"):
+        analyze_v3_study(str(v3_study), RESAMPLES)
+    for path, text in records.items():
+        path.write_text(text)
+    path = sst2 / "teacher-t0-sst2" / "teacher_info.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "validation_score": 0.99}))
+    with pytest.raises(ValueError, match="teacher t0 .* records validation accuracy 0.9900, and its logits .* 0.9500"):
         analyze_v3_study(str(v3_study), RESAMPLES)
 
 

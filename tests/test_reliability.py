@@ -349,7 +349,7 @@ def test_a_hub_token_on_the_command_line_is_never_written(tmp_path):
         ]
     )
     extract_logits.main(
-        common[:8] + ["--teachers", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "logits")]
+        common[:10] + ["--teachers", str(tmp_path / "teacher"), "--output_dir", str(tmp_path / "logits")]
     )
     distill.main(
         common

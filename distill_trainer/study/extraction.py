@@ -139,7 +139,7 @@ def check_teacher_rows(path: str, data: TaskData) -> None:
     elif record.max_length is not None and record.max_length != data.max_length:
         problem = (
             f"it was trained and scored at --max_length {record.max_length}, and this extraction would read "
-            f"{data.max_length} tokens per input, so its logits would not be the ones its record scored"
+            f"{data.max_length} tokens per input (its logits would not be the ones its record scored)"
         )
     elif labelled is not None and (record.labelled_rows is None or record.labelled_rows > labelled):
         problem = (
@@ -148,8 +148,8 @@ def check_teacher_rows(path: str, data: TaskData) -> None:
         )
     if problem:
         raise ValueError(
-            f"Teacher {record.name} ({path}): {problem}. Train it again with this task's options "
-            "(--dev_rows/--labelled_rows as here); nothing was extracted."
+            f"Teacher {record.name} ({path}): {problem}. Extract with the options it was trained with, or train it "
+            "again with these (--dev_rows, --labelled_rows, --max_length as here); nothing was extracted."
         )
 
 

@@ -17,8 +17,10 @@ import datasets
 import numpy as np
 import pandas as pd
 
+from ...logits import read_metadata, teacher_logits_array
+from ..extraction import SCORE_TOLERANCE
 from ..questions import question_differences
-from ..runs import LOGITS_FILE_BY_SPLIT, VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord
+from ..runs import LOGITS_FILE_BY_SPLIT, VALIDATION_LOGITS_FILE, StudentResult, TeacherRecord, short_teacher_name
 from ..tasks import compute_task_metrics, get_task
 
 
@@ -80,6 +82,8 @@ def collect_runs(study_dir: str) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+# What every student of a task shares, whatever its method: the comparisons are between methods on one student.
+STUDENT_FIELDS = ("student_model", "student_layers", "max_length", "eval_rows")
 # What may differ between the seeds of one method (and between methods' rows) without making them other questions.
 # The dev split's outcomes (score, metrics, the step early stopping kept) differ between seeds like `score` does.
 NOT_SETTINGS = ("seed", "score", "metrics", "train_runtime", "device", "question", "training")
@@ -102,16 +106,29 @@ def run_settings(results: StudentResult) -> dict:
 
 
 def check_students(study_dir: str, students: dict[str, StudentResult]) -> None:
-    """Refuse what would be tabulated wrongly, naming the runs: runs of one method with other settings than its
-    other seeds (they would be pooled as if they were seeds), runs of a task scored on other validation rows than
-    the rest, and a recorded score that the run's own validation logits do not give (an edited record).
+    """Refuse what would be tabulated wrongly, naming the runs: a run in another task's folder, two runs of one
+    method and seed, students of one task that are not one student (`STUDENT_FIELDS`), runs of one method with other
+    settings than its other seeds (they would be pooled as if they were seeds), runs of a task scored on other
+    validation rows than the rest, and a recorded score that the run's own validation logits do not give (an edited
+    record).
 
     Args:
         study_dir: The study folder (each task's logit dataset there gives the validation labels).
         students: Each student run folder's record.
     """
-    by_method, rows_scored = {}, {}
+    by_method, rows_scored, seen, student_of = {}, {}, {}, {}
     for folder, results in students.items():
+        if os.path.basename(os.path.dirname(os.path.normpath(folder))) != results.task:
+            raise ValueError(f"{folder} holds a {results.task} student in another task's folder: move it out.")
+        run = (results.task, results.method[0], results.seed)
+        if run in seen:
+            raise ValueError(
+                f"{results.task} {run[1]!r} seed {run[2]}: {seen[run]} and {folder} are two runs of one seed (one "
+                "would count twice or replace the other); keep one in the study folder."
+            )
+        seen[run] = folder
+        student = json.dumps([getattr(results, name) for name in STUDENT_FIELDS])
+        student_of.setdefault(results.task, {}).setdefault(student, folder)
         by_method.setdefault((results.task, results.method[0]), []).append((folder, run_settings(results)))
         scored = results.question["inputs"].get("validation", {}).get("rows") if results.question else None
         rows_scored.setdefault(results.task, {})[folder] = (results.eval_rows, scored)
@@ -139,6 +156,13 @@ def check_students(study_dir: str, students: dict[str, StudentResult]) -> None:
                     f"{task} {method!r}: {first_folder} and {folder} were trained with other settings ({shown}); "
                     "they are not seeds of one method and are not pooled. Analyse them in separate study folders."
                 )
+    for task, kinds in student_of.items():  # methods are compared on one student
+        if len(kinds) > 1:
+            (one, first), (other, second) = list(kinds.items())[:2]
+            raise ValueError(
+                f"{task}: {first} and {second} are other students ({', '.join(STUDENT_FIELDS)}: {one} vs {other}); "
+                "methods are compared on one student. Analyse them in separate study folders."
+            )
     for folder, results in students.items():
         check_recorded_score(study_dir, folder, results)
 
@@ -224,3 +248,31 @@ def processor_counts(records) -> dict[str, int]:
         records: Teacher and student records (anything with a `processor` attribute).
     """
     return dict(sorted(Counter(record.processor or "unrecorded" for record in records).items()))
+
+
+def check_teacher_scores(teachers: dict[str, TeacherRecord], logit_data: datasets.DatasetDict, task_name: str) -> None:
+    """Refuse a teacher whose stored logits do not score what its record says, on validation or dev: a study that
+    chooses the best teacher by its recorded dev score and reports its validation score would otherwise choose and
+    report a teacher retrained, or a record edited, after extraction.
+
+    Args:
+        teachers: Each teacher folder's record.
+        logit_data: The task's logit dataset (its validation and dev splits, with labels).
+        task_name: The task.
+    """
+    task, metadata = get_task(task_name), read_metadata(logit_data["validation"])
+    columns = [short_teacher_name(t.name, task_name) for t in metadata.teachers] if metadata else []
+    for folder, record in teachers.items():
+        name = short_teacher_name(record.name, task_name)
+        for split, recorded in (("validation", record.validation_score), ("dev", record.dev_score)):
+            if name not in columns or recorded is None or split not in logit_data:
+                continue
+            rows = logit_data[split]
+            logits = teacher_logits_array(rows)[:, columns.index(name)]
+            stored = compute_task_metrics(task, logits, np.asarray(rows["label"][:]))[task.metric]
+            if not abs(stored - recorded) <= SCORE_TOLERANCE:
+                raise ValueError(
+                    f"{task_name}: teacher {name} ({folder}) records {split} {task.metric} {recorded:.4f}, and its "
+                    f"logits in the study's logit dataset score {stored:.4f} (tolerance {SCORE_TOLERANCE}): the "
+                    "record is not the stored teacher's (retrained or edited after extraction?)."
+                )

@@ -21,7 +21,7 @@ import pandas as pd
 from ...logits import read_metadata
 from ..runs import StudentResult, TeacherRecord, short_teacher_name
 from ..tasks import get_task
-from .collect import check_students, processor_counts, student_predictions
+from .collect import check_students, check_teacher_scores, processor_counts, student_predictions
 from .reference import REFERENCE_TASKS
 from .render import to_plain
 from .stats import aggregate_seeds, gap_closed
@@ -88,7 +88,9 @@ def load_task(study_dir: str, task: str) -> dict:
             f"{task}: {len(undecided)} record(s) have no dev_score (e.g. {undecided[0]}); study v3 chooses on dev "
             "scores only and never falls back to validation scores. Were they run with a dev split?"
         )
-    validation = datasets.load_from_disk(os.path.join(root, "logits"))["validation"]
+    logit_data = datasets.load_from_disk(os.path.join(root, "logits"))
+    check_teacher_scores(teachers, logit_data, task)
+    validation = logit_data["validation"]
     metadata = read_metadata(validation)
     columns = [short_teacher_name(t.name, task) for t in metadata.teachers] if metadata else []
     labels = np.asarray(validation["label"][:])

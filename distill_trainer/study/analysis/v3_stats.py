@@ -116,7 +116,8 @@ def verdict(
     "better" / "worse" when it excludes 0: with ", by less than 1 pp" when it also lies inside the margin (a
     difference, and a small one), ", by more than 1 pp" when it lies wholly beyond it, and nothing more when it
     crosses the margin (a difference whose size against the margin is not settled); "no difference detected within
-    +-1 pp" when it includes 0 and lies inside +-margin; "inconclusive" when it includes 0 and crosses a margin.
+    +-1 pp" when it includes 0 and lies inside +-margin (strictly: an end on the margin is not inside, as TOST at
+    2.5% a side reads it); "inconclusive" when it includes 0 and crosses or touches a margin.
 
     Args:
         ci_low: The interval's lower end (0-1 scale).
@@ -128,7 +129,7 @@ def verdict(
         holm_p: The test's Holm-adjusted p, for a test corrected with Holm: an interval that excludes 0 reads as
             detecting no difference ("... after Holm") when this is not below `ALPHA`. None: not corrected.
     """
-    inside = -margin <= ci_low and ci_high <= margin
+    inside = -margin < ci_low and ci_high < margin  # strictly: a bound on the margin is TOST p >= 0.025
     size = f"{100 * margin:g} pp" if unit == "pp" else f"{margin:g} {unit}"
     excludes_zero = ci_low > 0 or ci_high < 0
     undone = excludes_zero and holm_p is not None and holm_p >= ALPHA  # a difference the correction undoes
