@@ -412,3 +412,20 @@ def test_save_validation_logits_writes_what_the_analysis_reads(tmp_path):
     assert dev_logits.shape == (4, 2) and not (tmp_path / "predict-tmp").exists()
     with pytest.raises(ValueError, match="split must be one of \\['dev', 'validation'\\]"):
         save_validation_logits(str(tmp_path), validation, "sst2", split="test")
+
+
+def test_a_regression_student_that_predicts_one_value_is_not_called_edited(tmp_path):
+    """Found by a review: its Pearson correlation is NaN in its record and from its logits, which never compared
+    equal, so the report refused it as an edited record."""
+    from distill_trainer.study.analysis.collect import check_recorded_score
+
+    labels = datasets.Dataset.from_dict({"label": [0.0, 1.0, 2.5, 4.0]})
+    datasets.DatasetDict({"validation": labels}).save_to_disk(str(tmp_path / "stsb" / "logits"))
+    run = tmp_path / "stsb" / "student-none-seed42"
+    run.mkdir()
+    np.save(run / "validation_logits.npy", np.full((4, 1), 2.0, dtype=np.float32))
+    record = StudentResult(task="stsb", metric="pearson", score=float("nan"), fusion="none", temperature=6.0,
+                           alpha=0.0, seed=42)  # fmt: skip
+    check_recorded_score(str(tmp_path), str(run), record)
+    with pytest.raises(ValueError, match="records pearson 0.500000, but its own validation_logits.npy scores nan"):
+        check_recorded_score(str(tmp_path), str(run), StudentResult(**{**record.__dict__, "score": 0.5}))

@@ -104,3 +104,20 @@ def test_a_pair_whose_runs_name_different_processors_is_refused(tmp_path):
     write_run(tmp_path, "none", 42, False, 1, processor="AMD EPYC")
     with pytest.raises(ValueError, match="ran on Xeon .avx512_bf16. and .* on AMD EPYC: a pair must share its CPU"):
         analyze_precision(str(tmp_path))
+
+
+def test_a_pair_that_differs_in_more_than_its_precision_is_refused(tmp_path):
+    """Found by a review, each reproduced first: fp16 counted as float32, a GPU run paired with a CPU run, and a
+    pair with other layers or T read as bf16's effect."""
+    write_run(tmp_path / "a", "none", 42, True, 1)
+    write_run(tmp_path / "a", "none", 42, False, 1)
+    folder = tmp_path / "a" / "student-none-bf16_false-seed42"
+    record = StudentResult.load(str(folder))
+    for change, message in (
+        ({"device": "cpu with fp16 autocast"}, "trained under fp16 autocast: this plan settles bf16 against float32"),
+        ({"device": "NVIDIA H200"}, "differ in more than their precision .device: 'cpu with bf16 autocast' vs"),
+        ({"temperature": 3.0}, "differ in more than their precision .*temperature: 6.0 vs 3.0"),
+    ):
+        StudentResult(**{**record.__dict__, **change}).save(str(folder))
+        with pytest.raises(ValueError, match=message):
+            analyze_precision(str(tmp_path / "a"))

@@ -649,4 +649,13 @@ def test_analyze_refuses_a_part_folder_that_is_not_there_or_a_part_without_plan_
             main([*other_plan, "--output_dir", str(output)])
     with pytest.raises(ValueError, match="--study_dir .*no-study.* is not a folder"):
         main(["--plan", "v3", "--study_dir", str(tmp_path / "no-study"), "--output_dir", str(output)])
+    v3 = ["--plan", "v3", "--study_dir", str(v3_study), "--output_dir", str(output)]
+    with pytest.raises(ValueError, match="low_resource_dir .* is the main study's folder"):  # found by a review
+        main([*v3, "--low_resource_dir", str(v3_study)])
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "qnli").mkdir()
+    with pytest.raises(ValueError, match="six_layer_dir .*other.* holds no mnli/ folder"):
+        main([*v3, "--six_layer_dir", str(tmp_path / "other")])
+    with pytest.raises(ValueError, match="--resamples 0: the paired bootstrap needs at least 1"):
+        main([*v3, "--resamples", "0"])
     assert not output.exists()

@@ -17,8 +17,9 @@ import os
 import numpy as np
 from scipy import stats
 
+from ..questions import question_differences
 from ..runs import StudentResult
-from .collect import processor_counts, student_predictions
+from .collect import processor_counts, run_settings, student_predictions
 from .render import to_plain
 from .v3_format import table, write_report_files
 
@@ -27,12 +28,13 @@ PRECISIONS = ("bf16", "float32")
 
 
 def precision_of(record: StudentResult) -> str:
-    """`bf16` for a run trained under bf16 autocast, else `float32`, from the device the record names.
+    """`bf16`, `fp16` or `float32`: the autocast the device the record names says (`device_name`).
 
     Args:
         record: The student's record (`device`, e.g. "cpu with bf16 autocast", written by `device_name`).
     """
-    return "bf16" if record.device and "bf16" in record.device else "float32"
+    device = record.device or ""
+    return "bf16" if "with bf16" in device else "fp16" if "with fp16" in device else "float32"
 
 
 def load_pairs(study_dir: str) -> tuple[dict, str, str]:
@@ -54,6 +56,8 @@ def load_pairs(study_dir: str) -> tuple[dict, str, str]:
         metrics.add(record.metric)
         by_precision = runs.setdefault((record.method[0], record.seed), {})
         precision = precision_of(record)
+        if precision not in PRECISIONS:
+            raise ValueError(f"{path} was trained under {precision} autocast: this plan settles bf16 against float32.")
         if precision in by_precision:
             raise ValueError(
                 f"two {precision} runs of {record.method[0]}, seed {record.seed}: {by_precision[precision][0]} and "
@@ -63,6 +67,25 @@ def load_pairs(study_dir: str) -> tuple[dict, str, str]:
     if len(tasks) > 1:
         raise ValueError(f"{study_dir} holds records of several tasks ({', '.join(sorted(tasks))}): settle one.")
     return runs, tasks.pop(), metrics.pop()
+
+
+def check_only_precision_differs(bf16_dir: str, bf16: StudentResult, fp32_dir: str, fp32: StudentResult) -> None:
+    """Refuse a pair whose runs differ in more than their precision: another device, or another setting (layers,
+    T, rows, ...) would be read as bf16's effect.
+
+    Args:
+        bf16_dir: The bf16 run's folder; `bf16`: its record.
+        fp32_dir: The float32 run's folder; `fp32`: its record.
+    """
+    differ = {"device": (bf16.device, fp32.device)} if bf16.device.split(" with ")[0] != fp32.device else {}
+    differ |= {
+        key: pair
+        for key, pair in question_differences(run_settings(bf16), run_settings(fp32)).items()
+        if "<absent>" not in pair and not key.split(".")[-1].startswith(("bf16", "fp16"))
+    }
+    if differ:
+        shown = "; ".join(f"{key}: {a!r} vs {b!r}" for key, (a, b) in list(differ.items())[:6])
+        raise ValueError(f"{bf16_dir} and {fp32_dir} differ in more than their precision ({shown}): not a pair.")
 
 
 def analyze_precision(study_dir: str) -> dict:
@@ -84,6 +107,7 @@ def analyze_precision(study_dir: str) -> dict:
             raise ValueError(
                 f"{bf16_dir} ran on {bf16.processor} and {fp32_dir} on {fp32.processor}: a pair must share its CPU."
             )
+        check_only_precision_differs(bf16_dir, bf16, fp32_dir, fp32)
         agreement = np.mean(student_predictions(bf16_dir, task) == student_predictions(fp32_dir, task))
         pairs.append(
             {

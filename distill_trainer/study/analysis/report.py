@@ -76,7 +76,8 @@ def analyze_study(study_dir: str, output_dir: str = "results", resamples: int = 
         {k: v for k, v in finding.items() if k not in ("matrix", "figure")} for finding in grid_findings
     ]
     for row in advantage.to_dict("records"):
-        metrics[row["task"]]["multi_teacher_advantage"] = row["advantage"]
+        if row["task"] in metrics:  # a task left out (no logit dataset) has no metrics entry
+            metrics[row["task"]]["multi_teacher_advantage"] = row["advantage"]
     with open(os.path.join(output_dir, "success_metrics.json"), "w") as handle:
         json.dump(to_plain(metrics), handle, indent=2)
     # the reference trained every student on all labels: a low-resource task has no counterpart there

@@ -240,9 +240,19 @@ def analyze_v3_parts(
         resamples: Bootstrap resamples per comparison.
         seed: The bootstrap's base seed.
     """
-    for option, folder in (("low_resource_dir", low_resource_dir), ("six_layer_dir", six_layer_dir)):
-        if folder is not None and not os.path.isdir(folder):
+    parts = (
+        ("low_resource_dir", low_resource_dir, (LOW_RESOURCE_TASK,)),
+        ("six_layer_dir", six_layer_dir, SIX_LAYER_TASKS),
+    )
+    for option, folder, tasks in parts:
+        if folder is None:
+            continue
+        if not os.path.isdir(folder):
             raise ValueError(f"{option} {folder!r} is not a folder; leave it out while that part has not run.")
+        if os.path.realpath(folder) == os.path.realpath(study_dir):
+            raise ValueError(f"{option} {folder!r} is the main study's folder: give the part's own.")
+        if os.listdir(folder) and not any(os.path.isdir(os.path.join(folder, task)) for task in tasks):
+            raise ValueError(f"{option} {folder!r} holds no {' or '.join(tasks)}/ folder: not that part's study.")
     result = analyze_v3_study(study_dir, resamples, seed)
     result["main_missing"] = main_missing(result)
     result["low_resource"] = to_plain(analyze_low_resource(low_resource_dir, resamples, seed))

@@ -78,6 +78,8 @@ def main(argv=None, prog=None):
     (args,) = parse_recipe_args((AnalyzeArguments,), argv, prog, __doc__)
     if not os.path.isdir(args.study_dir):
         raise ValueError(f"--study_dir {args.study_dir!r} is not a folder (it is where the study's runs are).")
+    if args.resamples < 1:
+        raise ValueError(f"--resamples {args.resamples}: the paired bootstrap needs at least 1 resample.")
     for option in ("low_resource_dir", "six_layer_dir"):
         if getattr(args, option) is not None and args.plan != "v3":
             raise ValueError(f"--{option} is a part of study v3's report: it needs --plan v3, not {args.plan}.")
