@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from distill_trainer.study.analysis.precision import analyze_precision, render
+from distill_trainer.study.analysis.precision import analyze_precision, render, verdict
 from distill_trainer.study.cli.analyze import main
 from distill_trainer.study.runs import StudentResult
 
@@ -121,3 +121,8 @@ def test_a_pair_that_differs_in_more_than_its_precision_is_refused(tmp_path):
         StudentResult(**{**record.__dict__, **change}).save(str(folder))
         with pytest.raises(ValueError, match=message):
             analyze_precision(str(tmp_path / "a"))
+
+
+def test_pairs_of_one_sign_and_ties_are_not_called_mixed():
+    summary = {"pairs": 6, "bf16_higher": 0, "bf16_lower": 5, "equal": 1, "one_sign": False}
+    assert verdict(summary).startswith("not one sign in every pair (bf16 higher in 0, lower in 5, equal in 1)")

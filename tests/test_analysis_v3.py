@@ -659,3 +659,9 @@ def test_analyze_refuses_a_part_folder_that_is_not_there_or_a_part_without_plan_
     with pytest.raises(ValueError, match="--resamples 0: the paired bootstrap needs at least 1"):
         main([*v3, "--resamples", "0"])
     assert not output.exists()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "REPORT.md").write_text("my own report")
+    with pytest.raises(ValueError, match="holds a REPORT.md that this plan did not write .no v3_results.json"):
+        main(["--plan", "v3", "--study_dir", str(v3_study), "--output_dir", str(mine)])
+    assert (mine / "REPORT.md").read_text() == "my own report"

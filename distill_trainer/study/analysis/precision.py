@@ -152,10 +152,9 @@ def verdict(summary: dict) -> str:
     if summary["one_sign"]:
         side = "lower" if summary["bf16_lower"] else "higher"
         return f"bf16 autocast scored {side} in every pair: a systematic difference by the plan's rule."
-    return (
-        f"mixed signs (bf16 higher in {summary['bf16_higher']}, lower in {summary['bf16_lower']}, equal in "
-        f"{summary['equal']}): no systematic difference by the plan's rule."
-    )
+    counts = f"bf16 higher in {summary['bf16_higher']}, lower in {summary['bf16_lower']}, equal in {summary['equal']}"
+    signs = "mixed signs" if summary["bf16_higher"] and summary["bf16_lower"] else "not one sign in every pair"
+    return f"{signs} ({counts}): no systematic difference by the plan's rule."
 
 
 def render(result: dict) -> str:

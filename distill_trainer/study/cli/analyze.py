@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from distill_trainer.study.analysis.causal_render import RESULTS_FILE as CAUSAL_RESULTS_FILE
 from distill_trainer.study.analysis.causal_render import write_causal_report
+from distill_trainer.study.analysis.precision import RESULTS_FILE as PRECISION_RESULTS_FILE
 from distill_trainer.study.analysis.precision import write_precision_report
 from distill_trainer.study.analysis.report import analyze_study
 from distill_trainer.study.analysis.v3_render import RESULTS_FILE, write_v3_report
@@ -80,6 +81,15 @@ def main(argv=None, prog=None):
         raise ValueError(f"--study_dir {args.study_dir!r} is not a folder (it is where the study's runs are).")
     if args.resamples < 1:
         raise ValueError(f"--resamples {args.resamples}: the paired bootstrap needs at least 1 resample.")
+    own = {"precision": PRECISION_RESULTS_FILE, "causal": CAUSAL_RESULTS_FILE, "v3": RESULTS_FILE}.get(
+        args.plan, "success_metrics.json"
+    )
+    report = os.path.join(args.output_dir, "REPORT.md")
+    if os.path.isfile(report) and not os.path.isfile(os.path.join(args.output_dir, own)):
+        raise ValueError(
+            f"--output_dir {args.output_dir} holds a REPORT.md that this plan did not write (no {own} beside it): "
+            "it would be replaced. Give another --output_dir."
+        )
     for option in ("low_resource_dir", "six_layer_dir"):
         if getattr(args, option) is not None and args.plan != "v3":
             raise ValueError(f"--{option} is a part of study v3's report: it needs --plan v3, not {args.plan}.")
