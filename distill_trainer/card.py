@@ -301,9 +301,8 @@ def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None
         [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers] if metadata else []
     )
     key, state = f"eval_{trainer_metric(metadata)}", trainer.state
-    evaluated = [log[key] for log in state.log_history if key in log]
-    if trainer.args.load_best_model_at_end and state.best_global_step is not None:  # the weights it holds now
-        evaluated = [log[key] for log in state.log_history if key in log and log["step"] == state.best_global_step]
+    best = state.best_global_step if trainer.args.load_best_model_at_end else None  # the weights it holds now
+    evaluated = [log[key] for log in state.log_history if key in log and best in (None, log["step"])]
     return CardFacts.of(
         trainer.args,  # fusion, T, alpha, their schedules, seed, teacher_index, curriculum, calibration, kd_loss
         score=evaluated[-1] if evaluated else None,
