@@ -91,6 +91,23 @@ class HubArguments:
             **({"license": self.hub_license} if self.hub_license else {}),
         }
 
+    def check_before_work(
+        self, repo_id: str, kind: str, private_default: bool = False, revision: str | None = None, token=None
+    ) -> None:
+        """`check_hub_before_work` with the options `publish_kwargs` will give the upload, so that what is checked
+        before the work is what is published after it.
+
+        Args:
+            repo_id: The repo to publish to (`owner/name`).
+            kind: "teacher", "student" or "logit dataset".
+            private_default: `TrainingArguments.hub_private_repo`, where the recipe has it.
+            revision: The branch to publish to (None: main).
+            token: The Hub token (None: `HF_TOKEN` or the logged-in one).
+        """
+        options = self.publish_kwargs(private_default, revision)
+        exist_ok, private = options["exist_ok"], options["private"]
+        check_hub_before_work(repo_id, kind=kind, exist_ok=exist_ok, private=private, revision=revision, token=token)
+
 
 def check_publishing(push_to_hub: bool, repo_id: str | None, flag: str) -> None:
     """Refuse, before any work is done, to publish without a valid `owner/name` repo id (`flag` names the

@@ -21,7 +21,6 @@ from distill_trainer.study.causal_lm import distill_causal_student
 from distill_trainer.study.hub import (
     HubArguments,
     check_baseline,
-    check_hub_before_work,
     check_publishing,
     load_baseline,
     publish_student,
@@ -42,13 +41,8 @@ def main(argv=None, prog=None):
     )
     check_publishing(config.push_to_hub, config.hub_model_id, "--hub_model_id")
     if config.push_to_hub:
-        private, revision = hub_args.hub_private or config.hub_private_repo, config.hub_revision
-        check_hub_before_work(
-            config.hub_model_id,
-            exist_ok=hub_args.hub_exist_ok,
-            private=private,
-            revision=revision,
-            token=config.hub_token,
+        hub_args.check_before_work(
+            config.hub_model_id, "student", config.hub_private_repo, config.hub_revision, config.hub_token
         )
         if hub_args.baseline_results:
             check_baseline(load_baseline(hub_args.baseline_results), task=task_args.task)

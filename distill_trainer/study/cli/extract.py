@@ -21,7 +21,7 @@ from distill_trainer.study.args import TaskArguments, parse_recipe_args
 from distill_trainer.study.causal_data import CAUSAL_LM_TASK, CausalLMArguments
 from distill_trainer.study.causal_lm import extract_topk_to_disk
 from distill_trainer.study.extraction import extract_to_disk
-from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_logit_dataset
+from distill_trainer.study.hub import HubArguments, check_publishing, publish_logit_dataset
 from distill_trainer.study.teachers import process_state
 
 
@@ -59,13 +59,7 @@ def main(argv=None, prog=None):
     if causal != (extract_args.topk is not None):
         raise ValueError(f"--topk is {'required' if causal else 'only'} for --task {CAUSAL_LM_TASK}.")
     if extract_args.push_to_hub:
-        check_hub_before_work(
-            extract_args.hub_dataset_id,
-            kind="logit dataset",
-            exist_ok=hub_args.hub_exist_ok,
-            private=hub_args.hub_private,
-            revision=extract_args.hub_revision,
-        )
+        hub_args.check_before_work(extract_args.hub_dataset_id, "logit dataset", revision=extract_args.hub_revision)
     if causal:
         logit_dataset = extract_topk_to_disk(
             task_args,

@@ -21,7 +21,7 @@ from transformers import TrainingArguments
 from distill_trainer.study.args import TaskArguments, parse_recipe_args
 from distill_trainer.study.causal_data import CAUSAL_LM_TASK, CausalLMArguments
 from distill_trainer.study.causal_teacher import train_causal_teacher
-from distill_trainer.study.hub import HubArguments, check_hub_before_work, check_publishing, publish_teacher
+from distill_trainer.study.hub import HubArguments, check_publishing, publish_teacher
 from distill_trainer.study.teacher_training import train_teacher
 
 
@@ -77,13 +77,12 @@ def main(argv=None, prog=None):
         return info
     check_publishing(training_args.push_to_hub, training_args.hub_model_id, "--hub_model_id")
     if training_args.push_to_hub:
-        check_hub_before_work(
+        hub_args.check_before_work(
             training_args.hub_model_id,
-            kind="teacher",
-            exist_ok=hub_args.hub_exist_ok,
-            private=hub_args.hub_private or training_args.hub_private_repo,
-            revision=training_args.hub_revision,
-            token=training_args.hub_token,
+            "teacher",
+            training_args.hub_private_repo,
+            training_args.hub_revision,
+            training_args.hub_token,
         )
     info = train_teacher(
         task_args.task_data(),
