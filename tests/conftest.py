@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 
@@ -17,12 +19,13 @@ os.environ.update(
     HF_ENDPOINT=f"http://127.0.0.1:{HUB_SERVER.server_address[1]}",
     HF_HUB_DISABLE_XET="1",
     HF_TOKEN=TEST_TOKEN,
-    HF_HOME=tempfile.mkdtemp(prefix="distill-trainer-hf-home-"),
+    HF_HOME=tempfile.mkdtemp(prefix="distill-trainer-hf-home-"),  # removed at exit (below)
     HF_HUB_DISABLE_TELEMETRY="1",
     HF_UPDATE_DOWNLOAD_COUNTS="0",
     TOKENIZERS_PARALLELISM="false",
     WANDB_DISABLED="true",
 )
+atexit.register(shutil.rmtree, os.environ["HF_HOME"], ignore_errors=True)
 for offline in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ.pop(offline, None)
 

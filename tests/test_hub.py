@@ -220,6 +220,32 @@ def test_publishing_again_updates_and_exist_ok_false_refuses(published):
         publish_teacher(str(root / "teacher"), "alice/tiny-teacher-sst2", exist_ok=False)
 
 
+def test_republishing_leaves_no_stale_model_files(published, tmp_path):
+    """Found by a review: upload_folder only adds, so a student republished with sharded weights (or another
+    tokenizer) kept the old model.safetensors (tokenizer.json) beside them, and from_pretrained loaded the old
+    model. The repo's top-level model files are now the folder's; a user's own other files stay."""
+    import shutil
+
+    root, _, _, _ = published
+    api, repo = HfApi(), "alice/republished-student"
+    publish_student(str(root / "student"), repo)
+    api.upload_file(path_or_fileobj=b"mine", path_in_repo="notes/extra.bin", repo_id=repo)  # the user's own
+    shutil.copytree(root / "student", tmp_path / "again")
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "again")
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(1.0)
+    (tmp_path / "again" / "model.safetensors").unlink()
+    model.save_pretrained(tmp_path / "again", max_shard_size="20KB")
+    (tmp_path / "again" / "tokenizer.json").unlink(missing_ok=True)
+    publish_student(str(tmp_path / "again"), repo)
+    files = api.list_repo_files(repo)
+    assert "model.safetensors" not in files and "model.safetensors.index.json" in files
+    assert "notes/extra.bin" in files
+    assert ("tokenizer.json" in files) == (tmp_path / "again" / "tokenizer.json").exists()
+    assert state_dicts_equal(AutoModelForSequenceClassification.from_pretrained(repo), model)
+
+
 def test_what_distill_trainer_did_not_publish_is_never_replaced(published, tmp_path):
     """Found by a review, each reproduced first: publishing into someone else's repo replaced its README (a
     dataset's data files were deleted by push_to_hub); a student published over a teacher mixed their records;

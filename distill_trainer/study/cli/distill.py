@@ -18,13 +18,8 @@ from distill_trainer import DistillationConfig
 from distill_trainer.study.args import StudentArguments, TaskArguments, parse_recipe_args
 from distill_trainer.study.causal_data import CausalLMArguments
 from distill_trainer.study.causal_lm import distill_causal_student
-from distill_trainer.study.hub import (
-    HubArguments,
-    check_baseline,
-    check_publishing,
-    load_baseline,
-    publish_student,
-)
+from distill_trainer.study.hub import HubArguments, publish_student
+from distill_trainer.study.hub_checks import check_baseline, check_publishing, load_baseline
 from distill_trainer.study.training import distill_student
 
 

@@ -21,7 +21,8 @@ from distill_trainer.study.args import TaskArguments, parse_recipe_args
 from distill_trainer.study.causal_data import CAUSAL_LM_TASK, CausalLMArguments
 from distill_trainer.study.causal_lm import extract_topk_to_disk
 from distill_trainer.study.extraction import extract_to_disk
-from distill_trainer.study.hub import HubArguments, check_publishing, publish_logit_dataset
+from distill_trainer.study.hub import HubArguments, publish_logit_dataset
+from distill_trainer.study.hub_checks import check_publishing
 from distill_trainer.study.teachers import process_state
 
 

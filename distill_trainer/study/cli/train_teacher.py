@@ -21,7 +21,8 @@ from transformers import TrainingArguments
 from distill_trainer.study.args import TaskArguments, parse_recipe_args
 from distill_trainer.study.causal_data import CAUSAL_LM_TASK, CausalLMArguments
 from distill_trainer.study.causal_teacher import train_causal_teacher
-from distill_trainer.study.hub import HubArguments, check_publishing, publish_teacher
+from distill_trainer.study.hub import HubArguments, publish_teacher
+from distill_trainer.study.hub_checks import check_publishing
 from distill_trainer.study.teacher_training import train_teacher
 
 
