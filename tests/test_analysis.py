@@ -429,3 +429,30 @@ def test_a_regression_student_that_predicts_one_value_is_not_called_edited(tmp_p
     check_recorded_score(str(tmp_path), str(run), record)
     with pytest.raises(ValueError, match="records pearson 0.500000, but its own validation_logits.npy scores nan"):
         check_recorded_score(str(tmp_path), str(run), StudentResult(**{**record.__dict__, "score": 0.5}))
+
+
+def test_saved_logits_of_other_rows_than_the_scores_are_named(tmp_path):
+    """Found by a review: logits longer than the labels failed inside the metric with an unclear length error, and
+    a file of fewer rows than the record's eval_rows was scored on a prefix of the labels."""
+    from distill_trainer.study.analysis.collect import check_recorded_score
+
+    labels = datasets.Dataset.from_dict({"label": [0, 1, 1, 0]})
+    datasets.DatasetDict({"validation": labels, "dev": labels}).save_to_disk(str(tmp_path / "sst2" / "logits"))
+    run = tmp_path / "sst2" / "student-none-seed42"
+    run.mkdir()
+    record = StudentResult(task="sst2", metric="accuracy", score=1.0, fusion="none", temperature=6.0, alpha=0.0,
+                           seed=42, eval_rows=4, dev_score=1.0)  # fmt: skip
+    right = np.asarray([[1, 0], [0, 1], [0, 1], [1, 0]], dtype=np.float32)
+    np.save(run / "validation_logits.npy", right)
+    np.save(run / "dev_logits.npy", right)
+    check_recorded_score(str(tmp_path), str(run), record)
+    for file, logits, rows in (
+        ("validation_logits.npy", np.concatenate([right, right[:1]]), "5 rows, and its record's accuracy .* 4"),
+        ("validation_logits.npy", right[:3], "3 rows, and its record's accuracy .* 4"),
+        ("dev_logits.npy", right[:2], "2 rows, and its record's dev_score .* 4"),
+    ):
+        np.save(run / "validation_logits.npy", right)
+        np.save(run / "dev_logits.npy", right)
+        np.save(run / file, logits)
+        with pytest.raises(ValueError, match=f"{file} holds {rows}"):
+            check_recorded_score(str(tmp_path), str(run), record)

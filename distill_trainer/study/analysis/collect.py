@@ -192,10 +192,17 @@ def check_recorded_score(study_dir: str, folder: str, results: StudentResult, to
         logits = np.load(os.path.join(folder, file))
         if split not in labelled:
             raise ValueError(f"{folder} has {file}, but {logits_dir} has no {split} split to score it on.")
-        labels = np.asarray(labelled[split]["label"][: len(logits)])
+        name, rows = ("dev_score", len(labelled[split])) if split == "dev" else (results.metric, results.eval_rows)
+        rows = rows or len(labelled[split])  # validation: its first eval_rows rows; dev: every row
+        if len(logits) != rows or rows > len(labelled[split]):
+            raise ValueError(
+                f"{folder}: its {file} holds {len(logits)} rows, and its record's {name} was measured on {rows} of "
+                f"the {len(labelled[split])} {split} rows: the file belongs to another run or was cut; it is not "
+                "reported."
+            )
+        labels = np.asarray(labelled[split]["label"][:rows])
         rescored = compute_task_metrics(get_task(results.task), logits, labels)[results.metric]
         if not (abs(rescored - recorded) <= tolerance or np.isnan(rescored) and np.isnan(recorded)):  # constant
-            name = "dev_score" if split == "dev" else results.metric
             raise ValueError(
                 f"{folder}: its {StudentResult.FILE} records {name} {recorded:.6f}, but its own {file} scores "
                 f"{rescored:.6f} on the {split} labels: the record was changed or belongs to another run; it is "
