@@ -14,6 +14,7 @@ from huggingface_hub import ModelCard, ModelCardData, constants
 
 from .kd_losses import build_kd_loss
 from .logits import read_metadata
+from .signals import model_name
 from .topk import read_topk_metadata
 
 CARD_TAGS = ["distill-trainer", "distillation", "knowledge-distillation"]
@@ -296,15 +297,19 @@ def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None
         student: The student's name for the card (a Hub id links); None: the model's `name_or_path`.
         logit_dataset: The teacher-logit dataset's Hub id or name, or None.
     """
-    metadata, train = train_metadata(trainer), trainer.train_dataset
-    teachers = (
-        [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers] if metadata else []
-    )
-    key, state = f"eval_{trainer_metric(metadata)}", trainer.state
+    metadata, train, args = train_metadata(trainer), trainer.train_dataset, trainer.args
+    teachers = [{"name": "unnamed", "validation_score": None}] * (trainer.n_teachers or 0)  # a column, no metadata
+    if trainer.signals.teachers:  # live teachers taught it, whatever columns the train set also carries
+        teachers = [{"name": model_name(teacher), "validation_score": None} for teacher in trainer.signals.teachers]
+    elif metadata:
+        teachers = [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers]
+    key, state = f"eval_{trainer_metric(trainer)}", trainer.state
     best = state.best_global_step if trainer.args.load_best_model_at_end else None  # the weights it holds now
     evaluated = [log[key] for log in state.log_history if key in log and best in (None, log["step"])]
+    untaught = args.alpha == 0 and args.alpha_schedule == "constant"  # plain fine-tuning, whatever the fusion
     return CardFacts.of(
-        trainer.args,  # fusion, T, alpha, their schedules, seed, teacher_index, curriculum, calibration, kd_loss
+        args,  # fusion, T, alpha, their schedules, seed, teacher_index, curriculum, calibration, kd_loss
+        **({"fusion": "none"} if untaught else {}),
         score=evaluated[-1] if evaluated else None,
         teachers=teachers,
         kind=task_kind(trainer.num_labels, trainer.token_level),
@@ -327,13 +332,27 @@ def train_metadata(trainer):
     return (read_metadata(train) or read_topk_metadata(train)) if isinstance(train, datasets.Dataset) else None
 
 
-def trainer_metric(metadata) -> str:
-    """The teachers' metric as the logit metadata names it ("score" where it names none).
+# What the Trainer and DistillationTrainer log at evaluation besides the user's metrics.
+LOGGED_BY_TRAINER = ("loss", "runtime", "samples_per_second", "steps_per_second", "model_preparation_time")
+
+
+def trainer_metric(trainer) -> str:
+    """The metric the card shows: the teachers' as the logit metadata names it, else `metric_for_best_model`, else
+    the one metric the user's `compute_metrics` logged ("score" where none of these names one).
 
     Args:
-        metadata: The logit metadata (`train_metadata`), or None.
+        trainer: The `DistillationTrainer`.
     """
-    return next((t.metric for t in metadata.teachers if t.metric), "score") if metadata else "score"
+    metadata = train_metadata(trainer)
+    named = next((t.metric for t in metadata.teachers if t.metric), None) if metadata else None
+    best = (trainer.args.metric_for_best_model or "").removeprefix("eval_")
+    logged = {
+        key.removeprefix("eval_")
+        for log in trainer.state.log_history
+        for key in log
+        if key.startswith("eval_") and key.removeprefix("eval_") not in LOGGED_BY_TRAINER
+    }
+    return named or (best if best and best != "loss" else None) or (logged.pop() if len(logged) == 1 else "score")
 
 
 def trainer_card(
@@ -357,7 +376,7 @@ def trainer_card(
         trainer_facts(trainer, finetuned_from, dataset),
         repo_id=model_name or args.hub_model_id or os.path.basename(os.path.normpath(args.output_dir)),
         dataset_text=metadata.task if metadata and metadata.task else "its training data",
-        metric=trainer_metric(metadata),
+        metric=trainer_metric(trainer),
         dataset_ids=[dataset],
         tags=[tags] if isinstance(tags, str) else list(tags or []),
         language=language,

@@ -33,6 +33,9 @@ class DistillationDataCollator:
         tokenizer: pads the text features (the trainer's `processing_class`).
         teacher_logits_column: the dense teacher column's name (`DistillationConfig.teacher_logits_column`).
         pad_to_multiple_of: as in `DataCollatorWithPadding`.
+        token_labels: whether `labels` holds one label per token (a causal LM) rather than one per row (a class, or a
+            regression score stored as `[score]`); `DistillationTrainer` passes what its student is. None: per token
+            where every row's labels are as long as its `input_ids`.
     """
 
     def __init__(
@@ -40,8 +43,9 @@ class DistillationDataCollator:
         tokenizer: PreTrainedTokenizerBase | None = None,
         teacher_logits_column: str = "teacher_logits",
         pad_to_multiple_of: int | None = None,
+        token_labels: bool | None = None,
     ):
-        self.teacher_logits_column = teacher_logits_column
+        self.teacher_logits_column, self.token_labels = teacher_logits_column, token_labels
         self.text_collator = (
             DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
             if tokenizer is not None
@@ -61,6 +65,8 @@ class DistillationDataCollator:
             raise ValueError(f"Only {with_teachers} of {len(features)} rows in this batch have a {column!r} value.")
         teacher_rows = [feature[column] for feature in features] if with_teachers else None
         per_token = [key for key in TOKEN_PADDING if key in features[0] and np.ndim(features[0][key]) > 0]
+        if "labels" in per_token and not self.labels_per_token(features):
+            per_token.remove("labels")  # a row's label(s): the text collator stacks them
         held = {key: [feature[key] for feature in features] for key in per_token}
         batch = self.text_collator(
             [{k: v for k, v in feature.items() if k != column and k not in held} for feature in features]
@@ -80,6 +86,16 @@ class DistillationDataCollator:
         if left and held and "attention_mask" in batch:
             batch["position_ids"] = (batch["attention_mask"].long().cumsum(-1) - 1).clamp(min=0)
         return batch
+
+    def labels_per_token(self, features: list[dict[str, Any]]) -> bool:
+        """Whether the rows' list-valued `labels` are per-token labels, to be padded along the sequence.
+
+        Args:
+            features: The batch's rows.
+        """
+        if self.token_labels is not None:
+            return self.token_labels
+        return all(len(feature["labels"]) == len(feature.get("input_ids", ())) for feature in features)
 
 
 def pad_along_sequence(rows: list[np.ndarray], length: int, key: str, left: bool, dtype) -> torch.Tensor:

@@ -169,6 +169,10 @@ class DistillationConfig(TrainingArguments):
                 raise ValueError(f"Unknown {name}_schedule {schedule!r}; choose one of {SCHEDULES}.")
             if schedule != "constant" and end is None:
                 raise ValueError(f"{name}_schedule={schedule!r} needs {name}_end.")
+            if schedule == "constant" and end is not None:  # it would be silently ignored
+                raise ValueError(
+                    f"{name}_end={end} is used only by {name}_schedule='linear' or 'cosine', not 'constant'."
+                )
         if self.alpha_end is not None or self.temperature_end is not None:
             check_kd_hyperparameters(
                 self.temperature if self.temperature_end is None else self.temperature_end,

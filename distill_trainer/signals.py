@@ -264,6 +264,12 @@ def check_dense_split(dataset, split: str, column: str, student, label_names, re
         label_names: The Trainer's label column names.
         required: The split must have the teacher column.
     """
+    if getattr(student.config, "problem_type", None) == "multi_label_classification":
+        raise ValueError(
+            f"{model_name(student)} is a multi-label classifier (problem_type='multi_label_classification'): "
+            "distillation fuses the teachers' class distributions and trains with cross-entropy, which would read "
+            "its label vectors as class distributions. Train it with transformers.Trainer."
+        )
     if dataset is None:
         return None
     num_labels = student.config.num_labels
@@ -341,3 +347,24 @@ def weights_from_metadata(dataset) -> list[float]:
     if min(scores) < 0:
         logger.warning("fusion='weighted': teachers with scores below 0 get weight 0 (%s).", scores)
     return [max(score, 0.0) for score in scores]
+
+
+def check_eval_against_train(eval_set, name: str, eval_teachers, n_teachers, train_set) -> None:
+    """Refuse an eval split whose teachers are not the train set's in number or label order (by their metadata): its
+    `eval_loss` would measure the student against other targets than those it is trained on.
+
+    Args:
+        eval_set: The eval split (checked by `check_dense_split` / `check_token_split` already).
+        name: Its name, for the error message.
+        eval_teachers: Its number of stored teachers (None: no teacher column).
+        n_teachers: The run's number of teachers (None: not known yet).
+        train_set: The train set, whose metadata gives the label order.
+    """
+    if n_teachers and eval_teachers and eval_teachers != n_teachers:
+        raise ValueError(f"The {name} dataset has {eval_teachers} teachers but the train dataset has {n_teachers}.")
+    train, evaluated = (read_metadata(d) if isinstance(d, datasets.Dataset) else None for d in (train_set, eval_set))
+    if train is not None and evaluated is not None and train.label_names != evaluated.label_names:
+        raise ValueError(
+            f"The {name} dataset's teacher logits are in label order {evaluated.label_names} and the train "
+            f"dataset's in {train.label_names}: extract both with one label order."
+        )

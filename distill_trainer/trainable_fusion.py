@@ -129,6 +129,13 @@ class TrainableFusionMixin:
             self.load_fusion_weights(os.fspath(checkpoint))
         return super().train(resume_from_checkpoint=resume_from_checkpoint, trial=trial, **kwargs)
 
+    def _load_best_model(self) -> None:
+        """The parent's `load_best_model_at_end`, then the best checkpoint's gate: evaluating or training on after it
+        then uses the student and gate of the kept checkpoint, not that student with the last step's gate."""
+        super()._load_best_model()
+        if self.gate is not None:
+            self.load_fusion_weights(self.state.best_model_checkpoint)
+
     def load_fusion_weights(self, checkpoint: str) -> None:
         """Load the gate of a checkpoint folder; refuse a folder that does not match this run's fusion.
 

@@ -29,6 +29,7 @@ from .sampling import LengthGroupedSamplingMixin
 from .signals import (
     TeacherSignals,
     check_dense_split,
+    check_eval_against_train,
     check_regression,
     check_strategies,
     check_token_split,
@@ -68,7 +69,8 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         args: a `DistillationConfig` (a plain `TrainingArguments` is refused: it has no T, alpha or fusion).
         data_collator: default `DistillationDataCollator`, which pads text and carries the teacher columns.
         train_dataset: rows with the teacher column(s) (not needed at `alpha=0` or with `teacher_models`).
-        eval_dataset: one split or a dict; with the teacher column `eval_loss` is the training objective.
+        eval_dataset: one split or a dict; with the teacher column `eval_loss` is the training objective (at its
+            end values under schedules, `training_progress`).
         processing_class: the tokenizer (padding, and the top-k format's vocabulary check).
         teacher_models: live teachers run on each batch instead of stored columns (no gradient, eval mode,
             the student's device): online distillation, e.g. with data augmentation.
@@ -91,8 +93,14 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
     ):
         if not isinstance(args, DistillationConfig):
             raise TypeError(f"DistillationTrainer needs args=DistillationConfig(...), got {type(args).__name__}.")
+        if kwargs.get("compute_loss_func") is not None:  # the Trainer would hand it the loss, never calling it here
+            raise ValueError(
+                "DistillationTrainer computes its own loss (alpha * KD + (1 - alpha) * CE): compute_loss_func is not "
+                "used. Register a KD loss with register_kd_loss and pass kd_loss=<its name> in DistillationConfig."
+            )
         if data_collator is None:
-            data_collator = DistillationDataCollator(processing_class, args.teacher_logits_column)
+            token_labels = is_causal_lm(model) if model is not None else None
+            data_collator = DistillationDataCollator(processing_class, args.teacher_logits_column, None, token_labels)
         super().__init__(
             model=model,
             args=args,
@@ -113,12 +121,9 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval", eval_dataset)]
         for name, eval_set in eval_sets:  # every eval set checked now, not at the first evaluation after training
             eval_teachers = self._check_split(eval_set, name, required=False)
-            if n_teachers and eval_teachers and eval_teachers != n_teachers:
-                raise ValueError(
-                    f"The {name} dataset has {eval_teachers} teachers but the train dataset has {n_teachers}."
-                )
+            check_eval_against_train(eval_set, name, eval_teachers, n_teachers, train_dataset)
             n_teachers = n_teachers or eval_teachers
-        n_teachers = len(teachers) or n_teachers
+        self.n_teachers = n_teachers = len(teachers) or n_teachers
         self.fusion = self.curriculum = None  # the strategies, built for this data and student
         self.fusion_weights, self.fitted_weights, self.teacher_temperatures = args.fusion_weights, None, None
         if args.uses_teachers:
@@ -164,6 +169,8 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
                 "encoder student."
             )
         if "weighted" in names and self.fusion_weights is None:
+            if self.signals.teachers:  # the metadata's scores are its stored teachers', not these
+                raise ValueError("fusion='weighted' with teacher_models needs fusion_weights (one per live teacher).")
             self.fusion_weights = weights_from_metadata(train_dataset)
         if self.num_labels == 1:  # regression: only what means something for scalar predictions
             check_regression(classes, args)
@@ -348,6 +355,19 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
     def curriculum_weight(self) -> float:
         """How far the fused target has moved from `fusion` to `curriculum_fusion`."""
         return self.training_progress()
+
+    def evaluate(self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"):
+        """The parent's `evaluate`; a split given here is checked as the constructor checks its own.
+
+        Args:
+            eval_dataset: A split, a dict of them, a key of the trainer's eval dict, or None (the trainer's).
+            ignore_keys: Output keys to leave out, as in the parent.
+            metric_key_prefix: The metrics' prefix, as in the parent; the split's name in error messages.
+        """
+        if eval_dataset is not None and not isinstance(eval_dataset, (str, dict)):
+            teachers = self._check_split(eval_dataset, metric_key_prefix, required=False)
+            check_eval_against_train(eval_dataset, metric_key_prefix, teachers, self.n_teachers, self.train_dataset)
+        return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The parent's prediction step; without labels it calls the model directly, so the teacher columns are

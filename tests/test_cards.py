@@ -133,7 +133,8 @@ def test_with_load_best_model_at_end_the_trainers_card_states_the_best_checkpoin
     history = [{"eval_score": 0.54, "step": 10}, {"eval_score": 0.46, "step": 20}]
     trainer = SimpleNamespace(
         args=args, state=TrainerState(log_history=history, best_global_step=10), train_dataset=None,
-        eval_dataset=None, num_labels=2, token_level=False, model=tiny_student(),
+        eval_dataset=None, num_labels=2, token_level=False, model=tiny_student(), n_teachers=3,
+        signals=SimpleNamespace(teachers=[]),
     )  # fmt: skip
     assert trainer_facts(trainer).score == 0.54
     trainer.args = tiny_config(tmp_path)
