@@ -364,7 +364,9 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
             ignore_keys: Output keys to leave out, as in the parent.
             metric_key_prefix: The metrics' prefix, as in the parent; the split's name in error messages.
         """
-        if eval_dataset is not None and not isinstance(eval_dataset, (str, dict)):
+        checked = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
+        given = eval_dataset is not None and not isinstance(eval_dataset, (str, dict))
+        if given and all(eval_dataset is not split for split in checked):  # not one the constructor checked
             teachers = self._check_split(eval_dataset, metric_key_prefix, required=False)
             check_eval_against_train(eval_dataset, metric_key_prefix, teachers, self.n_teachers, self.train_dataset)
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
