@@ -80,7 +80,18 @@ def alternate(candidates: dict[str, Callable[[], float]], repetitions: int) -> d
         order = list(candidates) if repetition % 2 == 0 else list(reversed(candidates))
         for name in order:
             results[name].append(candidates[name]())
-    return {name: statistics.median(values) for name, values in results.items()}
+    return {name: median_run(values) for name, values in results.items()}
+
+
+def median_run(values: list):
+    """The median of durations, or of tuples led by one the run of median duration (the lower one of an even count).
+
+    Args:
+        values: One candidate's results, one per repetition.
+    """
+    if not isinstance(values[0], tuple):
+        return statistics.median(values)
+    return sorted(values, key=lambda value: value[0])[(len(values) - 1) // 2]
 
 
 def timed(function: Callable[[], object]) -> float:
@@ -92,7 +103,9 @@ def timed(function: Callable[[], object]) -> float:
 def header(title: str) -> None:
     print(f"\n## {title}\n")
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU: {processor_name()}"
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}\n")  # bf16 flags named
+    cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    flags = ", ".join(f"{flag} {'yes' if f' {flag}' in cpuinfo else 'no'}" for flag in ("avx512_bf16", "amx_bf16"))
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}; CPU {flags}\n")
 
 
 class StepClock(TrainerCallback):
@@ -132,6 +145,8 @@ def measured(make_trainer, warmup: int = 2) -> tuple[float, float, float, dict]:
         lines = Counter(f"{os.path.basename(w.filename)}:{w.lineno}" for w in found)
         sites = {line: count / trainer.state.global_step for line, count in lines.most_common()}
     gaps = [b - a for a, b in zip(clock.marks, clock.marks[1:], strict=False)][warmup:]
+    if not gaps:
+        raise ValueError(f"Too few steps to time: {len(clock.marks)} run, the first {warmup + 1} are not timed.")
     del trainer
     return statistics.median(gaps), peak, syncs, sites
 

@@ -65,7 +65,7 @@ def main():
         f"(raw values: {options.teachers * 2 * 4}) |"
     )
     print("\nfloat16 storage is not offered: at this size the column costs less than the text it describes.\n")
-    print("| run (10 steps, batch 32) | peak RSS (MiB) |\n|---|---|")
+    print(f"| run ({options.steps} steps, batch 32) | peak RSS (MiB) |\n|---|---|")
     peaks = {kind: peak_memory_of(kind, options.steps) for kind in ("plain", "average", "gating")}
     for kind, mib in peaks.items():
         print(f"| {'plain Trainer' if kind == 'plain' else 'DistillationTrainer, ' + kind} | {mib:.0f} |")

@@ -135,11 +135,18 @@ def training_steps(teacher, data, tokenizer, options) -> None:
     print("|---|---|---|")
     for name, seconds in reads.items():
         print(f"| {name} | {1000 * seconds:.1f} | {seconds / next(iter(reads.values())):.2f}x |")
-    with torch.inference_mode():  # the dense comparator's batch: every token's full teacher distribution
-        dense = [
-            torch.log_softmax(teacher(input_ids=torch.tensor([row], device=teacher.device)).logits[0].float(), -1)
+    with torch.inference_mode():  # the dense comparator's rows: every token's full teacher distribution, kept on the
+        dense = [  # host as a stored dense logit dataset would be, each batch's rows copied to the device in its step
+            torch.log_softmax(
+                teacher(input_ids=torch.tensor([row], device=teacher.device)).logits[0].float(), -1
+            ).cpu()
             for row in data["input_ids"][:]
         ]
+    del second, found
+    teacher.cpu()  # the teachers' work is done: no candidate's peak memory holds them
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    resident = torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
     common = dict(
         output_dir=tempfile.mkdtemp(),
         per_device_train_batch_size=options.batch_size,
@@ -190,6 +197,8 @@ def training_steps(teacher, data, tokenizer, options) -> None:
         f"\nstudent: {len(STUDENT_LAYERS)}-layer cut ({student.num_parameters() / 1e6:.1f}M parameters), "
         f"batch {options.batch_size}, median of {options.repetitions} alternated runs x {options.steps - 3} steps\n"
     )
+    if torch.cuda.is_available():
+        print(f"peak CUDA memory includes {resident:.2f} GiB resident before every run (the student each copies)\n")
     print("| step | s/step | vs plain CE step | peak CUDA memory (GiB) | syncs/step |\n|---|---|---|---|---|")
     for name, (seconds, peak, syncs, _) in results.items():
         print(f"| {name} | {seconds:.4f} | {seconds / base:.2f}x | {peak:.2f} | {syncs:.1f} |")

@@ -325,7 +325,8 @@ def token_kd_terms(
     """
     targets = next_token_labels(labels)
     mask = targets != -100
-    count = mask.sum().clamp(min=1) if count is None else count
+    count = mask.sum() if count is None else count  # an accumulated batch of prompts only counts 0: sums are 0 too
+    count = count.clamp(min=1) if torch.is_tensor(count) else max(count, 1)
     terms = {}
     if alpha > 0:
         check_token_shapes(student_logits, *teacher)

@@ -107,6 +107,12 @@ def test_sparse_kd_ignores_masked_positions_and_an_empty_mask_counts_zero():
         sparse_kd_loss(student, ids, logprobs, 2.0, mask), sparse_kd_loss(poisoned, ids, logprobs, 2.0, mask)
     )
     assert sparse_kd_loss(student, ids, logprobs, 2.0, torch.zeros(2, 3, dtype=torch.bool)).item() == 0.0
+    # a batch of prompts only, under accumulation: the Trainer's num_items_in_batch is 0 (it was 0 / 0, NaN, and
+    # stopped training; found by the benchmark review with --max_length 32)
+    prompts_only = torch.full((2, 3), -100)
+    for count in (torch.tensor(0), 0, None):
+        terms = token_kd_terms(student, (ids, logprobs), prompts_only, 2.0, 0.5, count=count)
+        assert terms == {"kd": 0.0, "ce": 0.0}
 
 
 def test_next_token_alignment_by_hand():
