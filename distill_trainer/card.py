@@ -350,8 +350,8 @@ def trainer_metric(trainer) -> str:
         key.removeprefix("eval_")
         for log in trainer.state.log_history
         for key in log
-        if key.startswith("eval_") and key.removeprefix("eval_") not in LOGGED_BY_TRAINER
-    }
+        if key.startswith("eval_") and not key.endswith(tuple(f"_{name}" for name in LOGGED_BY_TRAINER))
+    }  # a dict of eval splits logs eval_<split>_loss, ...
     return named or (best if best and best != "loss" else None) or (logged.pop() if len(logged) == 1 else "score")
 
 

@@ -22,7 +22,7 @@ from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_N
 
 from .fusion import check_teacher_logits
 from .labels import check_label_values
-from .logits import read_metadata, validate_logit_dataset
+from .logits import check_label_names, read_metadata, validate_logit_dataset
 from .tokens import TokenSignal, live_log_probs
 from .topk import TOPK_IDS_COLUMN, TOPK_LOGPROBS_COLUMN, read_topk_metadata, validate_topk_dataset
 
@@ -350,21 +350,21 @@ def weights_from_metadata(dataset) -> list[float]:
 
 
 def check_eval_against_train(eval_set, name: str, eval_teachers, n_teachers, train_set) -> None:
-    """Refuse an eval split whose teachers are not the train set's in number or label order (by their metadata): its
-    `eval_loss` would measure the student against other targets than those it is trained on.
+    """Refuse an eval split whose stored teachers are not the train set's in number or label order (by their
+    metadata): its `eval_loss` would measure the student against other targets than those it is trained on. Only
+    for runs that read stored teachers (not live ones).
 
     Args:
         eval_set: The eval split (checked by `check_dense_split` / `check_token_split` already).
         name: Its name, for the error message.
-        eval_teachers: Its number of stored teachers (None: no teacher column).
-        n_teachers: The run's number of teachers (None: not known yet).
+        eval_teachers: Its number of stored teachers (None: no teacher column, nothing to check).
+        n_teachers: The train set's number of stored teachers (None: not known).
         train_set: The train set, whose metadata gives the label order.
     """
-    if n_teachers and eval_teachers and eval_teachers != n_teachers:
+    if not eval_teachers:
+        return
+    if n_teachers and eval_teachers != n_teachers:
         raise ValueError(f"The {name} dataset has {eval_teachers} teachers but the train dataset has {n_teachers}.")
     train, evaluated = (read_metadata(d) if isinstance(d, datasets.Dataset) else None for d in (train_set, eval_set))
-    if train is not None and evaluated is not None and train.label_names != evaluated.label_names:
-        raise ValueError(
-            f"The {name} dataset's teacher logits are in label order {evaluated.label_names} and the train "
-            f"dataset's in {train.label_names}: extract both with one label order."
-        )
+    if train is not None and evaluated is not None:
+        check_label_names(train.label_names, evaluated.label_names, f"the {name} dataset's teacher logits")

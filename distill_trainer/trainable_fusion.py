@@ -133,8 +133,8 @@ class TrainableFusionMixin:
         """The parent's `load_best_model_at_end`, then the best checkpoint's gate: evaluating or training on after it
         then uses the student and gate of the kept checkpoint, not that student with the last step's gate."""
         super()._load_best_model()
-        if self.gate is not None:
-            self.load_fusion_weights(self.state.best_model_checkpoint)
+        if self.gate is not None and os.path.isfile(os.path.join(self.state.best_model_checkpoint, GATE_WEIGHTS_NAME)):
+            self.load_fusion_weights(self.state.best_model_checkpoint)  # absent on another node: the parent warned
 
     def load_fusion_weights(self, checkpoint: str) -> None:
         """Load the gate of a checkpoint folder; refuse a folder that does not match this run's fusion.

@@ -119,9 +119,11 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         self.kd = build_kd_loss(args.kd_loss, args.jsd_beta, tokens=self.token_level, regression=regression)
         n_teachers = self._check_split(train_dataset, "train", required=args.uses_teachers and not teachers)
         eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval", eval_dataset)]
+        self.stored_teachers = n_teachers  # the train set's, which an eval split's stored teachers must match
         for name, eval_set in eval_sets:  # every eval set checked now, not at the first evaluation after training
             eval_teachers = self._check_split(eval_set, name, required=False)
-            check_eval_against_train(eval_set, name, eval_teachers, n_teachers, train_dataset)
+            if args.uses_teachers and not teachers:  # the stored teachers are read
+                check_eval_against_train(eval_set, name, eval_teachers, n_teachers, train_dataset)
             n_teachers = n_teachers or eval_teachers
         self.n_teachers = n_teachers = len(teachers) or n_teachers
         self.fusion = self.curriculum = None  # the strategies, built for this data and student
@@ -170,7 +172,7 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
             )
         if "weighted" in names and self.fusion_weights is None:
             if self.signals.teachers:  # the metadata's scores are its stored teachers', not these
-                raise ValueError("fusion='weighted' with teacher_models needs fusion_weights (one per live teacher).")
+                raise ValueError("'weighted' with teacher_models needs fusion_weights (one per live teacher).")
             self.fusion_weights = weights_from_metadata(train_dataset)
         if self.num_labels == 1:  # regression: only what means something for scalar predictions
             check_regression(classes, args)
@@ -368,7 +370,9 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         given = eval_dataset is not None and not isinstance(eval_dataset, (str, dict))
         if given and all(eval_dataset is not split for split in checked):  # not one the constructor checked
             teachers = self._check_split(eval_dataset, metric_key_prefix, required=False)
-            check_eval_against_train(eval_dataset, metric_key_prefix, teachers, self.n_teachers, self.train_dataset)
+            if self.args.uses_teachers and not self.signals.teachers:  # the stored teachers are read
+                stored = self.stored_teachers or self.n_teachers
+                check_eval_against_train(eval_dataset, metric_key_prefix, teachers, stored, self.train_dataset)
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):

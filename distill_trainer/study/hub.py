@@ -38,11 +38,14 @@ from .runs import StudentResult, TeacherRecord
 IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "training_args.bin", "*.partial-*", "runs/**"]
 # What from_pretrained reads from a model repo's top level (weights, config, tokenizer): a republished folder that
 # lacks one the repo has (single-file weights now sharded, another tokenizer) would have the old one loaded in its
-# place, so such files are deleted in the upload's commit; the repo's other files stay.
+# place, so such files are deleted with the upload; the repo's other files stay.
 MODEL_FILE_PATTERNS = [
-    *("*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin", "pytorch_model.bin.index.json"),
-    *("tf_model.h5", "flax_model.msgpack", "config.json", "generation_config.json", "chat_template.*"),
-    *("tokenizer*", "vocab.*", "merges.txt", "special_tokens_map.json", "added_tokens.json", "*.model"),
+    *("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json", "pytorch_model.bin"),
+    *("pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json", "tf_model.h5", "flax_model.msgpack"),
+    *("adapter_config.json", "adapter_model.safetensors", "adapter_model.bin", "config.json"),
+    *("generation_config.json", "tokenizer.json", "tokenizer_config.json", "tokenizer.model", "added_tokens.json"),
+    *("special_tokens_map.json", "vocab.txt", "vocab.json", "merges.txt", "spiece.model", "sentencepiece.bpe.model"),
+    *("chat_template.jinja", "chat_template.json"),
 ]
 
 
@@ -241,7 +244,7 @@ def publish_folder(
 
     The card is committed from memory, never written into `folder`: a README.md there may be the user's own (it is
     not uploaded; the repo's README is the card). Republishing makes the repo's top-level weights, config and
-    tokenizer the folder's (`stale_model_files` are deleted in the same commit); its other files stay.
+    tokenizer the folder's (`stale_model_files` are deleted with the upload); its other files stay.
 
     Args:
         folder: The model folder to upload (training leftovers in `IGNORE_PATTERNS` and its README.md are left
