@@ -304,12 +304,11 @@ def trainer_facts(trainer, student: str | None = None, logit_dataset: str | None
     elif metadata:
         teachers = [{"name": t.name, "validation_score": t.validation_score} for t in metadata.teachers]
     key, state = f"eval_{trainer_metric(trainer)}", trainer.state
-    best = state.best_global_step if trainer.args.load_best_model_at_end else None  # the weights it holds now
+    best = state.best_global_step if args.load_best_model_at_end else None  # the weights it holds now
     evaluated = [log[key] for log in state.log_history if key in log and best in (None, log["step"])]
-    untaught = args.alpha == 0 and args.alpha_schedule == "constant"  # plain fine-tuning, whatever the fusion
     return CardFacts.of(
         args,  # fusion, T, alpha, their schedules, seed, teacher_index, curriculum, calibration, kd_loss
-        **({"fusion": "none"} if untaught else {}),
+        **({} if args.uses_teachers else {"fusion": "none"}),  # alpha 0 throughout: plain fine-tuning
         score=evaluated[-1] if evaluated else None,
         teachers=teachers,
         kind=task_kind(trainer.num_labels, trainer.token_level),

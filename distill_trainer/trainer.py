@@ -121,9 +121,7 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         eval_sets = eval_dataset.items() if isinstance(eval_dataset, dict) else [("eval", eval_dataset)]
         self.stored_teachers = n_teachers  # the train set's, which an eval split's stored teachers must match
         for name, eval_set in eval_sets:  # every eval set checked now, not at the first evaluation after training
-            eval_teachers = self._check_split(eval_set, name, required=False)
-            if args.uses_teachers and not teachers:  # the stored teachers are read
-                check_eval_against_train(eval_set, name, eval_teachers, n_teachers, train_dataset)
+            eval_teachers = self._check_eval_split(eval_set, name, n_teachers)
             n_teachers = n_teachers or eval_teachers
         self.n_teachers = n_teachers = len(teachers) or n_teachers
         self.fusion = self.curriculum = None  # the strategies, built for this data and student
@@ -148,6 +146,20 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
             tokenizer = self.processing_class if hasattr(self.processing_class, "get_vocab") else None
             return check_token_split(dataset, split, self.model, tokenizer, self.signals.teachers, required)
         return check_dense_split(dataset, split, self.teacher_column, self.model, self.label_names, required)
+
+    def _check_eval_split(self, dataset, split: str, n_teachers: int | None) -> int | None:
+        """An eval split checked as `_check_split` does, and against the train set where its stored teachers are
+        read (`check_eval_against_train`); its number of stored teachers or None.
+
+        Args:
+            dataset: The eval split.
+            split: Its name, for error messages.
+            n_teachers: The train set's number of stored teachers (None: not known).
+        """
+        eval_teachers = self._check_split(dataset, split, required=False)
+        if self.args.uses_teachers and not self.signals.teachers:  # the stored teachers are read
+            check_eval_against_train(dataset, split, eval_teachers, n_teachers, self.train_dataset)
+        return eval_teachers
 
     def _build_fusion(self, n_teachers: int, train_dataset, eval_dataset) -> None:
         """Serve what the configured strategies declare they need, then build them. The weights and temperatures
@@ -369,10 +381,7 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         checked = self.eval_dataset.values() if isinstance(self.eval_dataset, dict) else [self.eval_dataset]
         given = eval_dataset is not None and not isinstance(eval_dataset, (str, dict))
         if given and all(eval_dataset is not split for split in checked):  # not one the constructor checked
-            teachers = self._check_split(eval_dataset, metric_key_prefix, required=False)
-            if self.args.uses_teachers and not self.signals.teachers:  # the stored teachers are read
-                stored = self.stored_teachers or self.n_teachers
-                check_eval_against_train(eval_dataset, metric_key_prefix, teachers, stored, self.train_dataset)
+            self._check_eval_split(eval_dataset, metric_key_prefix, self.stored_teachers or self.n_teachers)
         return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
