@@ -18,13 +18,21 @@ import math
 import datasets
 import pyarrow.compute as pc
 import torch
+from transformers import AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
 from .fusion import check_teacher_logits
 from .labels import check_label_values
 from .logits import check_label_names, read_metadata, validate_logit_dataset
 from .tokens import TokenSignal, live_log_probs
-from .topk import TOPK_IDS_COLUMN, TOPK_LOGPROBS_COLUMN, read_topk_metadata, validate_topk_dataset
+from .topk import (
+    TOPK_IDS_COLUMN,
+    TOPK_LOGPROBS_COLUMN,
+    check_same_vocabulary,
+    read_topk_metadata,
+    tokenizer_info,
+    validate_topk_dataset,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,15 +135,21 @@ class TeacherSignals:
         return TokenSignal(stacked) if self.token_level else stacked
 
 
-def prepare_live_teachers(teachers, student, device, token_level: bool) -> list:
+def prepare_live_teachers(teachers, student, device, token_level: bool, tokenizer=None) -> list:
     """Move live teachers to the student's device, in eval mode without gradients, after refusing teachers that
     cannot teach this student: another vocabulary (causal LMs) or another label space (classification).
+
+    A causal teacher reads the student's input ids, so one of another vocabulary of the same size would read other
+    tokens without any error: where the tokenizer saved with the teacher can be found without a download (its
+    folder, or the Hub cache), its vocabulary must be the student's tokenizer's; otherwise only the sizes are
+    compared.
 
     Args:
         teachers: The live teacher models (`teacher_models`), or None.
         student: The student, whose vocabulary or label count the teachers must share.
         device: The device to move them to (the student's).
         token_level: The student is a causal LM; the teachers must then be causal LMs too.
+        tokenizer: The student's tokenizer (the trainer's `processing_class`); None: the one saved with the student.
     """
     teachers = list(teachers or [])
     for teacher in teachers:
@@ -149,6 +163,8 @@ def prepare_live_teachers(teachers, student, device, token_level: bool) -> list:
                 f"{model_name(student)!r} has {vocabularies[1]}: a live teacher reads the student's input ids, so "
                 "they must share one tokenizer (cross-tokenizer distillation is not supported)."
             )
+        if token_level:
+            check_saved_vocabulary(teacher, student, tokenizer)
         if not token_level and teacher.config.num_labels != student.config.num_labels:
             raise ValueError(
                 f"Live teacher {model_name(teacher)!r} has {teacher.config.num_labels} labels but the student has "
@@ -162,6 +178,35 @@ def prepare_live_teachers(teachers, student, device, token_level: bool) -> list:
             )
         teacher.to(device).eval().requires_grad_(False)
     return teachers
+
+
+def check_saved_vocabulary(teacher, student, tokenizer=None) -> None:
+    """Refuse a live causal teacher whose saved tokenizer's vocabulary is not the student's tokenizer's (a check
+    of what can be found without a download; see `prepare_live_teachers`).
+
+    Args:
+        teacher: The live teacher.
+        student: The student.
+        tokenizer: The student's tokenizer; None: the one saved with the student.
+    """
+    tokenizer = tokenizer if hasattr(tokenizer, "get_vocab") else saved_tokenizer(student)
+    teacher_tokenizer = saved_tokenizer(teacher)
+    if tokenizer is not None and teacher_tokenizer is not None:
+        owner = f"Live teacher {model_name(teacher)!r}"
+        check_same_vocabulary(tokenizer_info(teacher_tokenizer), tokenizer_info(tokenizer), "the student", owner)
+
+
+def saved_tokenizer(model):
+    """The tokenizer saved with a model, from its folder or the Hub cache (never downloaded), or None.
+
+    Args:
+        model: A transformers model; its `name_or_path` says where it was loaded from.
+    """
+    path = getattr(model, "name_or_path", "") or ""
+    try:
+        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False) if path else None
+    except (OSError, ValueError):  # none saved there (or not cached): there is nothing to compare
+        return None
 
 
 def named_labels(model) -> list[str] | None:

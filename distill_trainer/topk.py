@@ -57,17 +57,20 @@ def tokenizer_info(tokenizer) -> TokenizerInfo:
     return TokenizerInfo(name=name, vocab_size=len(tokenizer), fingerprint=digest)
 
 
-def check_same_vocabulary(expected: TokenizerInfo, found: TokenizerInfo, what: str) -> None:
+def check_same_vocabulary(
+    expected: TokenizerInfo, found: TokenizerInfo, what: str, owner: str = "The top-k teachers"
+) -> None:
     """Refuse two tokenizers whose vocabularies differ, naming both (cross-tokenizer distillation is not supported).
 
     Args:
-        expected: The tokenizer the top-k teachers used (from the metadata).
+        expected: The tokenizer the teachers used (the top-k metadata's, or a live teacher's).
         found: The other tokenizer.
         what: Whose the other tokenizer is, for the error message (e.g. "the student's tokenizer").
+        owner: Whose `expected` is, for the error message.
     """
     if expected.fingerprint != found.fingerprint:
         raise ValueError(
-            f"The top-k teachers used tokenizer {expected.name!r} ({expected.vocab_size} tokens) but {what} uses "
+            f"{owner} used tokenizer {expected.name!r} ({expected.vocab_size} tokens) but {what} uses "
             f"{found.name!r} ({found.vocab_size} tokens), whose vocabulary differs: token ids would mean other "
             "tokens. Distil between models of one tokenizer (cross-tokenizer distillation is not supported)."
         )

@@ -113,7 +113,7 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         self.teacher_column = args.teacher_logits_column
         self.num_labels = self.model.config.num_labels
         self.token_level = is_causal_lm(self.model)
-        teachers = prepare_live_teachers(teacher_models, self.model, args.device, self.token_level)
+        teachers = prepare_live_teachers(teacher_models, self.model, args.device, self.token_level, processing_class)
         self.signals = TeacherSignals(self.teacher_column, self.token_level, teachers)
         regression = self.num_labels == 1 and not self.token_level
         self.kd = build_kd_loss(args.kd_loss, args.jsd_beta, tokens=self.token_level, regression=regression)

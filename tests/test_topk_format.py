@@ -5,6 +5,7 @@ import datasets
 import numpy as np
 import pytest
 import torch
+import transformers
 from causal_helpers import (
     VOCAB,
     causal_config,
@@ -152,6 +153,32 @@ def test_a_student_or_teacher_of_another_vocabulary_is_refused_naming_both(tmp_p
             processing_class=causal_tokenizer(),
             teacher_models=[tiny_llama(vocab_size=80)],
         )
+
+
+@pytest.mark.parametrize("teacher_words", ["tiny-words", "other-words"])
+def test_a_live_teacher_saved_with_another_vocabulary_of_the_same_size_is_refused(tmp_path, teacher_words):
+    tiny_llama(seed=1).save_pretrained(tmp_path / "teacher")
+    causal_tokenizer(name=teacher_words, swap=teacher_words == "other-words").save_pretrained(tmp_path / "teacher")
+    teacher = transformers.AutoModelForCausalLM.from_pretrained(tmp_path / "teacher")
+
+    def build():
+        args = causal_config(tmp_path)
+        data = causal_dataset(8)
+        DistillationTrainer(
+            model=tiny_llama(),
+            args=args,
+            train_dataset=data,
+            processing_class=causal_tokenizer(),
+            teacher_models=[teacher],
+        )
+
+    if teacher_words == "tiny-words":
+        build()  # the same vocabulary, saved beside the teacher: accepted
+    else:  # same size, other ids: the teacher would read other tokens without any error
+        with pytest.raises(
+            ValueError, match=r"Live teacher .*teacher' used tokenizer .* but the student uses 'tiny-words'"
+        ):
+            build()
 
 
 def test_rows_longer_than_a_context_and_data_without_scored_positions_are_refused(tmp_path, topk_data):
