@@ -297,6 +297,32 @@ def check_strategies(classes, token_level: bool, live: bool, calibrate: bool) ->
         )
 
 
+def check_strategy_inputs(strategies: list, student, token_level: bool, train_dataset, label_names) -> None:
+    """Refuse fusion strategies whose inputs this run cannot give them: the first-token hidden state of a
+    decoder-only classifier student (its first token has seen only itself, so every example would get the same
+    teacher weights), or the gold label of a train set without labels.
+
+    Args:
+        strategies: The configured fusion strategies' classes.
+        student: The student.
+        token_level: The student is a causal LM (per-token fusion reads no hidden state).
+        train_dataset: The train set (its columns are checked where it is a `datasets.Dataset`).
+        label_names: The trainer's label names.
+    """
+    readers = [cls.name for cls in strategies if cls.needs_hidden_state]
+    if readers and not token_level and pools_last_token(student):
+        raise ValueError(
+            f"fusion {readers[0]!r} reads the student's first-token hidden state ([CLS] in an encoder), but "
+            f"{type(student).__name__} is decoder-only: its first token has seen only itself, so every "
+            "example would get the same teacher weights. Use a strategy that reads no hidden state, or an "
+            "encoder student."
+        )
+    needs_labels = [cls.name for cls in strategies if cls.needs_labels]
+    if needs_labels and isinstance(train_dataset, datasets.Dataset):
+        if not {"label", "labels", *(label_names or [])} & set(train_dataset.column_names):
+            raise ValueError(f"fusion {needs_labels[0]!r} weighs teachers by the gold label: the train set has none.")
+
+
 def check_dense_split(dataset, split: str, column: str, student, label_names, required: bool) -> int | None:
     """Validate a classification split's labels and teacher column up front; return its number of teachers (None
     if absent). `label_names`: the Trainer's label column names.

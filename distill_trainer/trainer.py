@@ -12,7 +12,6 @@ import logging
 import os
 from typing import Any
 
-import datasets
 import torch
 from transformers import Trainer
 from transformers.modeling_outputs import SequenceClassifierOutput
@@ -32,10 +31,10 @@ from .signals import (
     check_eval_against_train,
     check_regression,
     check_strategies,
+    check_strategy_inputs,
     check_token_split,
     is_causal_lm,
     on_host,
-    pools_last_token,
     prepare_live_teachers,
     weights_from_metadata,
 )
@@ -174,26 +173,13 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         names = [name for name in (args.fusion, args.curriculum_fusion) if name]
         classes = [fusion_strategy(name) for name in names]
         check_strategies(classes, self.token_level, bool(self.signals.teachers), args.calibrate_teachers)
-        readers = [cls.name for cls in classes if cls.needs_hidden_state]
-        if readers and not self.token_level and pools_last_token(self.model):
-            raise ValueError(
-                f"fusion {readers[0]!r} reads the student's first-token hidden state ([CLS] in an encoder), but "
-                f"{type(self.model).__name__} is decoder-only: its first token has seen only itself, so every "
-                "example would get the same teacher weights. Use a strategy that reads no hidden state, or an "
-                "encoder student."
-            )
+        check_strategy_inputs(classes, self.model, self.token_level, train_dataset, self.label_names)
         if "weighted" in names and self.fusion_weights is None:
             if self.signals.teachers:  # the metadata's scores are its stored teachers', not these
                 raise ValueError("'weighted' with teacher_models needs fusion_weights (one per live teacher).")
             self.fusion_weights = weights_from_metadata(train_dataset)
         if self.num_labels == 1:  # regression: only what means something for scalar predictions
             check_regression(classes, args)
-        needs_labels = [cls.name for cls in classes if cls.needs_labels]
-        if needs_labels and isinstance(train_dataset, datasets.Dataset):
-            if not {"label", "labels", *(self.label_names or [])} & set(train_dataset.column_names):
-                raise ValueError(
-                    f"fusion {needs_labels[0]!r} weighs teachers by the gold label: the train set has none."
-                )
         fit_weights = any(cls.fits_weights for cls in classes)
         if args.calibrate_teachers or fit_weights:
             self.teacher_temperatures, self.fitted_weights = temperatures_and_weights(
@@ -386,7 +372,8 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         """The parent's prediction step; without labels it calls the model directly, so the teacher columns are
-        taken out first (the model would refuse arguments it does not know).
+        taken out first (the model would refuse arguments it does not know). Rows without labels still get a loss
+        where it needs none: a classifier at alpha = 1 with teachers (KD alone, e.g. an unlabelled transfer set).
 
         Args:
             model: The student.
@@ -395,8 +382,24 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
             ignore_keys: Output keys to leave out of the logits.
         """
         if any(inputs.get(name) is None for name in self.label_names):
+            if self._loss_needs_no_labels(inputs):
+                with torch.no_grad():
+                    loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
+                return loss.detach(), None if prediction_loss_only else outputs["logits"].detach(), None
             inputs = {k: v for k, v in inputs.items() if k not in self.signals.columns}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
+
+    def _loss_needs_no_labels(self, inputs) -> bool:
+        """Whether an unlabelled batch still has a loss: a classifier at alpha = 1 (KD alone) whose batch has
+        teachers and whose fusion does not weigh them by the gold label.
+
+        Args:
+            inputs: The collated batch, without labels.
+        """
+        strategies = [strategy for strategy in (self.fusion, self.curriculum) if strategy is not None]
+        has_teachers = self.signals.teachers or inputs.get(self.teacher_column) is not None
+        needs_labels = self.token_level or any(strategy.needs_labels for strategy in strategies)
+        return bool(has_teachers) and not needs_labels and self.current_alpha_and_temperature()[0] == 1
 
     def current_alpha_and_temperature(self) -> tuple[float, float]:
         """alpha and T at this step under their schedules (see `training_progress`)."""

@@ -182,3 +182,21 @@ def test_eval_splits_are_checked_only_where_their_stored_teachers_are_read(tmp_p
     DistillationTrainer(tiny_student(), tiny_config(tmp_path), None, train, attached(logits, ["NEGATIVE", "Positive"]))
     DistillationTrainer(tiny_student(), tiny_config(tmp_path, fusion="none"), None, train, flipped)
     DistillationTrainer(tiny_student(), tiny_config(tmp_path), None, train, flipped.remove_columns("teacher_logits"))
+
+
+def test_kd_alone_has_an_eval_loss_on_rows_without_labels(tmp_path, tokenizer, sentiment_data):
+    """At alpha = 1 the objective needs no labels (a student trained on an unlabelled transfer set), but evaluation
+    on such rows gave no eval_loss, so `metric_for_best_model="eval_loss"` failed. Where labels are needed (CE, a
+    fusion weighing teachers by the gold label) there is still none."""
+    rows = sentiment_data.select_columns(["input_ids", "token_type_ids", "attention_mask", "label", "teacher_logits"])
+    unlabelled = rows.remove_columns("label")
+    for fusion, alpha in (("average", 1.0), ("min_entropy", 1.0), ("average", 0.5), ("confidence", 1.0)):
+        args = tiny_config(tmp_path, alpha=alpha, fusion=fusion)
+        trainer = DistillationTrainer(model=tiny_student(), args=args, train_dataset=rows, processing_class=tokenizer)
+        trainer.train()
+        loss = trainer.evaluate(unlabelled).get("eval_loss")
+        if alpha == 1 and fusion != "confidence":  # KD alone: the labels' presence changes nothing
+            assert loss == pytest.approx(trainer.evaluate(rows)["eval_loss"])
+        else:
+            assert loss is None
+        assert trainer.predict(unlabelled).predictions.shape == (len(rows), 2)
