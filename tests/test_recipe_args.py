@@ -1,6 +1,7 @@
 """Recipe arguments: list-valued options as lists (space or comma form, YAML string or list), --config in
 --help, cross-field checks before any work; the `distill-trainer` command and its subcommands, the recipes' options."""
 
+import configparser
 import importlib
 import logging
 import os
@@ -190,12 +191,22 @@ def test_the_command_lists_its_subcommands_with_the_recipes_options(capsys):
 
 
 def test_python_m_runs_the_command_and_names_the_study_extra_when_a_dependency_is_missing(tmp_path):
-    """What the console script runs (`distill_trainer.study.cli:main`), in a fresh process; without a study
-    dependency (matplotlib blocked here) a command says which extra to install instead of a traceback."""
+    """What the console script runs (setup.cfg's entry point, called as pip's script calls it: a successful command
+    exits 0), in a fresh process; without a study dependency (matplotlib blocked here) a command says which extra to install instead of a traceback."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "distill_trainer.study.cli"]
     run = subprocess.run(command + ["distill", "--help"], env=env, cwd=tmp_path, capture_output=True, text=True)
     assert run.returncode == 0 and "usage: distill-trainer distill" in run.stdout and "--logit_dataset" in run.stdout
+    entry = configparser.ConfigParser()
+    entry.read(ROOT / "setup.cfg")
+    script = entry["options.entry_points"]["console_scripts"].split("=")[1].strip()  # module:function
+    module, function = script.split(":")
+    console = f"import sys; from {module} import {function}; sys.exit({function}())"  # as pip writes the script
+    data = ["--data", str(ROOT.parent / "shared/data/glue"), "--output_dir", str(tmp_path / "lm")]
+    rows = ["--max_train_rows", "3", "--max_dev_rows", "2", "--max_validation_rows", "2"]
+    done = [sys.executable, "-c", console, "prepare-causal", "--task", "qqp", *data, *rows]
+    run = subprocess.run(done, env=env, cwd=tmp_path, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]  # the command's result (a record) was printed as a failure
     blocked = "import sys; sys.modules['matplotlib'] = None; from distill_trainer.study.cli import main; main()"
     run = subprocess.run(
         [sys.executable, "-c", blocked, "analyze", "--help"], env=env, cwd=tmp_path, capture_output=True, text=True

@@ -64,3 +64,10 @@ def main(argv: Sequence[str] | None = None):
             sys.exit(f"distill-trainer {name} needs {missing.name}, a dependency of the study layer: {STUDY_EXTRA}")
         raise
     return module.main(options, prog=f"distill-trainer {name}")
+
+
+def console_main() -> None:
+    """The installed `distill-trainer` command (setup.cfg's console script): `main` on `sys.argv`, returning
+    nothing, since the console script passes the return value to `sys.exit`, where a command's result (a record,
+    a dataset) would be printed and read as failure (exit status 1)."""
+    main()
