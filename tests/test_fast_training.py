@@ -127,6 +127,14 @@ def test_bf16_is_detected_from_the_cpu_flags(monkeypatch, tmp_path):
     assert not bf16_available()
 
 
+def test_a_default_is_changed_through_the_function(tmp_path):
+    """Passed beside `**fast_training_defaults()`, a default's keyword reached `DistillationConfig` twice (TypeError),
+    though the docstring said arguments passed after them win."""
+    options = fast_training_defaults(per_device_eval_batch_size=8, seed=3)
+    config = DistillationConfig(output_dir=str(tmp_path), use_cpu=True, **options)
+    assert (config.per_device_eval_batch_size, config.seed, config.length_column_name) == (8, 3, "length")
+
+
 def test_recipes_default_to_fast_training_and_flags_turn_it_off():
     types = (TaskArguments, StudentArguments, DistillationConfig)
     *_, default = parse_recipe_args(types, ["--output_dir", "out", "--logit_dataset", "l", "--student_model", "s"])

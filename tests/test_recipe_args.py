@@ -192,7 +192,8 @@ def test_the_command_lists_its_subcommands_with_the_recipes_options(capsys):
 
 def test_python_m_runs_the_command_and_names_the_study_extra_when_a_dependency_is_missing(tmp_path):
     """What the console script runs (setup.cfg's entry point, called as pip's script calls it: a successful command
-    exits 0), in a fresh process; without a study dependency (matplotlib blocked here) a command says which extra to install instead of a traceback."""
+    exits 0), in a fresh process; without a study dependency (matplotlib blocked here) a command says which extra
+    to install instead of a traceback."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
     command = [sys.executable, "-m", "distill_trainer.study.cli"]
     run = subprocess.run(command + ["distill", "--help"], env=env, cwd=tmp_path, capture_output=True, text=True)
