@@ -131,7 +131,8 @@ class DistillationConfig(TrainingArguments):
             "help": "Divide each teacher's logits by its own temperature before fusing (temperature scaling by NLL: "
             "the temperatures fitted at extraction on the dev split, else the validation split, from the logit "
             "metadata; without them, fitted on the eval split when the trainer is built): teachers of different "
-            "confidence then weigh alike. Composes with every fusion."
+            "confidence then weigh alike. Composes with every fusion; stored class logits only (not causal LMs' "
+            "top-k, not live teachers)."
         },
     )
     alpha_schedule: str = field(
