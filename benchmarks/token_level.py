@@ -6,9 +6,9 @@ would otherwise run, on real MNLI entailment pairs (premise -> hypothesis, compl
 2. extraction (`teacher_topk`: forward, log-softmax, top-k, copy to host) against the teacher's plain forward
    pass over the same length-grouped batches;
 3. a sparse KD training step (`DistillationTrainer`, 2 stored teachers, k = 32, `average`) against a plain
-   next-token CE step of the same student (`Trainer`) and a dense-logit KD step (the full teacher distribution
-   in the batch, what storing dense logits gives); on CUDA also each one's peak memory and its host-device
-   synchronisations per step (`torch.cuda.set_sync_debug_mode`).
+   next-token CE step of the same student (`Trainer`) and a dense-logit KD step (both teachers' full
+   distributions in the batch, averaged: what storing dense logits gives); on CUDA also each one's peak memory
+   and its host-device synchronisations per step (`torch.cuda.set_sync_debug_mode`).
 
 Teachers: SmolLM2-135M-Instruct and its 15-layer cut (two different distributions); student: its 8-layer cut.
 
@@ -20,6 +20,7 @@ Teachers: SmolLM2-135M-Instruct and its 15-layer cut (two different distribution
 
 import argparse
 import copy
+import math
 import os
 import tempfile
 
@@ -135,15 +136,22 @@ def training_steps(teacher, data, tokenizer, options) -> None:
     print("|---|---|---|")
     for name, seconds in reads.items():
         print(f"| {name} | {1000 * seconds:.1f} | {seconds / next(iter(reads.values())):.2f}x |")
-    with torch.inference_mode():  # the dense comparator's rows: every token's full teacher distribution, kept on the
-        dense = [  # host as a stored dense logit dataset would be, each batch's rows copied to the device in its step
-            torch.log_softmax(
-                teacher(input_ids=torch.tensor([row], device=teacher.device)).logits[0].float(), -1
-            ).cpu()
+    # The dense comparator's rows: both teachers' full distributions per token, kept on the host as a stored dense
+    # logit dataset would be; each batch's rows are copied to the device in its step and fused there as the sparse
+    # step fuses its top-k (`average`: a mean of probabilities).
+    with torch.inference_mode():
+        dense = [
+            torch.stack(
+                [
+                    torch.log_softmax(t(input_ids=torch.tensor([row], device=t.device)).logits[0].float(), -1).cpu()
+                    for t in (teacher, second)
+                ]
+            )
             for row in data["input_ids"][:]
         ]
-    del second, found
-    teacher.cpu()  # the teachers' work is done: no candidate's peak memory holds them
+    del found
+    for model in (teacher, second):  # the teachers' work is done: no candidate's peak memory holds them
+        model.cpu()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
     resident = torch.cuda.memory_allocated() / 2**30 if torch.cuda.is_available() else float("nan")
@@ -176,8 +184,9 @@ def training_steps(teacher, data, tokenizer, options) -> None:
             outputs = model(**inputs)
             logits = outputs.logits[:, :-1].float()
             scored = inputs["labels"][:, 1:] != -100
-            target = torch.nn.utils.rnn.pad_sequence([dense[i] for i in rows], batch_first=True)[:, :-1]
-            target = target[:, : logits.shape[1]].to(logits.device)
+            both = torch.nn.utils.rnn.pad_sequence([dense[i].transpose(0, 1) for i in rows], batch_first=True)
+            both = both[:, : logits.shape[1]].to(logits.device)  # [batch, seq, teachers, vocab]
+            target = torch.logsumexp(both, dim=2) - math.log(both.shape[2])  # `average`, in log space
             kl = (target.exp() * (target - torch.log_softmax(logits, -1))).sum(-1)
             return 0.5 * kl[scored].mean() + 0.5 * outputs.loss
 
