@@ -383,9 +383,10 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         """
         if any(inputs.get(name) is None for name in self.label_names):
             if self._loss_needs_no_labels(inputs):
-                with torch.no_grad():
+                with torch.no_grad(), self.compute_loss_context_manager():
                     loss, outputs = self.compute_loss(model, inputs, return_outputs=True)
-                return loss.detach(), None if prediction_loss_only else outputs["logits"].detach(), None
+                logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
+                return loss.detach(), None if prediction_loss_only else logits.detach(), None
             inputs = {k: v for k, v in inputs.items() if k not in self.signals.columns}
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
