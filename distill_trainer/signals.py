@@ -28,6 +28,7 @@ from .tokens import TokenSignal, live_log_probs
 from .topk import (
     TOPK_IDS_COLUMN,
     TOPK_LOGPROBS_COLUMN,
+    TokenizerInfo,
     check_same_vocabulary,
     read_topk_metadata,
     tokenizer_info,
@@ -152,6 +153,9 @@ def prepare_live_teachers(teachers, student, device, token_level: bool, tokenize
         tokenizer: The student's tokenizer (the trainer's `processing_class`); None: the one saved with the student.
     """
     teachers = list(teachers or [])
+    if token_level and teachers:  # the student's vocabulary, read once for every teacher
+        tokenizer = tokenizer if hasattr(tokenizer, "get_vocab") else saved_tokenizer(student)
+        student_vocabulary = tokenizer_info(tokenizer) if tokenizer is not None else None
     for teacher in teachers:
         if is_causal_lm(teacher) != token_level:
             kind = "causal LMs" if token_level else "sequence classifiers"
@@ -164,7 +168,7 @@ def prepare_live_teachers(teachers, student, device, token_level: bool, tokenize
                 "they must share one tokenizer (cross-tokenizer distillation is not supported)."
             )
         if token_level:
-            check_saved_vocabulary(teacher, student, tokenizer)
+            check_saved_vocabulary(teacher, student_vocabulary)
         if not token_level and teacher.config.num_labels != student.config.num_labels:
             raise ValueError(
                 f"Live teacher {model_name(teacher)!r} has {teacher.config.num_labels} labels but the student has "
@@ -180,20 +184,18 @@ def prepare_live_teachers(teachers, student, device, token_level: bool, tokenize
     return teachers
 
 
-def check_saved_vocabulary(teacher, student, tokenizer=None) -> None:
+def check_saved_vocabulary(teacher, student_vocabulary: TokenizerInfo | None) -> None:
     """Refuse a live causal teacher whose saved tokenizer's vocabulary is not the student's tokenizer's (a check
     of what can be found without a download; see `prepare_live_teachers`).
 
     Args:
         teacher: The live teacher.
-        student: The student.
-        tokenizer: The student's tokenizer; None: the one saved with the student.
+        student_vocabulary: The student's tokenizer's `tokenizer_info`; None: not known, nothing is compared.
     """
-    tokenizer = tokenizer if hasattr(tokenizer, "get_vocab") else saved_tokenizer(student)
-    teacher_tokenizer = saved_tokenizer(teacher)
-    if tokenizer is not None and teacher_tokenizer is not None:
+    teacher_tokenizer = saved_tokenizer(teacher) if student_vocabulary is not None else None
+    if teacher_tokenizer is not None:
         owner = f"Live teacher {model_name(teacher)!r}"
-        check_same_vocabulary(tokenizer_info(teacher_tokenizer), tokenizer_info(tokenizer), "the student", owner)
+        check_same_vocabulary(tokenizer_info(teacher_tokenizer), student_vocabulary, "the student", owner)
 
 
 def saved_tokenizer(model):

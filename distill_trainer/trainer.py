@@ -246,8 +246,7 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
             return self.compute_token_loss(model, inputs, labels, teacher_logits, *args)
         if labels is not None and not model.training and self.num_labels > 1:  # GLUE test rows (-1): not scored
             labels = labels.masked_fill(labels < 0, -100)
-        strategies = [strategy for strategy in (self.fusion, self.curriculum) if strategy is not None]
-        use_hidden = alpha > 0 and any(strategy.needs_hidden_state for strategy in strategies)
+        use_hidden = alpha > 0 and any(strategy.needs_hidden_state for strategy in self.built_strategies)
         outputs = model(**inputs, output_hidden_states=True) if use_hidden else model(**inputs)
         student_logits = outputs["logits"] if isinstance(outputs, dict) else outputs[0]
         fused = None
@@ -352,6 +351,11 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         last = self.state.max_steps - 1
         return min(self.state.global_step / last, 1.0) if last > 0 else 0.0
 
+    @property
+    def built_strategies(self) -> list:
+        """The fusion strategies this run built: `fusion`, and the curriculum's target where there is one."""
+        return [strategy for strategy in (self.fusion, self.curriculum) if strategy is not None]
+
     def curriculum_weight(self) -> float:
         """How far the fused target has moved from `fusion` to `curriculum_fusion`."""
         return self.training_progress()
@@ -397,9 +401,8 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         Args:
             inputs: The collated batch, without labels.
         """
-        strategies = [strategy for strategy in (self.fusion, self.curriculum) if strategy is not None]
         has_teachers = self.signals.teachers or inputs.get(self.teacher_column) is not None
-        needs_labels = self.token_level or any(strategy.needs_labels for strategy in strategies)
+        needs_labels = self.token_level or any(strategy.needs_labels for strategy in self.built_strategies)
         return bool(has_teachers) and not needs_labels and self.current_alpha_and_temperature()[0] == 1
 
     def current_alpha_and_temperature(self) -> tuple[float, float]:
