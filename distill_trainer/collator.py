@@ -46,6 +46,7 @@ class DistillationDataCollator:
         token_labels: bool | None = None,
     ):
         self.teacher_logits_column, self.token_labels = teacher_logits_column, token_labels
+        self.tokenizer = tokenizer  # as transformers' collators keep it (the trainer's vocabulary check reads it)
         self.text_collator = (
             DataCollatorWithPadding(tokenizer, pad_to_multiple_of=pad_to_multiple_of, return_tensors="pt")
             if tokenizer is not None

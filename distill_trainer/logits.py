@@ -219,7 +219,23 @@ def attach_teacher_logits(
         fitted=fitted,
         fit_split=fit_split,
     )
+    warn_repeated_teachers(metadata.teachers, metadata.teacher_fingerprints)
     return write_metadata(dataset, metadata)
+
+
+def warn_repeated_teachers(teachers: list[TeacherInfo], fingerprints: list[str]) -> None:
+    """Log teachers that are given twice (one name, or the same values in two columns): fusion would count one
+    teacher twice (`average` weighs it 2/3 of three), which is rarely what was meant.
+
+    Args:
+        teachers: The teachers in column order.
+        fingerprints: Their columns' fingerprints, in the same order.
+    """
+    names = [teacher.name for teacher in teachers]
+    for kind, values in (("name", names), ("values", fingerprints)):
+        repeated = sorted({names[i] for i, value in enumerate(values) if values.count(value) > 1})
+        if repeated:
+            logger.warning("Teachers given twice (the same %s): %s; fusion counts each column.", kind, repeated)
 
 
 def _is_default_label_name(index: int, name: str) -> bool:

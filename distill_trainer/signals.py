@@ -16,22 +16,20 @@ import logging
 import math
 
 import datasets
+import numpy as np
 import pyarrow.compute as pc
 import torch
-from transformers import AutoTokenizer
 from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES, MODEL_FOR_MASKED_LM_MAPPING_NAMES
 
-from .fusion import check_teacher_logits
+from .fusion import check_teacher_index, check_teacher_logits, fusion_strategy
+from .kd_losses import build_kd_loss
 from .labels import check_label_values
 from .logits import check_label_names, read_metadata, validate_logit_dataset
 from .tokens import TokenSignal, live_log_probs
 from .topk import (
     TOPK_IDS_COLUMN,
     TOPK_LOGPROBS_COLUMN,
-    TokenizerInfo,
-    check_same_vocabulary,
     read_topk_metadata,
-    tokenizer_info,
     validate_topk_dataset,
 )
 
@@ -61,13 +59,15 @@ def pools_last_token(model) -> bool:
 
 
 def is_causal_lm(model) -> bool:
-    """Whether `model` is a causal LM (`AutoModelForCausalLM`'s classes, PEFT-wrapped ones included).
+    """Whether `model` is a causal LM: one of `AutoModelForCausalLM`'s classes or a subclass of one (a user's own
+    model class), PEFT-wrapped ones included.
 
     Args:
         model: A transformers model, or a PEFT model wrapping one.
     """
     model = getattr(getattr(model, "base_model", model), "model", model) if hasattr(model, "peft_config") else model
-    return type(model).__name__ in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    return any(cls.__name__ in causal for cls in type(model).__mro__)
 
 
 def model_name(model) -> str:
@@ -136,92 +136,6 @@ class TeacherSignals:
         return TokenSignal(stacked) if self.token_level else stacked
 
 
-def prepare_live_teachers(teachers, student, device, token_level: bool, tokenizer=None) -> list:
-    """Move live teachers to the student's device, in eval mode without gradients, after refusing teachers that
-    cannot teach this student: another vocabulary (causal LMs) or another label space (classification).
-
-    A causal teacher reads the student's input ids, so one of another vocabulary of the same size would read other
-    tokens without any error: where the tokenizer saved with the teacher can be found without a download (its
-    folder, or the Hub cache), its vocabulary must be the student's tokenizer's; otherwise only the sizes are
-    compared.
-
-    Args:
-        teachers: The live teacher models (`teacher_models`), or None.
-        student: The student, whose vocabulary or label count the teachers must share.
-        device: The device to move them to (the student's).
-        token_level: The student is a causal LM; the teachers must then be causal LMs too.
-        tokenizer: The student's tokenizer (the trainer's `processing_class`); None: the one saved with the student.
-    """
-    teachers = list(teachers or [])
-    if token_level and teachers:  # the student's vocabulary, read once for every teacher
-        tokenizer = tokenizer if hasattr(tokenizer, "get_vocab") else saved_tokenizer(student)
-        student_vocabulary = tokenizer_info(tokenizer) if tokenizer is not None else None
-    for teacher in teachers:
-        if is_causal_lm(teacher) != token_level:
-            kind = "causal LMs" if token_level else "sequence classifiers"
-            raise ValueError(f"Live teacher {model_name(teacher)!r} does not match the student: both must be {kind}.")
-        vocabularies = [getattr(m.config.get_text_config(), "vocab_size", None) for m in (teacher, student)]
-        if None not in vocabularies and vocabularies[0] != vocabularies[1]:
-            raise ValueError(
-                f"Live teacher {model_name(teacher)!r} has a vocabulary of {vocabularies[0]} tokens but the student "
-                f"{model_name(student)!r} has {vocabularies[1]}: a live teacher reads the student's input ids, so "
-                "they must share one tokenizer (cross-tokenizer distillation is not supported)."
-            )
-        if token_level:
-            check_saved_vocabulary(teacher, student_vocabulary)
-        if not token_level and teacher.config.num_labels != student.config.num_labels:
-            raise ValueError(
-                f"Live teacher {model_name(teacher)!r} has {teacher.config.num_labels} labels but the student has "
-                f"{student.config.num_labels}."
-            )
-        names = [named_labels(m) for m in (teacher, student)]
-        if not token_level and None not in names and [n.lower() for n in names[0]] != [n.lower() for n in names[1]]:
-            raise ValueError(
-                f"Live teacher {model_name(teacher)!r} has labels {names[0]} but the student's id2label has "
-                f"{names[1]}: its logits would be read in the student's label order. Fix either model's id2label."
-            )
-        teacher.to(device).eval().requires_grad_(False)
-    return teachers
-
-
-def check_saved_vocabulary(teacher, student_vocabulary: TokenizerInfo | None) -> None:
-    """Refuse a live causal teacher whose saved tokenizer's vocabulary is not the student's tokenizer's (a check
-    of what can be found without a download; see `prepare_live_teachers`).
-
-    Args:
-        teacher: The live teacher.
-        student_vocabulary: The student's tokenizer's `tokenizer_info`; None: not known, nothing is compared.
-    """
-    teacher_tokenizer = saved_tokenizer(teacher) if student_vocabulary is not None else None
-    if teacher_tokenizer is not None:
-        owner = f"Live teacher {model_name(teacher)!r}"
-        check_same_vocabulary(tokenizer_info(teacher_tokenizer), student_vocabulary, "the student", owner)
-
-
-def saved_tokenizer(model):
-    """The tokenizer saved with a model, from its folder or the Hub cache (never downloaded), or None.
-
-    Args:
-        model: A transformers model; its `name_or_path` says where it was loaded from.
-    """
-    path = getattr(model, "name_or_path", "") or ""
-    try:
-        return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False) if path else None
-    except (OSError, ValueError):  # none saved there (or not cached): there is nothing to compare
-        return None
-
-
-def named_labels(model) -> list[str] | None:
-    """A classifier's label names in id order, or None where they are all transformers' placeholders `LABEL_i`
-    (which say nothing about the classes, so no order can be checked).
-
-    Args:
-        model: A sequence classifier.
-    """
-    names = [model.config.id2label[i] for i in range(model.config.num_labels)]
-    return None if all(name == f"LABEL_{i}" for i, name in enumerate(names)) else names
-
-
 def check_token_split(dataset, split: str, student, tokenizer, teachers: list, required: bool) -> int | None:
     """Check a causal-LM split before any work; return its number of stored teachers (None without).
 
@@ -257,6 +171,7 @@ def check_token_split(dataset, split: str, student, tokenizer, teachers: list, r
             )
     labels = table.column("labels").combine_chunks()
     values = labels.flatten().to_numpy(zero_copy_only=False)
+    check_labels_are_input_ids(split, labels, values, table.column("input_ids").combine_chunks(), lengths)
     starts = labels.offsets.to_numpy()[:-1] - labels.offsets.to_numpy()[0]
     scored = values != -100
     scored[starts[starts < len(scored)]] = False  # a row's first label is never predicted
@@ -273,6 +188,30 @@ def check_token_split(dataset, split: str, student, tokenizer, teachers: list, r
             )
         return None
     return validate_topk_dataset(dataset, tokenizer, student.config.vocab_size)[1].n_teachers
+
+
+def check_labels_are_input_ids(split: str, labels, values, input_ids, lengths) -> None:
+    """Refuse causal-LM labels that are not the input ids (-100 aside): one label per input id, unshifted (the
+    loss shifts them, as transformers' causal LMs do). Labels shifted already would train each position on the
+    token after next by cross-entropy while the teachers' targets are for the next one.
+
+    Args:
+        split: The split's name, for the error message.
+        labels: The `labels` column (one Arrow list array); `values`: its values, flat.
+        input_ids: The `input_ids` column (one Arrow list array); `lengths`: its rows' lengths.
+    """
+    if not (pc.list_value_length(labels).to_numpy(zero_copy_only=False) == lengths).all():
+        raise ValueError(
+            f"The {split} dataset has rows whose labels and input_ids differ in length: one label per id."
+        )
+    differ = (values != -100) & (values != input_ids.flatten().to_numpy(zero_copy_only=False))
+    if differ.any():
+        rows = np.unique(np.repeat(np.arange(len(lengths)), lengths)[differ])
+        raise ValueError(
+            f"The {split} dataset's labels differ from its input_ids in {len(rows)} rows (first rows: "
+            f"{rows[:5].tolist()}): labels are the input ids, -100 where nothing is learnt, not shifted (the loss "
+            "shifts them, as transformers' causal LMs do)."
+        )
 
 
 def check_strategies(classes, token_level: bool, live: bool, calibrate: bool) -> None:
@@ -297,6 +236,24 @@ def check_strategies(classes, token_level: bool, live: bool, calibrate: bool) ->
             "calibrate_teachers fits temperatures on stored validation class logits: it applies to stored dense "
             "teachers only."
         )
+
+
+def check_token_options(config, n_teachers: int | None, live: bool) -> None:
+    """What `DistillationTrainer` refuses in a causal-LM run's config (fusion, KD loss, `teacher_index`), checked
+    before a recipe loads the student or tokenizes any row.
+
+    Args:
+        config: The run's `DistillationConfig`.
+        n_teachers: The number of teachers (stored or live); None: not known yet, `teacher_index` not checked.
+        live: The teachers are live models.
+    """
+    if not config.uses_teachers:
+        return
+    strategies = [fusion_strategy(name) for name in (config.fusion, config.curriculum_fusion) if name]
+    check_strategies(strategies, token_level=True, live=live, calibrate=config.calibrate_teachers)
+    build_kd_loss(config.kd_loss, config.jsd_beta, tokens=True)
+    if config.fusion == "single" and n_teachers:
+        check_teacher_index(config.teacher_index, n_teachers)
 
 
 def check_strategy_inputs(strategies: list, student, token_level: bool, train_dataset, label_names) -> None:
@@ -423,9 +380,10 @@ def weights_from_metadata(dataset) -> list[float]:
 
 
 def check_eval_against_train(eval_set, name: str, eval_teachers, n_teachers, train_set) -> None:
-    """Refuse an eval split whose stored teachers are not the train set's in number or label order (by their
-    metadata): its `eval_loss` would measure the student against other targets than those it is trained on. Only
-    for runs that read stored teachers (not live ones).
+    """Refuse an eval split whose stored teachers are not the train set's in number, names and order, or label
+    order (by their metadata, dense or top-k): its `eval_loss` (what early stopping and `load_best_model_at_end`
+    read) would measure the student against other targets than those it is trained on, e.g. `single`'s teacher
+    or `weighted`'s weights applied to another teacher. Only for runs that read stored teachers (not live ones).
 
     Args:
         eval_set: The eval split (checked by `check_dense_split` / `check_token_split` already).
@@ -438,6 +396,25 @@ def check_eval_against_train(eval_set, name: str, eval_teachers, n_teachers, tra
         return
     if n_teachers and eval_teachers != n_teachers:
         raise ValueError(f"The {name} dataset has {eval_teachers} teachers but the train dataset has {n_teachers}.")
-    train, evaluated = (read_metadata(d) if isinstance(d, datasets.Dataset) else None for d in (train_set, eval_set))
-    if train is not None and evaluated is not None:
+    train, evaluated = (stored_metadata(d) if isinstance(d, datasets.Dataset) else None for d in (train_set, eval_set))
+    if train is None or evaluated is None:
+        return
+    teachers = [[teacher.name for teacher in metadata.teachers] for metadata in (train, evaluated)]
+    if teachers[0] != teachers[1]:
+        raise ValueError(
+            f"The {name} dataset's stored teachers are {teachers[1]} but the train dataset's are {teachers[0]} (in "
+            "column order): its eval_loss would score the student against other teachers. Extract both splits "
+            "with the same teachers in the same order."
+        )
+    if hasattr(train, "label_names") and hasattr(evaluated, "label_names"):
         check_label_names(train.label_names, evaluated.label_names, f"the {name} dataset's teacher logits")
+
+
+def stored_metadata(dataset: datasets.Dataset):
+    """A dataset's stored-teacher metadata: the dense format's (`read_metadata`) or the top-k format's
+    (`read_topk_metadata`), or None.
+
+    Args:
+        dataset: A split with teacher columns.
+    """
+    return read_metadata(dataset) or read_topk_metadata(dataset)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
@@ -21,59 +22,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import torch
 
-from .logits import LogitDatasetMetadata, TeacherInfo, input_fingerprint, row_keys
+from .logits import LogitDatasetMetadata, TeacherInfo, input_fingerprint, row_keys, warn_repeated_teachers
+from .vocabulary import TokenizerInfo, check_same_vocabulary, tokenizer_info
+
+logger = logging.getLogger(__name__)
 
 TOPK_IDS_COLUMN = "teacher_topk_ids"
 TOPK_LOGPROBS_COLUMN = "teacher_topk_logprobs"
 TOPK_METADATA_KEY = "distill_trainer_topk"
 LOGPROB_DTYPES = {"float16": np.float16, "float32": np.float32}
 MASS_ROUNDING = 0.01  # float16 storage moves a top-k's total by at most 2^-11 times its entropy (< 0.004 at k=1024)
-
-
-@dataclass
-class TokenizerInfo:
-    """The tokenizer top-k ids refer to: ids mean tokens only under the vocabulary they were taken from.
-
-    Args:
-        name: The tokenizer's Hub id or name (its class name where it has none).
-        vocab_size: `len(tokenizer)`, added tokens included.
-        fingerprint: SHA-256 of its sorted `(token, id)` pairs (`tokenizer_info`).
-    """
-
-    name: str
-    vocab_size: int
-    fingerprint: str
-
-
-def tokenizer_info(tokenizer) -> TokenizerInfo:
-    """Name, size and vocabulary fingerprint (SHA-256 of its sorted `(token, id)` pairs, added tokens included).
-
-    Args:
-        tokenizer: A transformers tokenizer (it needs `get_vocab`).
-    """
-    vocab = sorted(tokenizer.get_vocab().items(), key=lambda item: (item[1], item[0]))
-    digest = hashlib.sha256(json.dumps(vocab, ensure_ascii=False).encode()).hexdigest()
-    name = getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__
-    return TokenizerInfo(name=name, vocab_size=len(tokenizer), fingerprint=digest)
-
-
-def check_same_vocabulary(
-    expected: TokenizerInfo, found: TokenizerInfo, what: str, owner: str = "The top-k teachers"
-) -> None:
-    """Refuse two tokenizers whose vocabularies differ, naming both (cross-tokenizer distillation is not supported).
-
-    Args:
-        expected: The tokenizer the teachers used (the top-k metadata's, or a live teacher's).
-        found: The other tokenizer.
-        what: Whose the other tokenizer is, for the error message (e.g. "the student's tokenizer").
-        owner: Whose `expected` is, for the error message.
-    """
-    if expected.fingerprint != found.fingerprint:
-        raise ValueError(
-            f"{owner} used tokenizer {expected.name!r} ({expected.vocab_size} tokens) but {what} uses "
-            f"{found.name!r} ({found.vocab_size} tokens), whose vocabulary differs: token ids would mean other "
-            "tokens. Distil between models of one tokenizer (cross-tokenizer distillation is not supported)."
-        )
 
 
 @dataclass
@@ -258,6 +216,7 @@ def attach_teacher_topk(
         teacher_fingerprints=read.fingerprints(row_keys(dataset, ["input_ids"])),
         task=task,
     )
+    warn_repeated_teachers(metadata.teachers, metadata.teacher_fingerprints)
     dataset.info.description = metadata.to_json()
     return dataset
 
@@ -340,6 +299,21 @@ def topk_mass(logprobs: np.ndarray, k: int) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 
+def repeated_ids(ids: np.ndarray, k: int) -> np.ndarray:
+    """Whether each position's k ids list a token twice (by chunks, as `topk_mass`): a top-k names k distinct tokens,
+    and a repeated one would be counted twice by the loss but once by the fusion.
+
+    Args:
+        ids: The flat stored ids, k per position.
+        k: Slots per position.
+    """
+    positions, step = ids.reshape(-1, k), max(1, 2**22 // k)
+    parts = [
+        (np.diff(np.sort(positions[i : i + step], 1), axis=1) == 0).any(1) for i in range(0, len(positions), step)
+    ]
+    return np.concatenate(parts) if parts else np.zeros(0, bool)
+
+
 def check_topk_columns(
     dataset: datasets.Dataset,
     vocab_size: int,
@@ -376,6 +350,7 @@ def check_topk_columns(
             mass > 1 + MASS_ROUNDING,
             row_of[::k],
         ),
+        ("positions that list an id twice", repeated_ids(ids, k), row_of[::k]),
     ):
         if bad.any():
             rows = np.unique(row_of_bad[bad])
@@ -413,12 +388,20 @@ def validate_topk_dataset(dataset: datasets.Dataset, tokenizer=None, vocab_size:
             f"The top-k columns hold {read.n_teachers} teachers x k={read.k} but the metadata lists "
             f"{len(metadata.teachers)} x k={metadata.k}: the columns were changed after extraction."
         )
-    if len(dataset) == metadata.num_rows:  # order-free: shuffled rows keep it, top-k moved to other rows do not
-        found = read.fingerprints(row_keys(dataset, ["input_ids"]))
-        if found != metadata.teacher_fingerprints:
-            order = "in another order" if sorted(found) == sorted(metadata.teacher_fingerprints) else "edited"
-            raise ValueError(
-                f"The top-k teacher columns are {order} than extracted (teachers "
-                f"{[t.name for t in metadata.teachers]}): re-extract them."
-            )
+    if len(dataset) != metadata.num_rows:
+        logger.warning(
+            "%d of the %d rows the top-k teachers were extracted for: a subset's top-k columns cannot be checked "
+            "against the metadata's fingerprints (reordered or edited teachers); validate the whole dataset before "
+            "selecting from it (validate_topk_dataset).",
+            len(dataset),
+            metadata.num_rows,
+        )
+        return metadata, read
+    found = read.fingerprints(row_keys(dataset, ["input_ids"]))  # order-free: shuffled rows keep it, moved top-k not
+    if found != metadata.teacher_fingerprints:
+        change = "reordered" if sorted(found) == sorted(metadata.teacher_fingerprints) else "edited"
+        raise ValueError(
+            f"The top-k teacher columns were {change} after extraction (teachers "
+            f"{[t.name for t in metadata.teachers]}): re-extract them."
+        )
     return metadata, read

@@ -22,6 +22,7 @@ from .config import DistillationConfig
 from .fitting import check_fits, temperatures_and_weights
 from .fusion import FusionSetup, build_fusion, check_teacher_logits, fusion_strategy
 from .kd_losses import build_kd_loss
+from .live_teachers import prepare_live_teachers
 from .losses import combine_kd_terms, kd_loss_terms
 from .monitoring import StepMonitorMixin
 from .sampling import LengthGroupedSamplingMixin
@@ -35,12 +36,12 @@ from .signals import (
     check_token_split,
     is_causal_lm,
     on_host,
-    prepare_live_teachers,
     weights_from_metadata,
 )
 from .token_fusion import mix_teachers
 from .tokens import token_kd_terms
 from .trainable_fusion import GATE_WEIGHTS_NAME, TrainableFusionMixin  # noqa: F401 (GATE_WEIGHTS_NAME: public)
+from .vocabulary import student_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +70,10 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         data_collator: default `DistillationDataCollator`, which pads text and carries the teacher columns.
         train_dataset: rows with the teacher column(s) (not needed at `alpha=0` or with `teacher_models`).
         eval_dataset: one split or a dict; with the teacher column `eval_loss` is the training objective (at its
-            end values under schedules, `training_progress`).
+            end values under schedules, `training_progress`). For causal LMs it is the Trainer's mean over rows of
+            each eval batch's per-token mean, so it moves slightly with the eval batch size (batches of rows with
+            few scored tokens weigh as much per row as others); the exact per-token value is the loss summed over
+            every scored token, divided once.
         processing_class: the tokenizer (padding, and the top-k format's vocabulary check).
         teacher_models: live teachers run on each batch instead of stored columns (no gradient, eval mode,
             the student's device): online distillation, e.g. with data augmentation.
@@ -109,10 +113,13 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
             processing_class=processing_class,
             **kwargs,
         )
-        self.teacher_column = args.teacher_logits_column
-        self.num_labels = self.model.config.num_labels
+        self.teacher_column, self.num_labels = args.teacher_logits_column, self.model.config.num_labels
         self.token_level = is_causal_lm(self.model)
-        teachers = prepare_live_teachers(teacher_models, self.model, args.device, self.token_level, processing_class)
+        if self.token_level:  # the Trainer counts the scored tokens of the accumulated batch for any causal student
+            self.model_accepts_loss_kwargs = self._loss_shifts_labels = True  # (the model never gets loss kwargs)
+        tokenizer = student_tokenizer(processing_class, self.data_collator, self.model) if self.token_level else None
+        self.student_tokenizer = tokenizer  # its vocabulary must be the top-k columns' and live teachers'
+        teachers = prepare_live_teachers(teacher_models, self.model, args.device, self.token_level, tokenizer)
         self.signals = TeacherSignals(self.teacher_column, self.token_level, teachers)
         regression = self.num_labels == 1 and not self.token_level
         self.kd = build_kd_loss(args.kd_loss, args.jsd_beta, tokens=self.token_level, regression=regression)
@@ -127,9 +134,7 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
         self.fusion_weights, self.fitted_weights, self.teacher_temperatures = args.fusion_weights, None, None
         if args.uses_teachers:
             self._build_fusion(n_teachers, train_dataset, eval_dataset)
-        self._loss_term_sums: dict[str, torch.Tensor] = {}
-        self._loss_term_steps = 0
-        self._first_nonfinite_step: dict[str, torch.Tensor] = {}
+        self._loss_term_sums, self._loss_term_steps, self._first_nonfinite_step = {}, 0, {}  # StepMonitorMixin's
 
     # ---- data ---------------------------------------------------------------------------------
 
@@ -142,8 +147,9 @@ class DistillationTrainer(StepMonitorMixin, TrainableFusionMixin, ArrowRowsMixin
             required: The split must carry stored teachers (the train set when alpha > 0 and no teachers are live).
         """
         if self.token_level:
-            tokenizer = self.processing_class if hasattr(self.processing_class, "get_vocab") else None
-            return check_token_split(dataset, split, self.model, tokenizer, self.signals.teachers, required)
+            return check_token_split(
+                dataset, split, self.model, self.student_tokenizer, self.signals.teachers, required
+            )
         return check_dense_split(dataset, split, self.teacher_column, self.model, self.label_names, required)
 
     def _check_eval_split(self, dataset, split: str, n_teachers: int | None) -> int | None:

@@ -38,6 +38,8 @@ CORE = [
     "collator.py",
     "monitoring.py",
     "kd_losses.py",
+    "live_teachers.py",
+    "vocabulary.py",
     "signals.py",
     "tokens.py",
     "token_fusion.py",

@@ -179,6 +179,7 @@ def test_interrupted_extraction_resumes_at_the_unfinished_teacher(lm_study, tmp_
         (["--completion_column", "label_text"], "no column 'label_text'"),
         (["--topk", "40000"], "--topk 40000 must be between 1"),
         (["--max_length", "500"], "longer than teacher .*context \\(128 positions\\)"),
+        (["--batch_size", "0"], "--batch_size must be at least 1"),
     ],
 )
 def test_extraction_refuses_bad_options_before_any_work(lm_study, tmp_path, change, message):
@@ -231,6 +232,47 @@ def test_distill_refuses_a_logit_dataset_of_other_rows(lm_study, tmp_path):
     with pytest.raises(ValueError, match="train rows are not --data"):
         distill.main(argv)
     assert not (tmp_path / "s" / "eval_results.json").exists()
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        (["--early_stopping_patience", "2"], "--early_stopping_patience is not offered for --task causal_lm"),
+        (["--fusion", "gating"], "fusion='gating' does not fuse per-token teachers"),
+        (["--fusion", "single", "--teacher_index", "2"], "teacher_index=2 is out of range for 2 teachers"),
+        (["--kd_loss", "mse"], "kd_loss='mse' does not apply to per-token teachers"),
+    ],
+)
+def test_distill_refuses_what_a_causal_student_cannot_use_before_it_loads(lm_study, tmp_path, options, message):
+    import distill
+
+    root, teachers, common = lm_study
+    argv = [*common, "--logit_dataset", str(root / "L"), "--student_model", str(tmp_path / "not-loaded"), *options]
+    with pytest.raises(ValueError, match=message):  # the student does not exist: it is never loaded
+        distill.main([*argv, "--output_dir", str(tmp_path / "s"), "--report_to", "none", "--use_cpu", "true"])
+    assert not (tmp_path / "s").exists()
+
+
+def test_causal_students_and_teachers_never_write_into_a_folder_they_did_not_make(lm_study, tmp_path):
+    """A teacher's folder given as a student's --output_dir, or a user's folder as a teacher's, is refused before
+    any work and left as it was."""
+    import distill
+
+    from distill_trainer.study.cli import main as cli
+
+    root, teachers, common = lm_study
+    teacher_files = {path.name: path.read_bytes() for path in Path(teachers[1]).iterdir() if path.is_file()}
+    argv = [*common, "--logit_dataset", str(root / "L"), "--student_model", teachers[0], "--max_steps", "1"]
+    with pytest.raises(ValueError, match="already holds .*no eval_results.json"):
+        distill.main([*argv, "--output_dir", teachers[1], "--report_to", "none", "--use_cpu", "true"])
+    assert {path.name: path.read_bytes() for path in Path(teachers[1]).iterdir() if path.is_file()} == teacher_files
+    mine = tmp_path / "my-project"
+    mine.mkdir()
+    (mine / "config.json").write_text("{}")
+    argv = ["train-teacher", *common, "--model_name_or_path", teachers[0], "--output_dir", str(mine)]
+    with pytest.raises(ValueError, match="already holds config.json, and no teacher_info.json"):
+        cli([*argv, "--num_train_epochs", "1", "--report_to", "none", "--use_cpu", "true"])
+    assert [path.name for path in mine.iterdir()] == ["config.json"] and (mine / "config.json").read_text() == "{}"
 
 
 @pytest.mark.multiprocess

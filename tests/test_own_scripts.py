@@ -157,6 +157,14 @@ def test_an_eval_split_of_other_teachers_is_refused_when_given_to_evaluate(tmp_p
     tokenized = [split.map(lambda batch: tokenizer(batch["sentence"]), batched=True) for split in (train, flipped)]
     with pytest.raises(ValueError, match=r"the eval dataset's teacher logits has \['positive', 'negative'\]"):
         DistillationTrainer(tiny_student(), tiny_config(tmp_path), None, tokenized[0], tokenized[1], tokenizer)
+    # the same teachers in another column order (found by the session 31 review): `single`'s teacher 0 was another
+    columns = (logits[:, ::-1].copy(), names[::-1], ["negative", "positive"], ["sentence"])
+    reordered = attach_teacher_logits(rows, *columns)
+    reordered = reordered.map(lambda batch: tokenizer(batch["sentence"]), batched=True)
+    with pytest.raises(ValueError, match=r"stored teachers are \['c', 'b', 'a'\] but the train dataset's are"):
+        DistillationTrainer(
+            tiny_student(), tiny_config(tmp_path, fusion="single", teacher_index=0), None, tokenized[0], reordered
+        )
 
 
 def test_eval_splits_are_checked_only_where_their_stored_teachers_are_read(tmp_path, tokenizer, sentiment_data):

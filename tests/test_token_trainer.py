@@ -5,8 +5,17 @@ import pytest
 import torch
 from causal_helpers import causal_config, causal_dataset, causal_tokenizer, tiny_llama, with_topk
 from helpers import assert_same_params, params, tiny_config, tiny_student
+from transformers import LlamaForCausalLM
 
-from distill_trainer import DistillationTrainer, attach_teacher_logits, fuse_topk, sparse_kd_loss, topk_from_logits
+from distill_trainer import (
+    DistillationDataCollator,
+    DistillationTrainer,
+    attach_teacher_logits,
+    attach_teacher_topk,
+    fuse_topk,
+    sparse_kd_loss,
+    topk_from_logits,
+)
 from distill_trainer.tokens import next_token_labels
 
 
@@ -273,3 +282,49 @@ def test_the_read_counter_sees_a_read(tmp_path, sentiment_data, tokenizer, count
     state = count_host_reads(trainer, [trainer.model])
     trainer.train()
     assert "__bool__" in state["reads"]
+
+
+class NoLossKwargsLlama(LlamaForCausalLM):
+    """A user's causal LM whose `forward` takes no loss kwargs (as Gemma3n's and Gemma4's multimodal classes):
+    the `Trainer` then counts no tokens unless asked to."""
+
+    accepts_loss_kwargs = False
+
+
+def test_accumulation_matches_the_big_batch_for_a_student_that_takes_no_loss_kwargs(tmp_path, topk_data):
+    """Found by the session 31 review: such a student (a user's subclass, recognised as a causal LM now) trained
+    with a mean of micro-batch means, 27-37% off the big batch's update."""
+
+    def one_update(batch_size, accumulation):
+        torch.manual_seed(0)
+        model = NoLossKwargsLlama(tiny_llama().config)
+        options = dict(optim="sgd", learning_rate=0.5, max_steps=1, lr_scheduler_type="constant")
+        args = causal_config(tmp_path, per_device_train_batch_size=batch_size, **options)
+        args.gradient_accumulation_steps = accumulation
+        trainer = DistillationTrainer(model, args, train_dataset=topk_data, processing_class=causal_tokenizer())
+        trainer.train()
+        return params(trainer.model)
+
+    assert_same_params(one_update(8, 4), one_update(32, 1), rtol=1e-4, atol=1e-6)
+
+
+def reordered_topk(data):
+    """`data`'s top-k teachers in the other column order, named so."""
+    ids = [np.asarray(row)[::-1] for row in data["teacher_topk_ids"]]
+    logprobs = [np.asarray(row, dtype=np.float16)[::-1] for row in data["teacher_topk_logprobs"]]
+    return attach_teacher_topk(data, ids, logprobs, ["oracle-1", "oracle-0"], causal_tokenizer())
+
+
+def test_what_a_causal_student_cannot_be_trained_on_is_refused_when_the_trainer_is_built(tmp_path, topk_data):
+    """Found by the session 31 review, each accepted before: an eval split whose top-k teachers are the train set's
+    in another order (`single` then scored against the other teacher); a student tokenizer of another vocabulary
+    given only through the data collator; labels shifted already (CE on the token after next)."""
+    args = causal_config(tmp_path, fusion="single", teacher_index=0)
+    with pytest.raises(ValueError, match=r"stored teachers are \['oracle-1', 'oracle-0'\] but the train dataset's"):
+        DistillationTrainer(tiny_llama(), args, train_dataset=topk_data, eval_dataset=reordered_topk(topk_data))
+    collator = DistillationDataCollator(causal_tokenizer(swap=True))
+    with pytest.raises(ValueError, match="vocabulary differs"):
+        DistillationTrainer(tiny_llama(), causal_config(tmp_path), collator, topk_data)
+    shifted = topk_data.map(lambda row: {"labels": row["input_ids"][1:] + [-100]})
+    with pytest.raises(ValueError, match="labels differ from its input_ids in 48 rows .*not shifted"):
+        DistillationTrainer(tiny_llama(), causal_config(tmp_path), train_dataset=shifted)

@@ -129,7 +129,7 @@ def test_edited_moved_or_reordered_topk_columns_are_refused(topk_data):
     with_metadata_of(topk_data, ids, logprobs)  # unchanged: accepted
     assert validate_topk_dataset(with_metadata_of(topk_data, ids, logprobs), causal_tokenizer())[0] is not None
     swapped = [row[::-1] for row in ids], [row[::-1] for row in logprobs]
-    with pytest.raises(ValueError, match="in another order than extracted"):
+    with pytest.raises(ValueError, match="reordered after extraction"):
         validate_topk_dataset(with_metadata_of(topk_data, *swapped), causal_tokenizer())
     lengths = [len(row) for row in topk_data["input_ids"]]
     i, j = next((i, j) for i in range(16) for j in range(i + 1, 16) if lengths[i] == lengths[j])
@@ -263,3 +263,29 @@ def test_arrow_rows_are_the_datasets_rows_in_any_order_and_the_trainer_reads_the
         processing_class=causal_tokenizer(),
     )
     assert isinstance(trainer.get_train_dataloader().dataset, ArrowRows)
+
+
+def test_a_subset_is_logged_as_unchecked_and_repeated_ids_or_teachers_are_caught(topk_data, caplog):
+    """Found by the session 31 review: a subset of edited top-k passed without a word (the dense format logs it), a
+    position listing one id twice was accepted (the loss counted it twice, the fusion once), and one teacher given
+    as two columns went unnoticed (`average` then weighs it twice)."""
+    ids, logprobs = rows_of(topk_data, "teacher_topk_ids"), rows_of(topk_data, "teacher_topk_logprobs")
+    swapped = with_metadata_of(topk_data, [row[::-1] for row in ids], [row[::-1] for row in logprobs])
+    with caplog.at_level("WARNING", logger="distill_trainer.topk"):
+        validate_topk_dataset(swapped.select(range(9)), causal_tokenizer())
+    assert "9 of the 16 rows" in caplog.text and "cannot be checked" in caplog.text
+
+    def repeat_an_id(index, row):
+        row = row.copy()
+        if index == 3:
+            row[0, 1, 1] = row[0, 1, 0]
+        return row
+
+    base = topk_data.remove_columns(["teacher_topk_ids", "teacher_topk_logprobs"])
+    repeated = edited(topk_data, "teacher_topk_ids", repeat_an_id)
+    with pytest.raises(ValueError, match=r"positions that list an id twice in 1 rows \(first rows: \[3\]\)"):
+        attach_teacher_topk(base, *repeated, ["oracle-0", "oracle-1"], causal_tokenizer())
+    twice = [np.stack([row[0], row[0]]) for row in ids], [np.stack([row[0], row[0]]) for row in logprobs]
+    with caplog.at_level("WARNING", logger="distill_trainer.logits"):
+        attach_teacher_topk(base, *twice, ["a", "b"], causal_tokenizer())
+    assert "Teachers given twice (the same values): ['a', 'b']" in caplog.text

@@ -18,8 +18,10 @@ from tqdm.auto import tqdm
 
 from ..config import DistillationConfig
 from ..logits import TeacherInfo, input_fingerprint
-from ..topk import LOGPROB_DTYPES, attach_teacher_topk, check_same_vocabulary, read_topk_metadata, tokenizer_info
+from ..signals import check_token_options
+from ..topk import LOGPROB_DTYPES, attach_teacher_topk, read_topk_metadata
 from ..trainer import DistillationTrainer
+from ..vocabulary import check_same_vocabulary, tokenizer_info
 from .args import StudentArguments, TaskArguments, for_trainer
 from .causal_data import (
     CAUSAL_LM_TASK,
@@ -37,7 +39,7 @@ from .extraction import read_teacher_cache, write_teacher_cache, write_with_teac
 from .logit_data import load_logit_dataset
 from .questions import causal_question
 from .results import student_result
-from .runs import VALIDATION_NLL_FILE, StudentResult, display_name
+from .runs import VALIDATION_NLL_FILE, StudentResult, check_output_dir, display_name
 from .teachers import folder_revision, process_state
 from .training import student_from_layers
 
@@ -290,8 +292,16 @@ def distill_causal_student(
             stored top-k: dense online distillation over their full distributions, the reference for what sparse
             storage loses. The logit dataset still gives the rows, the `weighted` scores and the agreement.
     """
+    check_output_dir(config.output_dir, StudentResult.FILE)
+    if student_args.early_stopping_patience is not None:  # no eval split during training: nothing to stop on
+        raise ValueError(
+            f"--early_stopping_patience is not offered for --task {CAUSAL_LM_TASK}: the student trains for "
+            "--num_train_epochs (or --max_steps) and is scored on dev and validation after training."
+        )
     logit_data = load_logit_dataset(student_args.logit_dataset)
     metadata = read_topk_metadata(logit_data["train"])
+    teachers = teacher_models or (metadata.teachers if metadata else None)
+    check_token_options(config, len(teachers) if teachers else None, live=bool(teacher_models))
     tokenizer, model = load_causal_lm(student_args.student_model, columns.gguf_file, **task_args.loading)
     check_context(model.config, task_args.max_length, f"student {student_args.student_model}")
     if metadata is not None:

@@ -31,7 +31,7 @@ from .causal_data import (
 from .causal_lm import SCORE_METRIC
 from .causal_metrics import completion_metrics, split_metrics
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, resumable_checkpoint
-from .runs import TeacherRecord, base_model_name, default_teacher_name, device_name, processor_name
+from .runs import TeacherRecord, base_model_name, check_output_dir, default_teacher_name, device_name, processor_name
 from .training import TaskTrainer
 
 logger = logging.getLogger(__name__)
@@ -79,6 +79,7 @@ def train_causal_teacher(
     """
     if not model_name_or_path:
         raise ValueError("--model_name_or_path is required.")
+    check_output_dir(training_args.output_dir, TeacherRecord.FILE)
     names = causal_split_names(task_args.data)
     with_dev = DEV_SPLIT in names
     if early_stopping_patience is not None and early_stopping_patience < 1:

@@ -42,6 +42,8 @@ class ExtractArguments:
     hub_revision: str | None = field(default=None, metadata={"help": "Branch to publish to (created if missing)."})
 
     def __post_init__(self):
+        if self.batch_size < 1:
+            raise ValueError(f"--batch_size must be at least 1, got {self.batch_size}.")
         check_publishing(self.push_to_hub, self.hub_dataset_id, "--hub_dataset_id")
 
 
