@@ -182,7 +182,7 @@ def test_the_primary_is_repeated_on_the_secondarys_seeds_outside_the_plans_tests
     assert PRIMARY_ON_SECONDARY_SEEDS not in result["tasks"]["mnli"]["comparisons"]
     report = (tmp_path / "out" / "REPORT.md").read_text()
     assert report.count(f"| {PRIMARY_ON_SECONDARY_SEEDS} | `average` | `single: t1` | 2 (left out average: 44;") == 1
-    assert f"Holm p below {2 * 3 / RESAMPLES:g} (the raw bound times the family's size)" in report
+    assert f"Holm p below {2 * 3 / RESAMPLES:g} (the raw bound times the family's size), over the tasks" in report
 
 
 def test_a_teachers_validation_score_never_chooses(tmp_path):

@@ -107,7 +107,8 @@ def render_v3_report(result: dict) -> str:
         f"+-{100 * result['margin']:g} pp; a verdict of no difference needs the 95% interval inside the margin, "
         "which is TOST at 2.5% a side (TOST p below 0.025), stricter than a 5% TOST's 90% interval: a TOST p "
         "between 0.025 and 0.05 still reads inconclusive. "
-        f"{zero_p_sentence(result['resamples'], len(result['holm_family']))} {VERDICT_RULE} "
+        f"{zero_p_sentence(result['resamples'], len(result['holm_family']))[:-1]}, over the tasks; the "
+        f"low-resource regime's family below gives its own. {VERDICT_RULE} "
         "Holm p: the secondary tests corrected over the tasks "
         f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal".',
         "",
