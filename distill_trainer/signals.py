@@ -400,11 +400,13 @@ def check_eval_against_train(eval_set, name: str, eval_teachers, n_teachers, tra
     if train is None or evaluated is None:
         return
     teachers = [[teacher.name for teacher in metadata.teachers] for metadata in (train, evaluated)]
-    if teachers[0] != teachers[1]:
+    revisions = [[teacher.revision for teacher in metadata.teachers] for metadata in (train, evaluated)]
+    other_revision = any(None not in pair and pair[0] != pair[1] for pair in zip(*revisions, strict=False))
+    if teachers[0] != teachers[1] or other_revision:
         raise ValueError(
-            f"The {name} dataset's stored teachers are {teachers[1]} but the train dataset's are {teachers[0]} (in "
-            "column order): its eval_loss would score the student against other teachers. Extract both splits "
-            "with the same teachers in the same order."
+            f"The {name} dataset's stored teachers are {teachers[1]} (revisions {revisions[1]}) but the train "
+            f"dataset's are {teachers[0]} ({revisions[0]}), in column order: its eval_loss would score the student "
+            "against other teachers. Extract both splits with the same teachers in the same order."
         )
     if hasattr(train, "label_names") and hasattr(evaluated, "label_names"):
         check_label_names(train.label_names, evaluated.label_names, f"the {name} dataset's teacher logits")

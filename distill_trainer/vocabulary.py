@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 
 from transformers import AutoTokenizer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -61,7 +64,9 @@ def student_tokenizer(processing_class, data_collator, student):
     """The student's tokenizer, for vocabulary checks: `processing_class`, else the data collator's tokenizer, else
     the one saved with the student (its folder or the Hub cache, never downloaded); None where none is found. A
     causal student of another vocabulary reads stored top-k ids (or a live teacher's) as other tokens without any
-    error, so every place a user may have put the tokenizer is looked at.
+    error, so every place a user may have put the tokenizer is looked at. The saved one is what the student was
+    loaded with: where tokens were added since (embeddings resized), pass the tokenizer in use as
+    `processing_class`, or a correct run is refused as another vocabulary.
 
     Args:
         processing_class: The trainer's `processing_class` (a tokenizer or a processor), or None.
@@ -85,4 +90,7 @@ def saved_tokenizer(model):
     try:
         return AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=False) if path else None
     except (OSError, ValueError):  # none saved there (or not cached): there is nothing to compare
+        return None
+    except Exception as error:  # one this transformers/tokenizers cannot read: no check, never a crash
+        logger.warning("The tokenizer saved at %s could not be read (%s): its vocabulary is not checked.", path, error)
         return None

@@ -161,7 +161,7 @@ def test_an_eval_split_of_other_teachers_is_refused_when_given_to_evaluate(tmp_p
     columns = (logits[:, ::-1].copy(), names[::-1], ["negative", "positive"], ["sentence"])
     reordered = attach_teacher_logits(rows, *columns)
     reordered = reordered.map(lambda batch: tokenizer(batch["sentence"]), batched=True)
-    with pytest.raises(ValueError, match=r"stored teachers are \['c', 'b', 'a'\] but the train dataset's are"):
+    with pytest.raises(ValueError, match=r"stored teachers are \['c', 'b', 'a'\] .*but the train dataset's are"):
         DistillationTrainer(
             tiny_student(), tiny_config(tmp_path, fusion="single", teacher_index=0), None, tokenized[0], reordered
         )

@@ -19,7 +19,7 @@ from transformers import AutoModelForSequenceClassification, BertModel
 
 from distill_trainer import read_metadata
 from distill_trainer.config import fast_training_defaults
-from distill_trainer.study.runs import processor_name
+from distill_trainer.study.runs import check_output_dir, processor_name
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
 from distill_trainer.study.teachers import TransformersTeacher
 from distill_trainer.study.training import student_from_layers
@@ -515,6 +515,13 @@ def test_training_never_overwrites_a_folder_another_run_or_the_user_wrote(study,
         train_teacher.main(COMMON + ["--model_name_or_path", "sklearn_tfidf", "--output_dir", str(project)])
     assert {path.name: path.read_bytes() for path in teacher.iterdir() if path.is_file()} == before
     assert sorted(path.name for path in project.iterdir()) == ["notes.txt"]
+    interrupted = tmp_path / "interrupted"  # what a run logging to TensorBoard leaves: it resumes there
+    (interrupted / "runs" / "Dec07_host").mkdir(parents=True)
+    (interrupted / "checkpoint-2").mkdir()
+    check_output_dir(str(interrupted), "eval_results.json")
+    (project / "runs").write_text("a file, not TensorBoard's folder")
+    with pytest.raises(ValueError, match=r"already holds notes.txt, runs \(not a folder\)"):
+        check_output_dir(str(project), "eval_results.json")
 
 
 def test_the_same_seed_gives_the_same_student(study, tmp_path):

@@ -320,7 +320,7 @@ def test_what_a_causal_student_cannot_be_trained_on_is_refused_when_the_trainer_
     in another order (`single` then scored against the other teacher); a student tokenizer of another vocabulary
     given only through the data collator; labels shifted already (CE on the token after next)."""
     args = causal_config(tmp_path, fusion="single", teacher_index=0)
-    with pytest.raises(ValueError, match=r"stored teachers are \['oracle-1', 'oracle-0'\] but the train dataset's"):
+    with pytest.raises(ValueError, match=r"stored teachers are \['oracle-1', 'oracle-0'\] .*but the train dataset's"):
         DistillationTrainer(tiny_llama(), args, train_dataset=topk_data, eval_dataset=reordered_topk(topk_data))
     collator = DistillationDataCollator(causal_tokenizer(swap=True))
     with pytest.raises(ValueError, match="vocabulary differs"):
@@ -328,3 +328,23 @@ def test_what_a_causal_student_cannot_be_trained_on_is_refused_when_the_trainer_
     shifted = topk_data.map(lambda row: {"labels": row["input_ids"][1:] + [-100]})
     with pytest.raises(ValueError, match="labels differ from its input_ids in 48 rows .*not shifted"):
         DistillationTrainer(tiny_llama(), causal_config(tmp_path), train_dataset=shifted)
+
+
+def test_the_trainer_counts_the_scored_next_tokens_and_an_unreadable_saved_tokenizer_is_no_crash(
+    tmp_path, topk_data, caplog
+):
+    """The `Trainer` counts a causal student's scored tokens over `labels[..., 1:]` (a row's first label is never
+    predicted), whatever its `forward` takes; a student whose saved tokenizer cannot be read (the review found a
+    `tokenizers` parse error raising a bare exception) is trained without that check, with a warning."""
+    student = NoLossKwargsLlama(tiny_llama().config)
+    trainer = DistillationTrainer(student, causal_config(tmp_path), train_dataset=topk_data)
+    labels = torch.tensor([[5, 6, 7, -100], [8, 9, -100, -100]])  # a user's collator: the first labels kept
+    _, count = trainer.get_batch_samples(iter([{"input_ids": labels.clamp(min=0), "labels": labels}]), 1, "cpu")
+    assert int(count) == 3
+    folder = tmp_path / "unreadable"
+    tiny_llama().save_pretrained(folder)
+    (folder / "tokenizer_config.json").write_text('{"tokenizer_class": "PreTrainedTokenizerFast"}')
+    (folder / "tokenizer.json").write_text('{"version": "1.0", "model": {"type": "Nope"}}')
+    with caplog.at_level("WARNING", logger="distill_trainer.vocabulary"):
+        DistillationTrainer(LlamaForCausalLM.from_pretrained(folder), causal_config(tmp_path), train_dataset=topk_data)
+    assert f"The tokenizer saved at {folder} could not be read" in caplog.text
