@@ -62,8 +62,9 @@ class StepMonitorMixin:
         self._loss_term_steps += 1
 
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        """Training logs get each loss term (`loss_kd`, `loss_ce`, this process's mean since the last log) and
-        the current `alpha` and `temperature`.
+        """Training logs get each loss term (`loss_kd`, `loss_ce`: the mean since the last log over every process,
+        which under data parallelism is the whole batch's, as the Trainer's `loss` is) and the current `alpha` and
+        `temperature`.
 
         Args:
             logs: The Trainer's values to log; the distillation ones are added in place.
@@ -78,8 +79,13 @@ class StepMonitorMixin:
             logs["alpha"], logs["temperature"] = (round(value, 6) for value in in_use[:2])
             if self.curriculum is not None:
                 logs["curriculum_weight"] = round(in_use[2], 6)
-            for name, total in self._loss_term_sums.items():
-                logs[f"loss_{name}"] = round(float(total) / max(self._loss_term_steps, 1), 6)
+            names = sorted(self._loss_term_sums)  # the same on every process (alpha follows the global step)
+            means = [torch.as_tensor(self._loss_term_sums[name], dtype=torch.float32) for name in names]
+            means = torch.stack(means).to(self.args.device) / max(self._loss_term_steps, 1) if names else None
+            if means is not None and self.args.world_size > 1:  # every process logs: the batch's mean, not process 0's
+                means = self.accelerator.reduce(means, reduction="mean")
+            for name, value in zip(names, means.tolist() if means is not None else [], strict=True):
+                logs[f"loss_{name}"] = round(value, 6)
             self._loss_term_sums, self._loss_term_steps = {}, 0
         super().log(logs, start_time)
 

@@ -109,6 +109,30 @@ def test_two_process_gating_run_is_synchronised_and_matches_one_process(tmp_path
         torch.testing.assert_close(rank0[key], single[key], rtol=1e-4, atol=1e-5, msg=key)  # same global batch of 16
 
 
+@pytest.mark.multiprocess
+def test_two_process_causal_step_and_its_logged_terms_match_one_process(tmp_path):
+    """Per-token loss under data parallelism: 2 processes x 16 rows, which score different numbers of tokens, give
+    the weights and the logged `loss_kd` / `loss_ce` of 1 x 32 (session 31's review found process 0's terms logged,
+    scaled by its share of the tokens: 4.29 / 6.70 against 2.66 / 4.17)."""
+    helper = str(ROOT / "tests" / "ddp_causal_run.py")
+    for command, folder in ((launch(), "ddp"), ([sys.executable], "single")):
+        size = "16" if folder == "ddp" else "32"
+        run = subprocess.run(
+            [*command, helper, str(tmp_path / folder), size],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env=ENV,
+            cwd=ROOT,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+    ddp, single = (torch.load(tmp_path / folder / "rank0.pt") for folder in ("ddp", "single"))
+    for key in single:
+        torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-6, msg=key)
+    logged = [json.loads((tmp_path / folder / "logged.json").read_text()) for folder in ("ddp", "single")]
+    assert logged[0] == pytest.approx(logged[1], rel=1e-4)
+
+
 @needs_glue
 @pytest.mark.multiprocess
 def test_two_process_extraction_equals_one_process(tmp_path):

@@ -49,7 +49,9 @@ def check_output_dir(output_dir: str, own_record: str) -> None:
         shown = ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
         raise ValueError(
             f"--output_dir {output_dir} already holds {shown}, and no {own_record} of a finished run of this "
-            "recipe: training there would overwrite them. Choose a new folder, or empty that one yourself."
+            "recipe: training there would overwrite them. Choose a new folder, or empty that one yourself (if it is "
+            "a run of this recipe or study killed after saving its weights but before its record, remove it: it "
+            "trains again)."
         )
 
 
