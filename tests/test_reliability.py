@@ -85,22 +85,21 @@ def test_resume_from_checkpoint_ends_where_the_uninterrupted_run_ends(
 # ---- two processes --------------------------------------------------------------------------------
 
 
+def run_two_and_one_process(helper: str, tmp_path, per_device_batch: int) -> None:
+    """`tests/<helper> OUTPUT_DIR BATCH` under `accelerate launch` (2 processes, into `ddp`) and in one process with
+    twice the batch (into `single`): the same global batch."""
+    for command, folder, batch in (
+        (launch(), "ddp", per_device_batch),
+        ([sys.executable], "single", 2 * per_device_batch),
+    ):
+        script = [*command, str(ROOT / "tests" / helper), str(tmp_path / folder), str(batch)]
+        run = subprocess.run(script, capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT)
+        assert run.returncode == 0, run.stderr[-3000:]
+
+
 @pytest.mark.multiprocess
 def test_two_process_gating_run_is_synchronised_and_matches_one_process(tmp_path):
-    helper = str(ROOT / "tests" / "ddp_gating_run.py")
-    two = subprocess.run(
-        launch() + [helper, str(tmp_path / "ddp"), "8"], capture_output=True, text=True, timeout=600, env=ENV, cwd=ROOT
-    )
-    assert two.returncode == 0, two.stderr[-3000:]
-    one = subprocess.run(
-        [sys.executable, helper, str(tmp_path / "single"), "16"],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env=ENV,
-        cwd=ROOT,
-    )
-    assert one.returncode == 0, one.stderr[-3000:]
+    run_two_and_one_process("ddp_gating_run.py", tmp_path, 8)
     rank0, rank1 = (torch.load(tmp_path / "ddp" / f"rank{r}.pt") for r in (0, 1))
     single = torch.load(tmp_path / "single" / "rank0.pt")
     assert any(key.startswith("gate.") for key in rank0)
@@ -114,18 +113,7 @@ def test_two_process_causal_step_and_its_logged_terms_match_one_process(tmp_path
     """Per-token loss under data parallelism: 2 processes x 16 rows, which score different numbers of tokens, give
     the weights and the logged `loss_kd` / `loss_ce` of 1 x 32 (session 31's review found process 0's terms logged,
     scaled by its share of the tokens: 4.29 / 6.70 against 2.66 / 4.17)."""
-    helper = str(ROOT / "tests" / "ddp_causal_run.py")
-    for command, folder in ((launch(), "ddp"), ([sys.executable], "single")):
-        size = "16" if folder == "ddp" else "32"
-        run = subprocess.run(
-            [*command, helper, str(tmp_path / folder), size],
-            capture_output=True,
-            text=True,
-            timeout=600,
-            env=ENV,
-            cwd=ROOT,
-        )
-        assert run.returncode == 0, run.stderr[-3000:]
+    run_two_and_one_process("ddp_causal_run.py", tmp_path, 16)
     ddp, single = (torch.load(tmp_path / folder / "rank0.pt") for folder in ("ddp", "single"))
     for key in single:
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-6, msg=key)
