@@ -80,12 +80,12 @@ class StepMonitorMixin:
             if self.curriculum is not None:
                 logs["curriculum_weight"] = round(in_use[2], 6)
             names = sorted(self._loss_term_sums)  # the same on every process (alpha follows the global step)
-            means = [torch.as_tensor(self._loss_term_sums[name], dtype=torch.float32) for name in names]
-            means = torch.stack(means).to(self.args.device) / max(self._loss_term_steps, 1) if names else None
-            if means is not None and self.args.world_size > 1:  # every process logs: the batch's mean, not process 0's
-                means = self.accelerator.reduce(means, reduction="mean")
-            for name, value in zip(names, means.tolist() if means is not None else [], strict=True):
-                logs[f"loss_{name}"] = round(value, 6)
+            if names:
+                sums = [torch.as_tensor(self._loss_term_sums[name], dtype=torch.float32) for name in names]
+                means = torch.stack(sums).to(self.args.device) / max(self._loss_term_steps, 1)
+                if self.args.world_size > 1:  # every process logs: the batch's mean, not process 0's
+                    means = self.accelerator.reduce(means, reduction="mean")
+                logs.update({f"loss_{name}": round(v, 6) for name, v in zip(names, means.tolist(), strict=True)})
             self._loss_term_sums, self._loss_term_steps = {}, 0
         super().log(logs, start_time)
 
