@@ -19,7 +19,8 @@ from transformers import AutoModelForSequenceClassification, BertModel
 
 from distill_trainer import read_metadata
 from distill_trainer.config import fast_training_defaults
-from distill_trainer.study.runs import check_output_dir, processor_name
+from distill_trainer.study.output_dirs import check_output_dir
+from distill_trainer.study.runs import processor_name
 from distill_trainer.study.tasks import get_task, load_task_split, task_texts
 from distill_trainer.study.teachers import TransformersTeacher
 from distill_trainer.study.training import student_from_layers
@@ -522,6 +523,26 @@ def test_training_never_overwrites_a_folder_another_run_or_the_user_wrote(study,
     (project / "runs").write_text("a file, not TensorBoard's folder")
     with pytest.raises(ValueError, match=r"already holds notes.txt, runs \(not a folder\)"):
         check_output_dir(str(project), "eval_results.json")
+
+
+def test_a_run_killed_before_its_record_trains_again_where_it_stopped(study, tmp_path):
+    """A student killed after saving its weights but before writing its record leaves a folder of model files
+    and no record: its marker lets the rerun train there again; a teacher's marker does not let a student in."""
+    root, *_ = study
+    student = tmp_path / "student"
+    argv = COMMON + ["--logit_dataset", str(root / "logits"), "--student_model", str(root / "t-tiny")]
+    argv += ["--max_steps", "1", "--fusion", "average", "--output_dir", str(student)]
+    distill.main(argv)
+    (student / "eval_results.json").unlink()  # the kill
+    assert (student / "model.safetensors").is_file()
+    distill.main(argv)
+    assert (student / "eval_results.json").is_file()
+    stopped_teacher = tmp_path / "stopped-teacher"
+    shutil.copytree(root / "t-tiny", stopped_teacher)
+    (stopped_teacher / "teacher_info.json").unlink()
+    with pytest.raises(ValueError, match=r"already holds .distill_trainer_run.json, config.json"):
+        distill.main(argv[:-1] + [str(stopped_teacher)])
+    check_output_dir(str(stopped_teacher), "teacher_info.json")  # the teacher's own rerun goes on
 
 
 def test_the_same_seed_gives_the_same_student(study, tmp_path):

@@ -37,9 +37,10 @@ from .causal_data import (
 from .causal_metrics import completion_metrics
 from .extraction import read_teacher_cache, write_teacher_cache, write_with_teacher_cache
 from .logit_data import load_logit_dataset
+from .output_dirs import check_output_dir, mark_output_dir
 from .questions import causal_question
 from .results import student_result
-from .runs import VALIDATION_NLL_FILE, StudentResult, check_output_dir, display_name
+from .runs import VALIDATION_NLL_FILE, StudentResult, display_name
 from .teachers import folder_revision, process_state
 from .training import student_from_layers
 
@@ -325,6 +326,7 @@ def distill_causal_student(
     trainer = DistillationTrainer(
         model=model, args=for_trainer(config), processing_class=tokenizer, train_dataset=train, teacher_models=live
     )
+    mark_output_dir(config.output_dir, StudentResult.FILE)
     train_output = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     per_row = []
     batch_size = config.per_device_eval_batch_size

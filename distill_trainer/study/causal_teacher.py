@@ -31,7 +31,8 @@ from .causal_data import (
 from .causal_lm import SCORE_METRIC
 from .causal_metrics import completion_metrics, split_metrics
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, resumable_checkpoint
-from .runs import TeacherRecord, base_model_name, check_output_dir, default_teacher_name, device_name, processor_name
+from .output_dirs import check_output_dir, mark_output_dir
+from .runs import TeacherRecord, base_model_name, default_teacher_name, device_name, processor_name
 from .training import TaskTrainer
 
 logger = logging.getLogger(__name__)
@@ -128,6 +129,7 @@ def train_causal_teacher(
     )
     # Checkpoints already there are this teacher's (an interrupted run, resumed) or someone else's (kept).
     existing = set(sort_checkpoints(output_dir)) if os.path.isdir(output_dir) and not resume else set()
+    mark_output_dir(output_dir, TeacherRecord.FILE)
     trainer.train(resume_from_checkpoint=resume)
     trainer.save_model(output_dir)
     epochs = epochs_of(trainer.state, "loss", greater_is_better=False) if with_dev else {}

@@ -31,11 +31,12 @@ from ..topk import read_topk_metadata
 from .cards import render_logit_dataset_card, render_student_card, render_teacher_card
 from .hub_checks import check_baseline, check_hub_before_work, load_baseline
 from .logit_data import LOGIT_METADATA_FILE, load_logit_dataset_from_hub  # noqa: F401 (read back there; importable here)
+from .output_dirs import RUN_MARKER_FILE
 from .runs import StudentResult, TeacherRecord
 
 # Training leftovers that do not belong in a published model: checkpoints (optimizer state, gate),
 # the pickled TrainingArguments (it may hold a hub_token), half-written folders, logs.
-IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "training_args.bin", "*.partial-*", "runs/**"]
+IGNORE_PATTERNS = ["checkpoint-*", "checkpoint-*/**", "training_args.bin", "*.partial-*", "runs/**", RUN_MARKER_FILE]
 # What from_pretrained reads from a model repo's top level (weights, config, tokenizer): a republished folder that
 # lacks one the repo has (single-file weights now sharded, another tokenizer) would have the old one loaded in its
 # place, so such files are deleted with the upload; the repo's other files stay.

@@ -28,33 +28,6 @@ EVAL_RESULTS_FILE = "eval_results.json"
 RECORD_FORMAT_VERSION = 1
 
 
-def check_output_dir(output_dir: str, own_record: str) -> None:
-    """Refuse an `--output_dir` that training would overwrite but that this tool's run of the same kind did not
-    write: a file, or a folder that holds something besides checkpoints and TensorBoard's `runs` folder (what an
-    interrupted run leaves; it resumes from those) and no `own_record` (a finished run of this kind, which a rerun
-    replaces), e.g. a teacher given as a student's folder, or a user's project folder.
-
-    Args:
-        output_dir: The run's folder.
-        own_record: The record a finished run of this kind leaves (`EVAL_RESULTS_FILE`, `TEACHER_INFO_FILE`).
-    """
-    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError(f"--output_dir {output_dir} is a file; give a folder (new, or a run of this recipe).")
-    if not os.path.isdir(output_dir) or os.path.isfile(os.path.join(output_dir, own_record)):
-        return
-    logs = os.path.join(output_dir, "runs")  # TensorBoard's (`--report_to tensorboard`): an interrupted run's
-    others = sorted(e for e in os.listdir(output_dir) if not e.startswith("checkpoint-") and e != "runs")
-    others += ["runs (not a folder)"] if os.path.exists(logs) and not os.path.isdir(logs) else []
-    if others:
-        shown = ", ".join(others[:5]) + (" ..." if len(others) > 5 else "")
-        raise ValueError(
-            f"--output_dir {output_dir} already holds {shown}, and no {own_record} of a finished run of this "
-            "recipe: training there would overwrite them. Choose a new folder, or empty that one yourself (if it is "
-            "a run of this recipe or study killed after saving its weights but before its record, remove it: it "
-            "trains again)."
-        )
-
-
 def write_atomically(path: str, write: Callable[[str], None]) -> None:
     """`write(partial_path)`, then rename into `path`: a crash or a kill never leaves a half-written file (or
     folder) under the final name, and readers see the old version or the new one, never a mix.

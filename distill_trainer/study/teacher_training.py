@@ -15,7 +15,8 @@ from ..labels import check_label_values
 from ..logits import input_fingerprint
 from .args import for_trainer
 from .early_stopping import early_stopping, epochs_of, evaluations_per_epoch, majority_shares, resumable_checkpoint
-from .runs import TeacherRecord, base_model_name, check_output_dir, default_teacher_name, device_name, processor_name
+from .output_dirs import check_output_dir, mark_output_dir
+from .runs import TeacherRecord, base_model_name, default_teacher_name, device_name, processor_name
 from .task_data import TaskData
 from .tasks import compute_task_metrics, first_rows, metrics_for_trainer, task_texts
 from .teachers import SKLEARN_TEACHER, SklearnTeacher, load_teacher, sharded_logits
@@ -69,6 +70,7 @@ def train_teacher(
             regression=task.is_regression,
             label_names=None if task.is_regression else task.label_names,
         )
+        mark_output_dir(output_dir, TeacherRecord.FILE)
         teacher.save(output_dir)
         metrics = {}
     else:
@@ -92,6 +94,7 @@ def train_teacher(
         )
         # Checkpoints already there are this teacher's (an interrupted run, resumed) or someone else's (kept).
         existing = set(sort_checkpoints(output_dir)) if os.path.isdir(output_dir) and not resume else set()
+        mark_output_dir(output_dir, TeacherRecord.FILE)
         trainer.train(resume_from_checkpoint=resume)
         metrics = evaluate_task(trainer)[0] if dev is None else {}
         trainer.save_model(output_dir)

@@ -26,10 +26,11 @@ from .args import for_trainer
 from .dev_split import DEV_SPLIT_KEY, check_same_dev_split
 from .early_stopping import early_stopping, evaluations_per_epoch
 from .logit_data import load_logit_dataset
+from .output_dirs import check_output_dir, mark_output_dir
 from .packaged_models import resolve_model
 from .questions import student_question
 from .results import student_result
-from .runs import LOGITS_FILE_BY_SPLIT, StudentResult, check_output_dir, training_settings
+from .runs import LOGITS_FILE_BY_SPLIT, StudentResult, training_settings
 from .student_model import (  # noqa: F401 (re-exported: imported from here before they had their own module)
     BUNDLED_LAYERS_FILE,
     check_bundled_layers,
@@ -261,6 +262,7 @@ def distill_student(
         eval_dataset=tokenized["dev" if dev is not None else "validation"],
         callbacks=callbacks,
     )
+    mark_output_dir(config.output_dir, StudentResult.FILE)
     train_output = trainer.train(resume_from_checkpoint=config.resume_from_checkpoint)
     if patience and trainer.is_world_process_zero():
         for folder in set(sort_checkpoints(config.output_dir)) - existing:  # only the ones this training wrote
