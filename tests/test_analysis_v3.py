@@ -404,7 +404,7 @@ def test_a_method_not_run_yet_is_named_and_the_rest_is_reported(v3_study, tmp_pa
     # and what the plan asks that no record has yet is said before any number, task by task
     missing = dict(result["main_missing"])
     assert missing["qqp"] == ["every run"] and "`average` seeds 42, 43, 44, 45, 46" in missing["mnli"]
-    assert "2 of 3 teachers" in missing["sst2"] and "`fitted` seeds 42, 43, 44" in missing["sst2"]
+    assert "1 of 3 teachers" in missing["sst2"] and "`fitted` seeds 42, 43, 44" in missing["sst2"]
     assert "`gating` seeds 42, 43, 44" in missing["mrpc"] and not any("gating" in m for m in missing["sst2"])
     assert report.index("**This study is not finished.**") < report.index("| task | primary")
 
@@ -614,7 +614,7 @@ def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, si
     assert "| `average` | 2 (left out 3-layer: 44) | +0.50 pp |" in report
     assert (
         "Missing from the 6-layer student's sst2 (the plan: 3 teachers, seeds 42-46 of each method, 42-44 of "
-        "`confidence` and `fitted`): 2 of 3" in report
+        "`confidence` and `fitted`): 1 of 3 teachers" in report  # the one not recorded
     )
     # students, but not yet the chosen teacher's single student
     for seed in SEEDS:
@@ -632,6 +632,7 @@ def test_parts_not_run_yet_partial_and_byte_identical(v3_study, low_resource, si
     assert result["six_layer"]["task_order"] == ["mnli"] and "sst2" not in result["six_layer"]["missing"]  # cut
     partial = (tmp_path / "partial" / "REPORT.md").read_text()
     assert "Teachers only: no student run yet.\n\nMissing from the low-resource regime" in partial
+    assert ": 2 of 3 teachers; every student (seeds 42-46)." in partial  # its one teacher is recorded
 
 
 def test_analyze_refuses_a_part_folder_that_is_not_there_or_a_part_without_plan_v3(v3_study, tmp_path):

@@ -44,6 +44,16 @@ MAIN_THREE_SEEDS = ("fitted", "confidence", *OTHER_MULTI)  # 3 seeds (42-44): th
 LAYER_DIFFERENCE_KEYS = ("difference", "per_seed", "ci_low", "ci_high", "resamples")  # the interval, no test
 
 
+def recorded_teachers(folder: str, task: str) -> int:
+    """How many of a task's teachers have a record in a study folder (a folder linked from another study counts).
+
+    Args:
+        folder: A study folder (`<task>/teacher-*`).
+        task: The task's folder name.
+    """
+    return len(glob.glob(os.path.join(folder, task, "teacher-*", "teacher_info.json")))
+
+
 def not_ready(folder: str, task: str) -> str | None:
     """Why a task of a part's folder cannot be analysed yet (no teacher record, no logit dataset, no student
     record), or None when it can.
@@ -53,7 +63,7 @@ def not_ready(folder: str, task: str) -> str | None:
         task: The task's folder name.
     """
     root = os.path.join(folder, task)
-    if not glob.glob(os.path.join(root, "teacher-*", "teacher_info.json")):
+    if not recorded_teachers(folder, task):
         return NOT_RUN
     if not os.path.isdir(os.path.join(root, "logits")):
         return "teachers only: no logit dataset yet, no student"
@@ -62,7 +72,9 @@ def not_ready(folder: str, task: str) -> str | None:
     return None
 
 
-def planned_missing(task: dict | None, multi: tuple[str, ...], cut: tuple[str, ...] = ()) -> list[str]:
+def planned_missing(
+    task: dict | None, multi: tuple[str, ...], cut: tuple[str, ...] = (), teachers_recorded: int = 0
+) -> list[str]:
     """What the plan asks of a task that its folder lacks: teachers, and each method's seeds (`none`, a `single`
     student per teacher, the `multi` methods; seeds 42-46, or 42-44 for the methods whose seeds were cut).
 
@@ -70,12 +82,20 @@ def planned_missing(task: dict | None, multi: tuple[str, ...], cut: tuple[str, .
         task: The task's results (`analyze_task`); None when nothing of it could be analysed.
         multi: The plan's multi-teacher methods for this part.
         cut: The methods the plan's third cut left with 3 seeds in this part.
+        teachers_recorded: The teachers recorded where `task` is None (the task's teachers ran, no student yet).
     """
-    if task is None:
+    if task is None and not teachers_recorded:
         return [f"everything: {PLANNED_TEACHERS} teachers and every student (seeds 42-46)"]
+    if task is None:
+        lacking = PLANNED_TEACHERS - teachers_recorded
+        return ([f"{lacking} of {PLANNED_TEACHERS} teachers"] if lacking > 0 else []) + ["every student (seeds 42-46)"]
     teachers = [t["method"] for t in task["teachers"]]
     have = {m["method"]: m["seeds"] for m in task["methods"]}
-    missing = [f"{len(teachers)} of {PLANNED_TEACHERS} teachers"] if len(teachers) < PLANNED_TEACHERS else []
+    missing = (
+        [f"{PLANNED_TEACHERS - len(teachers)} of {PLANNED_TEACHERS} teachers"]
+        if len(teachers) < PLANNED_TEACHERS
+        else []
+    )
     for method in (BASELINE_METHOD, *(f"single: {t}" for t in teachers), *multi):
         lacking = sorted(set(CUT_SEEDS if method in cut else PLANNED_SEEDS) - set(have.get(method, [])))
         if lacking:
@@ -98,7 +118,8 @@ def analyze_low_resource(folder: str | None, resamples: int, seed: int) -> dict:
     if reason == NOT_RUN:
         return {"status": NOT_RUN}
     if reason:
-        return {"status": reason, "task": task, "missing": planned_missing(None, LOW_RESOURCE_MULTI)}
+        missing = planned_missing(None, LOW_RESOURCE_MULTI, teachers_recorded=recorded_teachers(folder, task))
+        return {"status": reason, "task": task, "missing": missing}
     result = analyze_task(folder, task, resamples, seed, secondary=False)
     data = load_task(folder, task)
     distilled = {m["method"] for m in result["methods"] if m["type"] != "baseline"}
@@ -193,7 +214,8 @@ def analyze_six_layer(folder: str | None, study_dir: str, main: dict, resamples:
         differences[name]["three_layer_single"] = three
     for name in sorted(set(SIX_LAYER_TASKS) | set(names)):
         ran = tasks.get(name, {}).get("methods") is not None
-        missing[name] = planned_missing(tasks[name] if ran else None, SIX_LAYER_MULTI, SIX_LAYER_CUT_SEEDS)
+        recorded = recorded_teachers(folder, name) if folder else 0
+        missing[name] = planned_missing(tasks[name] if ran else None, SIX_LAYER_MULTI, SIX_LAYER_CUT_SEEDS, recorded)
     return {
         "status": "analyzed",
         "tasks": tasks,

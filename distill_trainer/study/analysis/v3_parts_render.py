@@ -148,7 +148,7 @@ def six_layer_lines(result: dict) -> list[str]:
     lines += [
         "The whole all-MiniLM-L6-v2 (6 layers) as the student, on the main study's teachers and logits. Its choices "
         "are its own, on dev; its secondary tests are a family of their own: Holm p over "
-        f"{', '.join(part['holm_family']) or 'none'}, not over the main study's.",
+        f"{', '.join(part['holm_family']) or 'its tasks (none has a secondary test yet)'}, not over the main study's.",
         "",
         *(summary_lines(ready, {n for n, lacking in part["missing"].items() if lacking}) if ready else []),
         "",
