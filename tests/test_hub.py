@@ -153,7 +153,7 @@ def test_teacher_loads_back_with_plain_from_pretrained(published):
     assert card.data.license == "apache-2.0" and card.data.datasets == ["nyu-mll/glue"]
     files = HfApi().list_repo_files("alice/tiny-teacher-sst2")
     assert "training_args.bin" not in files and "teacher_info.json" in files
-    assert ".distill_trainer_run.json" not in files  # the run's own marker (output_dirs) stays local
+    assert "_distill_trainer_run.json" not in files  # the run's own marker (output_dirs) stays local
 
 
 def test_logit_dataset_loads_back_with_its_rows_and_metadata(published):

@@ -540,7 +540,7 @@ def test_a_run_killed_before_its_record_trains_again_where_it_stopped(study, tmp
     stopped_teacher = tmp_path / "stopped-teacher"
     shutil.copytree(root / "t-tiny", stopped_teacher)
     (stopped_teacher / "teacher_info.json").unlink()
-    with pytest.raises(ValueError, match=r"already holds .distill_trainer_run.json, config.json"):
+    with pytest.raises(ValueError, match=r"already holds _distill_trainer_run.json, config.json"):
         distill.main(argv[:-1] + [str(stopped_teacher)])
     check_output_dir(str(stopped_teacher), "teacher_info.json")  # the teacher's own rerun goes on
 

@@ -13,7 +13,8 @@ import os
 
 from .runs import save_json
 
-RUN_MARKER_FILE = ".distill_trainer_run.json"  # {"record": the record a finished run of this kind leaves}
+# {"record": the record a finished run of this kind leaves}; "_" so that the Trainer's own `push_to_hub` skips it too
+RUN_MARKER_FILE = "_distill_trainer_run.json"
 
 
 def is_own_run(output_dir: str, own_record: str) -> bool:
