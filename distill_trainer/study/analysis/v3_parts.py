@@ -84,18 +84,14 @@ def planned_missing(
         cut: The methods the plan's third cut left with 3 seeds in this part.
         teachers_recorded: The teachers recorded where `task` is None (the task's teachers ran, no student yet).
     """
-    if task is None and not teachers_recorded:
+    recorded = teachers_recorded if task is None else len(task["teachers"])
+    if not recorded:
         return [f"everything: {PLANNED_TEACHERS} teachers and every student (seeds 42-46)"]
+    missing = [f"{PLANNED_TEACHERS - recorded} of {PLANNED_TEACHERS} teachers"] if recorded < PLANNED_TEACHERS else []
     if task is None:
-        lacking = PLANNED_TEACHERS - teachers_recorded
-        return ([f"{lacking} of {PLANNED_TEACHERS} teachers"] if lacking > 0 else []) + ["every student (seeds 42-46)"]
+        return [*missing, "every student (seeds 42-46)"]
     teachers = [t["method"] for t in task["teachers"]]
     have = {m["method"]: m["seeds"] for m in task["methods"]}
-    missing = (
-        [f"{PLANNED_TEACHERS - len(teachers)} of {PLANNED_TEACHERS} teachers"]
-        if len(teachers) < PLANNED_TEACHERS
-        else []
-    )
     for method in (BASELINE_METHOD, *(f"single: {t}" for t in teachers), *multi):
         lacking = sorted(set(CUT_SEEDS if method in cut else PLANNED_SEEDS) - set(have.get(method, [])))
         if lacking:
@@ -214,7 +210,7 @@ def analyze_six_layer(folder: str | None, study_dir: str, main: dict, resamples:
         differences[name]["three_layer_single"] = three
     for name in sorted(set(SIX_LAYER_TASKS) | set(names)):
         ran = tasks.get(name, {}).get("methods") is not None
-        recorded = recorded_teachers(folder, name) if folder else 0
+        recorded = recorded_teachers(folder, name)
         missing[name] = planned_missing(tasks[name] if ran else None, SIX_LAYER_MULTI, SIX_LAYER_CUT_SEEDS, recorded)
     return {
         "status": "analyzed",
