@@ -11,6 +11,7 @@ import pytest
 
 from distill_trainer import attach_teacher_logits
 from distill_trainer.study.analysis.v3 import PRIMARY_ON_SECONDARY_SEEDS, analyze_v3_study
+from distill_trainer.study.analysis.v3_format import interval, pct, pp, share
 from distill_trainer.study.analysis.v3_parts import analyze_v3_parts
 from distill_trainer.study.analysis.v3_parts_render import SIX_LAYER_CUTS
 from distill_trainer.study.analysis.v3_render import render_v3_report, write_v3_report
@@ -272,6 +273,16 @@ def test_float_noise_decides_no_verdict():
     test = paired_seed_bootstrap(a, b, None, "accuracy", resamples=200, scorer=lambda rows, drawn: rows[drawn].mean(1))
     assert (test["ci_low"], test["ci_high"], test["p_value"]) == (0.0, 0.0, 1.0)
     assert test["verdict"] == WITHIN_MARGIN and str(test["ci_low"]) == "0.0"
+
+
+def test_an_exact_half_prints_the_same_however_the_mean_was_summed():
+    """A mean of four seeds' scores on 1,000 rows ending in 5 at the third decimal (65.925) prints 65.93 whether the
+    float came out just above or just below it; an auditor's own code gets the report's digits."""
+    scores = [0.659, 0.6595, 0.659, 0.6595]  # mean 0.65925: summed in two orders, two different floats
+    forward, backward = sum(scores) / 4, sum(reversed(scores)) / 4
+    assert {pct(v) for v in (forward, backward, 0.65925 - 1e-15, 0.65925 + 1e-15)} == {"65.93"}
+    assert pp(-0.07725 + 1e-15) == "-7.73 pp" and pp(-1e-15) == "+0.00 pp" and share(0.1125) == "11.3%"
+    assert interval({"ci_low": -0.0018, "ci_high": 0.01725}) == "[-0.18, +1.73]"
 
 
 def test_holm_against_a_manual_computation(v3_study):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Collection
+from decimal import ROUND_HALF_UP, Decimal
 
 from .v3 import PRIMARY_METHOD, PRIMARY_ON_SECONDARY_SEEDS
 
@@ -27,13 +28,37 @@ def write_report_files(output_dir: str, results_file: str, result: dict, report:
         handle.write(report)
 
 
+ROUNDING_RULE = (
+    "Figures print rounded half away from zero after snapping to 9 decimals (65.925 prints 65.93, -7.725 prints "
+    "-7.73), so they do not depend on the order a mean was summed in."
+)
+
+
+def fixed(value: float, places: int = 2, signed: bool = False) -> str:
+    """`value` with `places` decimals, an exact decimal half rounded away from zero (`ROUNDING_RULE`).
+
+    A mean over an even number of seeds of scores on 1,000 rows often ends in a 5 just past the printed decimals
+    (65.925); as a binary float it is 65.92500000000001 or 65.92499999999999 depending on the order it was summed
+    in, and plain `f"{x:.2f}"` prints either. Snapping to 9 decimals first makes the figure depend on the value
+    alone, so an auditor recomputing it with other code gets the same digits.
+
+    Args:
+        value: The number (already in the printed unit: percent, points).
+        places: Decimals printed.
+        signed: Print `+` before positive numbers (differences).
+    """
+    snapped = Decimal(f"{value:.9f}") + 0  # + 0: a value that snaps to zero loses its sign (+0.00, not -0.00)
+    exact = snapped.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    return f"{exact:+f}" if signed else f"{exact:f}"
+
+
 def pct(value: float | None) -> str:
     """A 0-1 score as a percentage with two decimals; None (not computable) as n/a.
 
     Args:
         value: The score (0-1), or None.
     """
-    return "n/a" if value is None else f"{100 * value:.2f}"
+    return "n/a" if value is None else fixed(100 * value)
 
 
 def pp(value: float | None) -> str:
@@ -42,7 +67,16 @@ def pp(value: float | None) -> str:
     Args:
         value: The difference, as a fraction (0.0115 is +1.15 pp), or None.
     """
-    return "n/a" if value is None else f"{100 * value:+.2f} pp"
+    return "n/a" if value is None else f"{fixed(100 * value, signed=True)} pp"
+
+
+def interval(test: dict) -> str:
+    """A test's 95% interval of the difference in signed percentage points (`[-0.18, +1.72]`).
+
+    Args:
+        test: A comparison or difference with `ci_low` and `ci_high` as fractions.
+    """
+    return f"[{fixed(100 * test['ci_low'], signed=True)}, {fixed(100 * test['ci_high'], signed=True)}]"
 
 
 def share(value: float | None) -> str:
@@ -51,7 +85,7 @@ def share(value: float | None) -> str:
     Args:
         value: The share as a fraction (0.283 is 28.3%), or None (not computable).
     """
-    return "n/a" if value is None else f"{100 * value:.1f}%"
+    return "n/a" if value is None else f"{fixed(100 * value, 1)}%"
 
 
 SUMMARY_HEADER = (  # the v3 and causal reports' summary tables: one wording, as both plans define the comparisons
@@ -133,7 +167,7 @@ def comparison_rows(name: str, comparison: dict | None) -> list[str]:
         f"`{c['b']}`",
         seeds,
         pp(c["difference"]),
-        f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]",
+        interval(c),
         p(c["p_value"]),
         p(c.get("holm_p")),
         p(c["tost_p"]),
@@ -267,8 +301,7 @@ def summary_lines(tasks: dict, incomplete: Collection[str] = ()) -> list[str]:
         for key in ("primary", "secondary"):
             c = t["comparisons"].get(key)
             ran = c and c.get("difference") is not None
-            interval = f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]" if ran else ""
-            cells += [f"`{c['a']}` {pp(c['difference'])} {interval}", c["verdict"]] if ran else ["n/a", "not run"]
+            cells += [f"`{c['a']}` {pp(c['difference'])} {interval(c)}", c["verdict"]] if ran else ["n/a", "not run"]
         secondary = t["comparisons"].get("secondary") or {}
         label = f"{name} (interim)" if name in incomplete else name
         lines.append("| " + " | ".join([label, *cells, p(secondary.get("holm_p"))]) + " |")

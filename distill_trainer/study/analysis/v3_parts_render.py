@@ -4,7 +4,7 @@ the 3-layer student. Formatting only: every number comes from the result dict.""
 
 from __future__ import annotations
 
-from .v3_format import comparison_rows, named, pct, pp, share, summary_lines, table, task_section
+from .v3_format import comparison_rows, interval, named, pct, pp, share, summary_lines, table, task_section
 from .v3_parts import NOT_RUN
 
 SIX_LAYER_CUTS = (
@@ -49,8 +49,7 @@ def primary_cell(t: dict | None) -> str:
         return "not run yet"
     if c.get("difference") is None:
         return c["verdict"]
-    interval = f"[{100 * c['ci_low']:+.2f}, {100 * c['ci_high']:+.2f}]"
-    return f"{pp(c['difference'])} {interval}, {len(c['paired_seeds'])} paired seeds: {c['verdict']}"
+    return f"{pp(c['difference'])} {interval(c)}, {len(c['paired_seeds'])} paired seeds: {c['verdict']}"
 
 
 def missing_lines(missing: list[str], what: str, plan: str = "seeds 42-46 of each method") -> list[str]:
@@ -128,8 +127,7 @@ def difference_rows(differences: dict) -> list[list[str]]:
         if d["difference"] is None:
             rows.append([f"`{d['method']}`", seeds, "n/a", d["note"]])
         else:
-            interval = f"[{100 * d['ci_low']:+.2f}, {100 * d['ci_high']:+.2f}]"
-            rows.append([f"`{d['method']}`", seeds, pp(d["difference"]), interval])
+            rows.append([f"`{d['method']}`", seeds, pp(d["difference"]), interval(d)])
     return rows
 
 

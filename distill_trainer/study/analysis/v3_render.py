@@ -8,7 +8,17 @@ from __future__ import annotations
 
 from .figures import COMPARISONS_FIGURE, compared, scores_figure, write_v3_figures
 from .reference import REFERENCE_AVG_GAP, V2_AVG_GAP
-from .v3_format import pct, share, summary_lines, table, task_section, write_report_files, zero_p_sentence
+from .v3_format import (
+    ROUNDING_RULE,
+    fixed,
+    pct,
+    share,
+    summary_lines,
+    table,
+    task_section,
+    write_report_files,
+    zero_p_sentence,
+)
 from .v3_parts import analyze_v3_parts
 from .v3_parts_render import parts_lines
 from .v3_stats import VERDICT_RULE
@@ -44,10 +54,10 @@ def gap_lines(result: dict) -> list[str]:
         [
             label,
             student,
-            f"{g['best_student_avg']:.2f}",
+            fixed(g["best_student_avg"]),
             teacher,
-            f"{g['best_teacher_avg']:.2f}",
-            f"{g['baseline_avg']:.2f}",
+            fixed(g["best_teacher_avg"]),
+            fixed(g["baseline_avg"]),
             share((g["best_student_avg"] - g["baseline_avg"]) / (g["best_teacher_avg"] - g["baseline_avg"])),
         ]
         for label, student, teacher, g in earlier
@@ -110,7 +120,7 @@ def render_v3_report(result: dict) -> str:
         f"{zero_p_sentence(result['resamples'], len(result['holm_family']))[:-1]}, over the tasks; the "
         f"low-resource regime's family below gives its own. {VERDICT_RULE} "
         "Holm p: the secondary tests corrected over the tasks "
-        f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal".',
+        f'({", ".join(result["holm_family"]) or "none"}). A verdict is never "equal". {ROUNDING_RULE}',
         "",
         BUDGET_CUTS,
         "",
